@@ -1,0 +1,3 @@
+"""Shipyard: data → pipeline → signed registry → predictions, monitored and retrained."""
+
+__version__ = "0.1.0"

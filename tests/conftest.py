@@ -1,0 +1,80 @@
+"""Fixtures shared by every test folder.
+
+``settings`` is a fresh Shipyard home per test. ``database_url`` runs a test once on SQLite
+and once on PostgreSQL (a new database per test on 127.0.0.1:5432). When ``CI`` is set an
+unreachable PostgreSQL fails the run; elsewhere those tests skip and say what to start.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shipyard.settings import Settings
+
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def service_missing(what: str, start: str, error: Exception) -> None:
+    """Fail in CI, skip elsewhere, when a real service the test needs is unreachable."""
+    message = f"{what} is unreachable ({error}); start it with: {start}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers come from where a test lives and what it needs."""
+    for item in items:
+        if "e2e" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.e2e)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "postgresql":
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty registry database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        return
+    name = f"shipyard_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
+    except psycopg.OperationalError as error:
+        service_missing("PostgreSQL on 127.0.0.1:5432", POSTGRES_START, error)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty Shipyard home folder."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(home: Path, database_url: str) -> Settings:
+    """Settings for a fresh home on each database backend."""
+    return Settings(home=home, database_url=database_url)
+
+
+@pytest.fixture
+def sqlite_settings(home: Path) -> Settings:
+    """Settings for a fresh home with the embedded SQLite database only."""
+    return Settings(home=home)
