@@ -15,7 +15,7 @@ maps to, the CLI exit code, and whether a stream message that raised it should b
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError
     │   └── AliasNotFoundError
-    ├── ConflictError                  409  exit 4   state forbids the action (nothing to roll back to)
+    ├── ConflictError                  409  exit 4   state forbids it (nothing to roll back to)
     ├── ArtifactError                  500  exit 5   a stored artifact cannot be trusted or read
     │   ├── ArtifactTamperedError               digest does not match the manifest
     │   └── SignatureError                      signature missing, wrong or from an unknown key

@@ -1,0 +1,49 @@
+"""The ``shipyard`` command line: Typer commands over the packages, errors as one line.
+
+A ``ShipyardError`` becomes ``error: <message>`` on stderr and the error's exit code;
+usage mistakes exit 2 as Click reports them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from shipyard.cli import data, demo, keys, models, pipeline, predict
+from shipyard.cli.context import console, err_console, state_callback
+from shipyard.errors import ShipyardError
+
+app = typer.Typer(
+    name="shipyard",
+    help="Take machine-learning models from data to signed, served production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    callback=state_callback,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+app.command("predict")(predict.predict)
+app.command("demo")(demo.demo)
+
+__all__ = ["app", "console", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script; exits with the command's status."""
+    try:
+        code = app(args=argv, prog_name="shipyard", standalone_mode=False)
+    except ShipyardError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,64 @@
+"""``shipyard pipeline``: run a spec stage by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shipyard.cli.context import console, open_registry
+from shipyard.pipeline import Runner, RunResult, Spec, load_spec
+from shipyard.registry import Registry
+
+app = typer.Typer(help="Run pipelines.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Pipeline spec (YAML)")],
+    data: Annotated[
+        Path | None, typer.Option(help="Read the table from this file instead of the spec's")
+    ] = None,
+) -> None:
+    """Ingest, validate, split, train, evaluate, export, register and maybe promote a model."""
+    spec, text = load_spec(spec_path)
+    if data is not None:
+        spec = spec.with_data_file(data)
+    with open_registry(ctx) as registry:
+        result = run_with_status(registry, spec, text, console)
+    console.print(run_table(result))
+
+
+def run_with_status(registry: Registry, spec: Spec, text: str, out: Console) -> RunResult:
+    """Run a spec while a status line names the stage in progress."""
+    with out.status("starting") as status:
+
+        def listener(name: str, state: str, seconds: float) -> None:
+            if state == "running":
+                status.update(f"pipeline {spec.name}: {name}…")
+            else:
+                mark = "[green]✓[/]" if state == "succeeded" else "[red]✗[/]"
+                out.print(f"  {mark} {name:<9} {seconds:7.2f} s")
+
+        return Runner(registry, listener=listener).run(spec, text)
+
+
+def run_table(result: RunResult) -> Table:
+    """A summary of a run: version, metrics, promotion."""
+    table = Table(title=f"run {result.run_id}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model version", result.version.ref)
+    table.add_row("rows", f"{result.rows:,}")
+    table.add_row("dataset sha256", result.dataset_sha256[:16] + "…")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    promotion = result.promotion
+    verdict = "promoted to" if promotion.promoted else "not promoted to"
+    table.add_row("promotion", f"{verdict} {promotion.alias} ({promotion.reason})")
+    table.add_row("artifact", f"{result.version.format} sha256:{result.version.manifest_digest}")
+    return table

@@ -1,0 +1,106 @@
+"""Runs a spec's stages in-process and records the run, each stage's status and timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shipyard import __version__
+from shipyard.pipeline.spec import Spec
+from shipyard.pipeline.stages import STAGES, Promotion, RunContext, Stage
+from shipyard.registry import ModelVersionInfo, Registry
+
+StageListener = Callable[[str, str, float], None]
+"""Called with (stage name, "running" | "succeeded" | "failed", seconds so far)."""
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """How one stage ended and how long it took."""
+
+    name: str
+    status: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a successful run produced."""
+
+    run_id: str
+    rows: int
+    dataset_sha256: str
+    metrics: dict[str, float]
+    version: ModelVersionInfo
+    promotion: Promotion
+    stages: list[StageTiming]
+
+
+class Runner:
+    """Executes stages in order; a failing stage fails the run and is recorded as such."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        stages: Sequence[type[Stage]] = STAGES,
+        listener: StageListener | None = None,
+    ) -> None:
+        self.registry = registry
+        self.stages = stages
+        self.listener = listener
+
+    def run(self, spec: Spec, spec_text: str) -> RunResult:
+        """Execute the spec; raises the failing stage's error after recording it."""
+        params = {
+            "task": spec.task,
+            "model": spec.model.type,
+            "params": spec.model.params,
+            "scale": spec.model.scale,
+            "split": spec.split.model_dump(),
+            "shipyard": __version__,
+        }
+        run_id = self.registry.start_run(spec.name, spec_text, params, None)
+        ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id)
+        timings: list[StageTiming] = []
+        for stage_cls in self.stages:
+            stage = stage_cls()
+            started_at = datetime.now(UTC)
+            start = time.perf_counter()
+            self._tell(stage.name, "running", 0.0)
+            try:
+                stage.run(ctx)
+            except BaseException as error:
+                duration = time.perf_counter() - start
+                message = f"{type(error).__name__}: {error}"
+                self.registry.record_stage(
+                    run_id, stage.name, "failed", started_at, duration, message
+                )
+                self.registry.finish_run(run_id, "failed", f"{stage.name}: {message}")
+                self._tell(stage.name, "failed", duration)
+                raise
+            duration = time.perf_counter() - start
+            self.registry.record_stage(run_id, stage.name, "succeeded", started_at, duration)
+            if ctx.dataset_sha256 is not None and stage.name == "ingest":
+                self.registry.set_run_dataset(run_id, ctx.dataset_sha256)
+            timings.append(StageTiming(stage.name, "succeeded", duration))
+            self._tell(stage.name, "succeeded", duration)
+        self.registry.finish_run(run_id, "succeeded")
+        assert ctx.version is not None
+        assert ctx.promotion is not None
+        assert ctx.frame is not None
+        return RunResult(
+            run_id=run_id,
+            rows=len(ctx.frame),
+            dataset_sha256=ctx.dataset_sha256 or "",
+            metrics=ctx.metrics,
+            version=ctx.version,
+            promotion=ctx.promotion,
+            stages=timings,
+        )
+
+    def _tell(self, name: str, status: str, seconds: float) -> None:
+        if self.listener is not None:
+            self.listener(name, status, seconds)

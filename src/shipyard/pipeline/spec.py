@@ -1,0 +1,230 @@
+"""The pipeline spec: a YAML file validated by pydantic, with errors that name field and line.
+
+A spec declares where the data comes from and its schema, the task and the model with its
+parameters, how to split, which metrics to compute, and when to promote the new version::
+
+    name: fraud
+    data:
+      path: fraud.parquet        # or: generate: {dataset: fraud, rows: 50000, seed: 1}
+      dataset: fraud             # built-in schema; or columns: [{name: x, dtype: float64}, …]
+      target: Class
+    task: classification
+    model: {name: fraud, type: HistGradientBoostingClassifier, params: {max_iter: 200}}
+    split: {test_size: 0.2, stratify: true, random_state: 42}
+    metrics: [average_precision, roc_auc]
+    promotion: {alias: production, metric: average_precision, require: beats_current}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipyard.data import Column, TableSchema, get_dataset
+from shipyard.errors import InvalidInputError, SpecError
+from shipyard.pipeline.estimators import ESTIMATORS, METRICS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerateSpec(_Strict):
+    """Make the data with a built-in generator instead of reading a file."""
+
+    dataset: str
+    rows: int = Field(gt=0)
+    seed: int = 0
+
+
+class DataSpec(_Strict):
+    """Where the table comes from and what its columns must be."""
+
+    path: Path | None = None
+    generate: GenerateSpec | None = None
+    dataset: str | None = None
+    columns: list[Column] | None = None
+    target: str
+
+    @model_validator(mode="after")
+    def _one_source_one_schema(self) -> Self:
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `generate`")
+        if self.columns is None and self.dataset is None:
+            if self.generate is None:
+                raise ValueError("give the schema: `dataset: NAME` or a `columns` list")
+        elif self.columns is not None and self.dataset is not None:
+            raise ValueError("give `dataset` or `columns`, not both")
+        return self
+
+    def schema(self) -> TableSchema:
+        """The table schema this spec declares, with its target."""
+        if self.columns is not None:
+            columns = self.columns
+        else:
+            name = self.dataset or (self.generate.dataset if self.generate else "")
+            columns = get_dataset(name).schema.columns
+        try:
+            return TableSchema(columns=columns, target=self.target)
+        except ValidationError as error:
+            raise SpecError(f"data.target: {_first_message(error)}") from error
+
+
+class ModelSpec(_Strict):
+    """The registered model's name and the estimator that trains it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale: bool = False
+    format: Literal["auto", "onnx", "skops"] = "auto"
+
+    @model_validator(mode="after")
+    def _known_type(self) -> Self:
+        if self.type not in ESTIMATORS:
+            raise ValueError(
+                f"unknown model type {self.type!r}; choose one of {', '.join(sorted(ESTIMATORS))}"
+            )
+        return self
+
+
+class SplitSpec(_Strict):
+    """How the held-out evaluation rows are chosen."""
+
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    stratify: bool = True
+    random_state: int = 42
+
+
+class PromotionSpec(_Strict):
+    """When the new version takes an alias."""
+
+    alias: str = "production"
+    metric: str | None = None
+    require: Literal["beats_current", "always", "never"] = "beats_current"
+    min_value: float | None = None
+
+
+class Spec(_Strict):
+    """A whole pipeline spec."""
+
+    name: str
+    description: str = ""
+    data: DataSpec
+    task: Literal["classification", "regression"] = "classification"
+    model: ModelSpec
+    split: SplitSpec = SplitSpec()
+    metrics: list[str] = Field(default_factory=lambda: ["average_precision", "roc_auc"])
+    promotion: PromotionSpec = PromotionSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        task_type = ESTIMATORS[self.model.type].task
+        if task_type != self.task:
+            raise ValueError(f"model type {self.model.type} is for {task_type}, not {self.task}")
+        for metric in self.metrics:
+            if metric not in METRICS or METRICS[metric].task != self.task:
+                known = sorted(m for m, d in METRICS.items() if d.task == self.task)
+                raise ValueError(
+                    f"unknown {self.task} metric {metric!r}; choose from {', '.join(known)}"
+                )
+        if self.promotion.require == "beats_current" or self.promotion.min_value is not None:
+            metric = self.promotion.metric or self.metrics[0]
+            if metric not in self.metrics:
+                raise ValueError(f"promotion metric {metric!r} must be listed in `metrics`")
+        return self
+
+    def with_data_file(self, path: Path) -> Spec:
+        """The same spec reading its table from ``path`` instead of its own source."""
+        data = self.data
+        dataset = data.dataset or (data.generate.dataset if data.generate else None)
+        update = {"path": path, "generate": None, "dataset": dataset}
+        return self.model_copy(update={"data": data.model_copy(update=update)})
+
+    @property
+    def promotion_metric(self) -> str:
+        """The metric the promotion rule compares (the first listed when not given)."""
+        return self.promotion.metric or self.metrics[0]
+
+
+def load_spec(path: Path) -> tuple[Spec, str]:
+    """Read, parse and validate a spec file; return it with its text (kept for lineage)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"no spec file at {path}; see examples/fraud/pipeline.yaml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read spec {path}: {error}") from error
+    spec = parse_spec(text, source=str(path))
+    data = spec.data
+    if data.path is not None and not data.path.is_absolute():
+        # Relative data paths are relative to the spec file, not to wherever the CLI runs.
+        spec = spec.model_copy(
+            update={"data": data.model_copy(update={"path": path.parent / data.path})}
+        )
+    return spec, text
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> Spec:
+    """Validate spec text; errors name the source, the line and the field."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError(f"{source}{where}: not valid YAML: {problem}") from error
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, …")
+    lines = _line_numbers(node)
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(_describe(error, lines, source)) from error
+    except InvalidInputError as error:  # e.g. an unknown built-in dataset name
+        raise SpecError(f"{source}: {error}") from error
+
+
+def _line_numbers(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+    """Map each key path of a YAML document to the 1-based line where it appears."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(current: yaml.Node, path: tuple[str | int, ...]) -> None:
+        lines[path] = current.start_mark.line + 1
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                child = (*path, str(key.value))
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                walk(item, (*path, index))
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], source: str) -> str:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        # The deepest prefix of the location that exists in the file carries the line.
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "required field is missing"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{where}: {field}: {message}")
+    return "; ".join(problems)
+
+
+def _first_message(error: ValidationError) -> str:
+    return str(error.errors()[0]["msg"]).removeprefix("Value error, ")

@@ -1,0 +1,326 @@
+"""The stages of a pipeline run, each a class with one job over a shared ``RunContext``.
+
+ingest → validate → split → train → evaluate → export → register → promote
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import label_binarize
+from sklearn.utils._param_validation import InvalidParameterError
+
+from shipyard.data import TableSchema, file_sha256, get_dataset, profile_frame, read_table
+from shipyard.errors import AliasNotFoundError, InvalidInputError, SpecError
+from shipyard.inference import ExportedModel, export_model
+from shipyard.inference.predictor import predictor_from_files
+from shipyard.pipeline.estimators import METRICS, build_estimator
+from shipyard.pipeline.spec import Spec
+from shipyard.registry import ModelRef, ModelVersionInfo, Registry
+
+# An exported model whose labels disagree with the trained estimator on more held-out rows
+# than this is refused: the artifact would not be the model that was evaluated.
+MIN_EXPORT_AGREEMENT = 0.995
+
+
+@dataclass
+class Promotion:
+    """What the promote stage decided and why."""
+
+    promoted: bool
+    alias: str
+    reason: str
+    previous: int | None = None
+
+
+@dataclass
+class RunContext:
+    """State handed from stage to stage during one run."""
+
+    spec: Spec
+    registry: Registry
+    run_id: str
+    schema: TableSchema = field(init=False)
+    frame: pd.DataFrame | None = None
+    dataset_sha256: str | None = None
+    train: pd.DataFrame | None = None
+    test: pd.DataFrame | None = None
+    estimator: Any = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    exported: ExportedModel | None = None
+    version: ModelVersionInfo | None = None
+    promotion: Promotion | None = None
+
+    def __post_init__(self) -> None:
+        self.schema = self.spec.data.schema()
+
+    def split_xy(self, frame: pd.DataFrame | None) -> tuple[npt.NDArray[np.float32], pd.Series]:
+        """Features as float32 (what the exported model consumes) and the target column."""
+        assert frame is not None
+        assert self.schema.target is not None
+        features = frame[self.schema.feature_names].to_numpy(dtype=np.float32)
+        return features, frame[self.schema.target]
+
+
+class Stage(Protocol):
+    """One step of a run."""
+
+    name: ClassVar[str]
+
+    def run(self, ctx: RunContext) -> None:
+        """Do this stage's job, reading and writing the context."""
+        ...
+
+
+class Ingest:
+    """Read the table from its file, or generate it, and fingerprint it for lineage."""
+
+    name: ClassVar[str] = "ingest"
+
+    def run(self, ctx: RunContext) -> None:
+        """Load the raw table."""
+        data = ctx.spec.data
+        if data.path is not None:
+            ctx.frame = read_table(data.path)
+            ctx.dataset_sha256 = file_sha256(data.path)
+            return
+        assert data.generate is not None
+        generate = data.generate
+        ctx.frame = get_dataset(generate.dataset).generate(generate.rows, generate.seed)
+        digest = hashlib.sha256(pd.util.hash_pandas_object(ctx.frame, index=False).to_numpy())
+        ctx.dataset_sha256 = digest.hexdigest()
+
+
+class Validate:
+    """Check the table against the schema and that the target can be learned."""
+
+    name: ClassVar[str] = "validate"
+
+    def run(self, ctx: RunContext) -> None:
+        """Replace the raw table by its validated, typed form."""
+        assert ctx.frame is not None
+        frame = ctx.schema.validate_frame(ctx.frame, require_target=True)
+        target = frame[ctx.spec.data.target]
+        if len(frame) < 10:
+            raise InvalidInputError(f"only {len(frame)} rows; a pipeline needs at least 10")
+        if ctx.spec.task == "classification":
+            counts = target.value_counts()
+            if len(counts) < 2:
+                raise InvalidInputError(
+                    f"target {target.name!r} has a single class ({counts.index[0]!r}); "
+                    "a classifier needs at least two"
+                )
+            if ctx.spec.split.stratify and counts.min() < 2:
+                raise InvalidInputError(
+                    f"class {counts.idxmin()!r} of {target.name!r} has {counts.min()} row; "
+                    "stratified splitting needs 2 per class (or set split.stratify: false)"
+                )
+        ctx.frame = frame
+
+
+class Split:
+    """Hold out the evaluation rows."""
+
+    name: ClassVar[str] = "split"
+
+    def run(self, ctx: RunContext) -> None:
+        """Split into train and test tables."""
+        assert ctx.frame is not None
+        split = ctx.spec.split
+        stratify = None
+        if ctx.spec.task == "classification" and split.stratify:
+            stratify = ctx.frame[ctx.spec.data.target]
+        train, test = train_test_split(
+            ctx.frame,
+            test_size=split.test_size,
+            random_state=split.random_state,
+            stratify=stratify,
+        )
+        ctx.train, ctx.test = train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+class Train:
+    """Fit the spec's estimator on the training rows."""
+
+    name: ClassVar[str] = "train"
+
+    def run(self, ctx: RunContext) -> None:
+        """Build and fit the estimator."""
+        model = ctx.spec.model
+        try:
+            estimator = build_estimator(
+                model.type,
+                model.params,
+                scale=model.scale,
+                random_state=ctx.spec.split.random_state,
+            )
+            features, target = ctx.split_xy(ctx.train)
+            ctx.estimator = estimator.fit(features, target.to_numpy())
+        except (TypeError, InvalidParameterError) as error:
+            raise SpecError(f"model.params for {model.type}: {error}") from error
+
+
+def score_metrics(
+    spec: Spec, y_true: npt.NDArray[Any], scores: npt.NDArray[Any], labels: npt.NDArray[Any]
+) -> dict[str, float]:
+    """Compute the spec's metrics from class scores (or predictions) and labels."""
+    results: dict[str, float] = {}
+    for name in spec.metrics:
+        metric = METRICS[name]
+        if metric.uses == "label" or spec.task == "regression":
+            value = metric.function(y_true, labels)
+        elif scores.ndim == 2 and name == "roc_auc":
+            value = metric.function(y_true, scores, multi_class="ovr")
+        elif scores.ndim == 2 and name == "average_precision":
+            value = metric.function(label_binarize(y_true, classes=np.unique(y_true)), scores)
+        else:
+            value = metric.function(y_true, scores)
+        results[name] = float(value)
+    return results
+
+
+class Evaluate:
+    """Measure the fitted estimator on the held-out rows."""
+
+    name: ClassVar[str] = "evaluate"
+
+    def run(self, ctx: RunContext) -> None:
+        """Compute and record the spec's metrics."""
+        features, target = ctx.split_xy(ctx.test)
+        y_true = target.to_numpy()
+        if ctx.spec.task == "regression":
+            predictions = ctx.estimator.predict(features)
+            ctx.metrics = score_metrics(ctx.spec, y_true, predictions, predictions)
+        else:
+            proba = ctx.estimator.predict_proba(features)
+            scores = proba[:, 1] if proba.shape[1] == 2 else proba
+            labels = ctx.estimator.classes_[np.argmax(proba, axis=1)]
+            ctx.metrics = score_metrics(ctx.spec, y_true, scores, labels)
+        ctx.registry.log_metrics(ctx.run_id, ctx.metrics)
+
+
+class Export:
+    """Convert the estimator to a safe format and check the export predicts the same."""
+
+    name: ClassVar[str] = "export"
+
+    def run(self, ctx: RunContext) -> None:
+        """Export, reload from bytes, and compare predictions on the held-out rows."""
+        spec = ctx.spec
+        exported = export_model(
+            ctx.estimator,
+            feature_names=ctx.schema.feature_names,
+            task=spec.task,
+            format=spec.model.format,
+            columns=[column.model_dump() for column in ctx.schema.features],
+        )
+        features, _ = ctx.split_xy(ctx.test)
+        predictor = predictor_from_files(
+            spec.model.name,
+            0,
+            exported.format,
+            exported.files,
+            exported.input_schema,
+            exported.output_schema,
+        )
+        outputs = predictor.predict(features)
+        if spec.task == "regression":
+            expected = ctx.estimator.predict(features)
+            diff = float(np.max(np.abs(outputs["prediction"] - expected), initial=0.0))
+            ctx.metrics["export_max_abs_diff"] = diff
+        else:
+            expected_labels = ctx.estimator.predict(features)
+            agreement = float(np.mean(outputs["label"] == expected_labels))
+            ctx.metrics["export_label_agreement"] = agreement
+            if agreement < MIN_EXPORT_AGREEMENT:
+                raise InvalidInputError(
+                    f"the {exported.format} export agrees with the trained model on only "
+                    f"{agreement:.2%} of held-out rows; set `model.format: skops` in the spec"
+                )
+        ctx.exported = exported
+
+
+class Register:
+    """Store the signed artifact, metrics and reference profile as a new version."""
+
+    name: ClassVar[str] = "register"
+
+    def run(self, ctx: RunContext) -> None:
+        """Register the exported model."""
+        assert ctx.exported is not None
+        assert ctx.train is not None
+        exported = ctx.exported
+        ctx.version = ctx.registry.register_version(
+            ctx.spec.model.name,
+            files=exported.files,
+            format=exported.format,
+            input_schema=exported.input_schema,
+            output_schema=exported.output_schema,
+            metrics=ctx.metrics,
+            reference_profile=profile_frame(ctx.train, ctx.schema),
+            run_id=ctx.run_id,
+            tags={"spec": ctx.spec.name, "estimator": ctx.spec.model.type},
+            description=ctx.spec.description or None,
+        )
+
+
+class Promote:
+    """Move the alias to the new version when the promotion rule allows it."""
+
+    name: ClassVar[str] = "promote"
+
+    def run(self, ctx: RunContext) -> None:
+        """Apply the spec's promotion rule."""
+        assert ctx.version is not None
+        rule = ctx.spec.promotion
+        decision = self.decide(ctx)
+        if decision.promoted:
+            ctx.registry.promote(ctx.version.ref, rule.alias, actor=f"run:{ctx.run_id}")
+        ctx.promotion = decision
+
+    @staticmethod
+    def decide(ctx: RunContext) -> Promotion:
+        """Compare the new version with the alias's current one."""
+        assert ctx.version is not None
+        rule = ctx.spec.promotion
+        metric = ctx.spec.promotion_metric
+        info = METRICS[metric]
+        value = ctx.metrics.get(metric)
+        if rule.require == "never":
+            return Promotion(False, rule.alias, "the spec never promotes")
+        if rule.min_value is not None and value is not None:
+            worse = value < rule.min_value if info.greater_is_better else value > rule.min_value
+            if worse:
+                return Promotion(False, rule.alias, f"{metric} {value:.4f} misses {rule.min_value}")
+        try:
+            current = ctx.registry.get_version(ModelRef(ctx.version.name, None, rule.alias))
+        except AliasNotFoundError:
+            return Promotion(True, rule.alias, f"no version had alias {rule.alias!r}")
+        if rule.require == "always":
+            return Promotion(True, rule.alias, "the spec always promotes", current.version)
+        old = current.metrics.get(metric)
+        if value is None or old is None:
+            return Promotion(
+                True, rule.alias, f"v{current.version} has no {metric} to compare", current.version
+            )
+        better = value > old if info.greater_is_better else value < old
+        comparison = f"{metric} {value:.4f} vs {old:.4f} of v{current.version}"
+        return Promotion(better, rule.alias, comparison, current.version)
+
+
+STAGES: tuple[type[Stage], ...] = (
+    Ingest,
+    Validate,
+    Split,
+    Train,
+    Evaluate,
+    Export,
+    Register,
+    Promote,
+)

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pandas as pd
+
+
+def test_generate_writes_parquet_and_reports_the_fraud_rate(cli, tmp_path: Path) -> None:
+    out = tmp_path / "d" / "fraud.parquet"
+    result = cli("data", "generate", "fraud", "--rows", "2000", "--seed", "1", "-o", str(out))
+    assert result.code == 0, result.err
+    assert "wrote 2,000 rows of fraud" in result.out
+    assert "Class=1:" in result.out
+    frame = pd.read_parquet(out)
+    assert len(frame) == 2000
+    assert list(frame.columns)[:2] == ["Time", "V1"]
+
+
+def test_generate_csv_is_deterministic(cli, tmp_path: Path) -> None:
+    for name in ("a.csv", "b.csv"):
+        assert (
+            cli("data", "generate", "fraud", "--rows", "50", "-o", str(tmp_path / name)).code == 0
+        )
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_unknown_dataset_lists_the_known_ones(cli, tmp_path: Path) -> None:
+    result = cli("data", "generate", "cats", "-o", str(tmp_path / "x.csv"))
+    assert result.code == 2
+    assert "fraud" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_unknown_suffix_is_refused(cli, tmp_path: Path) -> None:
+    result = cli("data", "generate", "fraud", "--rows", "10", "-o", str(tmp_path / "x.xlsx"))
+    assert result.code == 2
+    assert ".csv" in result.err
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+def test_rows_must_be_positive(cli, tmp_path: Path) -> None:
+    result = cli("data", "generate", "fraud", "--rows", "0", "-o", str(tmp_path / "x.csv"))
+    assert result.code == 2
+    assert "--rows" in result.err

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pandas as pd
+
+from shipyard.examples import example_spec
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+
+def _versions(home: Path) -> list[tuple[int, list[str]]]:
+    with Registry.open(Settings(home=home)) as registry:
+        return [(v.version, v.aliases) for v in registry.list_versions("fraud")]
+
+
+def test_run_registers_and_promotes_the_first_version(cli, home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "f.csv"
+    assert cli("data", "generate", "fraud", "--rows", "4000", "-o", str(data)).code == 0
+    result = cli("pipeline", "run", str(example_spec("fraud")), "--data", str(data))
+    assert result.code == 0, result.err
+    assert "fraud:1" in result.out
+    assert "promoted to production" in result.out
+    for stage in ("ingest", "validate", "split", "train", "evaluate", "export", "register"):
+        assert stage in result.out
+    assert _versions(home) == [(1, ["production"])]
+
+
+def test_second_run_registers_a_new_version(
+    model_cli, home_with_model: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "g.parquet"
+    assert (
+        model_cli(
+            "data", "generate", "fraud", "--rows", "6000", "--seed", "3", "-o", str(data)
+        ).code
+        == 0
+    )
+    result = model_cli("pipeline", "run", str(example_spec("fraud")), "--data", str(data))
+    assert result.code == 0, result.err
+    assert "fraud:2" in result.out
+    # Same data, same model: not strictly better, so production stays on v1.
+    assert "not promoted" in result.out
+    assert _versions(home_with_model) == [(1, ["production"]), (2, [])]
+
+
+def test_bad_spec_fails_cleanly_and_changes_nothing(
+    model_cli, home_with_model: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(example_spec("fraud").read_text().replace("max_iter", "max_iterations"))
+    before = _versions(home_with_model)
+    result = model_cli("pipeline", "run", str(spec))
+    assert result.code == 2
+    assert "max_iterations" in result.err
+    assert "Traceback" not in result.err
+    assert _versions(home_with_model) == before
+
+
+def test_data_with_a_missing_column_names_it(
+    model_cli, home_with_model: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "f.csv"
+    assert model_cli("data", "generate", "fraud", "--rows", "500", "-o", str(data)).code == 0
+    pd.read_csv(data).drop(columns=["V7"]).to_csv(data, index=False)
+    before = _versions(home_with_model)
+    result = model_cli("pipeline", "run", str(example_spec("fraud")), "--data", str(data))
+    assert result.code == 2
+    assert "V7" in result.err
+    assert _versions(home_with_model) == before
+
+
+def test_wrong_dtype_is_named_with_value_and_row(model_cli, tmp_path: Path) -> None:
+    data = tmp_path / "f.csv"
+    assert model_cli("data", "generate", "fraud", "--rows", "500", "-o", str(data)).code == 0
+    frame = pd.read_csv(data)
+    frame["Amount"] = frame["Amount"].astype(object)
+    frame.loc[17, "Amount"] = "abc"
+    frame.to_csv(data, index=False)
+    result = model_cli("pipeline", "run", str(example_spec("fraud")), "--data", str(data))
+    assert result.code == 2
+    assert "Amount" in result.err
+    assert "abc" in result.err
+
+
+def test_missing_spec_file(cli, tmp_path: Path) -> None:
+    result = cli("pipeline", "run", str(tmp_path / "nope.yaml"))
+    assert result.code == 2
+    assert "no spec file" in result.err

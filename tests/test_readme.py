@@ -1,0 +1,94 @@
+"""Every command in the README runs as written (DESIGN rule 10)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+INSTALL_AND_DEMO, CHECK, USAGE = BLOCKS[0].strip(), BLOCKS[1].strip(), BLOCKS[2]
+BIN = Path(sys.executable).parent
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    assert len(BLOCKS[0].strip().splitlines()) == 1
+    assert len(BLOCKS[1].strip().splitlines()) == 1
+    assert INSTALL_AND_DEMO.endswith("shipyard demo")
+    assert "pytest" in CHECK
+    assert "mypy" in CHECK
+    assert "ruff check" in CHECK
+
+
+def test_ci_runs_exactly_the_check_command() -> None:
+    script = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert script[-1] == CHECK
+
+
+def _run(command: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"{command!r} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
+    return done.stdout
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(BIN))
+    )
+    env["COLUMNS"] = "160"
+    env.update(extra)
+    return env
+
+
+@pytest.mark.e2e
+def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
+    """The first command, verbatim, in a copy of the repository with no venv; then again."""
+    copy = tmp_path / "shipyard"
+    shutil.copytree(
+        REPO,
+        copy,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".shipyard", "*_cache", "__pycache__", "*.egg-info"
+        ),
+    )
+    env = _clean_env()
+    first = _run(INSTALL_AND_DEMO, copy, env, timeout=900)
+    assert "registered" in first
+    assert "fraud:1" in first
+    assert "held-out average_precision" in first
+    assert (copy / ".shipyard" / "registry.db").exists()
+    second = _run(".venv/bin/shipyard demo --rows 20000 --holdout-rows 2000", copy, env, 600)
+    assert "fraud:2" in second
+
+
+@pytest.mark.e2e
+def test_usage_commands_run_in_order(tmp_path: Path) -> None:
+    """The usage block, each line through the installed console script, in a fresh home."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"))
+    for line in USAGE.strip().splitlines():
+        args = shlex.split(line)
+        assert args[0] == "shipyard"
+        _run(shlex.join([str(BIN / "shipyard"), *args[1:]]), tmp_path, env, timeout=300)
+    assert (tmp_path / "scored.csv").exists()
+    assert (tmp_path / "other-keys" / "signing.pub").exists()
