@@ -1,0 +1,68 @@
+"""Datasets: table schemas, generators, readers and writers, and reference profiles.
+
+``DATASETS`` is the catalogue of named datasets the CLI and pipeline specs can generate.
+This package imports nothing from the rest of Shipyard except ``shipyard.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from shipyard.data.fraud import FRAUD_SCHEMA, generate_fraud
+from shipyard.data.profile import profile_frame
+from shipyard.data.schema import Column, TableSchema
+from shipyard.data.table import file_sha256, read_table, write_table
+from shipyard.errors import InvalidInputError
+
+__all__ = [
+    "DATASETS",
+    "FRAUD_SCHEMA",
+    "Column",
+    "Dataset",
+    "TableSchema",
+    "file_sha256",
+    "generate_fraud",
+    "get_dataset",
+    "profile_frame",
+    "read_table",
+    "write_table",
+]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset: its schema and a generator taking ``(rows, seed)``."""
+
+    name: str
+    description: str
+    schema: TableSchema
+    generate: Callable[[int, int], pd.DataFrame]
+
+
+def _generate_fraud(rows: int, seed: int) -> pd.DataFrame:
+    return generate_fraud(rows, seed=seed)
+
+
+DATASETS: dict[str, Dataset] = {
+    "fraud": Dataset(
+        name="fraud",
+        description=(
+            "Card transactions like the public credit-card fraud set: Time, V1..V28, Amount "
+            "-> Class (1 = fraud, 0.5% of rows)"
+        ),
+        schema=FRAUD_SCHEMA,
+        generate=_generate_fraud,
+    ),
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    """The dataset registered as ``name``; ``InvalidInputError`` listing the names if none."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise InvalidInputError(f"unknown dataset {name!r}; known datasets: {known}") from None

@@ -140,9 +140,7 @@ def _kind_of(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _as_numbers(
-    column: Column, series: pd.Series[Any], missing: pd.Series[bool]
-) -> pd.Series[Any]:
+def _as_numbers(column: Column, series: pd.Series[Any], missing: pd.Series[bool]) -> pd.Series[Any]:
     """The series as float64, or SchemaError at the first value that is not a number."""
     if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
         return series.astype("float64")
@@ -189,9 +187,7 @@ def _to_bool(column: Column, series: pd.Series[Any], missing: pd.Series[bool]) -
     return numbers.astype("bool")
 
 
-def _to_string(
-    column: Column, series: pd.Series[Any], missing: pd.Series[bool]
-) -> pd.Series[Any]:
+def _to_string(column: Column, series: pd.Series[Any], missing: pd.Series[bool]) -> pd.Series[Any]:
     if pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype):
         return series.astype("str")
     if missing.all():
@@ -200,9 +196,7 @@ def _to_string(
     raise _type_error(column, series, ~missing.to_numpy(), f"{series.dtype} values")
 
 
-_CONVERTERS: dict[
-    str, Callable[[Column, pd.Series[Any], pd.Series[bool]], pd.Series[Any]]
-] = {
+_CONVERTERS: dict[str, Callable[[Column, pd.Series[Any], pd.Series[bool]], pd.Series[Any]]] = {
     "float64": _to_float,
     "int64": _to_int,
     "bool": _to_bool,

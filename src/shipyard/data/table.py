@@ -1,0 +1,95 @@
+"""Reading and writing tables as CSV or Parquet, chosen by the file's suffix."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from shipyard.data.schema import TableSchema
+from shipyard.errors import InvalidInputError
+
+_CSV = (".csv",)
+_PARQUET = (".parquet", ".pq")
+SUPPORTED_SUFFIXES = _CSV + _PARQUET
+
+_CHUNK = 1 << 20
+
+
+def read_table(
+    path: Path, schema: TableSchema | None = None, *, require_target: bool = True
+) -> pd.DataFrame:
+    """Read a CSV or Parquet file, validated against ``schema`` when one is given."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"no such file: {path}")
+    kind = _kind(path)
+    if not path.is_file():
+        raise InvalidInputError(f"not a file: {path}; give the path of a {kind} file")
+    try:
+        frame = pd.read_csv(path) if kind == "CSV" else pd.read_parquet(path)
+    # Parsers report bad input through many exception types; all of them mean the same to the
+    # caller: this file cannot be used as it is.
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        csv.Error,
+        UnicodeDecodeError,
+        pa.ArrowException,
+        OSError,
+        ValueError,
+    ) as error:
+        reason = str(error).strip() or type(error).__name__
+        raise InvalidInputError(
+            f"cannot read {path} as {kind}: {reason}; check the file is a complete {kind} table"
+        ) from error
+    if schema is None:
+        return frame
+    return schema.validate_frame(frame, require_target=require_target)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV or Parquet by suffix, creating parent folders."""
+    path = Path(path)
+    kind = _kind(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a reader never sees half a file.
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if kind == "CSV":
+            frame.to_csv(partial, index=False)
+        else:
+            frame.to_parquet(partial, index=False)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError as error:
+        raise InvalidInputError(f"no such file: {path}") from error
+    except IsADirectoryError as error:
+        raise InvalidInputError(f"not a file: {path}") from error
+    return digest.hexdigest()
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _CSV:
+        return "CSV"
+    if suffix in _PARQUET:
+        return "Parquet"
+    raise InvalidInputError(
+        f"unsupported file type {suffix or '(no suffix)'!r} for {path}; "
+        f"use one of: {', '.join(SUPPORTED_SUFFIXES)}"
+    )
