@@ -5,7 +5,6 @@ No other module reads ``os.environ``; everything takes a ``Settings`` (or values
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import model_validator
@@ -49,19 +48,19 @@ class Settings(BaseSettings):
             object.__setattr__(self, "trusted_keys_dir", self.signing_key.parent)
         return self
 
-    @cached_property
+    @property
     def artifacts_path(self) -> Path:
         """The artifact store folder, always set after validation."""
         assert self.artifacts_dir is not None
         return self.artifacts_dir
 
-    @cached_property
+    @property
     def signing_key_path(self) -> Path:
         """The private signing key path, always set after validation."""
         assert self.signing_key is not None
         return self.signing_key
 
-    @cached_property
+    @property
     def trusted_keys_path(self) -> Path:
         """The folder of trusted public keys, always set after validation."""
         assert self.trusted_keys_dir is not None

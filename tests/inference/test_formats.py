@@ -27,6 +27,7 @@ def _roundtrip(estimator: Any, x: np.ndarray, task: str, fmt: str = "auto") -> d
 
 def test_binary_classifier_exports_to_onnx_with_probability_and_label() -> None:
     x, y = make_classification(2000, 8, random_state=0)
+    x = x.astype(np.float32)  # what the pipeline trains on, so thresholds are float32-exact
     model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
     result = _roundtrip(model, x, "classification")
     assert result["exported"].format == "onnx"

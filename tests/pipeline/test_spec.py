@@ -60,11 +60,11 @@ def test_with_data_file_replaces_a_generator(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (VALID.replace("  type: HistGradientBoostingClassifier\n", ""), ":6: model.type: required"),
-        (VALID.replace("HistGradientBoostingClassifier", "Nope"), ":8: model: unknown model type"),
+        (VALID.replace("HistGradientBoostingClassifier", "Nope"), ":8: model.type: unknown model type"),
         (VALID.replace("name: fraud", "name: fraud\n  colour: red"), ":8: model.colour: unknown"),
         (VALID.replace("roc_auc]", "rmse]"), "unknown classification metric 'rmse'"),
         (VALID.replace("  path: data.csv\n", ""), "data: give exactly one of `path`"),
-        (VALID.replace("dataset: fraud", "dataset: nope"), "nope"),
+        (VALID.replace("dataset: fraud", "dataset: nope"), ":4: data.dataset: unknown dataset 'nope'"),
         (VALID + "split: {test_size: 2}\n", ":11: split.test_size: Input should be less than 1"),
         (VALID + "task: regression\n", "is for classification, not regression"),
         ("name: [unclosed\n", "<spec>:2: not valid YAML"),

@@ -1,14 +1,13 @@
 """The ``shipyard`` command line: Typer commands over the packages, errors as one line.
 
 A ``ShipyardError`` becomes ``error: <message>`` on stderr and the error's exit code;
-usage mistakes exit 2 as Click reports them.
+usage mistakes exit 2 as Typer reports them.
 """
 
 from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from shipyard.cli import data, demo, keys, models, pipeline, predict
@@ -34,16 +33,10 @@ __all__ = ["app", "console", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script; exits with the command's status."""
+    """Entry point of the console script; always exits with the command's status."""
     try:
-        code = app(args=argv, prog_name="shipyard", standalone_mode=False)
+        # Standalone mode: Typer reports usage errors (exit 2) and exits 0 on success.
+        app(args=argv, prog_name="shipyard")
     except ShipyardError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

@@ -18,13 +18,21 @@ parameters, how to split, which metrics to compute, and when to promote the new 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from shipyard.data import Column, TableSchema, get_dataset
-from shipyard.errors import InvalidInputError, SpecError
+from shipyard.data import DATASETS, Column, TableSchema, get_dataset
+from shipyard.errors import SpecError
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS
 
 
@@ -32,10 +40,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_dataset(name: str | None) -> str | None:
+    if name is not None and name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return name
+
+
 class GenerateSpec(_Strict):
     """Make the data with a built-in generator instead of reading a file."""
 
-    dataset: str
+    dataset: Annotated[str, AfterValidator(_known_dataset)]
     rows: int = Field(gt=0)
     seed: int = 0
 
@@ -45,7 +59,7 @@ class DataSpec(_Strict):
 
     path: Path | None = None
     generate: GenerateSpec | None = None
-    dataset: str | None = None
+    dataset: Annotated[str | None, AfterValidator(_known_dataset)] = None
     columns: list[Column] | None = None
     target: str
 
@@ -82,13 +96,14 @@ class ModelSpec(_Strict):
     scale: bool = False
     format: Literal["auto", "onnx", "skops"] = "auto"
 
-    @model_validator(mode="after")
-    def _known_type(self) -> Self:
-        if self.type not in ESTIMATORS:
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in ESTIMATORS:
             raise ValueError(
-                f"unknown model type {self.type!r}; choose one of {', '.join(sorted(ESTIMATORS))}"
+                f"unknown model type {value!r}; choose one of {', '.join(sorted(ESTIMATORS))}"
             )
-        return self
+        return value
 
 
 class SplitSpec(_Strict):
@@ -185,8 +200,6 @@ def parse_spec(text: str, *, source: str = "<spec>") -> Spec:
         return Spec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(_describe(error, lines, source)) from error
-    except InvalidInputError as error:  # e.g. an unknown built-in dataset name
-        raise SpecError(f"{source}: {error}") from error
 
 
 def _line_numbers(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:

@@ -1,0 +1,34 @@
+"""The model registry: versions, aliases, lineage and signed, content-addressed artifacts.
+
+``Registry`` is the entry point; everything else here is what it takes and hands out.
+"""
+
+from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
+from shipyard.registry.records import (
+    AliasEvent,
+    ModelInfo,
+    ModelVersionInfo,
+    RunInfo,
+    StageInfo,
+)
+from shipyard.registry.reference import ModelRef
+from shipyard.registry.registry import Registry
+from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
+
+__all__ = [
+    "AliasEvent",
+    "ArtifactStore",
+    "FileEntry",
+    "KeyPair",
+    "Manifest",
+    "ModelInfo",
+    "ModelRef",
+    "ModelVersionInfo",
+    "Registry",
+    "RunInfo",
+    "Signer",
+    "StageInfo",
+    "TrustedKeys",
+    "VerifiedArtifact",
+    "generate_keypair",
+]

@@ -1,0 +1,219 @@
+"""Content-addressed artifact files, and the signed manifest that ties them to a model version.
+
+A blob lives at ``root/sha256/ab/<digest>``; writing is atomic and idempotent, reading re-hashes.
+A version's manifest (name, version, file digests, schemas, metrics, key id) is stored as a blob
+too. Its digest and Ed25519 signature live in the database; loading checks the manifest digest,
+then the signature, then every file's digest and size, and only then hands out bytes. Nothing
+here deserialises the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipyard.errors import ArtifactError, ArtifactTamperedError, SignatureError
+from shipyard.registry.signing import Signer, TrustedKeys
+
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` as lowercase hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    """Blobs on disk, named by the SHA-256 of their bytes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_of(self, digest: str) -> Path:
+        """Where the blob with this digest is (or would be) stored."""
+        if not DIGEST.match(digest):
+            raise ArtifactError(f"{digest!r} is not a sha256 hex digest")
+        return self.root / "sha256" / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` and return its digest; storing the same bytes twice is a no-op."""
+        digest = sha256_hex(data)
+        path = self.path_of(digest)
+        if path.exists():
+            return digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{digest}.{uuid.uuid4().hex}.tmp")
+        try:
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise ArtifactError(
+                f"cannot write artifact blob {digest} under {self.root} ({error}); check that "
+                "the folder is writable and the disk is not full"
+            ) from error
+        return digest
+
+    def exists(self, digest: str) -> bool:
+        """Whether a blob with this digest is stored."""
+        return self.path_of(digest).is_file()
+
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, re-hashed: ``ArtifactTamperedError`` if they no longer match."""
+        path = self.path_of(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as error:
+            raise ArtifactError(
+                f"artifact blob {digest} is missing from {self.root}; point SHIPYARD_ARTIFACTS_DIR "
+                "at the store the registry database was written with, or register the model again"
+            ) from error
+        except OSError as error:
+            raise ArtifactError(
+                f"cannot read artifact blob {digest} at {path} ({error}); check its permissions"
+            ) from error
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise ArtifactTamperedError(
+                f"artifact blob {path} hashes to {actual}, not {digest}: it was modified after it "
+                "was stored and is refused"
+            )
+        return data
+
+
+class FileEntry(BaseModel):
+    """One file of an artifact: its digest and size in bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """What a signature vouches for: a model version's files, schemas and metrics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: int = Field(ge=1)
+    format: str
+    files: dict[str, FileEntry]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    metrics: dict[str, float]
+    created_at: str
+    shipyard_version: str
+    key_id: str
+
+    def canonical_bytes(self) -> bytes:
+        """Deterministic JSON (sorted keys, compact, UTF-8): the bytes that get signed."""
+        return json.dumps(
+            self.model_dump(mode="json"),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        ).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """A version's manifest and file bytes, after digest and signature checks passed."""
+
+    manifest: Manifest
+    manifest_digest: str
+    files: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """A manifest as stored: its digest in the store and its signature."""
+
+    manifest: Manifest
+    digest: str
+    signature: str
+    key_id: str
+
+
+def store_files(store: ArtifactStore, files: Mapping[str, bytes]) -> dict[str, FileEntry]:
+    """Put every file in the store; returns the manifest entries, sorted by file name."""
+    return {
+        file_name: FileEntry(sha256=store.put(data), size=len(data))
+        for file_name, data in sorted(files.items())
+    }
+
+
+def write_manifest(store: ArtifactStore, signer: Signer, manifest: Manifest) -> SignedManifest:
+    """Sign the manifest's canonical bytes and store them; returns digest and signature."""
+    if manifest.key_id != signer.key_id:
+        raise ValueError(f"manifest names key {manifest.key_id}, signer is {signer.key_id}")
+    data = manifest.canonical_bytes()
+    signature = signer.sign(data)
+    return SignedManifest(manifest, store.put(data), signature, signer.key_id)
+
+
+def load_verified(
+    store: ArtifactStore,
+    trusted: TrustedKeys,
+    *,
+    manifest_digest: str,
+    signature: str,
+    key_id: str,
+    name: str,
+    version: int,
+) -> VerifiedArtifact:
+    """Fetch and verify a version's manifest and files; any mismatch refuses the artifact."""
+    label = f"{name}:{version}"
+    refused = f"the artifact of {label} was refused"
+    try:
+        data = store.get(manifest_digest)
+    except ArtifactTamperedError as error:
+        raise ArtifactTamperedError(f"manifest of {label}: {error}; {refused}") from error
+    except ArtifactError as error:
+        raise ArtifactError(f"manifest of {label}: {error}") from error
+    try:
+        trusted.verify(data, signature, key_id)
+    except SignatureError as error:
+        raise SignatureError(f"manifest of {label}: {error}; {refused}") from error
+    try:
+        manifest = Manifest.model_validate_json(data)
+    except ValidationError as error:
+        raise ArtifactTamperedError(
+            f"manifest of {label} is signed but does not parse ({error.error_count()} errors); "
+            f"{refused}"
+        ) from error
+    if (manifest.name, manifest.version, manifest.key_id) != (name, version, key_id):
+        raise ArtifactTamperedError(
+            f"manifest of {label} describes {manifest.name}:{manifest.version} signed by "
+            f"{manifest.key_id}; {refused}"
+        )
+    files: dict[str, bytes] = {}
+    for file_name, entry in manifest.files.items():
+        try:
+            blob = store.get(entry.sha256)
+        except ArtifactTamperedError as error:
+            raise ArtifactTamperedError(f"file {file_name} of {label}: {error}; {refused}") from (
+                error
+            )
+        except ArtifactError as error:
+            raise ArtifactError(f"file {file_name} of {label}: {error}") from error
+        if len(blob) != entry.size:
+            raise ArtifactTamperedError(
+                f"file {file_name} of {label} is {len(blob)} bytes, the manifest says "
+                f"{entry.size}; {refused}"
+            )
+        files[file_name] = blob
+    return VerifiedArtifact(manifest, manifest_digest, files)

@@ -1,0 +1,82 @@
+"""What the registry hands out: plain frozen records, detached from any database session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model: its latest version number, where its aliases point, how many versions it has."""
+
+    name: str
+    description: str | None
+    latest_version: int
+    aliases: dict[str, int]
+    created_at: datetime
+    version_count: int
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered version and what is known about it."""
+
+    name: str
+    version: int
+    aliases: list[str]
+    format: str
+    manifest_digest: str
+    key_id: str
+    metrics: dict[str, float]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    run_id: str | None
+    tags: dict[str, str]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """``name:version``, which always names exactly this version."""
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One move of an alias: from which version (None if new) to which, by whom, when."""
+
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int
+    actor: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """How one stage of a run ended."""
+
+    name: str
+    status: str
+    started_at: datetime
+    duration_s: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One pipeline run with its stages (in order) and metrics."""
+
+    id: str
+    spec_name: str
+    status: str
+    params: dict[str, Any]
+    dataset_sha256: str | None
+    package_version: str | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    stages: list[StageInfo]
+    metrics: dict[str, float]

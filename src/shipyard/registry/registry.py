@@ -1,0 +1,511 @@
+"""The model registry: runs and their lineage, model versions, aliases, signed artifacts.
+
+``Registry`` is the only entry point other packages use. Every public method runs in its own
+short transaction, so a failure leaves nothing half-written; a database that cannot be reached
+raises ``UnavailableError`` with the password masked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session
+
+from shipyard import __version__
+from shipyard.errors import (
+    AliasNotFoundError,
+    ConflictError,
+    InvalidInputError,
+)
+from shipyard.registry.artifacts import (
+    ArtifactStore,
+    Manifest,
+    VerifiedArtifact,
+    load_verified,
+    store_files,
+    write_manifest,
+)
+from shipyard.registry.database import WRITE, connect, unavailable
+from shipyard.registry.queries import (
+    find_model,
+    find_run,
+    lock_or_create_model,
+    model_info,
+    move_alias,
+    no_alias_message,
+    resolve,
+    run_infos,
+    version_infos,
+)
+from shipyard.registry.records import (
+    AliasEvent,
+    ModelInfo,
+    ModelVersionInfo,
+    RunInfo,
+)
+from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.signing import Signer, TrustedKeys
+from shipyard.registry.tables import (
+    AliasEventRow,
+    ModelRow,
+    ModelVersionRow,
+    RunMetricRow,
+    RunRow,
+    RunStageRow,
+    TagRow,
+    utcnow,
+)
+from shipyard.settings import Settings
+
+T = TypeVar("T")
+RETRIES = 3
+RUN_STATUSES = ("running", "succeeded", "failed")
+
+
+class Registry:
+    """Models, versions, aliases and runs in a database; artifacts in a signed store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: ArtifactStore,
+        *,
+        signing_key_path: Path,
+        trusted_keys_path: Path,
+    ) -> None:
+        self._engine = engine
+        self.store = store
+        self.signing_key_path = signing_key_path
+        self.trusted_keys_path = trusted_keys_path
+        self._signer: Signer | None = None
+        self._signer_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Registry:
+        """Connect to (and migrate) the settings' database and open the artifact store."""
+        return cls(
+            connect(settings.database_url),
+            ArtifactStore(settings.artifacts_path),
+            signing_key_path=settings.signing_key_path,
+            trusted_keys_path=settings.trusted_keys_path,
+        )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Session]:
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                if write:
+                    session.connection(execution_options=WRITE)
+                yield session
+        except (OperationalError, PoolTimeoutError) as error:
+            raise unavailable(self._engine.url, error) from error
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                raise unavailable(self._engine.url, error) from error
+            raise
+
+    def _retrying(self, work: Callable[[Session], T]) -> T:
+        # A unique constraint can fire when two writers create the same model or alias at
+        # once; the loser's transaction rolled back whole, so running it again is safe.
+        for attempt in range(RETRIES):
+            try:
+                with self._transaction(write=True) as session:
+                    return work(session)
+            except IntegrityError as error:
+                if attempt == RETRIES - 1:
+                    raise ConflictError(
+                        f"another writer kept changing the same rows ({error.orig}); try again"
+                    ) from error
+        raise AssertionError("unreachable")
+
+    def signer(self) -> Signer:
+        """The signing key, generated on first use so a fresh home just works."""
+        with self._signer_lock:
+            if self._signer is None:
+                self._signer = Signer.load(self.signing_key_path, create=True)
+            return self._signer
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        spec_name: str,
+        spec_text: str,
+        params: dict[str, Any],
+        dataset_sha256: str | None,
+    ) -> str:
+        """Record a new running run; returns its id."""
+        _check_json(params, "run params")
+        run_id = uuid.uuid4().hex
+        with self._transaction(write=True) as session:
+            session.add(
+                RunRow(
+                    id=run_id,
+                    spec_name=spec_name,
+                    spec_text=spec_text,
+                    status="running",
+                    params=params,
+                    dataset_sha256=dataset_sha256,
+                    package_version=__version__,
+                    started_at=utcnow(),
+                )
+            )
+        return run_id
+
+    def record_stage(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        started_at: datetime,
+        duration_s: float,
+        error: str | None = None,
+    ) -> None:
+        """Append a stage's outcome to a run."""
+        _check_aware(started_at, "started_at")
+        with self._transaction(write=True) as session:
+            find_run(session, run_id)
+            count = session.scalar(
+                select(func.count()).select_from(RunStageRow).where(RunStageRow.run_id == run_id)
+            )
+            session.add(
+                RunStageRow(
+                    run_id=run_id,
+                    position=(count or 0) + 1,
+                    name=name,
+                    status=status,
+                    started_at=started_at,
+                    duration_s=float(duration_s),
+                    error=error,
+                )
+            )
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Record (or overwrite) metrics of a run."""
+        values = _check_metrics(metrics)
+        with self._transaction(write=True) as session:
+            find_run(session, run_id)
+            existing = {
+                row.key: row
+                for row in session.scalars(
+                    select(RunMetricRow).where(RunMetricRow.run_id == run_id)
+                )
+            }
+            for key, value in values.items():
+                if key in existing:
+                    existing[key].value = value
+                else:
+                    session.add(RunMetricRow(run_id=run_id, key=key, value=value))
+
+    def set_run_dataset(self, run_id: str, dataset_sha256: str) -> None:
+        """Record the SHA-256 of the data a run trained on."""
+        with self._transaction(write=True) as session:
+            find_run(session, run_id).dataset_sha256 = dataset_sha256
+
+    def finish_run(
+        self, run_id: str, status: Literal["succeeded", "failed"], error: str | None = None
+    ) -> None:
+        """Mark a run as finished."""
+        if status not in ("succeeded", "failed"):
+            raise InvalidInputError(f"a run finishes as 'succeeded' or 'failed', not {status!r}")
+        with self._transaction(write=True) as session:
+            run = find_run(session, run_id)
+            run.status = status
+            run.error = error
+            run.finished_at = utcnow()
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """One run with its stages and metrics."""
+        with self._transaction() as session:
+            return run_infos(session, [find_run(session, run_id)])[0]
+
+    def list_runs(self, limit: int = 20) -> list[RunInfo]:
+        """The most recent runs, newest first."""
+        with self._transaction() as session:
+            rows = list(
+                session.scalars(
+                    select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id).limit(limit)
+                )
+            )
+            return run_infos(session, rows)
+
+    # -- models and versions --------------------------------------------------------------
+
+    def register_version(
+        self,
+        name: str,
+        *,
+        files: Mapping[str, bytes],
+        format: str,
+        input_schema: dict[str, Any],
+        output_schema: dict[str, Any],
+        metrics: Mapping[str, float],
+        reference_profile: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> ModelVersionInfo:
+        """Store and sign the files as the next version of ``name``."""
+        check_name(name)
+        check_name(format, "artifact format")
+        _check_files(files)
+        values = _check_metrics(metrics)
+        _check_json(input_schema, "input schema")
+        _check_json(output_schema, "output schema")
+        if reference_profile is not None:
+            _check_json(reference_profile, "reference profile")
+        tag_items = {check_name(k, "tag key"): str(v) for k, v in (tags or {}).items()}
+        signer = self.signer()
+        # Blobs go in first and outside the transaction: if it then fails they are unreferenced
+        # content-addressed files, harmless and reused by the next identical registration.
+        entries = store_files(self.store, files)
+
+        def work(session: Session) -> ModelVersionInfo:
+            model = lock_or_create_model(session, name)
+            if run_id is not None:
+                find_run(session, run_id)
+            version = model.latest_version + 1
+            model.latest_version = version
+            now = utcnow()
+            if description:
+                model.description = description
+            manifest = Manifest(
+                name=name,
+                version=version,
+                format=format,
+                files=entries,
+                input_schema=input_schema,
+                output_schema=output_schema,
+                metrics=values,
+                created_at=now.isoformat(),
+                shipyard_version=__version__,
+                key_id=signer.key_id,
+            )
+            signed = write_manifest(self.store, signer, manifest)
+            row = ModelVersionRow(
+                model_id=model.id,
+                version=version,
+                format=format,
+                manifest_digest=signed.digest,
+                signature=signed.signature,
+                key_id=signed.key_id,
+                run_id=run_id,
+                metrics=values,
+                input_schema=input_schema,
+                output_schema=output_schema,
+                reference_profile=reference_profile,
+                created_at=now,
+            )
+            session.add(row)
+            session.flush()
+            session.add_all(TagRow(version_id=row.id, key=k, value=v) for k, v in tag_items.items())
+            session.flush()
+            return version_infos(session, name, [row])[0]
+
+        return self._retrying(work)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model, by name."""
+        with self._transaction() as session:
+            models = list(session.scalars(select(ModelRow).order_by(ModelRow.name)))
+            return [model_info(session, model) for model in models]
+
+    def get_model(self, name: str) -> ModelInfo:
+        """One model by name."""
+        check_name(name)
+        with self._transaction() as session:
+            return model_info(session, find_model(session, name))
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        """Every version of a model, oldest first."""
+        check_name(name)
+        with self._transaction() as session:
+            model = find_model(session, name)
+            rows = session.scalars(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.model_id == model.id)
+                .order_by(ModelVersionRow.version)
+            )
+            return version_infos(session, name, list(rows))
+
+    def get_version(self, ref: str | ModelRef) -> ModelVersionInfo:
+        """The version a reference resolves to."""
+        parsed = ModelRef.parse(ref)
+        with self._transaction() as session:
+            _, row = resolve(session, parsed)
+            return version_infos(session, parsed.name, [row])[0]
+
+    def get_profile(self, ref: str | ModelRef) -> dict[str, Any] | None:
+        """The reference profile of the training data, if one was registered."""
+        parsed = ModelRef.parse(ref)
+        with self._transaction() as session:
+            return resolve(session, parsed)[1].reference_profile
+
+    def promote(
+        self, ref: str | ModelRef, alias: str = "production", *, actor: str | None = None
+    ) -> ModelVersionInfo:
+        """Point ``alias`` at the referenced version, recording the move."""
+        parsed = ModelRef.parse(ref)
+        check_name(alias, "alias")
+
+        def work(session: Session) -> ModelVersionInfo:
+            model, row = resolve(session, parsed, lock=True)
+            move_alias(session, model, alias, row, actor)
+            return version_infos(session, model.name, [row])[0]
+
+        return self._retrying(work)
+
+    def rollback(
+        self, name: str, alias: str = "production", *, actor: str | None = None
+    ) -> ModelVersionInfo:
+        """Move ``alias`` back to the version it pointed to before its latest move.
+
+        The rollback is itself a move, so rolling back twice returns to where you started.
+        """
+        check_name(name)
+        check_name(alias, "alias")
+
+        def work(session: Session) -> ModelVersionInfo:
+            model = find_model(session, name, lock=True)
+            last = session.scalar(
+                select(AliasEventRow)
+                .where(AliasEventRow.model_id == model.id, AliasEventRow.alias == alias)
+                .order_by(AliasEventRow.id.desc())
+                .limit(1)
+            )
+            if last is None:
+                raise AliasNotFoundError(no_alias_message(name, alias))
+            if last.from_version is None:
+                raise ConflictError(
+                    f"{name}@{alias} has pointed only at v{last.to_version}, so there is no "
+                    f"earlier version to roll back to; promote one instead with "
+                    f"`shipyard models promote {name}:N --alias {alias}`"
+                )
+            _, row = resolve(session, ModelRef(name, last.from_version))
+            move_alias(session, model, alias, row, actor)
+            return version_infos(session, name, [row])[0]
+
+        return self._retrying(work)
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Every move of a model's aliases (or of one alias), oldest first."""
+        check_name(name)
+        with self._transaction() as session:
+            model = find_model(session, name)
+            query = select(AliasEventRow).where(AliasEventRow.model_id == model.id)
+            if alias is not None:
+                query = query.where(AliasEventRow.alias == alias)
+            return [
+                AliasEvent(name, e.alias, e.from_version, e.to_version, e.actor, e.at)
+                for e in session.scalars(query.order_by(AliasEventRow.id))
+            ]
+
+    def set_tag(self, ref: str | ModelRef, key: str, value: str) -> None:
+        """Set (or overwrite) a tag on a version."""
+        parsed = ModelRef.parse(ref)
+        check_name(key, "tag key")
+
+        def work(session: Session) -> None:
+            _, row = resolve(session, parsed)
+            tag = session.scalar(
+                select(TagRow).where(TagRow.version_id == row.id, TagRow.key == key)
+            )
+            if tag is None:
+                session.add(TagRow(version_id=row.id, key=key, value=str(value)))
+            else:
+                tag.value = str(value)
+
+        self._retrying(work)
+
+    def load_artifact(self, ref: str | ModelRef) -> VerifiedArtifact:
+        """The version's files, after checking their digests and the manifest's signature.
+
+        The trusted keys folder is read on every call, so a newly trusted ``.pub`` file counts
+        at once.
+        """
+        parsed = ModelRef.parse(ref)
+        with self._transaction() as session:
+            model, row = resolve(session, parsed)
+            name, version = model.name, row.version
+            digest, signature, key_id = row.manifest_digest, row.signature, row.key_id
+        return load_verified(
+            self.store,
+            TrustedKeys.load(self.trusted_keys_path),
+            manifest_digest=digest,
+            signature=signature,
+            key_id=key_id,
+            name=name,
+            version=version,
+        )
+
+
+# -- input checks ---------------------------------------------------------------------------
+
+
+def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"metric names must be non-empty strings, got {key!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"metric {key!r} is {value!r}, not a number") from error
+        if not math.isfinite(number):
+            raise InvalidInputError(
+                f"metric {key!r} is {number}; only finite numbers can be recorded"
+            )
+        values[key] = number
+    return values
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"the {what} must be plain JSON (no NaN or infinity): {error}"
+        ) from error
+
+
+def _check_files(files: Mapping[str, bytes]) -> None:
+    if not files:
+        raise InvalidInputError("a model version needs at least one file")
+    for file_name, data in files.items():
+        check_name(file_name, "artifact file name")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidInputError(f"file {file_name!r} must be bytes, not {type(data).__name__}")
+
+
+def _check_aware(value: datetime, what: str) -> None:
+    if value.tzinfo is None:
+        raise InvalidInputError(f"{what} must be timezone-aware, e.g. datetime.now(UTC)")

@@ -1,0 +1,43 @@
+import pytest
+
+from shipyard.errors import InvalidInputError
+from shipyard.registry import ModelRef
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("fraud", ModelRef("fraud")),
+        ("fraud:3", ModelRef("fraud", 3)),
+        ("fraud@production", ModelRef("fraud", None, "production")),
+        ("my-model_v2.1:12", ModelRef("my-model_v2.1", 12)),
+        (" fraud@staging ", ModelRef("fraud", None, "staging")),
+    ],
+)
+def test_parse_the_three_forms(text: str, expected: ModelRef) -> None:
+    parsed = ModelRef.parse(text)
+    assert parsed == expected
+    assert ModelRef.parse(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    "text", ["", "fraud:", "fraud:abc", "fraud:0", "fraud@", "a b", "fraud:1@x", "/etc", ".hidden"]
+)
+def test_invalid_references_explain_the_forms(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="NAME:VERSION") as raised:
+        ModelRef.parse(text)
+    assert "NAME@ALIAS" in str(raised.value)
+
+
+def test_constructor_validates() -> None:
+    with pytest.raises(InvalidInputError, match="not both"):
+        ModelRef("fraud", 1, "production")
+    with pytest.raises(InvalidInputError, match="alias"):
+        ModelRef("fraud", None, "no spaces")
+    with pytest.raises(InvalidInputError, match="start at 1"):
+        ModelRef("fraud", 0)
+
+
+def test_parse_passes_a_ref_through() -> None:
+    ref = ModelRef("fraud", 2)
+    assert ModelRef.parse(ref) is ref
