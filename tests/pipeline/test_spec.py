@@ -23,8 +23,8 @@ metrics: [average_precision, roc_auc]
 def test_example_spec_is_valid() -> None:
     spec, text = load_spec(example_spec("fraud"))
     assert spec.model.name == "fraud"
-    assert spec.data.schema().feature_names[:2] == ["Time", "V1"]
-    assert len(spec.data.schema().feature_names) == 30
+    assert spec.data.table_schema().feature_names[:2] == ["Time", "V1"]
+    assert len(spec.data.table_schema().feature_names) == 30
     assert "HistGradientBoostingClassifier" in text
 
 
@@ -53,18 +53,24 @@ def test_with_data_file_replaces_a_generator(tmp_path: Path) -> None:
     swapped = spec.with_data_file(tmp_path / "x.parquet")
     assert swapped.data.path == tmp_path / "x.parquet"
     assert swapped.data.generate is None
-    assert swapped.data.schema() == spec.data.schema()
+    assert swapped.data.table_schema() == spec.data.table_schema()
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         (VALID.replace("  type: HistGradientBoostingClassifier\n", ""), ":6: model.type: required"),
-        (VALID.replace("HistGradientBoostingClassifier", "Nope"), ":8: model.type: unknown model type"),
+        (
+            VALID.replace("HistGradientBoostingClassifier", "Nope"),
+            ":8: model.type: unknown model type",
+        ),
         (VALID.replace("name: fraud", "name: fraud\n  colour: red"), ":8: model.colour: unknown"),
         (VALID.replace("roc_auc]", "rmse]"), "unknown classification metric 'rmse'"),
         (VALID.replace("  path: data.csv\n", ""), "data: give exactly one of `path`"),
-        (VALID.replace("dataset: fraud", "dataset: nope"), ":4: data.dataset: unknown dataset 'nope'"),
+        (
+            VALID.replace("dataset: fraud", "dataset: nope"),
+            ":4: data.dataset: unknown dataset 'nope'",
+        ),
         (VALID + "split: {test_size: 2}\n", ":11: split.test_size: Input should be less than 1"),
         (VALID + "task: regression\n", "is for classification, not regression"),
         ("name: [unclosed\n", "<spec>:2: not valid YAML"),
@@ -74,7 +80,7 @@ def test_with_data_file_replaces_a_generator(tmp_path: Path) -> None:
 )
 def test_invalid_specs_name_the_field_and_line(text: str, expected: str) -> None:
     with pytest.raises(SpecError) as raised:
-        parse_spec(text).data.schema()
+        parse_spec(text).data.table_schema()
     assert expected in str(raised.value)
 
 

@@ -83,8 +83,8 @@ def _show_version(registry: Registry, version: ModelVersionInfo) -> None:
     table.add_row("outputs", ", ".join(outputs))
     for name, value in version.metrics.items():
         table.add_row(name, f"{value:.4f}")
-    for key, value in sorted(version.tags.items()):
-        table.add_row(f"tag {key}", value)
+    for key, tag in sorted(version.tags.items()):
+        table.add_row(f"tag {key}", tag)
     if version.run_id is not None:
         try:
             run = registry.get_run(version.run_id)

@@ -43,6 +43,7 @@ def output_schema_for(estimator: Any, task: Task) -> dict[str, Any]:
         return {"task": task, "outputs": [{"name": "prediction", "dtype": "float32"}]}
     classes = [_plain(c) for c in estimator.classes_]
     label_dtype = "int64" if all(isinstance(c, int) for c in classes) else "string"
+    outputs: list[dict[str, Any]]
     if len(classes) == 2:
         outputs = [
             {"name": "probability", "dtype": "float32", "description": f"P(class={classes[1]})"},

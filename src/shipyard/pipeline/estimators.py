@@ -37,23 +37,23 @@ class MetricInfo:
     greater_is_better: bool = True
 
 
+_ESTIMATOR_CLASSES: list[tuple[type[Any], Task]] = [
+    (ensemble.HistGradientBoostingClassifier, "classification"),
+    (ensemble.RandomForestClassifier, "classification"),
+    (ensemble.ExtraTreesClassifier, "classification"),
+    (ensemble.GradientBoostingClassifier, "classification"),
+    (linear_model.LogisticRegression, "classification"),
+    (tree.DecisionTreeClassifier, "classification"),
+    (ensemble.HistGradientBoostingRegressor, "regression"),
+    (ensemble.RandomForestRegressor, "regression"),
+    (ensemble.ExtraTreesRegressor, "regression"),
+    (ensemble.GradientBoostingRegressor, "regression"),
+    (linear_model.Ridge, "regression"),
+    (linear_model.LinearRegression, "regression"),
+    (tree.DecisionTreeRegressor, "regression"),
+]
 ESTIMATORS: dict[str, EstimatorInfo] = {
-    cls.__name__: EstimatorInfo(cls, task)
-    for cls, task in [
-        (ensemble.HistGradientBoostingClassifier, "classification"),
-        (ensemble.RandomForestClassifier, "classification"),
-        (ensemble.ExtraTreesClassifier, "classification"),
-        (ensemble.GradientBoostingClassifier, "classification"),
-        (linear_model.LogisticRegression, "classification"),
-        (tree.DecisionTreeClassifier, "classification"),
-        (ensemble.HistGradientBoostingRegressor, "regression"),
-        (ensemble.RandomForestRegressor, "regression"),
-        (ensemble.ExtraTreesRegressor, "regression"),
-        (ensemble.GradientBoostingRegressor, "regression"),
-        (linear_model.Ridge, "regression"),
-        (linear_model.LinearRegression, "regression"),
-        (tree.DecisionTreeRegressor, "regression"),
-    ]
+    cls.__name__: EstimatorInfo(cls, task) for cls, task in _ESTIMATOR_CLASSES
 }
 
 

@@ -74,7 +74,7 @@ class DataSpec(_Strict):
             raise ValueError("give `dataset` or `columns`, not both")
         return self
 
-    def schema(self) -> TableSchema:
+    def table_schema(self) -> TableSchema:
         """The table schema this spec declares, with its target."""
         if self.columns is not None:
             columns = self.columns

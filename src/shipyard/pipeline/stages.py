@@ -58,7 +58,7 @@ class RunContext:
     promotion: Promotion | None = None
 
     def __post_init__(self) -> None:
-        self.schema = self.spec.data.schema()
+        self.schema = self.spec.data.table_schema()
 
     def split_xy(self, frame: pd.DataFrame | None) -> tuple[npt.NDArray[np.float32], pd.Series]:
         """Features as float32 (what the exported model consumes) and the target column."""
@@ -93,7 +93,9 @@ class Ingest:
         assert data.generate is not None
         generate = data.generate
         ctx.frame = get_dataset(generate.dataset).generate(generate.rows, generate.seed)
-        digest = hashlib.sha256(pd.util.hash_pandas_object(ctx.frame, index=False).to_numpy())
+        digest = hashlib.sha256(
+            pd.util.hash_pandas_object(ctx.frame, index=False).to_numpy().tobytes()
+        )
         ctx.dataset_sha256 = digest.hexdigest()
 
 
