@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ promotion: {alias: production, metric: average_precision, require: beats_current
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Registry:
+def registry(settings: Settings) -> Iterator[Registry]:
     with Registry.open(settings) as opened:
         yield opened
 
@@ -88,3 +89,13 @@ def test_single_class_target_is_refused(registry: Registry, tmp_path: Path) -> N
     spec = parse_spec(SPEC).with_data_file(tmp_path / "one.csv")
     with pytest.raises(InvalidInputError, match="single class"):
         Runner(registry).run(spec, SPEC)
+
+
+def test_a_held_out_split_with_one_class_is_refused(registry: Registry) -> None:
+    unstratified = SPEC.replace(
+        "split: {test_size: 0.3}", "split: {test_size: 0.01, stratify: false}"
+    )
+    unstratified = unstratified.replace("rows: 4000", "rows: 300")
+    with pytest.raises(InvalidInputError, match="held-out split has only class"):
+        Runner(registry).run(parse_spec(unstratified), unstratified)
+    assert registry.list_models() == []

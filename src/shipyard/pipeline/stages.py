@@ -200,6 +200,12 @@ class Evaluate:
             predictions = ctx.estimator.predict(features)
             ctx.metrics = score_metrics(ctx.spec, y_true, predictions, predictions)
         else:
+            if target.nunique() < 2:
+                # Ranking metrics are undefined on one class; sklearn would return NaN.
+                raise InvalidInputError(
+                    f"the held-out split has only class {target.iloc[0]!r} of "
+                    f"{target.name!r}; raise split.test_size or set split.stratify: true"
+                )
             proba = ctx.estimator.predict_proba(features)
             scores = proba[:, 1] if proba.shape[1] == 2 else proba
             labels = ctx.estimator.classes_[np.argmax(proba, axis=1)]
