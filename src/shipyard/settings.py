@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,27 @@ class Settings(BaseSettings):
 
     trusted_keys_dir: Path | None = None
     """Folder of ``*.pub`` keys whose signatures are accepted; default the signing key's folder."""
+
+    auth_secret: SecretStr | None = None
+    """Key that signs access tokens (JWT, HS256); default a random one kept in ``home/keys``."""
+
+    token_ttl_seconds: int = Field(default=900, gt=0)
+    """How long an access token from the password flow stays valid."""
+
+    protect_inference: bool = False
+    """When true, inference routes need a token or API key too (any role)."""
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    """Largest request body the server accepts; larger ones get 413."""
+
+    max_batch_size: int = Field(default=64, gt=0)
+    """Most rows the batcher puts into one predictor call."""
+
+    max_batch_delay_ms: float = Field(default=2.0, ge=0)
+    """Longest a request waits for others to share its batch."""
+
+    swap_poll_seconds: float = Field(default=1.0, gt=0)
+    """How often a server checks whether an alias it serves has moved."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -59,6 +80,11 @@ class Settings(BaseSettings):
         """The private signing key path, always set after validation."""
         assert self.signing_key is not None
         return self.signing_key
+
+    @property
+    def auth_secret_path(self) -> Path:
+        """Where the generated token-signing secret lives when none is configured."""
+        return self.signing_key_path.parent / "auth.secret"
 
     @property
     def trusted_keys_path(self) -> Path:
