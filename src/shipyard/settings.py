@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,16 @@ class Settings(BaseSettings):
 
     swap_poll_seconds: float = Field(default=1.0, gt=0)
     """How often a server checks whether an alias it serves has moved."""
+
+    serve_models: list[str] = Field(default_factory=list)
+    """Models a server loads at start (``NAME``, ``NAME:V``, ``NAME@ALIAS``); the first is the
+    default of ``/invocations``. Set by ``shipyard serve --models``."""
+
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),
+    )
+    """Shared metrics folder of several server workers (prometheus-client multiprocess mode)."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

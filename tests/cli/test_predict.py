@@ -36,7 +36,7 @@ def test_predict_writes_probability_and_label_per_row(
     assert result.code == 0, result.err
     assert "wrote 3,000 predictions" in result.out
     scored = pd.read_parquet(out)
-    assert list(scored.columns) == ["Class", "label", "probability"]
+    assert list(scored.columns) == ["Class", "probability", "label"]
     assert scored["probability"].between(0, 1).all()
     assert set(scored["label"].unique()) <= {0, 1}
 

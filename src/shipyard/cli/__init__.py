@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from shipyard.cli import data, demo, keys, models, pipeline, predict
+from shipyard.cli import data, demo, keys, models, pipeline, predict, serve, users
 from shipyard.cli.context import console, err_console, state_callback
 from shipyard.errors import ShipyardError
 
@@ -26,7 +26,9 @@ app.add_typer(data.app, name="data")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
+app.add_typer(users.app, name="users")
 app.command("predict")(predict.predict)
+app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
 __all__ = ["app", "console", "main"]

@@ -1,8 +1,10 @@
 """``shipyard demo``: the main job end to end on the embedded defaults.
 
 Generates transactions, runs the fraud pipeline (train, evaluate, sign, register, promote),
-then scores a held-out file through the production alias's verified artifact and prints a
-summary. A second run on the same home registers the next version.
+scores a held-out file through the production alias's verified artifact, then starts the
+server, sends single-row requests over Open Inference Protocol and MLflow scoring, promotes
+a challenger version mid-traffic, and prints a summary. A second run on the same home
+registers the next versions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from shipyard.cli.context import console, open_registry, settings_of
 from shipyard.cli.pipeline import run_table, run_with_status
 from shipyard.cli.predict import score_file
-from shipyard.data import get_dataset, write_table
+from shipyard.cli.serving_demo import serve_and_swap, swap_table
+from shipyard.data import get_dataset, read_table, write_table
 from shipyard.errors import ModelNotFoundError
 from shipyard.examples import example_spec
 from shipyard.pipeline import load_spec
@@ -31,6 +34,9 @@ def demo(
         100_000
     ),
     holdout_rows: Annotated[int, typer.Option(min=100, help="Held-out transactions")] = 20_000,
+    requests: Annotated[
+        int, typer.Option(min=100, help="Single-row requests sent to the demo server")
+    ] = 4_000,
 ) -> None:
     """Generate data, train and register the fraud model, score a held-out file."""
     started = time.perf_counter()
@@ -64,6 +70,29 @@ def demo(
         score_seconds = time.perf_counter() - score_start
         production = registry.get_version(ref)
 
+        console.rule("[bold]4. serving, with a promotion mid-traffic")
+        challenger_path = data_dir / f"fraud-challenger-{seed}.parquet"
+        write_table(fraud.generate(rows // 2, seed + 200_000), challenger_path)
+        challenger_spec = spec.with_data_file(challenger_path).model_copy(
+            update={"promotion": spec.promotion.model_copy(update={"require": "never"})}
+        )
+        challenger = run_with_status(registry, challenger_spec, text, console)
+        console.print(
+            f"challenger {challenger.version.ref}: average_precision "
+            f"{challenger.metrics['average_precision']:.4f}"
+        )
+        holdout = read_table(holdout_path)
+        swap = serve_and_swap(
+            registry,
+            settings,
+            holdout.head(500),
+            fraud.schema.feature_names,
+            challenger.version.ref,
+            total=requests,
+            out=console,
+        )
+        console.print(swap_table(swap))
+
     target = fraud.schema.target
     assert target is not None
     holdout_ap = average_precision_score(scored[target], scored["probability"])
@@ -72,9 +101,13 @@ def demo(
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("home", str(settings.home))
-    summary.add_row("registered", f"{result.version.ref} ({result.rows:,} rows)")
-    verdict = "promoted" if result.promotion.promoted else "kept"
-    summary.add_row("production", f"{production.ref} — {verdict}: {result.promotion.reason}")
+    verdict = "promoted" if result.promotion.promoted else "not promoted"
+    summary.add_row(
+        "registered",
+        f"{result.version.ref} ({result.rows:,} rows; {verdict}: {result.promotion.reason}), "
+        f"challenger {swap.promoted}",
+    )
+    summary.add_row("production", f"{swap.promoted} (promoted mid-traffic)")
     for name in ("average_precision", "roc_auc"):
         summary.add_row(f"test {name}", f"{result.metrics[name]:.4f}")
     summary.add_row(
@@ -90,6 +123,13 @@ def demo(
     summary.add_row("artifact", f"{production.format} manifest sha256:{production.manifest_digest}")
     summary.add_row("signed by key", production.key_id)
     summary.add_row("predictions", str(scored_path))
+    report = swap.report
+    summary.add_row(
+        "serving",
+        f"{report.sent:,} requests, {report.throughput:,.0f} req/s, p50 "
+        f"{report.percentile_ms(50):.1f} ms, p99 {report.percentile_ms(99):.1f} ms, "
+        f"{sum(report.errors.values())} errors; {swap.promoted} promoted mid-traffic",
+    )
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
     console.print(summary)

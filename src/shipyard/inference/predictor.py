@@ -58,12 +58,10 @@ class _PredictorBase:
             return {"prediction": np.asarray(labels, dtype=np.float32).reshape(-1)}
         assert proba is not None
         proba = np.asarray(proba, dtype=np.float32)
-        outputs: Outputs = {"label": np.asarray(labels).reshape(-1)}
+        label = np.asarray(labels).reshape(-1)
         if len(self.classes) == 2:
-            outputs["probability"] = proba[:, 1]
-        else:
-            outputs["probabilities"] = proba
-        return outputs
+            return {"probability": np.ascontiguousarray(proba[:, 1]), "label": label}
+        return {"probabilities": proba, "label": label}
 
 
 class OnnxPredictor(_PredictorBase):

@@ -1,0 +1,156 @@
+"""Micro-batching: single requests in, one predictor call per batch, results split back.
+
+A ``Batcher`` serves one loaded model version. Requests (each a few rows) wait at most
+``max_batch_delay_ms`` for company, up to ``max_batch_size`` rows per call. When a batch
+fails, its requests are retried one by one, so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from shipyard.errors import ShipyardError
+from shipyard.inference.predictor import Features, Outputs
+
+logger = logging.getLogger(__name__)
+
+BatchObserver = Callable[[int, float], None]
+"""Told (rows in the batch, seconds the oldest request waited) for each batch."""
+
+
+@dataclass
+class _Pending:
+    features: Features
+    future: asyncio.Future[Outputs]
+    enqueued: float
+
+
+class BatcherClosedError(ShipyardError):
+    """The batcher was closed (its model version was replaced); retry on the new version."""
+
+    status_code = 503
+    retryable = True
+
+
+class Batcher:
+    """Collects requests for one predictor into batches; one worker task per batcher."""
+
+    def __init__(
+        self,
+        predict: Callable[[Features], Outputs],
+        *,
+        max_batch_size: int = 64,
+        max_batch_delay_ms: float = 2.0,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay = max_batch_delay_ms / 1000
+        self._observer = observer
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._carry: _Pending | None = None
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, features: Features) -> Outputs:
+        """Predict these rows as part of a batch; returns only their outputs."""
+        if self._closing:
+            raise BatcherClosedError("model version is being replaced; retry")
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(features, loop.create_future(), time.perf_counter())
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def close(self) -> None:
+        """Stop accepting requests, finish the queued ones, end the worker."""
+        self._closing = True
+        if self._worker is not None:
+            self._queue.put_nowait(None)
+            await self._worker
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            if batch is None:
+                return
+            if batch:
+                self._execute(batch)
+                # Let the event loop deliver results and accept requests between batches.
+                await asyncio.sleep(0)
+
+    async def _collect(self) -> list[_Pending] | None:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        if first is None:
+            return None
+        batch, rows = [first], len(first.features)
+        deadline = first.enqueued + self.max_batch_delay
+        while rows < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:  # closing: finish this batch, then stop
+                self._queue.put_nowait(None)
+                break
+            if rows + len(item.features) > self.max_batch_size:
+                self._carry = item
+                break
+            batch.append(item)
+            rows += len(item.features)
+        return batch
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # cancelled by a gone client
+        if not live:
+            return
+        if self._observer is not None:
+            rows = sum(len(p.features) for p in live)
+            self._observer(rows, time.perf_counter() - min(p.enqueued for p in live))
+        features = (
+            live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
+        )
+        try:
+            outputs = self._predict(features)
+        except Exception as error:
+            if len(live) == 1:
+                if not live[0].future.done():
+                    live[0].future.set_exception(error)
+                return
+            logger.info("batch of %d requests failed (%s); retrying one by one", len(live), error)
+            for pending in live:
+                self._execute([pending])
+            return
+        start = 0
+        for pending in live:
+            end = start + len(pending.features)
+            if not pending.future.done():
+                pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            start = end
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch."""
+        return self._queue.qsize() + (self._carry is not None)
+
+
+async def cancel_quietly(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it, ignoring its cancellation."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,157 @@
+"""Turning request payloads into the float32 feature matrix a model version expects.
+
+Every way a client can send rows (a matrix, records keyed by feature name, columns plus
+rows) ends here, with errors that say what was wrong and what the model expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from shipyard.errors import InvalidInputError
+from shipyard.inference.predictor import Features
+
+
+class FeatureLayout:
+    """A model version's input: feature names in order and which may be missing (NaN)."""
+
+    def __init__(self, input_schema: Mapping[str, Any]) -> None:
+        self.names: list[str] = list(input_schema["features"])
+        self.index = {name: i for i, name in enumerate(self.names)}
+        columns = {c["name"]: c for c in input_schema.get("columns", [])}
+        self.nullable = np.array(
+            [bool(columns.get(name, {}).get("nullable", False)) for name in self.names]
+        )
+
+    @property
+    def width(self) -> int:
+        """Number of features."""
+        return len(self.names)
+
+    def check(self, features: Features) -> Features:
+        """Shape and missing values; returns the matrix as C-contiguous float32."""
+        if features.ndim == 1 and features.size == self.width:
+            features = features.reshape(1, -1)
+        if features.ndim != 2 or features.shape[1] != self.width:
+            raise InvalidInputError(
+                f"expected shape [rows, {self.width}] ({self.width} features: "
+                f"{_preview(self.names)}), got {list(features.shape)}"
+            )
+        if len(features) == 0:
+            raise InvalidInputError("no rows to predict; send at least one")
+        missing = np.isnan(features) & ~self.nullable
+        if missing.any():
+            row, col = (int(i) for i in np.argwhere(missing)[0])
+            raise InvalidInputError(
+                f"feature {self.names[col]!r} is missing (NaN or null) in row {row}; "
+                "the model's schema requires a value"
+            )
+        return np.ascontiguousarray(features, dtype=np.float32)
+
+    def from_matrix(self, rows: Any) -> Features:
+        """A list of rows (or one row) of numbers in feature order."""
+        return self.check(to_float32(rows, "inputs"))
+
+    def from_records(self, records: Sequence[Any]) -> Features:
+        """A list of ``{feature: value}`` objects."""
+        if not isinstance(records, list) or not records:
+            raise InvalidInputError("expected a non-empty list of {feature: value} objects")
+        matrix = np.empty((len(records), self.width), dtype=np.float32)
+        for row, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InvalidInputError(f"row {row} is not an object of feature: value")
+            self._check_names(record.keys(), row)
+            try:
+                matrix[row] = [_number(record[name]) for name in self.names]
+            except (TypeError, ValueError) as error:
+                bad = next(n for n in self.names if not _is_number(record[n]))
+                raise InvalidInputError(
+                    f"feature {bad!r} in row {row} must be a number, got {record[bad]!r}"
+                ) from error
+        return self.check(matrix)
+
+    def from_columns(self, columns: Any, rows: Any) -> Features:
+        """Column names plus rows in that column order (``dataframe_split``)."""
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise InvalidInputError("`columns` must be a list of feature names")
+        self._check_names(columns, None)
+        matrix = to_float32(rows, "data")
+        if matrix.ndim != 2 or matrix.shape[1] != len(columns):
+            raise InvalidInputError(
+                f"`data` must be rows of {len(columns)} values (one per column), "
+                f"got shape {list(matrix.shape)}"
+            )
+        order = [columns.index(name) for name in self.names]
+        return self.check(matrix[:, order])
+
+    def from_named(self, inputs: Mapping[str, Any], input_name: str) -> Features:
+        """Open Inference Protocol inputs: one matrix named ``input_name``, or one per feature."""
+        if input_name in inputs:
+            extra = sorted(set(inputs) - {input_name})
+            if extra:
+                raise InvalidInputError(
+                    f"unexpected input(s) {', '.join(extra)} next to {input_name!r}"
+                )
+            return self.check(np.asarray(inputs[input_name], dtype=np.float32))
+        if set(inputs) == set(self.names):
+            columns = [np.asarray(inputs[n], dtype=np.float32).reshape(-1) for n in self.names]
+            if len({len(c) for c in columns}) != 1:
+                raise InvalidInputError("per-feature inputs must all have the same number of rows")
+            return self.check(np.column_stack(columns))
+        raise InvalidInputError(
+            f"expected input {input_name!r} of shape [rows, {self.width}] FP32, or one input per "
+            f"feature ({_preview(self.names)}); got {_preview(sorted(inputs))}"
+        )
+
+    def _check_names(self, given: Any, row: int | None) -> None:
+        names = set(given)
+        where = f" in row {row}" if row is not None else ""
+        unknown = sorted(names - self.index.keys())
+        if unknown:
+            raise InvalidInputError(
+                f"unknown feature(s){where}: {_preview(unknown)}; "
+                f"the model expects {_preview(self.names)}"
+            )
+        missing = [n for n in self.names if n not in names]
+        if missing:
+            raise InvalidInputError(f"missing feature(s){where}: {_preview(missing)}")
+
+
+def to_float32(data: Any, what: str) -> Features:
+    """Nested lists of numbers (null allowed, becomes NaN) as a float32 array; text refused."""
+    try:
+        array = np.asarray(data)
+        if array.dtype.kind == "O":
+            # Ragged rows, or nulls mixed with numbers: only the latter is acceptable.
+            flat = array.ravel()
+            if not all(v is None or _is_number(v) for v in flat):
+                raise ValueError("not all values are numbers")
+            array = np.asarray(np.where(flat == None, np.nan, flat), dtype=np.float64)  # noqa: E711
+            array = array.reshape(np.shape(data))
+        elif array.dtype.kind not in "fiub":
+            raise ValueError(f"values of type {array.dtype.kind!r} (text?)")
+        return array.astype(np.float32, copy=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"`{what}` must hold only numbers, in rows of equal length ({error})"
+        ) from error
+
+
+def _number(value: Any) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(value)
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _preview(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")

@@ -1,0 +1,231 @@
+"""The I/O-free inference core shared by the HTTP server and the stream scorer.
+
+``InferenceService`` resolves ``name``, ``name:version`` or ``name@alias`` through the
+registry, loads verified predictors, validates inputs and runs them through one ``Batcher``
+per loaded version. A background task re-resolves the aliases it serves every
+``poll_seconds``: when one has moved, the new version is loaded first and then takes new
+requests, while batches already queued on the old version finish there.
+
+In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
+what is promoted, not whatever was registered last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from shipyard.errors import ArtifactError, ShipyardError
+from shipyard.inference.batcher import Batcher, BatcherClosedError, BatchObserver
+from shipyard.inference.inputs import FeatureLayout
+from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
+from shipyard.registry import ModelRef, ModelVersionInfo, Registry
+
+logger = logging.getLogger(__name__)
+
+VersionKey = tuple[str, int]
+
+
+@dataclass
+class LoadedModel:
+    """A verified, loaded model version with its batcher."""
+
+    info: ModelVersionInfo
+    predictor: Predictor
+    layout: FeatureLayout
+    batcher: Batcher
+
+    @property
+    def key(self) -> VersionKey:
+        """(name, version)."""
+        return (self.info.name, self.info.version)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Outputs of one request and the version that produced them."""
+
+    model: str
+    version: int
+    outputs: Outputs
+
+
+@dataclass
+class ServiceHooks:
+    """Callbacks an adapter gives the core (metrics, logs); all optional."""
+
+    observer: Callable[[str, int], BatchObserver | None] = lambda name, version: None
+    load_failed: Callable[[str, ShipyardError], None] = lambda name, error: None
+    swapped: Callable[[str, int, int], None] = lambda ref, old, new: None
+
+
+@dataclass
+class InferenceService:
+    """Loaded model versions behind batchers, kept in step with the registry's aliases."""
+
+    registry: Registry
+    max_batch_size: int = 64
+    max_batch_delay_ms: float = 2.0
+    poll_seconds: float = 1.0
+    default_alias: str = "production"
+    hooks: ServiceHooks = field(default_factory=ServiceHooks)
+    _models: dict[VersionKey, LoadedModel] = field(default_factory=dict, init=False)
+    _routes: dict[str, VersionKey] = field(default_factory=dict, init=False)
+    _canonical: dict[str, str] = field(default_factory=dict, init=False)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _poller: asyncio.Task[None] | None = field(default=None, init=False)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, refs: Sequence[str] = ()) -> None:
+        """Load these models now and start following alias moves."""
+        for ref in refs:
+            await self.model(ref)
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._follow_aliases())
+
+    async def close(self) -> None:
+        """Stop following aliases and drain every batcher."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+        await asyncio.gather(*(m.batcher.close() for m in self._models.values()))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        self._models.clear()
+        self._routes.clear()
+
+    # -- resolving and loading --------------------------------------------------------------
+
+    def parse(self, ref: str) -> ModelRef:
+        """A served reference: a bare name means the default alias."""
+        parsed = ModelRef.parse(ref)
+        if parsed.version is None and parsed.alias is None:
+            return ModelRef(parsed.name, None, self.default_alias)
+        return parsed
+
+    def route_key(self, ref: str) -> str:
+        """The canonical text of a served reference (``fraud`` → ``fraud@production``)."""
+        route = self._canonical.get(ref)
+        if route is None:
+            parsed = self.parse(ref)
+            if parsed.version is not None:
+                route = f"{parsed.name}:{parsed.version}"
+            else:
+                route = f"{parsed.name}@{parsed.alias}"
+            if len(self._canonical) < 10_000:  # bounded: refs come from request URLs
+                self._canonical[ref] = route
+        return route
+
+    def loaded(self, ref: str) -> LoadedModel | None:
+        """The model a reference is served by now, if it is loaded; never touches the DB."""
+        key = self._routes.get(self.route_key(ref))
+        return self._models.get(key) if key is not None else None
+
+    async def model(self, ref: str) -> LoadedModel:
+        """The loaded model for a reference, resolving and loading it on first use."""
+        route = self.route_key(ref)
+        key = self._routes.get(route)
+        if key is not None and key in self._models:
+            return self._models[key]
+        lock = self._locks.setdefault(route, asyncio.Lock())
+        async with lock:
+            key = self._routes.get(route)
+            if key is None or key not in self._models:
+                info = await asyncio.to_thread(self.registry.get_version, self.parse(route))
+                await self._ensure_loaded(info)
+                key = (info.name, info.version)
+                self._routes[route] = key
+            return self._models[key]
+
+    async def _ensure_loaded(self, info: ModelVersionInfo) -> LoadedModel:
+        key = (info.name, info.version)
+        if key in self._models:
+            return self._models[key]
+        try:
+            predictor = await asyncio.to_thread(self._load, info)
+        except ShipyardError as error:
+            self.hooks.load_failed(info.name, error)
+            raise
+        loaded = LoadedModel(
+            info=info,
+            predictor=predictor,
+            layout=FeatureLayout(info.input_schema),
+            batcher=Batcher(
+                predictor.predict,
+                max_batch_size=self.max_batch_size,
+                max_batch_delay_ms=self.max_batch_delay_ms,
+                observer=self.hooks.observer(info.name, info.version),
+            ),
+        )
+        self._models[key] = loaded
+        logger.info("loaded %s", info.ref)
+        return loaded
+
+    def _load(self, info: ModelVersionInfo) -> Predictor:
+        artifact = self.registry.load_artifact(ModelRef(info.name, info.version, None))
+        return load_predictor(artifact)
+
+    # -- inference --------------------------------------------------------------------------
+
+    async def infer(self, ref: str, features: Features) -> Inference:
+        """Validate and predict rows with the version the reference points to now."""
+        for _ in range(3):
+            loaded = await self.model(ref)
+            checked = loaded.layout.check(features)
+            try:
+                outputs = await loaded.batcher.submit(checked)
+            except BatcherClosedError:
+                continue  # swapped between lookup and submit: take the new version
+            return Inference(loaded.info.name, loaded.info.version, outputs)
+        raise BatcherClosedError(f"{ref} kept changing version; retry")
+
+    # -- following aliases ------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Re-resolve every served alias once; swap those that moved."""
+        for route, current in list(self._routes.items()):
+            if "@" not in route:
+                continue  # name:version never moves
+            try:
+                info = await asyncio.to_thread(self.registry.get_version, self.parse(route))
+            except ShipyardError as error:
+                logger.warning("cannot re-resolve %s (%s); still serving %s", route, error, current)
+                continue
+            new = (info.name, info.version)
+            if new == current:
+                continue
+            try:
+                await self._ensure_loaded(info)
+            except ArtifactError as error:
+                logger.error("refusing %s (%s); still serving %s", info.ref, error, current)
+                continue
+            self._routes[route] = new
+            self.hooks.swapped(route, current[1], info.version)
+            logger.info("%s now serves %s (was v%d)", route, info.ref, current[1])
+            self._retire_if_unused(current)
+
+    def _retire_if_unused(self, key: VersionKey) -> None:
+        if key in self._routes.values():
+            return
+        old = self._models.pop(key, None)
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.batcher.close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _follow_aliases(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # the follower must survive anything; it is retried
+                logger.exception("alias refresh failed")
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        """Every loaded version."""
+        return list(self._models.values())

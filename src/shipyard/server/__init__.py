@@ -1,0 +1,1 @@
+"""The HTTP server: FastAPI routes over the inference core, the registry and auth."""

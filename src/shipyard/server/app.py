@@ -1,0 +1,101 @@
+"""The FastAPI application: inference routes over one ``InferenceService``, registry routes,
+auth, ``/metrics``; errors as ``{"error": "..."}`` with the status each error class names."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from shipyard import __version__
+from shipyard.errors import ShipyardError
+from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.registry import Registry
+from shipyard.server import metrics, mlflow, oip, predict
+from shipyard.server.limits import BodySizeLimit
+from shipyard.server.responses import error_response
+from shipyard.server.state import ServerState
+from shipyard.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _hooks() -> ServiceHooks:
+    return ServiceHooks(
+        observer=metrics.batch_observer,
+        load_failed=lambda name, error: metrics.LOAD_FAILURES.labels(
+            name, type(error).__name__
+        ).inc(),
+        swapped=lambda route, old, new: metrics.SWAPS.labels(route.split("@")[0]).inc(),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the server for these settings (default: from the environment)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = Registry.open(settings)
+        service = InferenceService(
+            registry,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            poll_seconds=settings.swap_poll_seconds,
+            hooks=_hooks(),
+        )
+        state = ServerState(settings=settings, registry=registry, service=service)
+        app.state.shipyard = state
+        try:
+            await service.start(settings.serve_models)
+            # Everything loaded so far (libraries, models) lives as long as the process:
+            # keep it out of the collector's full passes, which otherwise stall requests.
+            gc.collect()
+            gc.freeze()
+            state.ready = True
+            yield
+        finally:
+            await service.close()
+            registry.close()
+
+    app = FastAPI(
+        title="Shipyard",
+        version=__version__,
+        description="Predictions from signed, registered models: Open Inference Protocol, "
+        "MLflow scoring and plain JSON over one batched inference core.",
+        lifespan=lifespan,
+    )
+    app.include_router(oip.router)
+    app.include_router(mlflow.router)
+    app.include_router(predict.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return metrics.metrics_response(settings)
+
+    @app.exception_handler(ShipyardError)
+    async def shipyard_error(_: Request, error: ShipyardError) -> Response:
+        if error.status_code >= 500:
+            logger.error("%s: %s", type(error).__name__, error)
+        return error_response(str(error), error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return error_response(problems, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> Response:
+        return error_response(str(error.detail), error.status_code)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(metrics.MetricsMiddleware)
+    return app

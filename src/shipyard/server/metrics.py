@@ -1,0 +1,132 @@
+"""Prometheus metrics of the server and its batchers (``shipyard_`` prefix, base units).
+
+Labels are bounded: route templates, status codes, model names and versions; never a
+request id. With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` (set by
+``shipyard serve --workers N``) makes ``/metrics`` add up every worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.responses import Response
+
+from shipyard import __version__
+from shipyard.inference.batcher import BatchObserver
+from shipyard.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter(
+    "shipyard_http_requests_total",
+    "HTTP requests answered, by route and status",
+    ["route", "status"],
+)
+LATENCY = Histogram(
+    "shipyard_http_request_duration_seconds",
+    "Time from request start to response end, by route",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "shipyard_http_requests_in_flight", "Requests being handled now", multiprocess_mode="livesum"
+)
+QUEUE_TIME = Histogram(
+    "shipyard_batch_queue_duration_seconds",
+    "How long the oldest request of a batch waited for it to start",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "shipyard_batch_size_rows",
+    "Rows per predictor call",
+    ["model", "version"],
+    buckets=BATCH_BUCKETS,
+)
+PREDICTIONS = Counter("shipyard_predictions_total", "Rows predicted", ["model", "version"])
+LOAD_FAILURES = Counter(
+    "shipyard_model_load_failures_total",
+    "Model versions that failed to load or verify",
+    ["model", "reason"],
+)
+SWAPS = Counter("shipyard_model_swaps_total", "Alias moves picked up by this process", ["model"])
+BUILD_INFO = Gauge(
+    "shipyard_build_info", "Shipyard version of this process", ["version"], multiprocess_mode="max"
+)
+BUILD_INFO.labels(__version__).set(1)
+
+
+def batch_observer(model: str, version: int) -> BatchObserver:
+    """Record batch size, queue time and predicted rows of one model version."""
+    labels = (model, str(version))
+    size, queued, predicted = (
+        BATCH_SIZE.labels(*labels),
+        QUEUE_TIME.labels(*labels),
+        PREDICTIONS.labels(*labels),
+    )
+
+    def observe(rows: int, waited: float) -> None:
+        size.observe(rows)
+        queued.observe(waited)
+        predicted.inc(rows)
+
+    return observe
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (pure ASGI: cheap per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            IN_FLIGHT.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(template, str(status)).inc()
+            LATENCY.labels(template).observe(time.perf_counter() - start)
+
+
+def metrics_response(settings: Settings) -> Response:
+    """Prometheus text for this process, or for all workers in multiprocess mode."""
+    if settings.prometheus_multiproc_dir is not None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, path=str(settings.prometheus_multiproc_dir)
+        )
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

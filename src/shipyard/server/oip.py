@@ -1,0 +1,158 @@
+"""Open Inference Protocol (KServe V2) REST routes over the inference core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from shipyard import __version__
+from shipyard.errors import InvalidInputError, ShipyardError
+from shipyard.inference.formats import INPUT_NAME
+from shipyard.inference.service import LoadedModel
+from shipyard.server.responses import json_response, require_media_type
+from shipyard.server.state import state_of
+from shipyard.server.tensors import HEADER_LENGTH, decode_request, encode_response
+
+TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT64", "INT32", "BOOL"]},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+}
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "minItems": 1, "items": TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+MEDIA_TYPES = ("application/json", "application/octet-stream", "")
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+
+def _ref(model: str, version: str | None) -> str:
+    if version is None:
+        return model
+    if not version.isdigit():
+        raise InvalidInputError(f"version must be a number, got {version!r}")
+    return f"{model.split('@')[0]}:{version}"
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    """The process is up."""
+    return json_response({"live": True})
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> Response:
+    """Every model named at start is loaded."""
+    if state_of(request).ready:
+        return json_response({"ready": True})
+    return json_response({"ready": False}, 503)
+
+
+@router.get("")
+async def server_metadata() -> Response:
+    """Server name, version and protocol extensions."""
+    return json_response(
+        {"name": "shipyard", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+def _metadata(loaded: LoadedModel, model: str) -> dict[str, Any]:
+    info = loaded.info
+    outputs = []
+    for output in info.output_schema.get("outputs", []):
+        datatype = {"float32": "FP32", "int64": "INT64", "string": "BYTES"}[output["dtype"]]
+        outputs.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
+        if output["name"] == "probabilities":
+            outputs[-1]["shape"] = [-1, len(info.output_schema.get("classes", []))]
+    return {
+        "name": model,
+        "versions": [str(info.version)],
+        "platform": {"onnx": "onnxruntime_onnx", "skops": "scikit-learn_skops"}.get(
+            info.format, info.format
+        ),
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, loaded.layout.width]}],
+        "outputs": outputs,
+        "parameters": {
+            "version": info.version,
+            "aliases": info.aliases,
+            "features": loaded.layout.names,
+            "manifest_sha256": info.manifest_digest,
+        },
+    }
+
+
+@router.get("/models/{model}")
+@router.get("/models/{model}/versions/{version}")
+async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
+    """Inputs, outputs and the version that serves this model."""
+    loaded = await state_of(request).service.model(_ref(model, version))
+    return json_response(_metadata(loaded, model))
+
+
+@router.get("/models/{model}/ready")
+@router.get("/models/{model}/versions/{version}/ready")
+async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+    """Whether the model is loaded and verified (loading it if it is not yet)."""
+    try:
+        await state_of(request).service.model(_ref(model, version))
+    except ShipyardError as error:
+        if error.status_code == 404:
+            raise
+        return json_response({"name": model, "ready": False}, 503)
+    return json_response({"name": model, "ready": True})
+
+
+@router.post("/models/{model}/infer", openapi_extra=INFER_BODY)
+@router.post("/models/{model}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def infer(request: Request, model: str, version: str | None = None) -> Response:
+    """Predict a batch of rows sent as tensors (JSON or the binary tensor extension)."""
+    require_media_type(request.headers.get("content-type"), MEDIA_TYPES)
+    decoded = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    service = state_of(request).service
+    ref = _ref(model, version)
+    loaded = await service.model(ref)
+    features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
+    result = await service.infer(ref, features)
+    body, header_length = encode_response(model, result.version, decoded, result.outputs)
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )

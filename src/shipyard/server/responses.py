@@ -1,0 +1,47 @@
+"""Fast JSON responses (orjson, numpy arrays serialised natively) and error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from shipyard.errors import InvalidInputError
+
+JSON = "application/json"
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """Serialise with orjson; numpy arrays and scalars are written without conversion."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status_code, media_type=JSON)
+
+
+def error_response(message: str, status_code: int) -> Response:
+    """The one error shape of every route: ``{"error": "..."}``."""
+    return json_response({"error": message}, status_code)
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The body's content type is not one this route reads."""
+
+    status_code = 415
+
+
+def require_media_type(content_type: str | None, allowed: tuple[str, ...]) -> str:
+    """The request's media type if the route reads it; 415 naming the accepted ones if not."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in allowed:
+        raise UnsupportedMediaTypeError(
+            f"content type {media or '(none)'!r} is not accepted here; send {' or '.join(allowed)}"
+        )
+    return media
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body; malformed JSON is a 400 that quotes the parser."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"malformed JSON: {error}") from error

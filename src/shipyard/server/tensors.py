@@ -1,0 +1,220 @@
+"""Open Inference Protocol (KServe V2) tensors: JSON and the binary tensor extension.
+
+A request body is JSON, or — with the ``Inference-Header-Content-Length: N`` header — N bytes
+of JSON followed by the raw bytes of every input whose ``parameters.binary_data_size`` says
+how many are its own, in input order. Responses use the same layout for outputs the client
+asked to get as binary (``parameters.binary_data`` per output, or ``binary_data_output``).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from shipyard.errors import InvalidInputError
+from shipyard.inference.inputs import to_float32
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+OUTPUT_DATATYPES = {"f": "FP32", "i": "INT64", "u": "UINT64", "b": "BOOL"}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request: named input arrays and what to send back how."""
+
+    id: str | None
+    inputs: dict[str, npt.NDArray[Any]]
+    outputs: list[str] | None
+    binary_outputs: set[str]
+    binary_all: bool
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object")
+    return value
+
+
+def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse a JSON or binary-extension infer request into arrays."""
+    binary = b""
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length must be a whole number, got {header_length!r}"
+            ) from None
+        if not 0 < length <= len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length is {length} but the body has {len(body)} "
+                "bytes; it must be the length of the JSON part"
+            )
+        body, binary = body[:length], body[length:]
+    try:
+        request = _object(orjson.loads(body), "the request body")
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"malformed JSON: {error}") from error
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError("`inputs` must be a non-empty list of tensors")
+    inputs: dict[str, npt.NDArray[Any]] = {}
+    offset = 0
+    for position, raw in enumerate(raw_inputs):
+        tensor = _object(raw, f"inputs[{position}]")
+        name, array, used = _decode_tensor(tensor, position, binary, offset)
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InvalidInputError(
+            f"binary data: the inputs' binary_data_size values add up to {offset} bytes but "
+            f"{len(binary)} follow the JSON header"
+        )
+    parameters = request.get("parameters") or {}
+    binary_all = bool(isinstance(parameters, dict) and parameters.get("binary_data_output"))
+    outputs: list[str] | None = None
+    binary_outputs: set[str] = set()
+    if request.get("outputs") is not None:
+        if not isinstance(request["outputs"], list):
+            raise InvalidInputError("`outputs` must be a list of {name: …}")
+        outputs = []
+        for position, raw in enumerate(request["outputs"]):
+            output = _object(raw, f"outputs[{position}]")
+            if not isinstance(output.get("name"), str):
+                raise InvalidInputError(f"outputs[{position}] needs a `name`")
+            outputs.append(output["name"])
+            params = output.get("parameters") or {}
+            if isinstance(params, dict) and params.get("binary_data"):
+                binary_outputs.add(output["name"])
+    request_id = request.get("id")
+    return InferRequest(
+        id=request_id if isinstance(request_id, str) else None,
+        inputs=inputs,
+        outputs=outputs,
+        binary_outputs=binary_outputs,
+        binary_all=binary_all,
+    )
+
+
+def _decode_tensor(
+    tensor: dict[str, Any], position: int, binary: bytes, offset: int
+) -> tuple[str, npt.NDArray[Any], int]:
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"inputs[{position}] needs a `name`")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInputError(f"input {name!r}: `shape` must be a list of non-negative integers")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidInputError(
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of "
+            f"{', '.join(DATATYPES)}"
+        )
+    dtype = DATATYPES[datatype]
+    count = math.prod(shape)
+    parameters = tensor.get("parameters") or {}
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is not None:
+        if not isinstance(size, int) or size < 0:
+            raise InvalidInputError(f"input {name!r}: binary_data_size must be a whole number")
+        if size != count * dtype.itemsize:
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size {size} does not match shape {shape} of "
+                f"{datatype} ({count * dtype.itemsize} bytes)"
+            )
+        if offset + size > len(binary):
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size {size} runs past the end of the body"
+            )
+        array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
+        return name, array.reshape(shape), size
+    if "data" not in tensor:
+        raise InvalidInputError(f"input {name!r} has neither `data` nor binary_data_size")
+    array = to_float32(tensor["data"], f"inputs[{position}].data")
+    if array.size != count:
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} needs {count} values, `data` has {array.size}"
+        )
+    return name, array.reshape(shape), 0
+
+
+def encode_response(
+    model: str,
+    version: int,
+    request: InferRequest,
+    outputs: dict[str, npt.NDArray[Any]],
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length."""
+    wanted = request.outputs if request.outputs is not None else list(outputs)
+    unknown = [name for name in wanted if name not in outputs]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(outputs)}"
+        )
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in wanted:
+        array = outputs[name]
+        entry, blob = _encode_tensor(
+            name, array, request.binary_all or name in request.binary_outputs
+        )
+        tensors.append(entry)
+        if blob is not None:
+            blobs.append(blob)
+    response: dict[str, Any] = {
+        "model_name": model,
+        "model_version": str(version),
+        "outputs": tensors,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def _encode_tensor(
+    name: str, array: npt.NDArray[Any], binary: bool
+) -> tuple[dict[str, Any], bytes | None]:
+    if array.dtype.kind in ("U", "S", "O"):
+        values = [str(v).encode() for v in array.ravel()]
+        entry: dict[str, Any] = {"name": name, "datatype": "BYTES", "shape": list(array.shape)}
+        if not binary:
+            entry["data"] = [v.decode() for v in values]
+            return entry, None
+        blob = b"".join(struct.pack("<I", len(v)) + v for v in values)
+        entry["parameters"] = {"binary_data_size": len(blob)}
+        return entry, blob
+    datatype = OUTPUT_DATATYPES[array.dtype.kind]
+    array = np.ascontiguousarray(array, dtype=DATATYPES[datatype])
+    entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if binary:
+        blob = array.tobytes()
+        entry["parameters"] = {"binary_data_size": len(blob)}
+        return entry, blob
+    entry["data"] = array.ravel()
+    return entry, None

@@ -1,0 +1,1 @@
+"""Simulated clients: request load against a server (later: users who send feedback)."""

@@ -1,0 +1,121 @@
+"""Servers over a home that holds a trained fraud model (v1, production).
+
+``client`` is an in-process TestClient (lifespan run); ``live_server`` is a real
+``shipyard serve`` process on a free port of 127.0.0.1, for protocol clients and swaps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from shipyard.data import generate_fraud
+from shipyard.examples import example_spec
+from shipyard.pipeline import Runner, load_spec
+from shipyard.registry import Registry
+from shipyard.server.app import create_app
+from shipyard.settings import Settings
+
+FEATURES = ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
+
+
+@pytest.fixture(scope="session")
+def trained_model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with fraud:1 in production (6,000 training rows); copy it before changing."""
+    home = tmp_path_factory.mktemp("served") / "home"
+    data = home.parent / "train.parquet"
+    generate_fraud(6000, seed=3).to_parquet(data)
+    spec, text = load_spec(example_spec("fraud"))
+    with Registry.open(Settings(home=home)) as registry:
+        Runner(registry).run(spec.with_data_file(data), text)
+    return home
+
+
+@pytest.fixture
+def model_home(trained_model_home: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained home."""
+    copy = tmp_path / "home"
+    shutil.copytree(trained_model_home, copy)
+    return copy
+
+
+@pytest.fixture
+def server_settings(model_home: Path) -> Settings:
+    """Settings of a server that loads fraud at start."""
+    return Settings(home=model_home, serve_models=["fraud"], swap_poll_seconds=0.2)
+
+
+@pytest.fixture
+def client(server_settings: Settings) -> Iterator[TestClient]:
+    """The app in-process, started (models loaded) and stopped around the test."""
+    with TestClient(create_app(server_settings)) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll readiness (bounded); fail with the server's output if it never comes."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"server did not become ready: {log.read_text()}")
+        time.sleep(0.1)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host_port: str
+    home: Path
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def live_server(model_home: Path, tmp_path: Path) -> Iterator[LiveServer]:
+    """``shipyard serve -m fraud`` as a real process; waits until ready, stops after."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "shipyard"),
+        "--home",
+        str(model_home),
+        "serve",
+        "-m",
+        "fraud",
+        "--port",
+        str(port),
+    ]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log)
+        yield LiveServer(url, f"127.0.0.1:{port}", model_home, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
