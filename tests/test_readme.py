@@ -76,6 +76,7 @@ def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     assert "registered" in first
     assert "fraud:1" in first
     assert "held-out average_precision" in first
+    assert ", 0 errors;" in first
     assert (copy / ".shipyard" / "registry.db").exists()
     second = _run(
         ".venv/bin/shipyard demo --rows 20000 --holdout-rows 2000 --requests 400", copy, env, 600

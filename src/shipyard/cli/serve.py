@@ -34,6 +34,13 @@ def serve(
     max_batch_delay_ms: Annotated[
         float | None, typer.Option(min=0, help="Longest wait for a batch to fill")
     ] = None,
+    protect_inference: Annotated[
+        bool | None,
+        typer.Option(
+            "--protect-inference/--open-inference",
+            help="Require a token or API key on inference routes [env: SHIPYARD_PROTECT_INFERENCE]",
+        ),
+    ] = None,
 ) -> None:
     """Serve predictions over Open Inference Protocol, MLflow scoring and plain JSON."""
     overrides: dict[str, object] = {"serve_models": list(models or [])}
@@ -41,6 +48,8 @@ def serve(
         overrides["max_batch_size"] = max_batch_size
     if max_batch_delay_ms is not None:
         overrides["max_batch_delay_ms"] = max_batch_delay_ms
+    if protect_inference is not None:
+        overrides["protect_inference"] = protect_inference
     settings = settings_of(ctx).model_copy(update=overrides)
     # Fail here, in one line, if the database or a model cannot be reached or verified.
     with Registry.open(settings) as registry:
@@ -67,6 +76,7 @@ def serve(
             "SHIPYARD_SERVE_MODELS": json.dumps(settings.serve_models),
             "SHIPYARD_MAX_BATCH_SIZE": str(settings.max_batch_size),
             "SHIPYARD_MAX_BATCH_DELAY_MS": str(settings.max_batch_delay_ms),
+            "SHIPYARD_PROTECT_INFERENCE": str(settings.protect_inference).lower(),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
     )

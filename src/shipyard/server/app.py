@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -17,7 +17,7 @@ from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry
-from shipyard.server import metrics, mlflow, oip, predict
+from shipyard.server import auth, metrics, mlflow, models, oip, predict
 from shipyard.server.limits import BodySizeLimit
 from shipyard.server.responses import error_response
 from shipyard.server.state import ServerState
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         state = ServerState(settings=settings, registry=registry, service=service)
         app.state.shipyard = state
+        auth.attach(app, auth.Authenticator.from_settings(settings, registry))
         try:
             await service.start(settings.serve_models)
             # Everything loaded so far (libraries, models) lives as long as the process:
@@ -71,9 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "MLflow scoring and plain JSON over one batched inference core.",
         lifespan=lifespan,
     )
-    app.include_router(oip.router)
-    app.include_router(mlflow.router)
-    app.include_router(predict.router)
+    # Open inference adds no per-request auth work; protected inference needs any role.
+    guard = [Depends(auth.inference)] if settings.protect_inference else []
+    app.include_router(oip.health)
+    app.include_router(mlflow.health)
+    app.include_router(oip.router, dependencies=guard)
+    app.include_router(mlflow.router, dependencies=guard)
+    app.include_router(predict.router, dependencies=guard)
+    app.include_router(models.router)
+    app.include_router(auth.router)
+    auth.install(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -53,16 +53,17 @@ INVOCATIONS_BODY: dict[str, Any] = {
 }
 
 router = APIRouter(tags=["mlflow scoring"])
+health = APIRouter(tags=["mlflow scoring"])  # open even when inference is guarded
 
 
-@router.get("/ping")
-@router.get("/health")
+@health.get("/ping")
+@health.get("/health")
 async def ping() -> Response:
     """Liveness, as MLflow's scoring server answers it."""
     return PlainTextResponse("\n")
 
 
-@router.get("/version")
+@health.get("/version")
 async def version() -> Response:
     """The server's version."""
     return PlainTextResponse(__version__)

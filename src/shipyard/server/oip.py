@@ -59,6 +59,7 @@ INFER_BODY: dict[str, Any] = {
 MEDIA_TYPES = ("application/json", "application/octet-stream", "")
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+health = APIRouter(prefix="/v2", tags=["open inference protocol"])  # open even when guarded
 
 
 def _ref(model: str, version: str | None) -> str:
@@ -69,13 +70,13 @@ def _ref(model: str, version: str | None) -> str:
     return f"{model.split('@')[0]}:{version}"
 
 
-@router.get("/health/live")
+@health.get("/health/live")
 async def live() -> Response:
     """The process is up."""
     return json_response({"live": True})
 
 
-@router.get("/health/ready")
+@health.get("/health/ready")
 async def ready(request: Request) -> Response:
     """Every model named at start is loaded."""
     if state_of(request).ready:
@@ -83,7 +84,7 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": False}, 503)
 
 
-@router.get("")
+@health.get("")
 async def server_metadata() -> Response:
     """Server name, version and protocol extensions."""
     return json_response(
