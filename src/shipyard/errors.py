@@ -8,6 +8,8 @@ maps to, the CLI exit code, and whether a stream message that raised it should b
 
     ShipyardError                      500  exit 1
     ├── ConfigurationError             500  exit 2   settings, keys, environment
+    ├── AuthenticationError            401  exit 2   credentials missing, wrong, expired, revoked
+    ├── PermissionDeniedError          403  exit 2   known caller, role too low
     ├── InvalidInputError              400  exit 2   the caller sent something wrong
     │   ├── SchemaError                422  exit 2   columns missing or of the wrong type
     │   └── SpecError                  400  exit 2   a pipeline spec that does not validate
@@ -43,6 +45,20 @@ class ShipyardError(Exception):
 class ConfigurationError(ShipyardError):
     """Settings, keys or the environment are not usable as they are."""
 
+    exit_code = 2
+
+
+class AuthenticationError(ShipyardError):
+    """Credentials are missing, wrong, expired or revoked."""
+
+    status_code = 401
+    exit_code = 2
+
+
+class PermissionDeniedError(ShipyardError):
+    """The caller is known but their role does not allow the action."""
+
+    status_code = 403
     exit_code = 2
 
 

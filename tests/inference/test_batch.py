@@ -28,7 +28,7 @@ def test_scores_in_batches_and_keeps_other_columns(predictor: Predictor) -> None
     seen: list[int] = []
     scored = score_frame(predictor, frame, batch_rows=300, progress=seen.append)
     assert seen == [300, 300, 300, 100]
-    assert list(scored.columns) == ["id", "label", "probability"]
+    assert list(scored.columns) == ["id", "probability", "label"]
     assert scored["id"].tolist() == frame["id"].tolist()
     whole = predictor.predict(frame[NAMES].to_numpy(np.float32))
     np.testing.assert_allclose(scored["probability"], whole["probability"])

@@ -14,9 +14,11 @@ from shipyard.registry.records import (
 from shipyard.registry.reference import ModelRef
 from shipyard.registry.registry import Registry
 from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
+from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
 
 __all__ = [
     "AliasEvent",
+    "ApiKey",
     "ArtifactStore",
     "FileEntry",
     "KeyPair",
@@ -24,11 +26,16 @@ __all__ = [
     "ModelInfo",
     "ModelRef",
     "ModelVersionInfo",
+    "Principal",
     "Registry",
+    "Role",
     "RunInfo",
     "Signer",
     "StageInfo",
     "TrustedKeys",
+    "User",
+    "Users",
     "VerifiedArtifact",
     "generate_keypair",
+    "role_allows",
 ]

@@ -12,7 +12,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -132,6 +132,14 @@ class Registry:
             if error.connection_invalidated:
                 raise unavailable(self._engine.url, error) from error
             raise
+
+    def transaction(self, *, write: bool = False) -> AbstractContextManager[Session]:
+        """A session in one transaction on the registry database, for modules beside Registry.
+
+        Committed on a clean exit, rolled back on an error; an unreachable database raises
+        ``UnavailableError``. Pass ``write=True`` when the transaction will write.
+        """
+        return self._transaction(write=write)
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
         # A unique constraint can fire when two writers create the same model or alias at

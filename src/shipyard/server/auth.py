@@ -34,12 +34,10 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, OAuth2PasswordR
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from shipyard.errors import ConfigurationError
+from shipyard.errors import AuthenticationError, ConfigurationError, PermissionDeniedError
 from shipyard.registry.registry import Registry
 from shipyard.registry.users import (
     API_KEY_PREFIX,
-    AuthenticationError,
-    PermissionDeniedError,
     Principal,
     Role,
     Users,
