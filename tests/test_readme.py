@@ -15,7 +15,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE = BLOCKS[0].strip(), BLOCKS[1].strip(), BLOCKS[2]
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING = (
+    BLOCKS[0].strip(),
+    BLOCKS[1].strip(),
+    BLOCKS[2],
+    BLOCKS[3],
+)
 BIN = Path(sys.executable).parent
 
 
@@ -95,3 +100,19 @@ def test_usage_commands_run_in_order(tmp_path: Path) -> None:
         _run(shlex.join([str(BIN / "shipyard"), *args[1:]]), tmp_path, env, timeout=300)
     assert (tmp_path / "scored.csv").exists()
     assert (tmp_path / "other-keys" / "signing.pub").exists()
+
+
+@pytest.mark.e2e
+def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The serving block, after the usage block, as one bash script; the server is stopped."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in USAGE.strip().splitlines()[:2]:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n{SERVING}"
+    out = _run(script, tmp_path, env, timeout=300)
+    assert '{"ready":true}' in out
+    assert '"model":"fraud","version":1' in out
+    assert '"model_name":"fraud","model_version":"1"' in out
+    assert '{"predictions":[' in out
+    assert '"token_type":"bearer"' in out
