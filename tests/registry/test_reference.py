@@ -34,7 +34,7 @@ def test_constructor_validates() -> None:
         ModelRef("fraud", 1, "production")
     with pytest.raises(InvalidInputError, match="alias"):
         ModelRef("fraud", None, "no spaces")
-    with pytest.raises(InvalidInputError, match="start at 1"):
+    with pytest.raises(InvalidInputError, match="versions run from 1"):
         ModelRef("fraud", 0)
 
 

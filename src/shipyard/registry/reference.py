@@ -12,6 +12,7 @@ NAME = re.compile(rf"^{NAME_PATTERN}$")
 REF = re.compile(
     rf"^(?P<name>{NAME_PATTERN})(?::(?P<version>[1-9]\d*)|@(?P<alias>{NAME_PATTERN}))?$"
 )
+MAX_VERSION = 2**31 - 1  # the INTEGER column of PostgreSQL holds no more
 FORMS = "NAME (latest version), NAME:VERSION (e.g. fraud:3) or NAME@ALIAS (e.g. fraud@production)"
 CHARACTERS = "letters, digits, '-', '_' and '.', starting with a letter or digit"
 
@@ -35,8 +36,10 @@ class ModelRef:
         check_name(self.name)
         if self.version is not None and self.alias is not None:
             raise InvalidInputError(f"give a version or an alias, not both; use {FORMS}")
-        if self.version is not None and self.version < 1:
-            raise InvalidInputError(f"version numbers start at 1, got {self.version}")
+        if self.version is not None and not 1 <= self.version <= MAX_VERSION:
+            raise InvalidInputError(
+                f"version {self.version} is out of range; versions run from 1 to {MAX_VERSION}"
+            )
         if self.alias is not None:
             check_name(self.alias, "alias")
 
@@ -49,6 +52,11 @@ class ModelRef:
         if match is None:
             raise InvalidInputError(f"{text!r} is not a model reference; use {FORMS}")
         version = match["version"]
+        if version is not None and len(version) > len(str(MAX_VERSION)):
+            # Checked on the text: int() refuses numbers of over 4,300 digits.
+            raise InvalidInputError(
+                f"version {version[:20]}… is out of range; versions run from 1 to {MAX_VERSION}"
+            )
         return cls(match["name"], int(version) if version is not None else None, match["alias"])
 
     def __str__(self) -> str:

@@ -102,7 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:
-        return error_response(str(error.detail), error.status_code)
+        response = error_response(str(error.detail), error.status_code)
+        response.headers.update(error.headers or {})  # e.g. Allow on 405
+        return response
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)

@@ -19,7 +19,12 @@ from shipyard import __version__
 from shipyard.errors import InvalidInputError, NotFoundError
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
-from shipyard.server.responses import json_response, parse_json, require_media_type
+from shipyard.server.responses import (
+    float32_values,
+    json_response,
+    parse_json,
+    require_media_type,
+)
 from shipyard.server.state import state_of
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -124,9 +129,10 @@ async def invocations(request: Request) -> Response:
     )
     body = await request.body()
     loaded = await state.service.model(state.default_model)
-    if media == "text/csv":
-        features = features_from_csv(body, loaded.layout)
-    else:
-        features = features_from_mlflow(parse_json(body), loaded.layout)
+    with float32_values():
+        if media == "text/csv":
+            features = features_from_csv(body, loaded.layout)
+        else:
+            features = features_from_mlflow(parse_json(body), loaded.layout)
     result = await state.service.infer(state.default_model, features)
     return json_response({"predictions": records(result.outputs)})

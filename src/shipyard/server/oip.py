@@ -8,10 +8,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shipyard import __version__
-from shipyard.errors import InvalidInputError, ShipyardError
+from shipyard.errors import ShipyardError
 from shipyard.inference.formats import INPUT_NAME
 from shipyard.inference.service import LoadedModel
-from shipyard.server.responses import json_response, require_media_type
+from shipyard.server.responses import (
+    float32_values,
+    json_response,
+    model_ref,
+    require_media_type,
+)
 from shipyard.server.state import state_of
 from shipyard.server.tensors import HEADER_LENGTH, decode_request, encode_response
 
@@ -62,14 +67,6 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])  # open even when guarded
 
 
-def _ref(model: str, version: str | None) -> str:
-    if version is None:
-        return model
-    if not version.isdigit():
-        raise InvalidInputError(f"version must be a number, got {version!r}")
-    return f"{model.split('@')[0]}:{version}"
-
-
 @health.get("/health/live")
 async def live() -> Response:
     """The process is up."""
@@ -118,36 +115,55 @@ def _metadata(loaded: LoadedModel, model: str) -> dict[str, Any]:
 
 
 @router.get("/models/{model}")
-@router.get("/models/{model}/versions/{version}")
-async def model_metadata(request: Request, model: str, version: str | None = None) -> Response:
+async def model_metadata(request: Request, model: str) -> Response:
     """Inputs, outputs and the version that serves this model."""
-    loaded = await state_of(request).service.model(_ref(model, version))
+    return await version_metadata(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}")
+async def version_metadata(request: Request, model: str, version: str | None) -> Response:
+    """Inputs and outputs of one version."""
+    loaded = await state_of(request).service.model(model_ref(model, version))
     return json_response(_metadata(loaded, model))
 
 
 @router.get("/models/{model}/ready")
-@router.get("/models/{model}/versions/{version}/ready")
-async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+async def model_ready(request: Request, model: str) -> Response:
     """Whether the model is loaded and verified (loading it if it is not yet)."""
+    return await version_ready(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready")
+async def version_ready(request: Request, model: str, version: str | None) -> Response:
+    """Whether this version is loaded and verified."""
+    ref = model_ref(model, version)
     try:
-        await state_of(request).service.model(_ref(model, version))
+        await state_of(request).service.model(ref)
     except ShipyardError as error:
-        if error.status_code == 404:
+        if error.status_code < 500:  # the caller's mistake (unknown model, bad name), not ours
             raise
         return json_response({"name": model, "ready": False}, 503)
     return json_response({"name": model, "ready": True})
 
 
 @router.post("/models/{model}/infer", openapi_extra=INFER_BODY)
-@router.post("/models/{model}/versions/{version}/infer", openapi_extra=INFER_BODY)
-async def infer(request: Request, model: str, version: str | None = None) -> Response:
+async def infer(request: Request, model: str) -> Response:
     """Predict a batch of rows sent as tensors (JSON or the binary tensor extension)."""
+    return await version_infer(request, model, None)
+
+
+@router.post("/models/{model}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def version_infer(request: Request, model: str, version: str | None) -> Response:
+    """Predict with one version."""
     require_media_type(request.headers.get("content-type"), MEDIA_TYPES)
-    decoded = decode_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    ref = model_ref(model, version)
+    body = await request.body()
+    with float32_values():
+        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     service = state_of(request).service
-    ref = _ref(model, version)
     loaded = await service.model(ref)
-    features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
+    with float32_values():
+        features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
     result = await service.infer(ref, features)
     body, header_length = encode_response(model, result.version, decoded, result.outputs)
     if header_length is None:

@@ -9,7 +9,13 @@ from starlette.responses import Response
 
 from shipyard.errors import InvalidInputError
 from shipyard.server.mlflow import records
-from shipyard.server.responses import json_response, parse_json, require_media_type
+from shipyard.server.responses import (
+    float32_values,
+    json_response,
+    model_ref,
+    parse_json,
+    require_media_type,
+)
 from shipyard.server.state import state_of
 
 PREDICT_BODY: dict[str, Any] = {
@@ -55,18 +61,21 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 async def predict(request: Request, name: str) -> Response:
     """Predict ``{"instances": [{feature: value}, …]}`` or ``{"inputs": [[…], …]}``."""
     require_media_type(request.headers.get("content-type"), ("application/json",))
+    ref = model_ref(name)
     payload = parse_json(await request.body())
     service = state_of(request).service
-    loaded = await service.model(name)
-    if isinstance(payload, dict) and "instances" in payload:
-        features = loaded.layout.from_records(payload["instances"])
-    elif isinstance(payload, dict) and "inputs" in payload:
-        features = loaded.layout.from_matrix(payload["inputs"])
-    else:
-        raise InvalidInputError(
-            'send {"instances": [{feature: value}, …]} or {"inputs": [[values in feature order]]}'
-        )
-    result = await service.infer(name, features)
+    loaded = await service.model(ref)
+    with float32_values():
+        if isinstance(payload, dict) and "instances" in payload:
+            features = loaded.layout.from_records(payload["instances"])
+        elif isinstance(payload, dict) and "inputs" in payload:
+            features = loaded.layout.from_matrix(payload["inputs"])
+        else:
+            raise InvalidInputError(
+                'send {"instances": [{feature: value}, …]} or '
+                '{"inputs": [[values in feature order]]}'
+            )
+    result = await service.infer(ref, features)
     return json_response(
         {
             "model": result.model,

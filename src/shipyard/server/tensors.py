@@ -83,6 +83,8 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     for position, raw in enumerate(raw_inputs):
         tensor = _object(raw, f"inputs[{position}]")
         name, array, used = _decode_tensor(tensor, position, binary, offset)
+        if name in inputs:
+            raise InvalidInputError(f"input {name!r} appears twice; give each input once")
         inputs[name] = array
         offset += used
     if offset != len(binary):
@@ -128,7 +130,7 @@ def _decode_tensor(
     ):
         raise InvalidInputError(f"input {name!r}: `shape` must be a list of non-negative integers")
     datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInputError(
             f"input {name!r}: datatype {datatype!r} is not supported; use one of "
             f"{', '.join(DATATYPES)}"
@@ -138,7 +140,7 @@ def _decode_tensor(
     parameters = tensor.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if size is not None:
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"input {name!r}: binary_data_size must be a whole number")
         if size != count * dtype.itemsize:
             raise InvalidInputError(

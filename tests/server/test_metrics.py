@@ -1,0 +1,96 @@
+"""``/metrics``: Prometheus text with bounded labels (route templates, never raw paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from shipyard import __version__
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+from .test_bad_input import ROW, VALUES, tensor
+
+
+def samples(client: TestClient) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of /metrics by sample name."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def value(client: TestClient, name: str, **labels: str) -> float:
+    """One sample's value, 0 if it is not there yet."""
+    for sample_labels, sample_value in samples(client).get(name, []):
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            return sample_value
+    return 0.0
+
+
+def test_requests_are_counted_by_route_template(client: TestClient) -> None:
+    infer = {"route": "/v2/models/{model}/infer", "status": "200"}
+    before = value(client, "shipyard_http_requests_total", **infer)
+    for _ in range(3):
+        assert client.post("/v2/models/fraud/infer", json=tensor()).status_code == 200
+    assert client.post("/v2/models/fraud/versions/1/infer", json=tensor()).status_code == 200
+    assert client.post("/v1/models/fraud:predict", json={"instances": [ROW]}).status_code == 200
+    assert client.get("/v2/models/nope").status_code == 404
+    assert client.get("/no/such/path/123").status_code == 404
+
+    assert value(client, "shipyard_http_requests_total", **infer) == before + 3
+    found = samples(client)
+    routes = {labels["route"] for labels, _ in found["shipyard_http_requests_total"]}
+    assert "/v2/models/{model}/versions/{version}/infer" in routes
+    assert "/v1/models/{name}:predict" in routes
+    assert "/v2/models/{model}" in routes
+    assert "unmatched" in routes
+    for route in routes:  # no raw path, no id: the label set stays bounded
+        assert not [raw for raw in ("fraud", "nope", "123") if raw in route], route
+    durations = {
+        labels["route"] for labels, _ in found["shipyard_http_request_duration_seconds_count"]
+    }
+    assert "/v2/models/{model}/infer" in durations
+    assert value(client, "shipyard_http_request_duration_seconds_count", route=infer["route"]) >= 3
+
+
+def test_batches_are_observed_per_model_version(client: TestClient) -> None:
+    labels = {"model": "fraud", "version": "1"}
+    before = value(client, "shipyard_batch_size_rows_sum", **labels)
+    response = client.post("/invocations", json={"inputs": [VALUES] * 7})
+    assert response.status_code == 200
+    assert value(client, "shipyard_batch_size_rows_sum", **labels) == before + 7
+    assert value(client, "shipyard_batch_size_rows_count", **labels) >= 1
+    assert value(client, "shipyard_predictions_total", **labels) >= 7
+
+
+def test_build_info(client: TestClient) -> None:
+    assert value(client, "shipyard_build_info", version=__version__) == 1
+
+
+def test_a_model_that_cannot_load_is_counted_and_not_ready(
+    client: TestClient, model_home: Path
+) -> None:
+    with Registry.open(Settings(home=model_home)) as registry:
+        manifest = registry.load_artifact("fraud:1").manifest
+        registry.register_version(
+            "broken",
+            files={"model.onnx": b"not an onnx graph"},
+            format="onnx",
+            input_schema=manifest.input_schema,
+            output_schema=manifest.output_schema,
+            metrics={},
+        )
+    before = value(client, "shipyard_model_load_failures_total", model="broken")
+    response = client.get("/v2/models/broken/versions/1/ready")
+    assert response.status_code == 503
+    assert response.json() == {"name": "broken", "ready": False}
+    assert value(client, "shipyard_model_load_failures_total", model="broken") == before + 1
+    # the models that load are unaffected
+    assert client.post("/v2/models/fraud/infer", json=tensor()).status_code == 200

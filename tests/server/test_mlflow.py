@@ -1,0 +1,95 @@
+"""MLflow scoring protocol: ``/invocations`` in its four JSON formats and CSV, plus probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from shipyard import __version__
+from shipyard.data import generate_fraud
+
+from .conftest import FEATURES
+from .test_oip import score_directly
+
+FRAME = generate_fraud(6, seed=23)[FEATURES]
+MATRIX = FRAME.to_numpy(np.float32)
+SHUFFLED = list(reversed(FEATURES))  # named formats must not depend on column order
+
+
+def payloads() -> dict[str, Any]:
+    return {
+        "dataframe_split": {
+            "dataframe_split": {
+                "columns": SHUFFLED,
+                "data": FRAME[SHUFFLED].to_numpy().tolist(),
+            }
+        },
+        "dataframe_records": {"dataframe_records": FRAME[SHUFFLED].to_dict(orient="records")},
+        "instances_rows": {"instances": FRAME.to_numpy().tolist()},
+        "instances_records": {"instances": FRAME.to_dict(orient="records")},
+        "inputs_rows": {"inputs": FRAME.to_numpy().tolist()},
+        "inputs_columns": {"inputs": {c: FRAME[c].tolist() for c in SHUFFLED}},
+    }
+
+
+@pytest.mark.parametrize("form", list(payloads()))
+def test_json_formats_agree_with_the_registered_model(
+    client: TestClient, model_home: Path, form: str
+) -> None:
+    response = client.post("/invocations", json=payloads()[form])
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    direct = score_directly(model_home, MATRIX)
+    assert len(predictions) == len(MATRIX)
+    np.testing.assert_allclose(
+        [p["probability"] for p in predictions], direct["probability"], rtol=1e-6
+    )
+    assert [p["label"] for p in predictions] == direct["label"].tolist()
+
+
+def test_csv_with_a_header_row(client: TestClient, model_home: Path) -> None:
+    body = FRAME[SHUFFLED].to_csv(index=False).encode()
+    response = client.post(
+        "/invocations", content=body, headers={"Content-Type": "text/csv; charset=utf-8"}
+    )
+    assert response.status_code == 200, response.text
+    probability = [p["probability"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(probability, score_directly(model_home, MATRIX)["probability"])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "exactly one of dataframe_split, dataframe_records, instances, inputs"),
+        ({"instances": [], "inputs": []}, "exactly one of"),
+        ({"dataframe_split": [1]}, "dataframe_split must be"),
+        ({"dataframe_split": {"columns": "V1", "data": []}}, "`columns` must be a list"),
+        ({"dataframe_records": [{"V1": 1}]}, "missing feature(s) in row 0: Time"),
+        ({"inputs": {c: [1, 2] if c != "V2" else [3] for c in FEATURES}}, "only numbers"),
+        ({"instances": [["a"] * 30]}, "must hold only numbers"),
+    ],
+)
+def test_bad_payloads_are_400(client: TestClient, body: Any, message: str) -> None:
+    response = client.post("/invocations", json=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_csv_without_feature_header_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/invocations", content=b"1,2,3\n4,5,6\n", headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 400
+    assert "unknown feature(s)" in response.json()["error"]
+
+
+def test_probes(client: TestClient) -> None:
+    assert client.get("/ping").status_code == 200
+    assert client.get("/health").status_code == 200
+    version = client.get("/version")
+    assert version.status_code == 200
+    assert version.text == __version__

@@ -1,0 +1,228 @@
+"""The Open Inference Protocol tensor codec: JSON and the binary tensor extension."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from shipyard.errors import InvalidInputError
+from shipyard.server.tensors import decode_request, encode_response
+
+
+def binary_body(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, str]:
+    """A binary-extension body and its Inference-Header-Content-Length value."""
+    json_part = orjson.dumps(header)
+    return json_part + b"".join(blobs), str(len(json_part))
+
+
+def test_json_tensor_is_reshaped_to_its_shape() -> None:
+    body = orjson.dumps(
+        {
+            "id": "r1",
+            "inputs": [
+                {"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}
+            ],
+        }
+    )
+    decoded = decode_request(body, None)
+    assert decoded.id == "r1"
+    np.testing.assert_array_equal(decoded.inputs["input"], [[1, 2, 3], [4, 5, 6]])
+    assert decoded.outputs is None
+    assert not decoded.binary_all
+
+
+def test_nested_json_data_is_accepted() -> None:
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}]}
+    )
+    np.testing.assert_array_equal(decode_request(body, None).inputs["x"], [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dtype"),
+    [("FP32", np.float32), ("FP64", np.float64), ("INT64", np.int64), ("INT32", np.int32)],
+)
+def test_binary_inputs_are_read_in_order(datatype: str, dtype: type[np.generic]) -> None:
+    first = np.arange(6, dtype=dtype).reshape(2, 3)
+    second = np.array([7, 8], dtype=dtype)
+    header = {
+        "inputs": [
+            {
+                "name": "a",
+                "shape": [2, 3],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": first.nbytes},
+            },
+            {
+                "name": "b",
+                "shape": [2],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": second.nbytes},
+            },
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    body, length = binary_body(header, first.tobytes(), second.tobytes())
+    decoded = decode_request(body, length)
+    np.testing.assert_array_equal(decoded.inputs["a"], first)
+    np.testing.assert_array_equal(decoded.inputs["b"], second)
+    assert decoded.binary_all
+
+
+def test_binary_and_json_inputs_mix() -> None:
+    blob = np.array([1.5, 2.5], dtype=np.float32)
+    header = {
+        "inputs": [
+            {"name": "j", "shape": [1], "datatype": "FP32", "data": [9]},
+            {
+                "name": "b",
+                "shape": [2],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 8},
+            },
+        ]
+    }
+    body, length = binary_body(header, blob.tobytes())
+    decoded = decode_request(body, length)
+    np.testing.assert_array_equal(decoded.inputs["b"], blob)
+    np.testing.assert_array_equal(decoded.inputs["j"], [9])
+
+
+def one_input(**tensor: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", **tensor}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "message"),
+    [
+        (b"{not json", None, "malformed JSON"),
+        (b"[1, 2]", None, "the request body must be a JSON object"),
+        (b"{}", None, "`inputs` must be a non-empty list"),
+        (orjson.dumps({"inputs": []}), None, "`inputs` must be a non-empty list"),
+        (orjson.dumps({"inputs": [1]}), None, "inputs[0] must be a JSON object"),
+        (orjson.dumps({"inputs": [{"shape": [1], "datatype": "FP32"}]}), None, "needs a `name`"),
+        (orjson.dumps(one_input(shape=[-1, 2], data=[1, 2])), None, "non-negative integers"),
+        (orjson.dumps(one_input(shape="1,2", data=[1, 2])), None, "non-negative integers"),
+        (
+            orjson.dumps(one_input(datatype="BYTES", data=["a", "b"])),
+            None,
+            "'BYTES' is not supported",
+        ),
+        (orjson.dumps(one_input(datatype=["FP32"], data=[1, 2])), None, "is not supported"),
+        (orjson.dumps(one_input(data=["a", "b"])), None, "must hold only numbers"),
+        (orjson.dumps(one_input(data=[1, 2, 3])), None, "needs 2 values, `data` has 3"),
+        (orjson.dumps(one_input()), None, "neither `data` nor binary_data_size"),
+        (
+            orjson.dumps({**one_input(data=[1, 2]), "outputs": {"name": "x"}}),
+            None,
+            "`outputs` must be a list",
+        ),
+        (
+            orjson.dumps({**one_input(data=[1, 2]), "outputs": [{}]}),
+            None,
+            "outputs[0] needs a `name`",
+        ),
+        (b"{}", "twelve", "must be a whole number, got 'twelve'"),
+        (b"{}", "0", "it must be the length of the JSON part"),
+        (b"{}", "3", "is 3 but the body has 2 bytes"),
+    ],
+)
+def test_malformed_requests_say_what_is_wrong(
+    body: bytes, header: str | None, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        decode_request(body, header)
+
+
+@pytest.mark.parametrize(
+    ("size", "blob", "message"),
+    [
+        (4, b"\0" * 4, "binary_data_size 4 does not match shape [1, 2] of FP32 (8 bytes)"),
+        (8, b"\0" * 4, "binary_data_size 8 runs past the end of the body"),
+        (8, b"\0" * 12, "add up to 8 bytes but 12 follow the JSON header"),
+        (-8, b"", "binary_data_size must be a whole number"),
+        (True, b"\0", "binary_data_size must be a whole number"),
+        ("8", b"\0" * 8, "binary_data_size must be a whole number"),
+    ],
+)
+def test_binary_sizes_that_do_not_add_up_are_refused(size: Any, blob: bytes, message: str) -> None:
+    body, length = binary_body(one_input(parameters={"binary_data_size": size}), blob)
+    with pytest.raises(InvalidInputError) as caught:
+        decode_request(body, length)
+    assert message in str(caught.value)
+
+
+def test_leftover_bytes_without_binary_inputs_are_refused() -> None:
+    body, length = binary_body(one_input(data=[1, 2]), b"junk")
+    with pytest.raises(InvalidInputError, match="add up to 0 bytes but 4 follow"):
+        decode_request(body, length)
+
+
+def outputs() -> dict[str, np.ndarray[Any, Any]]:
+    return {
+        "probability": np.array([0.25, 0.75], dtype=np.float32),
+        "label": np.array([0, 1], dtype=np.int64),
+    }
+
+
+def test_json_response_carries_model_version_and_id() -> None:
+    request = decode_request(orjson.dumps({"id": "x", **one_input(data=[1, 2])}), None)
+    body, header_length = encode_response("fraud", 3, request, outputs())
+    assert header_length is None
+    answer = orjson.loads(body)
+    assert answer == {
+        "model_name": "fraud",
+        "model_version": "3",
+        "id": "x",
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [2], "data": [0.25, 0.75]},
+            {"name": "label", "datatype": "INT64", "shape": [2], "data": [0, 1]},
+        ],
+    }
+
+
+def test_binary_outputs_follow_the_json_header() -> None:
+    request = decode_request(
+        orjson.dumps(
+            {
+                **one_input(data=[1, 2]),
+                "outputs": [
+                    {"name": "label", "parameters": {"binary_data": True}},
+                    {"name": "probability"},
+                ],
+            }
+        ),
+        None,
+    )
+    body, header_length = encode_response("fraud", 1, request, outputs())
+    assert header_length is not None
+    header = orjson.loads(body[:header_length])
+    assert [o["name"] for o in header["outputs"]] == ["label", "probability"]
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 16}
+    assert header["outputs"][1]["data"] == [0.25, 0.75]
+    np.testing.assert_array_equal(np.frombuffer(body[header_length:], np.int64), [0, 1])
+
+
+def test_binary_data_output_makes_every_output_binary_and_strings_length_prefixed() -> None:
+    request = decode_request(
+        orjson.dumps({**one_input(data=[1, 2]), "parameters": {"binary_data_output": True}}), None
+    )
+    strings = {"label": np.array(["no", "yes"])}
+    body, header_length = encode_response("m", 1, request, strings)
+    assert header_length is not None
+    header = orjson.loads(body[:header_length])
+    assert header["outputs"][0]["datatype"] == "BYTES"
+    expected = struct.pack("<I", 2) + b"no" + struct.pack("<I", 3) + b"yes"
+    assert body[header_length:] == expected
+
+
+def test_unknown_requested_output_is_refused() -> None:
+    request = decode_request(
+        orjson.dumps({**one_input(data=[1, 2]), "outputs": [{"name": "p"}]}), None
+    )
+    with pytest.raises(InvalidInputError, match="unknown output"):
+        encode_response("fraud", 1, request, outputs())
