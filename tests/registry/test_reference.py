@@ -21,7 +21,7 @@ def test_parse_the_three_forms(text: str, expected: ModelRef) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "fraud:", "fraud:abc", "fraud:0", "fraud@", "a b", "fraud:1@x", "/etc", ".hidden"]
+    "text", ["", "fraud:", "fraud:abc", "fraud@", "a b", "fraud:1@x", "/etc", ".hidden"]
 )
 def test_invalid_references_explain_the_forms(text: str) -> None:
     with pytest.raises(InvalidInputError, match="NAME:VERSION") as raised:
@@ -41,3 +41,9 @@ def test_constructor_validates() -> None:
 def test_parse_passes_a_ref_through() -> None:
     ref = ModelRef("fraud", 2)
     assert ModelRef.parse(ref) is ref
+
+
+@pytest.mark.parametrize("text", ["fraud:0", "fraud:2147483648", "fraud:" + "9" * 5000])
+def test_versions_outside_what_the_database_holds_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="out of range; versions run from 1 to 2147483647"):
+        ModelRef.parse(text)
