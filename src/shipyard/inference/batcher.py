@@ -83,7 +83,12 @@ class Batcher:
             if batch is None:
                 return
             if batch:
-                self._execute(batch)
+                try:
+                    self._execute(batch)
+                except Exception as error:  # a dead worker would leave every caller waiting
+                    logger.exception("batch of %d requests failed unexpectedly", len(batch))
+                    for pending in batch:
+                        _fail(pending, error)
                 # Let the event loop deliver results and accept requests between batches.
                 await asyncio.sleep(0)
 
@@ -119,34 +124,61 @@ class Batcher:
         live = [p for p in batch if not p.future.done()]  # cancelled by a gone client
         if not live:
             return
-        if self._observer is not None:
-            rows = sum(len(p.features) for p in live)
-            self._observer(rows, time.perf_counter() - min(p.enqueued for p in live))
-        features = (
-            live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
-        )
+        self._observe(live)
         try:
-            outputs = self._predict(features)
+            # Inside the try: rows that cannot be stacked with their neighbours (another width)
+            # or outputs that do not split back are that batch's failure, not the worker's.
+            features = (
+                live[0].features if len(live) == 1 else np.concatenate([p.features for p in live])
+            )
+            results = _split(self._predict(features), live)
         except Exception as error:
             if len(live) == 1:
-                if not live[0].future.done():
-                    live[0].future.set_exception(error)
+                _fail(live[0], error)
                 return
             logger.info("batch of %d requests failed (%s); retrying one by one", len(live), error)
             for pending in live:
                 self._execute([pending])
             return
-        start = 0
-        for pending in live:
-            end = start + len(pending.features)
+        for pending, result in zip(live, results, strict=True):
             if not pending.future.done():
-                pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
-            start = end
+                pending.future.set_result(result)
+
+    def _observe(self, live: list[_Pending]) -> None:
+        if self._observer is None:
+            return
+        rows = sum(len(p.features) for p in live)
+        try:
+            self._observer(rows, time.perf_counter() - min(p.enqueued for p in live))
+        except Exception:  # a broken metric must not stop predictions
+            logger.exception("batch observer failed")
 
     @property
     def queued(self) -> int:
         """Requests waiting for a batch."""
         return self._queue.qsize() + (self._carry is not None)
+
+
+def _fail(pending: _Pending, error: Exception) -> None:
+    if pending.future.done():
+        return
+    if isinstance(error, StopIteration):  # a future refuses to carry StopIteration
+        error = RuntimeError(f"predict raised StopIteration({error})")
+    pending.future.set_exception(error)
+
+
+def _split(outputs: Outputs, live: list[_Pending]) -> list[Outputs]:
+    """Each request's rows of the batch's outputs, in order."""
+    rows = sum(len(p.features) for p in live)
+    for name, values in outputs.items():
+        if len(values) != rows:
+            raise ValueError(f"predict returned {len(values)} rows of {name!r} for {rows} rows")
+    results, start = [], 0
+    for pending in live:
+        end = start + len(pending.features)
+        results.append({k: v[start:end] for k, v in outputs.items()})
+        start = end
+    return results
 
 
 async def cancel_quietly(task: asyncio.Task[None]) -> None:

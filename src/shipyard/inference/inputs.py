@@ -6,6 +6,7 @@ rows) ends here, with errors that say what was wrong and what the model expects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,9 @@ import numpy as np
 
 from shipyard.errors import InvalidInputError
 from shipyard.inference.predictor import Features
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+OUT_OF_RANGE = f"beyond the float32 range (±{FLOAT32_MAX:.4g}) the model computes in"
 
 
 class FeatureLayout:
@@ -35,13 +39,18 @@ class FeatureLayout:
         """Shape and missing values; returns the matrix as C-contiguous float32."""
         if features.ndim == 1 and features.size == self.width:
             features = features.reshape(1, -1)
+        if features.ndim in (1, 2) and len(features) == 0:
+            raise InvalidInputError("no rows to predict; send at least one")
         if features.ndim != 2 or features.shape[1] != self.width:
             raise InvalidInputError(
                 f"expected shape [rows, {self.width}] ({self.width} features: "
                 f"{_preview(self.names)}), got {list(features.shape)}"
             )
-        if len(features) == 0:
-            raise InvalidInputError("no rows to predict; send at least one")
+        try:
+            with np.errstate(over="raise"):
+                features = np.ascontiguousarray(features, dtype=np.float32)
+        except FloatingPointError as error:
+            raise InvalidInputError(f"a value is {OUT_OF_RANGE}") from error
         missing = np.isnan(features) & ~self.nullable
         if missing.any():
             row, col = (int(i) for i in np.argwhere(missing)[0])
@@ -49,7 +58,7 @@ class FeatureLayout:
                 f"feature {self.names[col]!r} is missing (NaN or null) in row {row}; "
                 "the model's schema requires a value"
             )
-        return np.ascontiguousarray(features, dtype=np.float32)
+        return features
 
     def from_matrix(self, rows: Any) -> Features:
         """A list of rows (or one row) of numbers in feature order."""
@@ -66,11 +75,8 @@ class FeatureLayout:
             self._check_names(record.keys(), row)
             try:
                 matrix[row] = [_number(record[name]) for name in self.names]
-            except (TypeError, ValueError) as error:
-                bad = next(n for n in self.names if not _is_number(record[n]))
-                raise InvalidInputError(
-                    f"feature {bad!r} in row {row} must be a number, got {record[bad]!r}"
-                ) from error
+            except (TypeError, ValueError, OverflowError) as error:
+                raise _bad_value(record, self.names, row) from error
         return self.check(matrix)
 
     def from_columns(self, columns: Any, rows: Any) -> Features:
@@ -78,6 +84,9 @@ class FeatureLayout:
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise InvalidInputError("`columns` must be a list of feature names")
         self._check_names(columns, None)
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicated:
+            raise InvalidInputError(f"`columns` names {_preview(duplicated)} more than once")
         matrix = to_float32(rows, "data")
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
             raise InvalidInputError(
@@ -95,9 +104,9 @@ class FeatureLayout:
                 raise InvalidInputError(
                     f"unexpected input(s) {', '.join(extra)} next to {input_name!r}"
                 )
-            return self.check(np.asarray(inputs[input_name], dtype=np.float32))
+            return self.check(to_float32(inputs[input_name], input_name))
         if set(inputs) == set(self.names):
-            columns = [np.asarray(inputs[n], dtype=np.float32).reshape(-1) for n in self.names]
+            columns = [_feature_column(to_float32(inputs[n], n), n) for n in self.names]
             if len({len(c) for c in columns}) != 1:
                 raise InvalidInputError("per-feature inputs must all have the same number of rows")
             return self.check(np.column_stack(columns))
@@ -121,7 +130,10 @@ class FeatureLayout:
 
 
 def to_float32(data: Any, what: str) -> Features:
-    """Nested lists of numbers (null allowed, becomes NaN) as a float32 array; text refused."""
+    """Nested lists of numbers (null allowed, becomes NaN) as a float32 array; text refused.
+
+    Numbers beyond the float32 range are refused too, rather than silently becoming infinity.
+    """
     try:
         array = np.asarray(data)
         if array.dtype.kind == "O":
@@ -133,7 +145,10 @@ def to_float32(data: Any, what: str) -> Features:
             array = array.reshape(np.shape(data))
         elif array.dtype.kind not in "fiub":
             raise ValueError(f"values of type {array.dtype.kind!r} (text?)")
-        return array.astype(np.float32, copy=False)
+        with np.errstate(over="raise"):
+            return array.astype(np.float32, copy=False)
+    except (OverflowError, FloatingPointError) as error:
+        raise InvalidInputError(f"`{what}` holds a value {OUT_OF_RANGE}") from error
     except (TypeError, ValueError) as error:
         raise InvalidInputError(
             f"`{what}` must hold only numbers, in rows of equal length ({error})"
@@ -145,7 +160,33 @@ def _number(value: Any) -> float:
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(value)
-    return float(value)
+    number = float(value)  # OverflowError for integers beyond any float
+    if math.isfinite(number) and abs(number) > FLOAT32_MAX:
+        raise OverflowError(value)
+    return number
+
+
+def _bad_value(record: Mapping[str, Any], names: Sequence[str], row: int) -> InvalidInputError:
+    """The error naming the first value of a record that is not a float32 number."""
+    for name in names:
+        value = record[name]
+        try:
+            _number(value)
+        except OverflowError:
+            return InvalidInputError(f"feature {name!r} in row {row} is {OUT_OF_RANGE}")
+        except (TypeError, ValueError):
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
+            return InvalidInputError(f"feature {name!r} in row {row} must be a number, got {shown}")
+    return InvalidInputError(f"row {row} holds a value that is not a number")
+
+
+def _feature_column(values: Features, name: str) -> Features:
+    """One per-feature input as a column: shape [rows] or [rows, 1]."""
+    if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1):
+        return values.reshape(-1)
+    raise InvalidInputError(
+        f"per-feature input {name!r} must have shape [rows] or [rows, 1], got {list(values.shape)}"
+    )
 
 
 def _is_number(value: Any) -> bool:

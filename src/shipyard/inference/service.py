@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shipyard.errors import ArtifactError, ShipyardError
+from shipyard.errors import ShipyardError
 from shipyard.inference.batcher import Batcher, BatcherClosedError, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
@@ -135,8 +135,14 @@ class InferenceService:
         async with lock:
             key = self._routes.get(route)
             if key is None or key not in self._models:
-                info = await asyncio.to_thread(self.registry.get_version, self.parse(route))
-                await self._ensure_loaded(info)
+                try:
+                    info = await asyncio.to_thread(self.registry.get_version, self.parse(route))
+                    await self._ensure_loaded(info)
+                except BaseException:
+                    # Refs come from request URLs: keep no lock for one that never loaded.
+                    if route not in self._routes and self._locks.get(route) is lock:
+                        del self._locks[route]
+                    raise
                 key = (info.name, info.version)
                 self._routes[route] = key
             return self._models[key]
@@ -150,6 +156,8 @@ class InferenceService:
         except ShipyardError as error:
             self.hooks.load_failed(info.name, error)
             raise
+        if key in self._models:  # loaded meanwhile through another ref or by refresh
+            return self._models[key]
         loaded = LoadedModel(
             info=info,
             predictor=predictor,
@@ -200,9 +208,11 @@ class InferenceService:
                 continue
             try:
                 await self._ensure_loaded(info)
-            except ArtifactError as error:
+            except ShipyardError as error:  # tampered, unsigned, untrusted types, unreadable
                 logger.error("refusing %s (%s); still serving %s", info.ref, error, current)
                 continue
+            if self._routes.get(route) != current:
+                continue  # a concurrent refresh already moved this route
             self._routes[route] = new
             self.hooks.swapped(route, current[1], info.version)
             logger.info("%s now serves %s (was v%d)", route, info.ref, current[1])

@@ -1,0 +1,566 @@
+"""InferenceService over a real registry (SQLite and PostgreSQL) with small real models."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import skops.io
+from sklearn.preprocessing import FunctionTransformer
+
+from shipyard.data import generate_fraud
+from shipyard.errors import (
+    AliasNotFoundError,
+    ArtifactError,
+    ArtifactTamperedError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ShipyardError,
+    VersionNotFoundError,
+)
+from shipyard.inference import ExportedModel
+from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
+from shipyard.inference.predictor import Features, Outputs, predictor_from_files
+from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.registry import Registry, VerifiedArtifact
+from shipyard.settings import Settings
+
+T = TypeVar("T")
+TIMEOUT = 60  # bounds every scenario; no test relies on timing
+Register = Callable[..., Any]
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Drive a coroutine to completion, bounded so a hang fails instead of stalling."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coroutine, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def rows(n: int = 2, seed: int = 0) -> npt.NDArray[np.float32]:
+    """Rows for the four-feature test models."""
+    return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def expected(model: ExportedModel, features: Features) -> Outputs:
+    """What the exported model predicts when called directly."""
+    predictor = predictor_from_files(
+        "direct", 1, model.format, model.files, model.input_schema, model.output_schema
+    )
+    return predictor.predict(features)
+
+
+def tamper(registry: Registry, model: ExportedModel) -> Path:
+    """Flip one byte of the model's file in the artifact store."""
+    path = registry.store.path_of(hashlib.sha256(model.files[ONNX_FILE]).hexdigest())
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) until the condition holds."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+# -- resolving references -------------------------------------------------------------------
+
+
+def test_bare_name_alias_and_version_each_answer_with_their_version(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1, promote="staging")
+    features = rows(3)
+
+    async def scenario() -> dict[str, tuple[str, int, Outputs]]:
+        service = InferenceService(registry)
+        try:
+            answers = {}
+            for ref in ("m", "m@production", "m@staging", "m:1", "m:2"):
+                result = await service.infer(ref, features)
+                answers[ref] = (result.model, result.version, result.outputs)
+            return answers
+        finally:
+            await service.close()
+
+    answers = run(scenario())
+    assert {ref: version for ref, (_, version, _) in answers.items()} == {
+        "m": 1,
+        "m@production": 1,
+        "m@staging": 2,
+        "m:1": 1,
+        "m:2": 2,
+    }
+    assert {model for model, _, _ in answers.values()} == {"m"}
+    for ref, which in (("m", 0), ("m:2", 1)):
+        outputs, direct = answers[ref][2], expected(exported_models[which], features)
+        assert set(outputs) == {"probability", "label"}
+        np.testing.assert_allclose(outputs["probability"], direct["probability"], rtol=1e-6)
+        np.testing.assert_array_equal(outputs["label"], direct["label"])
+
+
+def test_route_keys_and_what_is_loaded(registry: Registry, register: Register) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            assert service.route_key("m") == "m@production"
+            assert service.route_key("m@staging") == "m@staging"
+            assert service.route_key("m:3") == "m:3"
+            assert service.loaded("m") is None  # nothing loaded, and no database touched
+            loaded = await service.model("m")
+            assert service.loaded("m") is loaded is service.loaded("m@production")
+            assert loaded.key == ("m", 1)
+            assert loaded.layout.names == ["a", "b", "c", "d"]
+            assert service.models == [loaded]
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_unknown_model_version_and_bad_reference(registry: Registry, register: Register) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            with pytest.raises(ModelNotFoundError, match="no model named 'nope'"):
+                await service.infer("nope", rows())
+            with pytest.raises(VersionNotFoundError, match="has no version 7"):
+                await service.infer("m:7", rows())
+            with pytest.raises(InvalidInputError, match="is not a model reference"):
+                await service.infer("m:x:y", rows())
+            assert service.models == []
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_no_production_alias_says_how_to_promote(registry: Registry, register: Register) -> None:
+    register("m", 0)
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            with pytest.raises(AliasNotFoundError) as caught:
+                await service.infer("m", rows())
+            assert "no version of 'm' has alias 'production'" in str(caught.value)
+            assert "shipyard models promote m:N --alias production" in str(caught.value)
+            assert (await service.infer("m:1", rows())).version == 1
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_a_failed_first_lookup_is_retried_on_the_next_request(
+    registry: Registry, register: Register
+) -> None:
+    async def scenario() -> int:
+        service = InferenceService(registry)
+        try:
+            with pytest.raises(ModelNotFoundError):
+                await service.infer("m", rows())
+            await asyncio.to_thread(register, "m", 0, "production")
+            return (await service.infer("m", rows())).version
+        finally:
+            await service.close()
+
+    assert run(scenario()) == 1
+
+
+def test_bad_rows_are_refused_before_batching(registry: Registry, register: Register) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            with pytest.raises(InvalidInputError, match=r"expected shape \[rows, 4\]"):
+                await service.infer("m", np.zeros((1, 3), np.float32))
+            with pytest.raises(InvalidInputError, match="feature 'b' is missing"):
+                await service.infer("m", np.array([[0, np.nan, 0, 0]], np.float32))
+            assert (await service.infer("m", rows())).version == 1
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_concurrent_requests_are_batched_and_observed(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    batches: list[tuple[str, int, int]] = []
+    hooks = ServiceHooks(
+        observer=lambda name, version: lambda n, wait: batches.append((name, version, n))
+    )
+    requests = [rows(1, seed=i) for i in range(40)]
+
+    async def scenario() -> list[Outputs]:
+        service = InferenceService(registry, max_batch_size=8, max_batch_delay_ms=50, hooks=hooks)
+        try:
+            await service.model("m")
+            results = await asyncio.gather(*(service.infer("m", r) for r in requests))
+            return [r.outputs for r in results]
+        finally:
+            await service.close()
+
+    results = run(scenario())
+    assert all(name == "m" and version == 1 and n <= 8 for name, version, n in batches)
+    assert sum(n for _, _, n in batches) == 40
+    assert len(batches) < 40
+    direct = expected(exported_models[0], np.concatenate(requests))
+    got = np.concatenate([r["probability"] for r in results])
+    np.testing.assert_allclose(got, direct["probability"], rtol=1e-6)
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def test_concurrent_first_requests_load_the_version_once(
+    registry: Registry, register: Register, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register("m", 0, promote="production")
+    loads: list[str] = []
+    load_artifact = registry.load_artifact
+
+    def counting(ref: Any) -> VerifiedArtifact:
+        loads.append(str(ref))
+        return load_artifact(ref)
+
+    monkeypatch.setattr(registry, "load_artifact", counting)
+
+    async def scenario() -> set[int]:
+        service = InferenceService(registry)
+        try:
+            results = await asyncio.gather(*(service.infer("m", rows()) for _ in range(20)))
+            assert len(service.models) == 1
+            return {r.version for r in results}
+        finally:
+            await service.close()
+
+    assert run(scenario()) == {1}
+    assert loads == ["m:1"]
+
+
+def test_refs_to_the_same_version_share_one_loaded_model(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            models = await asyncio.gather(
+                service.model("m"), service.model("m:1"), service.model("m@production")
+            )
+            assert models[0] is models[1] is models[2]
+            assert service.models == [models[0]]
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_a_tampered_artifact_is_refused_at_load(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    tamper(registry, exported_models[0])
+    failures: list[tuple[str, ShipyardError]] = []
+    hooks = ServiceHooks(load_failed=lambda name, error: failures.append((name, error)))
+
+    async def scenario() -> None:
+        service = InferenceService(registry, hooks=hooks)
+        try:
+            with pytest.raises(ArtifactError, match="refused") as caught:
+                await service.infer("m", rows())
+            assert isinstance(caught.value, ArtifactTamperedError)
+            assert "m:1" in str(caught.value)
+            assert service.models == []
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert [name for name, _ in failures] == ["m"]
+    assert isinstance(failures[0][1], ArtifactTamperedError)
+
+
+# -- following aliases ----------------------------------------------------------------------
+
+
+def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+    swaps: list[tuple[str, int, int]] = []
+    hooks = ServiceHooks(swapped=lambda ref, old, new: swaps.append((ref, old, new)))
+
+    async def scenario() -> None:
+        # A long batch delay holds a request in v1's batcher until something drains it.
+        service = InferenceService(registry, max_batch_delay_ms=60_000, hooks=hooks)
+        try:
+            old = await service.model("m")
+            old_predict = old.batcher._predict
+            served_when_v1_predicted: list[int] = []
+
+            def recording(features: Features) -> Outputs:
+                now = service.loaded("m")
+                assert now is not None
+                served_when_v1_predicted.append(now.info.version)
+                return old_predict(features)
+
+            old.batcher._predict = recording
+            held = asyncio.ensure_future(service.infer("m", rows(3)))
+            await asyncio.sleep(0)  # let it reach v1's queue
+            assert not held.done()
+
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+            await service.refresh()
+            new = service.loaded("m")
+            assert new is not None
+            assert new.info.version == 2
+            new.batcher.max_batch_delay = 0  # no need to wait for company from here on
+
+            in_flight = await held
+            assert in_flight.version == 1
+            assert len(in_flight.outputs["label"]) == 3
+            assert served_when_v1_predicted == [2]  # v1 predicted it after the swap
+            assert (await service.infer("m", rows())).version == 2
+            assert (await service.infer("m@production", rows())).version == 2
+            assert [m.key for m in service.models] == [("m", 2)]  # v1 was retired
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert swaps == [("m@production", 1, 2)]
+
+
+def test_a_pinned_version_keeps_serving_when_the_alias_moves(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m:1", rows())).version == 1
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+            await service.refresh()
+            assert (await service.infer("m", rows())).version == 2
+            assert (await service.infer("m:1", rows())).version == 1
+            assert sorted(m.key for m in service.models) == [("m", 1), ("m", 2)]
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_concurrent_refreshes_swap_once(registry: Registry, register: Register) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+    swaps: list[tuple[str, int, int]] = []
+    hooks = ServiceHooks(swapped=lambda ref, old, new: swaps.append((ref, old, new)))
+
+    async def scenario() -> None:
+        service = InferenceService(registry, hooks=hooks)
+        try:
+            await service.model("m")
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+            await asyncio.gather(service.refresh(), service.refresh(), service.refresh())
+            assert [m.key for m in service.models] == [("m", 2)]
+            assert (await service.infer("m", rows())).version == 2
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert swaps == [("m@production", 1, 2)]
+
+
+def test_promoting_a_tampered_version_keeps_the_old_one_serving(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+    tamper(registry, exported_models[1])
+    failures: list[str] = []
+    hooks = ServiceHooks(load_failed=lambda name, error: failures.append(name))
+
+    async def scenario() -> None:
+        service = InferenceService(registry, hooks=hooks)
+        try:
+            with pytest.raises(ArtifactTamperedError):
+                await service.model("m:2")
+            assert (await service.infer("m", rows())).version == 1
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+            await service.refresh()  # logs the refusal; raises nothing
+            results = await asyncio.gather(*(service.infer("m", rows(1, i)) for i in range(10)))
+            assert {r.version for r in results} == {1}
+            assert [m.key for m in service.models] == [("m", 1)]
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert failures == ["m", "m"]
+
+
+def test_promoting_a_version_with_untrusted_types_keeps_the_old_one_serving(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    model = exported_models[0]
+    registry.register_version(
+        "m",
+        files={SKOPS_FILE: skops.io.dumps(FunctionTransformer(func=json.dumps))},
+        format="skops",
+        input_schema=model.input_schema,
+        output_schema=model.output_schema,
+        metrics={},
+    )
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            assert (await service.infer("m", rows())).version == 1
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+            await service.refresh()
+            assert (await service.infer("m", rows())).version == 1
+            with pytest.raises(ShipyardError, match=r"outside the allow-list: json\.dumps"):
+                await service.model("m:2")
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_refs_that_never_resolve_leave_no_lock_behind(registry: Registry) -> None:
+    async def scenario() -> int:
+        service = InferenceService(registry)
+        try:
+            for i in range(50):  # refs come from request URLs
+                with pytest.raises(ModelNotFoundError):
+                    await service.model(f"nope{i}")
+            return len(service._locks)
+        finally:
+            await service.close()
+
+    assert run(scenario()) == 0
+
+
+def test_the_poll_task_follows_a_promotion_by_itself(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+
+    async def scenario() -> None:
+        service = InferenceService(registry, poll_seconds=0.05)
+        try:
+            await service.start(["m"])
+            assert (await service.infer("m", rows())).version == 1
+            await asyncio.to_thread(registry.promote, "m:2", "production")
+
+            def moved() -> bool:
+                loaded = service.loaded("m")
+                return loaded is not None and loaded.info.version == 2
+
+            await until(moved, "the poll task loads m:2")
+            assert (await service.infer("m", rows())).version == 2
+            # and back again: a rollback is a move like any other
+            await asyncio.to_thread(registry.rollback, "m")
+            await until(lambda: not moved(), "the poll task goes back to m:1")
+            assert (await service.infer("m", rows())).version == 1
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_the_poll_task_survives_a_registry_that_fails(
+    registry: Registry, register: Register, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register("m", 0, promote="production")
+    calls: list[int] = []
+    get_version = registry.get_version
+
+    def flaky(ref: Any) -> Any:
+        calls.append(1)
+        if len(calls) in (2, 3):  # the first polls after loading
+            raise RuntimeError("database went away")
+        return get_version(ref)
+
+    monkeypatch.setattr(registry, "get_version", flaky)
+
+    async def scenario() -> None:
+        service = InferenceService(registry, poll_seconds=0.05)
+        try:
+            await service.start(["m"])
+            await until(lambda: len(calls) >= 5, "the poll task keeps polling")
+            assert (await service.infer("m", rows())).version == 1
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_close_drains_queued_requests(registry: Registry, register: Register) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> list[int]:
+        service = InferenceService(registry, max_batch_delay_ms=60_000)
+        await service.start(["m"])
+        waiting = [asyncio.ensure_future(service.infer("m", rows(1, i))) for i in range(5)]
+        await asyncio.sleep(0)
+        await service.close()
+        return [task.result().version for task in waiting]
+
+    assert run(scenario()) == [1] * 5
+
+
+# -- a model trained by the pipeline --------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["fraud", "fraud@production", "fraud:1"])
+def test_a_pipeline_trained_model_serves(pipeline_home: Path, ref: str) -> None:
+    frame = generate_fraud(50, seed=11)
+
+    async def scenario() -> Any:
+        with Registry.open(Settings(home=pipeline_home)) as registry:
+            service = InferenceService(registry)
+            try:
+                loaded = await service.model(ref)
+                features = loaded.layout.from_records(
+                    frame[loaded.layout.names].to_dict(orient="records")
+                )
+                return await service.infer(ref, features)
+            finally:
+                await service.close()
+
+    result = run(scenario())
+    assert (result.model, result.version) == ("fraud", 1)
+    probability = result.outputs["probability"]
+    assert probability.shape == (50,)
+    assert ((probability >= 0) & (probability <= 1)).all()
+    assert set(result.outputs["label"].tolist()) <= {0, 1}
