@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shipyard.errors import ConfigurationError, InvalidInputError
+from shipyard.errors import ArtifactError, ConfigurationError
 from shipyard.inference import export_model
 from shipyard.inference.formats import skops_trusted_types
 from shipyard.inference.predictor import predictor_from_files
@@ -80,7 +80,7 @@ class Smuggled:
 
 def test_skops_refuses_types_outside_the_allow_list() -> None:
     data = skops.io.dumps({"model": Smuggled()})
-    with pytest.raises(InvalidInputError, match=r"outside the allow-list: .*Smuggled"):
+    with pytest.raises(ArtifactError, match=r"outside the allow-list: .*Smuggled"):
         skops_trusted_types(data)
 
 

@@ -72,7 +72,7 @@ def free_port() -> int:
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Poll readiness (bounded); fail with the server's output if it never comes."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # two workers on a busy 2-core machine start slowly
     while True:
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:

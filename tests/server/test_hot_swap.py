@@ -55,7 +55,11 @@ class Load:
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
         row = generate_fraud(threads, seed=5)[FEATURES].to_numpy(np.float32)
         self._bodies = [
-            {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": r.tolist()}]}
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 30], "datatype": "FP32", "data": r.tolist()}
+                ]
+            }
             for r in row
         ]
 
@@ -115,13 +119,17 @@ def test_swap_under_load_fails_no_request(live_server: LiveServer) -> None:
     # After the swap no request is answered by the old version any more.
     after = httpx.post(
         f"{live_server.url}/v2/models/fraud/infer",
-        json={"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0] * 30}]},
+        json={
+            "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0] * 30}]
+        },
     )
     assert after.json()["model_version"] == "2"
 
 
 @pytest.mark.parametrize("workers", [2])
-def test_every_worker_process_follows_the_alias(model_home: Path, tmp_path: Path, workers: int) -> None:
+def test_every_worker_process_follows_the_alias(
+    model_home: Path, tmp_path: Path, workers: int
+) -> None:
     register_v2(model_home)
     port = free_port()
     command = [

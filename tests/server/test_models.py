@@ -93,7 +93,9 @@ def test_rollback_without_history_is_409(client: TestClient, keys: dict[str, str
 
 def test_protected_inference_needs_any_role(guarded: TestClient, keys: dict[str, str]) -> None:
     assert guarded.post("/v2/models/fraud/infer", json=ROW).status_code == 401
-    assert guarded.post("/v1/models/fraud:predict", json={"inputs": [[0.0] * 30]}).status_code == 401
+    assert (
+        guarded.post("/v1/models/fraud:predict", json={"inputs": [[0.0] * 30]}).status_code == 401
+    )
     ok = guarded.post("/v2/models/fraud/infer", json=ROW, headers={"X-API-Key": keys["viewer"]})
     assert ok.status_code == 200
     # Probes stay open so orchestrators can check the server.

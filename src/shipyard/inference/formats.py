@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import skops.io
 
-from shipyard.errors import ConfigurationError, InvalidInputError
+from shipyard.errors import ArtifactError, ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def skops_trusted_types(data: bytes) -> list[str]:
     needed = skops.io.get_untrusted_types(data=data)
     refused = [name for name in needed if not name.startswith(SKOPS_TRUSTED_PREFIXES)]
     if refused:
-        raise InvalidInputError(
+        raise ArtifactError(
             f"skops artifact contains types outside the allow-list: {', '.join(refused)}; "
             "re-export the model with only scikit-learn components"
         )

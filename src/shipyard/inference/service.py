@@ -77,6 +77,7 @@ class InferenceService:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
     _poller: asyncio.Task[None] | None = field(default=None, init=False)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _refused: set[VersionKey] = field(default_factory=set, init=False)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -204,11 +205,13 @@ class InferenceService:
                 logger.warning("cannot re-resolve %s (%s); still serving %s", route, error, current)
                 continue
             new = (info.name, info.version)
-            if new == current:
+            if new == current or new in self._refused:
                 continue
             try:
                 await self._ensure_loaded(info)
             except ShipyardError as error:  # tampered, unsigned, untrusted types, unreadable
+                # Versions never change, so one refusal (one log line, one metric) is enough.
+                self._refused.add(new)
                 logger.error("refusing %s (%s); still serving %s", info.ref, error, current)
                 continue
             if self._routes.get(route) != current:

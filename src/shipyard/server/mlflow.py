@@ -20,7 +20,6 @@ from shipyard.errors import InvalidInputError, NotFoundError
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
 from shipyard.server.responses import (
-    float32_values,
     json_response,
     parse_json,
     require_media_type,
@@ -129,10 +128,9 @@ async def invocations(request: Request) -> Response:
     )
     body = await request.body()
     loaded = await state.service.model(state.default_model)
-    with float32_values():
-        if media == "text/csv":
-            features = features_from_csv(body, loaded.layout)
-        else:
-            features = features_from_mlflow(parse_json(body), loaded.layout)
+    if media == "text/csv":
+        features = features_from_csv(body, loaded.layout)
+    else:
+        features = features_from_mlflow(parse_json(body), loaded.layout)
     result = await state.service.infer(state.default_model, features)
     return json_response({"predictions": records(result.outputs)})

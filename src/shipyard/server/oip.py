@@ -12,7 +12,6 @@ from shipyard.errors import ShipyardError
 from shipyard.inference.formats import INPUT_NAME
 from shipyard.inference.service import LoadedModel
 from shipyard.server.responses import (
-    float32_values,
     json_response,
     model_ref,
     require_media_type,
@@ -158,12 +157,10 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
     require_media_type(request.headers.get("content-type"), MEDIA_TYPES)
     ref = model_ref(model, version)
     body = await request.body()
-    with float32_values():
-        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     service = state_of(request).service
     loaded = await service.model(ref)
-    with float32_values():
-        features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
+    features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
     result = await service.infer(ref, features)
     body, header_length = encode_response(model, result.version, decoded, result.outputs)
     if header_length is None:

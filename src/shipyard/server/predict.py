@@ -10,7 +10,6 @@ from starlette.responses import Response
 from shipyard.errors import InvalidInputError
 from shipyard.server.mlflow import records
 from shipyard.server.responses import (
-    float32_values,
     json_response,
     model_ref,
     parse_json,
@@ -65,16 +64,14 @@ async def predict(request: Request, name: str) -> Response:
     payload = parse_json(await request.body())
     service = state_of(request).service
     loaded = await service.model(ref)
-    with float32_values():
-        if isinstance(payload, dict) and "instances" in payload:
-            features = loaded.layout.from_records(payload["instances"])
-        elif isinstance(payload, dict) and "inputs" in payload:
-            features = loaded.layout.from_matrix(payload["inputs"])
-        else:
-            raise InvalidInputError(
-                'send {"instances": [{feature: value}, …]} or '
-                '{"inputs": [[values in feature order]]}'
-            )
+    if isinstance(payload, dict) and "instances" in payload:
+        features = loaded.layout.from_records(payload["instances"])
+    elif isinstance(payload, dict) and "inputs" in payload:
+        features = loaded.layout.from_matrix(payload["inputs"])
+    else:
+        raise InvalidInputError(
+            'send {"instances": [{feature: value}, …]} or {"inputs": [[values in feature order]]}'
+        )
     result = await service.infer(ref, features)
     return json_response(
         {

@@ -3,11 +3,8 @@ request checks every inference route shares."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.responses import Response
 
@@ -16,7 +13,6 @@ from shipyard.registry import ModelRef
 
 JSON = "application/json"
 MAX_VERSION = 2**63 - 1  # the registry stores version numbers as signed 64-bit integers
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -62,19 +58,3 @@ def model_ref(model: str, version: str | None = None) -> str:
         model = f"{model.split('@')[0]}:{version.lstrip('0') or '0'}"
     ModelRef.parse(model)  # refuses bad names and versions outside 1..MAX_VERSION
     return model
-
-
-@contextmanager
-def float32_values() -> Iterator[None]:
-    """Refuse request numbers beyond the float32 range the models compute in, with a 400.
-
-    Without this, numpy would turn them into infinity with only a RuntimeWarning. Wrap only
-    synchronous conversion code: the numpy error state is not meant to span an ``await``.
-    """
-    with np.errstate(over="raise"):
-        try:
-            yield
-        except FloatingPointError as error:
-            raise InvalidInputError(
-                f"a value is beyond the float32 range (±{FLOAT32_MAX:.4g}) the model computes in"
-            ) from error
