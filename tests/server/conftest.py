@@ -7,15 +7,11 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -24,6 +20,7 @@ from shipyard.examples import example_spec
 from shipyard.pipeline import Runner, load_spec
 from shipyard.registry import Registry
 from shipyard.server.app import create_app
+from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
 FEATURES = ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
@@ -62,28 +59,6 @@ def client(server_settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll readiness (bounded); fail with the server's output if it never comes."""
-    deadline = time.monotonic() + 90  # two workers on a busy 2-core machine start slowly
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"server did not become ready: {log.read_text()}")
-        time.sleep(0.1)
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -95,27 +70,6 @@ class LiveServer:
 @pytest.fixture
 def live_server(model_home: Path, tmp_path: Path) -> Iterator[LiveServer]:
     """``shipyard serve -m fraud`` as a real process; waits until ready, stops after."""
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "shipyard"),
-        "--home",
-        str(model_home),
-        "serve",
-        "-m",
-        "fraud",
-        "--port",
-        str(port),
-    ]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log)
-        yield LiveServer(url, f"127.0.0.1:{port}", model_home, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with ServerProcess(model_home, log=tmp_path / "server.log") as server:
+        assert server.process is not None
+        yield LiveServer(server.url, f"127.0.0.1:{server.port}", model_home, server.process)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,9 +15,10 @@ from shipyard.data import generate_fraud
 from shipyard.examples import example_spec
 from shipyard.pipeline import Runner, load_spec
 from shipyard.registry import Registry
+from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
-from .conftest import FEATURES, LiveServer, free_port, wait_ready
+from .conftest import FEATURES, LiveServer
 
 SWAP_BOUND_S = 30  # bounds the wait; the measured delay is printed, not asserted
 
@@ -131,18 +130,8 @@ def test_every_worker_process_follows_the_alias(
     model_home: Path, tmp_path: Path, workers: int
 ) -> None:
     register_v2(model_home)
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "shipyard"),
-        "--home", str(model_home), "serve", "-m", "fraud",
-        "--port", str(port), "--workers", str(workers),
-    ]  # fmt: skip
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log)
+    with ServerProcess(model_home, workers=workers, log=tmp_path / "server.log") as server:
+        url = server.url
         with Load(url, threads=6) as load:
             time.sleep(1.0)
             promote(model_home, "fraud:2")
@@ -164,9 +153,3 @@ def test_every_worker_process_follows_the_alias(
             for _ in range(40)
         )  # fmt: skip
         assert stale == {"2": 40}
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()

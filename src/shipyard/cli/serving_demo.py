@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.errors import UnavailableError
 from shipyard.registry import Registry
+from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.load import LoadReport, Request, run_load
 
@@ -29,13 +23,6 @@ class SwapResult:
     report: LoadReport
     promoted: str
     promoted_after: int
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _requests(rows: pd.DataFrame, features: list[str]) -> list[Request]:
@@ -54,29 +41,6 @@ def _requests(rows: pd.DataFrame, features: list[str]) -> list[Request]:
             Request("/invocations", {"dataframe_split": {"columns": features, "data": [values]}})
         )
     return requests
-
-
-def start_server(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``shipyard serve -m fraud`` on a free port; returns once it is ready (bounded wait)."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "shipyard", "--home", str(settings.home),
-        "--database-url", settings.database_url, "serve", "-m", "fraud", "--port", str(port),
-    ]  # fmt: skip
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise UnavailableError(f"the demo server did not become ready; see {log}")
 
 
 async def _traffic_with_swap(
@@ -112,18 +76,12 @@ def serve_and_swap(
     out: Console,
 ) -> SwapResult:
     """Start a server, send ``total`` requests, promote ``challenger`` halfway through."""
-    process, url = start_server(settings, settings.home / "logs" / "demo-server.log")
-    try:
-        out.print(f"server on {url}; {total:,} single-row requests from 16 clients")
+    log = settings.home / "logs" / "demo-server.log"
+    with ServerProcess(settings.home, database_url=settings.database_url, log=log) as server:
+        out.print(f"server on {server.url}; {total:,} single-row requests from 16 clients")
         return asyncio.run(
-            _traffic_with_swap(registry, url, _requests(rows, features), total, challenger)
+            _traffic_with_swap(registry, server.url, _requests(rows, features), total, challenger)
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def swap_table(result: SwapResult) -> Table:

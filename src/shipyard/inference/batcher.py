@@ -8,7 +8,6 @@ fails, its requests are retried one by one, so one bad request never fails its n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -179,10 +178,3 @@ def _split(outputs: Outputs, live: list[_Pending]) -> list[Outputs]:
         results.append({k: v[start:end] for k, v in outputs.items()})
         start = end
     return results
-
-
-async def cancel_quietly(task: asyncio.Task[None]) -> None:
-    """Cancel a background task and wait for it, ignoring its cancellation."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
