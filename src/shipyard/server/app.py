@@ -73,12 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     # Open inference adds no per-request auth work; protected inference needs any role.
+    # Inference routes come first: each route matched before them costs every request.
     guard = [Depends(auth.inference)] if settings.protect_inference else []
-    app.include_router(oip.health)
-    app.include_router(mlflow.health)
     app.include_router(oip.router, dependencies=guard)
     app.include_router(mlflow.router, dependencies=guard)
     app.include_router(predict.router, dependencies=guard)
+    app.include_router(oip.health)
+    app.include_router(mlflow.health)
     app.include_router(models.router)
     app.include_router(auth.router)
     auth.install(app)
@@ -106,6 +107,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers.update(error.headers or {})  # e.g. Allow on 405
         return response
 
+    if not settings.protect_inference:
+        # The hot routes are answered by plain Starlette routes placed first, calling the same
+        # handlers without FastAPI's dependency solving (about a tenth of a one-row request).
+        # The FastAPI routes behind them stay, and document the API in /docs.
+        fast = metrics.MeasuredRoute
+        app.router.routes[0:0] = [
+            fast("/v2/models/{model}/infer", oip.infer_endpoint, methods=["POST"]),
+            fast(
+                "/v2/models/{model}/versions/{version}/infer", oip.infer_endpoint, methods=["POST"]
+            ),
+            fast("/invocations", mlflow.invocations, methods=["POST"]),
+            fast("/v1/models/{name}:predict", predict.predict_endpoint, methods=["POST"]),
+        ]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)
     return app

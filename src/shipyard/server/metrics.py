@@ -21,6 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.responses import Response
+from starlette.routing import Route
 
 from shipyard import __version__
 from shipyard.inference.batcher import BatchObserver
@@ -91,6 +92,20 @@ def batch_observer(model: str, version: int) -> BatchObserver:
     return observe
 
 
+ROUTE_KEY = "shipyard.route"
+
+
+class MeasuredRoute(Route):
+    """A plain Starlette route that tells ``MetricsMiddleware`` its path template."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Record the template, then handle as usual."""
+        seen = scope.get(ROUTE_KEY)
+        if isinstance(seen, dict):
+            seen["path"] = self.path
+        await super().handle(scope, receive, send)
+
+
 class MetricsMiddleware:
     """Counts and times every request by its route template (pure ASGI: cheap per request)."""
 
@@ -110,13 +125,16 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        # Routers may match on a copy of the scope; this shared dict survives shallow copies.
+        seen: dict[str, str] = {}
+        scope[ROUTE_KEY] = seen
         IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
             IN_FLIGHT.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = seen.get("path") or getattr(route, "path", None) or "unmatched"
             REQUESTS.labels(template, str(status)).inc()
             LATENCY.labels(template).observe(time.perf_counter() - start)
 

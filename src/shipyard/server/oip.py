@@ -170,3 +170,9 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(header_length)},
     )
+
+
+async def infer_endpoint(request: Request) -> Response:
+    """``infer`` as a plain Starlette endpoint (no dependency solving); see ``app.py``."""
+    params = request.path_params
+    return await version_infer(request, params["model"], params.get("version"))

@@ -81,3 +81,8 @@ async def predict(request: Request, name: str) -> Response:
             "predictions": records(result.outputs),
         }
     )
+
+
+async def predict_endpoint(request: Request) -> Response:
+    """``predict`` as a plain Starlette endpoint (no dependency solving); see ``app.py``."""
+    return await predict(request, request.path_params["name"])

@@ -1,0 +1,619 @@
+"""HTTP serving throughput and latency: Shipyard's routes vs an empty route and a naive server.
+
+Trains and registers the fraud model as examples/fraud/pipeline.yaml does (generated rows),
+fits the same scikit-learn estimator for the naive route, then starts one uvicorn process
+(the stack of ``shipyard serve``: uvloop, httptools, log level warning, no access log) pinned
+to core 1 with ``taskset``, and drives it from core 0 with ``wrk`` — single-row POSTs
+rotating through 16 real fraud-table rows, ``--connections`` open connections. Each target is
+warmed up, then run ``--rounds`` times for ``--duration`` seconds, round-robin with the
+others, and reported by its fastest run (a neighbour only slows runs down). In one run it
+prints requests/s, p50, p99, errors and the CPU the server used for:
+
+- ``POST /bench/empty`` on the same app and middleware (the ceiling: no parsing, no model);
+- Open Inference Protocol ``/v2/models/fraud/infer`` with JSON tensors;
+- the same with the binary tensor extension (JSON header + 120 raw float32 bytes);
+- MLflow ``/invocations`` with ``dataframe_split``;
+- ``POST /bench/naive``: pydantic model of 30 fields → one-row DataFrame → scikit-learn
+  ``predict_proba`` per request (what most FastAPI model servers do);
+
+then OIP JSON again on two unpinned servers, one with 1 and one with ``--workers`` processes,
+to show how it scales (wrk stays on core 0, so on 2 cores it competes with the server).
+
+    python benchmarks/serve.py [--duration 10] [--rounds 3] [--connections 32] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pickle
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
+
+from shipyard.data import get_dataset
+from shipyard.examples import example_spec
+from shipyard.pipeline import Runner, load_spec
+from shipyard.pipeline.estimators import build_estimator
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+APP_DIR = HERE / "serve"
+SERVER_CORE = "1"
+CLIENT_CORE = "0"
+SAMPLE_ROWS = 16
+WRK_TIMEOUT_S = 2  # wrk counts slower responses as timeout errors
+
+
+@dataclass(frozen=True)
+class Target:
+    """One route and the request bodies wrk rotates through."""
+
+    label: str
+    path: str
+    content_type: str
+    bodies: list[bytes]
+    header_lengths: list[int] | None = None  # Inference-Header-Content-Length per body
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What wrk reported for one target."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    server_cores: float = 0.0  # CPU seconds of the server's processes per wall second
+    client_cores: float = 0.0  # the same for wrk
+    other_cores: float = 0.0  # the same for everything else on the machine (neighbours)
+
+    @property
+    def errors(self) -> int:
+        """Failed requests of every kind."""
+        return self.non_2xx + self.socket_errors
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- model + data
+
+
+def train(home: Path, rows: int) -> tuple[pd.DataFrame, list[str], Path, dict[str, Any]]:
+    """Register fraud@production from generated rows and fit the naive route's estimator.
+
+    Returns sample rows for the requests, the feature names, the pickled estimator's path
+    and the registered version's output schema.
+    """
+    spec, text = load_spec(example_spec("fraud"))
+    dataset = get_dataset(spec.data.dataset or "fraud")
+    generate = spec.data.generate
+    seed = generate.seed if generate is not None else 7
+    frame = dataset.generate(rows, seed)
+    data = home.parent / "fraud.parquet"
+    frame.to_parquet(data)
+    log(f"training fraud on {rows:,} generated rows through the pipeline…")
+    with Registry.open(Settings(home=home)) as registry:
+        result = Runner(registry).run(spec.with_data_file(data), text)
+    log(f"registered fraud:{result.version.version} ({result.promotion.reason})")
+
+    features = dataset.schema.feature_names
+    target = dataset.schema.target
+    assert target is not None
+    # The naive server fits the same estimator on the same training split, on a DataFrame
+    # (as its requests arrive as one), which is what scikit-learn tutorials do.
+    train_rows, test_rows = train_test_split(
+        frame,
+        test_size=spec.split.test_size,
+        random_state=spec.split.random_state,
+        stratify=frame[target] if spec.split.stratify else None,
+    )
+    model = spec.model
+    estimator = build_estimator(
+        model.type, model.params, scale=model.scale, random_state=spec.split.random_state
+    )
+    log("fitting the naive route's scikit-learn estimator…")
+    with threadpool_limits(1):
+        estimator.fit(train_rows[features].astype(np.float32), train_rows[target].to_numpy())
+    estimator_path = home.parent / "naive-estimator.pkl"
+    estimator_path.write_bytes(pickle.dumps(estimator))
+
+    frauds = test_rows[test_rows[target] == 1].head(SAMPLE_ROWS // 4)
+    normal = test_rows[test_rows[target] == 0].head(SAMPLE_ROWS - len(frauds))
+    samples = pd.concat([frauds, normal]).sample(frac=1.0, random_state=0)[features]
+    return samples, features, estimator_path, result.version.output_schema
+
+
+def targets(samples: pd.DataFrame, features: list[str], outputs: list[str]) -> list[Target]:
+    """The five routes with one single-row body per sample row."""
+    rows = [[float(v) for v in row] for row in samples.to_numpy(np.float64)]
+    dumps = json.dumps
+
+    def oip(row: list[float]) -> bytes:
+        tensor = {"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}
+        return dumps({"inputs": [tensor]}).encode()
+
+    binary_bodies, header_lengths = [], []
+    for row in rows:
+        header = dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, len(row)],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 4 * len(row)},
+                    }
+                ],
+                "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in outputs],
+            }
+        ).encode()
+        binary_bodies.append(header + np.asarray(row, dtype="<f4").tobytes())
+        header_lengths.append(len(header))
+    json_type = "application/json"
+    return [
+        Target("empty route (ceiling)", "/bench/empty", json_type, [oip(r) for r in rows]),
+        Target("empty route, matched last", "/bench/empty-last", json_type, [oip(r) for r in rows]),
+        Target("OIP JSON", "/v2/models/fraud/infer", json_type, [oip(r) for r in rows]),
+        Target(
+            "OIP binary tensors",
+            "/v2/models/fraud/infer",
+            "application/octet-stream",
+            binary_bodies,
+            header_lengths,
+        ),
+        Target(
+            "MLflow /invocations",
+            "/invocations",
+            json_type,
+            [dumps({"dataframe_split": {"columns": features, "data": [r]}}).encode() for r in rows],
+        ),
+        Target(
+            "naive FastAPI + sklearn",
+            "/bench/naive",
+            json_type,
+            [dumps(dict(zip(features, r, strict=True))).encode() for r in rows],
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: where it listens and its process group (uvicorn and workers)."""
+
+    url: str
+    group: int
+
+
+def group_cpu_seconds(group: int) -> float:
+    """User + system CPU time of every live process in this process group."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()  # fields[0] is stat's 3rd field, the state
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def server(
+    home: Path, *, workers: int, cores: str | None, naive_estimator: Path | None
+) -> Iterator[Server]:
+    """A uvicorn process tree serving the benchmark app, yielded once ready."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(
+        {
+            "PYTHONPATH": str(APP_DIR),
+            "SHIPYARD_HOME": str(home),
+            "SHIPYARD_SERVE_MODELS": json.dumps(["fraud"]),
+        }
+    )
+    if naive_estimator is not None:
+        env["BENCH_NAIVE_ESTIMATOR"] = str(naive_estimator)
+    if workers > 1:  # as `shipyard serve --workers N` sets it up
+        metrics_dir = home.parent / f"metrics-{port}"
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench_app:create_bench_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    if cores is not None:
+        command = ["taskset", "-c", cores, *command]
+    log_path = home.parent / f"server-{port}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=home.parent,  # no stray .env file gets read
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path)
+        yield Server(url, process.pid)  # start_new_session: the group id is its pid
+    finally:
+        stop(process)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Poll readiness for up to 60 s; raise with the server's output if it never comes."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not become ready:\n{log_path.read_text()}")
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def check(url: str, target: Target) -> dict[str, Any] | bytes:
+    """Send every body once; each must get 200. Returns the first response's content."""
+    first: dict[str, Any] | bytes | None = None
+    for position, body in enumerate(target.bodies):
+        headers = {"content-type": target.content_type}
+        if target.header_lengths is not None:
+            headers["inference-header-content-length"] = str(target.header_lengths[position])
+        response = httpx.post(url + target.path, content=body, headers=headers, timeout=10)
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"{target.label}: {target.path} answered {response.status_code}: {response.text}"
+            )
+        if first is None:
+            binary = response.headers["content-type"].startswith("application/octet-stream")
+            first = response.content if binary else response.json()
+    assert first is not None
+    return first
+
+
+# ---------------------------------------------------------------------------- load generator
+
+
+def lua_string(data: bytes) -> str:
+    """A Lua string literal holding these exact bytes (decimal escapes for anything unusual)."""
+    plain = set(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
+
+
+def write_script(target: Target, folder: Path) -> Path:
+    """A wrk script that pre-formats one request per body and rotates through them."""
+    bodies = ",\n  ".join(lua_string(b) for b in target.bodies)
+    lengths = ", ".join(str(n) for n in target.header_lengths or [])
+    script = f"""
+local bodies = {{
+  {bodies}
+}}
+local header_lengths = {{ {lengths} }}
+local requests = {{}}
+local next_request = 0
+
+init = function(args)
+  for i, body in ipairs(bodies) do
+    local headers = {{ ["Content-Type"] = "{target.content_type}" }}
+    if header_lengths[i] then
+      headers["Inference-Header-Content-Length"] = tostring(header_lengths[i])
+    end
+    requests[i] = wrk.format("POST", "{target.path}", headers, body)
+  end
+end
+
+request = function()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
+end
+"""
+    path = folder / f"{re.sub(r'[^a-z0-9]+', '-', target.label.lower()).strip('-')}.lua"
+    path.write_text(script)
+    return path
+
+
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> Measurement:
+    """Requests/s, latency percentiles and error counts from ``wrk --latency`` output."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    total = re.search(r"(\d+) requests in", output)
+    if not (rate and p50 and p99 and total):
+        raise RuntimeError(f"cannot read wrk's output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return Measurement(
+        requests_per_s=float(rate.group(1)),
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+        requests=int(total.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+    )
+
+
+def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -> Measurement:
+    """One wrk run on the client core, bounded in time, with the CPU both sides used."""
+    command = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        f"--timeout={WRK_TIMEOUT_S}s",
+        "--latency",
+        "-s",
+        str(script),
+        target.url,
+    ]
+    server_before = group_cpu_seconds(target.group)
+    busy_before = busy_cpu_seconds()
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    wall = time.perf_counter() - start
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = group_cpu_seconds(target.group) - server_before
+    busy = busy_cpu_seconds() - busy_before
+    client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
+    return replace(
+        parse_wrk(done.stdout),
+        server_cores=server_cpu / wall,
+        client_cores=client_cpu / wall,
+        other_cores=max(busy - server_cpu - client_cpu, 0.0) / wall,
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of a table: a label, the server it loads and the script wrk runs."""
+
+    label: str
+    server: Server
+    script: Path
+
+
+def measure(
+    jobs: list[Job], *, rounds: int, seconds: float, warmup: float, connections: int
+) -> dict[str, Measurement]:
+    """Warm every job up, then run them round-robin ``rounds`` times.
+
+    Interleaving spreads a noisy neighbour's bursts over every job instead of one. A
+    neighbour only ever slows a run down, so each job reports its fastest run (with that
+    run's latencies and CPU figures) and the errors of all its runs.
+    """
+    runs: dict[str, list[Measurement]] = {job.label: [] for job in jobs}
+    if warmup > 0:
+        for job in jobs:
+            run_wrk(job.server, job.script, seconds=warmup, connections=connections)
+    for round_number in range(1, rounds + 1):
+        for job in jobs:
+            result = run_wrk(job.server, job.script, seconds=seconds, connections=connections)
+            runs[job.label].append(result)
+            log(
+                f"  round {round_number}/{rounds}  {job.label:<32} "
+                f"{result.requests_per_s:>8,.0f} req/s  p50 {result.p50_ms:6.2f} ms"
+                f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}  CPU: server "
+                f"{result.server_cores:.2f}, wrk {result.client_cores:.2f}, others "
+                f"{result.other_cores:.2f} cores"
+            )
+    best = {}
+    for label, results in runs.items():
+        fastest = max(results, key=lambda m: m.requests_per_s)
+        best[label] = replace(
+            fastest,
+            non_2xx=sum(m.non_2xx for m in results),
+            socket_errors=sum(m.socket_errors for m in results),
+        )
+    return best
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def print_table(rows: dict[str, Measurement], ceiling: float, naive: float) -> None:
+    """A Markdown table: figures, ratios to the ceiling and to the naive route, CPU used."""
+    print(
+        "| target | req/s | p50 | p99 | errors | / ceiling | × naive | server CPU | others' CPU |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, m in rows.items():
+        print(
+            f"| {label} | {m.requests_per_s:,.0f} | {m.p50_ms:.2f} ms | {m.p99_ms:.2f} ms"
+            f" | {m.errors} | {m.requests_per_s / ceiling:.2f} | {m.requests_per_s / naive:.1f}x"
+            f" | {m.server_cores:.2f} | {m.other_cores:.2f} |"
+        )
+
+
+def print_scaling(rows: dict[str, Measurement]) -> None:
+    """A Markdown table of the unpinned runs: throughput per core the server got."""
+    base = next(iter(rows.values()))
+    print(
+        "| run | req/s | p50 | p99 | errors | × 1 worker | server CPU | wrk CPU | others' CPU"
+        " | req/s per server core |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, m in rows.items():
+        print(
+            f"| {label} | {m.requests_per_s:,.0f} | {m.p50_ms:.2f} ms | {m.p99_ms:.2f} ms"
+            f" | {m.errors} | {m.requests_per_s / base.requests_per_s:.2f}x"
+            f" | {m.server_cores:.2f} | {m.client_cores:.2f} | {m.other_cores:.2f}"
+            f" | {m.requests_per_s / max(m.server_cores, 1e-9):,.0f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of load per target first")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="server processes of the scaling run (1: skip it)"
+    )
+    parser.add_argument("--rows", type=int, default=60_000, help="generated training rows")
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed; this benchmark needs it")
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("this benchmark pins the server and wrk to different cores; it needs 2")
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-serve-") as tmp:
+        home = Path(tmp) / "home"
+        samples, features, estimator_path, output_schema = train(home, args.rows)
+        outputs = [o["name"] for o in output_schema["outputs"]]
+        all_targets = targets(samples, features, outputs)
+        scripts = {t.label: write_script(t, Path(tmp)) for t in all_targets}
+        timing = {
+            "rounds": args.rounds,
+            "seconds": args.duration,
+            "warmup": args.warmup,
+            "connections": args.connections,
+        }
+        log(
+            f"one server process on core {SERVER_CORE}, wrk -t1 -c{args.connections} on core "
+            f"{CLIENT_CORE}; {args.rounds} round(s) of {args.duration:g} s per target"
+        )
+        with server(home, workers=1, cores=SERVER_CORE, naive_estimator=estimator_path) as one:
+            answers = {t.label: check(one.url, t) for t in all_targets}
+            jobs = [Job(t.label, one, scripts[t.label]) for t in all_targets]
+            results = measure(jobs, **timing)
+        oip_json = next(t for t in all_targets if t.label == "OIP JSON")
+        scaling: dict[str, Measurement] = {}
+        if args.workers > 1:
+            log(f"scaling: OIP JSON, servers unpinned (both cores), wrk on core {CLIENT_CORE}")
+            with contextlib.ExitStack() as servers:
+                jobs = []
+                for workers in (1, args.workers):
+                    unpinned = servers.enter_context(
+                        server(home, workers=workers, cores=None, naive_estimator=None)
+                    )
+                    check(unpinned.url, oip_json)
+                    label = f"OIP JSON, {workers} worker{'s' * (workers > 1)}, unpinned"
+                    jobs.append(Job(label, unpinned, scripts[oip_json.label]))
+                scaling = measure(jobs, **timing)
+
+    naive_answer = answers["naive FastAPI + sklearn"]
+    oip_answer = answers["OIP JSON"]
+    assert isinstance(naive_answer, dict)
+    assert isinstance(oip_answer, dict)
+    served = {o["name"]: o["data"] for o in oip_answer["outputs"]}
+    ceiling = results["empty route (ceiling)"].requests_per_s
+    naive = results["naive FastAPI + sklearn"].requests_per_s
+    ours = results["OIP JSON"]
+
+    print(
+        f"\nfraud model ({output_schema.get('task')}, outputs {', '.join(outputs)}); one uvicorn "
+        f"process on core {SERVER_CORE}; wrk -t1 -c{args.connections} on core {CLIENT_CORE}; "
+        f"fastest of {args.rounds} interleaved {args.duration:g}-s runs per target; single-row "
+        f"requests; errors summed over all runs; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (the machine is shared)\n"
+        f"first row: P(fraud) served {np.ravel(served['probability'])[0]:.6f}, naive "
+        f"scikit-learn {naive_answer['probability']:.6f}\n"
+    )
+    print("CPU columns: cores used during the run (CPU seconds per wall second); others' CPU")
+    print("is every process on the machine but the server and wrk.\n")
+    print_table(results, ceiling, naive)
+    print(
+        f"\nOIP JSON: {ours.requests_per_s / ceiling:.2f} of the ceiling (target ≥ 0.50), "
+        f"{ours.requests_per_s / naive:.1f}x the naive route (target ≥ 4x), "
+        f"p99 {ours.p99_ms:.1f} ms (target ≤ 25 ms)"
+    )
+    if scaling:
+        print(
+            f"\nscaling: OIP JSON on unpinned servers (both cores); wrk still on core {CLIENT_CORE}"
+            " and competing with them for it.\n"
+        )
+        print_scaling(scaling)
+
+
+if __name__ == "__main__":
+    main()
