@@ -177,7 +177,9 @@ def targets(samples: pd.DataFrame, features: list[str], outputs: list[str]) -> l
     json_type = "application/json"
     return [
         Target("empty route (ceiling)", "/bench/empty", json_type, [oip(r) for r in rows]),
-        Target("empty route, matched last", "/bench/empty-last", json_type, [oip(r) for r in rows]),
+        Target(
+            "empty plain Starlette route", "/bench/empty-plain", json_type, [oip(r) for r in rows]
+        ),
         Target("OIP JSON", "/v2/models/fraud/infer", json_type, [oip(r) for r in rows]),
         Target(
             "OIP binary tensors",
