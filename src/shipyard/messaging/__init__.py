@@ -1,0 +1,41 @@
+"""Messaging: one small ``Broker`` protocol, backends chosen by URL scheme."""
+
+from __future__ import annotations
+
+from shipyard.errors import ConfigurationError
+from shipyard.messaging.broker import (
+    BackpressureError,
+    Broker,
+    Delivery,
+    QueueSpec,
+    dead_letter_body,
+)
+
+__all__ = [
+    "BackpressureError",
+    "Broker",
+    "Delivery",
+    "QueueSpec",
+    "dead_letter_body",
+    "open_broker",
+]
+
+
+def open_broker(url: str, *, redelivery_ms: float = 30_000) -> Broker:
+    """The broker for a URL: ``memory://``, ``redis://``, ``nats://``."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        from shipyard.messaging.memory import MemoryBroker
+
+        return MemoryBroker(url, redelivery_ms=redelivery_ms)
+    if scheme in ("redis", "rediss"):
+        from shipyard.messaging.redis import RedisBroker
+
+        return RedisBroker(url, redelivery_ms=redelivery_ms)
+    if scheme in ("nats", "tls"):
+        from shipyard.messaging.nats import NatsBroker
+
+        return NatsBroker(url, redelivery_ms=redelivery_ms)
+    raise ConfigurationError(
+        f"unsupported broker URL {url!r}; use memory://, redis://HOST:PORT or nats://HOST:PORT"
+    )

@@ -1,0 +1,56 @@
+"""The backends every contract test runs on: in-process memory, and the real brokers on
+127.0.0.1 (Redis 6379 today). In CI an unreachable broker fails the run; elsewhere its
+tests skip and say how to start it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from shipyard.messaging import Broker, open_broker
+
+REDELIVERY_MS = 300
+REDIS_URL = "redis://127.0.0.1:6379/0"
+NATS_URL = "nats://127.0.0.1:4222"
+BACKENDS = {
+    "memory": lambda: f"memory://contract-{uuid.uuid4().hex}",
+    "redis": lambda: REDIS_URL,
+    "nats": lambda: NATS_URL,
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """One URL per backend; memory gets a namespace of its own per test."""
+    if request.param != "memory":
+        request.applymarker(pytest.mark.integration)
+    url: str = BACKENDS[request.param]()
+    return url
+
+
+@pytest.fixture
+def queue() -> str:
+    """A queue name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def brokers(broker_url: str) -> AsyncIterator[Callable[[], Broker]]:
+    """Make brokers (connections) on the backend; all are closed after the test."""
+    opened: list[Broker] = []
+
+    def make() -> Broker:
+        broker = open_broker(broker_url, redelivery_ms=REDELIVERY_MS)
+        opened.append(broker)
+        return broker
+
+    yield make
+    for broker in opened:
+        await broker.close()
