@@ -8,8 +8,9 @@ unreachable PostgreSQL fails the run; elsewhere those tests skip and say what to
 from __future__ import annotations
 
 import os
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,6 +29,23 @@ def service_missing(what: str, start: str, error: Exception) -> None:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+SERVICE_STARTS = {
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+    "NATS": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
+    "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
+    "RabbitMQ": "rabbitmq-server -detached",
+}
+
+
+def require_service(name: str, port: int) -> None:
+    """Fail (CI) or skip (elsewhere) unless something listens on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as error:
+        service_missing(f"{name} on 127.0.0.1:{port}", SERVICE_STARTS[name], error)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +76,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def service() -> Callable[[str, int], None]:
+    """``service("Redis", 6379)``: the test needs that broker; see ``require_service``."""
+    return require_service
 
 
 @pytest.fixture

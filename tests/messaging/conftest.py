@@ -26,11 +26,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+PORTS = {"redis": ("Redis", 6379), "nats": ("NATS", 4222)}
+
+
 @pytest.fixture(params=sorted(BACKENDS))
-def broker_url(request: pytest.FixtureRequest) -> str:
+def broker_url(request: pytest.FixtureRequest, service: Callable[[str, int], None]) -> str:
     """One URL per backend; memory gets a namespace of its own per test."""
-    if request.param != "memory":
+    if request.param in PORTS:
         request.applymarker(pytest.mark.integration)
+        service(*PORTS[request.param])
     url: str = BACKENDS[request.param]()
     return url
 
