@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import aio_pika
 import pytest
 
 from shipyard.messaging import Broker, open_broker
@@ -14,10 +15,12 @@ from shipyard.messaging import Broker, open_broker
 REDELIVERY_MS = 300
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NATS_URL = "nats://127.0.0.1:4222"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BACKENDS = {
     "memory": lambda: f"memory://contract-{uuid.uuid4().hex}",
     "redis": lambda: REDIS_URL,
     "nats": lambda: NATS_URL,
+    "rabbitmq": lambda: AMQP_URL,
 }
 
 
@@ -26,7 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-PORTS = {"redis": ("Redis", 6379), "nats": ("NATS", 4222)}
+PORTS = {"redis": ("Redis", 6379), "nats": ("NATS", 4222), "rabbitmq": ("RabbitMQ", 5672)}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -45,9 +48,18 @@ def queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+async def _delete_rabbitmq_queues(url: str, names: list[str]) -> None:
+    connection = await aio_pika.connect_robust(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name, if_unused=False, if_empty=False)
+
+
 @pytest.fixture
-async def brokers(broker_url: str) -> AsyncIterator[Callable[[], Broker]]:
-    """Make brokers (connections) on the backend; all are closed after the test."""
+async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Broker]]:
+    """Make brokers (connections) on the backend; all are closed after the test, and the
+    test's queues are deleted from servers that keep them."""
     opened: list[Broker] = []
 
     def make() -> Broker:
@@ -58,3 +70,5 @@ async def brokers(broker_url: str) -> AsyncIterator[Callable[[], Broker]]:
     yield make
     for broker in opened:
         await broker.close()
+    if broker_url.startswith("amqp"):
+        await _delete_rabbitmq_queues(broker_url, [queue, f"{queue}.dead"])

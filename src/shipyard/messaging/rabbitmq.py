@@ -1,0 +1,173 @@
+"""``amqp://`` — RabbitMQ through aio-pika.
+
+Queues are durable quorum queues (they count deliveries, so ``attempts`` is exact) with
+``x-overflow: reject-publish`` and ``x-max-length`` when bounded: the broker nacks a publish
+to a full queue and ``publish`` raises ``BackpressureError``. Publishing uses publisher
+confirms, all publishes of a batch in flight at once. Consuming is a push consumer with a
+per-connection prefetch feeding a local buffer, so ``consume`` costs no round trip. A dead
+letter is published (confirmed) to ``<queue>.dead`` before the original is acked; the queue
+also names that queue as its dead-letter target for messages the broker itself drops. A
+closed connection's unacked deliveries return to the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError
+from yarl import URL
+
+from shipyard.errors import UnavailableError
+from shipyard.messaging.broker import (
+    BackpressureError,
+    Delivery,
+    QueueSpec,
+    dead_letter_body,
+)
+
+PUBLISHED_AT = "shipyard-published-at"
+
+
+class RabbitMQBroker:
+    """Quorum queues, publisher confirms, prefetching consumers, explicit dead letters."""
+
+    def __init__(self, url: str, *, redelivery_ms: float = 30_000, prefetch: int = 1024) -> None:
+        self._url = url
+        self._shown = str(URL(url).with_password(None)) if "@" in url else url
+        self._prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._consumer: AbstractChannel | None = None
+        self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
+        self._lock = asyncio.Lock()
+        self._dead_letters: dict[str, str] = {}  # declared here; others use <queue>.dead
+
+    async def _channels(self) -> tuple[AbstractChannel, AbstractChannel]:
+        async with self._lock:
+            if self._publisher is None or self._consumer is None:
+                try:
+                    self._connection = await aio_pika.connect_robust(self._url, timeout=5)
+                    self._publisher = await self._connection.channel(publisher_confirms=True)
+                    self._consumer = await self._connection.channel()
+                    await self._consumer.set_qos(prefetch_count=self._prefetch)
+                except (AMQPError, OSError, TimeoutError) as error:
+                    raise UnavailableError(
+                        f"cannot reach RabbitMQ at {self._shown}: {error or type(error).__name__}; "
+                        "check the URL and that rabbitmq-server runs"
+                    ) from error
+            return self._publisher, self._consumer
+
+    async def declare(self, spec: QueueSpec) -> None:
+        """Durable quorum queues for the queue and its dead letters (idempotent)."""
+        publisher, _ = await self._channels()
+        dead = spec.dead_letter_name
+        await publisher.declare_queue(dead, durable=True, arguments={"x-queue-type": "quorum"})
+        arguments: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead,
+        }
+        if spec.max_length is not None:
+            arguments |= {"x-max-length": spec.max_length, "x-overflow": "reject-publish"}
+        await publisher.declare_queue(spec.name, durable=True, arguments=arguments)
+        self._dead_letters[spec.name] = dead
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Publish the batch with every confirm in flight at once; wait for all."""
+        if not bodies:
+            return
+        publisher, _ = await self._channels()
+        now = time.time()
+        exchange = publisher.default_exchange
+        sends = [
+            exchange.publish(
+                aio_pika.Message(
+                    body,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers={PUBLISHED_AT: now},
+                ),
+                routing_key=queue,
+                mandatory=True,
+            )
+            for body in bodies
+        ]
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, DeliveryError)]
+        if refused:
+            raise BackpressureError(
+                f"queue {queue!r} is full or missing: RabbitMQ refused {len(refused)} of "
+                f"{len(bodies)} messages; retry later (the others were stored)"
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise UnavailableError(f"publishing to RabbitMQ failed: {result}") from result
+
+    async def _buffer(self, queue: str) -> asyncio.Queue[AbstractIncomingMessage]:
+        buffer = self._buffers.get(queue)
+        if buffer is None:
+            _, consumer = await self._channels()
+            buffer = asyncio.Queue()
+            self._buffers[queue] = buffer
+            declared = await consumer.get_queue(queue, ensure=False)
+            await declared.consume(buffer.put, no_ack=False)
+        return buffer
+
+    async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
+        """Up to ``max_messages`` prefetched deliveries; waits ``timeout_ms`` for the first."""
+        buffer = await self._buffer(queue)
+        try:
+            first = await asyncio.wait_for(buffer.get(), timeout_ms / 1000)
+        except TimeoutError:
+            return []
+        messages = [first]
+        while len(messages) < max_messages and not buffer.empty():
+            messages.append(buffer.get_nowait())
+        return [self._delivery(m) for m in messages]
+
+    @staticmethod
+    def _delivery(message: AbstractIncomingMessage) -> Delivery:
+        headers = message.headers or {}
+        count = headers.get("x-delivery-count", 0)
+        published = headers.get(PUBLISHED_AT)
+        return Delivery(
+            message.body,
+            int(count) + 1 if isinstance(count, int) else 1,
+            message,
+            float(published) if isinstance(published, int | float) else None,
+        )
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Ack each delivery (acks are not confirmed by AMQP; a lost one means a redelivery)."""
+        for delivery in deliveries:
+            message: AbstractIncomingMessage = delivery.handle
+            await message.ack()
+
+    async def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Publish the dead letter (confirmed), then ack the original."""
+        publisher, _ = await self._channels()
+        message: AbstractIncomingMessage = delivery.handle
+        await publisher.default_exchange.publish(
+            aio_pika.Message(
+                dead_letter_body(queue, delivery, reason),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=self._dead_letters.get(queue, f"{queue}.dead"),
+            mandatory=True,
+        )
+        await message.ack()
+
+    async def close(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._publisher = self._consumer = None
+        self._buffers.clear()
