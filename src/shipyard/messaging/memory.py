@@ -89,7 +89,7 @@ class MemoryBroker:
                 await asyncio.wait_for(target.arrived.wait(), min(remaining, self._redelivery))
             except TimeoutError:
                 continue
-        deliveries = []
+        deliveries: list[Delivery] = []
         expires = time.monotonic() + self._redelivery
         while target.ready and len(deliveries) < max_messages:
             message = target.ready.popleft()
