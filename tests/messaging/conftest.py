@@ -14,12 +14,10 @@ from shipyard.messaging import Broker, open_broker
 
 REDELIVERY_MS = 300
 REDIS_URL = "redis://127.0.0.1:6379/0"
-NATS_URL = "nats://127.0.0.1:4222"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BACKENDS = {
     "memory": lambda: f"memory://contract-{uuid.uuid4().hex}",
     "redis": lambda: REDIS_URL,
-    "nats": lambda: NATS_URL,
     "rabbitmq": lambda: AMQP_URL,
 }
 
@@ -29,7 +27,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-PORTS = {"redis": ("Redis", 6379), "nats": ("NATS", 4222), "rabbitmq": ("RabbitMQ", 5672)}
+PORTS = {"redis": ("Redis", 6379), "rabbitmq": ("RabbitMQ", 5672)}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
