@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import pytest
+import redis.asyncio
 
 from shipyard.messaging import Broker, open_broker
 
@@ -70,3 +71,8 @@ async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Bro
         await broker.close()
     if broker_url.startswith("amqp"):
         await _delete_rabbitmq_queues(broker_url, [queue, f"{queue}.dead"])
+    if broker_url.startswith("redis"):
+        client = redis.asyncio.Redis.from_url(broker_url)
+        names = [queue, f"{queue}.dead"]
+        await client.delete(*names, *(f"shipyard:queue:{name}" for name in names))
+        await client.aclose()
