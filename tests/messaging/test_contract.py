@@ -119,17 +119,18 @@ async def test_a_full_queue_refuses_publishes_without_losing_any(brokers: Make, 
     broker = brokers()
     await broker.declare(QueueSpec(queue, max_length=5))
     accepted: list[bytes] = []
-    refusal = ""
+    refusal, refused = "", ()
     for i in range(15):
         body = str(i).encode()
         try:
             await broker.publish(queue, [body])
         except BackpressureError as error:
-            refusal = str(error)
+            refusal, refused = str(error), error.refused
             break
         accepted.append(body)
         await asyncio.sleep(0.05)  # let the broker see its own length
     assert "full" in refusal, "a bounded queue never refused a publish"
+    assert refused == (0,)  # which of the batch to publish again
     assert 5 <= len(accepted) <= 7
     assert await drain(broker, queue, len(accepted)) == accepted
     await broker.publish(queue, [b"after"])
@@ -151,3 +152,74 @@ async def test_published_at_is_recorded(brokers: Make, queue: str) -> None:
     assert delivery.published_at is not None
     assert delivery.published_at > 1.7e9
     await broker.ack(queue, [delivery])
+
+
+async def test_a_delivery_past_the_bound_is_dead_lettered_not_returned(
+    brokers: Make, queue: str
+) -> None:
+    """A message whose consumers keep dying is dead-lettered once it passes the bound."""
+    spec = QueueSpec(queue, max_deliveries=2)
+    setup = brokers()
+    await setup.declare(spec)
+    await setup.publish(queue, [b"poison", b"fine"])
+    seen = []
+    for _ in range(40):  # bounded: each redelivery takes the backend's delay
+        consumer = brokers()
+        await consumer.declare(spec)
+        taken = await consumer.consume(queue, 10, 200)
+        seen += [(d.body, d.attempts) for d in taken]
+        fine = [d for d in taken if d.body == b"fine"]
+        await consumer.ack(queue, fine)
+        await consumer.close()  # crashes while holding the poison
+        if (b"poison", 2) in seen and len(await drain(setup, spec.dead_letter_name, 1, 5)) == 1:
+            break
+    else:
+        pytest.fail(f"the poison message never reached dead-letter; seen {seen}")
+    assert [a for body, a in seen if body == b"poison"] == [1, 2]
+    assert await setup.consume(queue, 10, 200) == []
+
+
+async def test_the_reason_of_an_overdelivered_message_names_the_attempts(
+    brokers: Make, queue: str
+) -> None:
+    spec = QueueSpec(queue, max_deliveries=1)
+    first = brokers()
+    await first.declare(spec)
+    await first.publish(queue, [b"poison"])
+    assert len(await first.consume(queue, 1, 1000)) == 1
+    await first.close()
+    second = brokers()
+    await second.declare(spec)
+    for _ in range(30):
+        assert await second.consume(queue, 1, 100) == []
+        dead = await drain(second, spec.dead_letter_name, 1, 1)
+        if dead:
+            break
+    record = orjson.loads(dead[0])
+    assert record["attempts"] == 2
+    assert record["body"] == "poison"
+    assert "delivered 2 times without being acked" in record["reason"]
+
+
+async def test_backlog_counts_messages_no_consumer_took(brokers: Make, queue: str) -> None:
+    broker = brokers()
+    await broker.declare(QueueSpec(queue))
+    assert await broker.backlog(queue) == 0
+    await broker.publish(queue, [b"1", b"2", b"3"])
+    backlog = None
+    for _ in range(20):  # RabbitMQ counts a moment after the confirm
+        backlog = await broker.backlog(queue)
+        if backlog == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert backlog == 3
+    taken = await broker.consume(queue, 1, 1000)
+    await broker.ack(queue, taken)
+    for _ in range(20):
+        backlog = await broker.backlog(queue)
+        if backlog is not None and backlog <= 2:
+            break
+        await asyncio.sleep(0.05)
+    # A prefetching consumer holds messages it has not returned yet: at most the rest.
+    assert backlog is not None
+    assert backlog <= 2

@@ -6,7 +6,10 @@ A broker moves opaque message bodies between named queues with at-least-once del
 invisible to other consumers until it is ``ack``-ed (done) or ``reject``-ed (moved to the
 queue's dead-letter queue with a reason). A delivery neither acked nor rejected — its
 consumer crashed — comes back to another consumer after the backend's redelivery delay,
-with ``attempts`` one higher.
+with ``attempts`` one higher. A queue declared with ``max_deliveries`` bounds that: a
+consumer that declared it dead-letters a delivery past the bound itself ("delivered N
+times without being acked") instead of returning it, so a message that crashes every
+consumer that takes it ends in dead-letter instead of crashing them forever.
 
 Dead letters are JSON: ``{"queue", "reason", "attempts", "dead_lettered_at", "body"}``
 where ``body`` is the original body as text (or ``body_base64`` when it is not UTF-8).
@@ -26,16 +29,26 @@ from shipyard.errors import UnavailableError
 
 
 class BackpressureError(UnavailableError):
-    """The target queue is full; publish again later (nothing of the batch was lost)."""
+    """The target queue is full; publish the ``refused`` messages again later.
+
+    ``refused`` holds the positions, in the published batch, of the messages the broker did
+    not store; the others are stored. Backends that check the bound for the whole batch at
+    once refuse all of it.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
 
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """How a queue is declared: its dead-letter queue and an optional length bound."""
+    """How a queue is declared: its dead-letter queue, optional length and delivery bounds."""
 
     name: str
     dead_letter: str | None = None
     max_length: int | None = None
+    max_deliveries: int | None = None
 
     @property
     def dead_letter_name(self) -> str:
@@ -76,9 +89,33 @@ class Broker(Protocol):
         """Move a delivery to the queue's dead-letter queue with the reason, then ack it."""
         ...
 
+    async def backlog(self, queue: str) -> int | None:
+        """Messages waiting that no consumer has taken yet (consumer lag); None if unknown."""
+        ...
+
     async def close(self) -> None:
         """Release connections; unacked deliveries return to the queue."""
         ...
+
+
+async def without_overdelivered(
+    broker: Broker, spec: QueueSpec | None, queue: str, deliveries: list[Delivery]
+) -> list[Delivery]:
+    """``deliveries`` less those past the queue's delivery bound, which are dead-lettered."""
+    if spec is None or spec.max_deliveries is None:
+        return deliveries
+    kept = []
+    for delivery in deliveries:
+        if delivery.attempts <= spec.max_deliveries:
+            kept.append(delivery)
+            continue
+        await broker.reject(
+            queue,
+            delivery,
+            f"delivered {delivery.attempts} times without being acked (bound "
+            f"{spec.max_deliveries}): it may crash or stall every consumer that takes it",
+        )
+    return kept
 
 
 def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:

@@ -20,6 +20,7 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
+    without_overdelivered,
 )
 
 
@@ -67,7 +68,9 @@ class MemoryBroker:
         target = self._queue(queue)
         limit = target.spec.max_length
         if limit is not None and len(target.ready) + len(target.unacked) + len(bodies) > limit:
-            raise BackpressureError(f"queue {queue!r} is full ({limit} messages); retry later")
+            raise BackpressureError(
+                f"queue {queue!r} is full ({limit} messages); retry later", range(len(bodies))
+            )
         now = time.time()
         target.ready.extend(_Message(next(_IDS), bytes(body), now) for body in bodies)
         if bodies:
@@ -98,7 +101,7 @@ class MemoryBroker:
             deliveries.append(
                 Delivery(message.body, message.attempts, message.id, message.published_at)
             )
-        return deliveries
+        return await without_overdelivered(self, target.spec, queue, deliveries)
 
     def _requeue_expired(self, target: _Queue) -> None:
         now = time.monotonic()
@@ -121,6 +124,10 @@ class MemoryBroker:
         )
         dead.arrived.set()
         await self.ack(queue, [delivery])
+
+    async def backlog(self, queue: str) -> int | None:
+        """Messages ready and not taken by any consumer."""
+        return len(self._queue(queue).ready)
 
     async def close(self) -> None:
         """Return this broker's unacked deliveries to their queues, as a closed connection."""

@@ -21,17 +21,19 @@ import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, DeliveryError
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, DeliveryError
 from yarl import URL
 
-from shipyard.errors import UnavailableError
+from shipyard.errors import InvalidInputError, UnavailableError
 from shipyard.messaging.broker import (
     BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,
+    without_overdelivered,
 )
 
 PUBLISHED_AT = "shipyard-published-at"
@@ -47,9 +49,10 @@ class RabbitMQBroker:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._consumer: AbstractChannel | None = None
+        self._stats: AbstractRobustChannel | None = None
         self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
         self._lock = asyncio.Lock()
-        self._dead_letters: dict[str, str] = {}  # declared here; others use <queue>.dead
+        self._specs: dict[str, QueueSpec] = {}  # declared here; others use <queue>.dead
 
     async def _channels(self) -> tuple[AbstractChannel, AbstractChannel]:
         async with self._lock:
@@ -79,7 +82,7 @@ class RabbitMQBroker:
         if spec.max_length is not None:
             arguments |= {"x-max-length": spec.max_length, "x-overflow": "reject-publish"}
         await publisher.declare_queue(spec.name, durable=True, arguments=arguments)
-        self._dead_letters[spec.name] = dead
+        self._specs[spec.name] = spec
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Publish the batch with every confirm in flight at once; wait for all."""
@@ -101,11 +104,12 @@ class RabbitMQBroker:
             for body in bodies
         ]
         results = await asyncio.gather(*sends, return_exceptions=True)
-        refused = [r for r in results if isinstance(r, DeliveryError)]
+        refused = [i for i, r in enumerate(results) if isinstance(r, DeliveryError)]
         if refused:
             raise BackpressureError(
                 f"queue {queue!r} is full or missing: RabbitMQ refused {len(refused)} of "
-                f"{len(bodies)} messages; retry later (the others were stored)"
+                f"{len(bodies)} messages; retry later (the others were stored)",
+                refused,
             )
         for result in results:
             if isinstance(result, BaseException):
@@ -131,7 +135,8 @@ class RabbitMQBroker:
         messages = [first]
         while len(messages) < max_messages and not buffer.empty():
             messages.append(buffer.get_nowait())
-        return [self._delivery(m) for m in messages]
+        deliveries = [self._delivery(m) for m in messages]
+        return await without_overdelivered(self, self._specs.get(queue), queue, deliveries)
 
     @staticmethod
     def _delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -160,14 +165,31 @@ class RabbitMQBroker:
                 dead_letter_body(queue, delivery, reason),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing_key=self._dead_letters.get(queue, f"{queue}.dead"),
+            routing_key=self._specs[queue].dead_letter_name
+            if queue in self._specs
+            else f"{queue}.dead",
             mandatory=True,
         )
         await message.ack()
+
+    async def backlog(self, queue: str) -> int | None:
+        """Ready messages in the queue (a passive declare; unacked ones are not counted)."""
+        await self._channels()
+        assert self._connection is not None
+        if self._stats is None or self._stats.is_closed:
+            # A channel of its own: a passive declare of a missing queue closes its channel.
+            self._stats = await self._connection.channel()
+        try:
+            # Not robust: a robust channel answers a passive declare from its cache.
+            declared = await self._stats.declare_queue(queue, passive=True, robust=False)
+        except ChannelNotFoundEntity:
+            raise InvalidInputError(f"queue {queue!r} is not declared; declare it first") from None
+        count = declared.declaration_result.message_count
+        return int(count) if count is not None else None
 
     async def close(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._publisher = self._consumer = None
+        self._connection = self._publisher = self._consumer = self._stats = None
         self._buffers.clear()

@@ -45,6 +45,7 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
+    without_overdelivered,
 )
 
 BODY = b"b"
@@ -156,6 +157,7 @@ class RedisBroker:
         self._take = self._redis.register_script(_TAKE)
         self._cursors: dict[str, bytes] = {}
         self._dead_letters: dict[str, str] = {}
+        self._specs: dict[str, QueueSpec] = {}
 
     @asynccontextmanager
     async def _reachable(self) -> AsyncIterator[None]:
@@ -189,6 +191,7 @@ class RedisBroker:
             await self._declare(
                 keys=[spec_key(spec.name), spec.name, dead, spec_key(dead)], args=[dead, limit]
             )
+        self._specs[spec.name] = spec
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Add the batch in one atomic script; ``BackpressureError`` if it would overfill."""
@@ -203,11 +206,16 @@ class RedisBroker:
         if result[0] == 0:
             raise BackpressureError(
                 f"queue {queue!r} is full ({result[1]} messages not yet acked, the batch "
-                f"has {len(bodies)}); retry later"
+                f"has {len(bodies)}); retry later",
+                range(len(bodies)),
             )
 
     async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
         """Claim idle entries, read new ones; block up to ``timeout_ms`` when there are none."""
+        deliveries = await self._consume(queue, max_messages, timeout_ms)
+        return await without_overdelivered(self, self._specs.get(queue), queue, deliveries)
+
+    async def _consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
         if max_messages <= 0:
             return []
         deadline = time.monotonic() + timeout_ms / 1000
@@ -260,6 +268,8 @@ class RedisBroker:
 
     async def _dead_letter(self, queue: str) -> str:
         dead = self._dead_letters.get(queue)
+        if dead is None and queue in self._specs:
+            dead = self._dead_letters[queue] = self._specs[queue].dead_letter_name
         if dead is None:
             async with self._reachable():
                 recorded = await self._redis.hget(spec_key(queue), "dead_letter")
@@ -278,6 +288,14 @@ class RedisBroker:
             pipe.xack(queue, self._group, delivery.handle)
             pipe.xdel(queue, delivery.handle)
             await pipe.execute()
+
+    async def backlog(self, queue: str) -> int | None:
+        """Entries not yet read by the group: the stream's length less those in flight."""
+        async with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(queue)
+            pipe.xpending(queue, self._group)
+            length, pending = await pipe.execute()
+        return max(0, int(length) - int(pending["pending"]))
 
     async def close(self) -> None:
         """Close the connections; pending entries are claimed by others after the delay."""
