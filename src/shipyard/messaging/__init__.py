@@ -9,7 +9,6 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
-    without_overdelivered,
 )
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "QueueSpec",
     "dead_letter_body",
     "open_broker",
-    "without_overdelivered",
 ]
 
 

@@ -6,10 +6,10 @@ A broker moves opaque message bodies between named queues with at-least-once del
 invisible to other consumers until it is ``ack``-ed (done) or ``reject``-ed (moved to the
 queue's dead-letter queue with a reason). A delivery neither acked nor rejected — its
 consumer crashed — comes back to another consumer after the backend's redelivery delay,
-with ``attempts`` one higher. A queue declared with ``max_deliveries`` bounds that: a
-consumer that declared it dead-letters a delivery past the bound itself ("delivered N
-times without being acked") instead of returning it, so a message that crashes every
-consumer that takes it ends in dead-letter instead of crashing them forever.
+with ``attempts`` one higher; every backend counts attempts exactly, so a consumer can
+dead-letter a message that keeps crashing whoever takes it. ``max_deliveries`` tells a
+backend that can bound deliveries itself (NATS ``max_deliver``) where the consumer's own
+bound lies, as a backstop.
 
 Dead letters are JSON: ``{"queue", "reason", "attempts", "dead_lettered_at", "body"}``
 where ``body`` is the original body as text (or ``body_base64`` when it is not UTF-8).
@@ -96,26 +96,6 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Release connections; unacked deliveries return to the queue."""
         ...
-
-
-async def without_overdelivered(
-    broker: Broker, spec: QueueSpec | None, queue: str, deliveries: list[Delivery]
-) -> list[Delivery]:
-    """``deliveries`` less those past the queue's delivery bound, which are dead-lettered."""
-    if spec is None or spec.max_deliveries is None:
-        return deliveries
-    kept = []
-    for delivery in deliveries:
-        if delivery.attempts <= spec.max_deliveries:
-            kept.append(delivery)
-            continue
-        await broker.reject(
-            queue,
-            delivery,
-            f"delivered {delivery.attempts} times without being acked (bound "
-            f"{spec.max_deliveries}): it may crash or stall every consumer that takes it",
-        )
-    return kept
 
 
 def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:

@@ -20,7 +20,6 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
-    without_overdelivered,
 )
 
 
@@ -101,7 +100,7 @@ class MemoryBroker:
             deliveries.append(
                 Delivery(message.body, message.attempts, message.id, message.published_at)
             )
-        return await without_overdelivered(self, target.spec, queue, deliveries)
+        return deliveries
 
     def _requeue_expired(self, target: _Queue) -> None:
         now = time.monotonic()

@@ -33,7 +33,6 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
-    without_overdelivered,
 )
 
 PUBLISHED_AT = "shipyard-published-at"
@@ -135,8 +134,7 @@ class RabbitMQBroker:
         messages = [first]
         while len(messages) < max_messages and not buffer.empty():
             messages.append(buffer.get_nowait())
-        deliveries = [self._delivery(m) for m in messages]
-        return await without_overdelivered(self, self._specs.get(queue), queue, deliveries)
+        return [self._delivery(m) for m in messages]
 
     @staticmethod
     def _delivery(message: AbstractIncomingMessage) -> Delivery:

@@ -45,7 +45,6 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
-    without_overdelivered,
 )
 
 BODY = b"b"
@@ -212,10 +211,6 @@ class RedisBroker:
 
     async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
         """Claim idle entries, read new ones; block up to ``timeout_ms`` when there are none."""
-        deliveries = await self._consume(queue, max_messages, timeout_ms)
-        return await without_overdelivered(self, self._specs.get(queue), queue, deliveries)
-
-    async def _consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
         if max_messages <= 0:
             return []
         deadline = time.monotonic() + timeout_ms / 1000
