@@ -8,6 +8,7 @@ unreachable PostgreSQL fails the run; elsewhere those tests skip and say what to
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,12 +16,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
 
+from shipyard.data import generate_fraud
+from shipyard.examples import example_spec
+from shipyard.inference import ExportedModel, export_model
+from shipyard.pipeline import Runner, load_spec
+from shipyard.registry import Registry
 from shipyard.settings import Settings
 
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 IN_CI = bool(os.environ.get("CI"))
+FEATURES = ["a", "b", "c", "d"]
 
 
 def service_missing(what: str, start: str, error: Exception) -> None:
@@ -102,3 +111,35 @@ def settings(home: Path, database_url: str) -> Settings:
 def sqlite_settings(home: Path) -> Settings:
     """Settings for a fresh home with the embedded SQLite database only."""
     return Settings(home=home)
+
+
+@pytest.fixture(scope="session")
+def exported_models() -> list[ExportedModel]:
+    """Two ONNX logistic regressions over FEATURES, with different weights (so their
+    artifact blobs differ)."""
+    models = []
+    for seed in (0, 1):
+        x, y = make_classification(300, len(FEATURES), random_state=seed)
+        fitted = LogisticRegression().fit(x, y)
+        models.append(export_model(fitted, feature_names=FEATURES, task="classification"))
+    return models
+
+
+@pytest.fixture(scope="session")
+def trained_model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with fraud:1 in production (6,000 training rows); copy it before changing."""
+    home = tmp_path_factory.mktemp("served") / "home"
+    data = home.parent / "train.parquet"
+    generate_fraud(6000, seed=3).to_parquet(data)
+    spec, text = load_spec(example_spec("fraud"))
+    with Registry.open(Settings(home=home)) as registry:
+        Runner(registry).run(spec.with_data_file(data), text)
+    return home
+
+
+@pytest.fixture
+def model_home(trained_model_home: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained home."""
+    copy = tmp_path / "home"
+    shutil.copytree(trained_model_home, copy)
+    return copy

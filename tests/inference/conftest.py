@@ -1,9 +1,9 @@
 """Fixtures of the inference tests: small real models, and registries that hold them.
 
-``exported_models`` are two fitted classifiers over ``FEATURES`` (different weights, so their
-artifact blobs differ); ``register`` stores one as the next version of a model in the
-``registry`` fixture (SQLite and PostgreSQL). ``pipeline_home`` is a home whose fraud:1 was
-trained and promoted by the real pipeline runner, made once per session.
+``exported_models`` (root conftest) are two fitted classifiers over ``FEATURES``; ``register``
+stores one as the next version of a model in the ``registry`` fixture (SQLite and
+PostgreSQL). ``pipeline_home`` is a home whose fraud:1 was trained and promoted by the real
+pipeline runner, made once per session.
 """
 
 from __future__ import annotations
@@ -12,28 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
 
 from shipyard.examples import example_spec
-from shipyard.inference import ExportedModel, export_model
+from shipyard.inference import ExportedModel
 from shipyard.pipeline import Runner, parse_spec
 from shipyard.registry import ModelVersionInfo, Registry
 from shipyard.settings import Settings
 
-FEATURES = ["a", "b", "c", "d"]
 Register = Callable[..., ModelVersionInfo]
-
-
-@pytest.fixture(scope="session")
-def exported_models() -> list[ExportedModel]:
-    """Two ONNX logistic regressions over FEATURES, with different weights."""
-    models = []
-    for seed in (0, 1):
-        x, y = make_classification(300, len(FEATURES), random_state=seed)
-        fitted = LogisticRegression().fit(x, y)
-        models.append(export_model(fitted, feature_names=FEATURES, task="classification"))
-    return models
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Servers over a home that holds a trained fraud model (v1, production).
+"""Servers over a home that holds a trained fraud model (v1, production; ``model_home`` is in
+the root conftest).
 
 ``client`` is an in-process TestClient (lifespan run); ``live_server`` is a real
 ``shipyard serve`` process on a free port of 127.0.0.1, for protocol clients and swaps.
@@ -6,7 +7,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,35 +15,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from shipyard.data import generate_fraud
-from shipyard.examples import example_spec
-from shipyard.pipeline import Runner, load_spec
-from shipyard.registry import Registry
 from shipyard.server.app import create_app
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
 FEATURES = ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
-
-
-@pytest.fixture(scope="session")
-def trained_model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home with fraud:1 in production (6,000 training rows); copy it before changing."""
-    home = tmp_path_factory.mktemp("served") / "home"
-    data = home.parent / "train.parquet"
-    generate_fraud(6000, seed=3).to_parquet(data)
-    spec, text = load_spec(example_spec("fraud"))
-    with Registry.open(Settings(home=home)) as registry:
-        Runner(registry).run(spec.with_data_file(data), text)
-    return home
-
-
-@pytest.fixture
-def model_home(trained_model_home: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained home."""
-    copy = tmp_path / "home"
-    shutil.copytree(trained_model_home, copy)
-    return copy
 
 
 @pytest.fixture
