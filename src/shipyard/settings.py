@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     """Models a server loads at start (``NAME``, ``NAME:V``, ``NAME@ALIAS``); the first is the
     default of ``/invocations``. Set by ``shipyard serve --models``."""
 
+    broker_url: str = ""
+    """Message broker: ``amqp://…``, ``nats://…``, ``redis://…`` or ``memory://``; empty means
+    the embedded NATS server under ``home``, started on first use."""
+
+    mpi_rank: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"),
+    )
+    """This process's rank when started by ``mpiexec`` (Open MPI, MPICH, PMIx set it)."""
+
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),

@@ -321,3 +321,47 @@ def test_to_float32_keeps_shape_and_accepts_integers_and_arrays() -> None:
     assert to_float32([[1, 2], [3, 4]], "x").shape == (2, 2)
     assert to_float32(np.arange(4, dtype=np.int64), "x").dtype == np.float32
     assert to_float32([[1, None], [None, 4]], "x").shape == (2, 2)
+
+
+def test_check_records_refuses_each_bad_record_alone(layout: FeatureLayout) -> None:
+    records: list[Any] = [
+        {"a": 1, "b": 2, "c": 3},
+        "not an object",
+        {"a": 1, "c": 3},
+        {"a": 1, "b": None, "c": 3, "extra": "ignored"},
+        {"a": "1", "b": 2, "c": 3},
+        {"a": None, "b": 2, "c": 3},
+        {"a": 1e39, "b": 2, "c": 3},
+        {"a": 10**400, "b": 2, "c": 3},
+        {"a": False, "b": 2, "c": 3},
+        {"a": 4, "b": 5, "c": 6},
+    ]
+    checked = layout.check_records(records)
+    assert checked.kept == [0, 3, 9]
+    np.testing.assert_array_equal(
+        checked.features, np.array([[1, 2, 3], [1, np.nan, 3], [4, 5, 6]], np.float32)
+    )
+    assert checked.features.dtype == np.float32
+    assert checked.features.flags.c_contiguous
+    assert checked.reasons == {
+        1: "not an object of feature: value",
+        2: "missing feature(s): b",
+        4: "feature 'a' must be a number, got '1'",
+        5: "feature 'a' is null; the model's schema requires a value",
+        6: "feature 'a' is beyond the float32 range (±3.403e+38) the model computes in",
+        7: "a value is beyond the float32 range (±3.403e+38) the model computes in",
+        8: "feature 'a' must be a number, got False",
+    }
+
+
+def test_check_records_of_nothing_good_is_an_empty_matrix(layout: FeatureLayout) -> None:
+    checked = layout.check_records([{"a": "x"}, 3])
+    assert checked.features.shape == (0, 3)
+    assert checked.kept == []
+    assert set(checked.reasons) == {0, 1}
+
+
+def test_check_records_with_one_feature() -> None:
+    checked = FeatureLayout({"features": ["only"]}).check_records([{"only": 2}, {"x": 1}])
+    assert checked.features.tolist() == [[2.0]]
+    assert checked.reasons == {1: "missing feature(s): only"}

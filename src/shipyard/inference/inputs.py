@@ -7,7 +7,9 @@ rows) ends here, with errors that say what was wrong and what the model expects.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,18 @@ from shipyard.inference.predictor import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 OUT_OF_RANGE = f"beyond the float32 range (±{FLOAT32_MAX:.4g}) the model computes in"
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+
+
+@dataclass(frozen=True)
+class CheckedRecords:
+    """Records checked one by one: the matrix of the good ones, and why the others are bad."""
+
+    features: Features
+    kept: list[int]
+    """Positions (in the records given) of the rows of ``features``."""
+    reasons: dict[int, str]
+    """Position of each refused record → what is wrong with it."""
 
 
 class FeatureLayout:
@@ -28,6 +42,11 @@ class FeatureLayout:
         columns = {c["name"]: c for c in input_schema.get("columns", [])}
         self.nullable = np.array(
             [bool(columns.get(name, {}).get("nullable", False)) for name in self.names]
+        )
+        # The features of a record in order, as a tuple (itemgetter: the fastest way).
+        getter = itemgetter(*self.names)
+        self._take: Callable[[Mapping[str, Any]], Sequence[Any]] = (
+            getter if len(self.names) > 1 else lambda record: (getter(record),)
         )
 
     @property
@@ -78,6 +97,57 @@ class FeatureLayout:
             except (TypeError, ValueError, OverflowError) as error:
                 raise _bad_value(record, self.names, row) from error
         return self.check(matrix)
+
+    def check_records(self, records: Sequence[Any]) -> CheckedRecords:
+        """``{feature: value}`` objects checked each on its own, so one bad record refuses
+        only itself; fields that are not features are ignored (a stream message carries
+        its ``id`` and whatever else its producer adds)."""
+        rows: list[Sequence[Any]] = []
+        kept: list[int] = []
+        reasons: dict[int, str] = {}
+        names = self.names
+        take = self._take
+        for position, record in enumerate(records):
+            if not isinstance(record, dict):
+                reasons[position] = "not an object of feature: value"
+                continue
+            try:
+                row = take(record)
+            except KeyError:
+                missing = [n for n in names if n not in record]
+                reasons[position] = f"missing feature(s): {_preview(missing)}"
+                continue
+            if not set(map(type, row)) <= _NUMBER_TYPES:
+                reasons[position] = str(_bad_value(record, names, 0)).replace(" in row 0", "")
+                continue
+            rows.append(row)
+            kept.append(position)
+        if not rows:
+            return CheckedRecords(np.empty((0, self.width), np.float32), [], reasons)
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float: find its row
+            fits = [i for i, row in enumerate(rows) if _fits_float64(row)]
+            for i in sorted(set(range(len(rows))) - set(fits)):
+                reasons[kept[i]] = f"a value is {OUT_OF_RANGE}"
+            rows, kept = [rows[i] for i in fits], [kept[i] for i in fits]
+            matrix = np.array(rows, dtype=np.float64).reshape(len(rows), self.width)
+        too_big = (np.abs(matrix) > FLOAT32_MAX) & np.isfinite(matrix)
+        missing = np.isnan(matrix) & ~self.nullable
+        bad = too_big.any(axis=1) | missing.any(axis=1)
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                if too_big[i].any():
+                    name = self.names[int(np.flatnonzero(too_big[i])[0])]
+                    reasons[kept[i]] = f"feature {name!r} is {OUT_OF_RANGE}"
+                else:
+                    name = self.names[int(np.flatnonzero(missing[i])[0])]
+                    reasons[kept[i]] = (
+                        f"feature {name!r} is null; the model's schema requires a value"
+                    )
+            matrix = matrix[~bad]
+            kept = [k for k, b in zip(kept, bad.tolist(), strict=True) if not b]
+        return CheckedRecords(np.ascontiguousarray(matrix, dtype=np.float32), kept, reasons)
 
     def from_columns(self, columns: Any, rows: Any) -> Features:
         """Column names plus rows in that column order (``dataframe_split``)."""
@@ -178,6 +248,14 @@ def _bad_value(record: Mapping[str, Any], names: Sequence[str], row: int) -> Inv
             shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
             return InvalidInputError(f"feature {name!r} in row {row} must be a number, got {shown}")
     return InvalidInputError(f"row {row} holds a value that is not a number")
+
+
+def _fits_float64(row: Sequence[Any]) -> bool:
+    try:
+        np.array(row, dtype=np.float64)
+    except OverflowError:
+        return False
+    return True
 
 
 def _feature_column(values: Features, name: str) -> Features:

@@ -9,6 +9,7 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
+    shown_url,
 )
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "QueueSpec",
     "dead_letter_body",
     "open_broker",
+    "shown_url",
 ]
 
 

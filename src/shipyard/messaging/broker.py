@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from yarl import URL
 
 from shipyard.errors import UnavailableError
 
@@ -111,3 +112,13 @@ def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:
     except UnicodeDecodeError:
         record["body_base64"] = base64.b64encode(delivery.body).decode("ascii")
     return orjson.dumps(record)
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password (in the authority or the query), for messages."""
+    parsed = URL(url)
+    if parsed.password is not None:
+        parsed = parsed.with_password(None)
+    if "password" in parsed.query:
+        parsed = parsed.without_query_params("password")
+    return str(parsed)

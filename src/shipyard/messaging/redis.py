@@ -37,7 +37,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from yarl import URL
 
 from shipyard.errors import InvalidInputError, UnavailableError
 from shipyard.messaging.broker import (
@@ -45,6 +44,7 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
+    shown_url,
 )
 
 BODY = b"b"
@@ -102,16 +102,6 @@ return {claimed[1], entries, counts, fresh}
 def spec_key(queue: str) -> str:
     """The hash that records how ``queue`` was declared."""
     return f"shipyard:queue:{queue}"
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password (in the authority or the query), for messages."""
-    parsed = URL(url)
-    if parsed.password is not None:
-        parsed = parsed.with_password(None)
-    if "password" in parsed.query:
-        parsed = parsed.without_query_params("password")
-    return str(parsed)
 
 
 def _fields(raw: Any) -> dict[bytes, bytes]:

@@ -1,0 +1,331 @@
+"""The stream scorer: consume a batch → check each message → score → publish results → ack.
+
+A thin adapter between a ``Broker`` and the ``InferenceService`` (DESIGN rule 1). Delivery
+is at least once: a batch is acked only after the broker confirmed its results (and the
+dead letters of its refused messages), so a scorer killed at any point loses nothing — its
+unacked messages go to another consumer, at worst scored twice under the same ``id``.
+
+- **Batches in flight.** Up to ``in_flight`` batches are scored and published while the
+  next is consumed, so the wait for the broker's confirmations overlaps the work.
+- **Bad messages** (not JSON, no ``id``, features that do not fit the model) are
+  dead-lettered one by one with the reason; the rest of their batch is scored. A batch the
+  model fails on is split, so only the rows it fails on are dead-lettered.
+- **Poison messages.** A message delivered more than ``max_deliveries`` times (its
+  consumers died holding it) is dead-lettered before it is parsed, so it cannot crash
+  workers forever. The brokers count deliveries exactly (``Delivery.attempts``).
+- **Backpressure.** When the results queue is full, the batch waits with exponential
+  back-off and publishes only what the broker refused; meanwhile no slot is free, so the
+  scorer takes no new messages. Nothing is dropped and nothing spins.
+- **Broker outages.** Operations that fail because the broker is unreachable are retried
+  with back-off until it is back (the clients reconnect); an ack that cannot be delivered
+  is given up after a few tries: the broker redelivers that message.
+- **Hot swap.** The service follows the model's alias; each result names the version
+  that scored it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
+from shipyard.inference.predictor import Features, Outputs
+from shipyard.inference.service import Inference, InferenceService
+from shipyard.messaging import BackpressureError, Broker, Delivery, QueueSpec
+from shipyard.stream import metrics
+from shipyard.stream.messages import (
+    BAD_FEATURES,
+    MODEL_ERROR,
+    parse_inputs,
+    result_bodies,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OVERDELIVERED = "overdelivered"
+MAX_BACKOFF_S = 2.0
+ACK_TRIES = 5
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """What a scorer consumes, scores with, and where results and refusals go."""
+
+    model: str
+    queue: str = "transactions"
+    results: str = "results"
+    dead_letter: str | None = None
+    batch_size: int = 256
+    max_wait_ms: float = 20.0
+    max_deliveries: int = 5
+    results_max_length: int | None = None
+    in_flight: int = 2
+    worker: str = "0"
+    stop_grace_s: float = 10.0
+    """On stop, how long to keep retrying a broker that is down before leaving the
+    in-flight batches unacked (the broker redelivers them)."""
+
+    @property
+    def input_spec(self) -> QueueSpec:
+        """How the input queue is declared."""
+        return QueueSpec(self.queue, self.dead_letter, max_deliveries=self.max_deliveries)
+
+    @property
+    def results_spec(self) -> QueueSpec:
+        """How the results queue is declared (bounded: backpressure)."""
+        return QueueSpec(self.results, max_length=self.results_max_length)
+
+
+@dataclass
+class ScorerStats:
+    """What one scorer did since it started."""
+
+    consumed: int = 0
+    scored: int = 0
+    batches: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    versions: Counter[int] = field(default_factory=Counter)
+
+
+class Scorer:
+    """Consumes the input queue in batches, scores, publishes results, acks."""
+
+    def __init__(self, broker: Broker, service: InferenceService, config: ScorerConfig) -> None:
+        self.broker = broker
+        self.service = service
+        self.config = config
+        self.stats = ScorerStats()
+        self._stopping = asyncio.Event()
+        self._give_up_at: float | None = None
+        worker = config.worker
+        self._consumed = metrics.CONSUMED.labels(config.queue, worker)
+        self._batch_size = metrics.BATCH_SIZE.labels(worker)
+        self._latency = metrics.LATENCY.labels(worker)
+        self._backpressure = metrics.BACKPRESSURE.labels(config.results, worker)
+
+    async def start(self) -> None:
+        """Declare the queues (idempotent) and load the model: fail now, not per message."""
+        await self._persist("declare", lambda: self.broker.declare(self.config.input_spec))
+        await self._persist("declare", lambda: self.broker.declare(self.config.results_spec))
+        loaded = await self.service.model(self.config.model)
+        logger.info(
+            "worker %s: scoring %s (now %s) from %r into %r",
+            self.config.worker,
+            self.config.model,
+            loaded.info.ref,
+            self.config.queue,
+            self.config.results,
+        )
+
+    def stop(self) -> None:
+        """Take no new messages; the batches in flight finish (see ``stop_grace_s``)."""
+        self._stopping.set()
+        self._give_up_at = time.monotonic() + self.config.stop_grace_s
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stopping.is_set()
+
+    async def run(self) -> ScorerStats:
+        """Consume and score until ``stop``; then finish the batches in flight."""
+        slots = asyncio.Semaphore(self.config.in_flight)
+        batches: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.stopping:
+                await slots.acquire()  # a full results queue holds every slot
+                deliveries = [] if self.stopping else await self._consume()
+                if not deliveries:
+                    slots.release()
+                    continue
+                task = loop.create_task(self.handle(deliveries))
+                batches.add(task)
+                task.add_done_callback(batches.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            results = await asyncio.gather(*batches, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    logger.warning("worker %s: batch left unacked: %s", self.config.worker, result)
+        return self.stats
+
+    async def _consume(self) -> list[Delivery]:
+        config = self.config
+        try:
+            deliveries = await self.broker.consume(
+                config.queue, config.batch_size, config.max_wait_ms
+            )
+        except UnavailableError as error:
+            self._retrying("consume", error)
+            await asyncio.sleep(0.5)
+            return []
+        if deliveries:
+            self._consumed.inc(len(deliveries))
+            self._batch_size.observe(len(deliveries))
+            self.stats.consumed += len(deliveries)
+            self.stats.batches += 1
+        return deliveries
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Dead-letter what cannot be scored, score the rest, publish the results, ack."""
+        limit = self.config.max_deliveries
+        fresh = [d for d in deliveries if d.attempts <= limit]
+        for delivery in deliveries:
+            if delivery.attempts > limit:
+                await self._dead_letter(
+                    delivery,
+                    OVERDELIVERED,
+                    f"delivered {delivery.attempts} times without being scored (bound "
+                    f"{limit}): it may crash or stall every worker that takes it",
+                )
+        if not fresh:
+            return
+        loaded = await self._persist("load model", lambda: self.service.model(self.config.model))
+        inputs = parse_inputs([d.body for d in fresh], loaded.layout)
+        for refusal in inputs.refused:
+            await self._dead_letter(fresh[refusal.position], refusal.kind, refusal.reason)
+        if not inputs.kept:
+            return
+        scored = [fresh[i] for i in inputs.kept]
+        results, done = await self._score(scored, inputs.ids, inputs.features)
+        if results:
+            await self._publish(results)
+            confirmed = time.time()
+            for delivery in done:
+                if delivery.published_at is not None:
+                    self._latency.observe(max(0.0, confirmed - delivery.published_at))
+        await self._ack(done)
+
+    async def _score(
+        self, deliveries: list[Delivery], ids: list[str], features: Features
+    ) -> tuple[list[bytes], list[Delivery]]:
+        """Result bodies and the deliveries they answer; rows the model fails on are
+        dead-lettered (the batch is split to find them)."""
+        try:
+            inference = await self._infer(features)
+        except ShipyardError as error:
+            if error.retryable:
+                raise
+            return await self._score_each(deliveries, ids, features, error)
+        except Exception as error:  # the model's own failure: find the rows it fails on
+            return await self._score_each(deliveries, ids, features, error)
+        return self._results(deliveries, ids, inference.model, inference.version, inference.outputs)
+
+    async def _score_each(
+        self, deliveries: list[Delivery], ids: list[str], features: Features, error: Exception
+    ) -> tuple[list[bytes], list[Delivery]]:
+        if len(deliveries) == 1:
+            kind = BAD_FEATURES if isinstance(error, InvalidInputError) else MODEL_ERROR
+            await self._dead_letter(deliveries[0], kind, f"the model failed on it: {error}")
+            return [], []
+        logger.info("worker %s: batch failed (%s); scoring its rows one by one",
+                    self.config.worker, error)  # fmt: skip
+        results: list[bytes] = []
+        done: list[Delivery] = []
+        for i, delivery in enumerate(deliveries):
+            more, answered = await self._score([delivery], [ids[i]], features[i : i + 1])
+            results += more
+            done += answered
+        return results, done
+
+    async def _infer(self, features: Features) -> Inference:
+        return await self._persist("score", lambda: self.service.infer(self.config.model, features))
+
+    def _results(
+        self,
+        deliveries: list[Delivery],
+        ids: list[str],
+        model: str,
+        version: int,
+        outputs: Outputs,
+    ) -> tuple[list[bytes], list[Delivery]]:
+        bodies = result_bodies(
+            ids,
+            model,
+            version,
+            outputs,
+            [d.published_at for d in deliveries],
+            [d.attempts for d in deliveries],
+            self.config.worker,
+            time.time(),
+        )
+        self.stats.scored += len(bodies)
+        self.stats.versions[version] += len(bodies)
+        metrics.SCORED.labels(model, str(version), self.config.worker).inc(len(bodies))
+        return bodies, deliveries
+
+    async def _publish(self, bodies: list[bytes]) -> None:
+        """Publish until the broker stored every body: a full queue gets only what it
+        refused again, after a back-off that grows while it stays full."""
+        pending = bodies
+        delay = 0.01
+        while pending:
+            try:
+                await self.broker.publish(self.config.results, pending)
+                return
+            except BackpressureError as error:
+                pending = [pending[i] for i in error.refused]
+                self._backpressure.inc()
+                self._check_give_up(error)
+            except UnavailableError as error:
+                self._retrying("publish", error)
+                self._check_give_up(error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        for attempt in range(ACK_TRIES):
+            try:
+                await self.broker.ack(self.config.queue, deliveries)
+                return
+            except UnavailableError as error:
+                self._retrying("ack", error)
+                await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
+        logger.warning(
+            "worker %s: could not ack %d messages; the broker will deliver them again",
+            self.config.worker,
+            len(deliveries),
+        )
+
+    async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
+        await self._persist(
+            "dead-letter", lambda: self.broker.reject(self.config.queue, delivery, reason)
+        )
+        self.stats.dead_lettered[kind] += 1
+        metrics.DEAD_LETTERED.labels(self.config.queue, kind, self.config.worker).inc()
+
+    # -- retrying ----------------------------------------------------------------------------
+
+    async def _persist(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` until it succeeds, backing off while a backend is unreachable."""
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except ShipyardError as error:
+                if not error.retryable:
+                    raise
+                self._retrying(operation, error)
+                self._check_give_up(error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _retrying(self, operation: str, error: Exception) -> None:
+        metrics.BROKER_RETRIES.labels(operation, self.config.worker).inc()
+        logger.warning("worker %s: %s failed (%s); retrying", self.config.worker, operation, error)
+
+    def _check_give_up(self, error: ShipyardError) -> None:
+        if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+            raise error
