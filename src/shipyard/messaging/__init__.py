@@ -9,6 +9,7 @@ from shipyard.messaging.broker import (
     Delivery,
     QueueSpec,
     dead_letter_body,
+    publish_patiently,
     shown_url,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "QueueSpec",
     "dead_letter_body",
     "open_broker",
+    "publish_patiently",
     "shown_url",
 ]
 

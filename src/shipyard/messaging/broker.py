@@ -17,16 +17,19 @@ where ``body`` is the original body as text (or ``body_base64`` when it is not U
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 from yarl import URL
 
-from shipyard.errors import UnavailableError
+from shipyard.errors import ShipyardError, UnavailableError
+
+MAX_BACKOFF_S = 2.0
 
 
 class BackpressureError(UnavailableError):
@@ -97,6 +100,41 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Release connections; unacked deliveries return to the queue."""
         ...
+
+
+async def publish_patiently(
+    broker: Broker,
+    queue: str,
+    bodies: Sequence[bytes],
+    *,
+    give_up: Callable[[], bool] = lambda: False,
+    waiting: Callable[[ShipyardError], None] = lambda error: None,
+) -> None:
+    """Publish until the broker stored every body.
+
+    A full queue gets only what it refused again, after a back-off that doubles (up to 2 s)
+    while it stays full; an unreachable broker is retried the same way (the clients
+    reconnect), sending the whole batch again — stored twice at worst, never lost.
+    ``waiting`` is told each wait's cause; once ``give_up()`` is true the last error is
+    raised instead of waiting again.
+    """
+    pending = list(bodies)
+    delay = 0.01
+    while pending:
+        try:
+            await broker.publish(queue, pending)
+            return
+        except BackpressureError as error:
+            pending = [pending[i] for i in error.refused]
+            waiting(error)
+            if give_up():
+                raise
+        except UnavailableError as error:
+            waiting(error)
+            if give_up():
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_BACKOFF_S)
 
 
 def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:

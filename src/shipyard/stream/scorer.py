@@ -14,8 +14,8 @@ unacked messages go to another consumer, at worst scored twice under the same ``
   consumers died holding it) is dead-lettered before it is parsed, so it cannot crash
   workers forever. The brokers count deliveries exactly (``Delivery.attempts``).
 - **Backpressure.** When the results queue is full, the batch waits with exponential
-  back-off and publishes only what the broker refused; meanwhile no slot is free, so the
-  scorer takes no new messages. Nothing is dropped and nothing spins.
+  back-off and publishes only what the broker refused (``publish_patiently``); meanwhile
+  no slot is free, so the scorer takes no new messages. Nothing is dropped, nothing spins.
 - **Broker outages.** Operations that fail because the broker is unreachable are retried
   with back-off until it is back (the clients reconnect); an ack that cannot be delivered
   is given up after a few tries: the broker redelivers that message.
@@ -36,7 +36,13 @@ from typing import TypeVar
 from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
 from shipyard.inference.predictor import Features, Outputs
 from shipyard.inference.service import Inference, InferenceService
-from shipyard.messaging import BackpressureError, Broker, Delivery, QueueSpec
+from shipyard.messaging import (
+    BackpressureError,
+    Broker,
+    Delivery,
+    QueueSpec,
+    publish_patiently,
+)
 from shipyard.stream import metrics
 from shipyard.stream.messages import (
     BAD_FEATURES,
@@ -265,23 +271,19 @@ class Scorer:
         return bodies, deliveries
 
     async def _publish(self, bodies: list[bytes]) -> None:
-        """Publish until the broker stored every body: a full queue gets only what it
-        refused again, after a back-off that grows while it stays full."""
-        pending = bodies
-        delay = 0.01
-        while pending:
-            try:
-                await self.broker.publish(self.config.results, pending)
-                return
-            except BackpressureError as error:
-                pending = [pending[i] for i in error.refused]
-                self._backpressure.inc()
-                self._check_give_up(error)
-            except UnavailableError as error:
-                self._retrying("publish", error)
-                self._check_give_up(error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
+        await publish_patiently(
+            self.broker,
+            self.config.results,
+            bodies,
+            give_up=lambda: self._give_up_at is not None and time.monotonic() > self._give_up_at,
+            waiting=self._publish_waited,
+        )
+
+    def _publish_waited(self, error: ShipyardError) -> None:
+        if isinstance(error, BackpressureError):
+            self._backpressure.inc()
+        else:
+            self._retrying("publish", error)
 
     async def _ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
