@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+import aio_pika
 import pytest
 
 from shipyard.errors import UnavailableError
-from shipyard.messaging import QueueSpec, open_broker
+from shipyard.messaging import BackpressureError, Broker, Delivery, QueueSpec, open_broker
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +58,76 @@ async def test_queues_are_durable_quorum_queues_with_a_dead_letter_target(
         )
         for queue in (name, f"{name}.dead"):
             await channel.queue_delete(queue, if_unused=False, if_empty=False)
+
+
+@pytest.fixture
+async def rabbit(service: Callable[[str, int], None]) -> AsyncIterator[tuple[str, list[Broker]]]:
+    """A fresh queue name and a list to put brokers in; both cleaned up after."""
+    service("RabbitMQ", 5672)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    opened: list[Broker] = []
+    yield name, opened
+    for broker in opened:
+        await broker.close()
+    await _delete(name, f"{name}.dead")
+
+
+async def _delete(*names: str) -> None:
+    connection = await aio_pika.connect_robust(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        for queue in names:
+            await channel.queue_delete(queue, if_unused=False, if_empty=False)
+
+
+@pytest.mark.integration
+async def test_a_later_declaration_with_other_arguments_keeps_the_queue(
+    rabbit: tuple[str, list[Broker]],
+) -> None:
+    name, opened = rabbit
+    first, second = open_broker(AMQP), open_broker(AMQP)
+    opened += [first, second]
+    await first.declare(QueueSpec(name, max_length=2))
+    await second.declare(QueueSpec(name))  # no error: first declaration wins
+    accepted = 0
+    with pytest.raises(BackpressureError):  # the first declaration's bound holds
+        for _ in range(6):  # quorum queues check the bound a message late
+            await second.publish(name, [b"x"])
+            accepted += 1
+            await asyncio.sleep(0.05)
+    assert 2 <= accepted <= 3
+
+
+@pytest.mark.integration
+async def test_acks_never_cover_a_delivery_still_in_flight(
+    rabbit: tuple[str, list[Broker]],
+) -> None:
+    name, opened = rabbit
+    consumer = open_broker(AMQP)
+    opened.append(consumer)
+    await consumer.declare(QueueSpec(name))
+    await consumer.publish(name, [str(i).encode() for i in range(10)])
+    earlier = await _take(consumer, name, 5)
+    later = await _take(consumer, name, 5)
+    await consumer.ack(name, later)  # the earlier batch is still being worked on
+    await consumer.close()  # the worker dies
+    survivor = open_broker(AMQP)
+    opened.append(survivor)
+    again = await _take(survivor, name, 10)
+    # Acking the later batch must not have acked the earlier one with `multiple`.
+    assert {d.body for d in earlier} <= {d.body for d in again}
+    await survivor.ack(name, again[5:])
+    await survivor.ack(name, again[:5])  # now the prefix is done: everything is acked
+    await survivor.close()
+    last = open_broker(AMQP)
+    opened.append(last)
+    assert await last.consume(name, 10, 300) == []
+
+
+async def _take(broker: Broker, queue: str, count: int) -> list[Delivery]:
+    taken: list[Delivery] = []
+    for _ in range(50):  # bounded
+        taken += await broker.consume(queue, count - len(taken), 200)
+        if len(taken) == count:
+            break
+    return taken

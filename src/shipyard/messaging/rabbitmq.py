@@ -4,16 +4,26 @@ Queues are durable quorum queues (they count deliveries, so ``attempts`` is exac
 ``x-overflow: reject-publish`` and ``x-max-length`` when bounded: the broker nacks a publish
 to a full queue and ``publish`` raises ``BackpressureError``. Publishing uses publisher
 confirms, all publishes of a batch in flight at once. Consuming is a push consumer with a
-per-connection prefetch feeding a local buffer, so ``consume`` costs no round trip. A dead
-letter is published (confirmed) to ``<queue>.dead`` before the original is acked; the queue
-also names that queue as its dead-letter target for messages the broker itself drops. A
-closed connection's unacked deliveries return to the queue at once.
+per-connection prefetch feeding a local buffer, so ``consume`` costs no round trip. Acks
+use ``multiple``: one ``basic.ack`` covers every delivery up to the highest tag below
+which all are done — never one still in flight in another batch. A dead letter is
+published (confirmed) to ``<queue>.dead`` before the original is acked; the queue also
+names that queue as its dead-letter target for messages the broker itself drops.
+
+The connection is robust: after the server comes back, aio-pika reconnects (every
+second), re-declares the queues and resumes the consumers. Deliveries taken before the
+outage are then void — the server redelivers them — so ``consume`` drops the ones still
+buffered and ``ack`` of the others raises ``UnavailableError``. A closed connection's
+unacked deliveries return to the queue at once. Declarations are first-one-wins, as on
+the other backends: a queue that exists with other arguments is used as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +34,13 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, DeliveryError
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+)
 from yarl import URL
 
 from shipyard.errors import InvalidInputError, UnavailableError
@@ -35,7 +51,27 @@ from shipyard.messaging.broker import (
     dead_letter_body,
 )
 
+logger = logging.getLogger(__name__)
+
 PUBLISHED_AT = "shipyard-published-at"
+
+
+class _Acks:
+    """Deliveries of one channel in tag order, so that acks can be sent with ``multiple``."""
+
+    def __init__(self) -> None:
+        self.outstanding: deque[AbstractIncomingMessage] = deque()
+        self.done: set[int] = set()
+
+    def finish(self, tags: Sequence[int]) -> AbstractIncomingMessage | None:
+        """Mark deliveries done; the message whose ``multiple`` ack covers every finished
+        delivery below the first unfinished one, if there is such a prefix."""
+        self.done.update(tags)
+        last = None
+        while self.outstanding and self.outstanding[0].delivery_tag in self.done:
+            last = self.outstanding.popleft()
+            self.done.discard(last.delivery_tag or 0)
+        return last
 
 
 class RabbitMQBroker:
@@ -48,8 +84,9 @@ class RabbitMQBroker:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._consumer: AbstractChannel | None = None
-        self._stats: AbstractRobustChannel | None = None
+        self._side: AbstractRobustChannel | None = None
         self._buffers: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
+        self._acks: dict[object, _Acks] = {}
         self._lock = asyncio.Lock()
         self._specs: dict[str, QueueSpec] = {}  # declared here; others use <queue>.dead
 
@@ -57,7 +94,9 @@ class RabbitMQBroker:
         async with self._lock:
             if self._publisher is None or self._consumer is None:
                 try:
-                    self._connection = await aio_pika.connect_robust(self._url, timeout=5)
+                    self._connection = await aio_pika.connect_robust(
+                        self._url, timeout=5, reconnect_interval=1
+                    )
                     self._publisher = await self._connection.channel(publisher_confirms=True)
                     self._consumer = await self._connection.channel()
                     await self._consumer.set_qos(prefetch_count=self._prefetch)
@@ -69,10 +108,10 @@ class RabbitMQBroker:
             return self._publisher, self._consumer
 
     async def declare(self, spec: QueueSpec) -> None:
-        """Durable quorum queues for the queue and its dead letters (idempotent)."""
-        publisher, _ = await self._channels()
+        """Durable quorum queues for the queue and its dead letters (idempotent; a queue
+        that exists with other arguments is kept as it is)."""
         dead = spec.dead_letter_name
-        await publisher.declare_queue(dead, durable=True, arguments={"x-queue-type": "quorum"})
+        await self._declare(dead, {"x-queue-type": "quorum"})
         arguments: dict[str, Any] = {
             "x-queue-type": "quorum",
             "x-dead-letter-exchange": "",
@@ -80,8 +119,28 @@ class RabbitMQBroker:
         }
         if spec.max_length is not None:
             arguments |= {"x-max-length": spec.max_length, "x-overflow": "reject-publish"}
-        await publisher.declare_queue(spec.name, durable=True, arguments=arguments)
+        await self._declare(spec.name, arguments)
         self._specs[spec.name] = spec
+
+    async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
+        channel = await self._side_channel()
+        try:
+            # Not robust: durable queues outlive a server restart; and a robust channel would
+            # answer later passive declares (``backlog``) from its cache.
+            await channel.declare_queue(name, durable=True, arguments=arguments, robust=False)
+        except ChannelPreconditionFailed as error:
+            # The server closed the side channel; the queue exists as someone declared it.
+            logger.info("queue %r exists with other arguments; using it as it is (%s)", name, error)
+            self._side = None
+
+    async def _side_channel(self) -> AbstractRobustChannel:
+        """A channel for declarations and counts: the server closes a channel whose
+        declaration fails, and that must not be the publishing or consuming one."""
+        await self._channels()
+        assert self._connection is not None
+        if self._side is None or self._side.is_closed:
+            self._side = await self._connection.channel()
+        return self._side
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Publish the batch with every confirm in flight at once; wait for all."""
@@ -121,7 +180,12 @@ class RabbitMQBroker:
             buffer = asyncio.Queue()
             self._buffers[queue] = buffer
             declared = await consumer.get_queue(queue, ensure=False)
-            await declared.consume(buffer.put, no_ack=False)
+
+            async def arrived(message: AbstractIncomingMessage) -> None:
+                self._acks.setdefault(message.channel, _Acks()).outstanding.append(message)
+                await buffer.put(message)
+
+            await declared.consume(arrived, no_ack=False)
         return buffer
 
     async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
@@ -134,7 +198,8 @@ class RabbitMQBroker:
         messages = [first]
         while len(messages) < max_messages and not buffer.empty():
             messages.append(buffer.get_nowait())
-        return [self._delivery(m) for m in messages]
+        # Deliveries of a channel lost in an outage are void: the server redelivers them.
+        return [self._delivery(m) for m in messages if not _stale(m)]
 
     @staticmethod
     def _delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -149,15 +214,31 @@ class RabbitMQBroker:
         )
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Ack each delivery (acks are not confirmed by AMQP; a lost one means a redelivery)."""
-        for delivery in deliveries:
-            message: AbstractIncomingMessage = delivery.handle
-            await message.ack()
+        """Ack with ``multiple`` up to the highest delivery below which all are done (acks
+        are not confirmed by AMQP; a lost one means a redelivery)."""
+        by_channel: dict[object, list[int]] = {}
+        try:
+            for delivery in deliveries:
+                message: AbstractIncomingMessage = delivery.handle
+                by_channel.setdefault(message.channel, []).append(message.delivery_tag or 0)
+            for channel, tags in by_channel.items():
+                last = self._acks[channel].finish(tags)
+                if last is not None:
+                    await last.ack(multiple=True)
+        except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
+            self._forget_closed_channels()
+            raise UnavailableError(
+                f"cannot ack on RabbitMQ at {self._shown} ({error or type(error).__name__}); "
+                "the server delivers those messages again"
+            ) from error
+
+    def _forget_closed_channels(self) -> None:
+        for channel in [c for c in self._acks if getattr(c, "is_closed", True)]:
+            del self._acks[channel]
 
     async def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Publish the dead letter (confirmed), then ack the original."""
         publisher, _ = await self._channels()
-        message: AbstractIncomingMessage = delivery.handle
         await publisher.default_exchange.publish(
             aio_pika.Message(
                 dead_letter_body(queue, delivery, reason),
@@ -168,19 +249,16 @@ class RabbitMQBroker:
             else f"{queue}.dead",
             mandatory=True,
         )
-        await message.ack()
+        await self.ack(queue, [delivery])
 
     async def backlog(self, queue: str) -> int | None:
         """Ready messages in the queue (a passive declare; unacked ones are not counted)."""
-        await self._channels()
-        assert self._connection is not None
-        if self._stats is None or self._stats.is_closed:
-            # A channel of its own: a passive declare of a missing queue closes its channel.
-            self._stats = await self._connection.channel()
+        channel = await self._side_channel()
         try:
             # Not robust: a robust channel answers a passive declare from its cache.
-            declared = await self._stats.declare_queue(queue, passive=True, robust=False)
+            declared = await channel.declare_queue(queue, passive=True, robust=False)
         except ChannelNotFoundEntity:
+            self._side = None
             raise InvalidInputError(f"queue {queue!r} is not declared; declare it first") from None
         count = declared.declaration_result.message_count
         return int(count) if count is not None else None
@@ -189,5 +267,13 @@ class RabbitMQBroker:
         """Close the connection; unacked deliveries go back to their queues."""
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._publisher = self._consumer = self._stats = None
+        self._connection = self._publisher = self._consumer = self._side = None
         self._buffers.clear()
+        self._acks.clear()
+
+
+def _stale(message: AbstractIncomingMessage) -> bool:
+    try:
+        return bool(message.channel.is_closed)
+    except ChannelInvalidStateError:
+        return True
