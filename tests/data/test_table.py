@@ -16,7 +16,7 @@ def fraud() -> pd.DataFrame:
     return generate_fraud(500, seed=1, fraud_rate=0.02)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq", ".jsonl", ".ndjson"])
 def test_round_trip_with_schema(tmp_path: Path, fraud: pd.DataFrame, suffix: str) -> None:
     path = tmp_path / "nested" / "folder" / f"fraud{suffix}"
     write_table(fraud, path)
@@ -127,3 +127,19 @@ def test_file_sha256(tmp_path: Path) -> None:
 def test_file_sha256_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="no such file"):
         file_sha256(tmp_path / "nope")
+
+
+def test_json_lines_keep_their_types(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "007", "x": 1.5}\n{"id": "008", "x": null}\n')
+    frame = read_table(path)
+    assert frame["id"].tolist() == ["007", "008"]
+    assert frame["x"].iloc[0] == 1.5
+    assert pd.isna(frame["x"].iloc[1])
+
+
+def test_malformed_json_lines_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "1"}\n{not json\n')
+    with pytest.raises(InvalidInputError, match=r"cannot read .*rows.jsonl as JSON Lines"):
+        read_table(path)

@@ -1,4 +1,4 @@
-"""Reading and writing tables as CSV or Parquet, chosen by the file's suffix."""
+"""Reading and writing tables as CSV, Parquet or JSON Lines, chosen by the file's suffix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from shipyard.errors import InvalidInputError
 
 _CSV = (".csv",)
 _PARQUET = (".parquet", ".pq")
-SUPPORTED_SUFFIXES = _CSV + _PARQUET
+_JSONL = (".jsonl", ".ndjson")
+SUPPORTED_SUFFIXES = _CSV + _PARQUET + _JSONL
 
 _CHUNK = 1 << 20
 
@@ -22,7 +23,8 @@ _CHUNK = 1 << 20
 def read_table(
     path: Path, schema: TableSchema | None = None, *, require_target: bool = True
 ) -> pd.DataFrame:
-    """Read a CSV or Parquet file, validated against ``schema`` when one is given."""
+    """Read a CSV, Parquet or JSON Lines file (one object per line), validated against
+    ``schema`` when one is given."""
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"no such file: {path}")
@@ -30,7 +32,12 @@ def read_table(
     if not path.is_file():
         raise InvalidInputError(f"not a file: {path}; give the path of a {kind} file")
     try:
-        frame = pd.read_csv(path) if kind == "CSV" else pd.read_parquet(path)
+        if kind == "CSV":
+            frame = pd.read_csv(path)
+        elif kind == "Parquet":
+            frame = pd.read_parquet(path)
+        else:  # values keep their JSON types: an id "007" stays text
+            frame = pd.read_json(path, lines=True, dtype=False)
     # Parsers report bad input through many exception types; all of them mean the same to the
     # caller: this file cannot be used as it is.
     except (
@@ -52,7 +59,7 @@ def read_table(
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV or Parquet by suffix, creating parent folders."""
+    """Write ``frame`` as CSV, Parquet or JSON Lines by suffix, creating parent folders."""
     path = Path(path)
     kind = _kind(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +68,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     try:
         if kind == "CSV":
             frame.to_csv(partial, index=False)
-        else:
+        elif kind == "Parquet":
             frame.to_parquet(partial, index=False)
+        else:
+            frame.to_json(partial, orient="records", lines=True)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -89,6 +98,8 @@ def _kind(path: Path) -> str:
         return "CSV"
     if suffix in _PARQUET:
         return "Parquet"
+    if suffix in _JSONL:
+        return "JSON Lines"
     raise InvalidInputError(
         f"unsupported file type {suffix or '(no suffix)'!r} for {path}; "
         f"use one of: {', '.join(SUPPORTED_SUFFIXES)}"
