@@ -1,23 +1,29 @@
 """The backends every contract test runs on: in-process memory, and the real brokers on
-127.0.0.1 (Redis 6379 today). In CI an unreachable broker fails the run; elsewhere its
-tests skip and say how to start it."""
+127.0.0.1 (Redis 6379, RabbitMQ 5672, NATS 4222). In CI an unreachable broker fails the
+run; elsewhere its tests skip and say how to start it."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
+import nats
 import pytest
 import redis.asyncio
+from nats.js.errors import NotFoundError
 
 from shipyard.messaging import Broker, open_broker
+from shipyard.messaging.nats import stream_name
 
 REDELIVERY_MS = 300
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+NATS_URL = "nats://127.0.0.1:4222"
 BACKENDS = {
     "memory": lambda: f"memory://contract-{uuid.uuid4().hex}",
+    "nats": lambda: NATS_URL,
     "redis": lambda: REDIS_URL,
     "rabbitmq": lambda: AMQP_URL,
 }
@@ -28,7 +34,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-PORTS = {"redis": ("Redis", 6379), "rabbitmq": ("RabbitMQ", 5672)}
+PORTS = {"redis": ("Redis", 6379), "rabbitmq": ("RabbitMQ", 5672), "nats": ("NATS", 4222)}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -55,6 +61,17 @@ async def _delete_rabbitmq_queues(url: str, names: list[str]) -> None:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
 
 
+async def delete_nats_streams(url: str, names: list[str]) -> None:
+    """Delete the queues' streams (and so their consumers) from a NATS server."""
+    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    try:
+        for name in names:
+            with contextlib.suppress(NotFoundError):
+                await client.jetstream().delete_stream(stream_name(name))
+    finally:
+        await client.close()
+
+
 @pytest.fixture
 async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Broker]]:
     """Make brokers (connections) on the backend; all are closed after the test, and the
@@ -76,3 +93,5 @@ async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Bro
         names = [queue, f"{queue}.dead"]
         await client.delete(*names, *(f"shipyard:queue:{name}" for name in names))
         await client.aclose()
+    if broker_url.startswith("nats"):
+        await delete_nats_streams(broker_url, [queue, f"{queue}.dead"])

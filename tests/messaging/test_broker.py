@@ -15,7 +15,7 @@ from shipyard.messaging import (
 
 
 def test_unknown_scheme_names_the_supported_ones() -> None:
-    with pytest.raises(ConfigurationError, match=r"memory://.*amqp://.*redis://"):
+    with pytest.raises(ConfigurationError, match=r"memory://.*amqp://.*nats://.*redis://"):
         open_broker("kafka://127.0.0.1:9092")
 
 

@@ -26,7 +26,7 @@ __all__ = [
 
 
 def open_broker(url: str, *, redelivery_ms: float = 30_000) -> Broker:
-    """The broker for a URL: ``memory://``, ``amqp://``, ``redis://`` (NATS comes next)."""
+    """The broker for a URL: ``memory://``, ``amqp://``, ``nats://``, ``redis://``."""
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         from shipyard.messaging.memory import MemoryBroker
@@ -40,7 +40,11 @@ def open_broker(url: str, *, redelivery_ms: float = 30_000) -> Broker:
         from shipyard.messaging.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(url, redelivery_ms=redelivery_ms)
+    if scheme in ("nats", "tls"):
+        from shipyard.messaging.nats import NatsBroker
+
+        return NatsBroker(url, redelivery_ms=redelivery_ms)
     raise ConfigurationError(
         f"unsupported broker URL {url!r}; use memory://, amqp://USER:PASSWORD@HOST:PORT/, "
-        "or redis://HOST:PORT"
+        "nats://HOST:PORT (tls:// for TLS), or redis://HOST:PORT"
     )

@@ -1,0 +1,502 @@
+"""``nats://`` (and ``tls://``) — NATS JetStream through nats-py.
+
+A queue is a stream whose one subject is the queue's name, read by one durable pull
+consumer (``shipyard``) that every broker shares, so consumers compete for messages.
+
+- Stream names cannot hold ``.``, ``*``, ``>``, whitespace or path separators, while queue
+  names such as ``transactions.dead`` do: the stream of a queue is its name with every
+  character outside ``[A-Za-z0-9_-]`` replaced by ``_`` (cut to 48 characters), then ``_``
+  and the first 10 hex digits of the name's SHA-256 (``stream_name``), so two names that
+  sanitize alike still get their own streams. The stream's description records the queue
+  and its dead-letter queue as JSON, for brokers that did not declare it (and for people).
+- Streams keep messages on file with work-queue retention: an acked message is removed, so
+  the stream holds exactly the waiting plus the in-flight messages. ``max_length`` is the
+  stream's ``max_msgs``; every stream discards new messages when a limit is reached, so a
+  full queue refuses publishes (``BackpressureError`` names which) and never drops old ones.
+- The consumer acks explicitly with ``ack_wait`` = ``redelivery_ms``; a queue declared with
+  ``max_deliveries`` gets ``max_deliver`` one past it — the consumer dead-letters the
+  delivery past its bound itself, the server's limit is the backstop. ``declare`` creates
+  what is missing and never changes what exists: the first declaration wins.
+- ``publish`` sends the whole batch at once, each message with its own reply subject, and
+  waits for every JetStream ack (nats-py 2.16's ``publish_async`` leaves the future of a
+  refused message pending forever, so the acks are matched here).
+- ``consume`` asks for what is ready (a ``no_wait`` pull), and only when nothing is, waits
+  in one pull of a single message that expires after ``timeout_ms``, then asks for the rest.
+  Each pull replies to its own subject, so the end-of-request status of a pull given up on
+  (server unreachable) is told apart; its messages are kept for the next call.
+  ``attempts`` is JetStream's delivery count, ``published_at`` the stream's timestamp.
+- ``reject`` publishes the dead letter (acked by JetStream), then acks the original.
+- The client reconnects forever, 0.5 s between attempts, and keeps its subscriptions; while
+  disconnected every operation raises ``UnavailableError`` at once. The first connection is
+  tried twice only, so an unreachable server is reported in about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError, MsgAlreadyAckdError, NoServersError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+
+from shipyard.errors import ConfigurationError, InvalidInputError, UnavailableError
+from shipyard.messaging.broker import (
+    BackpressureError,
+    Delivery,
+    QueueSpec,
+    dead_letter_body,
+)
+
+CONSUMER = "shipyard"
+MAX_ACK_PENDING = 20_000
+RECONNECT_WAIT_S = 0.5
+_FULL = {10077, 10078}  # JetStream: maximum messages / bytes exceeded
+_STREAM_IN_USE = 10058  # stream name already in use with a different configuration
+_SUBJECTS_OVERLAP = 10065
+_SUBJECT = re.compile(r"[^\s*>.]+(\.[^\s*>.]+)*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_log = logging.getLogger(__name__)
+
+
+def stream_name(queue: str) -> str:
+    """The JetStream stream that holds ``queue``."""
+    digest = hashlib.sha256(queue.encode()).hexdigest()[:10]
+    return f"{_UNSAFE.sub('_', queue)[:48]}_{digest}"
+
+
+def shown_url(url: str) -> str:
+    """The server URL(s) without user, password or token (NATS puts a token where the user
+    goes), for messages."""
+    shown = []
+    for server in url.split(","):
+        parts = urlsplit(server.strip())
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        shown.append(urlunsplit((parts.scheme, host + port, parts.path, "", "")))
+    return ",".join(shown)
+
+
+def _subject(queue: str) -> str:
+    if not _SUBJECT.fullmatch(queue):
+        raise InvalidInputError(
+            f"queue name {queue!r} cannot be a NATS subject: use dot-separated words "
+            "without spaces, '*' or '>'"
+        )
+    return queue
+
+
+def _status(msg: Msg) -> str | None:
+    return msg.headers.get("Status") if msg.headers else None
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+async def _quiet(error: Exception) -> None:
+    # nats-py logs every connection error at ERROR by default; the broker reports the ones
+    # that matter as UnavailableError, so the client's own reports go to debug.
+    _log.debug("nats client: %s", _describe(error))
+
+
+@dataclass
+class _Pull:
+    """Where one queue's pull requests go and their messages arrive."""
+
+    stream: str
+    next_subject: str
+    inbox: str
+    arrived: asyncio.Queue[Msg] = field(default_factory=asyncio.Queue)
+    kept: deque[Msg] = field(default_factory=deque)
+    numbers: Iterator[int] = field(default_factory=itertools.count)
+    # One pull at a time: concurrent pulls would read each other's end-of-request status.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class NatsBroker:
+    """File-stored work-queue streams, one shared durable pull consumer per queue."""
+
+    def __init__(
+        self, url: str, *, redelivery_ms: float = 30_000, timeout_ms: float = 5_000
+    ) -> None:
+        self._servers = [server.strip() for server in url.split(",")]
+        self._shown = shown_url(url)
+        self._ack_wait = max(1, int(redelivery_ms)) / 1000
+        self._timeout = timeout_ms / 1000
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._ack_inbox = ""
+        self._ack_numbers = itertools.count()
+        self._pulls: dict[str, _Pull] = {}
+        self._specs: dict[str, QueueSpec] = {}
+        self._dead_letters: dict[str, str] = {}
+
+    async def _client(self) -> tuple[Client, JetStreamContext]:
+        async with self._lock:
+            if self._nc is None or self._js is None:
+                self._nc, self._js = await self._connect()
+        if not self._nc.is_connected:
+            raise UnavailableError(
+                f"lost the connection to NATS at {self._shown}; reconnecting, retry later"
+            )
+        return self._nc, self._js
+
+    async def _connect(self) -> tuple[Client, JetStreamContext]:
+        nc = Client()
+        try:
+            await nc.connect(
+                self._servers,
+                error_cb=_quiet,
+                reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # int in stubs
+                max_reconnect_attempts=1,
+                ping_interval=10,
+                name="shipyard",
+            )
+        except (NoServersError, NatsError, OSError) as error:
+            last = nc.last_error
+            reason = _describe(last if last is not None else error)
+            await nc.close()
+            raise UnavailableError(
+                f"cannot reach NATS at {self._shown}: {reason}; check the URL and that "
+                "nats-server runs with JetStream (-js)"
+            ) from None
+        # Connected once: from now on reconnect forever (nats-py reads this option on each
+        # attempt); the first connection was tried twice only to fail fast.
+        nc.options["max_reconnect_attempts"] = -1
+        js = nc.jetstream(timeout=self._timeout)
+        try:
+            await js.account_info()
+        except ServiceUnavailableError:
+            await nc.close()
+            raise ConfigurationError(
+                f"NATS at {self._shown} runs without JetStream; start nats-server with -js "
+                "(and -sd DIR for where it stores messages)"
+            ) from None
+        self._ack_inbox = nc.new_inbox()
+        await nc.subscribe(f"{self._ack_inbox}.*", cb=self._confirmed)
+        return nc, js
+
+    async def _confirmed(self, msg: Msg) -> None:
+        future = self._acks.pop(msg.subject, None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    @asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except MaxPayloadError as error:
+            raise InvalidInputError(
+                f"a message is larger than NATS at {self._shown} accepts (max_payload); "
+                "send smaller messages or raise the server's max_payload"
+            ) from error
+        except (NatsError, OSError) as error:
+            raise UnavailableError(
+                f"NATS at {self._shown} did not answer ({_describe(error)}); retry later"
+            ) from error
+
+    async def declare(self, spec: QueueSpec) -> None:
+        """Create the streams and consumers of the queue and its dead-letter queue if missing."""
+        dead = _subject(spec.dead_letter_name)
+        _, js = await self._client()
+        async with self._reachable():
+            await self._ensure(js, dead, f"{dead}.dead", None, None)
+            max_deliver = None if spec.max_deliveries is None else spec.max_deliveries + 1
+            await self._ensure(js, _subject(spec.name), dead, spec.max_length, max_deliver)
+        self._specs[spec.name] = spec
+
+    async def _ensure(
+        self,
+        js: JetStreamContext,
+        queue: str,
+        dead: str,
+        max_length: int | None,
+        max_deliver: int | None,
+    ) -> None:
+        stream = stream_name(queue)
+        try:
+            await js.stream_info(stream)
+        except NotFoundError:
+            config = js_api.StreamConfig(
+                name=stream,
+                description=orjson.dumps({"queue": queue, "dead_letter": dead}).decode(),
+                subjects=[queue],
+                retention=js_api.RetentionPolicy.WORK_QUEUE,
+                storage=js_api.StorageType.FILE,
+                max_msgs=-1 if max_length is None else max_length,
+                discard=js_api.DiscardPolicy.NEW,
+            )
+            try:
+                await js.add_stream(config)
+            except BadRequestError as error:
+                if error.err_code == _SUBJECTS_OVERLAP:
+                    raise ConfigurationError(
+                        f"another JetStream stream already takes subject {queue!r}; delete "
+                        "it or choose another queue name"
+                    ) from error
+                if error.err_code != _STREAM_IN_USE:  # else another broker was first
+                    raise
+        try:
+            await js.consumer_info(stream, CONSUMER)
+        except NotFoundError:
+            # Only when missing: creating an existing consumer would update its settings.
+            await js.add_consumer(
+                stream,
+                js_api.ConsumerConfig(
+                    name=CONSUMER,
+                    durable_name=CONSUMER,
+                    ack_policy=js_api.AckPolicy.EXPLICIT,
+                    ack_wait=self._ack_wait,
+                    max_deliver=-1 if max_deliver is None else max_deliver,
+                    max_ack_pending=MAX_ACK_PENDING,
+                ),
+            )
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Send the batch at once; return when JetStream acked all. Full: ``BackpressureError``."""
+        if not bodies:
+            return
+        nc, _ = await self._client()
+        replies = await self._send(nc, _subject(queue), bodies)
+        refused: list[int] = []
+        failures: list[str] = []
+        for position, reply in enumerate(replies):
+            if reply is None:
+                failures.append("no ack in time")
+                continue
+            if _status(reply) == "503":  # no responders: no stream takes this subject
+                await self._missing(queue)
+                failures.append("no stream answered")
+                continue
+            answer = orjson.loads(reply.data)
+            error = answer.get("error") if isinstance(answer, dict) else None
+            if error is None:
+                continue
+            if error.get("err_code") in _FULL:
+                refused.append(position)
+            else:
+                failures.append(str(error.get("description", error)))
+        if failures:
+            raise UnavailableError(
+                f"NATS at {self._shown} stored {len(bodies) - len(failures) - len(refused)} of "
+                f"{len(bodies)} messages for queue {queue!r} ({failures[0]}); publish the "
+                "batch again later (duplicates are possible)"
+            )
+        if refused:
+            raise BackpressureError(
+                f"queue {queue!r} is full: NATS refused {len(refused)} of {len(bodies)} "
+                "messages; retry later (the others were stored)",
+                refused,
+            )
+
+    async def _send(self, nc: Client, subject: str, bodies: Sequence[bytes]) -> list[Msg | None]:
+        loop = asyncio.get_running_loop()
+        replies = [f"{self._ack_inbox}.{next(self._ack_numbers)}" for _ in bodies]
+        futures: list[asyncio.Future[Msg]] = []
+        try:
+            async with self._reachable():
+                for body, reply in zip(bodies, replies, strict=True):
+                    future: asyncio.Future[Msg] = loop.create_future()
+                    self._acks[reply] = future
+                    futures.append(future)
+                    await nc.publish(subject, body, reply=reply)
+            await asyncio.wait(futures, timeout=self._timeout)
+        finally:
+            for reply in replies:  # acks that never came
+                late = self._acks.pop(reply, None)
+                if late is not None:
+                    late.cancel()
+        return [f.result() if not f.cancelled() else None for f in futures]
+
+    async def _missing(self, queue: str) -> None:
+        _, js = await self._client()
+        async with self._reachable():
+            try:
+                await js.stream_info(stream_name(queue))
+            except NotFoundError:
+                raise InvalidInputError(
+                    f"queue {queue!r} is not declared; declare it first"
+                ) from None
+
+    async def _pull(self, queue: str) -> tuple[Client, _Pull]:
+        nc, js = await self._client()
+        pull = self._pulls.get(queue)
+        if pull is None:
+            stream = stream_name(_subject(queue))
+            async with self._reachable():
+                try:
+                    await js.consumer_info(stream, CONSUMER)
+                except NotFoundError:
+                    raise InvalidInputError(
+                        f"queue {queue!r} is not declared; declare it first"
+                    ) from None
+                pull = _Pull(
+                    stream,
+                    f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}",
+                    nc.new_inbox(),
+                )
+
+                async def arrived(msg: Msg, into: asyncio.Queue[Msg] = pull.arrived) -> None:
+                    into.put_nowait(msg)
+
+                await nc.subscribe(f"{pull.inbox}.*", cb=arrived)
+            self._pulls[queue] = pull
+        return nc, pull
+
+    async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
+        """Up to ``max_messages`` ready messages; waits up to ``timeout_ms`` when none is."""
+        if max_messages <= 0:
+            return []
+        nc, pull = await self._pull(queue)
+        async with pull.lock, self._reachable():
+            messages = await self._take(nc, pull, max_messages, timeout_ms / 1000)
+        deliveries = []
+        for msg in messages:
+            metadata = msg.metadata
+            deliveries.append(
+                Delivery(msg.data, metadata.num_delivered, msg, metadata.timestamp.timestamp())
+            )
+        return deliveries
+
+    async def _take(self, nc: Client, pull: _Pull, wanted: int, timeout_s: float) -> list[Msg]:
+        taken = self._kept(pull, wanted)
+        if len(taken) < wanted:
+            taken += await self._request(nc, pull, wanted - len(taken), None)
+        if not taken and timeout_s > 0:
+            taken = await self._request(nc, pull, 1, timeout_s)
+            if taken and wanted > 1:
+                taken += self._kept(pull, wanted - 1)
+                if len(taken) < wanted:
+                    taken += await self._request(nc, pull, wanted - len(taken), None)
+        return taken
+
+    @staticmethod
+    def _kept(pull: _Pull, wanted: int) -> list[Msg]:
+        """Messages of earlier pulls that arrived after their call gave up on them."""
+        while not pull.arrived.empty():
+            msg = pull.arrived.get_nowait()
+            if _status(msg) is None:
+                pull.kept.append(msg)
+        return [pull.kept.popleft() for _ in range(min(wanted, len(pull.kept)))]
+
+    async def _request(
+        self, nc: Client, pull: _Pull, batch: int, expires_s: float | None
+    ) -> list[Msg]:
+        """One pull: ``no_wait`` when ``expires_s`` is None, else a wait that expires."""
+        reply = f"{pull.inbox}.{next(pull.numbers)}"
+        request: dict[str, object] = {"batch": batch}
+        if expires_s is None:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(expires_s * 1e9)
+        await nc.publish(pull.next_subject, orjson.dumps(request), reply=reply)
+        # The server ends every pull with a status by then, unless it is unreachable.
+        deadline = time.monotonic() + (expires_s or 0) + self._timeout
+        taken: list[Msg] = []
+        while len(taken) < batch:
+            if pull.arrived.empty():
+                try:
+                    msg = await asyncio.wait_for(pull.arrived.get(), deadline - time.monotonic())
+                except TimeoutError:
+                    if taken:
+                        return taken
+                    raise UnavailableError(
+                        f"NATS at {self._shown} did not answer a pull from stream "
+                        f"{pull.stream!r} in time; retry later"
+                    ) from None
+            else:
+                msg = pull.arrived.get_nowait()
+            status = _status(msg)
+            if status is None:
+                taken.append(msg)
+            elif msg.subject == reply and status != "100":
+                if status == "503":
+                    raise UnavailableError(
+                        f"NATS at {self._shown} has no consumer {CONSUMER!r} on stream "
+                        f"{pull.stream!r} (JetStream restarting, or the stream was deleted); "
+                        "retry later or declare the queue again"
+                    )
+                break  # 404 no messages, 408 expired, 409 ended by the server
+        return taken
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Ack every delivery, then flush so the acks reached the server."""
+        if not deliveries:
+            return
+        nc, _ = await self._client()
+        async with self._reachable():
+            for delivery in deliveries:
+                msg: Msg = delivery.handle
+                with suppress(MsgAlreadyAckdError):  # acked twice: nothing to do
+                    await msg.ack()
+            await nc.flush(timeout=max(1, round(self._timeout)))
+
+    async def _dead_letter(self, queue: str) -> str:
+        if queue in self._specs:
+            return self._specs[queue].dead_letter_name
+        dead = self._dead_letters.get(queue)
+        if dead is None:
+            _, js = await self._client()
+            async with self._reachable():
+                info = await js.stream_info(stream_name(queue))
+            try:
+                recorded = orjson.loads(info.config.description or "{}").get("dead_letter")
+            except (orjson.JSONDecodeError, AttributeError):
+                recorded = None
+            dead = self._dead_letters[queue] = recorded or f"{queue}.dead"
+        return dead
+
+    async def reject(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Publish the dead letter (acked by JetStream), then ack the original."""
+        dead = await self._dead_letter(queue)
+        try:
+            await self.publish(dead, [dead_letter_body(queue, delivery, reason)])
+        except BackpressureError as error:
+            raise UnavailableError(
+                f"dead-letter queue {dead!r} is full; the delivery stays unacked and comes back"
+            ) from error
+        await self.ack(queue, [delivery])
+
+    async def backlog(self, queue: str) -> int | None:
+        """Messages the consumer has not delivered yet (its ``num_pending``)."""
+        _, js = await self._client()
+        async with self._reachable():
+            try:
+                info = await js.consumer_info(stream_name(_subject(queue)), CONSUMER)
+            except NotFoundError:
+                raise InvalidInputError(
+                    f"queue {queue!r} is not declared; declare it first"
+                ) from None
+        return int(info.num_pending)
+
+    async def close(self) -> None:
+        """Close the connection; unacked deliveries come back after the redelivery delay."""
+        nc, self._nc, self._js = self._nc, None, None
+        self._pulls.clear()
+        for future in self._acks.values():
+            future.cancel()
+        self._acks.clear()
+        if nc is not None and not nc.is_closed:
+            await nc.close()
