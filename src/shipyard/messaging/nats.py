@@ -40,7 +40,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -65,6 +65,7 @@ from shipyard.messaging.broker import (
 CONSUMER = "shipyard"
 MAX_ACK_PENDING = 20_000
 RECONNECT_WAIT_S = 0.5
+CHECK_S = 0.25  # how often a wait looks whether the connection is still up
 _FULL = {10077, 10078}  # JetStream: maximum messages / bytes exceeded
 _STREAM_IN_USE = 10058  # stream name already in use with a different configuration
 _SUBJECTS_OVERLAP = 10065
@@ -113,12 +114,6 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-async def _quiet(error: Exception) -> None:
-    # nats-py logs every connection error at ERROR by default; the broker reports the ones
-    # that matter as UnavailableError, so the client's own reports go to debug.
-    _log.debug("nats client: %s", _describe(error))
-
-
 @dataclass
 class _Pull:
     """Where one queue's pull requests go and their messages arrive."""
@@ -152,6 +147,7 @@ class NatsBroker:
         self._pulls: dict[str, _Pull] = {}
         self._specs: dict[str, QueueSpec] = {}
         self._dead_letters: dict[str, str] = {}
+        self._last_error: Exception | None = None
 
     async def _client(self) -> tuple[Client, JetStreamContext]:
         async with self._lock:
@@ -168,15 +164,15 @@ class NatsBroker:
         try:
             await nc.connect(
                 self._servers,
-                error_cb=_quiet,
+                error_cb=self._client_error,
                 reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # int in stubs
                 max_reconnect_attempts=1,
                 ping_interval=10,
                 name="shipyard",
             )
         except (NoServersError, NatsError, OSError) as error:
-            last = nc.last_error
-            reason = _describe(last if last is not None else error)
+            # NoServersError says only that the attempts ran out; the cause came before it.
+            reason = _describe(self._last_error or error)
             await nc.close()
             raise UnavailableError(
                 f"cannot reach NATS at {self._shown}: {reason}; check the URL and that "
@@ -197,6 +193,12 @@ class NatsBroker:
         self._ack_inbox = nc.new_inbox()
         await nc.subscribe(f"{self._ack_inbox}.*", cb=self._confirmed)
         return nc, js
+
+    async def _client_error(self, error: Exception) -> None:
+        # nats-py logs every connection error at ERROR by default; the broker reports the
+        # ones that matter as UnavailableError, so the client's own reports go to debug.
+        self._last_error = error
+        _log.debug("nats client: %s", _describe(error))
 
     async def _confirmed(self, msg: Msg) -> None:
         future = self._acks.pop(msg.subject, None)
@@ -322,7 +324,12 @@ class NatsBroker:
                     self._acks[reply] = future
                     futures.append(future)
                     await nc.publish(subject, body, reply=reply)
-            await asyncio.wait(futures, timeout=self._timeout)
+            deadline = time.monotonic() + self._timeout
+            waiting: Collection[asyncio.Future[Msg]] = futures
+            while waiting and nc.is_connected and time.monotonic() < deadline:
+                _, waiting = await asyncio.wait(
+                    waiting, timeout=min(CHECK_S, deadline - time.monotonic())
+                )
         finally:
             for reply in replies:  # acks that never came
                 late = self._acks.pop(reply, None)
@@ -417,15 +424,19 @@ class NatsBroker:
         taken: list[Msg] = []
         while len(taken) < batch:
             if pull.arrived.empty():
-                try:
-                    msg = await asyncio.wait_for(pull.arrived.get(), deadline - time.monotonic())
-                except TimeoutError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not nc.is_connected:
                     if taken:
                         return taken
                     raise UnavailableError(
                         f"NATS at {self._shown} did not answer a pull from stream "
-                        f"{pull.stream!r} in time; retry later"
-                    ) from None
+                        f"{pull.stream!r} ({'timed out' if nc.is_connected else 'disconnected'})"
+                        "; retry later"
+                    )
+                try:
+                    msg = await asyncio.wait_for(pull.arrived.get(), min(CHECK_S, remaining))
+                except TimeoutError:
+                    continue
             else:
                 msg = pull.arrived.get_nowait()
             status = _status(msg)
