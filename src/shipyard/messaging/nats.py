@@ -16,7 +16,8 @@ consumer (``shipyard``) that every broker shares, so consumers compete for messa
 - The consumer acks explicitly with ``ack_wait`` = ``redelivery_ms``; a queue declared with
   ``max_deliveries`` gets ``max_deliver`` one past it — the consumer dead-letters the
   delivery past its bound itself, the server's limit is the backstop. ``declare`` creates
-  what is missing and never changes what exists: the first declaration wins.
+  what is missing and never changes what exists: the first declaration wins (of two
+  declaring the same new consumer at the same instant, the server keeps the later).
 - ``publish`` sends the whole batch at once, each message with its own reply subject, and
   waits for every JetStream ack (nats-py 2.16's ``publish_async`` leaves the future of a
   refused message pending forever, so the acks are matched here).
@@ -27,8 +28,9 @@ consumer (``shipyard``) that every broker shares, so consumers compete for messa
   ``attempts`` is JetStream's delivery count, ``published_at`` the stream's timestamp.
 - ``reject`` publishes the dead letter (acked by JetStream), then acks the original.
 - The client reconnects forever, 0.5 s between attempts, and keeps its subscriptions; while
-  disconnected every operation raises ``UnavailableError`` at once. The first connection is
-  tried twice only, so an unreachable server is reported in about a second.
+  disconnected every operation raises ``UnavailableError`` at once, and a wait notices a
+  lost connection within 0.25 s. The first connection is tried twice only, so an
+  unreachable server is reported within a second.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, MsgAlreadyAckdError, NoServersError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
 from shipyard.errors import ConfigurationError, InvalidInputError, UnavailableError
 from shipyard.messaging.broker import (
@@ -184,14 +186,20 @@ class NatsBroker:
         js = nc.jetstream(timeout=self._timeout)
         try:
             await js.account_info()
+            self._ack_inbox = nc.new_inbox()
+            await nc.subscribe(f"{self._ack_inbox}.*", cb=self._confirmed)
         except ServiceUnavailableError:
             await nc.close()
             raise ConfigurationError(
                 f"NATS at {self._shown} runs without JetStream; start nats-server with -js "
                 "(and -sd DIR for where it stores messages)"
             ) from None
-        self._ack_inbox = nc.new_inbox()
-        await nc.subscribe(f"{self._ack_inbox}.*", cb=self._confirmed)
+        except (NatsError, OSError) as error:
+            await nc.close()
+            raise UnavailableError(
+                f"NATS at {self._shown} did not answer a JetStream request "
+                f"({_describe(error)}); retry later"
+            ) from error
         return nc, js
 
     async def _client_error(self, error: Exception) -> None:
@@ -213,6 +221,15 @@ class NatsBroker:
             raise InvalidInputError(
                 f"a message is larger than NATS at {self._shown} accepts (max_payload); "
                 "send smaller messages or raise the server's max_payload"
+            ) from error
+        except APIError as error:
+            if error.code == 503:
+                raise UnavailableError(
+                    f"JetStream at {self._shown} is unavailable ({error.description}); retry later"
+                ) from error
+            raise ConfigurationError(
+                f"NATS at {self._shown} refused a JetStream request: {error.description} "
+                f"(error {error.err_code}); check the server's JetStream limits"
             ) from error
         except (NatsError, OSError) as error:
             raise UnavailableError(
