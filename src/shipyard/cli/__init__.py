@@ -10,7 +10,18 @@ import sys
 
 import typer
 
-from shipyard.cli import data, demo, keys, models, pipeline, predict, serve, users
+from shipyard.cli import (
+    data,
+    demo,
+    keys,
+    models,
+    pipeline,
+    predict,
+    publish,
+    serve,
+    stream,
+    users,
+)
 from shipyard.cli.context import console, err_console, state_callback
 from shipyard.errors import ShipyardError
 
@@ -29,6 +40,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
+app.command("stream")(stream.stream)
+app.command("publish")(publish.publish)
 app.command("demo")(demo.demo)
 
 __all__ = ["app", "console", "main"]

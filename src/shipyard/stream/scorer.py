@@ -122,8 +122,7 @@ class Scorer:
         await self._persist("declare", lambda: self.broker.declare(self.config.results_spec))
         loaded = await self.service.model(self.config.model)
         logger.info(
-            "worker %s: scoring %s (now %s) from %r into %r",
-            self.config.worker,
+            "scoring %s (now %s) from %r into %r",
             self.config.model,
             loaded.info.ref,
             self.config.queue,
@@ -160,7 +159,7 @@ class Scorer:
             results = await asyncio.gather(*batches, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
-                    logger.warning("worker %s: batch left unacked: %s", self.config.worker, result)
+                    logger.warning("batch left unacked, to be delivered again: %s", result)
         return self.stats
 
     async def _consume(self) -> list[Delivery]:
@@ -234,8 +233,7 @@ class Scorer:
             kind = BAD_FEATURES if isinstance(error, InvalidInputError) else MODEL_ERROR
             await self._dead_letter(deliveries[0], kind, f"the model failed on it: {error}")
             return [], []
-        logger.info("worker %s: batch failed (%s); scoring its rows one by one",
-                    self.config.worker, error)  # fmt: skip
+        logger.info("batch failed (%s); scoring its rows one by one", error)
         results: list[bytes] = []
         done: list[Delivery] = []
         for i, delivery in enumerate(deliveries):
@@ -296,9 +294,7 @@ class Scorer:
                 self._retrying("ack", error)
                 await asyncio.sleep(min(0.1 * 2**attempt, MAX_BACKOFF_S))
         logger.warning(
-            "worker %s: could not ack %d messages; the broker will deliver them again",
-            self.config.worker,
-            len(deliveries),
+            "could not ack %d messages; the broker will deliver them again", len(deliveries)
         )
 
     async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
@@ -326,7 +322,7 @@ class Scorer:
 
     def _retrying(self, operation: str, error: Exception) -> None:
         metrics.BROKER_RETRIES.labels(operation, self.config.worker).inc()
-        logger.warning("worker %s: %s failed (%s); retrying", self.config.worker, operation, error)
+        logger.warning("%s failed (%s); retrying", operation, error)
 
     def _check_give_up(self, error: ShipyardError) -> None:
         if self._give_up_at is not None and time.monotonic() > self._give_up_at:

@@ -39,12 +39,14 @@ def configure_logging(worker: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def run_worker(
     settings: Settings, config: ScorerConfig, broker_url: str, *, redelivery_ms: float
 ) -> ScorerStats:
     """Score until SIGTERM or SIGINT, then finish the batches in flight and return."""
+    configure_logging(config.worker)
     # Each worker has one core's worth of work: the model's math libraries must not start
     # a thread per core in every worker (oversubscription collapsed throughput 8x).
     with threadpool_limits(limits=1):

@@ -1,0 +1,142 @@
+"""``shipyard stream``: score messages from a broker queue into a results queue."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Annotated
+
+import typer
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+from shipyard.cli.context import err_console, settings_of
+from shipyard.errors import ConfigurationError
+from shipyard.messaging import shown_url
+from shipyard.messaging.embedded import broker_url
+from shipyard.settings import Settings
+from shipyard.stream.scorer import ScorerConfig
+from shipyard.stream.workers import WorkerPool, run_worker, worker_name
+
+
+def stream(
+    ctx: typer.Context,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="NAME (means NAME@production), NAME@ALIAS or NAME:V"),
+    ],
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="amqp://…, nats://…, redis://… [env: SHIPYARD_BROKER_URL; default: the "
+            "embedded NATS server under the home]"
+        ),
+    ] = None,
+    queue: Annotated[str, typer.Option(help="Queue of input messages")] = "transactions",
+    results: Annotated[str, typer.Option(help="Queue the results go to")] = "results",
+    dead_letter: Annotated[
+        str | None, typer.Option(help="Queue of refused messages [default: QUEUE.dead]")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Most messages per batch")] = (
+        256
+    ),
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Longest wait for the first message of a batch")
+    ] = 20.0,
+    workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes")] = 1,
+    max_deliveries: Annotated[
+        int, typer.Option(min=1, help="Deliveries after which a message is dead-lettered")
+    ] = 5,
+    results_max_length: Annotated[
+        int | None,
+        typer.Option(min=1, help="Bound of the results queue; when full, scoring pauses"),
+    ] = None,
+    redelivery_ms: Annotated[
+        float,
+        typer.Option(min=100, help="How long a dead worker's messages wait for another"),
+    ] = 30_000,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT(+rank)"),
+    ] = None,
+    worker_id: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Score messages from QUEUE with the model; results to RESULTS; bad ones to dead-letter."""
+    settings = settings_of(ctx)
+    if broker is not None:
+        settings = settings.model_copy(update={"broker_url": broker})
+    if settings.mpi_rank is not None and workers > 1:
+        raise ConfigurationError(
+            "--workers starts processes itself; under mpiexec each rank is one worker: "
+            "mpiexec -n N shipyard stream … without --workers"
+        )
+    name = worker_name(settings, worker_id)
+    config = ScorerConfig(
+        model=model,
+        queue=queue,
+        results=results,
+        dead_letter=dead_letter,
+        batch_size=batch_size,
+        max_wait_ms=max_wait_ms,
+        max_deliveries=max_deliveries,
+        results_max_length=results_max_length,
+        worker=name,
+    )
+    with broker_url(settings) as url:
+        if workers == 1:
+            if metrics_port:
+                start_http_server(metrics_port + int(settings.mpi_rank or 0), "127.0.0.1")
+            run_worker(settings, config, url, redelivery_ms=redelivery_ms)
+            return
+        err_console.print(
+            f"{workers} workers scoring {model} from {queue!r} on {shown_url(url)}; "
+            "Ctrl-C stops them"
+        )
+        code = _run_pool(settings, config, url, redelivery_ms, workers, metrics_port)
+    if code:
+        raise typer.Exit(code)
+
+
+def _worker_command(config: ScorerConfig, redelivery_ms: float, index: int) -> list[str]:
+    """The command line of worker ``index``; home, database and broker go by environment,
+    so no password shows in the process list."""
+    command = [sys.executable, "-m", "shipyard", "stream", "--model", config.model]
+    command += ["--queue", config.queue, "--results", config.results]
+    command += ["--batch-size", str(config.batch_size), "--max-wait-ms", str(config.max_wait_ms)]
+    command += ["--max-deliveries", str(config.max_deliveries)]
+    command += ["--redelivery-ms", str(redelivery_ms), "--worker-id", str(index)]
+    if config.dead_letter is not None:
+        command += ["--dead-letter", config.dead_letter]
+    if config.results_max_length is not None:
+        command += ["--results-max-length", str(config.results_max_length)]
+    return command
+
+
+def _run_pool(
+    settings: Settings,
+    config: ScorerConfig,
+    url: str,
+    redelivery_ms: float,
+    workers: int,
+    metrics_port: int | None,
+) -> int:
+    metrics_dir = settings.home / "metrics" / "stream"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = dict(os.environ) | {
+        "SHIPYARD_HOME": str(settings.home),
+        "SHIPYARD_DATABASE_URL": settings.database_url,
+        "SHIPYARD_BROKER_URL": url,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    if metrics_port:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        start_http_server(metrics_port, "127.0.0.1", registry=registry)
+    pool = WorkerPool(
+        lambda index: _worker_command(config, redelivery_ms, index),
+        workers,
+        env=env,
+        on_exit=lambda pid: multiprocess.mark_process_dead(pid, str(metrics_dir)),  # type: ignore[no-untyped-call]
+    )
+    return pool.run()
