@@ -179,7 +179,15 @@ class RabbitMQBroker:
             _, consumer = await self._channels()
             buffer = asyncio.Queue()
             self._buffers[queue] = buffer
-            declared = await consumer.get_queue(queue, ensure=False)
+            # A robust passive declaration: after a reconnect aio-pika declares it again and
+            # resumes this consumer (``get_queue(ensure=False)`` would not be restored).
+            try:
+                declared = await consumer.declare_queue(queue, passive=True)
+            except ChannelNotFoundEntity:
+                del self._buffers[queue]
+                raise InvalidInputError(
+                    f"queue {queue!r} is not declared; declare it first"
+                ) from None
 
             async def arrived(message: AbstractIncomingMessage) -> None:
                 self._acks.setdefault(message.channel, _Acks()).outstanding.append(message)
