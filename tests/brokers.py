@@ -37,14 +37,26 @@ import uuid
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, NoReturn, Protocol, Self
+from typing import ClassVar, NoReturn, Protocol, Self, TypeVar
+
+import aio_pika
+import nats
+import pytest
+import redis.asyncio
+from nats.js.errors import NotFoundError
+
+from shipyard.messaging.nats import stream_name
+from shipyard.messaging.redis import spec_key
 
 __all__ = [
+    "SHARED",
     "BrokerProcess",
     "NatsProcess",
     "RabbitMQProcess",
     "RedisProcess",
     "ServerNotInstalledError",
+    "create_server",
+    "delete_queues",
     "free_ports",
 ]
 
@@ -520,3 +532,46 @@ class RabbitMQProcess(ServerProcess):
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {done.stderr}")
         return done.stdout
+
+
+SHARED = {
+    "rabbitmq": ("RabbitMQ", 5672, "amqp://guest:guest@127.0.0.1:5672/"),
+    "nats": ("NATS", 4222, "nats://127.0.0.1:4222"),
+    "redis": ("Redis", 6379, "redis://127.0.0.1:6379/0"),
+}
+"""The machine's shared brokers: service name, port, URL."""
+
+
+async def delete_queues(url: str, names: list[str]) -> None:
+    """Delete queues (streams) from a broker that keeps them, so tests leave none behind."""
+    if url.startswith("amqp"):
+        connection = await aio_pika.connect_robust(url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            for name in names:
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+    elif url.startswith("redis"):
+        client = redis.asyncio.Redis.from_url(url)
+        await client.delete(*names, *(spec_key(name) for name in names))
+        await client.aclose()
+    elif url.startswith("nats"):
+        client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+        try:
+            for name in names:
+                with suppress(NotFoundError):
+                    await client.jetstream().delete_stream(stream_name(name))
+        finally:
+            await client.close()
+
+
+_Server = TypeVar("_Server", bound="ServerProcess")
+
+
+def create_server(kind: type[_Server], data_dir: Path) -> _Server:
+    """The server, or a skip saying what to install (a failure when ``CI`` is set)."""
+    try:
+        return kind(data_dir)
+    except ServerNotInstalledError as error:
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))

@@ -8,7 +8,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import pytest
@@ -19,13 +18,11 @@ from brokers import (
     RabbitMQProcess,
     RedisProcess,
     ServerNotInstalledError,
+    create_server,
 )
 from shipyard.messaging import QueueSpec, open_broker
 
-from .conftest import IN_CI
-
 pytestmark = pytest.mark.integration
-Server = TypeVar("Server", RedisProcess, NatsProcess, RabbitMQProcess)
 BODIES = [f"message {i}".encode() for i in range(5)]
 
 
@@ -34,32 +31,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def create(kind: type[Server], data_dir: Path) -> Server:
-    """The server, or a skip (a failure in CI) saying what to install."""
-    try:
-        return kind(data_dir)
-    except ServerNotInstalledError as error:
-        if IN_CI:
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQProcess]:
     """One node for the module: each RabbitMQ start costs seconds."""
-    with create(RabbitMQProcess, tmp_path_factory.mktemp("rabbitmq")) as server:
+    with create_server(RabbitMQProcess, tmp_path_factory.mktemp("rabbitmq")) as server:
         yield server
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    with create(RedisProcess, tmp_path / "redis") as server:
+    with create_server(RedisProcess, tmp_path / "redis") as server:
         yield server
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
-    with create(NatsProcess, tmp_path / "nats") as server:
+    with create_server(NatsProcess, tmp_path / "nats") as server:
         yield server
 
 
@@ -163,7 +150,7 @@ async def test_rabbitmq_node_is_private_and_makes_quorum_queues(
 
 
 def test_leaving_the_with_block_stops_the_server(tmp_path: Path) -> None:
-    with create(RedisProcess, tmp_path / "redis") as server:
+    with create_server(RedisProcess, tmp_path / "redis") as server:
         assert server.running
         assert not refused(server.port)
     assert not server.running
@@ -171,7 +158,7 @@ def test_leaving_the_with_block_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_a_server_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
-    server = create(RedisProcess, tmp_path / "redis")
+    server = create_server(RedisProcess, tmp_path / "redis")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", server.port))
         squatter.listen()
