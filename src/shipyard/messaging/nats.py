@@ -22,7 +22,9 @@ consumer (``shipyard``) that every broker shares, so consumers compete for messa
   waits for every JetStream ack (nats-py 2.16's ``publish_async`` leaves the future of a
   refused message pending forever, so the acks are matched here).
 - ``consume`` asks for what is ready (a ``no_wait`` pull), and only when nothing is, waits
-  in one pull of a single message that expires after ``timeout_ms``, then asks for the rest.
+  in one pull of a single message that expires after ``timeout_ms``. A batch short of
+  ``max_messages`` then waits up to 5 ms more (within ``timeout_ms``) for the rest:
+  nats-server 2.10+ shows a consumer new messages a moment after acking their publish.
   Each pull replies to its own subject, so the end-of-request status of a pull given up on
   (server unreachable) is told apart; its messages are kept for the next call.
   ``attempts`` is JetStream's delivery count, ``published_at`` the stream's timestamp.
@@ -43,7 +45,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,7 +53,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import MaxPayloadError, MsgAlreadyAckdError, NoServersError
+from nats.errors import MaxPayloadError, NoServersError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
@@ -68,6 +70,7 @@ CONSUMER = "shipyard"
 MAX_ACK_PENDING = 20_000
 RECONNECT_WAIT_S = 0.5
 CHECK_S = 0.25  # how often a wait looks whether the connection is still up
+GATHER_S = 0.005  # how long a consume that found some messages waits for more
 _FULL = {10077, 10078}  # JetStream: maximum messages / bytes exceeded
 _STREAM_IN_USE = 10058  # stream name already in use with a different configuration
 _SUBJECTS_OVERLAP = 10065
@@ -306,7 +309,8 @@ class NatsBroker:
                 failures.append("no ack in time")
                 continue
             if _status(reply) == "503":  # no responders: no stream takes this subject
-                await self._missing(queue)
+                if not failures:
+                    await self._missing(queue)
                 failures.append("no stream answered")
                 continue
             answer = orjson.loads(reply.data)
@@ -355,6 +359,7 @@ class NatsBroker:
         return [f.result() if not f.cancelled() else None for f in futures]
 
     async def _missing(self, queue: str) -> None:
+        """Raise ``InvalidInputError`` when no stream holds ``queue``."""
         _, js = await self._client()
         async with self._reachable():
             try:
@@ -405,15 +410,19 @@ class NatsBroker:
         return deliveries
 
     async def _take(self, nc: Client, pull: _Pull, wanted: int, timeout_s: float) -> list[Msg]:
+        deadline = time.monotonic() + timeout_s
         taken = self._kept(pull, wanted)
         if len(taken) < wanted:
             taken += await self._request(nc, pull, wanted - len(taken), None)
         if not taken and timeout_s > 0:
             taken = await self._request(nc, pull, 1, timeout_s)
-            if taken and wanted > 1:
-                taken += self._kept(pull, wanted - 1)
-                if len(taken) < wanted:
-                    taken += await self._request(nc, pull, wanted - len(taken), None)
+        gather = min(GATHER_S, deadline - time.monotonic())
+        if taken and len(taken) < wanted and gather >= 0.001:
+            # nats-server 2.10+ tells a consumer about stored messages a moment after it
+            # acked their publish: a short wait takes them too, not a batch of one.
+            taken += self._kept(pull, wanted - len(taken))
+            if len(taken) < wanted:
+                taken += await self._request(nc, pull, wanted - len(taken), gather)
         return taken
 
     @staticmethod
@@ -470,16 +479,18 @@ class NatsBroker:
         return taken
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Ack every delivery, then flush so the acks reached the server."""
-        if not deliveries:
+        """Ack every delivery; returns once JetStream processed the acks."""
+        messages: list[Msg] = [d.handle for d in deliveries if not d.handle.is_acked]
+        if not messages:
             return
-        nc, _ = await self._client()
+        await self._client()
         async with self._reachable():
-            for delivery in deliveries:
-                msg: Msg = delivery.handle
-                with suppress(MsgAlreadyAckdError):  # acked twice: nothing to do
-                    await msg.ack()
-            await nc.flush(timeout=max(1, round(self._timeout)))
+            for msg in messages[:-1]:
+                await msg.ack()
+            # The server answers this one after it processed it, and a consumer processes
+            # the acks of a connection in order: when it answers, the acked messages have
+            # left a work-queue stream (and its bound), with one round trip for the batch.
+            await messages[-1].ack_sync(timeout=self._timeout)
 
     async def _dead_letter(self, queue: str) -> str:
         if queue in self._specs:
