@@ -3,8 +3,9 @@
 Generates transactions, runs the fraud pipeline (train, evaluate, sign, register, promote),
 scores a held-out file through the production alias's verified artifact, then starts the
 server, sends single-row requests over Open Inference Protocol and MLflow scoring, promotes
-a challenger version mid-traffic, and prints a summary. A second run on the same home
-registers the next versions.
+a challenger version mid-traffic, publishes the held-out transactions to the embedded
+broker for two scorer processes and reads the results back, and prints a summary. A second
+run on the same home registers the next versions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shipyard.cli.context import console, open_registry, settings_of
 from shipyard.cli.pipeline import run_table, run_with_status
 from shipyard.cli.predict import score_file
 from shipyard.cli.serving_demo import serve_and_swap, swap_table
+from shipyard.cli.stream_demo import stream_and_count, stream_table
 from shipyard.data import get_dataset, read_table, write_table
 from shipyard.errors import ModelNotFoundError
 from shipyard.examples import example_spec
@@ -37,6 +39,9 @@ def demo(
     requests: Annotated[
         int, typer.Option(min=100, help="Single-row requests sent to the demo server")
     ] = 4_000,
+    stream_workers: Annotated[
+        int, typer.Option(min=1, max=16, help="Scorer processes of the stream step")
+    ] = 2,
 ) -> None:
     """Generate data, train and register the fraud model, score a held-out file."""
     started = time.perf_counter()
@@ -93,6 +98,10 @@ def demo(
         )
         console.print(swap_table(swap))
 
+        console.rule("[bold]5. stream scoring through the embedded broker")
+        streamed = stream_and_count(settings, holdout, workers=stream_workers, out=console)
+        console.print(stream_table(streamed))
+
     target = fraud.schema.target
     assert target is not None
     holdout_ap = average_precision_score(scored[target], scored["probability"])
@@ -129,6 +138,13 @@ def demo(
         f"{report.sent:,} requests, {report.throughput:,.0f} req/s, p50 "
         f"{report.percentile_ms(50):.1f} ms, p99 {report.percentile_ms(99):.1f} ms, "
         f"{sum(report.errors.values())} errors; {swap.promoted} promoted mid-traffic",
+    )
+    summary.add_row(
+        "stream",
+        f"{streamed.published:,} published, {streamed.scored:,} scored + "
+        f"{streamed.dead_lettered} dead-lettered, {streamed.throughput:,.0f} msg/s, p50 "
+        f"{streamed.percentile_ms(50):.0f} ms, p99 {streamed.percentile_ms(99):.0f} ms "
+        f"({stream_workers} workers)",
     )
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")

@@ -73,12 +73,14 @@ async def collect(
     *,
     timeout_s: float,
     by_id: bool = True,
+    belongs: Callable[[dict[str, Any]], bool] = lambda record: True,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Collected:
     """Consume and ack ``queue`` until ``expected`` distinct ids (or, without ``by_id``,
     records: dead letters) came, or ``timeout_s`` passed with nothing arriving — a quiet
     queue, not a slow one, ends the wait. A broker that goes away meanwhile is waited for
-    (records it delivers again are counted once by id)."""
+    (records it delivers again are counted once by id). Records that do not ``belong``
+    (another run's) are acked and left out."""
     await _patiently(lambda: broker.declare(QueueSpec(queue)), timeout_s)
     collected = Collected()
 
@@ -99,8 +101,10 @@ async def collect(
         before = count()
         for delivery in deliveries:
             record = orjson.loads(delivery.body)
+            if not isinstance(record, dict) or not belongs(record):
+                continue
             collected.records.append(record)
-            key = record.get("id") if isinstance(record, dict) else None
+            key = record.get("id")
             if isinstance(key, str):
                 collected.ids[key] = collected.ids.get(key, 0) + 1
         with contextlib.suppress(UnavailableError):  # unacked: they come again, same ids
