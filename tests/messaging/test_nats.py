@@ -382,3 +382,19 @@ async def test_the_broker_survives_a_server_restart(
     await broker.ack(queue, taken)
     await broker.publish(queue, [b"after"])
     assert [d.body for d in await _take(broker, queue, 1)] == [b"after"]
+
+
+async def test_a_full_queue_has_room_as_soon_as_ack_returns(
+    servers: Callable[..., PrivateServer], brokers: Callable[..., NatsBroker]
+) -> None:
+    """JetStream removes acked messages from a work-queue stream after answering the ack
+    message; ``ack`` waits for that, so a producer never meets a stale bound."""
+    broker = brokers(servers().url)
+    await broker.declare(QueueSpec("bounded", max_length=5))
+    for _ in range(30):  # bounded; the race it guards against showed within 100 rounds
+        await broker.publish("bounded", [b"x"] * 5)
+        taken = await _take(broker, "bounded", 5)
+        await broker.ack("bounded", taken)
+        await broker.ack("bounded", taken)  # twice: nothing more happens
+        await broker.publish("bounded", [b"y"] * 5)
+        await broker.ack("bounded", await _take(broker, "bounded", 5))
