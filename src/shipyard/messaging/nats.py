@@ -381,6 +381,8 @@ class NatsBroker:
                     raise InvalidInputError(
                         f"queue {queue!r} is not declared; declare it first"
                     ) from None
+                if queue in self._pulls:  # another consume of this queue was quicker
+                    return nc, self._pulls[queue]
                 pull = _Pull(
                     stream,
                     f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}",
@@ -390,8 +392,14 @@ class NatsBroker:
                 async def arrived(msg: Msg, into: asyncio.Queue[Msg] = pull.arrived) -> None:
                     into.put_nowait(msg)
 
-                await nc.subscribe(f"{pull.inbox}.*", cb=arrived)
-            self._pulls[queue] = pull
+                # Registered first, locked until subscribed: a concurrent consume waits.
+                self._pulls[queue] = pull
+                async with pull.lock:
+                    try:
+                        await nc.subscribe(f"{pull.inbox}.*", cb=arrived)
+                    except BaseException:
+                        del self._pulls[queue]
+                        raise
         return nc, pull
 
     async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
