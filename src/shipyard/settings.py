@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     """Message broker: ``amqp://…``, ``nats://…``, ``redis://…`` or ``memory://``; empty means
     the embedded NATS server under ``home``, started on first use."""
 
+    publish_queues: list[str] = Field(default_factory=lambda: ["transactions"])
+    """Queues the server's ``POST /v1/queues/{queue}/messages`` may publish to."""
+
     mpi_rank: int | None = Field(
         default=None,
         validation_alias=AliasChoices("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"),

@@ -17,7 +17,7 @@ from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry
-from shipyard.server import auth, metrics, mlflow, models, oip, predict
+from shipyard.server import auth, metrics, mlflow, models, oip, predict, queues
 from shipyard.server.limits import BodySizeLimit
 from shipyard.server.responses import error_response
 from shipyard.server.state import ServerState
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await service.close()
+            await state.close_broker()
             registry.close()
 
     app = FastAPI(
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.health)
     app.include_router(mlflow.health)
     app.include_router(models.router)
+    app.include_router(queues.router)
     app.include_router(auth.router)
     auth.install(app)
 
