@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from shipyard.cli import main
-from shipyard.examples import example_spec
 
 
 @dataclass(frozen=True)
@@ -38,27 +36,10 @@ def _runner(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
     return run
 
 
-@pytest.fixture(scope="session")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home with model fraud v1 in production, trained on 6,000 rows; copy before changing."""
-    home = tmp_path_factory.mktemp("trained") / "home"
-    data = home.parent / "fraud.parquet"
-    for args in (
-        ["data", "generate", "fraud", "--rows", "6000", "--seed", "3", "-o", str(data)],
-        ["pipeline", "run", str(example_spec("fraud")), "--data", str(data)],
-    ):
-        with pytest.raises(SystemExit) as exited:
-            main(["--home", str(home), *args])
-        assert exited.value.code == 0, args
-    return home
-
-
 @pytest.fixture
-def home_with_model(trained_home: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained home."""
-    copy = tmp_path / "home"
-    shutil.copytree(trained_home, copy)
-    return copy
+def home_with_model(model_home: Path) -> Path:
+    """A private copy of a home with fraud v1 in production (root conftest)."""
+    return model_home
 
 
 @pytest.fixture

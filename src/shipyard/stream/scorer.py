@@ -117,9 +117,10 @@ class Scorer:
         self._backpressure = metrics.BACKPRESSURE.labels(config.results, worker)
 
     async def start(self) -> None:
-        """Declare the queues (idempotent) and load the model: fail now, not per message."""
-        await self._persist("declare", lambda: self.broker.declare(self.config.input_spec))
-        await self._persist("declare", lambda: self.broker.declare(self.config.results_spec))
+        """Declare the queues (idempotent) and load the model: fail now, not per message
+        (an unreachable broker too: a supervisor restarts the worker)."""
+        await self.broker.declare(self.config.input_spec)
+        await self.broker.declare(self.config.results_spec)
         loaded = await self.service.model(self.config.model)
         logger.info(
             "scoring %s (now %s) from %r into %r",

@@ -32,12 +32,12 @@ PROGRESS_EVERY_S = 10.0
 
 
 def configure_logging(worker: str) -> None:
-    """One line per event on stderr, naming the worker (its index or MPI rank)."""
+    """One line per event on stderr, naming the worker (its index or MPI rank); leaves a
+    logging set-up the process already has alone."""
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s worker={worker} %(name)s: %(message)s",
         stream=sys.stderr,
-        force=True,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -1,0 +1,188 @@
+"""``shipyard stream`` as real processes: one worker with its metrics, ranks under
+``mpiexec``, and the pool restarting a worker that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from brokers import SHARED, delete_queues
+from shipyard.data import generate_fraud
+from shipyard.messaging import open_broker
+from shipyard.server.process import free_port
+from shipyard.stream.client import Collected, collect, publish_all
+from shipyard.stream.messages import encode_rows
+from shipyard.stream.process import READY_LINE
+
+pytestmark = pytest.mark.integration
+
+REDIS = SHARED["redis"][2]
+MESSAGES = 2_000
+
+
+@pytest.fixture
+def names(service: Callable[[str, int], None]) -> Iterator[tuple[str, str]]:
+    service("Redis", 6379)
+    suffix = uuid.uuid4().hex[:10]
+    queue, results = f"tx-{suffix}", f"results-{suffix}"
+    yield queue, results
+    asyncio.run(delete_queues(REDIS, [queue, f"{queue}.dead", results, f"{results}.dead"]))
+
+
+def publish_and_collect(queue: str, results: str, count: int) -> Collected:
+    async def run() -> Collected:
+        frame = generate_fraud(count, seed=4).drop(columns=["Class"])
+        _, bodies = encode_rows(frame)
+        client = open_broker(REDIS)
+        try:
+            await publish_all(client, queue, bodies)
+            return await collect(client, results, count, timeout_s=60)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(log: Path, text: str, count: int = 1, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} did not appear {count} times: {log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
+    process.send_signal(signum)
+    try:
+        return process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+        raise
+
+
+def scored_by_worker(metrics: str) -> dict[str, float]:
+    found = re.findall(
+        r'^shipyard_stream_messages_scored_total\{[^}]*worker="(\d+)"[^}]*\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    return {worker: float(value) for worker, value in found}
+
+
+def shipyard(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "shipyard", "--home", str(home), "stream", *args]
+
+
+def test_one_worker_scores_and_serves_its_metrics(
+    model_home: Path, names: tuple[str, str], tmp_path: Path
+) -> None:
+    queue, results = names
+    port = free_port()
+    log = tmp_path / "stream.log"
+    process = start(
+        shipyard(model_home, "--model", "fraud", "--broker", REDIS, "--queue", queue,
+                 "--results", results, "--metrics-port", str(port)),
+        log,
+    )  # fmt: skip
+    try:
+        wait_for(log, READY_LINE)
+        collected = publish_and_collect(queue, results, MESSAGES)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        code = stop(process)
+    assert code == 0, log.read_text()[-2000:]
+    assert collected.distinct == MESSAGES
+    assert scored_by_worker(metrics) == {"0": MESSAGES}
+    assert f'shipyard_stream_messages_consumed_total{{queue="{queue}",worker="0"}}' in metrics
+    assert "shipyard_stream_latency_seconds_bucket" in metrics
+    assert "shipyard_stream_batch_size_messages_bucket" in metrics
+    assert "shipyard_stream_backlog_messages" in metrics
+    assert f"stopped: consumed {MESSAGES}, scored {MESSAGES}" in log.read_text()
+
+
+def mpiexec() -> str:
+    found = Path(sysconfig.get_path("scripts")) / "mpiexec"
+    path = str(found) if found.exists() else shutil.which("mpiexec")
+    if path is None:
+        message = "mpiexec is missing; pip install mpich (a dev dependency)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_under_mpiexec_each_rank_is_a_worker_named_by_its_rank(
+    model_home: Path, names: tuple[str, str], tmp_path: Path
+) -> None:
+    queue, results = names
+    port = free_port()
+    while port + 1 == free_port():  # need port and port + 1
+        port = free_port()
+    log = tmp_path / "mpi.log"
+    process = start(
+        [mpiexec(), "-n", "2",
+         *shipyard(model_home, "--model", "fraud", "--broker", REDIS, "--queue", queue,
+                   "--results", results, "--metrics-port", str(port), "--batch-size", "64")],
+        log,
+    )  # fmt: skip
+    try:
+        wait_for(log, READY_LINE, count=2)
+        collected = publish_and_collect(queue, results, MESSAGES)
+        by_rank = {}
+        for rank in (0, 1):
+            text = httpx.get(f"http://127.0.0.1:{port + rank}/metrics", timeout=5).text
+            by_rank.update(scored_by_worker(text))
+    finally:
+        stop(process, signal.SIGINT)
+    output = log.read_text()
+    assert collected.distinct == MESSAGES
+    assert "worker=0 " in output
+    assert "worker=1 " in output
+    assert set(by_rank) == {"0", "1"}
+    assert sum(by_rank.values()) >= MESSAGES
+    assert {r["worker"] for r in collected.records} == {"0", "1"}
+
+
+def test_the_pool_restarts_a_killed_worker_and_stops_cleanly(
+    model_home: Path, names: tuple[str, str], tmp_path: Path
+) -> None:
+    queue, results = names
+    log = tmp_path / "pool.log"
+    process = start(
+        shipyard(model_home, "--model", "fraud", "--broker", REDIS, "--queue", queue,
+                 "--results", results, "--workers", "2", "--redelivery-ms", "1000"),
+        log,
+    )  # fmt: skip
+    try:
+        wait_for(log, READY_LINE, count=2)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        wait_for(log, "exited with -9; starting it again")
+        wait_for(log, READY_LINE, count=3)  # the new worker is up
+        collected = publish_and_collect(queue, results, MESSAGES)
+    finally:
+        code = stop(process)
+    assert code == 0
+    assert collected.distinct == MESSAGES
+    assert log.read_text().count("stopped: consumed") == 2  # both live workers finished
