@@ -17,7 +17,7 @@ from shipyard.cli import (
     models,
     pipeline,
     predict,
-    publish,
+    queues,
     serve,
     stream,
     users,
@@ -41,7 +41,8 @@ app.add_typer(users.app, name="users")
 app.command("predict")(predict.predict)
 app.command("serve")(serve.serve)
 app.command("stream")(stream.stream)
-app.command("publish")(publish.publish)
+app.command("publish")(queues.publish)
+app.command("consume")(queues.consume)
 app.command("demo")(demo.demo)
 
 __all__ = ["app", "console", "main"]

@@ -1,4 +1,4 @@
-"""shipyard publish: a table's rows as messages on a queue, and every way that goes wrong."""
+"""shipyard publish and consume: rows onto a queue and messages off it, and what goes wrong."""
 
 from __future__ import annotations
 
@@ -130,3 +130,24 @@ def test_bad_input_is_one_line_with_an_exit_code(
     assert message in result.err
     assert "s3cret" not in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.integration
+def test_consume_takes_messages_off_the_queue(cli: Cli, tmp_path: Path, redis_queue: str) -> None:
+    async def put() -> None:
+        broker = open_broker(REDIS)
+        await broker.declare(QueueSpec(redis_queue))
+        await broker.publish(redis_queue, [b'{"id": "1"}', b"not json", b'{"id": "3"}'])
+        await broker.close()
+
+    asyncio.run(put())
+    first = cli("consume", redis_queue, "--broker", REDIS, "--count", "2", "--wait", "1")
+    assert first.code == 0, first.err
+    assert first.out.splitlines() == ['{"id": "1"}', "not json"]
+    out = tmp_path / "rest.jsonl"
+    rest = cli("consume", redis_queue, "--broker", REDIS, "--wait", "0.5", "-o", str(out))
+    assert rest.code == 0, rest.err
+    assert f"wrote 1 messages from '{redis_queue}'" in rest.out
+    assert out.read_text() == '{"id": "3"}\n'
+    empty = cli("consume", redis_queue, "--broker", REDIS, "--wait", "0.3")
+    assert empty.out == ""
