@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -15,11 +16,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE, SERVING = (
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING = (
     BLOCKS[0].strip(),
     BLOCKS[1].strip(),
     BLOCKS[2],
     BLOCKS[3],
+    BLOCKS[4],
 )
 BIN = Path(sys.executable).parent
 
@@ -82,6 +84,7 @@ def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     assert "fraud:1" in first
     assert "held-out average_precision" in first
     assert ", 0 errors;" in first
+    assert "nothing lost" in first
     assert (copy / ".shipyard" / "registry.db").exists()
     second = _run(
         ".venv/bin/shipyard demo --rows 20000 --holdout-rows 2000 --requests 400", copy, env, 600
@@ -116,3 +119,20 @@ def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
     assert '"model_name":"fraud","model_version":"1"' in out
     assert '{"predictions":[' in out
     assert '"token_type":"bearer"' in out
+
+
+@pytest.mark.e2e
+def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The streaming block, after the usage block's training, as one bash script on the
+    embedded broker; the scorers are stopped at the end."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in USAGE.strip().splitlines()[:2]:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{STREAMING}"
+    _run(script, tmp_path, env, timeout=300)
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in results}) == 2000
+    assert {r["model"] for r in results} == {"fraud"}
+    assert {r["version"] for r in results} == {1}
+    assert not (tmp_path / "home" / "nats" / "server.json").exists()  # the embedded server stopped
