@@ -543,7 +543,10 @@ SHARED = {
 
 
 async def delete_queues(url: str, names: list[str]) -> None:
-    """Delete queues (streams) from a broker that keeps them, so tests leave none behind."""
+    """Delete queues (streams) from a broker that keeps them, so tests leave none behind;
+    with each its dead-letter queue and that one's (declaring a queue declares both)."""
+    names = [f"{name}{suffix}" for name in names for suffix in ("", ".dead", ".dead.dead")]
+    names = list(dict.fromkeys(names))
     if url.startswith("amqp"):
         connection = await aio_pika.connect_robust(url, timeout=5)
         async with connection:

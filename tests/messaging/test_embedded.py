@@ -132,6 +132,41 @@ def test_a_stale_state_file_is_replaced(servers: Make, home: Path) -> None:
     assert _pid(home) != dead.pid
 
 
+async def test_the_last_user_stops_the_server_whoever_started_it(servers: Make, home: Path) -> None:
+    starter, user = servers(), servers()
+    url = starter.start()
+    assert user.start() == url
+    pid = _pid(home)
+    starter.stop()  # e.g. a `shipyard publish` that happened to start it
+    assert _runs(pid)
+    assert await _round_trip(url, "q", [b"served on"]) == [b"served on"]
+    user.stop()  # e.g. the `shipyard stream` still using it
+    assert not _runs(pid)
+    assert not (home / "nats" / "server.json").exists()
+
+
+def test_a_user_that_died_without_stop_is_not_waited_for(servers: Make, home: Path) -> None:
+    owner = servers()
+    owner.start()
+    ghost = subprocess.Popen([sys.executable, "-c", "pass"])
+    ghost.wait(30)
+    state = json.loads((home / "nats" / "server.json").read_text())
+    state["users"].append(ghost.pid)  # a user killed with SIGKILL
+    (home / "nats" / "server.json").write_text(json.dumps(state))
+    pid = _pid(home)
+    owner.stop()
+    assert not _runs(pid)
+
+
+def test_a_restarted_server_keeps_its_port(servers: Make) -> None:
+    """Clients holding the old URL (a scorer) reconnect to the next server of the home."""
+    first = servers()
+    url = first.start()
+    first.stop()
+    second = servers()
+    assert second.start() == url
+
+
 async def test_messages_survive_a_stop_and_start(servers: Make) -> None:
     first = servers()
     url = first.start()

@@ -153,7 +153,12 @@ def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:
 
 
 def shown_url(url: str) -> str:
-    """The URL without its password (in the authority or the query), for messages."""
+    """The URL without its secrets, for messages: the password (in the authority or the
+    query); for NATS, whose token sits where a user would, the whole user part."""
+    if url.split("://", 1)[0].lower() in ("nats", "tls"):
+        from shipyard.messaging.nats import shown_url as nats_shown_url
+
+        return nats_shown_url(url)
     parsed = URL(url)
     if parsed.password is not None:
         parsed = parsed.with_password(None)

@@ -1,22 +1,25 @@
 """The embedded broker: a ``nats-server`` child with JetStream on disk under the Shipyard home.
 
 When no broker URL is configured, the processes of one home (a scorer pool, ``shipyard
-publish``, the demo) share one NATS server that the first of them starts::
+publish``, ``shipyard consume``, a server, the demo) share one NATS server::
 
-    home/nats/server.json      pid, port and URL of the running server
-    home/nats/server.lock      flock: one process at a time checks and starts
+    home/nats/server.json      pid, port and URL of the running server, and its users
+    home/nats/server.lock      flock: one process at a time checks, starts or stops
     home/nats/jetstream/       JetStream's file store (``-sd``): queues survive restarts
     home/logs/nats-server.log  the server's log
 
 ``EmbeddedNats.start`` reuses the server that ``server.json`` names when its pid is alive
-and its port answers a JetStream request; otherwise it starts one on a free port of
-127.0.0.1, waits until JetStream answers, and records it. The check-and-start runs under an
-exclusive ``flock``, so processes starting at once end with one server. ``stop`` stops the
-server only if this object started it; the others leave it running for whoever started it.
-The child runs in a session of its own so that Ctrl-C in a terminal stops it only through
-``stop``; a server whose starter died without ``stop`` keeps running and is reused. A server
-found alive but not answering is reported, never started a second time beside it: two
-servers on one store would corrupt it.
+and its port answers a JetStream request; otherwise it starts one, on the port the home's
+last server had when that is free (so that clients holding the old URL reconnect), else on
+a free port of 127.0.0.1, waits until JetStream answers, and records it. Each ``start``
+adds the caller's pid to the server's users; ``stop`` removes it, and the last live user
+stops the server — whoever started it — so ``shipyard stream &`` and a ``shipyard publish``
+that happened to start the server first never pull it from under each other. A user
+killed without ``stop`` is pruned by pid. Everything runs under an exclusive ``flock``, so
+processes starting at once end with one server. The server runs in a session of its own
+so that Ctrl-C in a terminal stops it only through ``stop``; one left running by users
+that all died is reused. A server found alive but not answering is reported, never
+started a second time beside it: two servers on one store would corrupt it.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO
 
 from shipyard.errors import ConfigurationError, UnavailableError
+from shipyard.settings import Settings
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -102,6 +106,38 @@ def _alive(pid: int) -> bool:
         return True
 
 
+# Servers this process started and left to other users: kept referenced, as a dropped
+# ``Popen`` of a running child complains, and waited for by whoever stops them.
+_HANDED_OVER: list[subprocess.Popen[bytes]] = []
+
+
+def _live(users: object) -> list[int]:
+    """The pids of a state's users that still run (a user killed without ``stop`` is gone)."""
+    if not isinstance(users, list):
+        return []
+    live = []
+    for pid in users:
+        if not isinstance(pid, int):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        live.append(pid)
+    return live
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -131,29 +167,52 @@ class EmbeddedNats:
 
     @property
     def owned(self) -> bool:
-        """Whether this object started the server (and so ``stop`` stops it)."""
+        """Whether this object started the server process."""
         return self._process is not None
 
     def start(self) -> str:
-        """The server's ``nats://127.0.0.1:PORT``: the running one, or a new one."""
+        """The server's ``nats://127.0.0.1:PORT``: the running one, or a new one; this
+        process becomes one of its users."""
         if self.url is not None:
             return self.url
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._locked():
             running = self._running()
-            if running is not None:
-                self.url = running
-                return running
-            self.url = self._launch()
-            return self.url
+            if running is None:
+                running = self._launch()
+            state = self._state()
+            state["users"] = [*_live(state.get("users")), os.getpid()]
+            self._write_state(state)
+            self.url = running
+            return running
 
     def stop(self) -> None:
-        """Stop the server if this object started it (TERM, bounded wait, KILL)."""
-        process, self._process = self._process, None
-        self.url = None
-        if process is None:
+        """Leave the server; the last live user stops it (TERM, bounded wait, KILL)."""
+        if self.url is None:
             return
+        self.url = None
+        process, self._process = self._process, None
         with self._locked():
+            state = self._state()
+            users = _live(state.get("users"))
+            if os.getpid() in users:
+                users.remove(os.getpid())
+            pid = state.get("pid")
+            if users and isinstance(pid, int) and _alive(pid):
+                state["users"] = users
+                self._write_state(state)
+                if process is not None:
+                    _HANDED_OVER.append(process)  # runs on for the others; the last stops it
+                return
+            if isinstance(pid, int):
+                self._terminate(pid, process)
+            self.state_path.unlink(missing_ok=True)
+
+    def _terminate(self, pid: int, process: subprocess.Popen[bytes] | None) -> None:
+        for handed in [h for h in _HANDED_OVER if h.pid == pid]:
+            _HANDED_OVER.remove(handed)
+            process = handed
+        if process is not None and process.pid == pid:  # our child: wait() reaps it
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -161,8 +220,15 @@ class EmbeddedNats:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(STOP_TIMEOUT_S)
-            if self._state().get("pid") == process.pid:
-                self.state_path.unlink(missing_ok=True)
+            return
+        for signum, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 2.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+            deadline = time.monotonic() + wait_s
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _alive(pid):
+                return
 
     def __enter__(self) -> str:
         return self.start()
@@ -228,19 +294,27 @@ class EmbeddedNats:
         binary = nats_server_binary()
         self.store.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(PORT_ATTEMPTS):  # a free port may be taken before the server binds it
-            port = _free_port()
+        last = self._last_port()
+        for attempt in range(PORT_ATTEMPTS):  # a free port may be taken before it is bound
+            port = last if attempt == 0 and last is not None and _port_free(last) else _free_port()
             with self.log_path.open("ab") as log:
                 process = self._spawn(binary, port, log)
             if self._wait_ready(process, port):
                 self._process = process
                 url = f"nats://127.0.0.1:{port}"
-                self._write_state({"pid": process.pid, "port": port, "url": url})
+                self._write_state({"pid": process.pid, "port": port, "url": url, "users": []})
+                (self.folder / "port").write_text(str(port))
                 return url
         raise UnavailableError(
             f"the embedded nats-server ({binary}) did not start with JetStream within "
             f"{START_TIMEOUT_S:.0f} s. Log {self.log_path}:\n{_tail(self.log_path)}"
         )
+
+    def _last_port(self) -> int | None:
+        try:
+            return int((self.folder / "port").read_text())
+        except (OSError, ValueError):
+            return None
 
     def _spawn(self, binary: str, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
         command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.store)]
@@ -272,18 +346,8 @@ class EmbeddedNats:
         partial.replace(self.state_path)  # readers never see half a file
 
 
-class BrokerSettings(Protocol):
-    """What ``broker_url`` needs of the settings: the configured URL and the home."""
-
-    @property
-    def broker_url(self) -> str: ...
-
-    @property
-    def home(self) -> Path: ...
-
-
 @contextlib.contextmanager
-def broker_url(settings: BrokerSettings) -> Iterator[str]:
+def broker_url(settings: Settings) -> Iterator[str]:
     """The configured broker URL, or the home's embedded server for the ``with`` block."""
     if settings.broker_url:
         yield settings.broker_url
