@@ -4,23 +4,18 @@ run; elsewhere its tests skip and say how to start it."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-import aio_pika
-import nats
 import pytest
-import redis.asyncio
-from nats.js.errors import NotFoundError
 
+from brokers import SHARED, delete_queues
 from shipyard.messaging import Broker, open_broker
-from shipyard.messaging.nats import stream_name
 
 REDELIVERY_MS = 300
-REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-NATS_URL = "nats://127.0.0.1:4222"
+REDIS_URL = SHARED["redis"][2]
+AMQP_URL = SHARED["rabbitmq"][2]
+NATS_URL = SHARED["nats"][2]
 BACKENDS = {
     "memory": lambda: f"memory://contract-{uuid.uuid4().hex}",
     "nats": lambda: NATS_URL,
@@ -53,25 +48,6 @@ def queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-async def _delete_rabbitmq_queues(url: str, names: list[str]) -> None:
-    connection = await aio_pika.connect_robust(url, timeout=5)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name, if_unused=False, if_empty=False)
-
-
-async def delete_nats_streams(url: str, names: list[str]) -> None:
-    """Delete the queues' streams (and so their consumers) from a NATS server."""
-    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
-    try:
-        for name in names:
-            with contextlib.suppress(NotFoundError):
-                await client.jetstream().delete_stream(stream_name(name))
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Broker]]:
     """Make brokers (connections) on the backend; all are closed after the test, and the
@@ -86,12 +62,4 @@ async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Bro
     yield make
     for broker in opened:
         await broker.close()
-    if broker_url.startswith("amqp"):
-        await _delete_rabbitmq_queues(broker_url, [queue, f"{queue}.dead"])
-    if broker_url.startswith("redis"):
-        client = redis.asyncio.Redis.from_url(broker_url)
-        names = [queue, f"{queue}.dead"]
-        await client.delete(*names, *(f"shipyard:queue:{name}" for name in names))
-        await client.aclose()
-    if broker_url.startswith("nats"):
-        await delete_nats_streams(broker_url, [queue, f"{queue}.dead"])
+    await delete_queues(broker_url, [queue])
