@@ -259,3 +259,29 @@ async def test_a_broker_down_at_stop_leaves_the_batch_for_redelivery(rigs: Rigs)
     again = await rig.client.consume("transactions", 10, 1000)
     assert sorted(d.body for d in again) == sorted(transaction(f"t{i}") for i in range(5))
     assert {d.attempts for d in again} == {2}
+
+
+class BrokenBroker(MemoryBroker):
+    """A memory broker whose acks fail with an error no backend should raise (a bug)."""
+
+    async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        raise RuntimeError("bug in a client library")
+
+
+async def test_an_unforeseen_failure_stops_the_scorer_and_leaves_the_batch_unacked(
+    rigs: Rigs,
+) -> None:
+    url = "memory://broken"
+    rig = await rigs(broker=BrokenBroker(url, redelivery_ms=200), batch_size=5)
+    rig.url, rig.client = url, open_broker(url, redelivery_ms=200)
+    await rig.client.declare(QueueSpec("transactions"))
+    await rig.publish([transaction(f"t{i}") for i in range(5)])
+    await rig.start()
+    assert rig.task is not None
+    with pytest.raises(RuntimeError, match="bug in a client library"):
+        await asyncio.wait_for(rig.task, 30)
+    assert rig.scorer.stopping
+    await rig.broker.close()  # the worker exits: its unacked messages go back
+    again = await rig.client.consume("transactions", 10, 1000)
+    assert len(again) == 5
+    assert {d.attempts for d in again} == {2}

@@ -108,8 +108,9 @@ class Scorer:
         self.service = service
         self.config = config
         self.stats = ScorerStats()
-        self._stopping = asyncio.Event()
+        self._stopping = False
         self._give_up_at: float | None = None
+        self._failure: BaseException | None = None
         worker = config.worker
         self._consumed = metrics.CONSUMED.labels(config.queue, worker)
         self._batch_size = metrics.BATCH_SIZE.labels(worker)
@@ -132,16 +133,27 @@ class Scorer:
 
     def stop(self) -> None:
         """Take no new messages; the batches in flight finish (see ``stop_grace_s``)."""
-        self._stopping.set()
+        self._stopping = True
         self._give_up_at = time.monotonic() + self.config.stop_grace_s
 
     @property
     def stopping(self) -> bool:
         """Whether ``stop`` was called."""
-        return self._stopping.is_set()
+        return self._stopping
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None or self.stopping:
+            return
+        # Not a bad message, not an unreachable broker: a fault of this process. Its unacked
+        # messages must go to a healthy worker, and a message that causes it runs into the
+        # delivery bound, so stop and let the supervisor start a fresh worker.
+        self._failure = task.exception()
+        logger.error("a batch failed unexpectedly; stopping", exc_info=self._failure)
+        self.stop()
 
     async def run(self) -> ScorerStats:
-        """Consume and score until ``stop``; then finish the batches in flight."""
+        """Consume and score until ``stop``; then finish the batches in flight. A batch
+        that fails for an unforeseen reason stops the scorer, and ``run`` raises it."""
         slots = asyncio.Semaphore(self.config.in_flight)
         batches: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
@@ -156,11 +168,14 @@ class Scorer:
                 batches.add(task)
                 task.add_done_callback(batches.discard)
                 task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(self._batch_done)
         finally:
             results = await asyncio.gather(*batches, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     logger.warning("batch left unacked, to be delivered again: %s", result)
+        if self._failure is not None:
+            raise self._failure
         return self.stats
 
     async def _consume(self) -> list[Delivery]:
