@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from shipyard.cli.context import console, open_registry, settings_of
 from shipyard.cli.pipeline import run_table, run_with_status
@@ -25,7 +24,6 @@ from shipyard.cli.stream_demo import stream_and_count, stream_table
 from shipyard.data import get_dataset, read_table, write_table
 from shipyard.errors import ModelNotFoundError
 from shipyard.examples import example_spec
-from shipyard.pipeline import load_spec
 
 BASE_SEED = 7
 
@@ -44,6 +42,11 @@ def demo(
     ] = 2,
 ) -> None:
     """Generate data, train and register the fraud model, score a held-out file."""
+    # Imported here: scikit-learn and the pipeline take seconds, which other commands skip.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from shipyard.pipeline import load_spec
+
     started = time.perf_counter()
     settings = settings_of(ctx)
     data_dir = settings.home / "data"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from shipyard.cli.context import console, open_registry
-from shipyard.pipeline import Runner, RunResult, Spec, load_spec
 from shipyard.registry import Registry
+
+if TYPE_CHECKING:  # imported when a command runs: scikit-learn takes a second to import
+    from shipyard.pipeline import RunResult, Spec
 
 app = typer.Typer(help="Run pipelines.", no_args_is_help=True)
 
@@ -25,6 +27,8 @@ def run(
     ] = None,
 ) -> None:
     """Ingest, validate, split, train, evaluate, export, register and maybe promote a model."""
+    from shipyard.pipeline import load_spec
+
     spec, text = load_spec(spec_path)
     if data is not None:
         spec = spec.with_data_file(data)
@@ -35,6 +39,8 @@ def run(
 
 def run_with_status(registry: Registry, spec: Spec, text: str, out: Console) -> RunResult:
     """Run a spec while a status line names the stage in progress."""
+    from shipyard.pipeline import Runner
+
     with out.status("starting") as status:
 
         def listener(name: str, state: str, seconds: float) -> None:

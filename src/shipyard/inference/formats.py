@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import skops.io
 
 from shipyard.errors import ArtifactError, ConfigurationError
 
@@ -88,7 +87,7 @@ def export_model(
         else:
             return ExportedModel("onnx", {ONNX_FILE: onnx_bytes}, input_schema, output_schema)
     return ExportedModel(
-        "skops", {SKOPS_FILE: skops.io.dumps(estimator)}, input_schema, output_schema
+        "skops", {SKOPS_FILE: skops_io().dumps(estimator)}, input_schema, output_schema
     )
 
 
@@ -111,9 +110,17 @@ def _to_onnx(estimator: Any, n_features: int, task: Task) -> bytes:
     return data
 
 
+def skops_io() -> Any:
+    """skops.io, imported on first use: importing it walks every scikit-learn estimator
+    (over a second), which processes that only serve ONNX models never need."""
+    import skops.io
+
+    return skops.io
+
+
 def skops_trusted_types(data: bytes) -> list[str]:
     """Types a skops file needs, checked against the allow-list before anything is built."""
-    needed = skops.io.get_untrusted_types(data=data)
+    needed = skops_io().get_untrusted_types(data=data)
     refused = [name for name in needed if not name.startswith(SKOPS_TRUSTED_PREFIXES)]
     if refused:
         raise ArtifactError(

@@ -14,10 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pandas as pd
-import skops.io
 
 from shipyard.errors import ArtifactError, SchemaError
-from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE, skops_trusted_types
+from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE, skops_io, skops_trusted_types
 from shipyard.registry import VerifiedArtifact
 
 Features = npt.NDArray[np.float32]
@@ -110,7 +109,7 @@ class SkopsPredictor(_PredictorBase):
         output_schema: dict[str, Any],
     ) -> None:
         super().__init__(name, version, input_schema, output_schema)
-        self._estimator = skops.io.loads(data, trusted=skops_trusted_types(data))
+        self._estimator = skops_io().loads(data, trusted=skops_trusted_types(data))
 
     def predict(self, features: Features) -> Outputs:
         """Call the estimator on a batch."""
