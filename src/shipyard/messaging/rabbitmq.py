@@ -4,7 +4,9 @@ underneath it (the data path).
 Queues are durable quorum queues (they count deliveries, so ``attempts`` is exact) with
 ``x-overflow: reject-publish`` and ``x-max-length`` when bounded: the broker nacks a publish
 to a full queue (and returns one to a missing queue: publishes are mandatory) and
-``publish`` raises ``BackpressureError`` naming those. Publishing uses publisher confirms,
+``publish`` raises ``BackpressureError`` naming those. A quorum queue notices its bound
+late, so a batch on its way in when the queue fills is stored whole: publishes to a
+queue declared bounded here go one batch at a time. Publishing uses publisher confirms,
 the whole batch written at once: its frames are encoded from one header template (the
 body size and a message id patched in) into one write on aiormq's channel, and each
 message's confirm is counted into the batch, not awaited as a future of its own —
@@ -37,6 +39,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import aio_pika
@@ -53,7 +56,7 @@ from aio_pika.exceptions import (
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
-from aiormq.abc import ChannelFrame, DeliveredMessage
+from aiormq.abc import ChannelFrame, ConfirmationFrameType, DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 from yarl import URL
@@ -162,6 +165,7 @@ class RabbitMQBroker:
         self._consumer: AbstractChannel | None = None
         self._side: AbstractRobustChannel | None = None
         self._consumers: dict[str, _Subscription] = {}
+        self._bounded: dict[str, asyncio.Lock] = {}  # one publish at a time to a bounded queue
         self._acks: dict[aiormq.abc.AbstractChannel, _Acks] = {}
         self._lock = asyncio.Lock()
         self._specs: dict[str, QueueSpec] = {}  # declared here; others use <queue>.dead
@@ -227,7 +231,12 @@ class RabbitMQBroker:
             if publisher.is_closed:
                 raise ChannelInvalidStateError("the publishing channel is closed")
             channel = await publisher.get_underlay_channel()
-            refused = await self._send(channel, queue, bodies)
+            spec_ = self._specs.get(queue)
+            if spec_ is None or spec_.max_length is None:
+                refused = await self._send(channel, queue, bodies)
+            else:  # the bound is checked late: let at most one batch overshoot it
+                async with self._bounded.setdefault(queue, asyncio.Lock()):
+                    refused = await self._send(channel, queue, bodies)
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
             raise UnavailableError(
                 f"publishing to RabbitMQ at {self._shown} failed "
@@ -246,6 +255,8 @@ class RabbitMQBroker:
         """Write the batch's frames at once; the positions the broker refused or returned."""
         if not isinstance(channel, aiormq.Channel) or not channel.publisher_confirms:
             raise ChannelInvalidStateError("the publishing channel has no publisher confirms")
+        if "_on_confirm_frame" not in vars(channel):  # a channel not seen yet (reopened)
+            channel._on_confirm_frame = partial(_settle, channel)  # type: ignore[method-assign]
         number = channel.number
         method = pamqp.frame.marshal(
             spec.Basic.Publish(exchange="", routing_key=queue, mandatory=True), number
@@ -423,6 +434,21 @@ class RabbitMQBroker:
         self._connection = self._publisher = self._consumer = self._side = None
         self._consumers.clear()
         self._acks.clear()
+
+
+async def _settle(channel: aiormq.Channel, frame: ConfirmationFrameType) -> None:
+    """Settle the confirmations a confirm frame covers, at once.
+
+    aiormq 7.2 answers a ``multiple`` confirm by walking every outstanding confirmation and
+    scheduling a callback for each one it covers, for every frame — a fifth of a publishing
+    worker's time with two batches of 256 in flight.
+    """
+    tag = frame.delivery_tag or 0
+    if not getattr(frame, "multiple", False):
+        channel._confirm_delivery(tag, frame)
+        return
+    for covered in [t for t in channel.confirmations if t <= tag]:
+        channel._confirm_delivery(covered, frame)
 
 
 async def _arrival(consumer: _Subscription, timeout_s: float) -> bool:
