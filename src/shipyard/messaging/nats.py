@@ -44,7 +44,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +71,7 @@ MAX_ACK_PENDING = 20_000
 RECONNECT_WAIT_S = 0.5
 CHECK_S = 0.25  # how often a wait looks whether the connection is still up
 GATHER_S = 0.005  # how long a consume that found some messages waits for more
+_ACK_TOKENS = 9
 _FULL = {10077, 10078}  # JetStream: maximum messages / bytes exceeded
 _STREAM_IN_USE = 10058  # stream name already in use with a different configuration
 _SUBJECTS_OVERLAP = 10065
@@ -115,8 +116,29 @@ def _status(msg: Msg) -> str | None:
     return msg.headers.get("Status") if msg.headers else None
 
 
+def _delivery(msg: Msg) -> Delivery:
+    """A JetStream message as a delivery: its delivery count and stream time are read from
+    its ack subject, ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
+    <nanoseconds>.<pending>``, without nats-py's ``Metadata`` (which builds a ``datetime``:
+    a sixth of a consuming worker's time)."""
+    tokens = msg.reply.split(".") if msg.reply else []
+    if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return Delivery(msg.data, int(tokens[4]), msg, int(tokens[7]) / 1e9)
+    metadata = msg.metadata  # the longer form, with a domain and an account hash
+    return Delivery(msg.data, metadata.num_delivered, msg, metadata.timestamp.timestamp())
+
+
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
+
+
+class _Sent:
+    """The JetStream acks of one published batch, by position; ``done`` when all came."""
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.replies: list[Msg | None] = [None] * size
+        self.waiting = size
+        self.done = done
 
 
 @dataclass
@@ -146,7 +168,7 @@ class NatsBroker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
-        self._acks: dict[str, asyncio.Future[Msg]] = {}
+        self._acks: dict[str, tuple[_Sent, int]] = {}  # reply subject → batch, position
         self._ack_inbox = ""
         self._ack_numbers = itertools.count()
         self._pulls: dict[str, _Pull] = {}
@@ -174,6 +196,9 @@ class NatsBroker:
                 max_reconnect_attempts=1,
                 ping_interval=10,
                 name="shipyard",
+                # Queue names are checked once (``_subject``); inboxes and JetStream's reply
+                # subjects need no check on every message published.
+                skip_subject_validation=True,
             )
         except (NoServersError, NatsError, OSError) as error:
             # NoServersError says only that the attempts ran out; the cause came before it.
@@ -212,9 +237,13 @@ class NatsBroker:
         _log.debug("nats client: %s", _describe(error))
 
     async def _confirmed(self, msg: Msg) -> None:
-        future = self._acks.pop(msg.subject, None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        waiting = self._acks.pop(msg.subject, None)
+        if waiting is not None:
+            sent, position = waiting
+            sent.replies[position] = msg
+            sent.waiting -= 1
+            if not sent.waiting and not sent.done.done():
+                sent.done.set_result(None)
 
     @asynccontextmanager
     async def _reachable(self) -> AsyncIterator[None]:
@@ -313,6 +342,8 @@ class NatsBroker:
                     await self._missing(queue)
                 failures.append("no stream answered")
                 continue
+            if b'"error"' not in reply.data:  # {"stream": …, "seq": …}: stored
+                continue
             answer = orjson.loads(reply.data)
             error = answer.get("error") if isinstance(answer, dict) else None
             if error is None:
@@ -335,28 +366,23 @@ class NatsBroker:
             )
 
     async def _send(self, nc: Client, subject: str, bodies: Sequence[bytes]) -> list[Msg | None]:
-        loop = asyncio.get_running_loop()
+        sent = _Sent(len(bodies), asyncio.get_running_loop().create_future())
         replies = [f"{self._ack_inbox}.{next(self._ack_numbers)}" for _ in bodies]
-        futures: list[asyncio.Future[Msg]] = []
         try:
             async with self._reachable():
-                for body, reply in zip(bodies, replies, strict=True):
-                    future: asyncio.Future[Msg] = loop.create_future()
-                    self._acks[reply] = future
-                    futures.append(future)
+                for position, (body, reply) in enumerate(zip(bodies, replies, strict=True)):
+                    self._acks[reply] = (sent, position)
                     await nc.publish(subject, body, reply=reply)
             deadline = time.monotonic() + self._timeout
-            waiting: Collection[asyncio.Future[Msg]] = futures
-            while waiting and nc.is_connected and time.monotonic() < deadline:
-                _, waiting = await asyncio.wait(
-                    waiting, timeout=min(CHECK_S, deadline - time.monotonic())
-                )
+            while not sent.done.done() and nc.is_connected:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.wait([sent.done], timeout=min(CHECK_S, remaining))
         finally:
             for reply in replies:  # acks that never came
-                late = self._acks.pop(reply, None)
-                if late is not None:
-                    late.cancel()
-        return [f.result() if not f.cancelled() else None for f in futures]
+                self._acks.pop(reply, None)
+        return sent.replies
 
     async def _missing(self, queue: str) -> None:
         """Raise ``InvalidInputError`` when no stream holds ``queue``."""
@@ -409,13 +435,7 @@ class NatsBroker:
         nc, pull = await self._pull(queue)
         async with pull.lock, self._reachable():
             messages = await self._take(nc, pull, max_messages, timeout_ms / 1000)
-        deliveries = []
-        for msg in messages:
-            metadata = msg.metadata
-            deliveries.append(
-                Delivery(msg.data, metadata.num_delivered, msg, metadata.timestamp.timestamp())
-            )
-        return deliveries
+        return [_delivery(msg) for msg in messages]
 
     async def _take(self, nc: Client, pull: _Pull, wanted: int, timeout_s: float) -> list[Msg]:
         deadline = time.monotonic() + timeout_s
@@ -542,8 +562,8 @@ class NatsBroker:
         """Close the connection; unacked deliveries come back after the redelivery delay."""
         nc, self._nc, self._js = self._nc, None, None
         self._pulls.clear()
-        for future in self._acks.values():
-            future.cancel()
+        for sent, _ in self._acks.values():
+            sent.done.cancel()
         self._acks.clear()
         if nc is not None and not nc.is_closed:
             await nc.close()
