@@ -9,8 +9,9 @@ An entry holds the body in field ``b`` and the publish time in field ``t``.
   wins) so that publishers in other processes see the bound and the dead-letter stream.
 - ``publish`` is one Lua script: it refuses an undeclared queue, checks the bound and adds
   the whole batch, atomically; it returns once Redis answered.
-- The bound counts entries not yet acked: ``ack`` and ``reject`` ``XACK`` and ``XDEL``
-  the entry in one transaction, so ``XLEN`` is exactly the waiting plus in-flight entries.
+- The bound counts entries not yet acked: ``ack`` ``XACK``s and ``XDEL``s the entries in
+  one script (``reject`` in one transaction), so ``XLEN`` is exactly the waiting plus
+  in-flight entries.
   One group per queue follows from that: a second group would lose what the first acked.
 - ``consume`` runs one Lua script — ``XAUTOCLAIM`` entries idle for ``redelivery_ms``
   (a dead consumer's), then ``XREADGROUP >`` for the rest — and only when that finds
@@ -77,6 +78,17 @@ end
 return {1}
 """
 
+# KEYS: stream, group. ARGV: entry ids. Acks and deletes them (in slices: Lua's unpack is
+# bounded).
+_ACK = """
+for i = 1, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  redis.call('XACK', KEYS[1], KEYS[2], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
+end
+return #ARGV
+"""
+
 # KEYS: stream. ARGV: group, consumer, min idle ms, claim cursor, count.
 # Returns {next cursor, claimed entries, their delivery counts, fresh entries}.
 _TAKE = """
@@ -115,6 +127,8 @@ def _delivery(entry: Any, attempts: int) -> Delivery | None:
     entry_id, raw = entry[0], entry[1]
     if raw is None:  # deleted while pending (Redis 6.2 reports it so)
         return None
+    if isinstance(raw, list) and len(raw) == 4 and raw[0] == BODY and raw[2] == PUBLISHED_AT:
+        return Delivery(raw[1], attempts, entry_id, float(raw[3]))  # as ``publish`` adds it
     fields = _fields(raw)
     published = fields.get(PUBLISHED_AT)
     return Delivery(
@@ -144,6 +158,7 @@ class RedisBroker:
         self._declare = self._redis.register_script(_DECLARE)
         self._publish = self._redis.register_script(_PUBLISH)
         self._take = self._redis.register_script(_TAKE)
+        self._ack = self._redis.register_script(_ACK)
         self._cursors: dict[str, bytes] = {}
         self._dead_letters: dict[str, str] = {}
         self._specs: dict[str, QueueSpec] = {}
@@ -242,14 +257,11 @@ class RedisBroker:
         return [entry for _, entries in response for entry in entries]
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """``XACK`` and ``XDEL`` the entries in one transaction, so they leave the bound."""
+        """``XACK`` and ``XDEL`` the entries in one script, so they leave the bound."""
         if not deliveries:
             return
-        ids = [d.handle for d in deliveries]
-        async with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(queue, self._group, *ids)
-            pipe.xdel(queue, *ids)
-            await pipe.execute()
+        async with self._reachable():
+            await self._ack(keys=[queue, self._group], args=[d.handle for d in deliveries])
 
     async def _dead_letter(self, queue: str) -> str:
         dead = self._dead_letters.get(queue)
