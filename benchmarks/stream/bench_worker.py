@@ -11,14 +11,16 @@
   without parsing or scoring: the ceiling of the broker and its client library.
 - ``seed``: a naive scorer — one message at a time, ``json.loads``, a one-row pandas
   DataFrame into scikit-learn ``predict_proba`` on the original estimator, publish the
-  result and await its confirmation, ack — for ``limit`` messages or ``seconds``.
+  result and await its confirmation, ack — for ``limit`` messages or ``seconds``, with
+  the math libraries' threads as they come unless ``seed_threads`` says how many.
 
 Talks to the benchmark over its standard streams: prints ``ready`` once connected, declared
 and loaded, waits for a line on stdin before consuming, and at the end prints one
 ``done {json}`` line with its figures. After each ack it writes the count of messages acked
 since the go into its 8-byte slot of the shared ``counters`` file (memory-mapped: no
 system call per batch); and each message's service latency (consume returned → ack
-returned, seconds) as float64 to ``latencies``. Logs go to stderr.
+returned, seconds) as float64 to ``latencies``. Logs go to stderr. With ``stop_after`` it
+stops by itself after that many acks (to profile one worker on its own).
 """
 
 from __future__ import annotations
@@ -161,9 +163,8 @@ def run_serve(config: dict[str, Any], broker: TimedBroker) -> None:
         uvloop.run(workers.serve(settings, scorer_config(config), broker))
 
 
-async def seed_loop(config: dict[str, Any], broker: TimedBroker) -> None:
+async def seed_loop(config: dict[str, Any], broker: TimedBroker, estimator: Any) -> None:
     """One message at a time: parse, one-row DataFrame, ``predict_proba``, publish, ack."""
-    estimator = pickle.loads(Path(config["estimator"]).read_bytes())
     features: list[str] = config["features"]
     queue, results = config["queue"], config["results"]
     await broker.declare(QueueSpec(queue))
@@ -196,9 +197,11 @@ def main() -> None:
     broker.stop_after = config.get("stop_after")
     mode = config["mode"]
     if mode == "seed":
+        # Loaded (scikit-learn imported) first: a limit only applies to libraries loaded.
+        estimator = pickle.loads(Path(config["estimator"]).read_bytes())
         # A naive scorer leaves the math libraries' threads as they come (``None``).
         with threadpool_limits(limits=config["seed_threads"]):
-            uvloop.run(seed_loop(config, broker))
+            uvloop.run(seed_loop(config, broker, estimator))
     else:
         if mode == "pass-through":
             PassThrough.result = config["result"].encode()
