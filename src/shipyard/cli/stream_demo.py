@@ -19,7 +19,7 @@ from rich.table import Table
 from shipyard.messaging import open_broker
 from shipyard.messaging.embedded import broker_url
 from shipyard.settings import Settings
-from shipyard.stream.client import collect, publish_all
+from shipyard.stream.client import collect, dead_letter_key, publish_all
 from shipyard.stream.messages import encode_rows
 from shipyard.stream.process import StreamProcess
 from shipyard.stream.scorer import ScorerConfig
@@ -111,7 +111,7 @@ async def _publish_and_collect(
             config.input_spec.dead_letter_name,
             broken,
             timeout_s=QUIET_S,
-            by_id=False,
+            key=dead_letter_key,
             belongs=lambda record: run in str(record.get("body", "")),
         )
     finally:
@@ -124,11 +124,13 @@ async def _publish_and_collect(
         published=len(bodies),
         scored=scored.distinct,
         duplicates=scored.duplicates,
-        dead_lettered=len({str(r["body"]) for r in dead.records}),
+        dead_lettered=dead.distinct,
         seconds=seconds,
         latencies_ms=[float(r["latency_ms"]) for r in first.values() if r["latency_ms"]],
         versions=Counter(int(r["version"]) for r in first.values()),
-        reasons=Counter(_gist(str(r["reason"])) for r in dead.records),
+        reasons=Counter(
+            _gist(str(r["reason"])) for r in {dead_letter_key(r): r for r in dead.records}.values()
+        ),
     )
 
 

@@ -50,19 +50,20 @@ async def publish_all(
 
 @dataclass
 class Collected:
-    """Messages read from a queue: parsed, and how many times each id came."""
+    """Messages read from a queue: parsed, and how many times each key (the input's id for
+    results, the original body for dead letters) came."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def distinct(self) -> int:
-        """Distinct ids seen (a redelivered input may be scored twice)."""
+        """Distinct keys seen (a redelivered input may be scored or dead-lettered twice)."""
         return len(self.ids)
 
     @property
     def duplicates(self) -> int:
-        """Records beyond the first of their id."""
+        """Records beyond the first of their key."""
         return sum(self.ids.values()) - len(self.ids)
 
 
@@ -72,23 +73,20 @@ async def collect(
     expected: int,
     *,
     timeout_s: float,
-    by_id: bool = True,
+    key: Callable[[dict[str, Any]], object] = lambda record: record.get("id"),
     belongs: Callable[[dict[str, Any]], bool] = lambda record: True,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Collected:
-    """Consume and ack ``queue`` until ``expected`` distinct ids (or, without ``by_id``,
-    records: dead letters) came, or ``timeout_s`` passed with nothing arriving — a quiet
-    queue, not a slow one, ends the wait. A broker that goes away meanwhile is waited for
-    (records it delivers again are counted once by id). Records that do not ``belong``
-    (another run's) are acked and left out."""
+    """Consume and ack ``queue`` until ``expected`` distinct keys came (by default the
+    ``id``; for dead letters, ``key=dead_letter_key``), or ``timeout_s`` passed with nothing
+    arriving — a quiet queue, not a slow one, ends the wait. A broker that goes away
+    meanwhile is waited for (records it delivers again are counted once by key). Records
+    that do not ``belong`` (another run's) are acked and left out."""
     await _patiently(lambda: broker.declare(QueueSpec(queue)), timeout_s)
     collected = Collected()
 
-    def count() -> int:
-        return collected.distinct if by_id else len(collected.records)
-
     quiet_since = time.monotonic()
-    while count() < expected and time.monotonic() - quiet_since < timeout_s:
+    while collected.distinct < expected and time.monotonic() - quiet_since < timeout_s:
         try:
             deliveries = await broker.consume(queue, 1000, 200)
         except UnavailableError:
@@ -98,19 +96,24 @@ async def collect(
             await asyncio.sleep(0)
             continue
         quiet_since = time.monotonic()
-        before = count()
+        before = collected.distinct
         for delivery in deliveries:
             record = orjson.loads(delivery.body)
             if not isinstance(record, dict) or not belongs(record):
                 continue
             collected.records.append(record)
-            key = record.get("id")
-            if isinstance(key, str):
-                collected.ids[key] = collected.ids.get(key, 0) + 1
+            seen = key(record)
+            if isinstance(seen, str):
+                collected.ids[seen] = collected.ids.get(seen, 0) + 1
         with contextlib.suppress(UnavailableError):  # unacked: they come again, same ids
             await broker.ack(queue, deliveries)
-        progress(count() - before)
+        progress(collected.distinct - before)
     return collected
+
+
+def dead_letter_key(record: dict[str, Any]) -> object:
+    """What makes a dead letter distinct: the original body (text or base64)."""
+    return record.get("body", record.get("body_base64"))
 
 
 async def _patiently(call: Callable[[], Awaitable[None]], timeout_s: float) -> None:

@@ -22,7 +22,7 @@ from brokers import (
 )
 from shipyard.data import generate_fraud
 from shipyard.messaging import Broker, open_broker
-from shipyard.stream.client import collect, publish_all
+from shipyard.stream.client import collect, dead_letter_key, publish_all
 from shipyard.stream.messages import encode_rows
 from shipyard.stream.process import StreamProcess
 from shipyard.stream.scorer import ScorerConfig
@@ -104,7 +104,7 @@ async def test_a_worker_killed_mid_run_and_malformed_messages_lose_nothing(
                 killed.append(stream.kill_worker())
 
         scored = await collect(client, results, len(valid), timeout_s=QUIET_S, progress=kill_once)
-        dead = await collect(client, f"{queue}.dead", malformed, timeout_s=30, by_id=False)
+        dead = await collect(client, f"{queue}.dead", malformed, timeout_s=30, key=dead_letter_key)
         code = stream.stop()
     await client.close()
     output = log.read_text()
