@@ -6,12 +6,14 @@ shares the work between competing consumers, so ranks never talk to each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import uvloop
@@ -26,6 +28,9 @@ from shipyard.stream import metrics
 from shipyard.stream.scorer import Scorer, ScorerConfig, ScorerStats
 
 logger = logging.getLogger(__name__)
+
+#: What the math libraries (OpenMP, OpenBLAS, MKL) read their thread count from when they load.
+MATH_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 BACKLOG_EVERY_S = 5.0
 PROGRESS_EVERY_S = 10.0
@@ -47,11 +52,24 @@ def run_worker(
 ) -> ScorerStats:
     """Score until SIGTERM or SIGINT, then finish the batches in flight and return."""
     configure_logging(config.worker)
-    # Each worker has one core's worth of work: the model's math libraries must not start
-    # a thread per core in every worker (oversubscription collapsed throughput 8x).
-    with threadpool_limits(limits=1):
+    with one_math_thread():
         broker = open_broker(broker_url, redelivery_ms=redelivery_ms)
         return uvloop.run(serve(settings, config, broker))
+
+
+@contextlib.contextmanager
+def one_math_thread() -> Iterator[None]:
+    """Each worker has one core's worth of work: the model's math libraries must not start a
+    thread per core in every worker (oversubscription collapsed throughput 8x). threadpoolctl
+    limits the libraries already loaded (numpy's BLAS); the variables reach those a model
+    loads later (scikit-learn's OpenMP, imported with a skops model). A variable the user
+    set is kept (``OMP_NUM_THREADS`` then limits the loaded ones too): a benchmark may show
+    a model is faster with more."""
+    for name in MATH_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    wanted = os.environ["OMP_NUM_THREADS"]
+    with threadpool_limits(limits=int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1):
+        yield
 
 
 async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> ScorerStats:
