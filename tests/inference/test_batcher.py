@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -279,3 +280,53 @@ def test_a_cancelled_caller_does_not_break_the_batch_for_others() -> None:
     results = run(scenario())
     assert [float(r["double"][0]) for r in results] == [0, 2, 4]
     assert predict.sizes == [3]  # the cancelled request's row was left out of the batch
+
+
+def test_predict_in_thread_leaves_the_event_loop_free_while_the_model_runs() -> None:
+    """A predictor that blocks until the event loop does something: inline it would hang
+    (the run's bound fails the test); in a thread the loop goes on and releases it."""
+    released = threading.Event()
+    threads: list[int] = []
+
+    def predict(features: Features) -> Outputs:
+        threads.append(threading.get_ident())
+        if not released.wait(TIMEOUT):
+            raise TimeoutError("the event loop never ran while the model did")
+        return {"double": features[:, 0] * 2}
+
+    async def scenario() -> Outputs:
+        batcher = Batcher(predict, max_batch_delay_ms=0, predict_in_thread=True)
+        try:
+            pending = asyncio.ensure_future(batcher.submit(rows(1, 2)))
+            while not threads:  # the model has started, in its thread
+                await asyncio.sleep(0.001)
+            released.set()  # the loop is free: this coroutine runs
+            return await pending
+        finally:
+            await batcher.close()
+
+    outputs = run(scenario())
+    np.testing.assert_array_equal(outputs["double"], [2, 4])
+    assert threads
+    assert threads[0] != threading.get_ident()
+
+
+def test_a_failing_request_in_a_thread_does_not_fail_its_neighbours() -> None:
+    predict = Recorder(fail_on_nan=True)
+    requests = [rows(1), rows(np.nan), rows(3)]
+
+    async def scenario() -> list[Outputs | BaseException]:
+        batcher = Batcher(predict, max_batch_size=16, max_batch_delay_ms=50, predict_in_thread=True)
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(r) for r in requests), return_exceptions=True
+            )
+        finally:
+            await batcher.close()
+
+    results = run(scenario())
+    assert isinstance(results[1], ValueError)
+    for i in (0, 2):
+        good = results[i]
+        assert isinstance(good, dict)
+        np.testing.assert_array_equal(good["rows"], requests[i])

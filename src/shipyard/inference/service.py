@@ -68,6 +68,7 @@ class InferenceService:
     registry: Registry
     max_batch_size: int = 64
     max_batch_delay_ms: float = 2.0
+    predict_in_thread: bool = False
     poll_seconds: float = 1.0
     default_alias: str = "production"
     hooks: ServiceHooks = field(default_factory=ServiceHooks)
@@ -167,6 +168,7 @@ class InferenceService:
                 predictor.predict,
                 max_batch_size=self.max_batch_size,
                 max_batch_delay_ms=self.max_batch_delay_ms,
+                predict_in_thread=self.predict_in_thread,
                 observer=self.hooks.observer(info.name, info.version),
             ),
         )

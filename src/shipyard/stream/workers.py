@@ -80,6 +80,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         registry,
         max_batch_size=config.batch_size,
         max_batch_delay_ms=0,  # batches come whole from the broker
+        predict_in_thread=True,
         poll_seconds=settings.swap_poll_seconds,
         hooks=ServiceHooks(swapped=lambda route, old, new: _swapped(worker, route, old, new)),
     )
