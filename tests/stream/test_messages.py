@@ -107,3 +107,54 @@ def test_encoded_rows_parse_back_to_the_same_features() -> None:
 
 def test_timestamps_are_utc_with_milliseconds() -> None:
     assert timestamp(0.1234) == "1970-01-01T00:00:00.123Z"
+
+
+def test_rows_stay_with_their_ids_when_well_formed_and_irregular_messages_mix() -> None:
+    """Well-formed messages take the typed decoder, the others the slow way; a message
+    only the slow way accepts (a feature given twice, the last value a number) is scored
+    too, and every row of features still answers its own id."""
+    bodies = [
+        b'{"id": "twice", "x": "first", "x": 7, "y": 8}',
+        b'{"id": "a", "x": 1, "y": 2}',
+        b'{"id": "b", "x": null, "y": 2}',
+        b'{"id": "c", "x": 3, "y": 4}',
+    ]
+    nullable_x = FeatureLayout(
+        {"features": ["x", "y"], "columns": [{"name": "x", "nullable": True}]}
+    )
+    parsed = parse_inputs(bodies, nullable_x)
+    assert not parsed.refused
+    rows = {i: row.tolist() for i, row in zip(parsed.ids, parsed.features, strict=True)}
+    assert (rows["twice"], rows["a"], rows["c"]) == ([7, 8], [1, 2], [3, 4])
+    assert np.isnan(rows["b"][0])
+    assert [bodies[p].split(b'"')[3].decode() for p in parsed.kept] == parsed.ids
+
+
+def test_values_the_model_cannot_take_refuse_only_their_message() -> None:
+    bodies = [
+        b'{"id": "null", "x": null, "y": 1}',
+        b'{"id": "huge", "x": 1e39, "y": 1}',
+        b'{"id": "beyond-float", "x": 1' + b"0" * 400 + b', "y": 1}',
+        b'{"id": "bool", "x": true, "y": 1}',
+        b'{"id": "latin-1", "x": 1, "y": 1, "note": "\xe9"}',
+        b'{"id": "good", "x": 1, "y": 1}',
+    ]
+    parsed = parse_inputs(bodies, LAYOUT)
+    assert parsed.ids == ["good"]
+    reasons = {r.position: (r.kind, r.reason) for r in parsed.refused}
+    assert reasons[0] == (BAD_FEATURES, "feature 'x' is null; the model's schema requires a value")
+    assert reasons[1][0] == BAD_FEATURES
+    assert "float32 range" in reasons[1][1]
+    assert reasons[2][0] == NOT_JSON
+    assert "infinity" in reasons[2][1]
+    assert reasons[3] == (BAD_FEATURES, "feature 'x' must be a number, got True")
+    assert reasons[4][0] == NOT_JSON
+    assert "UTF-8" in reasons[4][1]
+
+
+def test_a_model_with_a_feature_named_id_refuses_every_message_with_a_reason() -> None:
+    parsed = parse_inputs(
+        [b'{"id": "a", "x": 1}', b'{"id": 2, "x": 1}'], FeatureLayout({"features": ["id", "x"]})
+    )
+    assert parsed.ids == []
+    assert [r.kind for r in parsed.refused] == [BAD_FEATURES, BAD_ID]

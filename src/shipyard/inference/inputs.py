@@ -122,6 +122,18 @@ class FeatureLayout:
                 continue
             rows.append(row)
             kept.append(position)
+        return self.check_rows(rows, kept, reasons)
+
+    def check_rows(
+        self,
+        rows: Sequence[Sequence[float | None]],
+        kept: list[int],
+        reasons: dict[int, str] | None = None,
+    ) -> CheckedRecords:
+        """Rows of numbers (or ``None``) in feature order, at positions ``kept`` of a batch,
+        checked each on its own: values beyond float32 and nulls the schema forbids refuse
+        their row. ``reasons`` (of rows refused before) is extended."""
+        reasons = {} if reasons is None else reasons
         if not rows:
             return CheckedRecords(np.empty((0, self.width), np.float32), [], reasons)
         try:
