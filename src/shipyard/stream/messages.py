@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from shipyard.inference.inputs import FeatureLayout
+from shipyard.inference.inputs import CheckedRecords, FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
 
 ID = "id"
@@ -78,41 +78,42 @@ def parse_inputs(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
     positions: list[int] = []
     ids: list[str] = []
     slow: list[int] = []
-    if decode is None:
-        slow = list(range(len(bodies)))
-    else:
-        for position, body in enumerate(bodies):
-            if not body.isascii():  # the decoder skips unread fields unchecked, UTF-8 too
-                slow.append(position)
-                continue
-            try:
-                *row, message_id = decode(body)
-            except msgspec.DecodeError:  # ValidationError included
-                slow.append(position)
-                continue
-            rows.append(row)
-            positions.append(position)
-            ids.append(message_id)
-    checked = layout.check_rows(rows, positions)
-    refused = [Refusal(i, BAD_FEATURES, reason) for i, reason in checked.reasons.items()]
+    for position, body in enumerate(bodies):
+        # The decoder skips the fields it does not read unchecked, their UTF-8 too.
+        if decode is None or not body.isascii():
+            slow.append(position)
+            continue
+        try:
+            *row, message_id = decode(body)
+        except msgspec.DecodeError:  # ValidationError included
+            slow.append(position)
+            continue
+        rows.append(row)
+        positions.append(position)
+        ids.append(message_id)
+    inputs = _checked(layout.check_rows(rows, list(range(len(rows)))), positions, ids, [])
+    if slow:
+        other = _parse_slowly([bodies[i] for i in slow], layout)
+        inputs = Inputs(
+            np.concatenate([inputs.features, other.features]),
+            inputs.kept + [slow[i] for i in other.kept],
+            inputs.ids + other.ids,
+            inputs.refused + [Refusal(slow[r.position], r.kind, r.reason) for r in other.refused],
+        )
+    inputs.refused.sort(key=lambda r: r.position)
+    return inputs
+
+
+def _checked(
+    checked: CheckedRecords, positions: list[int], ids: list[str], refused: list[Refusal]
+) -> Inputs:
+    """The rows ``checked`` kept, at their ``positions`` in the batch with their ``ids``;
+    the rows it refused join ``refused``."""
+    refused += [
+        Refusal(positions[i], BAD_FEATURES, reason) for i, reason in checked.reasons.items()
+    ]
     kept = checked.kept
-    ids = [ids[i] for i in _indexes(positions, kept)] if len(kept) < len(ids) else ids
-    if not slow:
-        return Inputs(checked.features, kept, ids, sorted(refused, key=lambda r: r.position))
-    other = _parse_slowly([bodies[i] for i in slow], layout)
-    refused += [Refusal(slow[r.position], r.kind, r.reason) for r in other.refused]
-    return Inputs(
-        np.concatenate([checked.features, other.features]),
-        kept + [slow[i] for i in other.kept],
-        ids + other.ids,
-        sorted(refused, key=lambda r: r.position),
-    )
-
-
-def _indexes(positions: list[int], kept: list[int]) -> list[int]:
-    """Where each of ``kept`` (a subsequence of ``positions``) stands in ``positions``."""
-    where = {position: i for i, position in enumerate(positions)}
-    return [where[position] for position in kept]
+    return Inputs(checked.features, [positions[i] for i in kept], [ids[i] for i in kept], refused)
 
 
 @functools.lru_cache(maxsize=16)
@@ -157,13 +158,8 @@ def _parse_slowly(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
             continue
         records.append(record)
         positions.append(position)
-    checked = layout.check_records(records)
-    refused += [
-        Refusal(positions[i], BAD_FEATURES, reason) for i, reason in checked.reasons.items()
-    ]
-    kept = [positions[i] for i in checked.kept]
-    ids = [records[i][ID] for i in checked.kept]
-    return Inputs(checked.features, kept, ids, refused)
+    ids = [record[ID] for record in records]
+    return _checked(layout.check_records(records), positions, ids, refused)
 
 
 def _id_problem(value: Any) -> str:
