@@ -15,6 +15,7 @@ from shipyard.errors import ConfigurationError
 from shipyard.messaging import shown_url
 from shipyard.messaging.embedded import broker_url
 from shipyard.settings import Settings
+from shipyard.stream.process import options
 from shipyard.stream.scorer import ScorerConfig
 from shipyard.stream.workers import WorkerPool, run_worker, worker_name
 
@@ -100,16 +101,8 @@ def stream(
 def _worker_command(config: ScorerConfig, redelivery_ms: float, index: int) -> list[str]:
     """The command line of worker ``index``; home, database and broker go by environment,
     so no password shows in the process list."""
-    command = [sys.executable, "-m", "shipyard", "stream", "--model", config.model]
-    command += ["--queue", config.queue, "--results", config.results]
-    command += ["--batch-size", str(config.batch_size), "--max-wait-ms", str(config.max_wait_ms)]
-    command += ["--max-deliveries", str(config.max_deliveries)]
-    command += ["--redelivery-ms", str(redelivery_ms), "--worker-id", str(index)]
-    if config.dead_letter is not None:
-        command += ["--dead-letter", config.dead_letter]
-    if config.results_max_length is not None:
-        command += ["--results-max-length", str(config.results_max_length)]
-    return command
+    command = [sys.executable, "-m", "shipyard", "stream", *options(config, redelivery_ms)]
+    return [*command, "--worker-id", str(index)]
 
 
 def _run_pool(

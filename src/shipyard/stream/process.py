@@ -17,6 +17,19 @@ from shipyard.stream.scorer import ScorerConfig
 READY_LINE = "shipyard.stream.scorer: scoring "
 
 
+def options(config: ScorerConfig, redelivery_ms: float) -> list[str]:
+    """The ``shipyard stream`` options that run a scorer with ``config``."""
+    command = ["--model", config.model, "--queue", config.queue, "--results", config.results]
+    command += ["--batch-size", str(config.batch_size), "--max-wait-ms", str(config.max_wait_ms)]
+    command += ["--max-deliveries", str(config.max_deliveries)]
+    command += ["--redelivery-ms", str(redelivery_ms)]
+    if config.dead_letter is not None:
+        command += ["--dead-letter", config.dead_letter]
+    if config.results_max_length is not None:
+        command += ["--results-max-length", str(config.results_max_length)]
+    return command
+
+
 class StreamProcess:
     """A pool of ``workers`` scorer processes over a home and a broker."""
 
@@ -38,15 +51,7 @@ class StreamProcess:
         self.command = [sys.executable, "-m", "shipyard", "--home", str(home)]
         if database_url is not None:
             self.command += ["--database-url", database_url]
-        self.command += ["stream", "--model", config.model, "--workers", str(workers)]
-        self.command += ["--queue", config.queue, "--results", config.results]
-        self.command += ["--batch-size", str(config.batch_size)]
-        self.command += ["--max-deliveries", str(config.max_deliveries)]
-        self.command += ["--redelivery-ms", str(redelivery_ms)]
-        if config.dead_letter is not None:
-            self.command += ["--dead-letter", config.dead_letter]
-        if config.results_max_length is not None:
-            self.command += ["--results-max-length", str(config.results_max_length)]
+        self.command += ["stream", "--workers", str(workers), *options(config, redelivery_ms)]
         # By environment, so that no password shows in the process list.
         self.env = dict(os.environ) | {"SHIPYARD_BROKER_URL": broker_url}
         self.process: subprocess.Popen[bytes] | None = None
