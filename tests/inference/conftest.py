@@ -12,14 +12,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
 
 from shipyard.examples import example_spec
-from shipyard.inference import ExportedModel
+from shipyard.inference import ExportedModel, export_model
 from shipyard.pipeline import Runner, parse_spec
 from shipyard.registry import ModelVersionInfo, Registry
 from shipyard.settings import Settings
 
 Register = Callable[..., ModelVersionInfo]
+FEATURES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="session")
+def reordered_model() -> ExportedModel:
+    """A classifier over the same features as ``exported_models``, in reverse order
+    (``d, c, b, a``) and with other weights: rows decoded in the order of one of those models
+    and predicted by this one give other answers."""
+    x, y = make_classification(300, len(FEATURES), random_state=2)
+    fitted = LogisticRegression().fit(x, y)
+    return export_model(fitted, feature_names=FEATURES[::-1], task="classification")
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from shipyard.errors import (
 )
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
+from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, predictor_from_files
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry, VerifiedArtifact
@@ -50,6 +51,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 def rows(n: int = 2, seed: int = 0) -> npt.NDArray[np.float32]:
     """Rows for the four-feature test models."""
     return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def matrix(features: Features) -> Callable[[FeatureLayout], Features]:
+    """A decoder of rows that are already in the feature order of whichever version answers."""
+    return lambda layout: layout.check(features)
 
 
 def expected(model: ExportedModel, features: Features) -> Outputs:
@@ -93,7 +99,7 @@ def test_bare_name_alias_and_version_each_answer_with_their_version(
         try:
             answers = {}
             for ref in ("m", "m@production", "m@staging", "m:1", "m:2"):
-                result = await service.infer(ref, features)
+                result = await service.infer(ref, matrix(features))
                 answers[ref] = (result.model, result.version, result.outputs)
             return answers
         finally:
@@ -143,11 +149,11 @@ def test_unknown_model_version_and_bad_reference(registry: Registry, register: R
         service = InferenceService(registry)
         try:
             with pytest.raises(ModelNotFoundError, match="no model named 'nope'"):
-                await service.infer("nope", rows())
+                await service.infer("nope", matrix(rows()))
             with pytest.raises(VersionNotFoundError, match="has no version 7"):
-                await service.infer("m:7", rows())
+                await service.infer("m:7", matrix(rows()))
             with pytest.raises(InvalidInputError, match="is not a model reference"):
-                await service.infer("m:x:y", rows())
+                await service.infer("m:x:y", matrix(rows()))
             assert service.models == []
         finally:
             await service.close()
@@ -162,10 +168,10 @@ def test_no_production_alias_says_how_to_promote(registry: Registry, register: R
         service = InferenceService(registry)
         try:
             with pytest.raises(AliasNotFoundError) as caught:
-                await service.infer("m", rows())
+                await service.infer("m", matrix(rows()))
             assert "no version of 'm' has alias 'production'" in str(caught.value)
             assert "shipyard models promote m:N --alias production" in str(caught.value)
-            assert (await service.infer("m:1", rows())).version == 1
+            assert (await service.infer("m:1", matrix(rows()))).version == 1
         finally:
             await service.close()
 
@@ -179,9 +185,9 @@ def test_a_failed_first_lookup_is_retried_on_the_next_request(
         service = InferenceService(registry)
         try:
             with pytest.raises(ModelNotFoundError):
-                await service.infer("m", rows())
+                await service.infer("m", matrix(rows()))
             await asyncio.to_thread(register, "m", 0, "production")
-            return (await service.infer("m", rows())).version
+            return (await service.infer("m", matrix(rows()))).version
         finally:
             await service.close()
 
@@ -195,10 +201,10 @@ def test_bad_rows_are_refused_before_batching(registry: Registry, register: Regi
         service = InferenceService(registry)
         try:
             with pytest.raises(InvalidInputError, match=r"expected shape \[rows, 4\]"):
-                await service.infer("m", np.zeros((1, 3), np.float32))
+                await service.infer("m", matrix(np.zeros((1, 3), np.float32)))
             with pytest.raises(InvalidInputError, match="feature 'b' is missing"):
-                await service.infer("m", np.array([[0, np.nan, 0, 0]], np.float32))
-            assert (await service.infer("m", rows())).version == 1
+                await service.infer("m", matrix(np.array([[0, np.nan, 0, 0]], np.float32)))
+            assert (await service.infer("m", matrix(rows()))).version == 1
         finally:
             await service.close()
 
@@ -219,7 +225,7 @@ def test_concurrent_requests_are_batched_and_observed(
         service = InferenceService(registry, max_batch_size=8, max_batch_delay_ms=50, hooks=hooks)
         try:
             await service.model("m")
-            results = await asyncio.gather(*(service.infer("m", r) for r in requests))
+            results = await asyncio.gather(*(service.infer("m", matrix(r)) for r in requests))
             return [r.outputs for r in results]
         finally:
             await service.close()
@@ -252,7 +258,7 @@ def test_concurrent_first_requests_load_the_version_once(
     async def scenario() -> set[int]:
         service = InferenceService(registry)
         try:
-            results = await asyncio.gather(*(service.infer("m", rows()) for _ in range(20)))
+            results = await asyncio.gather(*(service.infer("m", matrix(rows())) for _ in range(20)))
             assert len(service.models) == 1
             return {r.version for r in results}
         finally:
@@ -293,7 +299,7 @@ def test_a_tampered_artifact_is_refused_at_load(
         service = InferenceService(registry, hooks=hooks)
         try:
             with pytest.raises(ArtifactError, match="refused") as caught:
-                await service.infer("m", rows())
+                await service.infer("m", matrix(rows()))
             assert isinstance(caught.value, ArtifactTamperedError)
             assert "m:1" in str(caught.value)
             assert service.models == []
@@ -331,7 +337,7 @@ def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
                 return old_predict(features)
 
             old.batcher._predict = recording
-            held = asyncio.ensure_future(service.infer("m", rows(3)))
+            held = asyncio.ensure_future(service.infer("m", matrix(rows(3))))
             await asyncio.sleep(0)  # let it reach v1's queue
             assert not held.done()
 
@@ -346,8 +352,8 @@ def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
             assert in_flight.version == 1
             assert len(in_flight.outputs["label"]) == 3
             assert served_when_v1_predicted == [2]  # v1 predicted it after the swap
-            assert (await service.infer("m", rows())).version == 2
-            assert (await service.infer("m@production", rows())).version == 2
+            assert (await service.infer("m", matrix(rows()))).version == 2
+            assert (await service.infer("m@production", matrix(rows()))).version == 2
             assert [m.key for m in service.models] == [("m", 2)]  # v1 was retired
         finally:
             await service.close()
@@ -365,12 +371,12 @@ def test_a_pinned_version_keeps_serving_when_the_alias_moves(
     async def scenario() -> None:
         service = InferenceService(registry)
         try:
-            assert (await service.infer("m", rows())).version == 1
-            assert (await service.infer("m:1", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
+            assert (await service.infer("m:1", matrix(rows()))).version == 1
             await asyncio.to_thread(registry.promote, "m:2", "production")
             await service.refresh()
-            assert (await service.infer("m", rows())).version == 2
-            assert (await service.infer("m:1", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 2
+            assert (await service.infer("m:1", matrix(rows()))).version == 1
             assert sorted(m.key for m in service.models) == [("m", 1), ("m", 2)]
         finally:
             await service.close()
@@ -391,7 +397,7 @@ def test_concurrent_refreshes_swap_once(registry: Registry, register: Register) 
             await asyncio.to_thread(registry.promote, "m:2", "production")
             await asyncio.gather(service.refresh(), service.refresh(), service.refresh())
             assert [m.key for m in service.models] == [("m", 2)]
-            assert (await service.infer("m", rows())).version == 2
+            assert (await service.infer("m", matrix(rows()))).version == 2
         finally:
             await service.close()
 
@@ -413,10 +419,12 @@ def test_promoting_a_tampered_version_keeps_the_old_one_serving(
         try:
             with pytest.raises(ArtifactTamperedError):
                 await service.model("m:2")
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
             await asyncio.to_thread(registry.promote, "m:2", "production")
             await service.refresh()  # logs the refusal; raises nothing
-            results = await asyncio.gather(*(service.infer("m", rows(1, i)) for i in range(10)))
+            results = await asyncio.gather(
+                *(service.infer("m", matrix(rows(1, i))) for i in range(10))
+            )
             assert {r.version for r in results} == {1}
             assert [m.key for m in service.models] == [("m", 1)]
         finally:
@@ -443,10 +451,10 @@ def test_promoting_a_version_with_untrusted_types_keeps_the_old_one_serving(
     async def scenario() -> None:
         service = InferenceService(registry)
         try:
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
             await asyncio.to_thread(registry.promote, "m:2", "production")
             await service.refresh()
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
             with pytest.raises(ShipyardError, match=r"outside the allow-list: json\.dumps"):
                 await service.model("m:2")
         finally:
@@ -479,7 +487,7 @@ def test_the_poll_task_follows_a_promotion_by_itself(
         service = InferenceService(registry, poll_seconds=0.05)
         try:
             await service.start(["m"])
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
             await asyncio.to_thread(registry.promote, "m:2", "production")
 
             def moved() -> bool:
@@ -487,11 +495,11 @@ def test_the_poll_task_follows_a_promotion_by_itself(
                 return loaded is not None and loaded.info.version == 2
 
             await until(moved, "the poll task loads m:2")
-            assert (await service.infer("m", rows())).version == 2
+            assert (await service.infer("m", matrix(rows()))).version == 2
             # and back again: a rollback is a move like any other
             await asyncio.to_thread(registry.rollback, "m")
             await until(lambda: not moved(), "the poll task goes back to m:1")
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
         finally:
             await service.close()
 
@@ -518,7 +526,7 @@ def test_the_poll_task_survives_a_registry_that_fails(
         try:
             await service.start(["m"])
             await until(lambda: len(calls) >= 5, "the poll task keeps polling")
-            assert (await service.infer("m", rows())).version == 1
+            assert (await service.infer("m", matrix(rows()))).version == 1
         finally:
             await service.close()
 
@@ -531,7 +539,7 @@ def test_close_drains_queued_requests(registry: Registry, register: Register) ->
     async def scenario() -> list[int]:
         service = InferenceService(registry, max_batch_delay_ms=60_000)
         await service.start(["m"])
-        waiting = [asyncio.ensure_future(service.infer("m", rows(1, i))) for i in range(5)]
+        waiting = [asyncio.ensure_future(service.infer("m", matrix(rows(1, i)))) for i in range(5)]
         await asyncio.sleep(0)
         await service.close()
         return [task.result().version for task in waiting]
@@ -550,11 +558,12 @@ def test_a_pipeline_trained_model_serves(pipeline_home: Path, ref: str) -> None:
         with Registry.open(Settings(home=pipeline_home)) as registry:
             service = InferenceService(registry)
             try:
-                loaded = await service.model(ref)
-                features = loaded.layout.from_records(
-                    frame[loaded.layout.names].to_dict(orient="records")
+                return await service.infer(
+                    ref,
+                    lambda layout: layout.from_records(
+                        frame[layout.names].to_dict(orient="records")
+                    ),
                 )
-                return await service.infer(ref, features)
             finally:
                 await service.close()
 
@@ -564,3 +573,155 @@ def test_a_pipeline_trained_model_serves(pipeline_home: Path, ref: str) -> None:
     assert probability.shape == (50,)
     assert ((probability >= 0) & (probability <= 1)).all()
     assert set(result.outputs["label"].tolist()) <= {0, 1}
+
+
+# -- one version per request: decoded and predicted by the same version --------------------
+
+
+def register_model(registry: Registry, name: str, model: ExportedModel) -> int:
+    """Store ``model`` as the next version of ``name``; its version number."""
+    info = registry.register_version(
+        name,
+        files=model.files,
+        format=model.format,
+        input_schema=model.input_schema,
+        output_schema=model.output_schema,
+        metrics={"roc_auc": 0.9},
+    )
+    return info.version
+
+
+def by_name(features: Features, names: list[str]) -> list[dict[str, float]]:
+    """Rows of the test features (a, b, c, d) as records keyed by feature name."""
+    columns = ["a", "b", "c", "d"]
+    return [{n: float(row[columns.index(n)]) for n in names} for row in features]
+
+
+def in_process(model: ExportedModel, records: list[dict[str, float]]) -> Outputs:
+    """What ``model`` predicts for named records, with its own feature order."""
+    names = model.input_schema["features"]
+    return expected(model, np.array([[r[n] for n in names] for r in records], np.float32))
+
+
+def serves(service: InferenceService, version: int) -> bool:
+    """Whether ``m`` (production) is served by ``version`` now."""
+    loaded = service.loaded("m")
+    return loaded is not None and loaded.info.version == version
+
+
+def test_under_swaps_to_a_reordered_version_every_answer_is_the_named_versions_own(
+    registry: Registry,
+    exported_models: list[ExportedModel],
+    reordered_model: ExportedModel,
+) -> None:
+    """Requests decoded by feature name while production moves back and forth between a
+    version over ``a, b, c, d`` and one over ``d, c, b, a``: each answer must be exactly what
+    the version it names predicts for those named values."""
+    models = {
+        register_model(registry, "m", exported_models[0]): exported_models[0],
+        register_model(registry, "m", reordered_model): reordered_model,
+    }
+    registry.promote("m:1", "production")
+    requests = [by_name(rows(1 + i % 3, seed=i), ["a", "b", "c", "d"]) for i in range(40)]
+    swaps = 8
+
+    async def client(
+        service: InferenceService, stop: asyncio.Event, answers: list[Any], index: int
+    ) -> None:
+        for turn in range(100_000):  # bounded; the swaps end it long before
+            if stop.is_set():
+                return
+            records = requests[(index + turn) % len(requests)]
+            result = await service.infer(
+                "m", lambda layout, records=records: layout.from_records(records)
+            )
+            answers.append((records, result))
+
+    async def scenario() -> list[Any]:
+        service = InferenceService(registry, poll_seconds=0.01, max_batch_delay_ms=1)
+        answers: list[Any] = []
+        stop = asyncio.Event()
+        try:
+            await service.start(["m"])
+            clients = [asyncio.ensure_future(client(service, stop, answers, i)) for i in range(16)]
+            for swap in range(swaps):
+                target = 2 if swap % 2 == 0 else 1
+                await asyncio.to_thread(registry.promote, f"m:{target}", "production")
+                await until(lambda t=target: serves(service, t), f"the service serves m:{target}")
+                seen = len(answers)
+                await until(lambda s=seen: len(answers) > s + 50, "answers after the swap")
+            stop.set()
+            await asyncio.gather(*clients)
+            return answers
+        finally:
+            await service.close()
+
+    answers = run(scenario())
+    versions = {result.version for _, result in answers}
+    assert versions == {1, 2}, f"both versions must have answered, got {versions}"
+    for records, result in answers:
+        own = in_process(models[result.version], records)
+        assert result.layout.names == models[result.version].input_schema["features"]
+        np.testing.assert_allclose(result.outputs["probability"], own["probability"], rtol=1e-6)
+        assert result.outputs["label"].tolist() == own["label"].tolist()
+
+
+def test_a_request_whose_version_is_retired_before_it_is_batched_is_decoded_again(
+    registry: Registry,
+    exported_models: list[ExportedModel],
+    reordered_model: ExportedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The swap lands between decoding and submitting (the old batcher is closed): the
+    request is decoded again, in the new version's feature order, and predicted by it."""
+    register_model(registry, "m", exported_models[0])
+    register_model(registry, "m", reordered_model)
+    registry.promote("m:1", "production")
+    records = by_name(rows(3, seed=4), ["a", "b", "c", "d"])
+    layouts: list[list[str]] = []
+
+    def decode(layout: FeatureLayout) -> Features:
+        layouts.append(layout.names)
+        return layout.from_records(records)
+
+    async def scenario() -> Any:
+        service = InferenceService(registry, poll_seconds=3600)
+        try:
+            old = await service.model("m")
+            submit = old.batcher.submit
+
+            async def swapped_meanwhile(features: Features) -> Outputs:
+                await asyncio.to_thread(registry.promote, "m:2", "production")
+                await service.refresh()  # m now serves v2; v1's batcher closes
+                await old.batcher.close()  # what retiring v1 does, finished now
+                return await submit(features)
+
+            monkeypatch.setattr(old.batcher, "submit", swapped_meanwhile)
+            return await service.infer("m", decode)
+        finally:
+            await service.close()
+
+    result = run(scenario())
+    assert layouts == [["a", "b", "c", "d"], ["d", "c", "b", "a"]]
+    assert (result.version, result.layout.names) == (2, ["d", "c", "b", "a"])
+    np.testing.assert_allclose(
+        result.outputs["probability"],
+        in_process(reordered_model, records)["probability"],
+        rtol=1e-6,
+    )
+
+
+def test_a_decoded_request_of_no_rows_is_not_predicted(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+
+    async def scenario() -> Any:
+        service = InferenceService(registry)
+        try:
+            return await service.infer("m", lambda layout: np.empty((0, layout.width), np.float32))
+        finally:
+            await service.close()
+
+    result = run(scenario())
+    assert (result.version, result.outputs) == (1, {})

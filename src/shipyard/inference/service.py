@@ -6,6 +6,12 @@ per loaded version. A background task re-resolves the aliases it serves every
 ``poll_seconds``: when one has moved, the new version is loaded first and then takes new
 requests, while batches already queued on the old version finish there.
 
+``infer`` is the one call an adapter makes: it resolves the reference once and decodes the
+request with that version's feature layout, checks it and runs it on that same version — so a
+swap to a version whose features come in another order can never have rows decoded for one
+version predicted by another. When a swap closes the batcher in between, the request is
+decoded again for the new version.
+
 In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
 what is promoted, not whatever was registered last.
 """
@@ -16,6 +22,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
 
 from shipyard.errors import ShipyardError
 from shipyard.inference.batcher import Batcher, BatcherClosedError, BatchObserver
@@ -43,13 +52,30 @@ class LoadedModel:
         return (self.info.name, self.info.version)
 
 
+class DecodedRows(Protocol):
+    """A decoded request that carries more than its rows (a stream batch: ids, refusals)."""
+
+    @property
+    def features(self) -> Features:
+        """The rows to predict, checked, in the layout's feature order."""
+        ...
+
+
+Decoded = TypeVar("Decoded", bound="Features | DecodedRows")
+
+
 @dataclass(frozen=True)
-class Inference:
-    """Outputs of one request and the version that produced them."""
+class Inference(Generic[Decoded]):
+    """Outputs of one request, the version that produced them and the request as decoded
+    for that version."""
 
     model: str
     version: int
     outputs: Outputs
+    layout: FeatureLayout
+    """The feature layout of the version that answered."""
+    decoded: Decoded
+    """What the decoder made of the request for that version."""
 
 
 @dataclass
@@ -182,16 +208,26 @@ class InferenceService:
 
     # -- inference --------------------------------------------------------------------------
 
-    async def infer(self, ref: str, features: Features) -> Inference:
-        """Validate and predict rows with the version the reference points to now."""
+    async def infer(
+        self, ref: str, decode: Callable[[FeatureLayout], Decoded]
+    ) -> Inference[Decoded]:
+        """Decode a request for the version ``ref`` names now and predict with that version.
+
+        ``decode`` turns the request into checked rows in the given layout's feature order
+        (``layout.from_records(...)``, ``layout.check(matrix)``, ...), or into an object with
+        such ``features``; it raises ``InvalidInputError`` for a request it cannot read. A
+        decoded request of no rows (a stream batch whose messages were all refused) is not
+        predicted: its outputs are empty.
+        """
         for _ in range(3):
             loaded = await self.model(ref)
-            checked = loaded.layout.check(features)
+            decoded = decode(loaded.layout)
+            features = decoded if isinstance(decoded, np.ndarray) else decoded.features
             try:
-                outputs = await loaded.batcher.submit(checked)
+                outputs = await loaded.batcher.submit(features) if len(features) else {}
             except BatcherClosedError:
-                continue  # swapped between lookup and submit: take the new version
-            return Inference(loaded.info.name, loaded.info.version, outputs)
+                continue  # swapped between lookup and submit: decode for the new version
+            return Inference(loaded.info.name, loaded.info.version, outputs, loaded.layout, decoded)
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 
     # -- following aliases ------------------------------------------------------------------

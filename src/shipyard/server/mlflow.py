@@ -127,10 +127,13 @@ async def invocations(request: Request) -> Response:
         request.headers.get("content-type"), ("application/json", "text/csv")
     )
     body = await request.body()
-    loaded = await state.service.model(state.default_model)
     if media == "text/csv":
-        features = features_from_csv(body, loaded.layout)
+        result = await state.service.infer(
+            state.default_model, lambda layout: features_from_csv(body, layout)
+        )
     else:
-        features = features_from_mlflow(parse_json(body), loaded.layout)
-    result = await state.service.infer(state.default_model, features)
+        payload = parse_json(body)
+        result = await state.service.infer(
+            state.default_model, lambda layout: features_from_mlflow(payload, layout)
+        )
     return json_response({"predictions": records(result.outputs)})

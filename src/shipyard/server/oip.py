@@ -158,10 +158,9 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
     ref = model_ref(model, version)
     body = await request.body()
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-    service = state_of(request).service
-    loaded = await service.model(ref)
-    features = loaded.layout.from_named(decoded.inputs, INPUT_NAME)
-    result = await service.infer(ref, features)
+    result = await state_of(request).service.infer(
+        ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME)
+    )
     body, header_length = encode_response(model, result.version, decoded, result.outputs)
     if header_length is None:
         return Response(body, media_type="application/json")

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shipyard.errors import InvalidInputError
+from shipyard.inference.inputs import FeatureLayout
+from shipyard.inference.predictor import Features
 from shipyard.server.mlflow import records
 from shipyard.server.responses import (
     json_response,
@@ -62,24 +64,25 @@ async def predict(request: Request, name: str) -> Response:
     require_media_type(request.headers.get("content-type"), ("application/json",))
     ref = model_ref(name)
     payload = parse_json(await request.body())
-    service = state_of(request).service
-    loaded = await service.model(ref)
-    if isinstance(payload, dict) and "instances" in payload:
-        features = loaded.layout.from_records(payload["instances"])
-    elif isinstance(payload, dict) and "inputs" in payload:
-        features = loaded.layout.from_matrix(payload["inputs"])
-    else:
-        raise InvalidInputError(
-            'send {"instances": [{feature: value}, …]} or {"inputs": [[values in feature order]]}'
-        )
-    result = await service.infer(ref, features)
+    result = await state_of(request).service.infer(ref, lambda layout: _rows(payload, layout))
     return json_response(
         {
             "model": result.model,
             "version": result.version,
-            "feature_names": loaded.layout.names,
+            "feature_names": result.layout.names,
             "predictions": records(result.outputs),
         }
+    )
+
+
+def _rows(payload: Any, layout: FeatureLayout) -> Features:
+    """The rows of ``{"instances": [...]}`` or ``{"inputs": [[...]]}`` in ``layout``'s order."""
+    if isinstance(payload, dict) and "instances" in payload:
+        return layout.from_records(payload["instances"])
+    if isinstance(payload, dict) and "inputs" in payload:
+        return layout.from_matrix(payload["inputs"])
+    raise InvalidInputError(
+        'send {"instances": [{feature: value}, …]} or {"inputs": [[values in feature order]]}'
     )
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
-from shipyard.inference.predictor import Features, Outputs
-from shipyard.inference.service import Inference, InferenceService
+from shipyard.inference.predictor import Outputs
+from shipyard.inference.service import InferenceService
 from shipyard.messaging import (
     BackpressureError,
     Broker,
@@ -211,14 +211,7 @@ class Scorer:
                 )
         if not fresh:
             return
-        loaded = await self._persist("load model", lambda: self.service.model(self.config.model))
-        inputs = parse_inputs([d.body for d in fresh], loaded.layout)
-        for refusal in inputs.refused:
-            await self._dead_letter(fresh[refusal.position], refusal.kind, refusal.reason)
-        if not inputs.kept:
-            return
-        scored = [fresh[i] for i in inputs.kept]
-        results, done = await self._score(scored, inputs.ids, inputs.features)
+        results, done = await self._score(fresh)
         if results:
             await self._publish(results)
             confirmed = time.time()
@@ -227,39 +220,49 @@ class Scorer:
                     self._latency.observe(max(0.0, confirmed - delivery.published_at))
         await self._ack(done)
 
-    async def _score(
-        self, deliveries: list[Delivery], ids: list[str], features: Features
-    ) -> tuple[list[bytes], list[Delivery]]:
-        """Result bodies and the deliveries they answer; rows the model fails on are
-        dead-lettered (the batch is split to find them)."""
+    async def _score(self, deliveries: list[Delivery]) -> tuple[list[bytes], list[Delivery]]:
+        """Result bodies and the deliveries they answer. The bodies are parsed and checked for
+        the version that scores them; refused messages, and rows the model fails on (the
+        batch is split to find them), are dead-lettered."""
+        bodies = [d.body for d in deliveries]
         try:
-            inference = await self._infer(features)
-        except ShipyardError as error:
-            if error.retryable:
-                raise
-            return await self._score_each(deliveries, ids, features, error)
+            inference = await self._persist(
+                "score",
+                lambda: self.service.infer(
+                    self.config.model, lambda layout: parse_inputs(bodies, layout)
+                ),
+            )
+        except InvalidInputError as error:  # rows the model refuses: find which
+            return await self._score_each(deliveries, error)
+        except ShipyardError:
+            raise  # not about these rows (the model cannot be loaded): stop, keep them queued
         except Exception as error:  # the model's own failure: find the rows it fails on
-            return await self._score_each(deliveries, ids, features, error)
-        return self._results(deliveries, ids, inference.model, inference.version, inference.outputs)
+            return await self._score_each(deliveries, error)
+        inputs = inference.decoded
+        for refusal in inputs.refused:
+            await self._dead_letter(deliveries[refusal.position], refusal.kind, refusal.reason)
+        if not inputs.kept:
+            return [], []
+        scored = [deliveries[i] for i in inputs.kept]
+        return self._results(
+            scored, inputs.ids, inference.model, inference.version, inference.outputs
+        )
 
     async def _score_each(
-        self, deliveries: list[Delivery], ids: list[str], features: Features, error: Exception
+        self, deliveries: list[Delivery], error: Exception
     ) -> tuple[list[bytes], list[Delivery]]:
         if len(deliveries) == 1:
             kind = BAD_FEATURES if isinstance(error, InvalidInputError) else MODEL_ERROR
             await self._dead_letter(deliveries[0], kind, f"the model failed on it: {error}")
             return [], []
-        logger.info("batch failed (%s); scoring its rows one by one", error)
+        logger.info("batch failed (%s); scoring its messages one by one", error)
         results: list[bytes] = []
         done: list[Delivery] = []
-        for i, delivery in enumerate(deliveries):
-            more, answered = await self._score([delivery], [ids[i]], features[i : i + 1])
+        for delivery in deliveries:
+            more, answered = await self._score([delivery])
             results += more
             done += answered
         return results, done
-
-    async def _infer(self, features: Features) -> Inference:
-        return await self._persist("score", lambda: self.service.infer(self.config.model, features))
 
     def _results(
         self,
