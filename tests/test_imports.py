@@ -8,6 +8,7 @@ import ast
 import importlib.metadata
 import itertools
 import re
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ PACKAGE = "shipyard"
 FOUNDATIONS = ("registry", "messaging", "data")
 SHARED = {"shipyard", "shipyard.errors", "shipyard.settings"}
 CLI_ENTRY_POINTS = {"shipyard.__main__"}
+# Broker clients load when a broker is opened, never for ``shipyard --help`` (start-up time).
+BROKER_CLIENTS = ("aio_pika", "aiormq", "pamqp", "nats", "redis")
 
 
 def _modules() -> dict[str, Path]:
@@ -182,3 +185,18 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
     assert not undeclared, "declare these in pyproject.toml's dependencies:\n" + "\n".join(
         undeclared
     )
+
+
+def test_help_loads_no_broker_client() -> None:
+    """``shipyard --help`` imports no broker client library (read from ``-X importtime``)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", PACKAGE, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
+    loaded = sorted({name.split(".")[0] for name in imported} & set(BROKER_CLIENTS))
+    assert "shipyard.cli" in imported, "the import times were not read"
+    assert not loaded, f"shipyard --help imports {loaded}; import them where a broker opens"
