@@ -167,16 +167,17 @@ class Pull:
     server: str
     answer_s: float
     inbox: str = ""
+    next_subject: str = field(init=False)  # where the requests go
     arrived: asyncio.Queue[Msg] = field(default_factory=asyncio.Queue)
     kept: deque[Msg] = field(default_factory=deque)
     numbers: Iterator[int] = field(default_factory=itertools.count)
     # One request at a time: concurrent ones would read each other's end-of-request status.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @property
-    def next_subject(self) -> str:
-        """Where pull requests for the consumer go."""
-        return f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
+    def __post_init__(self) -> None:
+        self.next_subject = (
+            f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
+        )
 
     async def listen(self, nc: Client) -> None:
         """Subscribe to the replies of this pull's requests."""
