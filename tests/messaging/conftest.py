@@ -49,13 +49,14 @@ def queue() -> str:
 
 
 @pytest.fixture
-async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[[], Broker]]:
-    """Make brokers (connections) on the backend; all are closed after the test, and the
-    test's queues are deleted from servers that keep them."""
+async def brokers(broker_url: str, queue: str) -> AsyncIterator[Callable[..., Broker]]:
+    """Make brokers (connections) on the backend, redelivering after 300 ms unless told
+    otherwise; all are closed after the test, and the test's queues are deleted from
+    servers that keep them."""
     opened: list[Broker] = []
 
-    def make() -> Broker:
-        broker = open_broker(broker_url, redelivery_ms=REDELIVERY_MS)
+    def make(redelivery_ms: float = REDELIVERY_MS) -> Broker:
+        broker = open_broker(broker_url, redelivery_ms=redelivery_ms)
         opened.append(broker)
         return broker
 

@@ -11,7 +11,9 @@ import pytest
 from shipyard.messaging import BackpressureError, Broker, QueueSpec
 
 pytestmark = pytest.mark.anyio
-Make = Callable[[], Broker]
+Make = Callable[..., Broker]
+# Longer than any test: no delivery comes back on its own while the test looks.
+NO_REDELIVERY_MS = 600_000
 
 
 async def drain(broker: Broker, queue: str, expected: int, rounds: int = 50) -> list[bytes]:
@@ -101,7 +103,9 @@ async def test_reject_dead_letters_with_reason_and_original_body(brokers: Make, 
 
 
 async def test_competing_consumers_share_the_work(brokers: Make, queue: str) -> None:
-    first, second = brokers(), brokers()
+    # Without redelivery: on a busy machine the 300 ms could pass between the two consumes,
+    # and the second would rightly be given the first's unacked messages again.
+    first, second = brokers(NO_REDELIVERY_MS), brokers(NO_REDELIVERY_MS)
     await first.declare(QueueSpec(queue))
     await first.publish(queue, [str(i).encode() for i in range(200)])
     got_first = await first.consume(queue, 120, 1000)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import inspect
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
+import aiormq
+import pamqp.frame
 import pytest
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.header import ContentHeader
 
 from shipyard.errors import UnavailableError
 from shipyard.messaging import BackpressureError, Broker, Delivery, QueueSpec, open_broker
+from shipyard.messaging.rabbitmq import FRAME_END, PERSISTENT, PUBLISHED_AT
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -20,6 +29,86 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def _upgrade_hint(missing: list[str]) -> str:
+    version = importlib.metadata.version("aiormq")
+    return (
+        f"aiormq {version} lacks what messaging/rabbitmq.py relies on:\n  "
+        + "\n  ".join(missing)
+        + "\nadapt RabbitMQBroker._send and _settle to it, or keep aiormq at the range "
+        "pyproject.toml gives"
+    )
+
+
+def test_aiormq_channels_have_the_private_methods_the_publisher_replaces() -> None:
+    """The publisher settles confirms itself; after an upgrade, say what is gone."""
+    channel = aiormq.Channel
+    missing = []
+    if not callable(getattr(channel, "_confirm_delivery", None)):
+        missing.append("Channel._confirm_delivery(delivery_tag, frame): settles one confirm")
+    else:
+        parameters = list(inspect.signature(channel._confirm_delivery).parameters)
+        if parameters != ["self", "delivery_tag", "frame"]:
+            missing.append(f"Channel._confirm_delivery(delivery_tag, frame), not {parameters}")
+    if not inspect.iscoroutinefunction(getattr(channel, "_on_confirm_frame", None)):
+        missing.append("async Channel._on_confirm_frame(frame): replaced per channel")
+    elif "self._on_confirm_frame(" not in inspect.getsource(channel._reader):
+        missing.append("Channel._reader calling self._on_confirm_frame (the replacement)")
+    if "message_id_delivery_tag" not in inspect.getsource(channel._on_return_frame):
+        missing.append("Channel._on_return_frame finding a publish by message_id_delivery_tag")
+    if not {"payload", "should_close"} <= set(inspect.signature(ChannelFrame).parameters):
+        missing.append("aiormq.abc.ChannelFrame(payload=, should_close=): the batch's write")
+    assert not missing, _upgrade_hint(missing)
+
+
+def test_pamqp_content_headers_have_the_layout_the_publisher_patches() -> None:
+    """The publisher encodes one content header and patches body size and message id."""
+    message_id = "0" * 16
+    properties = spec.Basic.Properties(
+        delivery_mode=PERSISTENT, headers={PUBLISHED_AT: time.time()}, message_id=message_id
+    )
+    frame = pamqp.frame.marshal(ContentHeader(0, 0, properties), 7)
+    assert frame[0] == 2, "frame type 2 (content header) first"
+    assert int.from_bytes(frame[1:3], "big") == 7, "then the channel number"
+    assert frame[11:19] == bytes(8), "the body size at bytes 11-18"
+    assert frame.endswith(message_id.encode() + FRAME_END), "the message id last"
+
+
+@pytest.mark.integration
+async def test_aiormq_channels_have_the_state_the_publisher_writes(
+    service: Callable[[str, int], None],
+) -> None:
+    """What ``RabbitMQBroker._send`` reads and writes on a live publishing channel."""
+    service("RabbitMQ", 5672)
+    connection = await aiormq.connect(AMQP)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        expected = {
+            "confirmations": dict,
+            "message_id_delivery_tag": dict,
+            "delivery_tag": int,
+            "number": int,
+            "max_content_size": int,
+            "publisher_confirms": bool,
+        }
+        missing = [
+            f"Channel.{name}: {kind.__name__}"
+            for name, kind in expected.items()
+            if not isinstance(getattr(channel, name, None), kind)
+        ]
+        if not callable(getattr(getattr(channel, "write_queue", None), "put", None)):
+            missing.append("Channel.write_queue: a queue of frames to write")
+        if not callable(getattr(channel, "create_future", None)):
+            missing.append("Channel.create_future()")
+        try:
+            async with channel.lock:
+                pass
+        except (AttributeError, TypeError):
+            missing.append("Channel.lock: an async context manager")
+        assert not missing, _upgrade_hint(missing)
+    finally:
+        await connection.close()
 
 
 async def test_unreachable_server_is_unavailable_without_the_password() -> None:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from yarl import URL
 
 from shipyard.errors import ShipyardError, UnavailableError
 
@@ -150,18 +149,3 @@ def dead_letter_body(queue: str, delivery: Delivery, reason: str) -> bytes:
     except UnicodeDecodeError:
         record["body_base64"] = base64.b64encode(delivery.body).decode("ascii")
     return orjson.dumps(record)
-
-
-def shown_url(url: str) -> str:
-    """The URL without its secrets, for messages: the password (in the authority or the
-    query); for NATS, whose token sits where a user would, the whole user part."""
-    if url.split("://", 1)[0].lower() in ("nats", "tls"):
-        from shipyard.messaging.nats import shown_url as nats_shown_url
-
-        return nats_shown_url(url)
-    parsed = URL(url)
-    if parsed.password is not None:
-        parsed = parsed.with_password(None)
-    if "password" in parsed.query:
-        parsed = parsed.without_query_params("password")
-    return str(parsed)

@@ -18,16 +18,11 @@ consumer (``shipyard``) that every broker shares, so consumers compete for messa
   delivery past its bound itself, the server's limit is the backstop. ``declare`` creates
   what is missing and never changes what exists: the first declaration wins (of two
   declaring the same new consumer at the same instant, the server keeps the later).
-- ``publish`` sends the whole batch at once, each message with its own reply subject, and
-  waits for every JetStream ack (nats-py 2.16's ``publish_async`` leaves the future of a
-  refused message pending forever, so the acks are matched here).
-- ``consume`` asks for what is ready (a ``no_wait`` pull), and only when nothing is, waits
-  in one pull of a single message that expires after ``timeout_ms``. A batch short of
-  ``max_messages`` then waits up to 5 ms more (within ``timeout_ms``) for the rest:
-  nats-server 2.10+ shows a consumer new messages a moment after acking their publish.
-  Each pull replies to its own subject, so the end-of-request status of a pull given up on
-  (server unreachable) is told apart; its messages are kept for the next call.
-  ``attempts`` is JetStream's delivery count, ``published_at`` the stream's timestamp.
+- ``publish`` sends the whole batch at once and waits for every JetStream ack, matched to
+  its message (``jetstream.PublishAcks``); ``consume`` takes what is ready or waits for the
+  first message (``jetstream.Pull``). ``attempts`` is JetStream's delivery count,
+  ``published_at`` the stream's timestamp. The subjects and statuses this takes are
+  described in ``shipyard.messaging.jetstream``.
 - ``reject`` publishes the dead letter (acked by JetStream), then acks the original.
 - The client reconnects forever, 0.5 s between attempts, and keeps its subscriptions; while
   disconnected every operation raises ``UnavailableError`` at once, and a wait notices a
@@ -39,15 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import re
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from nats.aio.client import Client
@@ -59,22 +49,26 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
 from shipyard.errors import ConfigurationError, InvalidInputError, UnavailableError
+from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
     BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,
 )
+from shipyard.messaging.jetstream import (
+    STREAM_IN_USE,
+    SUBJECTS_OVERLAP,
+    Ack,
+    PublishAcks,
+    Pull,
+    delivered,
+    read_ack,
+)
 
 CONSUMER = "shipyard"
 MAX_ACK_PENDING = 20_000
 RECONNECT_WAIT_S = 0.5
-CHECK_S = 0.25  # how often a wait looks whether the connection is still up
-GATHER_S = 0.005  # how long a consume that found some messages waits for more
-_ACK_TOKENS = 9
-_FULL = {10077, 10078}  # JetStream: maximum messages / bytes exceeded
-_STREAM_IN_USE = 10058  # stream name already in use with a different configuration
-_SUBJECTS_OVERLAP = 10065
 _SUBJECT = re.compile(r"[^\s*>.]+(\.[^\s*>.]+)*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _log = logging.getLogger(__name__)
@@ -86,23 +80,6 @@ def stream_name(queue: str) -> str:
     return f"{_UNSAFE.sub('_', queue)[:48]}_{digest}"
 
 
-def shown_url(url: str) -> str:
-    """The server URL(s) without user, password or token (NATS puts a token where the user
-    goes), for messages."""
-    shown = []
-    for server in url.split(","):
-        parts = urlsplit(server.strip())
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        try:
-            port = f":{parts.port}" if parts.port else ""
-        except ValueError:
-            port = ""
-        shown.append(urlunsplit((parts.scheme, host + port, parts.path, "", "")))
-    return ",".join(shown)
-
-
 def _subject(queue: str) -> str:
     if not _SUBJECT.fullmatch(queue):
         raise InvalidInputError(
@@ -112,47 +89,8 @@ def _subject(queue: str) -> str:
     return queue
 
 
-def _status(msg: Msg) -> str | None:
-    return msg.headers.get("Status") if msg.headers else None
-
-
-def _delivery(msg: Msg) -> Delivery:
-    """A JetStream message as a delivery: its delivery count and stream time are read from
-    its ack subject, ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
-    <nanoseconds>.<pending>``, without nats-py's ``Metadata`` (which builds a ``datetime``:
-    a sixth of a consuming worker's time)."""
-    tokens = msg.reply.split(".") if msg.reply else []
-    if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return Delivery(msg.data, int(tokens[4]), msg, int(tokens[7]) / 1e9)
-    metadata = msg.metadata  # the longer form, with a domain and an account hash
-    return Delivery(msg.data, metadata.num_delivered, msg, metadata.timestamp.timestamp())
-
-
 def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
-
-
-class _Sent:
-    """The JetStream acks of one published batch, by position; ``done`` when all came."""
-
-    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
-        self.replies: list[Msg | None] = [None] * size
-        self.waiting = size
-        self.done = done
-
-
-@dataclass
-class _Pull:
-    """Where one queue's pull requests go and their messages arrive."""
-
-    stream: str
-    next_subject: str
-    inbox: str
-    arrived: asyncio.Queue[Msg] = field(default_factory=asyncio.Queue)
-    kept: deque[Msg] = field(default_factory=deque)
-    numbers: Iterator[int] = field(default_factory=itertools.count)
-    # One pull at a time: concurrent pulls would read each other's end-of-request status.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class NatsBroker:
@@ -168,10 +106,8 @@ class NatsBroker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
-        self._acks: dict[str, tuple[_Sent, int]] = {}  # reply subject → batch, position
-        self._ack_inbox = ""
-        self._ack_numbers = itertools.count()
-        self._pulls: dict[str, _Pull] = {}
+        self._acks = PublishAcks()
+        self._pulls: dict[str, Pull] = {}
         self._specs: dict[str, QueueSpec] = {}
         self._dead_letters: dict[str, str] = {}
         self._last_error: Exception | None = None
@@ -214,8 +150,7 @@ class NatsBroker:
         js = nc.jetstream(timeout=self._timeout)
         try:
             await js.account_info()
-            self._ack_inbox = nc.new_inbox()
-            await nc.subscribe(f"{self._ack_inbox}.*", cb=self._confirmed)
+            await self._acks.listen(nc)
         except ServiceUnavailableError:
             await nc.close()
             raise ConfigurationError(
@@ -235,15 +170,6 @@ class NatsBroker:
         # ones that matter as UnavailableError, so the client's own reports go to debug.
         self._last_error = error
         _log.debug("nats client: %s", _describe(error))
-
-    async def _confirmed(self, msg: Msg) -> None:
-        waiting = self._acks.pop(msg.subject, None)
-        if waiting is not None:
-            sent, position = waiting
-            sent.replies[position] = msg
-            sent.waiting -= 1
-            if not sent.waiting and not sent.done.done():
-                sent.done.set_result(None)
 
     @asynccontextmanager
     async def _reachable(self) -> AsyncIterator[None]:
@@ -302,12 +228,12 @@ class NatsBroker:
             try:
                 await js.add_stream(config)
             except BadRequestError as error:
-                if error.err_code == _SUBJECTS_OVERLAP:
+                if error.err_code == SUBJECTS_OVERLAP:
                     raise ConfigurationError(
                         f"another JetStream stream already takes subject {queue!r}; delete "
                         "it or choose another queue name"
                     ) from error
-                if error.err_code != _STREAM_IN_USE:  # else another broker was first
+                if error.err_code != STREAM_IN_USE:  # else another broker was first
                     raise
         try:
             await js.consumer_info(stream, CONSUMER)
@@ -330,28 +256,21 @@ class NatsBroker:
         if not bodies:
             return
         nc, _ = await self._client()
-        replies = await self._send(nc, _subject(queue), bodies)
+        subject = _subject(queue)
+        async with self._reachable():
+            replies = await self._acks.publish(nc, subject, bodies, self._timeout)
         refused: list[int] = []
         failures: list[str] = []
         for position, reply in enumerate(replies):
-            if reply is None:
-                failures.append("no ack in time")
+            answer, description = read_ack(reply)
+            if answer is Ack.STORED:
                 continue
-            if _status(reply) == "503":  # no responders: no stream takes this subject
-                if not failures:
-                    await self._missing(queue)
-                failures.append("no stream answered")
-                continue
-            if b'"error"' not in reply.data:  # {"stream": …, "seq": …}: stored
-                continue
-            answer = orjson.loads(reply.data)
-            error = answer.get("error") if isinstance(answer, dict) else None
-            if error is None:
-                continue
-            if error.get("err_code") in _FULL:
+            if answer is Ack.FULL:
                 refused.append(position)
-            else:
-                failures.append(str(error.get("description", error)))
+                continue
+            if answer is Ack.NO_STREAM and not failures:
+                await self._missing(queue)
+            failures.append(description)
         if failures:
             raise UnavailableError(
                 f"NATS at {self._shown} stored {len(bodies) - len(failures) - len(refused)} of "
@@ -365,25 +284,6 @@ class NatsBroker:
                 refused,
             )
 
-    async def _send(self, nc: Client, subject: str, bodies: Sequence[bytes]) -> list[Msg | None]:
-        sent = _Sent(len(bodies), asyncio.get_running_loop().create_future())
-        replies = [f"{self._ack_inbox}.{next(self._ack_numbers)}" for _ in bodies]
-        try:
-            async with self._reachable():
-                for position, (body, reply) in enumerate(zip(bodies, replies, strict=True)):
-                    self._acks[reply] = (sent, position)
-                    await nc.publish(subject, body, reply=reply)
-            deadline = time.monotonic() + self._timeout
-            while not sent.done.done() and nc.is_connected:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await asyncio.wait([sent.done], timeout=min(CHECK_S, remaining))
-        finally:
-            for reply in replies:  # acks that never came
-                self._acks.pop(reply, None)
-        return sent.replies
-
     async def _missing(self, queue: str) -> None:
         """Raise ``InvalidInputError`` when no stream holds ``queue``."""
         _, js = await self._client()
@@ -395,7 +295,7 @@ class NatsBroker:
                     f"queue {queue!r} is not declared; declare it first"
                 ) from None
 
-    async def _pull(self, queue: str) -> tuple[Client, _Pull]:
+    async def _pull(self, queue: str) -> tuple[Client, Pull]:
         nc, js = await self._client()
         pull = self._pulls.get(queue)
         if pull is None:
@@ -409,20 +309,12 @@ class NatsBroker:
                     ) from None
                 if queue in self._pulls:  # another consume of this queue was quicker
                     return nc, self._pulls[queue]
-                pull = _Pull(
-                    stream,
-                    f"{js_api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}",
-                    nc.new_inbox(),
-                )
-
-                async def arrived(msg: Msg, into: asyncio.Queue[Msg] = pull.arrived) -> None:
-                    into.put_nowait(msg)
-
+                pull = Pull(stream, CONSUMER, self._shown, self._timeout)
                 # Registered first, locked until subscribed: a concurrent consume waits.
                 self._pulls[queue] = pull
                 async with pull.lock:
                     try:
-                        await nc.subscribe(f"{pull.inbox}.*", cb=arrived)
+                        await pull.listen(nc)
                     except BaseException:
                         del self._pulls[queue]
                         raise
@@ -434,77 +326,12 @@ class NatsBroker:
             return []
         nc, pull = await self._pull(queue)
         async with pull.lock, self._reachable():
-            messages = await self._take(nc, pull, max_messages, timeout_ms / 1000)
-        return [_delivery(msg) for msg in messages]
-
-    async def _take(self, nc: Client, pull: _Pull, wanted: int, timeout_s: float) -> list[Msg]:
-        deadline = time.monotonic() + timeout_s
-        taken = self._kept(pull, wanted)
-        if len(taken) < wanted:
-            taken += await self._request(nc, pull, wanted - len(taken), None)
-        if not taken and timeout_s > 0:
-            taken = await self._request(nc, pull, 1, timeout_s)
-        gather = min(GATHER_S, deadline - time.monotonic())
-        if taken and len(taken) < wanted and gather >= 0.001:
-            # nats-server 2.10+ tells a consumer about stored messages a moment after it
-            # acked their publish: a short wait takes them too, not a batch of one.
-            taken += self._kept(pull, wanted - len(taken))
-            if len(taken) < wanted:
-                taken += await self._request(nc, pull, wanted - len(taken), gather)
-        return taken
-
-    @staticmethod
-    def _kept(pull: _Pull, wanted: int) -> list[Msg]:
-        """Messages of earlier pulls that arrived after their call gave up on them."""
-        while not pull.arrived.empty():
-            msg = pull.arrived.get_nowait()
-            if _status(msg) is None:
-                pull.kept.append(msg)
-        return [pull.kept.popleft() for _ in range(min(wanted, len(pull.kept)))]
-
-    async def _request(
-        self, nc: Client, pull: _Pull, batch: int, expires_s: float | None
-    ) -> list[Msg]:
-        """One pull: ``no_wait`` when ``expires_s`` is None, else a wait that expires."""
-        reply = f"{pull.inbox}.{next(pull.numbers)}"
-        request: dict[str, object] = {"batch": batch}
-        if expires_s is None:
-            request["no_wait"] = True
-        else:
-            request["expires"] = int(expires_s * 1e9)
-        await nc.publish(pull.next_subject, orjson.dumps(request), reply=reply)
-        # The server ends every pull with a status by then, unless it is unreachable.
-        deadline = time.monotonic() + (expires_s or 0) + self._timeout
-        taken: list[Msg] = []
-        while len(taken) < batch:
-            if pull.arrived.empty():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not nc.is_connected:
-                    if taken:
-                        return taken
-                    raise UnavailableError(
-                        f"NATS at {self._shown} did not answer a pull from stream "
-                        f"{pull.stream!r} ({'timed out' if nc.is_connected else 'disconnected'})"
-                        "; retry later"
-                    )
-                try:
-                    msg = await asyncio.wait_for(pull.arrived.get(), min(CHECK_S, remaining))
-                except TimeoutError:
-                    continue
-            else:
-                msg = pull.arrived.get_nowait()
-            status = _status(msg)
-            if status is None:
-                taken.append(msg)
-            elif msg.subject == reply and status != "100":
-                if status == "503":
-                    raise UnavailableError(
-                        f"NATS at {self._shown} has no consumer {CONSUMER!r} on stream "
-                        f"{pull.stream!r} (JetStream restarting, or the stream was deleted); "
-                        "retry later or declare the queue again"
-                    )
-                break  # 404 no messages, 408 expired, 409 ended by the server
-        return taken
+            messages = await pull.take(nc, max_messages, timeout_ms / 1000)
+        deliveries = []
+        for msg in messages:
+            attempts, published_at = delivered(msg)
+            deliveries.append(Delivery(msg.data, attempts, msg, published_at))
+        return deliveries
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Ack every delivery; returns once JetStream processed the acks."""
@@ -562,8 +389,6 @@ class NatsBroker:
         """Close the connection; unacked deliveries come back after the redelivery delay."""
         nc, self._nc, self._js = self._nc, None, None
         self._pulls.clear()
-        for sent, _ in self._acks.values():
-            sent.done.cancel()
-        self._acks.clear()
+        self._acks.cancel()
         if nc is not None and not nc.is_closed:
             await nc.close()

@@ -59,9 +59,9 @@ from aio_pika.exceptions import (
 from aiormq.abc import ChannelFrame, ConfirmationFrameType, DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
-from yarl import URL
 
 from shipyard.errors import InvalidInputError, UnavailableError
+from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
     BackpressureError,
     Delivery,
@@ -158,7 +158,7 @@ class RabbitMQBroker:
 
     def __init__(self, url: str, *, redelivery_ms: float = 30_000, prefetch: int = 1024) -> None:
         self._url = url
-        self._shown = str(URL(url).with_password(None)) if "@" in url else url
+        self._shown = shown_url(url)
         self._prefetch = prefetch
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None

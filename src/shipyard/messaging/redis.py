@@ -43,12 +43,12 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shipyard.errors import InvalidInputError, UnavailableError
+from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
     BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,
-    shown_url,
 )
 
 BODY = b"b"
