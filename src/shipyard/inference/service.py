@@ -17,8 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shipyard.errors import ShipyardError
-from shipyard.inference.batcher import Batcher, BatcherClosedError, BatchObserver
+from shipyard.errors import BatcherClosedError, ShipyardError
+from shipyard.inference.batcher import Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shipyard.errors import ConfigurationError
+from shipyard.errors import BackpressureError, ConfigurationError
 from shipyard.messaging.broker import (
-    BackpressureError,
     Broker,
     Delivery,
     QueueSpec,
