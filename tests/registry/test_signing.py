@@ -1,4 +1,5 @@
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,22 @@ def test_malformed_public_key_is_named(tmp_path: Path) -> None:
 
 def test_missing_trusted_folder_trusts_nothing(tmp_path: Path) -> None:
     assert TrustedKeys.load(tmp_path / "absent").key_ids == frozenset()
+
+
+def test_processes_creating_the_key_at_once_all_sign_with_the_same_one(tmp_path: Path) -> None:
+    private = tmp_path / "keys" / "signing.key"
+    start = threading.Barrier(6)
+    key_ids: list[str] = []
+
+    def load() -> None:
+        start.wait(timeout=10)
+        key_ids.append(Signer.load(private, create=True).key_id)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(key_ids) == 6
+    assert set(key_ids) == {Signer.load(private).key_id}
+    assert sorted(p.name for p in private.parent.iterdir()) == ["signing.key", "signing.pub"]

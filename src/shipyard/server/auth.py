@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from shipyard.errors import AuthenticationError, ConfigurationError, PermissionDeniedError
+from shipyard.files import write_private
 from shipyard.registry.registry import Registry
 from shipyard.registry.users import (
     API_KEY_PREFIX,
@@ -156,19 +157,9 @@ def load_or_create_secret(path: Path) -> bytes:
 
 
 def _create_secret(path: Path) -> None:
+    secret = os.urandom(SECRET_BYTES).hex() + "\n"
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(os.urandom(SECRET_BYTES).hex() + "\n")
-            temporary.chmod(0o600)
-            os.link(temporary, path)  # fails if another process made it first; theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_private(path, secret.encode("ascii"), overwrite=False)  # one made first wins
     except OSError as error:
         raise ConfigurationError(
             f"cannot create the token-signing secret at {path} ({error}); make its folder "
