@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from shipyard.errors import InvalidInputError, UnsupportedMediaTypeError
@@ -19,6 +20,12 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     """Serialise with orjson; numpy arrays and scalars are written without conversion."""
     body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status_code=status_code, media_type=JSON)
+
+
+class ErrorBody(BaseModel):
+    """The error shape of every route, as the OpenAPI document shows it."""
+
+    error: str
 
 
 def error_response(message: str, status_code: int) -> Response:
