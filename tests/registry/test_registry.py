@@ -1,6 +1,5 @@
 import json
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -61,7 +60,7 @@ def test_versions_are_monotonic_and_never_reused(registry: Registry) -> None:
 
 
 def test_register_records_everything(registry: Registry) -> None:
-    run_id = registry.start_run("spec", "name: spec", {"a": 1}, "ab" * 32)
+    run_id = registry.runs.start("spec", "name: spec", {"a": 1}, "ab" * 32)
     version = register(
         registry,
         run_id=run_id,
@@ -170,50 +169,6 @@ def test_failed_promotions_change_nothing(registry: Registry) -> None:
         registry.promote("fraud:1", "not valid")
     assert registry.get_model("fraud").aliases == {"production": 1}
     assert len(registry.alias_history("fraud")) == 1
-
-
-def test_runs_record_stages_metrics_and_status(registry: Registry) -> None:
-    first = registry.start_run("spec", "name: spec", {"p": [1, 2]}, None)
-    started = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    registry.record_stage(first, "ingest", "succeeded", started, 0.5)
-    registry.record_stage(first, "train", "failed", started, 1.5, "ValueError: bad")
-    registry.set_run_dataset(first, "cd" * 32)
-    registry.log_metrics(first, {"f1": 0.5, "auc": 0.7})
-    registry.log_metrics(first, {"f1": 0.6})
-    registry.finish_run(first, "failed", "train: ValueError: bad")
-    second = registry.start_run("other", "", {}, None)
-
-    run = registry.get_run(first)
-    assert run.status == "failed"
-    assert run.error == "train: ValueError: bad"
-    assert run.params == {"p": [1, 2]}
-    assert run.dataset_sha256 == "cd" * 32
-    assert run.metrics == {"auc": 0.7, "f1": 0.6}
-    assert [(s.name, s.status, s.duration_s) for s in run.stages] == [
-        ("ingest", "succeeded", 0.5),
-        ("train", "failed", 1.5),
-    ]
-    assert run.stages[0].started_at == started
-    assert run.finished_at is not None
-    assert run.package_version
-    assert [r.id for r in registry.list_runs()] == [second, first]
-    assert [r.id for r in registry.list_runs(limit=1)] == [second]
-    assert registry.get_run(second).status == "running"
-
-
-def test_run_errors(registry: Registry) -> None:
-    with pytest.raises(NotFoundError, match="no run"):
-        registry.get_run("missing")
-    with pytest.raises(NotFoundError):
-        registry.finish_run("missing", "succeeded")
-    run_id = registry.start_run("s", "", {}, None)
-    with pytest.raises(InvalidInputError, match="succeeded"):
-        registry.finish_run(run_id, "done")  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match="timezone"):
-        registry.record_stage(run_id, "x", "succeeded", datetime(2026, 1, 1), 1.0)
-    with pytest.raises(InvalidInputError, match="JSON"):
-        registry.start_run("s", "", {"x": object()}, None)
-    assert registry.get_run(run_id).stages == []
 
 
 def test_artifact_round_trip(registry: Registry) -> None:

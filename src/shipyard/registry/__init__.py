@@ -1,4 +1,4 @@
-"""The model registry: versions, aliases, lineage and signed, content-addressed artifacts.
+"""The model registry: versions, aliases, runs (lineage) and signed, content-addressed artifacts.
 
 ``Registry`` is the entry point; everything else here is what it takes and hands out.
 """
@@ -13,6 +13,7 @@ from shipyard.registry.records import (
 )
 from shipyard.registry.reference import ModelRef
 from shipyard.registry.registry import Registry
+from shipyard.registry.runs import Runs
 from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
 from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
 
@@ -30,6 +31,7 @@ __all__ = [
     "Registry",
     "Role",
     "RunInfo",
+    "Runs",
     "Signer",
     "StageInfo",
     "TrustedKeys",
