@@ -5,7 +5,6 @@
 
 from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
 from shipyard.registry.records import (
-    AliasEvent,
     ModelInfo,
     ModelVersionInfo,
     RunInfo,
@@ -18,7 +17,6 @@ from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_key
 from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
 
 __all__ = [
-    "AliasEvent",
     "ApiKey",
     "ArtifactStore",
     "FileEntry",

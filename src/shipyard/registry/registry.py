@@ -45,12 +45,7 @@ from shipyard.registry.queries import (
     resolve,
     version_infos,
 )
-from shipyard.registry.records import (
-    AliasEvent,
-    ModelInfo,
-    ModelVersionInfo,
-    RunInfo,
-)
+from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo
 from shipyard.registry.reference import ModelRef, check_name
 from shipyard.registry.runs import Runs, find_run
 from shipyard.registry.signing import Signer, TrustedKeys
@@ -319,36 +314,6 @@ class Registry:
             return version_infos(session, name, [row])[0]
 
         return self._retrying(work)
-
-    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
-        """Every move of a model's aliases (or of one alias), oldest first."""
-        check_name(name)
-        with self._transaction() as session:
-            model = find_model(session, name)
-            query = select(AliasEventRow).where(AliasEventRow.model_id == model.id)
-            if alias is not None:
-                query = query.where(AliasEventRow.alias == alias)
-            return [
-                AliasEvent(name, e.alias, e.from_version, e.to_version, e.actor, e.at)
-                for e in session.scalars(query.order_by(AliasEventRow.id))
-            ]
-
-    def set_tag(self, ref: str | ModelRef, key: str, value: str) -> None:
-        """Set (or overwrite) a tag on a version."""
-        parsed = ModelRef.parse(ref)
-        check_name(key, "tag key")
-
-        def work(session: Session) -> None:
-            _, row = resolve(session, parsed)
-            tag = session.scalar(
-                select(TagRow).where(TagRow.version_id == row.id, TagRow.key == key)
-            )
-            if tag is None:
-                session.add(TagRow(version_id=row.id, key=key, value=str(value)))
-            else:
-                tag.value = str(value)
-
-        self._retrying(work)
 
     def load_artifact(self, ref: str | ModelRef) -> VerifiedArtifact:
         """The version's files, after checking their digests and the manifest's signature.

@@ -135,17 +135,6 @@ class TrustedKeys:
                 keys[key_id_of(raw)] = VerifyKey(raw)
         return cls(keys, folder)
 
-    @property
-    def key_ids(self) -> frozenset[str]:
-        """Ids of every trusted key."""
-        return frozenset(self._keys)
-
-    def add(self, public_key: bytes) -> str:
-        """Trust one more raw public key; returns its id."""
-        key_id = key_id_of(public_key)
-        self._keys[key_id] = VerifyKey(public_key)
-        return key_id
-
     def verify(self, data: bytes, signature: str, key_id: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` is a trusted key's signature of data."""
         if not signature:

@@ -21,7 +21,7 @@ Wiring::
     @app.post("/v2/models/{name}/infer", dependencies=[Depends(inference)])
 
 ``require`` and ``inference`` find the authenticator on the app at request time, so routers
-can be declared before the registry is open; ``Authenticator.require`` binds one directly.
+can be declared before the registry is open.
 """
 
 from shipyard.server.auth.authenticator import Authenticator

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Callable
 
-from fastapi import Request, Security
-from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from shipyard.errors import AuthenticationError, PermissionDeniedError
@@ -29,12 +27,6 @@ MISSING = (
 )
 CACHE_LIMIT = 10_000
 
-BEARER = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
-
-PrincipalDependency = Callable[..., Awaitable[Principal]]
-OptionalPrincipalDependency = Callable[..., Awaitable[Principal | None]]
-
 
 class Authenticator:
     """Turns a request's credentials into a ``Principal`` and checks its role."""
@@ -54,7 +46,6 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._api_keys: dict[str, tuple[Principal, float]] = {}
-        self._dependencies: dict[Role, PrincipalDependency] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry) -> Authenticator:
@@ -101,34 +92,6 @@ class Authenticator:
             self._api_keys.clear()
         self._api_keys[digest] = (principal, now + self.cache_seconds)
         return principal
-
-    def require(self, role: Role) -> PrincipalDependency:
-        """A FastAPI dependency: the caller's ``Principal`` if their role is ``role`` or higher."""
-        if role not in self._dependencies:
-
-            async def dependency(
-                request: Request,
-                bearer: Annotated[str | None, Security(BEARER)],
-                api_key: Annotated[str | None, Security(API_KEY)],
-            ) -> Principal:
-                return await self.principal(request, bearer, api_key, role)
-
-            self._dependencies[role] = dependency
-        return self._dependencies[role]
-
-    def inference(self) -> OptionalPrincipalDependency:
-        """A FastAPI dependency: ``None`` (anyone) unless ``protect_inference``, then viewer+."""
-
-        async def dependency(
-            request: Request,
-            bearer: Annotated[str | None, Security(BEARER)],
-            api_key: Annotated[str | None, Security(API_KEY)],
-        ) -> Principal | None:
-            if not self.protect_inference:
-                return None
-            return await self.principal(request, bearer, api_key, Role.VIEWER)
-
-        return dependency
 
     def issue_token(self, username: str, password: str) -> TokenResponse:
         """The password flow: check the password (argon2, slow on purpose), sign a token."""

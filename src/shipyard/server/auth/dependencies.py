@@ -3,19 +3,23 @@ at request time, and how auth errors are answered (401 with a challenge, 403).""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import FastAPI, Request, Response, Security
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from shipyard.errors import AuthenticationError, ConfigurationError, PermissionDeniedError
 from shipyard.registry.users import Principal, Role
-from shipyard.server.auth.authenticator import (
-    API_KEY,
-    BEARER,
-    Authenticator,
-    PrincipalDependency,
-)
+from shipyard.server.auth.authenticator import Authenticator
+from shipyard.server.auth.tokens import TOKEN_URL
 from shipyard.server.responses import error_response
+
+# Optional here so that a missing credential gets our 401 with its message, not FastAPI's.
+BEARER = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+PrincipalDependency = Callable[..., Awaitable[Principal]]
 
 
 def attach(app: FastAPI, authenticator: Authenticator) -> None:
