@@ -19,10 +19,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src"
 PACKAGE = "shipyard"
-# DESIGN: registry, messaging and data import nothing of the rest (errors and settings are
-# shared by every layer); nothing imports the CLI but its entry points.
+# DESIGN: registry, messaging and data import nothing of the rest; the modules at the
+# package's root below them (errors, settings, the private-file writer, child processes)
+# are shared by every layer and import none of the layers. Nothing imports the CLI but its
+# entry points.
 FOUNDATIONS = ("registry", "messaging", "data")
-SHARED = {"shipyard", "shipyard.errors", "shipyard.settings"}
+SHARED = {
+    "shipyard",
+    "shipyard.errors",
+    "shipyard.settings",
+    "shipyard.files",
+    "shipyard.children",
+}
 CLI_ENTRY_POINTS = {"shipyard.__main__"}
 # Broker clients load when a broker is opened, never for ``shipyard --help`` (start-up time).
 BROKER_CLIENTS = ("aio_pika", "aiormq", "pamqp", "nats", "redis")
@@ -131,7 +139,19 @@ def test_foundations_import_nothing_of_the_rest(layer: str) -> None:
         for target, line in edges.items()
         if target not in SHARED and not (target == prefix or target.startswith(f"{prefix}."))
     ]
-    assert not wrong, f"{prefix} may import only itself, errors and settings:\n" + "\n".join(wrong)
+    assert not wrong, f"{prefix} may import only itself and {sorted(SHARED)}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("module", sorted(SHARED - {PACKAGE}))
+def test_shared_modules_import_only_each_other(module: str) -> None:
+    if module not in MODULES:
+        pytest.skip(f"{module} does not exist")
+    wrong = [
+        f"{MODULES[module].relative_to(ROOT)}:{line} imports {target}"
+        for target, line in GRAPH.get(module, {}).items()
+        if target.startswith(f"{PACKAGE}.") and target not in SHARED
+    ]
+    assert not wrong, f"{module} is below every layer:\n" + "\n".join(wrong)
 
 
 def test_nothing_imports_the_cli() -> None:

@@ -1,30 +1,37 @@
 """The one exception tree of Shipyard.
 
 Every error a user can cause or meet is a ``ShipyardError``. Each class knows the HTTP status it
-maps to, the CLI exit code, and whether a stream message that raised it should be retried
-(``retryable``) or dead-lettered. Messages say what was wrong and what to do about it.
+maps to, the CLI exit code, and whether a stream message that raised it is retried (``retried``
+below: ``retryable`` is true) or dead-lettered (every other class). Messages say what was wrong
+and what to do about it. Every exception class of Shipyard is defined here and drawn here.
 
 ::
 
     ShipyardError                      500  exit 1
-    ├── ConfigurationError             500  exit 2   settings, keys, environment
-    ├── AuthenticationError            401  exit 2   credentials missing, wrong, expired, revoked
-    ├── PermissionDeniedError          403  exit 2   known caller, role too low
-    ├── InvalidInputError              400  exit 2   the caller sent something wrong
-    │   ├── SchemaError                422  exit 2   columns missing or of the wrong type
-    │   └── SpecError                  400  exit 2   a pipeline spec that does not validate
+    ├── ConfigurationError             500  exit 2           settings, keys, environment
+    ├── AuthenticationError            401  exit 2           missing, wrong, expired, revoked token
+    ├── PermissionDeniedError          403  exit 2           known caller, role too low
+    ├── InvalidInputError              400  exit 2           the caller sent something wrong
+    │   ├── SchemaError                422  exit 2           columns missing or mistyped
+    │   ├── SpecError                  400  exit 2           a pipeline spec that does not validate
+    │   ├── PayloadTooLargeError       413  exit 2           a request body over the size limit
+    │   └── UnsupportedMediaTypeError  415  exit 2           a body type the route does not read
     ├── NotFoundError                  404  exit 3
-    │   ├── ModelNotFoundError
-    │   ├── VersionNotFoundError
-    │   └── AliasNotFoundError
-    ├── ConflictError                  409  exit 4   state forbids it (nothing to roll back to)
-    ├── ArtifactError                  500  exit 5   a stored artifact cannot be trusted or read
-    │   ├── ArtifactTamperedError               digest does not match the manifest
-    │   └── SignatureError                      signature missing, wrong or from an unknown key
-    └── UnavailableError               503  exit 6   a backend (database, broker) cannot be reached
+    │   ├── ModelNotFoundError         404  exit 3
+    │   ├── VersionNotFoundError       404  exit 3
+    │   └── AliasNotFoundError         404  exit 3
+    ├── ConflictError                  409  exit 4           state forbids it (no earlier version)
+    ├── ArtifactError                  500  exit 5           a stored artifact is unusable
+    │   ├── ArtifactTamperedError      500  exit 5           digest does not match the manifest
+    │   └── SignatureError             500  exit 5           signature missing, wrong or untrusted
+    ├── BatcherClosedError             503  exit 1  retried  the version was replaced mid-request
+    └── UnavailableError               503  exit 6  retried  a database or broker is unreachable
+        └── BackpressureError          503  exit 6  retried  a queue is full; names what it refused
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class ShipyardError(Exception):
@@ -79,6 +86,18 @@ class SpecError(InvalidInputError):
     """A pipeline spec is missing, not YAML, or does not validate."""
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """A request body is larger than ``max_body_bytes``."""
+
+    status_code = 413
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The body's content type is not one this route reads."""
+
+    status_code = 415
+
+
 class NotFoundError(ShipyardError):
     """A named thing does not exist."""
 
@@ -119,9 +138,29 @@ class SignatureError(ArtifactError):
     """An artifact's manifest is unsigned, wrongly signed, or signed by an untrusted key."""
 
 
+class BatcherClosedError(ShipyardError):
+    """The batcher was closed (its model version was replaced); retry on the new version."""
+
+    status_code = 503
+    retryable = True
+
+
 class UnavailableError(ShipyardError):
     """A backend service cannot be reached; trying again later may work."""
 
     status_code = 503
     exit_code = 6
     retryable = True
+
+
+class BackpressureError(UnavailableError):
+    """The target queue is full; publish the ``refused`` messages again later.
+
+    ``refused`` holds the positions, in the published batch, of the messages the broker did
+    not store; the others are stored. Backends that check the bound for the whole batch at
+    once refuse all of it.
+    """
+
+    def __init__(self, message: str, refused: Sequence[int]) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)

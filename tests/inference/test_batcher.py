@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from shipyard.inference.batcher import Batcher, BatcherClosedError
+from shipyard.errors import BatcherClosedError
+from shipyard.inference.batcher import Batcher
 from shipyard.inference.predictor import Features, Outputs
 
 T = TypeVar("T")

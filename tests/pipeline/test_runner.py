@@ -2,10 +2,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from shipyard.errors import InvalidInputError, SpecError
 from shipyard.pipeline import Runner, parse_spec
 from shipyard.registry import Registry
+from shipyard.registry.tables import RunRow
 from shipyard.settings import Settings
 
 SPEC = """\
@@ -41,7 +43,7 @@ def test_run_records_stages_metrics_lineage_and_promotes(registry: Registry) -> 
     assert result.promotion.promoted
     assert 0.0 < result.metrics["average_precision"] <= 1.0
     assert result.metrics["export_label_agreement"] > 0.99
-    run = registry.get_run(result.run_id)
+    run = registry.runs.get(result.run_id)
     assert run.status == "succeeded"
     assert [s.name for s in run.stages] == names
     assert all(s.status == "succeeded" and s.duration_s >= 0 for s in run.stages)
@@ -72,7 +74,9 @@ def test_a_failing_stage_fails_the_run_and_registers_nothing(registry: Registry)
     bad = SPEC.replace("max_iter: 40", "max_iter: -3")
     with pytest.raises(SpecError, match="max_iter"):
         Runner(registry).run(parse_spec(bad), bad)
-    run = registry.list_runs()[0]
+    with registry.transaction() as session:
+        (run_id,) = session.scalars(select(RunRow.id)).all()  # the one run, which failed
+    run = registry.runs.get(run_id)
     assert run.status == "failed"
     assert run.stages[-1].name == "train"
     assert run.stages[-1].status == "failed"

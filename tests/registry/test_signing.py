@@ -1,4 +1,5 @@
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,8 @@ def test_sign_and_verify(tmp_path: Path) -> None:
     pair = generate_keypair(tmp_path / "signing.key")
     signer = Signer.load(pair.private_path)
     trusted = TrustedKeys.load(tmp_path)
-    assert trusted.key_ids == {pair.key_id}
     signature = signer.sign(b"manifest")
+    assert signer.key_id == pair.key_id
     trusted.verify(b"manifest", signature, signer.key_id)
     with pytest.raises(SignatureError, match="does not match"):
         trusted.verify(b"manifest!", signature, signer.key_id)
@@ -76,4 +77,26 @@ def test_malformed_public_key_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_trusted_folder_trusts_nothing(tmp_path: Path) -> None:
-    assert TrustedKeys.load(tmp_path / "absent").key_ids == frozenset()
+    signer = Signer.load(tmp_path / "signing.key", create=True)
+    trusted = TrustedKeys.load(tmp_path / "absent")
+    with pytest.raises(SignatureError, match="not trusted"):
+        trusted.verify(b"x", signer.sign(b"x"), signer.key_id)
+
+
+def test_processes_creating_the_key_at_once_all_sign_with_the_same_one(tmp_path: Path) -> None:
+    private = tmp_path / "keys" / "signing.key"
+    start = threading.Barrier(6)
+    key_ids: list[str] = []
+
+    def load() -> None:
+        start.wait(timeout=10)
+        key_ids.append(Signer.load(private, create=True).key_id)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(key_ids) == 6
+    assert set(key_ids) == {Signer.load(private).key_id}
+    assert sorted(p.name for p in private.parent.iterdir()) == ["signing.key", "signing.pub"]

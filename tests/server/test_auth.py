@@ -218,26 +218,6 @@ def test_inference_is_open_unless_protected(users: Users) -> None:
     assert protected.post("/infer", headers=bearer(token)).json() == {"caller": "vera"}
 
 
-def test_bound_dependencies_work_without_attaching(users: Users) -> None:
-    authenticator = Authenticator(users, TokenIssuer(SECRET, 60), protect_inference=True)
-    app = FastAPI()
-    install(app)
-
-    @app.get("/mine", dependencies=[Depends(authenticator.require(Role.OPERATOR))])
-    async def mine() -> dict[str, bool]:
-        return {"ok": True}
-
-    @app.get("/infer", dependencies=[Depends(authenticator.inference())])
-    async def infer() -> dict[str, bool]:
-        return {"ok": True}
-
-    client = TestClient(app)
-    token, _ = authenticator.issuer.issue(Principal("otto", Role.OPERATOR, "user"))
-    assert client.get("/mine", headers=bearer(token)).json() == {"ok": True}
-    assert_unauthorized(client.get("/infer"), "missing credentials")
-    assert authenticator.require(Role.ADMIN) is authenticator.require(Role.ADMIN)
-
-
 def test_docs_list_the_token_route_and_security_schemes(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert schema["paths"]["/v1/auth/token"]["post"]["tags"] == ["auth"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import BatcherClosedError
 from shipyard.inference.predictor import Features, Outputs
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,6 @@ class _Pending:
     features: Features
     future: asyncio.Future[Outputs]
     enqueued: float
-
-
-class BatcherClosedError(ShipyardError):
-    """The batcher was closed (its model version was replaced); retry on the new version."""
-
-    status_code = 503
-    retryable = True
 
 
 class Batcher:

@@ -26,8 +26,8 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from shipyard.errors import ShipyardError
-from shipyard.inference.batcher import Batcher, BatcherClosedError, BatchObserver
+from shipyard.errors import BatcherClosedError, ShipyardError
+from shipyard.inference.batcher import Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry

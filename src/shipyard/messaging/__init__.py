@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from shipyard.errors import BackpressureError
 from shipyard.messaging.backends import backend_for, shown_url
 from shipyard.messaging.broker import (
-    BackpressureError,
     Broker,
     Delivery,
     QueueSpec,

@@ -26,22 +26,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from shipyard.errors import ShipyardError, UnavailableError
+# Re-exported: the backends and ``shipyard.messaging`` import it from here.
+from shipyard.errors import BackpressureError, ShipyardError, UnavailableError
 
 MAX_BACKOFF_S = 2.0
-
-
-class BackpressureError(UnavailableError):
-    """The target queue is full; publish the ``refused`` messages again later.
-
-    ``refused`` holds the positions, in the published batch, of the messages the broker did
-    not store; the others are stored. Backends that check the bound for the whole batch at
-    once refuse all of it.
-    """
-
-    def __init__(self, message: str, refused: Sequence[int]) -> None:
-        super().__init__(message)
-        self.refused = tuple(refused)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import BackpressureError, InvalidInputError
 from shipyard.messaging.broker import (
-    BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,

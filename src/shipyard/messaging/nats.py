@@ -48,10 +48,14 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
-from shipyard.errors import ConfigurationError, InvalidInputError, UnavailableError
+from shipyard.errors import (
+    BackpressureError,
+    ConfigurationError,
+    InvalidInputError,
+    UnavailableError,
+)
 from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
-    BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,

@@ -60,10 +60,9 @@ from aiormq.abc import ChannelFrame, ConfirmationFrameType, DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from shipyard.errors import InvalidInputError, UnavailableError
+from shipyard.errors import BackpressureError, InvalidInputError, UnavailableError
 from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
-    BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,

@@ -42,10 +42,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shipyard.errors import InvalidInputError, UnavailableError
+from shipyard.errors import BackpressureError, InvalidInputError, UnavailableError
 from shipyard.messaging.backends import shown_url
 from shipyard.messaging.broker import (
-    BackpressureError,
     Delivery,
     QueueSpec,
     dead_letter_body,

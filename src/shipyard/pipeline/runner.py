@@ -62,7 +62,7 @@ class Runner:
             "split": spec.split.model_dump(),
             "shipyard": __version__,
         }
-        run_id = self.registry.start_run(spec.name, spec_text, params, None)
+        run_id = self.registry.runs.start(spec.name, spec_text, params)
         ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id)
         timings: list[StageTiming] = []
         for stage_cls in self.stages:
@@ -75,19 +75,19 @@ class Runner:
             except BaseException as error:
                 duration = time.perf_counter() - start
                 message = f"{type(error).__name__}: {error}"
-                self.registry.record_stage(
+                self.registry.runs.record_stage(
                     run_id, stage.name, "failed", started_at, duration, message
                 )
-                self.registry.finish_run(run_id, "failed", f"{stage.name}: {message}")
+                self.registry.runs.finish(run_id, "failed", f"{stage.name}: {message}")
                 self._tell(stage.name, "failed", duration)
                 raise
             duration = time.perf_counter() - start
-            self.registry.record_stage(run_id, stage.name, "succeeded", started_at, duration)
+            self.registry.runs.record_stage(run_id, stage.name, "succeeded", started_at, duration)
             if ctx.dataset_sha256 is not None and stage.name == "ingest":
-                self.registry.set_run_dataset(run_id, ctx.dataset_sha256)
+                self.registry.runs.set_dataset(run_id, ctx.dataset_sha256)
             timings.append(StageTiming(stage.name, "succeeded", duration))
             self._tell(stage.name, "succeeded", duration)
-        self.registry.finish_run(run_id, "succeeded")
+        self.registry.runs.finish(run_id, "succeeded")
         assert ctx.version is not None
         assert ctx.promotion is not None
         assert ctx.frame is not None

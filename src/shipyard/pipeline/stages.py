@@ -210,7 +210,7 @@ class Evaluate:
             scores = proba[:, 1] if proba.shape[1] == 2 else proba
             labels = ctx.estimator.classes_[np.argmax(proba, axis=1)]
             ctx.metrics = score_metrics(ctx.spec, y_true, scores, labels)
-        ctx.registry.log_metrics(ctx.run_id, ctx.metrics)
+        ctx.registry.runs.log_metrics(ctx.run_id, ctx.metrics)
 
 
 class Export:

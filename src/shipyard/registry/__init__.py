@@ -1,11 +1,10 @@
-"""The model registry: versions, aliases, lineage and signed, content-addressed artifacts.
+"""The model registry: versions, aliases, runs (lineage) and signed, content-addressed artifacts.
 
 ``Registry`` is the entry point; everything else here is what it takes and hands out.
 """
 
 from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
 from shipyard.registry.records import (
-    AliasEvent,
     ModelInfo,
     ModelVersionInfo,
     RunInfo,
@@ -13,11 +12,11 @@ from shipyard.registry.records import (
 )
 from shipyard.registry.reference import ModelRef
 from shipyard.registry.registry import Registry
+from shipyard.registry.runs import Runs
 from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
 from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
 
 __all__ = [
-    "AliasEvent",
     "ApiKey",
     "ArtifactStore",
     "FileEntry",
@@ -30,6 +29,7 @@ __all__ = [
     "Registry",
     "Role",
     "RunInfo",
+    "Runs",
     "Signer",
     "StageInfo",
     "TrustedKeys",

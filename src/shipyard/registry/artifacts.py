@@ -66,10 +66,6 @@ class ArtifactStore:
             ) from error
         return digest
 
-    def exists(self, digest: str) -> bool:
-        """Whether a blob with this digest is stored."""
-        return self.path_of(digest).is_file()
-
     def get(self, digest: str) -> bytes:
         """The blob's bytes, re-hashed: ``ArtifactTamperedError`` if they no longer match."""
         path = self.path_of(digest)

@@ -1,4 +1,5 @@
-"""Queries the ``Registry`` methods share: find, lock, resolve references, build records.
+"""Queries the ``Registry`` methods share: find, lock, resolve references, build records of
+models and versions (runs have theirs in ``runs.py``).
 
 Each takes the caller's session and never commits; the caller's transaction decides.
 """
@@ -11,19 +12,15 @@ from sqlalchemy.orm import Session
 from shipyard.errors import (
     AliasNotFoundError,
     ModelNotFoundError,
-    NotFoundError,
     VersionNotFoundError,
 )
-from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo, StageInfo
+from shipyard.registry.records import ModelInfo, ModelVersionInfo
 from shipyard.registry.reference import ModelRef
 from shipyard.registry.tables import (
     AliasEventRow,
     AliasRow,
     ModelRow,
     ModelVersionRow,
-    RunMetricRow,
-    RunRow,
-    RunStageRow,
     TagRow,
     utcnow,
 )
@@ -176,46 +173,4 @@ def version_infos(
             created_at=row.created_at,
         )
         for row in rows
-    ]
-
-
-def find_run(session: Session, run_id: str) -> RunRow:
-    """The run row by id; ``NotFoundError`` if there is none."""
-    run = session.get(RunRow, run_id) if isinstance(run_id, str) else None
-    if run is None:
-        raise NotFoundError(f"no run with id {run_id!r}; it was never started in this registry")
-    return run
-
-
-def run_infos(session: Session, runs: list[RunRow]) -> list[RunInfo]:
-    """Records of runs with their stages (in order) and metrics."""
-    ids = [run.id for run in runs]
-    stages: dict[str, list[StageInfo]] = {i: [] for i in ids}
-    metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-    if ids:
-        for stage in session.scalars(
-            select(RunStageRow)
-            .where(RunStageRow.run_id.in_(ids))
-            .order_by(RunStageRow.position, RunStageRow.id)
-        ):
-            stages[stage.run_id].append(
-                StageInfo(stage.name, stage.status, stage.started_at, stage.duration_s, stage.error)
-            )
-        for metric in session.scalars(select(RunMetricRow).where(RunMetricRow.run_id.in_(ids))):
-            metrics[metric.run_id][metric.key] = metric.value
-    return [
-        RunInfo(
-            id=run.id,
-            spec_name=run.spec_name,
-            status=run.status,
-            params=run.params,
-            dataset_sha256=run.dataset_sha256,
-            package_version=run.package_version,
-            error=run.error,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            stages=stages[run.id],
-            metrics=dict(sorted(metrics[run.id].items())),
-        )
-        for run in runs
     ]

@@ -43,18 +43,6 @@ class ModelVersionInfo:
 
 
 @dataclass(frozen=True)
-class AliasEvent:
-    """One move of an alias: from which version (None if new) to which, by whom, when."""
-
-    name: str
-    alias: str
-    from_version: int | None
-    to_version: int
-    actor: str | None
-    at: datetime
-
-
-@dataclass(frozen=True)
 class StageInfo:
     """How one stage of a run ended."""
 

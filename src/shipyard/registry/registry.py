@@ -1,24 +1,21 @@
-"""The model registry: runs and their lineage, model versions, aliases, signed artifacts.
+"""The model registry: model versions, aliases, signed artifacts; runs through ``runs``.
 
-``Registry`` is the only entry point other packages use. Every public method runs in its own
-short transaction, so a failure leaves nothing half-written; a database that cannot be reached
+``Registry`` is the only entry point other packages use; the runs that register versions are
+``Registry.runs`` (``registry/runs.py``). Every public method runs in its own short
+transaction, so a failure leaves nothing half-written; a database that cannot be reached
 raises ``UnavailableError`` with the password masked.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
@@ -37,33 +34,25 @@ from shipyard.registry.artifacts import (
     store_files,
     write_manifest,
 )
+from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.database import WRITE, connect, unavailable
 from shipyard.registry.queries import (
     find_model,
-    find_run,
     lock_or_create_model,
     model_info,
     move_alias,
     no_alias_message,
     resolve,
-    run_infos,
     version_infos,
 )
-from shipyard.registry.records import (
-    AliasEvent,
-    ModelInfo,
-    ModelVersionInfo,
-    RunInfo,
-)
+from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo
 from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.runs import Runs, find_run
 from shipyard.registry.signing import Signer, TrustedKeys
 from shipyard.registry.tables import (
     AliasEventRow,
     ModelRow,
     ModelVersionRow,
-    RunMetricRow,
-    RunRow,
-    RunStageRow,
     TagRow,
     utcnow,
 )
@@ -71,7 +60,6 @@ from shipyard.settings import Settings
 
 T = TypeVar("T")
 RETRIES = 3
-RUN_STATUSES = ("running", "succeeded", "failed")
 
 
 class Registry:
@@ -91,6 +79,7 @@ class Registry:
         self.trusted_keys_path = trusted_keys_path
         self._signer: Signer | None = None
         self._signer_lock = threading.Lock()
+        self.runs = Runs(self.transaction)
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:
@@ -164,107 +153,9 @@ class Registry:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def start_run(
-        self,
-        spec_name: str,
-        spec_text: str,
-        params: dict[str, Any],
-        dataset_sha256: str | None,
-    ) -> str:
-        """Record a new running run; returns its id."""
-        _check_json(params, "run params")
-        run_id = uuid.uuid4().hex
-        with self._transaction(write=True) as session:
-            session.add(
-                RunRow(
-                    id=run_id,
-                    spec_name=spec_name,
-                    spec_text=spec_text,
-                    status="running",
-                    params=params,
-                    dataset_sha256=dataset_sha256,
-                    package_version=__version__,
-                    started_at=utcnow(),
-                )
-            )
-        return run_id
-
-    def record_stage(
-        self,
-        run_id: str,
-        name: str,
-        status: str,
-        started_at: datetime,
-        duration_s: float,
-        error: str | None = None,
-    ) -> None:
-        """Append a stage's outcome to a run."""
-        _check_aware(started_at, "started_at")
-        with self._transaction(write=True) as session:
-            find_run(session, run_id)
-            count = session.scalar(
-                select(func.count()).select_from(RunStageRow).where(RunStageRow.run_id == run_id)
-            )
-            session.add(
-                RunStageRow(
-                    run_id=run_id,
-                    position=(count or 0) + 1,
-                    name=name,
-                    status=status,
-                    started_at=started_at,
-                    duration_s=float(duration_s),
-                    error=error,
-                )
-            )
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
-        """Record (or overwrite) metrics of a run."""
-        values = _check_metrics(metrics)
-        with self._transaction(write=True) as session:
-            find_run(session, run_id)
-            existing = {
-                row.key: row
-                for row in session.scalars(
-                    select(RunMetricRow).where(RunMetricRow.run_id == run_id)
-                )
-            }
-            for key, value in values.items():
-                if key in existing:
-                    existing[key].value = value
-                else:
-                    session.add(RunMetricRow(run_id=run_id, key=key, value=value))
-
-    def set_run_dataset(self, run_id: str, dataset_sha256: str) -> None:
-        """Record the SHA-256 of the data a run trained on."""
-        with self._transaction(write=True) as session:
-            find_run(session, run_id).dataset_sha256 = dataset_sha256
-
-    def finish_run(
-        self, run_id: str, status: Literal["succeeded", "failed"], error: str | None = None
-    ) -> None:
-        """Mark a run as finished."""
-        if status not in ("succeeded", "failed"):
-            raise InvalidInputError(f"a run finishes as 'succeeded' or 'failed', not {status!r}")
-        with self._transaction(write=True) as session:
-            run = find_run(session, run_id)
-            run.status = status
-            run.error = error
-            run.finished_at = utcnow()
-
     def get_run(self, run_id: str) -> RunInfo:
-        """One run with its stages and metrics."""
-        with self._transaction() as session:
-            return run_infos(session, [find_run(session, run_id)])[0]
-
-    def list_runs(self, limit: int = 20) -> list[RunInfo]:
-        """The most recent runs, newest first."""
-        with self._transaction() as session:
-            rows = list(
-                session.scalars(
-                    select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id).limit(limit)
-                )
-            )
-            return run_infos(session, rows)
+        """One run with its stages and metrics (``runs.get``)."""
+        return self.runs.get(run_id)
 
     # -- models and versions --------------------------------------------------------------
 
@@ -286,11 +177,11 @@ class Registry:
         check_name(name)
         check_name(format, "artifact format")
         _check_files(files)
-        values = _check_metrics(metrics)
-        _check_json(input_schema, "input schema")
-        _check_json(output_schema, "output schema")
+        values = check_metrics(metrics)
+        check_json(input_schema, "input schema")
+        check_json(output_schema, "output schema")
         if reference_profile is not None:
-            _check_json(reference_profile, "reference profile")
+            check_json(reference_profile, "reference profile")
         tag_items = {check_name(k, "tag key"): str(v) for k, v in (tags or {}).items()}
         signer = self.signer()
         # Blobs go in first and outside the transaction: if it then fails they are unreferenced
@@ -424,36 +315,6 @@ class Registry:
 
         return self._retrying(work)
 
-    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
-        """Every move of a model's aliases (or of one alias), oldest first."""
-        check_name(name)
-        with self._transaction() as session:
-            model = find_model(session, name)
-            query = select(AliasEventRow).where(AliasEventRow.model_id == model.id)
-            if alias is not None:
-                query = query.where(AliasEventRow.alias == alias)
-            return [
-                AliasEvent(name, e.alias, e.from_version, e.to_version, e.actor, e.at)
-                for e in session.scalars(query.order_by(AliasEventRow.id))
-            ]
-
-    def set_tag(self, ref: str | ModelRef, key: str, value: str) -> None:
-        """Set (or overwrite) a tag on a version."""
-        parsed = ModelRef.parse(ref)
-        check_name(key, "tag key")
-
-        def work(session: Session) -> None:
-            _, row = resolve(session, parsed)
-            tag = session.scalar(
-                select(TagRow).where(TagRow.version_id == row.id, TagRow.key == key)
-            )
-            if tag is None:
-                session.add(TagRow(version_id=row.id, key=key, value=str(value)))
-            else:
-                tag.value = str(value)
-
-        self._retrying(work)
-
     def load_artifact(self, ref: str | ModelRef) -> VerifiedArtifact:
         """The version's files, after checking their digests and the manifest's signature.
 
@@ -479,32 +340,6 @@ class Registry:
 # -- input checks ---------------------------------------------------------------------------
 
 
-def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for key, value in metrics.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"metric names must be non-empty strings, got {key!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as error:
-            raise InvalidInputError(f"metric {key!r} is {value!r}, not a number") from error
-        if not math.isfinite(number):
-            raise InvalidInputError(
-                f"metric {key!r} is {number}; only finite numbers can be recorded"
-            )
-        values[key] = number
-    return values
-
-
-def _check_json(value: Any, what: str) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidInputError(
-            f"the {what} must be plain JSON (no NaN or infinity): {error}"
-        ) from error
-
-
 def _check_files(files: Mapping[str, bytes]) -> None:
     if not files:
         raise InvalidInputError("a model version needs at least one file")
@@ -512,8 +347,3 @@ def _check_files(files: Mapping[str, bytes]) -> None:
         check_name(file_name, "artifact file name")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidInputError(f"file {file_name!r} must be bytes, not {type(data).__name__}")
-
-
-def _check_aware(value: datetime, what: str) -> None:
-    if value.tzinfo is None:
-        raise InvalidInputError(f"{what} must be timezone-aware, e.g. datetime.now(UTC)")

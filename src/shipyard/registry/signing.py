@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from shipyard.errors import ConfigurationError, SignatureError
+from shipyard.files import write_private
 
 SEED_BYTES = 32
 
@@ -44,32 +44,19 @@ class KeyPair:
 def generate_keypair(private_path: Path, *, force: bool = False) -> KeyPair:
     """Write a new private key (mode 0600) and its ``.pub`` file next to it."""
     public_path = public_path_of(private_path)
+    exists = ConfigurationError(
+        f"a signing key already exists at {private_path}; artifacts it signed need its .pub "
+        "file to verify, so it is kept. Pass `--force` (force=True) to replace it"
+    )
     if not force and (private_path.exists() or public_path.exists()):
-        raise ConfigurationError(
-            f"a signing key already exists at {private_path}; artifacts it signed need its .pub "
-            "file to verify, so it is kept. Pass `--force` (force=True) to replace it"
-        )
-    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        raise exists
     key = SigningKey.generate()
     public = bytes(key.verify_key)
-    _write_private(private_path, bytes(key).hex() + "\n")
+    # Without force, a key another process wrote meanwhile is kept, and so is its .pub file.
+    if not write_private(private_path, (bytes(key).hex() + "\n").encode("ascii"), overwrite=force):
+        raise exists
     public_path.write_text(public.hex() + "\n", encoding="ascii")
     return KeyPair(private_path, public_path, key_id_of(public))
-
-
-def _write_private(path: Path, text: str) -> None:
-    # Create the file with 0600 from the start so the seed is never readable by others,
-    # and replace atomically so a crash never leaves half a key behind.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-        temporary.chmod(0o600)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _decode_key(text: str, path: Path, what: str) -> bytes:
@@ -106,7 +93,12 @@ class Signer:
                 raise ConfigurationError(
                     f"no signing key at {private_path}; run `shipyard keys generate`"
                 )
-            generate_keypair(private_path)
+            try:
+                generate_keypair(private_path)
+            except ConfigurationError:
+                if not private_path.exists():
+                    raise
+                # Another process made the key first: sign with theirs.
         try:
             text = private_path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as error:
@@ -142,17 +134,6 @@ class TrustedKeys:
                 raw = _decode_key(text, path, "public key")
                 keys[key_id_of(raw)] = VerifyKey(raw)
         return cls(keys, folder)
-
-    @property
-    def key_ids(self) -> frozenset[str]:
-        """Ids of every trusted key."""
-        return frozenset(self._keys)
-
-    def add(self, public_key: bytes) -> str:
-        """Trust one more raw public key; returns its id."""
-        key_id = key_id_of(public_key)
-        self._keys[key_id] = VerifyKey(public_key)
-        return key_id
 
     def verify(self, data: bytes, signature: str, key_id: str) -> None:
         """Raise ``SignatureError`` unless ``signature`` is a trusted key's signature of data."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shipyard.server.metrics import ASGIApp, Message, Receive, Scope, Send
+from shipyard.errors import PayloadTooLargeError
+from shipyard.server.responses import error_response
 
 
 class BodySizeLimit:
@@ -21,11 +22,11 @@ class BodySizeLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
-                    await self._refuse(send, int(value))
+                    await self._refuse(scope, receive, send, self._too_large(int(value)))
                     return
                 break
         seen = 0
-        refused = False
+        refused: PayloadTooLargeError | None = None
 
         async def counting_receive() -> Message:
             nonlocal seen, refused
@@ -33,35 +34,27 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    refused = True
-                    raise BodyTooLargeError
+                    refused = self._too_large(seen)
+                    raise refused
             return message
 
         try:
             await self.app(scope, counting_receive, send)
-        except BodyTooLargeError:
-            if refused:
-                await self._refuse(send, seen)
+        except PayloadTooLargeError as error:
+            # The app's ShipyardError handler usually answers it; an app without one gets the
+            # same answer here. Only our own refusal is answered: anything else propagates.
+            if error is not refused:
+                raise
+            await self._refuse(scope, receive, send, error)
 
-    async def _refuse(self, send: Send, size: int) -> None:
-        body = orjson.dumps(
-            {
-                "error": f"request body of {size} bytes exceeds the limit of {self.max_bytes}; "
-                "send fewer rows per request or raise SHIPYARD_MAX_BODY_BYTES"
-            }
+    def _too_large(self, size: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"request body of {size} bytes exceeds the limit of {self.max_bytes}; "
+            "send fewer rows per request or raise SHIPYARD_MAX_BODY_BYTES"
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
-
-class BodyTooLargeError(Exception):
-    """Raised inside the app when a streamed body passes the limit."""
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, error: PayloadTooLargeError
+    ) -> None:
+        await error_response(str(error), error.status_code)(scope, receive, send)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 
-from shipyard.errors import InvalidInputError
+from shipyard.errors import InvalidInputError, UnsupportedMediaTypeError
 from shipyard.registry import ModelRef
 
 JSON = "application/json"
@@ -21,15 +22,15 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(body, status_code=status_code, media_type=JSON)
 
 
+class ErrorBody(BaseModel):
+    """The error shape of every route, as the OpenAPI document shows it."""
+
+    error: str
+
+
 def error_response(message: str, status_code: int) -> Response:
     """The one error shape of every route: ``{"error": "..."}``."""
     return json_response({"error": message}, status_code)
-
-
-class UnsupportedMediaTypeError(InvalidInputError):
-    """The body's content type is not one this route reads."""
-
-    status_code = 415
 
 
 def require_media_type(content_type: str | None, allowed: tuple[str, ...]) -> str:

@@ -1,0 +1,171 @@
+"""Pipeline runs: their parameters, each stage's outcome, metrics, the data they trained on.
+
+A run is the lineage of the versions it registers (``ModelVersionInfo.run_id``). ``Runs``
+records and reads them in the registry database; a registry hands out its own as
+``Registry.runs``. Each call runs in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shipyard import __version__
+from shipyard.errors import InvalidInputError, NotFoundError
+from shipyard.registry.checks import check_json, check_metrics
+from shipyard.registry.records import RunInfo, StageInfo
+from shipyard.registry.tables import RunMetricRow, RunRow, RunStageRow, utcnow
+
+
+class Transactions(Protocol):
+    """Opens one transaction on the registry database (``Registry.transaction``)."""
+
+    def __call__(self, *, write: bool = False) -> AbstractContextManager[Session]: ...
+
+
+class Runs:
+    """Runs in the registry database: started, their stages and metrics recorded, finished."""
+
+    def __init__(self, transaction: Transactions) -> None:
+        self._transaction = transaction
+
+    def start(
+        self,
+        spec_name: str,
+        spec_text: str,
+        params: dict[str, Any],
+        dataset_sha256: str | None = None,
+    ) -> str:
+        """Record a new running run; returns its id."""
+        check_json(params, "run params")
+        run_id = uuid.uuid4().hex
+        with self._transaction(write=True) as session:
+            session.add(
+                RunRow(
+                    id=run_id,
+                    spec_name=spec_name,
+                    spec_text=spec_text,
+                    status="running",
+                    params=params,
+                    dataset_sha256=dataset_sha256,
+                    package_version=__version__,
+                    started_at=utcnow(),
+                )
+            )
+        return run_id
+
+    def record_stage(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        started_at: datetime,
+        duration_s: float,
+        error: str | None = None,
+    ) -> None:
+        """Append a stage's outcome to a run."""
+        if started_at.tzinfo is None:
+            raise InvalidInputError("started_at must be timezone-aware, e.g. datetime.now(UTC)")
+        with self._transaction(write=True) as session:
+            find_run(session, run_id)
+            count = session.scalar(
+                select(func.count()).select_from(RunStageRow).where(RunStageRow.run_id == run_id)
+            )
+            session.add(
+                RunStageRow(
+                    run_id=run_id,
+                    position=(count or 0) + 1,
+                    name=name,
+                    status=status,
+                    started_at=started_at,
+                    duration_s=float(duration_s),
+                    error=error,
+                )
+            )
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Record (or overwrite) metrics of a run."""
+        values = check_metrics(metrics)
+        with self._transaction(write=True) as session:
+            find_run(session, run_id)
+            existing = {
+                row.key: row
+                for row in session.scalars(
+                    select(RunMetricRow).where(RunMetricRow.run_id == run_id)
+                )
+            }
+            for key, value in values.items():
+                if key in existing:
+                    existing[key].value = value
+                else:
+                    session.add(RunMetricRow(run_id=run_id, key=key, value=value))
+
+    def set_dataset(self, run_id: str, dataset_sha256: str) -> None:
+        """Record the SHA-256 of the data a run trained on."""
+        with self._transaction(write=True) as session:
+            find_run(session, run_id).dataset_sha256 = dataset_sha256
+
+    def finish(
+        self, run_id: str, status: Literal["succeeded", "failed"], error: str | None = None
+    ) -> None:
+        """Mark a run as finished."""
+        if status not in ("succeeded", "failed"):
+            raise InvalidInputError(f"a run finishes as 'succeeded' or 'failed', not {status!r}")
+        with self._transaction(write=True) as session:
+            run = find_run(session, run_id)
+            run.status = status
+            run.error = error
+            run.finished_at = utcnow()
+
+    def get(self, run_id: str) -> RunInfo:
+        """One run with its stages and metrics."""
+        with self._transaction() as session:
+            return run_infos(session, [find_run(session, run_id)])[0]
+
+
+def find_run(session: Session, run_id: str) -> RunRow:
+    """The run row by id; ``NotFoundError`` if there is none."""
+    run = session.get(RunRow, run_id) if isinstance(run_id, str) else None
+    if run is None:
+        raise NotFoundError(f"no run with id {run_id!r}; it was never started in this registry")
+    return run
+
+
+def run_infos(session: Session, runs: list[RunRow]) -> list[RunInfo]:
+    """Records of runs with their stages (in order) and metrics."""
+    ids = [run.id for run in runs]
+    stages: dict[str, list[StageInfo]] = {i: [] for i in ids}
+    metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+    if ids:
+        for stage in session.scalars(
+            select(RunStageRow)
+            .where(RunStageRow.run_id.in_(ids))
+            .order_by(RunStageRow.position, RunStageRow.id)
+        ):
+            stages[stage.run_id].append(
+                StageInfo(stage.name, stage.status, stage.started_at, stage.duration_s, stage.error)
+            )
+        for metric in session.scalars(select(RunMetricRow).where(RunMetricRow.run_id.in_(ids))):
+            metrics[metric.run_id][metric.key] = metric.value
+    return [
+        RunInfo(
+            id=run.id,
+            spec_name=run.spec_name,
+            status=run.status,
+            params=run.params,
+            dataset_sha256=run.dataset_sha256,
+            package_version=run.package_version,
+            error=run.error,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            stages=stages[run.id],
+            metrics=dict(sorted(metrics[run.id].items())),
+        )
+        for run in runs
+    ]

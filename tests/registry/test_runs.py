@@ -1,0 +1,66 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from shipyard.errors import InvalidInputError, NotFoundError
+from shipyard.registry import Registry, Runs
+
+
+def test_a_registry_hands_out_its_runs(registry: Registry) -> None:
+    assert isinstance(registry.runs, Runs)
+    run_id = registry.runs.start("spec", "", {})
+    assert registry.get_run(run_id) == registry.runs.get(run_id)
+
+
+def test_runs_record_stages_metrics_and_status(registry: Registry) -> None:
+    runs = registry.runs
+    first = runs.start("spec", "name: spec", {"p": [1, 2]})
+    started = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    runs.record_stage(first, "ingest", "succeeded", started, 0.5)
+    runs.record_stage(first, "train", "failed", started, 1.5, "ValueError: bad")
+    runs.set_dataset(first, "cd" * 32)
+    runs.log_metrics(first, {"f1": 0.5, "auc": 0.7})
+    runs.log_metrics(first, {"f1": 0.6})
+    runs.finish(first, "failed", "train: ValueError: bad")
+    second = runs.start("other", "", {}, "ab" * 32)
+
+    run = runs.get(first)
+    assert run.id == first
+    assert run.spec_name == "spec"
+    assert run.status == "failed"
+    assert run.error == "train: ValueError: bad"
+    assert run.params == {"p": [1, 2]}
+    assert run.dataset_sha256 == "cd" * 32
+    assert run.metrics == {"auc": 0.7, "f1": 0.6}
+    assert [(s.name, s.status, s.duration_s, s.error) for s in run.stages] == [
+        ("ingest", "succeeded", 0.5, None),
+        ("train", "failed", 1.5, "ValueError: bad"),
+    ]
+    assert run.stages[0].started_at == started
+    assert run.finished_at is not None
+    assert run.package_version
+    other = runs.get(second)
+    assert (other.status, other.dataset_sha256, other.finished_at) == ("running", "ab" * 32, None)
+    assert other.stages == []
+    assert other.metrics == {}
+
+
+def test_run_errors(registry: Registry) -> None:
+    runs = registry.runs
+    with pytest.raises(NotFoundError, match="no run"):
+        runs.get("missing")
+    with pytest.raises(NotFoundError):
+        runs.finish("missing", "succeeded")
+    with pytest.raises(NotFoundError):
+        runs.log_metrics("missing", {"f1": 0.5})
+    run_id = runs.start("s", "", {})
+    with pytest.raises(InvalidInputError, match="succeeded"):
+        runs.finish(run_id, "done")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="timezone"):
+        runs.record_stage(run_id, "x", "succeeded", datetime(2026, 1, 1), 1.0)
+    with pytest.raises(InvalidInputError, match="JSON"):
+        runs.start("s", "", {"x": object()})
+    with pytest.raises(InvalidInputError, match="finite"):
+        runs.log_metrics(run_id, {"f1": float("inf")})
+    assert runs.get(run_id).stages == []
+    assert runs.get(run_id).metrics == {}
