@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from typing import Annotated
@@ -99,8 +98,8 @@ def stream(
 
 
 def _worker_command(config: ScorerConfig, redelivery_ms: float, index: int) -> list[str]:
-    """The command line of worker ``index``; home, database and broker go by environment,
-    so no password shows in the process list."""
+    """The command line of worker ``index``; the settings (home, database, broker…) go by
+    environment, so no password shows in the process list."""
     command = [sys.executable, "-m", "shipyard", "stream", *options(config, redelivery_ms)]
     return [*command, "--worker-id", str(index)]
 
@@ -116,12 +115,9 @@ def _run_pool(
     metrics_dir = settings.home / "metrics" / "stream"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    env = dict(os.environ) | {
-        "SHIPYARD_HOME": str(settings.home),
-        "SHIPYARD_DATABASE_URL": settings.database_url,
-        "SHIPYARD_BROKER_URL": url,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = settings.model_copy(
+        update={"broker_url": url, "prometheus_multiproc_dir": metrics_dir}
+    ).child_env()
     if metrics_port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
