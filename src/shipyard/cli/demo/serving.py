@@ -1,4 +1,4 @@
-"""The serving part of ``shipyard demo``: a real server under load, a promotion mid-traffic."""
+"""The serving step of ``shipyard demo``: a real server under load, a promotion mid-traffic."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def serve_and_swap(
 ) -> SwapResult:
     """Start a server, send ``total`` requests, promote ``challenger`` halfway through."""
     log = settings.home / "logs" / "demo-server.log"
-    with ServerProcess(settings.home, database_url=settings.database_url, log=log) as server:
+    with ServerProcess(settings, log=log) as server:
         out.print(f"server on {server.url}; {total:,} single-row requests from {CLIENTS} clients")
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
