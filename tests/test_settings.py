@@ -44,7 +44,7 @@ def everything_set(tmp_path: Path) -> Settings:
         artifacts_dir=tmp_path / "artifacts",
         signing_key=tmp_path / "keys" / "signing.key",
         trusted_keys_dir=tmp_path / "trusted",
-        auth_secret=SecretStr("a-long-secret, with \"quotes\""),
+        auth_secret=SecretStr('a-long-secret, with "quotes"'),
         token_ttl_seconds=60,
         protect_inference=True,
         max_body_bytes=1234,
@@ -63,7 +63,7 @@ def everything_set(tmp_path: Path) -> Settings:
 def test_every_field_has_a_non_default_value_in_the_sample(tmp_path: Path) -> None:
     """The round trip below covers each field (add it to ``everything_set`` when this fails)."""
     sample, default = everything_set(tmp_path), Settings(home=tmp_path / "default")
-    same = [name for name in Settings.model_fields if getattr(sample, name) == getattr(default, name)]
+    same = [n for n in Settings.model_fields if getattr(sample, n) == getattr(default, n)]
     assert same == []
 
 

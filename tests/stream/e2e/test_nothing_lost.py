@@ -94,9 +94,7 @@ async def test_a_worker_killed_mid_run_and_malformed_messages_lose_nothing(
     killed: list[int] = []
     log = tmp_path / "stream.log"
     settings = Settings(home=model_home, broker_url=shared_url)
-    with StreamProcess(
-        settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log
-    ) as stream:
+    with StreamProcess(settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log) as stream:
         seen = 0
 
         def kill_once(new: int) -> None:
@@ -149,9 +147,7 @@ async def test_a_broker_restarted_mid_run_loses_nothing(
     restarts: list[threading.Thread] = []
     log = tmp_path / "stream.log"
     settings = Settings(home=model_home, broker_url=private_broker.url)
-    with StreamProcess(
-        settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log
-    ) as stream:
+    with StreamProcess(settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log) as stream:
         seen = 0
 
         def restart_once(new: int) -> None:
