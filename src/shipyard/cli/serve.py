@@ -10,7 +10,7 @@ import typer
 import uvicorn
 
 from shipyard.cli.context import console, settings_of
-from shipyard.registry import Registry
+from shipyard.registry import DEFAULT_ALIAS, Registry
 
 
 def serve(
@@ -20,7 +20,7 @@ def serve(
         typer.Option(
             "--models",
             "-m",
-            help="Model to load at start (NAME means NAME@production; repeat the option); "
+            help=f"Model to load at start (NAME means NAME@{DEFAULT_ALIAS}; repeat the option); "
             "the first one answers /invocations",
         ),
     ] = None,
@@ -53,7 +53,7 @@ def serve(
     # Fail here, in one line, if the database or a model cannot be reached or verified.
     with Registry.open(settings) as registry:
         for ref in settings.serve_models:
-            registry.get_version(ref if ("@" in ref or ":" in ref) else f"{ref}@production")
+            registry.get_version(ref if ("@" in ref or ":" in ref) else f"{ref}@{DEFAULT_ALIAS}")
     console.print(
         f"serving {', '.join(settings.serve_models) or 'models on demand'} on "
         f"http://{host}:{port} ({workers} worker{'s' * (workers > 1)}); docs at /docs"

@@ -13,6 +13,7 @@ from shipyard.cli.context import err_console, settings_of
 from shipyard.errors import ConfigurationError
 from shipyard.messaging import shown_url
 from shipyard.messaging.embedded import broker_url
+from shipyard.registry import DEFAULT_ALIAS
 from shipyard.settings import Settings
 from shipyard.stream.process import options
 from shipyard.stream.scorer import ScorerConfig
@@ -23,7 +24,9 @@ def stream(
     ctx: typer.Context,
     model: Annotated[
         str,
-        typer.Option("--model", "-m", help="NAME (means NAME@production), NAME@ALIAS or NAME:V"),
+        typer.Option(
+            "--model", "-m", help=f"NAME (means NAME@{DEFAULT_ALIAS}), NAME@ALIAS or NAME:V"
+        ),
     ],
     broker: Annotated[
         str | None,

@@ -55,7 +55,7 @@ from shipyard.registry.records import (
     ModelVersionInfo,
     RunInfo,
 )
-from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef, check_name
 from shipyard.registry.signing import Signer, TrustedKeys
 from shipyard.registry.tables import (
     AliasEventRow,
@@ -379,7 +379,7 @@ class Registry:
             return resolve(session, parsed)[1].reference_profile
 
     def promote(
-        self, ref: str | ModelRef, alias: str = "production", *, actor: str | None = None
+        self, ref: str | ModelRef, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
     ) -> ModelVersionInfo:
         """Point ``alias`` at the referenced version, recording the move."""
         parsed = ModelRef.parse(ref)
@@ -393,7 +393,7 @@ class Registry:
         return self._retrying(work)
 
     def rollback(
-        self, name: str, alias: str = "production", *, actor: str | None = None
+        self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
     ) -> ModelVersionInfo:
         """Move ``alias`` back to the version it pointed to before its latest move.
 

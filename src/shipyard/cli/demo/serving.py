@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.registry import Registry
+from shipyard.registry import DEFAULT_ALIAS, Registry
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.load import LoadReport, Request, run_load
@@ -67,7 +67,7 @@ async def _traffic_with_swap(
     await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     promoted_after = answered
-    await asyncio.to_thread(registry.promote, challenger, "production", actor="demo")
+    await asyncio.to_thread(registry.promote, challenger, DEFAULT_ALIAS, actor="demo")
     report = await load
     return SwapResult(report, challenger, promoted_after)
 
