@@ -111,6 +111,7 @@ def test_child_env_keeps_the_rest_and_drops_what_settings_read(tmp_path: Path) -
         "shipyard_home": "/elsewhere",
         "OMPI_COMM_WORLD_RANK": "1",
         "PMI_RANK": "1",
+        "SHIPYARD_MPI_RANK": "1",
         "PROMETHEUS_MULTIPROC_DIR": "/stale",
         "SHIPYARD_PROMETHEUS_DIR": "/stale",
     }
@@ -121,6 +122,7 @@ def test_child_env_keeps_the_rest_and_drops_what_settings_read(tmp_path: Path) -
     assert env["SHIPYARD_HOME"] == str(tmp_path)
     for gone in ("SHIPYARD_LEFTOVER", "shipyard_home", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
         assert gone not in env
+    assert "SHIPYARD_MPI_RANK" not in env
     assert "PROMETHEUS_MULTIPROC_DIR" not in env  # None here: not the parent's stale one
     assert "SHIPYARD_PROMETHEUS_DIR" not in env
 

@@ -176,10 +176,10 @@ class Settings(BaseSettings):
 
 
 def _variables(name: str, field: FieldInfo) -> list[str]:
-    """The environment variables a field is read from, the one ``to_env`` writes first."""
+    """The environment variables a field is read from, the one ``to_env`` writes first:
+    its aliases, then (``populate_by_name``) ``SHIPYARD_NAME``."""
     alias = field.validation_alias
-    if isinstance(alias, str):
-        return [alias]
+    aliases = [alias] if isinstance(alias, str) else []
     if isinstance(alias, AliasChoices):
-        return [choice for choice in alias.choices if isinstance(choice, str)]
-    return [f"{PREFIX}{name}".upper()]
+        aliases = [choice for choice in alias.choices if isinstance(choice, str)]
+    return [*aliases, f"{PREFIX}{name}".upper()]
