@@ -30,8 +30,15 @@ class ServerProcess:
         command += ["--workers", str(workers)]
         for model in models:
             command += ["--models", model]
-        # Settings go by environment, so that no password shows in the process list.
-        self.process = Child(command, env=settings.child_env(), log=self.log, name="the server")
+        # Settings go by environment, so that no password shows in the process list. It
+        # dies with this process: a killed demo or test run leaves no server behind.
+        self.process = Child(
+            command,
+            env=settings.child_env(),
+            log=self.log,
+            die_with_parent=True,
+            name="the server",
+        )
 
     def start(self) -> ServerProcess:
         """Start the process and wait (bounded) until ``/v2/health/ready`` answers 200."""
