@@ -65,8 +65,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``port`` can be bound right now."""
+    """Whether a server could listen on ``port`` right now."""
     with socket.socket() as probe:
+        # As servers do: connections of an earlier server in TIME_WAIT do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -399,7 +401,7 @@ class Child:
             time.sleep(POLL_S)
 
     def _fail(self, what: str) -> NoReturn:
-        self.kill()
+        self._kill(sweep_group=True)  # reaped by the poll a moment ago, if it exited
         raise UnavailableError(f"{self.name} {what}; the end of its log:\n{self.tail()}")
 
     def send_signal(self, signum: int) -> None:
@@ -413,17 +415,24 @@ class Child:
         the child to exit, then kill what is left of its tree; its exit code."""
         if self._popen is None:
             return self.returncode
+        reaped = self._popen.returncode is not None
         if signum is not None:
             self.send_signal(signum)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen.wait(timeout_s)
-        return self.kill()
+        return self._kill(sweep_group=not reaped)
 
     def kill(self) -> int | None:
         """SIGKILL the child and everything it started; returns once they are gone."""
         if self._popen is None:
             return self.returncode
-        group = self._popen.pid if self.new_session else None
+        return self._kill(sweep_group=self._popen.returncode is None)
+
+    def _kill(self, *, sweep_group: bool) -> int | None:
+        """Kill the tree; and the process group only while its number is surely ours: once a
+        reaped child's group is empty, the system may give its number to another."""
+        assert self._popen is not None
+        group = self._popen.pid if self.new_session and sweep_group else None
         self.children()
         _kill_tree(self._process, self._seen.values(), group)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -436,7 +445,8 @@ class Child:
         return self.returncode
 
     def __enter__(self) -> Self:
-        return self.start()
+        # Started already (``with Child(…).start(probe) as child``): never restarted here.
+        return self.start() if self._popen is None else self
 
     def __exit__(
         self,
