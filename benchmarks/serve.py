@@ -32,8 +32,6 @@ import pickle
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,9 +44,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
+from shipyard.children import Child, free_port, http_ok
 from shipyard.data import get_dataset
 from shipyard.examples import example_spec
 from shipyard.pipeline import Runner, load_spec
@@ -206,43 +206,18 @@ def targets(samples: pd.DataFrame, features: list[str], outputs: list[str]) -> l
 # ---------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class Server:
-    """A running server: where it listens and its process group (uvicorn and workers)."""
+    """A running server: where it listens and its process tree (uvicorn and workers)."""
 
     url: str
-    group: int
-
-
-def group_cpu_seconds(group: int) -> float:
-    """User + system CPU time of every live process in this process group."""
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        fields = stat.rpartition(")")[2].split()  # fields[0] is stat's 3rd field, the state
-        if int(fields[2]) == group:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    child: Child
 
 
 def busy_cpu_seconds() -> float:
     """CPU time the whole machine spent busy (all cores, everything but idle and iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    times = psutil.cpu_times()  # Linux's fields; guest time is already inside user time
+    return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
 
 
 @contextlib.contextmanager
@@ -283,47 +258,17 @@ def server(
     ]
     if cores is not None:
         command = ["taskset", "-c", cores, *command]
-    log_path = home.parent / f"server-{port}.log"
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=home.parent,  # no stray .env file gets read
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log_path)
-        yield Server(url, process.pid)  # start_new_session: the group id is its pid
-    finally:
-        stop(process)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Poll readiness for up to 60 s; raise with the server's output if it never comes."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not become ready:\n{log_path.read_text()}")
-        time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (uvicorn and its workers), SIGKILL after 10 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+    child = Child(
+        command,
+        cwd=home.parent,  # no stray .env file gets read
+        env=env,
+        log=home.parent / f"server-{port}.log",
+        new_session=True,
+        name="the benchmark server",
+    )
+    with child.start(http_ok(f"{url}/v2/health/ready"), timeout_s=60):
+        yield Server(url, child)
 
 
 def check(url: str, target: Target) -> dict[str, Any] | bytes:
@@ -432,14 +377,14 @@ def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -
         str(script),
         target.url,
     ]
-    server_before = group_cpu_seconds(target.group)
+    server_before = target.child.cpu_seconds()
     busy_before = busy_cpu_seconds()
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
     wall = time.perf_counter() - start
     client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = group_cpu_seconds(target.group) - server_before
+    server_cpu = target.child.cpu_seconds() - server_before
     busy = busy_cpu_seconds() - busy_before
     client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
         client_before.ru_utime + client_before.ru_stime

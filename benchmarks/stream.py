@@ -41,7 +41,6 @@ import os
 import selectors
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,11 +53,13 @@ from typing import Any
 import aio_pika
 import nats
 import numpy as np
+import psutil
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 from serve import busy_cpu_seconds, log, train
 from yarl import URL
 
+from shipyard.children import Child, stop_all
 from shipyard.data import generate_fraud
 from shipyard.messaging import open_broker, publish_patiently
 from shipyard.messaging.nats import stream_name
@@ -178,31 +179,26 @@ async def delete_queues(backend: str, url: str, names: Sequence[str]) -> None:
 
 def listening_pids(port: int) -> list[int]:
     """Processes with a TCP socket listening on ``port`` (the broker's server)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                    inodes.add(f"socket:[{fields[9]}]")
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if any(str(fd.readlink()) in inodes for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
-    return pids
+    return sorted(
+        {
+            connection.pid
+            for connection in psutil.net_connections(kind="tcp")
+            if connection.status == psutil.CONN_LISTEN
+            and connection.laddr
+            and connection.laddr.port == port
+            and connection.pid is not None
+        }
+    )
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of these processes (their threads included)."""
-    ticks = 0
+    total = 0.0
     for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
 
 
 @dataclass(frozen=True)
@@ -226,7 +222,7 @@ class Clock:
 class Worker:
     """A running worker process and what it reported so far."""
 
-    process: subprocess.Popen[bytes]
+    child: Child
     latencies: Path
     figures: dict[str, Any] | None = None
     buffer: bytes = b""
@@ -249,8 +245,8 @@ class Crew:
             if time.monotonic() > until:
                 raise TimeoutError(f"{self.acked():,} of {expected:,} acked in time")
             for worker in self.workers:
-                if worker.process.poll() is not None:
-                    raise RuntimeError(f"a worker exited with {worker.process.returncode}")
+                if worker.child.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {worker.child.returncode}")
             time.sleep(0.002)
 
 
@@ -272,26 +268,26 @@ def start_worker(
     path = setup.tmp / f"{tag}.json"
     path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-    with (setup.tmp / f"{tag}.log").open("wb") as errors:
-        process = subprocess.Popen(
-            [sys.executable, str(WORKER), str(path)],
-            cwd=setup.tmp,  # no stray .env file gets read
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            start_new_session=True,
-        )
-    return Worker(process, latencies)
+    child = Child(
+        [sys.executable, str(WORKER), str(path)],
+        cwd=setup.tmp,  # no stray .env file gets read
+        env=env,
+        log=setup.tmp / f"{tag}.log",  # stderr; stdout is the report pipe
+        pipes=True,
+        new_session=True,
+        name=f"worker {index}",
+    )
+    return Worker(child.start(), latencies)
 
 
 def read_lines(workers: list[Worker], until: float, enough: Any) -> None:
     """Read the workers' report lines until ``enough()`` or ``until`` (monotonic) passes."""
     with selectors.DefaultSelector() as selector:
         for worker in workers:
-            assert worker.process.stdout is not None
-            os.set_blocking(worker.process.stdout.fileno(), False)
-            selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            stdout = worker.child.process.stdout
+            assert stdout is not None
+            os.set_blocking(stdout.fileno(), False)
+            selector.register(stdout, selectors.EVENT_READ, worker)
         while not enough():
             remaining = until - time.monotonic()
             if remaining <= 0:
@@ -302,7 +298,7 @@ def read_lines(workers: list[Worker], until: float, enough: Any) -> None:
                 if not chunk:
                     selector.unregister(key.fileobj)
                     if worker.figures is None:
-                        raise RuntimeError(f"a worker exited with {worker.process.wait()}")
+                        raise RuntimeError(f"a worker exited with {worker.child.wait(60)}")
                     continue
                 *lines, worker.buffer = (worker.buffer + chunk).split(b"\n")
                 for line in lines:
@@ -314,16 +310,7 @@ def read_lines(workers: list[Worker], until: float, enough: Any) -> None:
 
 def stop(workers: list[Worker]) -> None:
     """SIGTERM every worker (they finish their batches), SIGKILL what outlives 30 s."""
-    for worker in workers:
-        if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for worker in workers:
-        try:
-            worker.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.process.pid, signal.SIGKILL)
-            worker.process.wait(5)
+    stop_all([worker.child for worker in workers], timeout_s=30)
 
 
 @contextlib.contextmanager
@@ -354,9 +341,10 @@ def go(workers: list[Worker], broker: Sequence[int]) -> Clock:
     """Tell every worker to start; the clocks at that go."""
     clock = Clock.now(broker)
     for worker in workers:
-        assert worker.process.stdin is not None
-        worker.process.stdin.write(b"go\n")
-        worker.process.stdin.flush()
+        stdin = worker.child.process.stdin
+        assert stdin is not None
+        stdin.write(b"go\n")
+        stdin.flush()
     return clock
 
 
@@ -383,8 +371,7 @@ def measure(
             read_lines(workers, start.wall + limit_s, lambda: all(w.figures for w in workers))
         end = Clock.now(broker)
         for worker in workers:
-            if worker.process.poll() is None:
-                os.killpg(worker.process.pid, signal.SIGTERM)
+            worker.child.send_signal(signal.SIGTERM)
         read_lines(workers, time.monotonic() + 60, lambda: all(w.figures for w in workers))
     figures = [w.figures for w in workers if w.figures is not None]
     seconds = max(f["last_ack"] for f in figures) - start.wall

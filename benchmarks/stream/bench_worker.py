@@ -159,7 +159,7 @@ def run_serve(config: dict[str, Any], broker: TimedBroker) -> None:
     """``run_worker``'s body with the timed broker: one math thread, uvloop, ``serve``."""
     settings = Settings(home=Path(config["home"]))
     workers.configure_logging(str(config["index"]))
-    with workers.one_math_thread():
+    with workers.math_threads(settings.math_threads):
         uvloop.run(workers.serve(settings, scorer_config(config), broker))
 
 

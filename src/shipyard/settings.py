@@ -1,21 +1,46 @@
 """The one settings object: environment variables ``SHIPYARD_*``, a ``.env`` file, CLI flags.
 
 No other module reads ``os.environ``; everything takes a ``Settings`` (or values from one).
+A child process gets its settings the same way: ``child_env()`` is the environment that
+rebuilds every setting (``to_env()``) in it, so a new field reaches workers with no other
+change.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SHIPYARD_"
+
+#: Settings that describe this one process and are never handed to a child: an MPI rank
+#: belongs to the process mpiexec started, and a worker that inherited it would report
+#: itself as that rank (and refuse ``--workers``).
+PER_PROCESS = frozenset({"mpi_rank"})
+
+
+def _user_math_threads() -> int:
+    """``OMP_NUM_THREADS`` when the user set it to a positive number, else 1."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    # OpenMP also accepts lists ("4,2") and may meet an empty value: those mean the default.
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 class Settings(BaseSettings):
     """Where Shipyard keeps its state and how it reaches its backends."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SHIPYARD_", env_file=".env", extra="ignore", frozen=True
+        env_prefix=PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,  # Settings(mpi_rank=…) as well as the variable names
     )
 
     home: Path = Path(".shipyard")
@@ -65,6 +90,11 @@ class Settings(BaseSettings):
     publish_queues: list[str] = Field(default_factory=lambda: ["transactions"])
     """Queues the server's ``POST /v1/queues/{queue}/messages`` may publish to."""
 
+    math_threads: int = Field(default_factory=_user_math_threads, gt=0)
+    """Threads the math libraries (OpenMP, OpenBLAS, MKL) of each stream worker may start;
+    default ``OMP_NUM_THREADS`` when set, else 1: a worker has one core's worth of work, and
+    a thread per core in every worker collapsed throughput 8x."""
+
     mpi_rank: int | None = Field(
         default=None,
         validation_alias=AliasChoices("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"),
@@ -92,6 +122,35 @@ class Settings(BaseSettings):
             object.__setattr__(self, "trusted_keys_dir", self.signing_key.parent)
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting (but ``PER_PROCESS`` ones) as the variable that sets it: lists as
+        JSON, secrets revealed; a setting that is None is left out."""
+        dumped = self.model_dump(mode="json")
+        env = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in PER_PROCESS or value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(dumped[name], str):
+                text = dumped[name]
+            else:  # numbers, booleans, lists: JSON, which the settings parse back
+                text = json.dumps(dumped[name])
+            env[_variables(name, field)[0]] = text
+        return env
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a child process that runs with these settings: ``base``
+        (default this process's) without any variable a setting reads, plus ``to_env()``."""
+        read = {v.upper() for n, f in type(self).model_fields.items() for v in _variables(n, f)}
+        kept = {
+            key: value
+            for key, value in (os.environ if base is None else base).items()
+            if not key.upper().startswith(PREFIX) and key.upper() not in read
+        }
+        return kept | self.to_env()
+
     @property
     def artifacts_path(self) -> Path:
         """The artifact store folder, always set after validation."""
@@ -114,3 +173,13 @@ class Settings(BaseSettings):
         """The folder of trusted public keys, always set after validation."""
         assert self.trusted_keys_dir is not None
         return self.trusted_keys_dir
+
+
+def _variables(name: str, field: FieldInfo) -> list[str]:
+    """The environment variables a field is read from, the one ``to_env`` writes first:
+    its aliases, then (``populate_by_name``) ``SHIPYARD_NAME``."""
+    alias = field.validation_alias
+    aliases = [alias] if isinstance(alias, str) else []
+    if isinstance(alias, AliasChoices):
+        aliases = [choice for choice in alias.choices if isinstance(choice, str)]
+    return [*aliases, f"{PREFIX}{name}".upper()]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import sysconfig
 import threading
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.children import Child, pid_running
 from shipyard.errors import ConfigurationError, UnavailableError
 from shipyard.messaging import QueueSpec, open_broker
 from shipyard.messaging import embedded as embedded_module
@@ -49,11 +48,15 @@ def _pid(home: Path) -> int:
 
 
 def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return pid_running(pid)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    dead = Child([sys.executable, "-c", "pass"]).start()
+    dead.wait(30)
+    assert dead.pid is not None
+    return dead.pid
 
 
 async def _round_trip(url: str, queue: str, bodies: list[bytes]) -> list[bytes]:
@@ -119,17 +122,16 @@ def test_concurrent_starts_give_one_server(servers: Make) -> None:
 
 
 def test_a_stale_state_file_is_replaced(servers: Make, home: Path) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait(30)
+    dead = _dead_pid()
     (home / "nats").mkdir()
     (home / "nats" / "server.json").write_text(
-        f'{{"pid": {dead.pid}, "port": 1, "url": "nats://127.0.0.1:1"}}'
+        f'{{"pid": {dead}, "port": 1, "url": "nats://127.0.0.1:1"}}'
     )
     server = servers()
     url = server.start()
     assert url != "nats://127.0.0.1:1"
     assert server.owned
-    assert _pid(home) != dead.pid
+    assert _pid(home) != dead
 
 
 async def test_the_last_user_stops_the_server_whoever_started_it(servers: Make, home: Path) -> None:
@@ -148,10 +150,8 @@ async def test_the_last_user_stops_the_server_whoever_started_it(servers: Make, 
 def test_a_user_that_died_without_stop_is_not_waited_for(servers: Make, home: Path) -> None:
     owner = servers()
     owner.start()
-    ghost = subprocess.Popen([sys.executable, "-c", "pass"])
-    ghost.wait(30)
     state = json.loads((home / "nats" / "server.json").read_text())
-    state["users"].append(ghost.pid)  # a user killed with SIGKILL
+    state["users"].append(_dead_pid())  # a user killed with SIGKILL
     (home / "nats" / "server.json").write_text(json.dumps(state))
     pid = _pid(home)
     owner.stop()
@@ -232,3 +232,23 @@ def test_broker_url_starts_and_stops_the_embedded_server(home: Path) -> None:
         pid = _pid(home)
         assert _runs(pid)
     assert not _runs(pid)
+
+
+def test_a_server_whose_starter_died_is_reused_then_stopped(servers: Make, home: Path) -> None:
+    """Started by another process that exited without ``stop``: this one becomes its only
+    user, and its ``stop`` ends a server it never started."""
+    code = (
+        "import sys; from pathlib import Path; from shipyard.messaging.embedded import "
+        "EmbeddedNats; print(EmbeddedNats(Path(sys.argv[1])).start())"
+    )
+    starter = Child([sys.executable, "-c", code, str(home)], log=home / "starter.log").start()
+    assert starter.wait(60) == 0, starter.output()
+    url = starter.output().strip()
+    pid = _pid(home)
+    assert _runs(pid)
+    server = servers()
+    assert server.start() == url
+    assert not server.owned
+    server.stop()
+    assert not _runs(pid)
+    assert not (home / "nats" / "server.json").exists()

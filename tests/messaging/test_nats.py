@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
-import subprocess
 import sysconfig
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,13 +19,13 @@ import pytest
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+from brokers import NatsProcess
 from shipyard.errors import ConfigurationError, InvalidInputError, UnavailableError
 from shipyard.messaging import BackpressureError, Delivery, QueueSpec, open_broker
 from shipyard.messaging.nats import CONSUMER, MAX_ACK_PENDING, NatsBroker, stream_name
 
 pytestmark = pytest.mark.anyio
 NATS_URL = "nats://127.0.0.1:4222"
-START_TIMEOUT_S = 15.0
 
 
 @pytest.fixture
@@ -47,62 +44,14 @@ def _binaries() -> list[pytest.ParameterSet]:
     return [pytest.param(binary, id=label) for binary, label in found.items()]
 
 
-class PrivateServer:
-    """A ``nats-server`` child on a free port of 127.0.0.1, restartable on the same port."""
-
-    def __init__(self, binary: str, folder: Path, *, jetstream: bool = True) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.binary, self.folder, self.jetstream = binary, folder, jetstream
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """``nats://127.0.0.1:PORT``."""
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start and wait (bounded) until it accepts connections."""
-        command = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
-        command += ["-l", str(self.folder / "nats-server.log")]
-        if self.jetstream:
-            command += ["-js", "-sd", str(self.folder / "jetstream")]
-        self.process = subprocess.Popen(command)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            # nats-server accepts clients only once JetStream has recovered its streams.
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            assert self.process.poll() is None, "nats-server exited; see its log"
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"nats-server did not accept connections in {START_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        """Terminate (bounded wait), then kill."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-
 @pytest.fixture(params=_binaries())
-def servers(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[..., PrivateServer]]:
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., NatsProcess]]:
     """Start private servers with one nats-server binary; all are stopped after the test."""
-    started: list[PrivateServer] = []
+    started: list[NatsProcess] = []
 
-    def start(*, jetstream: bool = True) -> PrivateServer:
+    def start(*, jetstream: bool = True) -> NatsProcess:
         folder = tmp_path / f"nats-{len(started)}"
-        folder.mkdir()
-        server = PrivateServer(request.param, folder, jetstream=jetstream)
+        server = NatsProcess(folder, executable=request.param, jetstream=jetstream)
         started.append(server)
         server.start()
         return server
@@ -352,7 +301,7 @@ async def test_a_consume_returns_once_the_first_message_arrives(
 
 
 async def test_a_server_without_jetstream_is_a_configuration_error(
-    servers: Callable[..., PrivateServer], brokers: Callable[..., NatsBroker]
+    servers: Callable[..., NatsProcess], brokers: Callable[..., NatsBroker]
 ) -> None:
     server = servers(jetstream=False)
     broker = brokers(server.url)
@@ -361,7 +310,7 @@ async def test_a_server_without_jetstream_is_a_configuration_error(
 
 
 async def test_the_broker_survives_a_server_restart(
-    servers: Callable[..., PrivateServer], brokers: Callable[..., NatsBroker]
+    servers: Callable[..., NatsProcess], brokers: Callable[..., NatsBroker]
 ) -> None:
     server = servers()
     broker = brokers(server.url, redelivery_ms=500)
@@ -385,7 +334,7 @@ async def test_the_broker_survives_a_server_restart(
 
 
 async def test_a_full_queue_has_room_as_soon_as_ack_returns(
-    servers: Callable[..., PrivateServer], brokers: Callable[..., NatsBroker]
+    servers: Callable[..., NatsProcess], brokers: Callable[..., NatsBroker]
 ) -> None:
     """JetStream removes acked messages from a work-queue stream after answering the ack
     message; ``ack`` waits for that, so a producer never meets a stale bound."""

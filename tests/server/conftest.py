@@ -7,7 +7,6 @@ the root conftest).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from shipyard.children import Child
 from shipyard.server.app import create_app
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
@@ -40,12 +40,11 @@ class LiveServer:
     url: str
     host_port: str
     home: Path
-    process: subprocess.Popen[bytes]
+    process: Child
 
 
 @pytest.fixture
 def live_server(model_home: Path, tmp_path: Path) -> Iterator[LiveServer]:
     """``shipyard serve -m fraud`` as a real process; waits until ready, stops after."""
-    with ServerProcess(model_home, log=tmp_path / "server.log") as server:
-        assert server.process is not None
+    with ServerProcess(Settings(home=model_home), log=tmp_path / "server.log") as server:
         yield LiveServer(server.url, f"127.0.0.1:{server.port}", model_home, server.process)

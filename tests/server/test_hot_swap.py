@@ -130,7 +130,8 @@ def test_every_worker_process_follows_the_alias(
     model_home: Path, tmp_path: Path, workers: int
 ) -> None:
     register_v2(model_home)
-    with ServerProcess(model_home, workers=workers, log=tmp_path / "server.log") as server:
+    settings = Settings(home=model_home)
+    with ServerProcess(settings, workers=workers, log=tmp_path / "server.log") as server:
         url = server.url
         with Load(url, threads=6) as load:
             time.sleep(1.0)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from shipyard.cli.context import console, open_registry
 from shipyard.errors import NotFoundError
-from shipyard.registry import ModelRef, ModelVersionInfo, Registry
+from shipyard.registry import DEFAULT_ALIAS, ModelRef, ModelVersionInfo, Registry
 
 app = typer.Typer(help="Inspect and manage registered models.", no_args_is_help=True)
 
@@ -102,7 +102,7 @@ def _show_version(registry: Registry, version: ModelVersionInfo) -> None:
 def promote(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME:VERSION or NAME@ALIAS to promote")],
-    alias: AliasOption = "production",
+    alias: AliasOption = DEFAULT_ALIAS,
 ) -> None:
     """Point an alias (default production) at a version."""
     with open_registry(ctx) as registry:
@@ -114,7 +114,7 @@ def promote(
 def rollback(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name")],
-    alias: AliasOption = "production",
+    alias: AliasOption = DEFAULT_ALIAS,
 ) -> None:
     """Move an alias back to the version it pointed to before its last move."""
     with open_registry(ctx) as registry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 import uvicorn
 
 from shipyard.cli.context import console, settings_of
-from shipyard.registry import Registry
+from shipyard.registry import DEFAULT_ALIAS, Registry
 
 
 def serve(
@@ -21,7 +20,7 @@ def serve(
         typer.Option(
             "--models",
             "-m",
-            help="Model to load at start (NAME means NAME@production; repeat the option); "
+            help=f"Model to load at start (NAME means NAME@{DEFAULT_ALIAS}; repeat the option); "
             "the first one answers /invocations",
         ),
     ] = None,
@@ -54,7 +53,7 @@ def serve(
     # Fail here, in one line, if the database or a model cannot be reached or verified.
     with Registry.open(settings) as registry:
         for ref in settings.serve_models:
-            registry.get_version(ref if ("@" in ref or ":" in ref) else f"{ref}@production")
+            registry.get_version(ref if ("@" in ref or ":" in ref) else f"{ref}@{DEFAULT_ALIAS}")
     console.print(
         f"serving {', '.join(settings.serve_models) or 'models on demand'} on "
         f"http://{host}:{port} ({workers} worker{'s' * (workers > 1)}); docs at /docs"
@@ -65,21 +64,14 @@ def serve(
 
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return
-    # Worker processes rebuild their settings from the environment.
+    # Worker processes (uvicorn spawns them) inherit this environment and rebuild their
+    # settings from it.
     metrics_dir = settings.home / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    os.environ.update(
-        {
-            "SHIPYARD_HOME": str(settings.home),
-            "SHIPYARD_DATABASE_URL": settings.database_url,
-            "SHIPYARD_SERVE_MODELS": json.dumps(settings.serve_models),
-            "SHIPYARD_MAX_BATCH_SIZE": str(settings.max_batch_size),
-            "SHIPYARD_MAX_BATCH_DELAY_MS": str(settings.max_batch_delay_ms),
-            "SHIPYARD_PROTECT_INFERENCE": str(settings.protect_inference).lower(),
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        }
-    )
+    environment = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir}).child_env()
+    os.environ.clear()
+    os.environ.update(environment)
     uvicorn.run(
         "shipyard.server.app:create_app",
         factory=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from typing import Annotated
@@ -14,6 +13,7 @@ from shipyard.cli.context import err_console, settings_of
 from shipyard.errors import ConfigurationError
 from shipyard.messaging import shown_url
 from shipyard.messaging.embedded import broker_url
+from shipyard.registry import DEFAULT_ALIAS
 from shipyard.settings import Settings
 from shipyard.stream.process import options
 from shipyard.stream.scorer import ScorerConfig
@@ -24,7 +24,9 @@ def stream(
     ctx: typer.Context,
     model: Annotated[
         str,
-        typer.Option("--model", "-m", help="NAME (means NAME@production), NAME@ALIAS or NAME:V"),
+        typer.Option(
+            "--model", "-m", help=f"NAME (means NAME@{DEFAULT_ALIAS}), NAME@ALIAS or NAME:V"
+        ),
     ],
     broker: Annotated[
         str | None,
@@ -99,8 +101,8 @@ def stream(
 
 
 def _worker_command(config: ScorerConfig, redelivery_ms: float, index: int) -> list[str]:
-    """The command line of worker ``index``; home, database and broker go by environment,
-    so no password shows in the process list."""
+    """The command line of worker ``index``; the settings (home, database, broker…) go by
+    environment, so no password shows in the process list."""
     command = [sys.executable, "-m", "shipyard", "stream", *options(config, redelivery_ms)]
     return [*command, "--worker-id", str(index)]
 
@@ -116,12 +118,9 @@ def _run_pool(
     metrics_dir = settings.home / "metrics" / "stream"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    env = dict(os.environ) | {
-        "SHIPYARD_HOME": str(settings.home),
-        "SHIPYARD_DATABASE_URL": settings.database_url,
-        "SHIPYARD_BROKER_URL": url,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+    env = settings.model_copy(
+        update={"broker_url": url, "prometheus_multiproc_dir": metrics_dir}
+    ).child_env()
     if metrics_port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]

@@ -30,7 +30,7 @@ from shipyard.errors import BatcherClosedError, ShipyardError
 from shipyard.inference.batcher import Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
-from shipyard.registry import ModelRef, ModelVersionInfo, Registry
+from shipyard.registry import DEFAULT_ALIAS, ModelRef, ModelVersionInfo, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class InferenceService:
     max_batch_delay_ms: float = 2.0
     predict_in_thread: bool = False
     poll_seconds: float = 1.0
-    default_alias: str = "production"
+    default_alias: str = DEFAULT_ALIAS
     hooks: ServiceHooks = field(default_factory=ServiceHooks)
     _models: dict[VersionKey, LoadedModel] = field(default_factory=dict, init=False)
     _routes: dict[str, VersionKey] = field(default_factory=dict, init=False)

@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
+from shipyard.children import Child, free_port, log_tail, pid_running, port_free, stop_pid
 from shipyard.errors import ConfigurationError, UnavailableError
 from shipyard.settings import Settings
 
@@ -91,65 +90,20 @@ def jetstream_answers(port: int, timeout_s: float = 2.0) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs and, where ``/proc`` tells, is a nats-server."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, someone else's
-    try:
-        return b"nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # gone meanwhile, or no /proc: trust the signal
-    except OSError:
-        return True
+    """Whether ``pid`` runs and is a nats-server (not a pid the system gave to another)."""
+    return pid_running(pid, named="nats-server")
 
 
 # Servers this process started and left to other users: kept referenced, as a dropped
 # ``Popen`` of a running child complains, and waited for by whoever stops them.
-_HANDED_OVER: list[subprocess.Popen[bytes]] = []
+_HANDED_OVER: list[Child] = []
 
 
 def _live(users: object) -> list[int]:
     """The pids of a state's users that still run (a user killed without ``stop`` is gone)."""
     if not isinstance(users, list):
         return []
-    live = []
-    for pid in users:
-        if not isinstance(pid, int):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            pass
-        live.append(pid)
-    return live
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return [pid for pid in users if isinstance(pid, int) and pid_running(pid)]
 
 
 class EmbeddedNats:
@@ -163,7 +117,7 @@ class EmbeddedNats:
         self.store = self.folder / "jetstream"
         self.log_path = self.home / "logs" / "nats-server.log"
         self.url: str | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Child | None = None
 
     @property
     def owned(self) -> bool:
@@ -208,27 +162,14 @@ class EmbeddedNats:
                 self._terminate(pid, process)
             self.state_path.unlink(missing_ok=True)
 
-    def _terminate(self, pid: int, process: subprocess.Popen[bytes] | None) -> None:
+    def _terminate(self, pid: int, process: Child | None) -> None:
         for handed in [h for h in _HANDED_OVER if h.pid == pid]:
             _HANDED_OVER.remove(handed)
             process = handed
-        if process is not None and process.pid == pid:  # our child: wait() reaps it
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT_S)
-            return
-        for signum, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 2.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-            deadline = time.monotonic() + wait_s
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not _alive(pid):
-                return
+        if process is not None and process.pid == pid:  # our child: stopping reaps it
+            process.stop(STOP_TIMEOUT_S)
+        else:
+            stop_pid(pid, STOP_TIMEOUT_S)
 
     def __enter__(self) -> str:
         return self.start()
@@ -287,27 +228,32 @@ class EmbeddedNats:
         raise UnavailableError(
             f"the embedded nats-server of {self.home} (pid {pid}, port {port}) runs but "
             f"JetStream does not answer; stop it (kill {pid}) and retry. Log "
-            f"{self.log_path}:\n{_tail(self.log_path)}"
+            f"{self.log_path}:\n{log_tail(self.log_path, 20)}"
         )
 
     def _launch(self) -> str:
         binary = nats_server_binary()
         self.store.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         last = self._last_port()
         for attempt in range(PORT_ATTEMPTS):  # a free port may be taken before it is bound
-            port = last if attempt == 0 and last is not None and _port_free(last) else _free_port()
-            with self.log_path.open("ab") as log:
-                process = self._spawn(binary, port, log)
-            if self._wait_ready(process, port):
-                self._process = process
-                url = f"nats://127.0.0.1:{port}"
-                self._write_state({"pid": process.pid, "port": port, "url": url, "users": []})
-                (self.folder / "port").write_text(str(port))
-                return url
+            port = last if attempt == 0 and last is not None and port_free(last) else free_port()
+            command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.store)]
+            command += ["-n", "shipyard-embedded", "-l", str(self.log_path)]
+            # Its own log takes over from what it says on stdout and stderr before opening it.
+            # Its own session: Ctrl-C in a terminal stops it only through ``stop``.
+            process = Child(command, log=self.log_path, new_session=True, name="nats-server")
+            try:
+                process.start(functools.partial(jetstream_answers, port), timeout_s=START_TIMEOUT_S)
+            except UnavailableError:
+                continue  # exited (port taken, bad store…) or never answered: killed
+            self._process = process
+            url = f"nats://127.0.0.1:{port}"
+            self._write_state({"pid": process.pid, "port": port, "url": url, "users": []})
+            (self.folder / "port").write_text(str(port))
+            return url
         raise UnavailableError(
             f"the embedded nats-server ({binary}) did not start with JetStream within "
-            f"{START_TIMEOUT_S:.0f} s. Log {self.log_path}:\n{_tail(self.log_path)}"
+            f"{START_TIMEOUT_S:.0f} s. Log {self.log_path}:\n{log_tail(self.log_path, 20)}"
         )
 
     def _last_port(self) -> int | None:
@@ -315,30 +261,6 @@ class EmbeddedNats:
             return int((self.folder / "port").read_text())
         except (OSError, ValueError):
             return None
-
-    def _spawn(self, binary: str, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.store)]
-        command += ["-n", "shipyard-embedded", "-l", str(self.log_path)]
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,  # what it says before its log file is open
-            start_new_session=True,
-        )
-
-    @staticmethod
-    def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False  # exited: port taken, bad store, ...
-            if jetstream_answers(port):
-                return True
-            time.sleep(0.05)
-        process.kill()
-        process.wait(STOP_TIMEOUT_S)
-        return False
 
     def _write_state(self, state: dict[str, object]) -> None:
         partial = self.state_path.with_suffix(".json.partial")

@@ -34,6 +34,7 @@ from pydantic import (
 from shipyard.data import DATASETS, Column, TableSchema, get_dataset
 from shipyard.errors import SpecError
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS
+from shipyard.registry import DEFAULT_ALIAS
 
 
 class _Strict(BaseModel):
@@ -117,7 +118,7 @@ class SplitSpec(_Strict):
 class PromotionSpec(_Strict):
     """When the new version takes an alias."""
 
-    alias: str = "production"
+    alias: str = DEFAULT_ALIAS
     metric: str | None = None
     require: Literal["beats_current", "always", "never"] = "beats_current"
     min_value: float | None = None

@@ -10,13 +10,14 @@ from shipyard.registry.records import (
     RunInfo,
     StageInfo,
 )
-from shipyard.registry.reference import ModelRef
+from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef
 from shipyard.registry.registry import Registry
 from shipyard.registry.runs import Runs
 from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
 from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
 
 __all__ = [
+    "DEFAULT_ALIAS",
     "ApiKey",
     "ArtifactStore",
     "FileEntry",

@@ -11,7 +11,12 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
 NAME = re.compile(rf"^{NAME_PATTERN}$")
 REF = re.compile(rf"^(?P<name>{NAME_PATTERN})(?::(?P<version>\d+)|@(?P<alias>{NAME_PATTERN}))?$")
 MAX_VERSION = 2**31 - 1  # the INTEGER column of PostgreSQL holds no more
-FORMS = "NAME (latest version), NAME:VERSION (e.g. fraud:3) or NAME@ALIAS (e.g. fraud@production)"
+DEFAULT_ALIAS = "production"
+"""The alias a pipeline promotes to, ``promote`` and ``rollback`` move, and a served bare
+``NAME`` means."""
+FORMS = (
+    f"NAME (latest version), NAME:VERSION (e.g. fraud:3) or NAME@ALIAS (e.g. fraud@{DEFAULT_ALIAS})"
+)
 CHARACTERS = "letters, digits, '-', '_' and '.', starting with a letter or digit"
 
 

@@ -46,7 +46,7 @@ from shipyard.registry.queries import (
     version_infos,
 )
 from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo
-from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef, check_name
 from shipyard.registry.runs import Runs, find_run
 from shipyard.registry.signing import Signer, TrustedKeys
 from shipyard.registry.tables import (
@@ -270,7 +270,7 @@ class Registry:
             return resolve(session, parsed)[1].reference_profile
 
     def promote(
-        self, ref: str | ModelRef, alias: str = "production", *, actor: str | None = None
+        self, ref: str | ModelRef, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
     ) -> ModelVersionInfo:
         """Point ``alias`` at the referenced version, recording the move."""
         parsed = ModelRef.parse(ref)
@@ -284,7 +284,7 @@ class Registry:
         return self._retrying(work)
 
     def rollback(
-        self, name: str, alias: str = "production", *, actor: str | None = None
+        self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
     ) -> ModelVersionInfo:
         """Move ``alias`` back to the version it pointed to before its latest move.
 

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import uvloop
 from threadpoolctl import threadpool_limits
 
+from shipyard.children import Child, stop_all
 from shipyard.errors import ConfigurationError, ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.messaging import Broker, open_broker
@@ -52,23 +52,23 @@ def run_worker(
 ) -> ScorerStats:
     """Score until SIGTERM or SIGINT, then finish the batches in flight and return."""
     configure_logging(config.worker)
-    with one_math_thread():
+    with math_threads(settings.math_threads):
         broker = open_broker(broker_url, redelivery_ms=redelivery_ms)
         return uvloop.run(serve(settings, config, broker))
 
 
 @contextlib.contextmanager
-def one_math_thread() -> Iterator[None]:
-    """Each worker has one core's worth of work: the model's math libraries must not start a
-    thread per core in every worker (oversubscription collapsed throughput 8x). threadpoolctl
-    limits the libraries already loaded (numpy's BLAS); the variables reach those a model
-    loads later (scikit-learn's OpenMP, imported with a skops model). A variable the user
-    set is kept (``OMP_NUM_THREADS`` then limits the loaded ones too): a benchmark may show
-    a model is faster with more."""
+def math_threads(count: int) -> Iterator[None]:
+    """At most ``count`` threads per math library (``Settings.math_threads``, default 1): each
+    worker has one core's worth of work, and a thread per core in every worker collapsed
+    throughput 8x. threadpoolctl limits the libraries already loaded (numpy's BLAS); the
+    variables reach those a model loads later (scikit-learn's OpenMP, imported with a skops
+    model). ``OMP_NUM_THREADS`` is the setting's default, so a user's value is kept; a user's
+    ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is kept too."""
+    os.environ["OMP_NUM_THREADS"] = str(count)
     for name in MATH_THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-    wanted = os.environ["OMP_NUM_THREADS"]
-    with threadpool_limits(limits=int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1):
+        os.environ.setdefault(name, str(count))
+    with threadpool_limits(limits=count):
         yield
 
 
@@ -154,9 +154,9 @@ PERMANENT_EXITS = frozenset({2, 3, 4, 5})
 
 
 @dataclass
-class _Child:
+class _Worker:
     index: int
-    process: subprocess.Popen[bytes]
+    child: Child
     started: float
 
 
@@ -184,14 +184,15 @@ class WorkerPool:
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self.on_exit = on_exit
-        self.children: dict[int, _Child] = {}
+        self.children: dict[int, _Worker] = {}
         self.restarts: list[float] = []
         self._stopping = False
 
     def _start(self, index: int) -> None:
-        process = subprocess.Popen(self.command(index), env=self.env)
-        self.children[index] = _Child(index, process, time.monotonic())
-        logger.info("worker %d started (pid %d)", index, process.pid)
+        # Output is the pool's own: each log line names its worker.
+        child = Child(self.command(index), env=self.env, name=f"worker {index}").start()
+        self.children[index] = _Worker(index, child, time.monotonic())
+        logger.info("worker %d started (pid %s)", index, child.pid)
 
     def stop(self, *_: object) -> None:
         """Ask every worker to finish its batches in flight and exit."""
@@ -212,12 +213,12 @@ class WorkerPool:
     def _supervise(self) -> int:
         while not self._stopping:
             time.sleep(0.2)
-            for index, child in list(self.children.items()):
-                code = child.process.poll()
+            for index, worker in list(self.children.items()):
+                code = worker.child.poll()
                 if code is None or self._stopping:
                     continue
-                if self.on_exit is not None:
-                    self.on_exit(child.process.pid)
+                if self.on_exit is not None and worker.child.pid is not None:
+                    self.on_exit(worker.child.pid)
                 if code in PERMANENT_EXITS:
                     logger.error("worker %d exited with %d; stopping the pool", index, code)
                     return code
@@ -241,16 +242,7 @@ class WorkerPool:
 
     def _terminate(self, timeout_s: float = 30.0) -> None:
         """SIGTERM every worker (they finish their batches), kill what outlives the timeout."""
-        alive = [c.process for c in self.children.values() if c.process.poll() is None]
-        for process in alive:
-            process.terminate()
-        deadline = time.monotonic() + timeout_s
-        for process in alive:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_all([worker.child for worker in self.children.values()], timeout_s)
 
 
 def worker_name(settings: Settings, index: int | None) -> str:

@@ -22,6 +22,7 @@ from brokers import (
 )
 from shipyard.data import generate_fraud
 from shipyard.messaging import Broker, open_broker
+from shipyard.settings import Settings
 from shipyard.stream.client import collect, dead_letter_key, publish_all
 from shipyard.stream.messages import encode_rows
 from shipyard.stream.process import StreamProcess
@@ -92,9 +93,8 @@ async def test_a_worker_killed_mid_run_and_malformed_messages_lose_nothing(
     config = ScorerConfig(model="fraud", queue=queue, results=results)
     killed: list[int] = []
     log = tmp_path / "stream.log"
-    with StreamProcess(
-        model_home, config, shared_url, workers=2, redelivery_ms=REDELIVERY_MS, log=log
-    ) as stream:
+    settings = Settings(home=model_home, broker_url=shared_url)
+    with StreamProcess(settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log) as stream:
         seen = 0
 
         def kill_once(new: int) -> None:
@@ -146,9 +146,8 @@ async def test_a_broker_restarted_mid_run_loses_nothing(
     config = ScorerConfig(model="fraud", queue=queue, results=results)
     restarts: list[threading.Thread] = []
     log = tmp_path / "stream.log"
-    with StreamProcess(
-        model_home, config, private_broker.url, workers=2, redelivery_ms=REDELIVERY_MS, log=log
-    ) as stream:
+    settings = Settings(home=model_home, broker_url=private_broker.url)
+    with StreamProcess(settings, config, workers=2, redelivery_ms=REDELIVERY_MS, log=log) as stream:
         seen = 0
 
         def restart_once(new: int) -> None:

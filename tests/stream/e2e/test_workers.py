@@ -8,10 +8,8 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import sysconfig
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +18,9 @@ import httpx
 import pytest
 
 from brokers import SHARED, delete_queues
+from shipyard.children import Child, free_port, free_ports, port_free
 from shipyard.data import generate_fraud
 from shipyard.messaging import open_broker
-from shipyard.server.process import free_port
 from shipyard.stream.client import Collected, collect, publish_all
 from shipyard.stream.messages import encode_rows
 from shipyard.stream.process import READY_LINE
@@ -56,28 +54,18 @@ def publish_and_collect(queue: str, results: str, count: int) -> Collected:
     return asyncio.run(run())
 
 
-def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+def start(command: list[str], log: Path) -> Child:
+    return Child(command, log=log).start()
 
 
-def wait_for(log: Path, text: str, count: int = 1, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log.read_text(errors="replace").count(text) >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} did not appear {count} times: {log.read_text()[-2000:]}")
+def wait_for(child: Child, text: str, count: int = 1) -> None:
+    """Until ``text`` is logged ``count`` times (raises with the log after 60 s)."""
+    child.wait_ready(child.logged(text, count), timeout_s=60)
 
 
-def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
-    process.send_signal(signum)
-    try:
-        return process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-        raise
+def stop(child: Child, signum: int = signal.SIGTERM) -> int | None:
+    """Send ``signum``; the exit code, or -9 if it had to be killed after 30 s."""
+    return child.stop(30, signum=signum)
 
 
 def scored_by_worker(metrics: str) -> dict[str, float]:
@@ -105,7 +93,7 @@ def test_one_worker_scores_and_serves_its_metrics(
         log,
     )  # fmt: skip
     try:
-        wait_for(log, READY_LINE)
+        wait_for(process, READY_LINE)
         collected = publish_and_collect(queue, results, MESSAGES)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
@@ -135,9 +123,7 @@ def test_under_mpiexec_each_rank_is_a_worker_named_by_its_rank(
     model_home: Path, names: tuple[str, str], tmp_path: Path
 ) -> None:
     queue, results = names
-    port = free_port()
-    while port + 1 == free_port():  # need port and port + 1
-        port = free_port()
+    port = next(port for port in free_ports(20) if port_free(port + 1))  # and port + 1
     log = tmp_path / "mpi.log"
     process = start(
         [mpiexec(), "-n", "2",
@@ -146,7 +132,7 @@ def test_under_mpiexec_each_rank_is_a_worker_named_by_its_rank(
         log,
     )  # fmt: skip
     try:
-        wait_for(log, READY_LINE, count=2)
+        wait_for(process, READY_LINE, count=2)
         collected = publish_and_collect(queue, results, MESSAGES)
         by_rank = {}
         for rank in (0, 1):
@@ -174,12 +160,12 @@ def test_the_pool_restarts_a_killed_worker_and_stops_cleanly(
         log,
     )  # fmt: skip
     try:
-        wait_for(log, READY_LINE, count=2)
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        assert len(children) == 2
-        os.kill(int(children[0]), signal.SIGKILL)
-        wait_for(log, "exited with -9; starting it again")
-        wait_for(log, READY_LINE, count=3)  # the new worker is up
+        wait_for(process, READY_LINE, count=2)
+        workers = process.children(recursive=False)
+        assert len(workers) == 2
+        workers[0].kill()
+        wait_for(process, "exited with -9; starting it again")
+        wait_for(process, READY_LINE, count=3)  # the new worker is up
         collected = publish_and_collect(queue, results, MESSAGES)
     finally:
         code = stop(process)
@@ -236,7 +222,7 @@ def test_a_full_results_queue_pauses_the_worker_until_there_is_room(
             await client.close()
 
     try:
-        wait_for(log, READY_LINE)
+        wait_for(process, READY_LINE)
         backlogs, paused, collected = asyncio.run(fill_then_drain())
     finally:
         stop(process)

@@ -17,10 +17,10 @@ import typer
 from rich.table import Table
 
 from shipyard.cli.context import console, open_registry, settings_of
+from shipyard.cli.demo.serving import serve_and_swap, swap_table
+from shipyard.cli.demo.streaming import stream_and_count, stream_table
 from shipyard.cli.pipeline import run_table, run_with_status
 from shipyard.cli.predict import score_file
-from shipyard.cli.serving_demo import serve_and_swap, swap_table
-from shipyard.cli.stream_demo import stream_and_count, stream_table
 from shipyard.data import get_dataset, read_table, write_table
 from shipyard.errors import ModelNotFoundError
 from shipyard.examples import example_spec

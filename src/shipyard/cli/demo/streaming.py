@@ -1,4 +1,4 @@
-"""The stream part of ``shipyard demo``: transactions published to the embedded broker,
+"""The stream step of ``shipyard demo``: transactions published to the embedded broker,
 scored by worker processes, results and dead letters read back and counted."""
 
 from __future__ import annotations
@@ -81,10 +81,8 @@ def stream_and_count(
     log = settings.home / "logs" / "demo-stream.log"
     with broker_url(settings) as url:
         out.print(f"{workers} scorer processes on {url} (log: {log})")
-        with StreamProcess(
-            settings.home, config, url, workers=workers, database_url=settings.database_url,
-            log=log,
-        ):  # fmt: skip
+        scorers = settings.model_copy(update={"broker_url": url})
+        with StreamProcess(scorers, config, workers=workers, log=log):
             result = asyncio.run(_publish_and_collect(url, config, bodies, broken, run))
     result.malformed = broken
     return result

@@ -1,4 +1,4 @@
-"""The serving part of ``shipyard demo``: a real server under load, a promotion mid-traffic."""
+"""The serving step of ``shipyard demo``: a real server under load, a promotion mid-traffic."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from shipyard.registry import Registry
+from shipyard.registry import DEFAULT_ALIAS, Registry
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.load import LoadReport, Request, run_load
@@ -67,7 +67,7 @@ async def _traffic_with_swap(
     await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     promoted_after = answered
-    await asyncio.to_thread(registry.promote, challenger, "production", actor="demo")
+    await asyncio.to_thread(registry.promote, challenger, DEFAULT_ALIAS, actor="demo")
     report = await load
     return SwapResult(report, challenger, promoted_after)
 
@@ -84,7 +84,7 @@ def serve_and_swap(
 ) -> SwapResult:
     """Start a server, send ``total`` requests, promote ``challenger`` halfway through."""
     log = settings.home / "logs" / "demo-server.log"
-    with ServerProcess(settings.home, database_url=settings.database_url, log=log) as server:
+    with ServerProcess(settings, log=log) as server:
         out.print(f"server on {server.url}; {total:,} single-row requests from {CLIENTS} clients")
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
