@@ -154,11 +154,6 @@ class Batcher:
         except Exception:  # a broken metric must not stop predictions
             logger.exception("batch observer failed")
 
-    @property
-    def queued(self) -> int:
-        """Requests waiting for a batch."""
-        return self._queue.qsize() + (self._carry is not None)
-
 
 def _fail(pending: _Pending, error: Exception) -> None:
     if pending.future.done():

@@ -155,10 +155,10 @@ class InferenceService:
 
     async def model(self, ref: str) -> LoadedModel:
         """The loaded model for a reference, resolving and loading it on first use."""
+        found = self.loaded(ref)
+        if found is not None:
+            return found
         route = self.route_key(ref)
-        key = self._routes.get(route)
-        if key is not None and key in self._models:
-            return self._models[key]
         lock = self._locks.setdefault(route, asyncio.Lock())
         async with lock:
             key = self._routes.get(route)
