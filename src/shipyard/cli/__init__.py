@@ -13,6 +13,7 @@ import typer
 from shipyard.cli import (
     data,
     demo,
+    examples,
     keys,
     models,
     pipeline,
@@ -34,6 +35,7 @@ app = typer.Typer(
     callback=state_callback,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(examples.app, name="examples")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
