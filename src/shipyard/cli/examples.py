@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shipyard.cli.context import console
+from shipyard.cli.context import Command, Group, console
 from shipyard.examples import copy_example, example_names, get_example
 
 app = typer.Typer(
-    help="List the packaged examples and copy them into a folder.", no_args_is_help=True
+    cls=Group, help="List the packaged examples and copy them into a folder.", no_args_is_help=True
 )
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_examples() -> None:
     """Every packaged example: its name, what it is and its files."""
     table = Table("name", "description", "files")
@@ -31,14 +31,14 @@ def list_examples() -> None:
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def copy(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Example to copy")],
     destination: Annotated[
         Path | None,
-        typer.Argument(metavar="DEST", help="Folder to write into [default: examples/NAME]"),
+        typer.Argument(metavar="DEST", help="Folder to write into \\[default: examples/NAME]"),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace files that differ")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace files that differ")] = False,
 ) -> None:
     """Write an example's spec and request files into a folder."""
     target = destination if destination is not None else Path("examples") / name

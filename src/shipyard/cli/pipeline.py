@@ -6,19 +6,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from shipyard.cli.context import console, open_registry
-from shipyard.registry import Registry
+from shipyard.cli.context import Command, Group, console, open_registry
 
 if TYPE_CHECKING:  # imported when a command runs: scikit-learn takes a second to import
+    from rich.console import Console
+
     from shipyard.pipeline import RunResult, Spec
+    from shipyard.registry import Registry
 
-app = typer.Typer(help="Run pipelines.", no_args_is_help=True)
+app = typer.Typer(cls=Group, help="Run pipelines.", no_args_is_help=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     ctx: typer.Context,
     spec_source: Annotated[
