@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import shipyard
+
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
@@ -24,6 +26,9 @@ INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING = (
     BLOCKS[4],
 )
 BIN = Path(sys.executable).parent
+USAGE_LINES = USAGE.strip().splitlines()
+# Up to the first training run: a fresh folder then has the example files and fraud@production.
+TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
 
 
 def test_readme_starts_with_the_two_commands() -> None:
@@ -92,15 +97,31 @@ def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     assert "fraud:3" in second
 
 
+def test_usage_block_starts_with_the_examples_and_names_both_spec_forms() -> None:
+    assert TRAIN[:3] == [
+        "shipyard --version",
+        "shipyard examples list",
+        "shipyard examples copy fraud",
+    ]
+    assert "shipyard pipeline run examples/fraud/pipeline.yaml --data fraud.parquet" in TRAIN
+    assert "shipyard pipeline run fraud --data fraud.parquet" in USAGE_LINES
+
+
 @pytest.mark.e2e
 def test_usage_commands_run_in_order(tmp_path: Path) -> None:
-    """The usage block, each line through the installed console script, in a fresh home."""
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    """The usage block, each line through the installed console script, in an empty folder
+    outside the repository and a fresh home."""
     env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"))
-    for line in USAGE.strip().splitlines():
+    outputs = []
+    for line in USAGE_LINES:
         args = shlex.split(line)
         assert args[0] == "shipyard"
-        _run(shlex.join([str(BIN / "shipyard"), *args[1:]]), tmp_path, env, timeout=300)
+        command = shlex.join([str(BIN / "shipyard"), *args[1:]])
+        outputs.append(_run(command, tmp_path, env, timeout=300))
+    assert outputs[0].strip() == f"shipyard {shipyard.__version__}"
+    assert "fraud" in outputs[1]
+    for name in ("pipeline.yaml", "request.json", "oip-request.json", "mlflow-request.json"):
+        assert (tmp_path / "examples" / "fraud" / name).is_file()
     assert (tmp_path / "scored.csv").exists()
     assert (tmp_path / "other-keys" / "signing.pub").exists()
 
@@ -108,13 +129,14 @@ def test_usage_commands_run_in_order(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
     """The serving block, after the usage block, as one bash script; the server is stopped."""
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
     env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in USAGE.strip().splitlines()[:2]:  # a trained fraud@production
+    for line in TRAIN:  # the example's request files and a trained fraud@production
         _run(line, tmp_path, env, timeout=300)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n{SERVING}"
     out = _run(script, tmp_path, env, timeout=300)
     assert '{"ready":true}' in out
+    assert '{"name":"shipyard","version":"' in out
+    assert '"models":["fraud"],"default_model":"fraud"' in out
     assert '"model":"fraud","version":1' in out
     assert '"model_name":"fraud","model_version":"1"' in out
     assert '{"predictions":[' in out
@@ -125,9 +147,8 @@ def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
 def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
     """The streaming block, after the usage block's training, as one bash script on the
     embedded broker; the scorers are stopped at the end."""
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
     env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in USAGE.strip().splitlines()[:2]:  # a trained fraud@production
+    for line in TRAIN:  # a trained fraud@production
         _run(line, tmp_path, env, timeout=300)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{STREAMING}"
     _run(script, tmp_path, env, timeout=300)

@@ -84,4 +84,42 @@ def test_wrong_dtype_is_named_with_value_and_row(model_cli, tmp_path: Path) -> N
 def test_missing_spec_file(cli, tmp_path: Path) -> None:
     result = cli("pipeline", "run", str(tmp_path / "nope.yaml"))
     assert result.code == 2
-    assert "no spec file" in result.err
+    assert f"no spec file at {tmp_path / 'nope.yaml'}" in result.err
+    assert "shipyard examples list" in result.err
+
+
+def test_a_packaged_example_runs_by_name_from_any_folder(
+    cli, home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli("data", "generate", "fraud", "--rows", "3000", "-o", "f.csv").code == 0
+    result = cli("pipeline", "run", "fraud", "--data", "f.csv")
+    assert result.code == 0, result.err
+    assert "fraud:1" in result.out
+    assert _versions(home) == [(1, ["production"])]
+
+
+def test_an_unknown_spec_name_lists_the_examples(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("pipeline", "run", "frod")
+    assert result.code == 2
+    assert "no packaged example of that name; examples: fraud" in result.err
+
+
+def test_a_spec_with_columns_and_no_path_reads_the_data_option(cli, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    assert cli("data", "generate", "fraud", "--rows", "2000", "-o", str(rows)).code == 0
+    frame = pd.read_csv(rows)
+    columns = "\n".join(
+        f"    - {{name: {c}, dtype: {'int64' if c == 'Class' else 'float64'}}}"
+        for c in frame.columns
+    )
+    spec = tmp_path / "columns.yaml"
+    spec.write_text(
+        f"name: cols\ndata:\n  target: Class\n  columns:\n{columns}\n"
+        "model: {name: cols, type: LogisticRegression, params: {max_iter: 200}}\n"
+    )
+    assert cli("pipeline", "run", str(spec)).code == 2
+    result = cli("pipeline", "run", str(spec), "--data", str(rows))
+    assert result.code == 0, result.err
+    assert "cols:1" in result.out

@@ -3,6 +3,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shipyard.cli.predict import BATCH_ROWS
+from shipyard.inference.batch import DEFAULT_BATCH_ROWS
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 
@@ -48,6 +50,45 @@ def test_predict_missing_column(model_cli, new_data: Path, tmp_path: Path) -> No
     assert "V3" in result.err
     assert "Amount" in result.err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_the_default_batch_is_the_scorers() -> None:
+    assert BATCH_ROWS == DEFAULT_BATCH_ROWS
+
+
+@pytest.mark.parametrize(
+    ("suffix", "where"),
+    [(".csv", "row 18 (line 19)"), (".jsonl", "row 18 (line 18)"), (".parquet", "row 18")],
+)
+def test_a_value_that_is_no_number_is_named_with_column_and_row(
+    model_cli, new_data: Path, tmp_path: Path, suffix: str, where: str
+) -> None:
+    frame = pd.read_csv(new_data)
+    frame[["Amount", "V4"]] = frame[["Amount", "V4"]].astype(object)
+    frame.loc[17, "Amount"] = "12,50 EUR"
+    frame.loc[30, "V4"] = "n/a"  # a later row: the first in the file is named
+    bad = tmp_path / f"bad{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(bad, index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(bad, orient="records", lines=True)
+    else:
+        frame[["Amount", "V4"]] = frame[["Amount", "V4"]].astype(str)
+        frame.to_parquet(bad, index=False)
+    result = model_cli("predict", "fraud", "--input", str(bad), "-o", str(tmp_path / "o.csv"))
+    assert result.code == 2
+    assert f"feature 'Amount' in {where} must be a number, got '12,50 EUR'" in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_numbers_written_as_text_are_scored(model_cli, new_data: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(new_data)
+    frame["Amount"] = frame["Amount"].map(lambda v: f"{v:.2f}")
+    quoted = tmp_path / "quoted.jsonl"
+    frame.to_json(quoted, orient="records", lines=True)
+    result = model_cli("predict", "fraud", "--input", str(quoted), "-o", str(tmp_path / "o.csv"))
+    assert result.code == 0, result.err
 
 
 def test_predict_unknown_alias(model_cli, new_data: Path, tmp_path: Path) -> None:

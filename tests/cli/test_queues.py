@@ -150,4 +150,16 @@ def test_consume_takes_messages_off_the_queue(cli: Cli, tmp_path: Path, redis_qu
     assert f"wrote 1 messages from '{redis_queue}'" in rest.out
     assert out.read_text() == '{"id": "3"}\n'
     empty = cli("consume", redis_queue, "--broker", REDIS, "--wait", "0.3")
-    assert empty.out == ""
+    assert empty.code == 0
+    assert empty.out == ""  # stdout stays the data
+    assert empty.err.strip() == f"0 messages from '{redis_queue}' within 0.3 s"
+
+
+def test_consume_on_an_empty_queue_says_so_on_stderr(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "none.jsonl"
+    result = cli(
+        "consume", "nothing", "--broker", "memory://empty", "--wait", "0.2", "-o", str(out)
+    )
+    assert result.code == 0, result.err
+    assert result.err.strip() == "0 messages from 'nothing' within 0.2 s"
+    assert out.read_text() == ""

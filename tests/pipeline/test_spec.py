@@ -5,6 +5,7 @@ import pytest
 from shipyard.errors import SpecError
 from shipyard.examples import example_spec
 from shipyard.pipeline import load_spec, parse_spec
+from shipyard.pipeline.spec import find_spec
 
 VALID = """\
 name: t
@@ -28,9 +29,33 @@ def test_example_spec_is_valid() -> None:
     assert "HistGradientBoostingClassifier" in text
 
 
-def test_repository_example_links_to_the_packaged_spec() -> None:
-    repo_copy = Path(__file__).parents[2] / "examples" / "fraud" / "pipeline.yaml"
-    assert repo_copy.read_text() == example_spec("fraud").read_text()
+def test_a_name_that_is_no_file_is_the_packaged_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert find_spec("fraud") == example_spec("fraud")
+    spec, text = load_spec("fraud")
+    assert spec.name == "fraud"
+    assert text == example_spec("fraud").read_text()
+
+
+def test_a_file_of_that_name_wins_over_the_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fraud").write_text(VALID)
+    assert find_spec("fraud") == Path("fraud")
+    assert load_spec("fraud")[0].name == "t"
+
+
+def test_an_unknown_name_lists_the_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as raised:
+        find_spec("frod")
+    assert "no packaged example of that name; examples: fraud" in str(raised.value)
+    assert "shipyard examples list" in str(raised.value)
 
 
 def test_relative_data_path_is_relative_to_the_spec(tmp_path: Path) -> None:
@@ -84,6 +109,56 @@ def test_invalid_specs_name_the_field_and_line(text: str, expected: str) -> None
     assert expected in str(raised.value)
 
 
-def test_missing_spec_file(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="no spec file at"):
-        load_spec(tmp_path / "missing.yaml")
+def test_missing_spec_file_names_the_path_and_the_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as raised:
+        load_spec("examples/fraud/pipeline.yaml")
+    message = str(raised.value)
+    assert f"no spec file at {tmp_path / 'examples' / 'fraud' / 'pipeline.yaml'};" in message
+    assert "`shipyard examples list`" in message
+
+
+COLUMNS_ONLY = VALID.replace("  path: data.csv\n  dataset: fraud\n", "").replace(
+    "  target: Class",
+    "  columns: [{name: a, dtype: float64}, {name: Class, dtype: int64}]\n  target: Class",
+)
+
+
+def test_a_spec_without_a_source_takes_the_data_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(COLUMNS_ONLY)
+    with pytest.raises(SpecError, match=r"s.yaml:2: data: give exactly one of .* or the file"):
+        load_spec(path)
+    spec, _ = load_spec(path, data_file=Path("rows.csv"))
+    assert spec.data.path == Path("rows.csv")  # relative to where the command runs
+    assert spec.data.table_schema().feature_names == ["a"]
+
+
+def test_a_data_file_replaces_a_generator_and_keeps_its_schema() -> None:
+    spec, _ = load_spec(example_spec("fraud"), data_file=Path("x.parquet"))
+    assert spec.data.path == Path("x.parquet")
+    assert spec.data.generate is None
+    assert spec.data.dataset == "fraud"
+
+
+BLOCK_PARAMS = VALID.replace(
+    "  params: {max_iter: 10}\n", "  params:\n    max_iter: 10\n    learning_rte: 0.1\n"
+)
+
+
+def test_a_misspelled_estimator_parameter_is_caught_at_load_with_its_line() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_spec(BLOCK_PARAMS, source="pipeline.yaml")
+    assert str(raised.value) == (
+        "pipeline.yaml:11: model.params: unknown parameter 'learning_rte' for "
+        "HistGradientBoostingClassifier; did you mean 'learning_rate'?"
+    )
+
+
+def test_an_unknown_parameter_without_a_close_match_lists_the_known_ones() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_spec(VALID.replace("max_iter: 10", "colour: 3"))
+    assert ":9: model.params: unknown parameter 'colour'" in str(raised.value)
+    assert "known: categorical_features, class_weight," in str(raised.value)

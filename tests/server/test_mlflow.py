@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from shipyard import __version__
 from shipyard.data import generate_fraud
+from shipyard.server.app import create_app
+from shipyard.settings import Settings
 
 from .conftest import FEATURES
 from .test_oip import score_directly
@@ -93,3 +95,16 @@ def test_probes(client: TestClient) -> None:
     version = client.get("/version")
     assert version.status_code == 200
     assert version.text == __version__
+
+
+def test_ping_is_503_without_a_default_model_and_health_stays_200(model_home: Path) -> None:
+    """MLflow's /ping means ready to score /invocations; /health means the process is up."""
+    with TestClient(create_app(Settings(home=model_home))) as client:
+        ping = client.get("/ping")
+        assert ping.status_code == 503
+        assert ping.json() == {
+            "error": "no default model for /invocations; start the server with --models NAME"
+        }
+        assert client.get("/health").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.post("/invocations", json={"inputs": [[0.0] * 30]}).status_code == 404

@@ -13,6 +13,7 @@ import typer
 from shipyard.cli import (
     data,
     demo,
+    examples,
     keys,
     models,
     pipeline,
@@ -22,10 +23,11 @@ from shipyard.cli import (
     stream,
     users,
 )
-from shipyard.cli.context import console, err_console, state_callback
+from shipyard.cli.context import Command, Group, console, err_console, state_callback
 from shipyard.errors import ShipyardError
 
 app = typer.Typer(
+    cls=Group,
     name="shipyard",
     help="Take machine-learning models from data to signed, served production.",
     no_args_is_help=True,
@@ -34,16 +36,17 @@ app = typer.Typer(
     callback=state_callback,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(examples.app, name="examples")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
-app.command("predict")(predict.predict)
-app.command("serve")(serve.serve)
-app.command("stream")(stream.stream)
-app.command("publish")(queues.publish)
-app.command("consume")(queues.consume)
-app.command("demo")(demo.demo)
+app.command("predict", cls=Command)(predict.predict)
+app.command("serve", cls=Command)(serve.serve)
+app.command("stream", cls=Command)(stream.stream)
+app.command("publish", cls=Command)(queues.publish)
+app.command("consume", cls=Command)(queues.consume)
+app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]
 

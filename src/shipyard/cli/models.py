@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from shipyard.cli.context import console, open_registry
+from shipyard.cli.context import Command, Group, console, open_registry
 from shipyard.errors import NotFoundError
-from shipyard.registry import DEFAULT_ALIAS, ModelRef, ModelVersionInfo, Registry
+from shipyard.registry.reference import DEFAULT_ALIAS
 
-app = typer.Typer(help="Inspect and manage registered models.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from shipyard.registry import ModelVersionInfo, Registry
 
-AliasOption = Annotated[str, typer.Option(help="Alias to move")]
+app = typer.Typer(cls=Group, help="Inspect and manage registered models.", no_args_is_help=True)
+
+AliasOption = Annotated[str, typer.Option(metavar="ALIAS", help="Alias to move")]
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_models(ctx: typer.Context) -> None:
     """Every registered model with its latest version and aliases."""
     with open_registry(ctx) as registry:
@@ -37,12 +40,14 @@ def list_models(ctx: typer.Context) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def show(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    ref: Annotated[str, typer.Argument(metavar="MODEL", help="NAME, NAME:VERSION or NAME@ALIAS")],
 ) -> None:
     """A model's versions, or one version's metrics, schema, artifact and lineage."""
+    from shipyard.registry import ModelRef
+
     parsed = ModelRef.parse(ref)
     with open_registry(ctx) as registry:
         if parsed.version is None and parsed.alias is None:
@@ -98,10 +103,12 @@ def _show_version(registry: Registry, version: ModelVersionInfo) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def promote(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION or NAME@ALIAS to promote")],
+    ref: Annotated[
+        str, typer.Argument(metavar="MODEL", help="NAME:VERSION or NAME@ALIAS to promote")
+    ],
     alias: AliasOption = DEFAULT_ALIAS,
 ) -> None:
     """Point an alias (default production) at a version."""
@@ -110,10 +117,10 @@ def promote(
     console.print(f"{version.name}@{alias} → v{version.version}")
 
 
-@app.command()
+@app.command(cls=Command)
 def rollback(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name")],
     alias: AliasOption = DEFAULT_ALIAS,
 ) -> None:
     """Move an alias back to the version it pointed to before its last move."""

@@ -6,32 +6,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from shipyard.cli.context import console, open_registry
-from shipyard.registry import Registry
+from shipyard.cli.context import Command, Group, console, open_registry
 
 if TYPE_CHECKING:  # imported when a command runs: scikit-learn takes a second to import
+    from rich.console import Console
+
     from shipyard.pipeline import RunResult, Spec
+    from shipyard.registry import Registry
 
-app = typer.Typer(help="Run pipelines.", no_args_is_help=True)
+app = typer.Typer(cls=Group, help="Run pipelines.", no_args_is_help=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     ctx: typer.Context,
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Pipeline spec (YAML)")],
+    spec_source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SPEC",
+            help="A YAML file, or the name of a packaged example (shipyard examples list)",
+        ),
+    ],
     data: Annotated[
-        Path | None, typer.Option(help="Read the table from this file instead of the spec's")
+        Path | None,
+        typer.Option(metavar="FILE", help="Read the table from this file instead of the spec's"),
     ] = None,
 ) -> None:
     """Ingest, validate, split, train, evaluate, export, register and maybe promote a model."""
     from shipyard.pipeline import load_spec
 
-    spec, text = load_spec(spec_path)
-    if data is not None:
-        spec = spec.with_data_file(data)
+    spec, text = load_spec(spec_source, data_file=data)
     with open_registry(ctx) as registry:
         result = run_with_status(registry, spec, text, console)
     console.print(run_table(result))

@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from shipyard.cli.context import console, open_registry
-from shipyard.data import read_table, write_table
-from shipyard.inference import load_predictor
-from shipyard.inference.batch import DEFAULT_BATCH_ROWS, score_frame
-from shipyard.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shipyard.registry import Registry
+
+#: Rows per predictor call unless --batch-rows says otherwise (``inference.batch``'s default,
+#: written out so that ``--help`` does not import the inference stack).
+BATCH_ROWS = 8192
 
 
 def predict(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file to score")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write predictions")],
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per predictor call")] = (
-        DEFAULT_BATCH_ROWS
-    ),
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="NAME, NAME:VERSION or NAME@ALIAS")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", metavar="FILE", help="CSV, Parquet or JSON Lines file to score"
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="Where to write predictions"),
+    ],
+    batch_rows: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Rows per predictor call")
+    ] = BATCH_ROWS,
 ) -> None:
     """Score every row of a file; output keeps the input's other columns (ids, labels)."""
     with open_registry(ctx) as registry:
@@ -35,8 +46,15 @@ def score_file(
     registry: Registry, model: str, input: Path, output: Path, *, batch_rows: int
 ) -> pd.DataFrame:
     """Verify and load the model, score the file with a progress bar, write the result."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from shipyard.data import read_table, write_table
+    from shipyard.inference import load_predictor
+    from shipyard.inference.batch import score_frame
+
     predictor = load_predictor(registry.load_artifact(model))
     frame = read_table(input)
+    check_numbers(frame, predictor.input_schema["features"], input)
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),
@@ -52,3 +70,37 @@ def score_file(
         )
     write_table(scored, output)
     return scored
+
+
+def check_numbers(frame: pd.DataFrame, features: list[str], path: Path) -> None:
+    """SchemaError naming the column, the row (1-based, and the line of a CSV or JSON Lines
+    file) and the value of the first feature value, in file order, that is not a number."""
+    import numpy as np
+    import pandas as pd
+
+    from shipyard.errors import SchemaError
+
+    first: tuple[int, str] | None = None
+    for name in features:
+        if name not in frame.columns:
+            continue  # missing columns are named all together by the predictor
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            continue
+        # Text that spells a number ("1.5") converts, as the predictor converts it.
+        bad = pd.to_numeric(column, errors="coerce").isna().to_numpy() & column.notna().to_numpy()
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            if first is None or index < first[0]:
+                first = (index, name)
+    if first is None:
+        return
+    index, name = first
+    value = frame[name].iloc[index]
+    shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
+    # Line numbers of a text file: a CSV has its header line first; JSON Lines has none.
+    line = {".csv": index + 2, ".jsonl": index + 1, ".ndjson": index + 1}.get(path.suffix.lower())
+    where = f"row {index + 1}" + (f" (line {line})" if line is not None else "")
+    raise SchemaError(
+        f"{path}: feature {name!r} in {where} must be a number, got {shown}; fix or drop that row"
+    )

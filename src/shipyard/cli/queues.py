@@ -6,45 +6,58 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from shipyard.cli.context import console, settings_of
-from shipyard.data import read_table
-from shipyard.errors import InvalidInputError
-from shipyard.messaging import QueueSpec, open_broker, shown_url
-from shipyard.messaging.embedded import broker_url
-from shipyard.settings import Settings
-from shipyard.stream.client import publish_all
-from shipyard.stream.messages import encode_rows
+from shipyard.cli.context import console, err_console, settings_of
+
+if TYPE_CHECKING:
+    from shipyard.settings import Settings
 
 BrokerOption = Annotated[
     str | None,
     typer.Option(
-        help="amqp://…, nats://…, redis://… [env: SHIPYARD_BROKER_URL; default: the "
-        "embedded NATS server under the home]"
+        metavar="URL",
+        help="amqp://…, nats://…, redis://… \\[env: SHIPYARD_BROKER_URL; default: the "
+        "embedded NATS server under the home]",
     ),
 ]
 
 
 def publish(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines file of rows")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV, Parquet or JSON Lines file of rows")
+    ],
     broker: BrokerOption = None,
-    queue: Annotated[str, typer.Option(help="Queue to publish to")] = "transactions",
+    queue: Annotated[
+        str, typer.Option(metavar="QUEUE", help="Queue to publish to")
+    ] = "transactions",
     id_column: Annotated[
-        str, typer.Option(help="Column holding each row's id (made up when absent)")
+        str,
+        typer.Option(metavar="COLUMN", help="Column holding each row's id (made up when absent)"),
     ] = "id",
     chunk: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Messages per confirmed publish")
+        int, typer.Option(metavar="N", min=1, max=100_000, help="Messages per confirmed publish")
     ] = (1000),
     patience: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for room when the queue is full")
+        float,
+        typer.Option(
+            metavar="SECONDS", min=0, help="How long to wait for room when the queue is full"
+        ),
     ] = 60.0,
 ) -> None:
-    """Publish each row as a JSON message (its columns plus an ``id``) to QUEUE."""
+    """Publish each row as a JSON message (its columns plus an id) to QUEUE."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from shipyard.data import read_table
+    from shipyard.errors import InvalidInputError
+    from shipyard.messaging import open_broker, shown_url
+    from shipyard.messaging.embedded import broker_url
+    from shipyard.stream.client import publish_all
+    from shipyard.stream.messages import encode_rows
+
     settings = _with_broker(ctx, broker)
     frame = read_table(file)
     if frame.empty:
@@ -79,22 +92,34 @@ def publish(
 
 def consume(
     ctx: typer.Context,
-    queue: Annotated[str, typer.Argument(help="Queue to read, e.g. results or transactions.dead")],
+    queue: Annotated[
+        str,
+        typer.Argument(metavar="QUEUE", help="Queue to read, e.g. results or transactions.dead"),
+    ],
     broker: BrokerOption = None,
-    count: Annotated[int, typer.Option(min=1, help="Most messages to take")] = 10,
+    count: Annotated[int, typer.Option(metavar="N", min=1, help="Most messages to take")] = 10,
     wait: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for a message before stopping")
+        float,
+        typer.Option(
+            metavar="SECONDS", min=0, help="How long to wait for a message before stopping"
+        ),
     ] = 2.0,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write JSON Lines here instead of printing"),
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write JSON Lines here instead of printing"
+        ),
     ] = None,
 ) -> None:
-    """Take up to COUNT messages off QUEUE (they are acked: gone from the queue) and print
-    their bodies, one per line."""
+    """Take up to COUNT messages off QUEUE (acked: gone from it) and print their bodies."""
+    from shipyard.messaging.embedded import broker_url
+
     settings = _with_broker(ctx, broker)
     with broker_url(settings) as url:
         lines = asyncio.run(_take(url, queue, count, wait))
+    if not lines:
+        # On stderr: stdout stays the data, empty here, for whoever reads it.
+        err_console.print(f"0 messages from {queue!r} within {wait:g} s", soft_wrap=True)
     if output is None:
         for line in lines:
             console.print(line, markup=False, soft_wrap=True)
@@ -105,6 +130,8 @@ def consume(
 
 
 async def _take(url: str, queue: str, count: int, wait_s: float) -> list[str]:
+    from shipyard.messaging import QueueSpec, open_broker
+
     connection = open_broker(url)
     lines: list[str] = []
     try:

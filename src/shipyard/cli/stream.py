@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import shutil
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from shipyard.cli.context import err_console, settings_of
+from shipyard.cli.context import err_console, settings_of, verbose_of
+from shipyard.cli.queues import BrokerOption
 from shipyard.errors import ConfigurationError
-from shipyard.messaging import shown_url
-from shipyard.messaging.embedded import broker_url
-from shipyard.registry import DEFAULT_ALIAS
-from shipyard.settings import Settings
-from shipyard.stream.process import options
-from shipyard.stream.scorer import ScorerConfig
-from shipyard.stream.workers import WorkerPool, run_worker, worker_name
+from shipyard.registry.reference import DEFAULT_ALIAS
+
+if TYPE_CHECKING:
+    from shipyard.settings import Settings
+    from shipyard.stream.scorer import ScorerConfig
 
 
 def stream(
@@ -25,46 +23,66 @@ def stream(
     model: Annotated[
         str,
         typer.Option(
-            "--model", "-m", help=f"NAME (means NAME@{DEFAULT_ALIAS}), NAME@ALIAS or NAME:V"
+            "--model",
+            "-m",
+            metavar="MODEL",
+            help=f"NAME (means NAME@{DEFAULT_ALIAS}), NAME@ALIAS or NAME:VERSION",
         ),
     ],
-    broker: Annotated[
-        str | None,
-        typer.Option(
-            help="amqp://…, nats://…, redis://… [env: SHIPYARD_BROKER_URL; default: the "
-            "embedded NATS server under the home]"
-        ),
-    ] = None,
-    queue: Annotated[str, typer.Option(help="Queue of input messages")] = "transactions",
-    results: Annotated[str, typer.Option(help="Queue the results go to")] = "results",
+    broker: BrokerOption = None,
+    queue: Annotated[
+        str, typer.Option(metavar="QUEUE", help="Queue of input messages")
+    ] = "transactions",
+    results: Annotated[
+        str, typer.Option(metavar="QUEUE", help="Queue the results go to")
+    ] = "results",
     dead_letter: Annotated[
-        str | None, typer.Option(help="Queue of refused messages [default: QUEUE.dead]")
+        str | None,
+        typer.Option(metavar="QUEUE", help="Queue of refused messages \\[default: QUEUE.dead]"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Most messages per batch")] = (
-        256
-    ),
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", min=1, max=10_000, help="Most messages per batch")
+    ] = 256,
     max_wait_ms: Annotated[
-        float, typer.Option(min=0, help="Longest wait for the first message of a batch")
+        float,
+        typer.Option(metavar="MS", min=0, help="Longest wait for the first message of a batch"),
     ] = 20.0,
-    workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes")] = 1,
+    workers: Annotated[int, typer.Option(metavar="N", min=1, max=256, help="Worker processes")] = 1,
     max_deliveries: Annotated[
-        int, typer.Option(min=1, help="Deliveries after which a message is dead-lettered")
+        int,
+        typer.Option(metavar="N", min=1, help="Deliveries after which a message is dead-lettered"),
     ] = 5,
     results_max_length: Annotated[
         int | None,
-        typer.Option(min=1, help="Bound of the results queue; when full, scoring pauses"),
+        typer.Option(
+            metavar="N", min=1, help="Bound of the results queue; when full, scoring pauses"
+        ),
     ] = None,
     redelivery_ms: Annotated[
         float,
-        typer.Option(min=100, help="How long a dead worker's messages wait for another"),
+        typer.Option(
+            metavar="MS", min=100, help="How long a dead worker's messages wait for another"
+        ),
     ] = 30_000,
     metrics_port: Annotated[
         int | None,
-        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT(+rank)"),
+        typer.Option(
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT(+rank)",
+        ),
     ] = None,
     worker_id: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Score messages from QUEUE with the model; results to RESULTS; bad ones to dead-letter."""
+    from prometheus_client import start_http_server
+
+    from shipyard.messaging import shown_url
+    from shipyard.messaging.embedded import broker_url
+    from shipyard.stream.scorer import ScorerConfig
+    from shipyard.stream.workers import run_worker, worker_name
+
     settings = settings_of(ctx)
     if broker is not None:
         settings = settings.model_copy(update={"broker_url": broker})
@@ -95,16 +113,22 @@ def stream(
             f"{workers} workers scoring {model} from {queue!r} on {shown_url(url)}; "
             "Ctrl-C stops them"
         )
-        code = _run_pool(settings, config, url, redelivery_ms, workers, metrics_port)
+        code = _run_pool(
+            settings, config, url, redelivery_ms, workers, metrics_port, verbose_of(ctx)
+        )
     if code:
         raise typer.Exit(code)
 
 
-def _worker_command(config: ScorerConfig, redelivery_ms: float, index: int) -> list[str]:
+def _worker_command(
+    config: ScorerConfig, redelivery_ms: float, index: int, verbose: bool
+) -> list[str]:
     """The command line of worker ``index``; the settings (home, database, broker…) go by
     environment, so no password shows in the process list."""
-    command = [sys.executable, "-m", "shipyard", "stream", *options(config, redelivery_ms)]
-    return [*command, "--worker-id", str(index)]
+    from shipyard.stream.process import options
+
+    command = [sys.executable, "-m", "shipyard", *(["--verbose"] if verbose else []), "stream"]
+    return [*command, *options(config, redelivery_ms), "--worker-id", str(index)]
 
 
 def _run_pool(
@@ -114,7 +138,12 @@ def _run_pool(
     redelivery_ms: float,
     workers: int,
     metrics_port: int | None,
+    verbose: bool,
 ) -> int:
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from shipyard.stream.workers import WorkerPool
+
     metrics_dir = settings.home / "metrics" / "stream"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
@@ -126,7 +155,7 @@ def _run_pool(
         multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         start_http_server(metrics_port, "127.0.0.1", registry=registry)
     pool = WorkerPool(
-        lambda index: _worker_command(config, redelivery_ms, index),
+        lambda index: _worker_command(config, redelivery_ms, index, verbose),
         workers,
         env=env,
         on_exit=lambda pid: multiprocess.mark_process_dead(pid, str(metrics_dir)),  # type: ignore[no-untyped-call]

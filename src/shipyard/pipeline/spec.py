@@ -5,7 +5,7 @@ parameters, how to split, which metrics to compute, and when to promote the new 
 
     name: fraud
     data:
-      path: fraud.parquet        # or: generate: {dataset: fraud, rows: 50000, seed: 1}
+      path: fraud.parquet        # or generate: {dataset: fraud, …}; or neither, with --data
       dataset: fraud             # built-in schema; or columns: [{name: x, dtype: float64}, …]
       target: Class
     task: classification
@@ -17,6 +17,7 @@ parameters, how to split, which metrics to compute, and when to promote the new 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -27,14 +28,20 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shipyard.data import DATASETS, Column, TableSchema, get_dataset
-from shipyard.errors import SpecError
+from shipyard.errors import NotFoundError, SpecError
+from shipyard.examples import example_names, example_spec
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS
 from shipyard.registry import DEFAULT_ALIAS
+
+#: The pydantic error type of an estimator parameter the estimator does not take.
+_UNKNOWN_PARAMETER = "unknown_parameter"
 
 
 class _Strict(BaseModel):
@@ -67,7 +74,10 @@ class DataSpec(_Strict):
     @model_validator(mode="after")
     def _one_source_one_schema(self) -> Self:
         if (self.path is None) == (self.generate is None):
-            raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `generate`")
+            raise ValueError(
+                "give exactly one of `path` (a CSV/Parquet file) or `generate`, "
+                "or the file with --data"
+            )
         if self.columns is None and self.dataset is None:
             if self.generate is None:
                 raise ValueError("give the schema: `dataset: NAME` or a `columns` list")
@@ -104,6 +114,26 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"unknown model type {value!r}; choose one of {', '.join(sorted(ESTIMATORS))}"
             )
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked against the estimator's own parameter names (no fitting), so a misspelling
+        # fails when the spec loads, with its line, instead of at the train stage.
+        type_name = info.data.get("type")
+        if type_name not in ESTIMATORS:
+            return value  # the type's own error says what is wrong
+        known = sorted(ESTIMATORS[type_name].cls().get_params())
+        for name in value:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                raise PydanticCustomError(
+                    _UNKNOWN_PARAMETER,
+                    "unknown parameter {quoted} for {estimator}; {hint}",
+                    {"name": name, "quoted": repr(name), "estimator": type_name, "hint": hint},
+                )
         return value
 
 
@@ -166,17 +196,40 @@ class Spec(_Strict):
         return self.promotion.metric or self.metrics[0]
 
 
-def load_spec(path: Path) -> tuple[Spec, str]:
-    """Read, parse and validate a spec file; return it with its text (kept for lineage)."""
+def find_spec(source: str | Path) -> Path:
+    """The spec file ``source`` names: a file, or else the name of a packaged example."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    name = str(source)
+    if path.suffix == "" and "/" not in name and "\\" not in name:
+        try:
+            return example_spec(name)
+        except NotFoundError:
+            raise SpecError(
+                f"no spec file {name!r} here ({Path.cwd()}) and no packaged example of that "
+                f"name; examples: {', '.join(example_names())} (`shipyard examples list`)"
+            ) from None
+    if path.is_dir():
+        raise SpecError(f"{path.absolute()} is a folder; give the spec file in it")
+    raise SpecError(
+        f"no spec file at {path.absolute()}; `shipyard examples list` shows the packaged "
+        "examples, which run by name (`shipyard pipeline run fraud`) or copy into a folder "
+        "(`shipyard examples copy fraud`)"
+    )
+
+
+def load_spec(source: str | Path, *, data_file: Path | None = None) -> tuple[Spec, str]:
+    """Read, parse and validate a spec (a file, or a packaged example's name); return it
+    with its text (kept for lineage). ``data_file`` replaces the spec's own data source."""
+    path = find_spec(source)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"no spec file at {path}; see examples/fraud/pipeline.yaml") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"cannot read spec {path}: {error}") from error
-    spec = parse_spec(text, source=str(path))
+    spec = parse_spec(text, source=str(path), data_file=data_file)
     data = spec.data
-    if data.path is not None and not data.path.is_absolute():
+    if data_file is None and data.path is not None and not data.path.is_absolute():
         # Relative data paths are relative to the spec file, not to wherever the CLI runs.
         spec = spec.model_copy(
             update={"data": data.model_copy(update={"path": path.parent / data.path})}
@@ -184,8 +237,9 @@ def load_spec(path: Path) -> tuple[Spec, str]:
     return spec, text
 
 
-def parse_spec(text: str, *, source: str = "<spec>") -> Spec:
-    """Validate spec text; errors name the source, the line and the field."""
+def parse_spec(text: str, *, source: str = "<spec>", data_file: Path | None = None) -> Spec:
+    """Validate spec text; errors name the source, the line and the field. ``data_file``
+    replaces the spec's data source, so a spec may leave it out."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -197,10 +251,21 @@ def parse_spec(text: str, *, source: str = "<spec>") -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, …")
     lines = _line_numbers(node)
+    if data_file is not None and isinstance(raw.get("data"), dict):
+        raw = {**raw, "data": _with_file(raw["data"], data_file)}
     try:
         return Spec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(_describe(error, lines, source)) from error
+
+
+def _with_file(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A spec's raw ``data`` reading ``path``; a generator's dataset stays the schema."""
+    replaced = {key: value for key, value in data.items() if key != "generate"}
+    generate = data.get("generate")
+    if isinstance(generate, dict) and "dataset" not in data and "columns" not in data:
+        replaced["dataset"] = generate.get("dataset")
+    return {**replaced, "path": path}
 
 
 def _line_numbers(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
@@ -227,8 +292,18 @@ def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], s
     problems = []
     for item in error.errors():
         loc = tuple(item["loc"])
+        where_in_file = loc
+        if item["type"] == _UNKNOWN_PARAMETER:  # the line of the parameter, not of `params`
+            where_in_file = (*loc, item["ctx"]["name"])
         # The deepest prefix of the location that exists in the file carries the line.
-        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        line = next(
+            (
+                lines[where_in_file[:n]]
+                for n in range(len(where_in_file), -1, -1)
+                if where_in_file[:n] in lines
+            ),
+            None,
+        )
         field = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":

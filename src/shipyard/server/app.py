@@ -19,8 +19,8 @@ from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry
 from shipyard.server import auth, metrics, mlflow, models, oip, predict, queues
 from shipyard.server.limits import BodySizeLimit
-from shipyard.server.responses import error_response
-from shipyard.server.state import ServerState
+from shipyard.server.responses import error_response, json_response
+from shipyard.server.state import ServerState, state_of
 from shipyard.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,30 @@ def _hooks() -> ServiceHooks:
         ).inc(),
         swapped=lambda route, old, new: metrics.SWAPS.labels(route.split("@")[0]).inc(),
     )
+
+
+#: Where a person with curl goes from ``GET /``.
+LINKS = {
+    "docs": "/docs",
+    "openapi": "/openapi.json",
+    "open_inference_protocol": "/v2",
+    "ready": "/v2/health/ready",
+    "predict": "/v1/models/{name}:predict",
+    "mlflow_invocations": "/invocations",
+    "registry": "/v1/registry/models",
+    "metrics": "/metrics",
+}
+
+
+async def root(request: Request) -> Response:
+    """What this server is, the models it loaded at start and where to go next."""
+    settings = state_of(request).settings
+    body: dict[str, object] = {"name": "shipyard", "version": __version__}
+    if not settings.protect_inference:  # model names are for callers who may use them
+        body["models"] = settings.serve_models
+        body["default_model"] = settings.serve_models[0] if settings.serve_models else None
+    body["links"] = LINKS
+    return json_response(body)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queues.router)
     app.include_router(auth.router)
     auth.install(app)
+
+    app.add_api_route("/", root, methods=["GET"], tags=["server"])
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -20,6 +20,7 @@ from shipyard.errors import InvalidInputError, NotFoundError
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
 from shipyard.server.responses import (
+    error_response,
     json_response,
     parse_json,
     require_media_type,
@@ -60,10 +61,23 @@ router = APIRouter(tags=["mlflow scoring"])
 health = APIRouter(tags=["mlflow scoring"])  # open even when inference is guarded
 
 
-@health.get("/ping")
+@health.get("/ping", responses={503: {"description": "Not ready to score /invocations"}})
+async def ping(request: Request) -> Response:
+    """Ready to score ``/invocations``, as MLflow's scoring server means it: 503 with the
+    reason while there is no default model (``--models``) or it is still loading."""
+    state = state_of(request)
+    if state.default_model is None:
+        return error_response(
+            "no default model for /invocations; start the server with --models NAME", 503
+        )
+    if not state.ready:
+        return error_response(f"loading {state.default_model}; try again shortly", 503)
+    return PlainTextResponse("\n")
+
+
 @health.get("/health")
-async def ping() -> Response:
-    """Liveness, as MLflow's scoring server answers it."""
+async def health_check() -> Response:
+    """Liveness: the process answers."""
     return PlainTextResponse("\n")
 
 

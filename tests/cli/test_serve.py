@@ -1,0 +1,114 @@
+"""shipyard serve: announced only once its port is held; a taken port is one line, exit 6."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipyard.cli.serve import split_names
+
+from .conftest import Cli
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that something listens on for the test."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_one_line_and_exit_6(cli: Cli, taken_port: int, workers: str) -> None:
+    result = cli("serve", "--port", str(taken_port), "--workers", workers)
+    assert result.code == 6
+    assert result.err.splitlines() == [
+        f"error: port {taken_port} on 127.0.0.1 is in use; stop what listens there "
+        "(`ss -ltnp` shows it) or choose another with --port"
+    ]
+    assert "serving" not in result.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "port 70000 is not a TCP port"),
+        (["--host", "host.invalid"], "cannot listen on host.invalid:"),
+    ],
+)
+def test_an_address_that_cannot_be_bound_is_a_usage_error(
+    cli: Cli, args: list[str], message: str
+) -> None:
+    result = cli("serve", *args)
+    assert result.code == 2
+    assert message in result.err
+    assert "serving" not in result.out
+
+
+def test_models_are_given_by_repeating_the_option_or_with_commas() -> None:
+    assert split_names(["a,b", "c", " d , ,e"]) == ["a", "b", "c", "d", "e"]
+    assert split_names(None) == []
+
+
+def test_each_model_of_a_comma_list_is_checked(model_cli: Cli) -> None:
+    result = model_cli("serve", "--models", "fraud,nope", "--port", "0")
+    assert result.code == 3
+    assert "nope" in result.err
+    assert "serving" not in result.out
+
+
+def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    assert ready, "the server announced nothing"
+    return process.stdout.readline()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_announced_address_is_the_bound_one(home_with_model: Path, workers: str) -> None:
+    """With --port 0 the system picks the port: the announcement names the one held."""
+    command = [sys.executable, "-m", "shipyard", "--home", str(home_with_model), "serve"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    with subprocess.Popen(
+        [*command, "-m", "fraud", "--port", "0", "--workers", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as process:
+        try:
+            line = _first_line(process, 60)
+            assert line.startswith("serving fraud on http://127.0.0.1:"), line
+            url = line.split(" on ")[1].split(" ")[0]
+            assert not url.endswith(":0")
+            _wait_ready(process, url)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _wait_ready(process: subprocess.Popen[str], url: str) -> None:
+    for _ in range(600):  # the models load after the port is held: wait, bounded
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "the server stopped"
+        time.sleep(0.1)
+    pytest.fail("the server did not become ready")
