@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from shipyard.children import Child, http_ok
 from shipyard.cli.serve import split_names
 
 from .conftest import Cli
@@ -68,47 +65,23 @@ def test_each_model_of_a_comma_list_is_checked(model_cli: Cli) -> None:
     assert "serving" not in result.out
 
 
-def _first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    assert ready, "the server announced nothing"
-    return process.stdout.readline()
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_the_announced_address_is_the_bound_one(home_with_model: Path, workers: str) -> None:
+def test_the_announced_address_is_the_bound_one(
+    home_with_model: Path, tmp_path: Path, workers: str
+) -> None:
     """With --port 0 the system picks the port: the announcement names the one held."""
     command = [sys.executable, "-m", "shipyard", "--home", str(home_with_model), "serve"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-    with subprocess.Popen(
+    server = Child(
         [*command, "-m", "fraud", "--port", "0", "--workers", workers],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
         env=env,
-    ) as process:
-        try:
-            line = _first_line(process, 60)
-            assert line.startswith("serving fraud on http://127.0.0.1:"), line
-            url = line.split(" on ")[1].split(" ")[0]
-            assert not url.endswith(":0")
-            _wait_ready(process, url)
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-def _wait_ready(process: subprocess.Popen[str], url: str) -> None:
-    for _ in range(600):  # the models load after the port is held: wait, bounded
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "the server stopped"
-        time.sleep(0.1)
-    pytest.fail("the server did not become ready")
+        log=tmp_path / "serve.log",
+        die_with_parent=True,
+    )
+    with server.start(server.logged("serving fraud on http://127.0.0.1:"), timeout_s=60):
+        line = next(ln for ln in server.output().splitlines() if ln.startswith("serving"))
+        url = line.split(" on ")[1].split(" ")[0]
+        assert not url.endswith(":0")
+        # The models load after the port is held: ready comes later (bounded).
+        server.wait_ready(http_ok(f"{url}/v2/health/ready"), timeout_s=60)
+        server.stop(30, signum=signal.SIGINT)
