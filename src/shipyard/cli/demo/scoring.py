@@ -135,10 +135,10 @@ def comparison_table(champion: HoldoutScoring, challenger: HoldoutScoring) -> Ta
     figures below."""
     rows, positives = champion.metrics.rows, champion.metrics.positives
     table = Table(
-        title=f"champion vs challenger, both on the same {rows:,} held-out rows "
-        f"({positives:,} fraud), which neither trained on",
+        title=f"champion vs challenger on the same {rows:,} held-out rows ({positives:,} fraud)",
         title_justify="left",
-        caption="*each on its own test split: other rows for each, so not comparable",
+        caption="neither version trained on these rows. *Each on its own test split: other "
+        "rows for each, so not comparable",
         caption_justify="left",
     )
     table.add_column()
