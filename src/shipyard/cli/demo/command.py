@@ -5,8 +5,8 @@ scores a held-out file through the production alias's verified artifact and meas
 against the file's labels, trains a challenger and compares both on those same rows, then
 starts the server, sends single-row requests over Open Inference Protocol and MLflow
 scoring, promotes the challenger mid-traffic, publishes the held-out transactions to the
-embedded broker for scorer processes and reads the results back, and prints a summary. A
-second run on the same home registers the next versions.
+embedded broker for scorer processes and reads the results back, prints a summary and the
+commands to try next. A second run on the same home registers the next versions.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def demo(
     # import, which the other commands and --help skip.
     from rich.table import Table
 
+    from shipyard.cli.demo.next_steps import (
+        next_steps,
+        print_next_steps,
+        shipyard_command,
+        write_request,
+    )
     from shipyard.cli.demo.scoring import batch_table, comparison_table, score_holdout, shown
     from shipyard.cli.demo.serving import serve_and_swap, swap_table
     from shipyard.cli.demo.streaming import stream_and_count, stream_table
@@ -121,6 +127,14 @@ def demo(
         streamed = stream_and_count(settings, holdout, workers=stream_workers, out=console)
         console.print(stream_table(streamed))
 
+    # The production version at the end is the challenger: its best-caught fraud shows a score.
+    request = write_request(
+        holdout,
+        contender.scored["probability"],
+        fraud.schema.feature_names,
+        target,
+        data_dir / "fraud-request.json",
+    )
     summary = Table(title="shipyard demo", show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column(overflow="fold")  # a digest is never cut
@@ -171,3 +185,6 @@ def demo(
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
     console.print(summary)
+    shipyard = shipyard_command(ctx.find_root().params)
+    steps = next_steps(shipyard, model=spec.model.name, request=request, previous=production.ref)
+    print_next_steps(steps, console)
