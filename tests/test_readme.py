@@ -90,6 +90,9 @@ def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     assert "held-out average_precision" in first
     assert ", 0 errors;" in first
     assert "nothing lost" in first
+    assert "rows/s, verifying, reading and writing included" in first  # batch scoring
+    assert "champion vs challenger on the same 20,000 held-out rows" in first
+    assert "\n  shipyard models show fraud\n" in first  # "Next" (tests/cli/test_demo.py)
     assert (copy / ".shipyard" / "registry.db").exists()
     second = _run(
         ".venv/bin/shipyard demo --rows 20000 --holdout-rows 2000 --requests 400", copy, env, 600

@@ -158,6 +158,15 @@ def test_a_user_that_died_without_stop_is_not_waited_for(servers: Make, home: Pa
     assert not _runs(pid)
 
 
+def test_state_and_port_files_are_private_and_whole(servers: Make, home: Path) -> None:
+    """Written by the atomic private writer: mode 0600, no temporary file left beside."""
+    servers().start()
+    folder = home / "nats"
+    for name in ("server.json", "port"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600
+    assert not [path.name for path in folder.iterdir() if path.name.endswith(".tmp")]
+
+
 def test_a_restarted_server_keeps_its_port(servers: Make) -> None:
     """Clients holding the old URL (a scorer) reconnect to the next server of the home."""
     first = servers()

@@ -39,6 +39,7 @@ from types import TracebackType
 
 from shipyard.children import Child, free_port, log_tail, pid_running, port_free, stop_pid
 from shipyard.errors import ConfigurationError, UnavailableError
+from shipyard.files import write_private
 from shipyard.settings import Settings
 
 START_TIMEOUT_S = 15.0
@@ -249,7 +250,7 @@ class EmbeddedNats:
             self._process = process
             url = f"nats://127.0.0.1:{port}"
             self._write_state({"pid": process.pid, "port": port, "url": url, "users": []})
-            (self.folder / "port").write_text(str(port))
+            write_private(self.folder / "port", str(port).encode())
             return url
         raise UnavailableError(
             f"the embedded nats-server ({binary}) did not start with JetStream within "
@@ -263,9 +264,8 @@ class EmbeddedNats:
             return None
 
     def _write_state(self, state: dict[str, object]) -> None:
-        partial = self.state_path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(state))
-        partial.replace(self.state_path)  # readers never see half a file
+        # Whole or not at all: a process reading it without the lock never sees half a file.
+        write_private(self.state_path, json.dumps(state).encode())
 
 
 @contextlib.contextmanager

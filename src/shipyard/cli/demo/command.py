@@ -1,11 +1,12 @@
 """``shipyard demo``: the main job end to end on the embedded defaults.
 
 Generates transactions, runs the fraud pipeline (train, evaluate, sign, register, promote),
-scores a held-out file through the production alias's verified artifact, then starts the
-server, sends single-row requests over Open Inference Protocol and MLflow scoring, promotes
-a challenger version mid-traffic, publishes the held-out transactions to the embedded
-broker for two scorer processes and reads the results back, and prints a summary. A second
-run on the same home registers the next versions.
+scores a held-out file through the production alias's verified artifact and measures it
+against the file's labels, trains a challenger and compares both on those same rows, then
+starts the server, sends single-row requests over Open Inference Protocol and MLflow
+scoring, promotes the challenger mid-traffic, publishes the held-out transactions to the
+embedded broker for scorer processes and reads the results back, prints a summary and the
+commands to try next. A second run on the same home registers the next versions.
 """
 
 from __future__ import annotations
@@ -14,16 +15,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from shipyard.cli.context import console, open_registry, settings_of
-from shipyard.cli.demo.serving import serve_and_swap, swap_table
-from shipyard.cli.demo.streaming import stream_and_count, stream_table
-from shipyard.cli.pipeline import run_table, run_with_status
-from shipyard.cli.predict import score_file
-from shipyard.data import get_dataset, read_table, write_table
-from shipyard.errors import ModelNotFoundError
-from shipyard.examples import example_spec
 
 BASE_SEED = 7
 
@@ -41,10 +34,24 @@ def demo(
         int, typer.Option(min=1, max=16, help="Scorer processes of the stream step")
     ] = 2,
 ) -> None:
-    """Generate data, train and register the fraud model, score a held-out file."""
-    # Imported here: scikit-learn and the pipeline take seconds, which other commands skip.
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    """Generate data; train, register, score, serve and stream the fraud model."""
+    # Imported here: pandas, scikit-learn, the pipeline and the server take seconds to
+    # import, which the other commands and --help skip.
+    from rich.table import Table
 
+    from shipyard.cli.demo.next_steps import (
+        next_steps,
+        print_next_steps,
+        shipyard_command,
+        write_request,
+    )
+    from shipyard.cli.demo.scoring import batch_table, comparison_table, score_holdout, shown
+    from shipyard.cli.demo.serving import serve_and_swap, swap_table
+    from shipyard.cli.demo.streaming import stream_and_count, stream_table
+    from shipyard.cli.pipeline import run_table, run_with_status
+    from shipyard.data import get_dataset, read_table, write_table
+    from shipyard.errors import ModelNotFoundError
+    from shipyard.examples import example_spec
     from shipyard.pipeline import load_spec
 
     started = time.perf_counter()
@@ -71,12 +78,17 @@ def demo(
         console.print(run_table(result))
 
         console.rule("[bold]3. batch scoring through the registry")
+        target = fraud.schema.target
+        assert target is not None
         ref = f"{spec.model.name}@{spec.promotion.alias}"
-        scored_path = data_dir / f"fraud-holdout-{seed}-scored.parquet"
-        score_start = time.perf_counter()
-        scored = score_file(registry, ref, holdout_path, scored_path, batch_rows=8192)
-        score_seconds = time.perf_counter() - score_start
-        production = registry.get_version(ref)
+        champion = score_holdout(
+            registry,
+            ref,
+            holdout_path,
+            data_dir / f"fraud-holdout-{seed}-scored.parquet",
+            target=target,
+        )
+        console.print(batch_table(champion, ref))
 
         console.rule("[bold]4. serving, with a promotion mid-traffic")
         challenger_path = data_dir / f"fraud-challenger-{seed}.parquet"
@@ -85,9 +97,19 @@ def demo(
             update={"promotion": spec.promotion.model_copy(update={"require": "never"})}
         )
         challenger = run_with_status(registry, challenger_spec, text, console)
+        # Each version's test split is its own data: only the same held-out rows compare them.
+        contender = score_holdout(
+            registry,
+            challenger.version.ref,
+            holdout_path,
+            data_dir / f"fraud-holdout-{seed}-scored-by-v{challenger.version.version}.parquet",
+            target=target,
+        )
+        console.print(comparison_table(champion, contender))
         console.print(
-            f"challenger {challenger.version.ref}: average_precision "
-            f"{challenger.metrics['average_precision']:.4f}"
+            f"{contender.version.ref} goes to {spec.promotion.alias} halfway through the "
+            "traffic, better or not: this step shows the swap, not a choice",
+            soft_wrap=True,
         )
         holdout = read_table(holdout_path)
         swap = serve_and_swap(
@@ -105,13 +127,17 @@ def demo(
         streamed = stream_and_count(settings, holdout, workers=stream_workers, out=console)
         console.print(stream_table(streamed))
 
-    target = fraud.schema.target
-    assert target is not None
-    holdout_ap = average_precision_score(scored[target], scored["probability"])
-    holdout_auc = roc_auc_score(scored[target], scored["probability"])
+    # The production version at the end is the challenger: its best-caught fraud shows a score.
+    request = write_request(
+        holdout,
+        contender.scored["probability"],
+        fraud.schema.feature_names,
+        target,
+        data_dir / "fraud-request.json",
+    )
     summary = Table(title="shipyard demo", show_header=False, title_justify="left")
     summary.add_column(style="bold")
-    summary.add_column()
+    summary.add_column(overflow="fold")  # a digest is never cut
     summary.add_row("home", str(settings.home))
     verdict = "promoted" if result.promotion.promoted else "not promoted"
     summary.add_row(
@@ -121,20 +147,27 @@ def demo(
     )
     summary.add_row("production", f"{swap.promoted} (promoted mid-traffic)")
     for name in ("average_precision", "roc_auc"):
-        summary.add_row(f"test {name}", f"{result.metrics[name]:.4f}")
+        summary.add_row(
+            f"test {name}", f"{result.metrics[name]:.4f} ({result.version.ref}, its own test split)"
+        )
     summary.add_row(
         "stage timings", ", ".join(f"{s.name} {s.duration_s:.2f}s" for s in result.stages)
     )
+    production = champion.version
     summary.add_row(
         "held-out scoring",
-        f"{len(scored):,} rows by {production.ref} in {score_seconds:.2f} s "
-        f"({len(scored) / score_seconds:,.0f} rows/s)",
+        f"{champion.metrics.rows:,} rows by {production.ref} in {champion.seconds:.2f} s "
+        f"({champion.rows_per_s:,.0f} rows/s)",
     )
-    summary.add_row("held-out average_precision", f"{holdout_ap:.4f}")
-    summary.add_row("held-out roc_auc", f"{holdout_auc:.4f}")
+    for name in ("average_precision", "roc_auc"):
+        summary.add_row(
+            f"held-out {name}",
+            f"{shown(getattr(champion.metrics, name))} {production.ref}, "
+            f"{shown(getattr(contender.metrics, name))} {contender.version.ref} (the same rows)",
+        )
     summary.add_row("artifact", f"{production.format} manifest sha256:{production.manifest_digest}")
     summary.add_row("signed by key", production.key_id)
-    summary.add_row("predictions", str(scored_path))
+    summary.add_row("predictions", str(champion.output))
     report = swap.report
     summary.add_row(
         "serving",
@@ -147,8 +180,11 @@ def demo(
         f"{streamed.published:,} published, {streamed.scored:,} scored + "
         f"{streamed.dead_lettered} dead-lettered, {streamed.throughput:,.0f} msg/s, p50 "
         f"{streamed.percentile_ms(50):.0f} ms, p99 {streamed.percentile_ms(99):.0f} ms "
-        f"({stream_workers} workers)",
+        f"({stream_workers} worker{'s' * (stream_workers > 1)})",
     )
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
     console.print(summary)
+    shipyard = shipyard_command(ctx.find_root().params)
+    steps = next_steps(shipyard, model=spec.model.name, request=request, previous=production.ref)
+    print_next_steps(steps, console)

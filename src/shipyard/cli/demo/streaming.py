@@ -80,7 +80,7 @@ def stream_and_count(
     config = ScorerConfig(model="fraud")
     log = settings.home / "logs" / "demo-stream.log"
     with broker_url(settings) as url:
-        out.print(f"{workers} scorer processes on {url} (log: {log})")
+        out.print(f"{workers} scorer process{'es' * (workers > 1)} on {url} (log: {log})")
         scorers = settings.model_copy(update={"broker_url": url})
         with StreamProcess(scorers, config, workers=workers, log=log):
             result = asyncio.run(_publish_and_collect(url, config, bodies, broken, run))

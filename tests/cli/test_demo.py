@@ -1,0 +1,153 @@
+"""``shipyard demo``: what its batch and comparison steps print, and that every command of
+its closing "Next" list works on the home it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from shipyard.children import free_port
+from shipyard.cli.demo.next_steps import (
+    SERVE_PORT,
+    next_steps,
+    shipyard_command,
+    write_request,
+)
+from shipyard.cli.demo.scoring import label_metrics
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+BIN = Path(sys.executable).parent
+SMALL = ["--rows", "4000", "--holdout-rows", "1000", "--requests", "200", "--stream-workers", "1"]
+
+
+def test_label_metrics_against_the_labels() -> None:
+    truth = pd.Series([1, 1, 0, 0, 0])
+    probability = pd.Series([0.9, 0.2, 0.6, 0.1, 0.0])
+    metrics = label_metrics(truth, probability, (probability >= 0.5).astype(int))
+    assert (metrics.rows, metrics.positives, metrics.flagged) == (5, 2, 2)
+    assert (metrics.precision, metrics.recall) == (0.5, 0.5)
+    assert metrics.average_precision == pytest.approx(average_precision_score(truth, probability))
+    assert metrics.roc_auc == pytest.approx(5 / 6)  # fraud above legitimate in 5 of 6 pairs
+
+
+def test_label_metrics_say_none_where_the_file_cannot_tell() -> None:
+    """No fraud row: no recall, no ranking metric (scikit-learn would warn or raise);
+    nothing flagged: no precision."""
+    metrics = label_metrics(pd.Series([0, 0]), pd.Series([0.1, 0.2]), pd.Series([0, 0]))
+    assert (metrics.precision, metrics.recall) == (None, None)
+    assert (metrics.average_precision, metrics.roc_auc) == (None, None)
+
+
+def test_suggestions_repeat_the_home_options_the_demo_was_given() -> None:
+    assert shipyard_command({}) == "shipyard"
+    assert shipyard_command({"home": None, "database_url": None, "other": 1}) == "shipyard"
+    assert (
+        shipyard_command({"home": Path("my home"), "database_url": "sqlite:///x.db"})
+        == "shipyard --home 'my home' --database-url sqlite:///x.db"
+    )
+    steps = next_steps(
+        "shipyard --home 'my home'", model="fraud", request=Path("my home/r.json"), previous="v"
+    )
+    commands = [command for step in steps for command in step.commands]
+    assert all(c.startswith(("shipyard --home 'my home' ", "curl ", "kill ")) for c in commands)
+    assert any(c.endswith("-d @'my home/r.json'") for c in commands)
+
+
+def test_the_request_holds_the_best_scored_fraud_and_a_legitimate_row(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [5, 6, 7, 8], "Class": [0, 1, 1, 0]})
+    path = write_request(
+        frame, pd.Series([0.9, 0.3, 0.8, 0.1]), ["a", "b"], "Class", tmp_path / "r.json"
+    )
+    body = json.loads(path.read_text())
+    assert body == {"instances": [{"a": 3.0, "b": 7}, {"a": 1.0, "b": 5}]}
+    no_fraud = frame.assign(Class=0)
+    write_request(no_fraud, pd.Series([0.0] * 4), ["a"], "Class", path)
+    assert json.loads(path.read_text()) == {"instances": [{"a": 1.0}, {"a": 2.0}]}
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{BIN}{os.pathsep}/usr/bin:/bin"
+    env["COLUMNS"] = "160"  # tables wide enough to find a digest on one line; the Next
+    return env  # lines are longer still, and must not be cut
+
+
+def _run(args: list[str], cwd: Path, timeout: float) -> str:
+    done = subprocess.run(
+        args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _next_block(out: str) -> str:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next"))
+    block = lines[start + 1 :]
+    assert block
+    assert all(line.startswith("  ") for line in block)  # the list ends the output
+    return "\n".join(line.removeprefix("  ") for line in block) + "\n"
+
+
+@pytest.mark.e2e
+def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path) -> None:
+    """A small demo on a home given by ``--home`` (a relative path with a space); then its
+    Next list, as printed, as one bash script from the same folder — only the server's port
+    changed to a free one, as 8000 may be taken here."""
+    out = _run([str(BIN / "shipyard"), "--home", "demo home", "demo", *SMALL], tmp_path, 300)
+    home = tmp_path / "demo home"
+    with Registry.open(Settings(home=home)) as registry:
+        champion = registry.get_version("fraud:1")
+    batch = out[out.index("3. batch scoring") : out.index("4. serving")]
+    for shown in (
+        "fraud:1 (fraud@production)",
+        f"manifest sha256:{champion.manifest_digest}",
+        f"Ed25519 signature (key {champion.key_id})",
+        "1,000 held-out rows in",
+        "rows/s",
+        "flagged as fraud",
+        "precision / recall",
+        "demo home/data/fraud-holdout-7-scored.parquet",
+    ):
+        assert shown in batch, f"{shown!r} not in:\n{batch}"
+
+    # Both versions scored the same held-out rows, each through its own verified artifact.
+    data = home / "data"
+    scores = [
+        pd.read_parquet(data / name)
+        for name in ("fraud-holdout-7-scored.parquet", "fraud-holdout-7-scored-by-v2.parquet")
+    ]
+    truth = pd.read_parquet(data / "fraud-holdout-7.parquet")["Class"]
+    comparison = out[out.index("champion vs challenger") : out.index("server on ")]
+    assert "champion vs challenger on the same 1,000 held-out rows" in comparison
+    assert "fraud:1 (production)" in comparison
+    assert "fraud:2 (challenger)" in comparison
+    for scored in scores:
+        assert scored["Class"].equals(truth)
+        ap = average_precision_score(truth, scored["probability"])
+        assert f"{ap:.4f}" in comparison
+
+    port = str(free_port())
+    script = _next_block(out)
+    assert f"--port {SERVE_PORT} &" in script
+    script = script.replace(f"--port {SERVE_PORT}", f"--port {port}")
+    script = script.replace(f"localhost:{SERVE_PORT}/", f"localhost:{port}/")
+    stop_all = "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT"  # should a command fail
+    ran = _run(["bash", "-c", f"set -euo pipefail\n{stop_all}\n{script}"], tmp_path, 240)
+    assert "model fraud" in ran  # models show
+    assert "wrote 1,000 predictions to scored.csv" in ran
+    answer = json.loads(next(line for line in ran.splitlines() if '"predictions"' in line))
+    assert (answer["model"], answer["version"], len(answer["predictions"])) == ("fraud", 2, 2)
+    results = [json.loads(line) for line in ran.splitlines() if line.startswith('{"id"')]
+    assert len(results) == 3
+    assert {r["model"] for r in results} == {"fraud"}
+    assert "fraud@production rolled back to v1" in ran
+    assert not (home / "nats" / "server.json").exists()  # the scorer stopped the broker
