@@ -44,10 +44,13 @@ def registry(settings: Settings) -> Iterator[Registry]:
 
 @pytest.fixture
 def register(registry: Registry, exported_models: list[ExportedModel]) -> Register:
-    """``register(name, which=0, promote=None)``: the next version of ``name``."""
+    """``register(name, which=0, promote=None)``: the next version of ``name``, from
+    ``exported_models[which]`` or from the ``ExportedModel`` given as ``which``."""
 
-    def register_one(name: str, which: int = 0, promote: str | None = None) -> ModelVersionInfo:
-        model = exported_models[which]
+    def register_one(
+        name: str, which: int | ExportedModel = 0, promote: str | None = None
+    ) -> ModelVersionInfo:
+        model = exported_models[which] if isinstance(which, int) else which
         info = registry.register_version(
             name,
             files=model.files,

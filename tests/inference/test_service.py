@@ -578,19 +578,6 @@ def test_a_pipeline_trained_model_serves(pipeline_home: Path, ref: str) -> None:
 # -- one version per request: decoded and predicted by the same version --------------------
 
 
-def register_model(registry: Registry, name: str, model: ExportedModel) -> int:
-    """Store ``model`` as the next version of ``name``; its version number."""
-    info = registry.register_version(
-        name,
-        files=model.files,
-        format=model.format,
-        input_schema=model.input_schema,
-        output_schema=model.output_schema,
-        metrics={"roc_auc": 0.9},
-    )
-    return info.version
-
-
 def by_name(features: Features, names: list[str]) -> list[dict[str, float]]:
     """Rows of the test features (a, b, c, d) as records keyed by feature name."""
     columns = ["a", "b", "c", "d"]
@@ -611,6 +598,7 @@ def serves(service: InferenceService, version: int) -> bool:
 
 def test_under_swaps_to_a_reordered_version_every_answer_is_the_named_versions_own(
     registry: Registry,
+    register: Register,
     exported_models: list[ExportedModel],
     reordered_model: ExportedModel,
 ) -> None:
@@ -618,8 +606,8 @@ def test_under_swaps_to_a_reordered_version_every_answer_is_the_named_versions_o
     version over ``a, b, c, d`` and one over ``d, c, b, a``: each answer must be exactly what
     the version it names predicts for those named values."""
     models = {
-        register_model(registry, "m", exported_models[0]): exported_models[0],
-        register_model(registry, "m", reordered_model): reordered_model,
+        register("m", exported_models[0]).version: exported_models[0],
+        register("m", reordered_model).version: reordered_model,
     }
     registry.promote("m:1", "production")
     requests = [by_name(rows(1 + i % 3, seed=i), ["a", "b", "c", "d"]) for i in range(40)]
@@ -668,14 +656,15 @@ def test_under_swaps_to_a_reordered_version_every_answer_is_the_named_versions_o
 
 def test_a_request_whose_version_is_retired_before_it_is_batched_is_decoded_again(
     registry: Registry,
+    register: Register,
     exported_models: list[ExportedModel],
     reordered_model: ExportedModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The swap lands between decoding and submitting (the old batcher is closed): the
     request is decoded again, in the new version's feature order, and predicted by it."""
-    register_model(registry, "m", exported_models[0])
-    register_model(registry, "m", reordered_model)
+    register("m", exported_models[0])
+    register("m", reordered_model)
     registry.promote("m:1", "production")
     records = by_name(rows(3, seed=4), ["a", "b", "c", "d"])
     layouts: list[list[str]] = []
