@@ -238,3 +238,30 @@ def test_pid_running_sees_zombies_as_gone(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not pid_running(pid)
     assert child.wait(30) == 0
+
+
+def test_a_probe_that_fails_otherwise_than_not_yet_leaves_no_child(tmp_path: Path) -> None:
+    """A probe raising what is not "not ready yet" (or Ctrl-C) stops the start, and with it
+    the child: no ``with`` block holds it yet."""
+    child = Child(python(STUBBORN), log=tmp_path / "stubborn.log")
+
+    def broken() -> bool:
+        raise KeyError("the probe itself is wrong")
+
+    with pytest.raises(KeyError):
+        child.start(broken, timeout_s=60)
+    assert not child.running
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_http_ok_on_a_port_that_speaks_no_http_is_not_ready(tmp_path: Path) -> None:
+    port = free_port()
+    garbage = (
+        f"import socket; s = socket.create_server(('127.0.0.1', {port})); print('up', flush=True)\n"
+        "while True:\n    c, _ = s.accept(); c.sendall(b'NOT HTTP\\r\\n\\r\\n'); c.close()"
+    )
+    with Child(python(garbage), log=tmp_path / "garbage.log") as server:
+        server.wait_ready(server.logged("up"), timeout_s=60)
+        probe = http_ok(f"http://127.0.0.1:{port}/")
+        with pytest.raises(OSError, match="BadStatusLine"):
+            probe()

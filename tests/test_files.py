@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.files import write_private
+from shipyard.files import write_private, write_whole
 
 
 @pytest.fixture
@@ -96,3 +96,16 @@ def test_of_concurrent_creators_exactly_one_wins(tmp_path: Path) -> None:
     assert len(won) == 1
     assert path.read_bytes() == won[0]
     assert names(tmp_path) == ["secret"]
+
+
+def test_a_public_file_is_written_whole_and_readable_by_others(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    path = tmp_path / "keys" / "signing.pub"
+    assert write_whole(path, b"public\n")
+    assert write_whole(path, b"replaced\n")
+    assert path.read_bytes() == b"replaced\n"
+    assert mode(path) == 0o644
+    assert not write_whole(path, b"kept?\n", overwrite=False)
+    assert path.read_bytes() == b"replaced\n"
+    assert names(path.parent) == ["signing.pub"]

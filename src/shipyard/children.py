@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import http.client
 import os
 import signal
 import socket
@@ -90,6 +91,8 @@ def http_ok(url: str, timeout_s: float = 1.0) -> Probe:
                 return bool(response.status == 200)
         except urllib.error.HTTPError:
             return False
+        except http.client.HTTPException as error:  # something that speaks no HTTP (yet)
+            raise OSError(f"{type(error).__name__}: {error}") from error
 
     return probe
 
@@ -191,7 +194,9 @@ def _kill_tree(
             with contextlib.suppress(psutil.Error):
                 process.kill()
         time.sleep(POLL_S)
-    if group is not None:
+    if group is not None and family:
+        # Members outlived the deadline: they keep the group's number ours, so a last
+        # SIGKILL of the whole group cannot reach another's.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
 
@@ -387,18 +392,25 @@ class Child:
         passes, kill it and raise ``UnavailableError`` with the end of its logs."""
         began = time.monotonic()
         problem = "no answer yet"
-        while True:
-            code = self.poll()
-            if code is not None:
-                self._fail(f"exited with code {code} while starting")
-            try:
-                if ready():
-                    return
-            except OSError as error:
-                problem = str(error) or type(error).__name__
-            if time.monotonic() - began > timeout_s:
-                self._fail(f"was not ready within {timeout_s:g} s ({problem})")
-            time.sleep(POLL_S)
+        try:
+            while True:
+                code = self.poll()
+                if code is not None:
+                    self._fail(f"exited with code {code} while starting")
+                try:
+                    if ready():
+                        return
+                except OSError as error:
+                    problem = str(error) or type(error).__name__
+                if time.monotonic() - began > timeout_s:
+                    self._fail(f"was not ready within {timeout_s:g} s ({problem})")
+                time.sleep(POLL_S)
+        except BaseException:
+            # A probe that raised something else, Ctrl-C: no ``with`` block has the child
+            # yet, so nothing else would stop it.
+            if self.running:
+                self._kill(sweep_group=True)
+            raise
 
     def _fail(self, what: str) -> NoReturn:
         self._kill(sweep_group=True)  # reaped by the poll a moment ago, if it exited

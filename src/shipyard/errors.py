@@ -1,9 +1,11 @@
 """The one exception tree of Shipyard.
 
 Every error a user can cause or meet is a ``ShipyardError``. Each class knows the HTTP status it
-maps to, the CLI exit code, and whether a stream message that raised it is retried (``retried``
-below: ``retryable`` is true) or dead-lettered (every other class). Messages say what was wrong
-and what to do about it. Every exception class of Shipyard is defined here and drawn here.
+maps to, the CLI exit code, and whether the operation that raised it may simply be tried again
+(``retryable``, ``retried`` below): the stream scorer retries those with back-off, dead-letters
+a message an ``InvalidInputError`` refuses, and stops on any other (its unacked messages go to
+another worker). Messages say what was wrong and what to do about it. Every exception class of
+Shipyard is defined here and drawn here.
 
 ::
 

@@ -1,4 +1,4 @@
-"""Private files (secrets, keys): readable by their owner only, written whole or not at all."""
+"""Files written whole or not at all; private ones (secrets, keys) readable by their owner only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 PRIVATE_FILE = 0o600
 PRIVATE_FOLDER = 0o700
+PUBLIC_FILE = 0o644
 
 
 def write_private(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
@@ -20,13 +21,20 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
     ``overwrite=False`` an existing ``path`` is kept and ``False`` returned, so of several
     processes creating the same file at once exactly one wins and all read the same bytes.
     """
+    return write_whole(path, data, overwrite=overwrite, mode=PRIVATE_FILE)
+
+
+def write_whole(
+    path: Path, data: bytes, *, overwrite: bool = True, mode: int = PUBLIC_FILE
+) -> bool:
+    """``write_private`` for a file others may read (``mode``, e.g. a public key)."""
     folder = path.parent
     folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     temporary = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE_FILE)  # a strict umask narrows mkstemp's 0600
+            os.fchmod(handle.fileno(), mode)  # mkstemp's 0600 (narrowed by a strict umask)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -1,6 +1,8 @@
 """The one settings object: environment variables ``SHIPYARD_*``, a ``.env`` file, CLI flags.
 
-No other module reads ``os.environ``; everything takes a ``Settings`` (or values from one).
+No other module reads Shipyard's configuration from ``os.environ``; everything takes a
+``Settings`` (or values from one). (What the environment tells libraries — a terminal's
+``COLUMNS``, the math libraries' thread counts that stream workers set — is not ours.)
 A child process gets its settings the same way: ``child_env()`` is the environment that
 rebuilds every setting (``to_env()``) in it, so a new field reaches workers with no other
 change.

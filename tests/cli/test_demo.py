@@ -53,6 +53,8 @@ def test_suggestions_repeat_the_home_options_the_demo_was_given() -> None:
         shipyard_command({"home": Path("my home"), "database_url": "sqlite:///x.db"})
         == "shipyard --home 'my home' --database-url sqlite:///x.db"
     )
+    secret = {"database_url": "postgresql+psycopg://me:s3cret@db/shipyard"}
+    assert shipyard_command(secret) == 'shipyard --database-url "$SHIPYARD_DATABASE_URL"'
     steps = next_steps(
         "shipyard --home 'my home'", model="fraud", request=Path("my home/r.json"), previous="v"
     )

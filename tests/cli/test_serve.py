@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from shipyard.children import Child, http_ok
-from shipyard.cli.serve import split_names
+from shipyard.cli.serve import bind, split_names
+from shipyard.errors import UnavailableError
 
 from .conftest import Cli
 
@@ -35,6 +36,15 @@ def test_a_taken_port_is_one_line_and_exit_6(cli: Cli, taken_port: int, workers:
         "(`ss -ltnp` shows it) or choose another with --port"
     ]
     assert "serving" not in result.out
+
+
+def test_a_port_is_held_from_the_moment_serve_announces_it() -> None:
+    """Two servers started at once: the second is refused at bind, not after it announced
+    itself (uvicorn listens only once the models have loaded)."""
+    with bind("127.0.0.1", 0) as first:
+        port = first.getsockname()[1]
+        with pytest.raises(UnavailableError, match=f"port {port} on 127.0.0.1 is in use"):
+            bind("127.0.0.1", port).close()
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,24 @@ against real brokers in ``e2e/test_workers.py``."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
 
-from shipyard.stream.workers import MATH_THREAD_VARIABLES
+from shipyard.messaging import open_broker
+from shipyard.messaging.backends import CLIENT_LOGGERS
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+from shipyard.stream.scorer import ScorerConfig
+from shipyard.stream.workers import MATH_THREAD_VARIABLES, serve
+
+from .conftest import MODEL
 
 # Loads scikit-learn's OpenMP only inside the block, as a skops model does after start-up.
 LATE_LOAD = """
@@ -51,3 +62,37 @@ def test_a_thread_count_the_user_chose_is_kept() -> None:
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to tell 1 thread from all")
 def test_the_setting_chooses_the_thread_count() -> None:
     assert math_threads(SHIPYARD_MATH_THREADS="2", OMP_NUM_THREADS="1") == 2
+
+
+def test_a_running_worker_shows_the_broker_clients_warnings(
+    stream_registry: Registry, sqlite_settings: Settings
+) -> None:
+    """The CLI quiets the clients' logs (a broker down at start is one error line); once the
+    worker has connected and loaded its model, their warnings (reconnects) show again."""
+    quieted = {name: logging.getLogger(name) for name in CLIENT_LOGGERS}
+    before = {name: logger.level for name, logger in quieted.items()}
+    levels: dict[str, int] = {}
+    config = ScorerConfig(model=MODEL, queue=f"in-{uuid.uuid4().hex[:8]}")
+
+    async def scenario() -> None:
+        async def stop_once_running() -> None:
+            for _ in range(600):  # bounded: the worker starts within a minute
+                if all(logger.level == logging.WARNING for logger in quieted.values()):
+                    break
+                await asyncio.sleep(0.1)
+            levels.update({name: logger.level for name, logger in quieted.items()})
+            os.kill(os.getpid(), signal.SIGTERM)  # what stops a worker
+
+        broker = open_broker(f"memory://{uuid.uuid4().hex}")
+        watcher = asyncio.ensure_future(stop_once_running())
+        await serve(sqlite_settings, config, broker)
+        await watcher
+
+    try:
+        for logger in quieted.values():
+            logger.setLevel(logging.CRITICAL)
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        for name, logger in quieted.items():
+            logger.setLevel(before[name])
+    assert levels == dict.fromkeys(CLIENT_LOGGERS, logging.WARNING)

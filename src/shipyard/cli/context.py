@@ -20,6 +20,7 @@ from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from shipyard import __version__
+from shipyard.messaging.backends import CLIENT_LOGGERS
 
 if TYPE_CHECKING:
     from shipyard.registry import Registry
@@ -30,7 +31,6 @@ err_console = Console(stderr=True, highlight=False)
 
 #: Libraries whose logs (reconnect attempts, transport errors) only repeat what the command's
 #: one-line error says; ``--verbose`` shows them.
-LIBRARY_LOGGERS = ("aio_pika", "aiormq", "nats", "redis")
 
 
 #: Help width when the output is no terminal (a pipe, a file, a test): wide enough that no
@@ -144,7 +144,7 @@ def state_callback(
 def configure_logging(verbose: bool, command: str | None) -> None:
     """Quiet the libraries' logs unless ``verbose``; then show them, with Shipyard's, on
     stderr."""
-    for name in LIBRARY_LOGGERS:
+    for name in CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.CRITICAL)
     # Stream workers set up their own log format, which names the worker.
     if verbose and command != "stream":

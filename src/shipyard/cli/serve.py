@@ -123,6 +123,9 @@ def bind(host: str, port: int) -> socket.socket:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
+        # Listening now holds the port: a socket only bound does not keep a second server
+        # (SO_REUSEADDR) from binding it too. uvicorn's own backlog.
+        listener.listen(2048)
     except OverflowError:  # a port outside 0-65535
         listener.close()
         raise ConfigurationError(f"port {port} is not a TCP port; give one of 0-65535") from None

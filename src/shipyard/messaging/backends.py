@@ -84,6 +84,9 @@ BACKENDS = (
 )
 _BY_SCHEME = {scheme: backend for backend in BACKENDS for scheme in backend.schemes}
 
+CLIENT_LOGGERS = ("aio_pika", "aiormq", "nats", "redis")
+"""The loggers of the backends' client libraries (reconnect attempts and the like)."""
+
 
 def scheme(url: str) -> str:
     """The URL's scheme, lower case (``""`` when it has none)."""

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import orjson
 
-# Re-exported: the backends and ``shipyard.messaging`` import it from here.
 from shipyard.errors import BackpressureError, ShipyardError, UnavailableError
 
 MAX_BACKOFF_S = 2.0

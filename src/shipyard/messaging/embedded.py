@@ -169,7 +169,7 @@ class EmbeddedNats:
             process = handed
         if process is not None and process.pid == pid:  # our child: stopping reaps it
             process.stop(STOP_TIMEOUT_S)
-        else:
+        elif _alive(pid):  # not a pid the system has since given to another process
             stop_pid(pid, STOP_TIMEOUT_S)
 
     def __enter__(self) -> str:

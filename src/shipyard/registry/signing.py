@@ -17,7 +17,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from shipyard.errors import ConfigurationError, SignatureError
-from shipyard.files import write_private
+from shipyard.files import write_private, write_whole
 
 SEED_BYTES = 32
 
@@ -55,7 +55,7 @@ def generate_keypair(private_path: Path, *, force: bool = False) -> KeyPair:
     # Without force, a key another process wrote meanwhile is kept, and so is its .pub file.
     if not write_private(private_path, (bytes(key).hex() + "\n").encode("ascii"), overwrite=force):
         raise exists
-    public_path.write_text(public.hex() + "\n", encoding="ascii")
+    write_whole(public_path, (public.hex() + "\n").encode("ascii"))  # never read half-written
     return KeyPair(private_path, public_path, key_id_of(public))
 
 

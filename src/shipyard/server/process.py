@@ -1,17 +1,28 @@
-"""``shipyard serve`` as a child process: started on a free port, ready-checked, stopped."""
+"""``shipyard serve`` as a child process: on a port the system picks, ready-checked, stopped."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import TracebackType
 
-from shipyard.children import Child, free_port, http_ok
+from shipyard.children import Child, http_ok
+from shipyard.errors import UnavailableError
 from shipyard.settings import Settings
+
+#: What ``shipyard serve`` prints once it holds its port (``serving … on http://HOST:PORT``).
+# (Rich may wrap a long line of models: the address is found across lines.)
+ANNOUNCED = re.compile(r"^serving .*?\son\s+(http://[^\s:]+:(\d+))", re.MULTILINE | re.DOTALL)
 
 
 class ServerProcess:
-    """A server process with ``settings``; a context manager that waits until it is ready."""
+    """A server process with ``settings``; a context manager that waits until it is ready.
+
+    The server binds port 0 and announces the port the system gave it, so that no other
+    process can take the port between choosing and binding it; ``url`` and ``port`` are set
+    once it has started.
+    """
 
     def __init__(
         self,
@@ -22,27 +33,36 @@ class ServerProcess:
         log: Path | None = None,
         ready_timeout_s: float = 90.0,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log or settings.home / "logs" / f"server-{self.port}.log"
+        self.port = 0
+        self.url = ""
+        self.log = log or settings.home / "logs" / "server.log"
         self.ready_timeout_s = ready_timeout_s
-        command = [sys.executable, "-m", "shipyard", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "shipyard", "serve", "--port", "0"]
         command += ["--workers", str(workers)]
         for model in models:
             command += ["--models", model]
-        # Settings go by environment, so that no password shows in the process list. It
+        # Settings go by environment, so that no password shows in the process list. Its own
+        # session, so that stopping it also reaches workers its supervisor left behind; it
         # dies with this process: a killed demo or test run leaves no server behind.
         self.process = Child(
             command,
             env=settings.child_env(),
             log=self.log,
+            new_session=True,
             die_with_parent=True,
             name="the server",
         )
 
     def start(self) -> ServerProcess:
         """Start the process and wait (bounded) until ``/v2/health/ready`` answers 200."""
-        self.process.start(http_ok(f"{self.url}/v2/health/ready"), timeout_s=self.ready_timeout_s)
+        self.process.start(lambda: ANNOUNCED.search(self.process.output()) is not None,
+                           timeout_s=self.ready_timeout_s)  # fmt: skip
+        announced = ANNOUNCED.search(self.process.output())
+        if announced is None:  # pragma: no cover - the probe saw it
+            self.process.stop()
+            raise UnavailableError(f"the server announced no address:\n{self.process.tail()}")
+        self.url, self.port = announced[1], int(announced[2])
+        self.process.wait_ready(http_ok(f"{self.url}/v2/health/ready"), self.ready_timeout_s)
         return self
 
     def stop(self) -> None:

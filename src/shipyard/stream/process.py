@@ -46,13 +46,15 @@ class StreamProcess:
         self.log = log or settings.home / "logs" / "stream.log"
         self.ready_timeout_s = ready_timeout_s
         command = [sys.executable, "-m", "shipyard", "stream", "--workers", str(workers)]
-        # Settings go by environment, so that no password shows in the process list. It
-        # dies with this process (SIGTERM: the workers finish their batches): a killed demo
-        # or test run leaves no scorers behind.
+        # Settings go by environment, so that no password shows in the process list. Its
+        # own session, so that stopping it also reaches workers a crashed pool left behind;
+        # it dies with this process (SIGTERM: the workers finish their batches): a killed
+        # demo or test run leaves no scorers behind.
         self.child = Child(
             [*command, *options(config, redelivery_ms)],
             env=settings.child_env(),
             log=self.log,
+            new_session=True,
             die_with_parent=True,
             name="the stream workers",
         )

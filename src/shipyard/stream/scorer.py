@@ -211,6 +211,9 @@ class Scorer:
                 )
         if not fresh:
             return
+        # Resolved and loaded apart from scoring (a no-op once loaded): a model that cannot
+        # be loaded is no fault of these messages, which must not be split and dead-lettered.
+        await self._persist("load model", lambda: self.service.model(self.config.model))
         results, done = await self._score(fresh)
         if results:
             await self._publish(results)
@@ -235,7 +238,7 @@ class Scorer:
         except InvalidInputError as error:  # rows the model refuses: find which
             return await self._score_each(deliveries, error)
         except ShipyardError:
-            raise  # not about these rows (the model cannot be loaded): stop, keep them queued
+            raise  # not about these rows: the worker stops, the broker redelivers them
         except Exception as error:  # the model's own failure: find the rows it fails on
             return await self._score_each(deliveries, error)
         inputs = inference.decoded

@@ -22,6 +22,7 @@ from shipyard.children import Child, stop_all
 from shipyard.errors import ConfigurationError, ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.messaging import Broker, open_broker
+from shipyard.messaging.backends import CLIENT_LOGGERS
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 from shipyard.stream import metrics
@@ -64,7 +65,8 @@ def math_threads(count: int) -> Iterator[None]:
     throughput 8x. threadpoolctl limits the libraries already loaded (numpy's BLAS); the
     variables reach those a model loads later (scikit-learn's OpenMP, imported with a skops
     model). ``OMP_NUM_THREADS`` is the setting's default, so a user's value is kept; a user's
-    ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is kept too."""
+    ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is left in place for libraries loaded
+    later, while those already loaded are held to ``count`` too."""
     os.environ["OMP_NUM_THREADS"] = str(count)
     for name in MATH_THREAD_VARIABLES:
         os.environ.setdefault(name, str(count))
@@ -92,6 +94,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
     try:
         await service.start()
         await scorer.start()
+        _show_client_warnings()
         watchers = [
             loop.create_task(_watch_backlog(scorer)),
             loop.create_task(_report_progress(scorer)),
@@ -111,6 +114,15 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         await service.close()
         await broker.close()
         registry.close()
+
+
+def _show_client_warnings() -> None:
+    """The CLI quiets the broker clients' logs so that a broker down at start is one error
+    line; a worker that is running shows their warnings (lost connections, reconnects)."""
+    for name in CLIENT_LOGGERS:
+        client = logging.getLogger(name)
+        if client.level > logging.WARNING:
+            client.setLevel(logging.WARNING)
 
 
 def _swapped(worker: str, route: str, old: int, new: int) -> None:

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 from rich.console import Console
@@ -22,6 +23,8 @@ SERVE_PORT = 8000
 #: The root options of ``shipyard`` that choose the home and registry; a suggestion repeats
 #: those the demo was given, so that it acts on the same home.
 HOME_OPTIONS = {"home": "--home", "database_url": "--database-url"}
+#: How a suggestion names a database URL that holds a password, which is never printed.
+_FROM_ENVIRONMENT = '"$SHIPYARD_DATABASE_URL"'
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,24 @@ class NextStep:
 
 
 def shipyard_command(root_params: Mapping[str, object]) -> str:
-    """``shipyard`` with the home options the demo was run with (``--home``, …)."""
+    """``shipyard`` with the home options the demo was run with (``--home``, …). A database
+    URL that holds a password is never printed: the command reads it from
+    ``SHIPYARD_DATABASE_URL`` instead (which the user sets)."""
     words = ["shipyard"]
     for name, option in HOME_OPTIONS.items():
         value = root_params.get(name)
-        if value is not None:
-            words += [option, str(value)]
-    return shlex.join(words)
+        if value is None:
+            continue
+        if name == "database_url" and _has_password(str(value)):
+            words.append(option)
+            words.append(_FROM_ENVIRONMENT)
+            continue
+        words += [option, str(value)]
+    return shlex.join(words).replace(shlex.quote(_FROM_ENVIRONMENT), _FROM_ENVIRONMENT)
+
+
+def _has_password(url: str) -> bool:
+    return urlsplit(url).password is not None
 
 
 def write_request(

@@ -12,9 +12,8 @@ import pandas as pd
 from rich.table import Table
 
 from shipyard.cli.predict import score_file
+from shipyard.inference.batch import DEFAULT_BATCH_ROWS
 from shipyard.registry import ModelVersionInfo, Registry
-
-BATCH_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def score_holdout(
     # Pinned to one version, so the digest and key shown are those of the artifact scored.
     version = registry.get_version(ref)
     started = time.perf_counter()
-    scored = score_file(registry, version.ref, holdout, output, batch_rows=BATCH_ROWS)
+    scored = score_file(registry, version.ref, holdout, output, batch_rows=DEFAULT_BATCH_ROWS)
     seconds = time.perf_counter() - started
     metrics = label_metrics(scored[target], scored["probability"], scored["label"])
     return HoldoutScoring(version, seconds, metrics, output, scored)
