@@ -8,7 +8,6 @@ from pathlib import Path
 from types import TracebackType
 
 from shipyard.children import Child, http_ok
-from shipyard.errors import UnavailableError
 from shipyard.settings import Settings
 
 #: What ``shipyard serve`` prints once it holds its port (``serving … on http://HOST:PORT``).
@@ -55,15 +54,16 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the process and wait (bounded) until ``/v2/health/ready`` answers 200."""
-        self.process.start(lambda: ANNOUNCED.search(self.process.output()) is not None,
-                           timeout_s=self.ready_timeout_s)  # fmt: skip
-        announced = ANNOUNCED.search(self.process.output())
-        if announced is None:  # pragma: no cover - the probe saw it
-            self.process.stop()
-            raise UnavailableError(f"the server announced no address:\n{self.process.tail()}")
-        self.url, self.port = announced[1], int(announced[2])
+        self.process.start(self._announced, timeout_s=self.ready_timeout_s)
         self.process.wait_ready(http_ok(f"{self.url}/v2/health/ready"), self.ready_timeout_s)
         return self
+
+    def _announced(self) -> bool:
+        """A probe: the server has announced its address (``url`` and ``port`` are set)."""
+        found = ANNOUNCED.search(self.process.output())
+        if found is not None:
+            self.url, self.port = found[1], int(found[2])
+        return found is not None
 
     def stop(self) -> None:
         """Terminate the process (kill it and its workers if it does not stop within 15 s)."""
