@@ -218,6 +218,32 @@ def test_edited_manifest_is_refused(registry: Registry, settings: Settings) -> N
         registry.load_artifact("fraud:1")
 
 
+def test_a_profile_changed_after_registration_is_refused(
+    registry: Registry, settings: Settings
+) -> None:
+    register(registry, reference_profile={"features": {"a": {"mean": 1.0}}})
+    _sql(
+        settings,
+        """UPDATE model_versions SET reference_profile = '{"features": {"a": {"mean": 9.0}}}'""",
+    )
+    with pytest.raises(ArtifactTamperedError, match=r"reference profile of fraud:1 is not the one"):
+        registry.get_profile("fraud:1")
+    _sql(settings, "UPDATE model_versions SET reference_profile = NULL")
+    with pytest.raises(ArtifactTamperedError, match="reference profile of fraud:1"):
+        registry.get_profile("fraud:1")
+
+
+def test_a_profile_from_before_signed_profiles_is_read_with_a_warning(
+    registry: Registry, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = register(registry)  # signed without a profile digest, as older versions were
+    manifest = json.loads(registry.store.path_of(version.manifest_digest).read_bytes())
+    assert "reference_profile_sha256" not in manifest  # old manifests keep their bytes
+    _sql(settings, """UPDATE model_versions SET reference_profile = '{"features": {}}'""")
+    assert registry.get_profile("fraud:1") == {"features": {}}
+    assert "predates signed profiles" in caplog.text
+
+
 def test_replaced_signature_is_refused(registry: Registry, settings: Settings) -> None:
     register(registry)
     other = registry.signer().sign(b"something else")

@@ -113,11 +113,18 @@ class Manifest(BaseModel):
     created_at: str
     shipyard_version: str
     key_id: str
+    reference_profile_sha256: str | None = None
+    """The sha256 of the reference profile's canonical JSON (``profile_digest``); absent
+    from versions registered without a profile or before profiles were signed."""
 
     def canonical_bytes(self) -> bytes:
-        """Deterministic JSON (sorted keys, compact, UTF-8): the bytes that get signed."""
+        """Deterministic JSON (sorted keys, compact, UTF-8): the bytes that get signed.
+
+        An absent profile digest is left out rather than written as null, so manifests
+        signed before the field existed keep their bytes (and their signatures)."""
+        exclude = {"reference_profile_sha256"} if self.reference_profile_sha256 is None else None
         return json.dumps(
-            self.model_dump(mode="json"),
+            self.model_dump(mode="json", exclude=exclude),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -161,7 +168,15 @@ def write_manifest(store: ArtifactStore, signer: Signer, manifest: Manifest) -> 
     return SignedManifest(manifest, store.put(data), signature, signer.key_id)
 
 
-def load_verified(
+def profile_digest(profile: Mapping[str, Any]) -> str:
+    """The sha256 of a reference profile's canonical JSON, as the manifest records it."""
+    data = json.dumps(
+        profile, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_manifest(
     store: ArtifactStore,
     trusted: TrustedKeys,
     *,
@@ -170,8 +185,8 @@ def load_verified(
     key_id: str,
     name: str,
     version: int,
-) -> VerifiedArtifact:
-    """Fetch and verify a version's manifest and files; any mismatch refuses the artifact."""
+) -> Manifest:
+    """Fetch a version's manifest and check its digest, signature and identity."""
     label = f"{name}:{version}"
     refused = f"the artifact of {label} was refused"
     try:
@@ -196,6 +211,31 @@ def load_verified(
             f"manifest of {label} describes {manifest.name}:{manifest.version} signed by "
             f"{manifest.key_id}; {refused}"
         )
+    return manifest
+
+
+def load_verified(
+    store: ArtifactStore,
+    trusted: TrustedKeys,
+    *,
+    manifest_digest: str,
+    signature: str,
+    key_id: str,
+    name: str,
+    version: int,
+) -> VerifiedArtifact:
+    """Fetch and verify a version's manifest and files; any mismatch refuses the artifact."""
+    manifest = verify_manifest(
+        store,
+        trusted,
+        manifest_digest=manifest_digest,
+        signature=signature,
+        key_id=key_id,
+        name=name,
+        version=version,
+    )
+    label = f"{name}:{version}"
+    refused = f"the artifact of {label} was refused"
     files: dict[str, bytes] = {}
     for file_name, entry in manifest.files.items():
         try:

@@ -8,6 +8,7 @@ raises ``UnavailableError`` with the password masked.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from shipyard import __version__
 from shipyard.errors import (
     AliasNotFoundError,
+    ArtifactTamperedError,
     ConflictError,
     InvalidInputError,
 )
@@ -31,7 +33,9 @@ from shipyard.registry.artifacts import (
     Manifest,
     VerifiedArtifact,
     load_verified,
+    profile_digest,
     store_files,
+    verify_manifest,
     write_manifest,
 )
 from shipyard.registry.checks import check_json, check_metrics
@@ -57,6 +61,8 @@ from shipyard.registry.tables import (
     utcnow,
 )
 from shipyard.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRIES = 3
@@ -208,6 +214,9 @@ class Registry:
                 created_at=now.isoformat(),
                 shipyard_version=__version__,
                 key_id=signer.key_id,
+                reference_profile_sha256=(
+                    profile_digest(reference_profile) if reference_profile is not None else None
+                ),
             )
             signed = write_manifest(self.store, signer, manifest)
             row = ModelVersionRow(
@@ -264,10 +273,39 @@ class Registry:
             return version_infos(session, parsed.name, [row])[0]
 
     def get_profile(self, ref: str | ModelRef) -> dict[str, Any] | None:
-        """The reference profile of the training data, if one was registered."""
+        """The reference profile of the training data, if one was registered, checked
+        against the digest in the version's signed manifest.
+
+        A profile that differs from what was signed raises ``ArtifactTamperedError``. A
+        version registered before profiles were signed has no digest to check against: its
+        profile is returned as stored, with a warning.
+        """
         parsed = ModelRef.parse(ref)
         with self._transaction() as session:
-            return resolve(session, parsed)[1].reference_profile
+            model, row = resolve(session, parsed)
+            name, version, profile = model.name, row.version, row.reference_profile
+            digest, signature, key_id = row.manifest_digest, row.signature, row.key_id
+        manifest = verify_manifest(
+            self.store,
+            TrustedKeys.load(self.trusted_keys_path),
+            manifest_digest=digest,
+            signature=signature,
+            key_id=key_id,
+            name=name,
+            version=version,
+        )
+        signed = manifest.reference_profile_sha256
+        if profile is None and signed is None:
+            return None
+        if signed is None:
+            logger.warning("%s:%d's reference profile predates signed profiles", name, version)
+            return profile
+        if profile is None or profile_digest(profile) != signed:
+            raise ArtifactTamperedError(
+                f"the reference profile of {name}:{version} is not the one its manifest "
+                "signs; it was changed in the database after registration"
+            )
+        return profile
 
     def promote(
         self, ref: str | ModelRef, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
