@@ -57,6 +57,11 @@ def everything_set(tmp_path: Path) -> Settings:
         math_threads=3,
         mpi_rank=3,
         prometheus_multiproc_dir=tmp_path / "metrics",
+        monitor_interval_seconds=0.5,
+        monitor_lease_ttl_seconds=4.0,
+        feedback_window_hours=1.5,
+        monitor_index_rows=1000,
+        feedback_grace_seconds=0.0,
     )
 
 

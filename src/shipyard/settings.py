@@ -103,6 +103,25 @@ class Settings(BaseSettings):
     )
     """This process's rank when started by ``mpiexec`` (Open MPI, MPICH, PMIx set it)."""
 
+    monitor_interval_seconds: float = Field(default=2.0, gt=0)
+    """How often ``shipyard monitor`` reads new predictions and feedback (one cycle)."""
+
+    monitor_lease_ttl_seconds: float = Field(default=15.0, gt=0)
+    """How long a monitor owns a model without renewing its lease; another monitor takes
+    the model over once it expires. Keep it several times ``monitor_interval_seconds``."""
+
+    feedback_window_hours: float = Field(default=72.0, gt=0)
+    """How long a prediction waits for its ground truth: feedback for an older prediction
+    is counted ``late`` and not joined."""
+
+    monitor_index_rows: int = Field(default=1_000_000, gt=0)
+    """Most predictions per model the monitor keeps for joining feedback (the oldest go
+    first; their feedback is ``late``)."""
+
+    feedback_grace_seconds: float = Field(default=10.0, ge=0)
+    """How long feedback whose prediction is not in the log yet waits before it is
+    ``unknown``: predictions reach the log asynchronously, a few flushes later."""
+
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),
