@@ -1,0 +1,1 @@
+"""Monitoring: the prediction log, feedback, live performance and drift per model version."""
