@@ -16,6 +16,7 @@ from shipyard.cli import (
     examples,
     keys,
     models,
+    monitor,
     pipeline,
     predict,
     queues,
@@ -41,6 +42,7 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
+app.add_typer(monitor.app, name="monitor")
 app.command("predict", cls=Command)(predict.predict)
 app.command("serve", cls=Command)(serve.serve)
 app.command("stream", cls=Command)(stream.stream)

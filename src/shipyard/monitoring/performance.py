@@ -85,7 +85,9 @@ def live_metrics(
     return _classification(info, np.asarray(truth, dtype=object), scores, predicted)
 
 
-def _regression(truth: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]) -> dict[str, float]:
+def _regression(
+    truth: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]
+) -> dict[str, float]:
     keep = np.isfinite(truth) & np.isfinite(predicted)
     truth, predicted = truth[keep], predicted[keep]
     if truth.size == 0:

@@ -199,8 +199,11 @@ class ModelTracker:
             try:
                 state = self.version(number)
             except NotFoundError:
-                logger.warning("%s: the log has rows of v%d, which the registry lacks; "
-                               "skipped", self.model, number)
+                logger.warning(
+                    "%s: the log has rows of v%d, which the registry lacks; skipped",
+                    self.model,
+                    number,
+                )
                 continue
             rows = LogRows.from_table(table)
             rows = rows.take(np.argsort(rows.times, kind="stable"))
@@ -354,14 +357,18 @@ class ModelTracker:
             "version": number,
             "updated_at": now.isoformat(),
             "rows_seen": state.rows.seen,
-            "windows": {w.kind: {**w.bounds(), "labelled": performance[w.kind]["labelled"]}
-                        for w in windows},
-            "performance": {**performance, "primary": {
-                "metric": metric,
-                "offline": offline.get(metric) if metric else None,
-                "margin": perf_spec.margin,
-                "min_labelled": perf_spec.min_labelled,
-            }},
+            "windows": {
+                w.kind: {**w.bounds(), "labelled": performance[w.kind]["labelled"]} for w in windows
+            },
+            "performance": {
+                **performance,
+                "primary": {
+                    "metric": metric,
+                    "offline": offline.get(metric) if metric else None,
+                    "margin": perf_spec.margin,
+                    "min_labelled": perf_spec.min_labelled,
+                },
+            },
             "drift": drift,
             "dataset_drift": {kind: value["verdict"] for kind, value in drift.items()},
             "reference_profile": state.profile is not None,
@@ -442,4 +449,3 @@ def _finite(value: Any) -> Any:
 
 
 __all__ = ["CycleResult", "ModelTracker", "TrackerOptions", "uuid7_time_us"]
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Window:
 def _iso(us: int | None) -> str | None:
     if us is None:
         return None
-    return np.datetime64(int(us), "us").astype("datetime64[ms]").item().isoformat() + "Z"
+    return (EPOCH + timedelta(microseconds=int(us))).isoformat()
 
 
 @dataclass

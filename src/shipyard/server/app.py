@@ -17,7 +17,7 @@ from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry
-from shipyard.server import auth, metrics, mlflow, models, oip, predict, queues
+from shipyard.server import auth, metrics, mlflow, models, monitoring, oip, predict, queues
 from shipyard.server.limits import BodySizeLimit
 from shipyard.server.responses import error_response, json_response
 from shipyard.server.state import ServerState, state_of
@@ -45,6 +45,7 @@ LINKS = {
     "predict": "/v1/models/{name}:predict",
     "mlflow_invocations": "/invocations",
     "registry": "/v1/registry/models",
+    "monitoring": "/v1/monitoring/models/{name}",
     "metrics": "/metrics",
 }
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.health)
     app.include_router(mlflow.health)
     app.include_router(models.router)
+    app.include_router(monitoring.router)
     app.include_router(queues.router)
     app.include_router(auth.router)
     auth.install(app)
