@@ -81,8 +81,15 @@ def live_metrics(
     if len(truth) == 0:
         return {}
     if info.task == "regression":
-        return _regression(np.asarray([float(t) for t in truth]), scores)
+        return _regression(np.asarray([_number(t) for t in truth]), scores)
     return _classification(info, np.asarray(truth, dtype=object), scores, predicted)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # the store validated labels; a stray one is left out, not fatal
+        return math.nan
 
 
 def _regression(
