@@ -60,6 +60,18 @@ def test_run_records_stages_metrics_lineage_and_promotes(registry: Registry) -> 
     assert profile["target"]["name"] == "Class"
 
 
+def test_registered_profile_has_the_models_training_scores(registry: Registry) -> None:
+    result = Runner(registry).run(parse_spec(SPEC), SPEC)
+    profile = registry.get_profile(result.version.ref)
+    assert profile is not None
+    score = profile["score"]
+    # P(fraud) on each of the 2,800 training rows, profiled like a numeric feature.
+    assert score["count"] == profile["rows"] == 2800
+    assert 0.0 <= score["min"] <= score["max"] <= 1.0
+    assert score["quantiles"]["p50"] < 0.05 < score["max"]
+    assert score["sketch"]["kind"] == "quantiles"
+
+
 def test_a_worse_model_is_registered_but_not_promoted(registry: Registry) -> None:
     Runner(registry).run(parse_spec(SPEC), SPEC)
     weaker = SPEC.replace("max_iter: 40", "max_iter: 1, max_depth: 1")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from shipyard.data.fraud import FRAUD_SCHEMA, generate_fraud
-from shipyard.data.profile import profile_frame
+from shipyard.data.profile import profile_frame, profile_values
 from shipyard.data.schema import Column, TableSchema
 from shipyard.data.table import file_sha256, read_table, write_table
 from shipyard.errors import InvalidInputError
@@ -27,6 +27,7 @@ __all__ = [
     "generate_fraud",
     "get_dataset",
     "profile_frame",
+    "profile_values",
     "read_table",
     "write_table",
 ]

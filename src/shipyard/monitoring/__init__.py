@@ -1,1 +1,6 @@
-"""Monitoring: the prediction log, feedback, live performance and drift per model version."""
+"""Monitoring: what a served model version predicts, whether it was right, and whether live
+data still looks like its training data (drift against the version's reference profile).
+
+This package sits below ``server`` and ``stream`` and above ``inference``, ``registry``,
+``messaging`` and ``data``.
+"""

@@ -271,11 +271,22 @@ class Register:
             input_schema=exported.input_schema,
             output_schema=exported.output_schema,
             metrics=ctx.metrics,
-            reference_profile=profile_frame(ctx.train, ctx.schema),
+            reference_profile=profile_frame(ctx.train, ctx.schema, scores=training_scores(ctx)),
             run_id=ctx.run_id,
             tags={"spec": ctx.spec.name, "estimator": ctx.spec.model.type},
             description=ctx.spec.description or None,
         )
+
+
+def training_scores(ctx: RunContext) -> npt.NDArray[np.float64]:
+    """The trained model's score on each training row, profiled with the version so that
+    the monitor can tell when live scores drift: P(positive class) for a binary classifier,
+    the highest class probability for a multiclass one, the prediction for a regressor."""
+    features, _ = ctx.split_xy(ctx.train)
+    if ctx.spec.task == "regression":
+        return np.asarray(ctx.estimator.predict(features), dtype=np.float64)
+    proba = np.asarray(ctx.estimator.predict_proba(features), dtype=np.float64)
+    return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
 
 
 class Promote:
