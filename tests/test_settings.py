@@ -54,6 +54,7 @@ def everything_set(tmp_path: Path) -> Settings:
         serve_models=["fraud", "other@staging", "third:2"],
         broker_url="redis://127.0.0.1:6379/0",
         publish_queues=["a", "b.c"],
+        max_feedback_items=50,
         math_threads=3,
         mpi_rank=3,
         prometheus_multiproc_dir=tmp_path / "metrics",

@@ -1,0 +1,1 @@
+"""Monitoring: ground truth fed back for predictions, joined, scored and checked for drift."""
