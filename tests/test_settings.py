@@ -59,6 +59,7 @@ def everything_set(tmp_path: Path) -> Settings:
         prediction_log_retention_days=7.5,
         prediction_log_buffer_rows=10,
         prediction_log_flush_ms=50.0,
+        max_feedback_items=50,
         math_threads=3,
         mpi_rank=3,
         prometheus_multiproc_dir=tmp_path / "metrics",

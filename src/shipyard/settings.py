@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     prediction_log_flush_ms: float = Field(default=1000.0, gt=0)
     """How often buffered predictions are written (one file per model version each time)."""
 
+    max_feedback_items: int = Field(default=10_000, gt=0)
+    """Most ``{id, label}`` items one feedback batch may hold (``POST /v1/feedback``, the
+    feedback queue); ``shipyard feedback FILE`` sends its file in batches of this size."""
+
     math_threads: int = Field(default_factory=_user_math_threads, gt=0)
     """Threads the math libraries (OpenMP, OpenBLAS, MKL) of each stream worker may start;
     default ``OMP_NUM_THREADS`` when set, else 1: a worker has one core's worth of work, and

@@ -17,7 +17,17 @@ from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry
-from shipyard.server import auth, metrics, mlflow, models, monitoring, oip, predict, queues
+from shipyard.server import (
+    auth,
+    feedback,
+    metrics,
+    mlflow,
+    models,
+    monitoring,
+    oip,
+    predict,
+    queues,
+)
 from shipyard.server.limits import BodySizeLimit
 from shipyard.server.responses import error_response, json_response
 from shipyard.server.state import ServerState, state_of
@@ -109,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(monitoring.router)
     app.include_router(queues.router)
+    app.include_router(feedback.router)
     app.include_router(auth.router)
     auth.install(app)
 
