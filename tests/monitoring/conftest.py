@@ -37,12 +37,17 @@ def reference_profile(rows: int = 2000, seed: int = 0) -> dict[str, Any]:
     frame = pd.DataFrame(rng.normal(size=(rows, len(NAMES))), columns=NAMES)
     frame["label"] = (frame["f0"] > 0).astype("int64")
     schema = TableSchema(
-        columns=[*(Column(name=n, dtype="float64") for n in NAMES), Column(name="label", dtype="int64")],
+        columns=[
+            *(Column(name=n, dtype="float64") for n in NAMES),
+            Column(name="label", dtype="int64"),
+        ],
         target="label",
     )
     profile = profile_frame(frame, schema)
     score = pd.DataFrame({"score": rng.random(rows)})
-    profile["score"] = profile_frame(score, TableSchema(columns=[Column(name="score", dtype="float64")]))["features"]["score"]
+    profile["score"] = profile_frame(
+        score, TableSchema(columns=[Column(name="score", dtype="float64")])
+    )["features"]["score"]
     return profile
 
 
@@ -109,7 +114,9 @@ class Watched:
 
     def label(self, ids: list[str], labels: list[str]) -> None:
         """Feedback for ``ids``, as the feedback routes store it."""
-        self.registry.monitoring.add_feedback(MODEL, list(zip(ids, labels, strict=True)), source="http")
+        self.registry.monitoring.add_feedback(
+            MODEL, list(zip(ids, labels, strict=True)), source="http"
+        )
 
     def tracker(self, **options: Any) -> ModelTracker:
         """A tracker as a monitor that just took the lease makes it (rebuilt)."""

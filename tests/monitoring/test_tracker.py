@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from monitoring.conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
 from sklearn import metrics
 
+from monitoring.conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.log import prediction_table
 from shipyard.monitoring.tracker import uuid7_time_us
@@ -51,6 +51,7 @@ def test_unknown_duplicate_and_late_feedback_is_counted_never_fatal(watched: Wat
     tracker.update()
     watched.label([*ids, "nobody"], ["1"] * 301)
     watched.label(ids[:5], ["0"] * 5)  # duplicates: refused by the store, counted
+    watched.clock.advance(1)  # past the grace period (0 s) of the unknown id
     result = tracker.update()
     assert result.feedback == {"joined": 100, "late": 200, "unknown": 1}
     counts = watched.registry.monitoring.feedback_counts(MODEL)
@@ -115,7 +116,8 @@ def test_drift_is_raised_once_per_episode_and_cleared(watched: Watched) -> None:
     assert restarted.update().events == []
     assert kinds(watched) == ["drift.detected"]
     watched.predict(500)
-    restarted = watched.tracker(window_minutes=1e-6)  # the time window holds nothing now
+    watched.clock.advance(1)
+    restarted = watched.tracker(window_minutes=1e-3)  # the time window holds nothing now
     assert [e.kind for e in restarted.update().events] == ["drift.cleared"]
     watched.predict(500, shift=1.0)
     assert [e.kind for e in restarted.update().events] == ["drift.detected"]

@@ -148,6 +148,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: Drift methods whose statistic is a p-value (drift when it is small).
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
+
+
+def _severity(feature: dict[str, Any]) -> float:
+    """How far past its threshold a feature's statistic is (larger: more drifted)."""
+    statistic, threshold = feature.get("statistic"), feature.get("threshold")
+    if statistic is None or not threshold:
+        return 0.0
+    if feature.get("method") in P_VALUE_METHODS:
+        return float(threshold) / max(float(statistic), 1e-300)
+    return float(statistic) / float(threshold)
+
+
 def _print_report(document: dict[str, Any], top: int) -> None:
     model = document["model"]
     lease = document["lease"]
@@ -179,8 +193,8 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
         title_justify="left",
     )
     names: list[str] = []
-    for part in ("all", "rows", "time"):
-        for metric in (performance.get(part) or {}).get("metrics") or {}:
+    for window in ("all", "rows", "time"):
+        for metric in (performance.get(window) or {}).get("metrics") or {}:
             if metric not in names:
                 names.append(metric)
     for metric in names:
@@ -227,7 +241,7 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
             title="drifted features",
             title_justify="left",
         )
-        drifted.sort(key=lambda item: -(item[1].get("statistic") or 0.0))
+        drifted.sort(key=lambda item: -_severity(item[1]))
         for kind, feature in drifted[:top]:
             table.add_row(
                 kind,

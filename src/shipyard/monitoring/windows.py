@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How many more ids than it holds the join index remembers having held.
+GONE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,9 @@ class Prediction:
 class JoinIndex:
     """Prediction id → ``Prediction`` for the feedback window, at most ``max_rows`` ids.
 
-    Ids that leave (too old, or pushed out by newer ones) are remembered, as many again, so
-    their feedback is told ``late`` rather than ``unknown``. A row is known by its id and
+    Ids that leave (too old, or pushed out by newer ones) are remembered — up to
+    ``GONE_FACTOR`` times ``max_rows`` of them, an id and a time each — so their feedback is
+    told ``late`` rather than ``unknown``. A row is known by its id and
     time: the same row read twice counts once, while a client that reuses an id for a new
     prediction moves the id to the newer one.
     """
@@ -272,5 +275,5 @@ class JoinIndex:
 
     def _forget(self, pid: str, time_us: int) -> None:
         self._gone[pid] = time_us
-        if len(self._gone) > self.max_rows:
+        if len(self._gone) > GONE_FACTOR * self.max_rows:
             self._gone.popitem(last=False)
