@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from monitoring.conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.log import prediction_table
 from shipyard.monitoring.tracker import uuid7_time_us
+
+from .conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
 
 
 def kinds(watched: Watched) -> list[str]:

@@ -115,3 +115,14 @@ def test_a_held_out_split_with_one_class_is_refused(registry: Registry) -> None:
     with pytest.raises(InvalidInputError, match="held-out split has only class"):
         Runner(registry).run(parse_spec(unstratified), unstratified)
     assert registry.list_models() == []
+
+
+def test_the_spec_monitoring_section_is_stored_with_the_version(registry: Registry) -> None:
+    from shipyard.monitoring.config import MonitoringSpec
+
+    spec = parse_spec(SPEC + "monitoring: {windows: {rows: 300}, performance: {margin: 0.1}}\n")
+    result = Runner(registry).run(spec, "")
+    assert result.version is not None
+    stored = MonitoringSpec.from_tags(registry.get_version(result.version.ref).tags)
+    assert stored.windows.rows == 300
+    assert stored.performance.margin == 0.1

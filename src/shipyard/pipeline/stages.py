@@ -20,6 +20,7 @@ from shipyard.data import TableSchema, file_sha256, get_dataset, profile_frame, 
 from shipyard.errors import AliasNotFoundError, InvalidInputError, SpecError
 from shipyard.inference import ExportedModel, export_model
 from shipyard.inference.predictor import predictor_from_files
+from shipyard.monitoring.config import TAG as MONITORING_TAG
 from shipyard.pipeline.estimators import METRICS, build_estimator
 from shipyard.pipeline.spec import Spec
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry
@@ -273,7 +274,7 @@ class Register:
             metrics=ctx.metrics,
             reference_profile=profile_frame(ctx.train, ctx.schema, scores=training_scores(ctx)),
             run_id=ctx.run_id,
-            tags={"spec": ctx.spec.name, "estimator": ctx.spec.model.type},
+            tags=_tags(ctx.spec),
             description=ctx.spec.description or None,
         )
 
@@ -287,6 +288,14 @@ def training_scores(ctx: RunContext) -> npt.NDArray[np.float64]:
         return np.asarray(ctx.estimator.predict(features), dtype=np.float64)
     proba = np.asarray(ctx.estimator.predict_proba(features), dtype=np.float64)
     return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+
+
+def _tags(spec: Spec) -> dict[str, str]:
+    """A version's tags: its spec and estimator, and the spec's monitoring rules if any."""
+    tags = {"spec": spec.name, "estimator": spec.model.type}
+    if spec.monitoring is not None:
+        tags[MONITORING_TAG] = spec.monitoring.to_tag()
+    return tags
 
 
 class Promote:
