@@ -192,7 +192,7 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
         title=title,
         title_justify="left",
     )
-    names: list[str] = []
+    names: list[str] = list(offline)
     for window in ("all", "rows", "time"):
         for metric in (performance.get(window) or {}).get("metrics") or {}:
             if metric not in names:
