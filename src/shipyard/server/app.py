@@ -16,6 +16,8 @@ from starlette.responses import Response
 from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.server import (
     auth,
@@ -43,6 +45,19 @@ def _hooks() -> ServiceHooks:
             name, type(error).__name__
         ).inc(),
         swapped=lambda route, old, new: metrics.SWAPS.labels(route.split("@")[0]).inc(),
+    )
+
+
+def _recorder(settings: Settings) -> PredictionRecorder | None:
+    log = open_prediction_log(settings)
+    if log is None:
+        return None
+    return PredictionRecorder(
+        log,
+        buffer_rows=settings.prediction_log_buffer_rows,
+        flush_ms=settings.prediction_log_flush_ms,
+        on_written=lambda model, rows: metrics.PREDICTION_LOG_ROWS.labels(model).inc(rows),
+        on_dropped=lambda model, rows: metrics.PREDICTION_LOG_DROPPED.labels(model).inc(rows),
     )
 
 
@@ -85,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poll_seconds=settings.swap_poll_seconds,
             hooks=_hooks(),
         )
-        state = ServerState(settings=settings, registry=registry, service=service)
+        state = ServerState(
+            settings=settings, registry=registry, service=service, recorder=_recorder(settings)
+        )
         app.state.shipyard = state
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))
         try:
@@ -98,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await service.close()
+            if state.recorder is not None:
+                state.recorder.close()  # after the last request: writes what is buffered
+                state.recorder.log.close()
             await state.close_broker()
             registry.close()
 
