@@ -14,6 +14,7 @@ from shipyard.cli import (
     data,
     demo,
     examples,
+    feedback,
     keys,
     models,
     monitor,
@@ -48,6 +49,7 @@ app.command("serve", cls=Command)(serve.serve)
 app.command("stream", cls=Command)(stream.stream)
 app.command("publish", cls=Command)(queues.publish)
 app.command("consume", cls=Command)(queues.consume)
+app.command("feedback", cls=Command)(feedback.feedback)
 app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]
