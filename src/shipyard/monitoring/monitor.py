@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Feedback messages taken from a model's queue per cycle at most.
 FEEDBACK_BATCH = 5_000
+#: How long a cycle waits for the first feedback message (some backends need a moment).
+FEEDBACK_WAIT_MS = 50.0
 #: How often the list of models is read again when no list was given.
 RELIST_SECONDS = 30.0
 #: How often expired prediction-log files are removed.
@@ -246,7 +248,7 @@ class Monitor:
         queue = feedback_queue(model)
         try:
             broker = await self._declared_queue(queue)
-            deliveries = await broker.consume(queue, FEEDBACK_BATCH, 0)
+            deliveries = await broker.consume(queue, FEEDBACK_BATCH, FEEDBACK_WAIT_MS)
         except ShipyardError as error:
             logger.warning("cannot read %s: %s", queue, error)
             return 0
