@@ -222,7 +222,12 @@ def busy_cpu_seconds() -> float:
 
 @contextlib.contextmanager
 def server(
-    home: Path, *, workers: int, cores: str | None, naive_estimator: Path | None
+    home: Path,
+    *,
+    workers: int,
+    cores: str | None,
+    naive_estimator: Path | None,
+    prediction_log: str = "parquet",
 ) -> Iterator[Server]:
     """A uvicorn process tree serving the benchmark app, yielded once ready."""
     port = free_port()
@@ -232,6 +237,8 @@ def server(
             "PYTHONPATH": str(APP_DIR),
             "SHIPYARD_HOME": str(home),
             "SHIPYARD_SERVE_MODELS": json.dumps(["fraud"]),
+            "SHIPYARD_PREDICTION_LOG": prediction_log,
+            "SHIPYARD_PREDICTION_LOG_DIR": str(home.parent / f"predictions-{port}"),
         }
     )
     if naive_estimator is not None:
@@ -485,6 +492,11 @@ def main() -> None:
         "--workers", type=int, default=2, help="server processes of the scaling run (1: skip it)"
     )
     parser.add_argument("--rows", type=int, default=60_000, help="generated training rows")
+    parser.add_argument(
+        "--log-ratio",
+        action="store_true",
+        help="only compare OIP JSON with the prediction log on and off (pinned, same run)",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -505,6 +517,9 @@ def main() -> None:
             "warmup": args.warmup,
             "connections": args.connections,
         }
+        if args.log_ratio:
+            compare_logging(home, all_targets, scripts, timing, args.workers)
+            return
         log(
             f"one server process on core {SERVER_CORE}, wrk -t1 -c{args.connections} on core "
             f"{CLIENT_CORE}; {args.rounds} round(s) of {args.duration:g} s per target"
@@ -560,6 +575,37 @@ def main() -> None:
             " and competing with them for it.\n"
         )
         print_scaling(scaling)
+
+
+def compare_logging(
+    home: Path,
+    all_targets: list[Target],
+    scripts: dict[str, Path],
+    timing: dict[str, Any],
+    workers: int,
+) -> None:
+    """OIP JSON req/s with the prediction log on (Parquet) and off, interleaved."""
+    oip_json = next(t for t in all_targets if t.label == "OIP JSON")
+    cores = SERVER_CORE if workers == 1 else None
+    log(f"prediction log on vs off: OIP JSON, {workers} worker(s), cores {cores or 'all'}")
+    with contextlib.ExitStack() as servers:
+        jobs = []
+        for kind in ("off", "parquet"):
+            running = servers.enter_context(
+                server(home, workers=workers, cores=cores, naive_estimator=None,
+                       prediction_log=kind)
+            )  # fmt: skip
+            check(running.url, oip_json)
+            jobs.append(Job(f"OIP JSON, log {kind}", running, scripts[oip_json.label]))
+        results = measure(jobs, **timing)
+    logged = list(home.parent.glob("predictions-*/**/part-*.parquet"))
+    off, on = results["OIP JSON, log off"], results["OIP JSON, log parquet"]
+    for label, m in results.items():
+        print(f"{label:<24} {m.requests_per_s:>9,.0f} req/s  p99 {m.p99_ms:6.1f} ms")
+    print(
+        f"\nlog on / log off: {on.requests_per_s / off.requests_per_s:.3f} (target ≥ 0.90); "
+        f"{len(logged)} Parquet files written"
+    )
 
 
 if __name__ == "__main__":

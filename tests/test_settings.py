@@ -54,9 +54,20 @@ def everything_set(tmp_path: Path) -> Settings:
         serve_models=["fraud", "other@staging", "third:2"],
         broker_url="redis://127.0.0.1:6379/0",
         publish_queues=["a", "b.c"],
+        prediction_log="sqlite:///predictions.db",
+        prediction_log_dir=tmp_path / "predictions",
+        prediction_log_retention_days=7.5,
+        prediction_log_buffer_rows=10,
+        prediction_log_flush_ms=50.0,
+        max_feedback_items=50,
         math_threads=3,
         mpi_rank=3,
         prometheus_multiproc_dir=tmp_path / "metrics",
+        monitor_interval_seconds=0.5,
+        monitor_lease_ttl_seconds=4.0,
+        feedback_window_hours=1.5,
+        monitor_index_rows=1000,
+        feedback_grace_seconds=0.0,
     )
 
 

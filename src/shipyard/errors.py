@@ -28,7 +28,8 @@ Shipyard is defined here and drawn here.
     │   └── SignatureError             500  exit 5           signature missing, wrong or untrusted
     ├── BatcherClosedError             503  exit 1  retried  the version was replaced mid-request
     └── UnavailableError               503  exit 6  retried  a database or broker is unreachable
-        └── BackpressureError          503  exit 6  retried  a queue is full; names what it refused
+        ├── BackpressureError          503  exit 6  retried  a queue is full; names what it refused
+        └── PredictionLogError         503  exit 6  retried  the prediction log cannot be written
 """
 
 from __future__ import annotations
@@ -166,3 +167,9 @@ class BackpressureError(UnavailableError):
     def __init__(self, message: str, refused: Sequence[int]) -> None:
         super().__init__(message)
         self.refused = tuple(refused)
+
+
+class PredictionLogError(UnavailableError):
+    """The prediction log's store cannot be written or read now (a full or read-only
+    folder, an unreachable database); the stream scorer waits for it rather than lose
+    records."""

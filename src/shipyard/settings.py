@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -92,6 +92,28 @@ class Settings(BaseSettings):
     publish_queues: list[str] = Field(default_factory=lambda: ["transactions"])
     """Queues the server's ``POST /v1/queues/{queue}/messages`` may publish to."""
 
+    prediction_log: str = "parquet"
+    """Where predictions are logged: ``parquet`` (files under ``prediction_log_dir``),
+    ``database`` (a table in the registry database), a SQLAlchemy URL of another database,
+    or ``off``."""
+
+    prediction_log_dir: Path | None = None
+    """Folder of the Parquet prediction log; default ``home/predictions``."""
+
+    prediction_log_retention_days: float = Field(default=30.0, gt=0)
+    """How long logged predictions are kept (the monitor expires older ones)."""
+
+    prediction_log_buffer_rows: int = Field(default=100_000, gt=0)
+    """Most predictions a server buffers for the log; more are dropped and counted
+    (``shipyard_prediction_log_dropped_total``) rather than slow requests down."""
+
+    prediction_log_flush_ms: float = Field(default=1000.0, gt=0)
+    """How often buffered predictions are written (one file per model version each time)."""
+
+    max_feedback_items: int = Field(default=10_000, gt=0)
+    """Most ``{id, label}`` items one feedback batch may hold (``POST /v1/feedback``, the
+    feedback queue); ``shipyard feedback FILE`` sends its file in batches of this size."""
+
     math_threads: int = Field(default_factory=_user_math_threads, gt=0)
     """Threads the math libraries (OpenMP, OpenBLAS, MKL) of each stream worker may start;
     default ``OMP_NUM_THREADS`` when set, else 1: a worker has one core's worth of work, and
@@ -103,11 +125,39 @@ class Settings(BaseSettings):
     )
     """This process's rank when started by ``mpiexec`` (Open MPI, MPICH, PMIx set it)."""
 
+    monitor_interval_seconds: float = Field(default=2.0, gt=0)
+    """How often ``shipyard monitor`` reads new predictions and feedback (one cycle)."""
+
+    monitor_lease_ttl_seconds: float = Field(default=15.0, gt=0)
+    """How long a monitor owns a model without renewing its lease; another monitor takes
+    the model over once it expires. Keep it several times ``monitor_interval_seconds``."""
+
+    feedback_window_hours: float = Field(default=72.0, gt=0)
+    """How long a prediction waits for its ground truth: feedback for an older prediction
+    is counted ``late`` and not joined."""
+
+    monitor_index_rows: int = Field(default=1_000_000, gt=0)
+    """Most predictions per model the monitor keeps for joining feedback (the oldest go
+    first; their feedback is ``late``)."""
+
+    feedback_grace_seconds: float = Field(default=10.0, ge=0)
+    """How long feedback whose prediction is not in the log yet waits before it is
+    ``unknown``: predictions reach the log asynchronously, a few flushes later."""
+
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),
     )
     """Shared metrics folder of several server workers (prometheus-client multiprocess mode)."""
+
+    @field_validator("prediction_log")
+    @classmethod
+    def _prediction_log_kind(cls, value: str) -> str:
+        if value in ("parquet", "database", "off") or "://" in value:
+            return value
+        raise ValueError(
+            "must be parquet, database, off or a SQLAlchemy URL (postgresql+psycopg://…)"
+        )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -119,6 +169,8 @@ class Settings(BaseSettings):
             object.__setattr__(self, "artifacts_dir", home / "artifacts")
         if self.signing_key is None:
             object.__setattr__(self, "signing_key", home / "keys" / "signing.key")
+        if self.prediction_log_dir is None:
+            object.__setattr__(self, "prediction_log_dir", home / "predictions")
         if self.trusted_keys_dir is None:
             assert self.signing_key is not None
             object.__setattr__(self, "trusted_keys_dir", self.signing_key.parent)
@@ -169,6 +221,12 @@ class Settings(BaseSettings):
     def auth_secret_path(self) -> Path:
         """Where the generated token-signing secret lives when none is configured."""
         return self.signing_key_path.parent / "auth.secret"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        """The Parquet prediction log's folder, always set after validation."""
+        assert self.prediction_log_dir is not None
+        return self.prediction_log_dir
 
     @property
     def trusted_keys_path(self) -> Path:

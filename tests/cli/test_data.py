@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 
 def test_generate_writes_parquet_and_reports_the_fraud_rate(cli, tmp_path: Path) -> None:
@@ -40,3 +41,32 @@ def test_rows_must_be_positive(cli, tmp_path: Path) -> None:
     result = cli("data", "generate", "fraud", "--rows", "0", "-o", str(tmp_path / "x.csv"))
     assert result.code == 2
     assert "--rows" in result.err
+
+
+def test_generate_drifted_data(cli, tmp_path: Path) -> None:
+    plain, drifted = tmp_path / "plain.csv", tmp_path / "drifted.csv"
+    args = ["data", "generate", "fraud", "--rows", "3000", "--seed", "2"]
+    assert cli(*args, "-o", str(plain)).code == 0
+    result = cli(*args, "--drift", "few", "--drift-strength", "3", "-o", str(drifted))
+    assert result.code == 0, result.err
+    assert "drifted by few" in " ".join(result.out.split())
+    before, after = pd.read_csv(plain), pd.read_csv(drifted)
+    gap = ((after.mean() - before.mean()).abs() / before.std()).sort_values()
+    assert gap.iloc[-2:].min() == pytest.approx(3.0, abs=0.01)
+    assert gap.iloc[:-2].max() < 1e-9
+
+
+def test_unknown_drift_scenario_lists_the_valid_ones(cli, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = cli("data", "generate", "fraud", "--rows", "50", "--drift", "tilt", "-o", str(out))
+    assert result.code == 2
+    assert "mean-shift, variance, few, many, concept" in result.err
+    assert "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_drift_options_need_a_scenario(cli, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = cli("data", "generate", "fraud", "--drift-strength", "2", "-o", str(out))
+    assert result.code == 2
+    assert "need --drift SCENARIO" in result.err

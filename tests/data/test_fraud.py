@@ -1,13 +1,23 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from shipyard.data import DATASETS, FRAUD_SCHEMA, generate_fraud, get_dataset
+from shipyard.data import (
+    DATASETS,
+    DRIFT_SCENARIOS,
+    FRAUD_SCHEMA,
+    drift_fraud,
+    drifted_features,
+    generate_fraud,
+    get_dataset,
+)
 from shipyard.errors import InvalidInputError
 
 
@@ -99,3 +109,107 @@ def test_catalogue_generates_fraud() -> None:
 def test_unknown_dataset_lists_the_known_ones() -> None:
     with pytest.raises(InvalidInputError, match="unknown dataset 'iris'; known datasets: fraud"):
         get_dataset("iris")
+
+
+@pytest.fixture(scope="module")
+def base() -> pd.DataFrame:
+    return generate_fraud(30_000, seed=6)
+
+
+def _moved(base: pd.DataFrame, drifted: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per feature: mean shift in base standard deviations, and the ratio of spreads."""
+    features = FRAUD_SCHEMA.feature_names
+    std = base[features].std()
+    return (drifted[features].mean() - base[features].mean()).abs() / std, drifted[
+        features
+    ].std() / std
+
+
+@pytest.mark.parametrize(
+    ("scenario", "count", "shift", "spread"),
+    [
+        ("mean-shift", 9, 0.5, 1.0),
+        ("variance", 9, 0.0, 1.5),
+        ("few", 2, 2.0, 1.0),
+        ("many", 23, 0.5, 1.0),
+    ],
+)
+def test_covariate_drift_moves_only_the_features_it_names(
+    base: pd.DataFrame, scenario: str, count: int, shift: float, spread: float
+) -> None:
+    drifted = drift_fraud(base, scenario, seed=6)
+    moved = drifted_features(scenario)
+    assert len(moved) == count
+    assert "Time" not in moved
+    mean_gap, spread_ratio = _moved(base, drifted)
+    components = [name for name in moved if name != "Amount"]
+    # Amount moves in log space: its raw mean and spread move further than the components'.
+    assert mean_gap[components].to_numpy() == pytest.approx(shift, abs=0.01)
+    assert spread_ratio[components].to_numpy() == pytest.approx(spread, abs=0.01)
+    still = [name for name in FRAUD_SCHEMA.feature_names if name not in moved]
+    assert mean_gap[still].max() == 0.0
+    assert spread_ratio[still].to_numpy() == pytest.approx(1.0)
+    pd.testing.assert_series_equal(drifted["Class"], base["Class"])
+
+
+def test_strength_and_share_are_options(base: pd.DataFrame) -> None:
+    drifted = drift_fraud(base, "mean-shift", strength=1.0, share=0.5, seed=6)
+    moved = drifted_features("mean-shift", 0.5)
+    assert len(moved) == 14  # of the 29 that can drift (Time does not)
+    mean_gap, _ = _moved(base, drifted)
+    components = [name for name in moved if name != "Amount"]
+    assert mean_gap[components].to_numpy() == pytest.approx(1.0, abs=0.01)
+
+
+def test_drift_is_reproducible_by_seed(base: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(
+        drift_fraud(base, "many", seed=3), drift_fraud(base, "many", seed=3)
+    )
+    assert not drift_fraud(base, "concept", seed=3).equals(drift_fraud(base, "concept", seed=4))
+
+
+def test_amount_stays_positive_in_cents(base: pd.DataFrame) -> None:
+    for scenario in ("variance", "many"):
+        amount = drift_fraud(base, scenario, strength=3.0, share=1.0)["Amount"]
+        assert (amount >= 0.01).all()
+        assert (amount.round(2) == amount).all()
+
+
+def test_concept_drift_keeps_features_and_hides_new_fraud_from_the_model(
+    base: pd.DataFrame,
+) -> None:
+    features = FRAUD_SCHEMA.feature_names
+    model = HistGradientBoostingClassifier(
+        max_iter=60, l2_regularization=1.0, early_stopping=False, random_state=0
+    ).fit(base[features].to_numpy(np.float32), base["Class"])
+    live = generate_fraud(20_000, seed=7)
+    drifted = drift_fraud(live, "concept", seed=7)
+    pd.testing.assert_frame_equal(drifted[features], live[features])
+    assert drifted["Class"].mean() == pytest.approx(live["Class"].mean() + 0.02, abs=0.003)
+
+    def recall(frame: pd.DataFrame) -> float:
+        predicted = model.predict(frame[features].to_numpy(np.float32))
+        return float(recall_score(frame["Class"], predicted))
+
+    assert recall(live) > 0.5
+    assert recall(drifted) < recall(live) / 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scenario": "tilt"}, r"unknown drift scenario 'tilt'; use one of mean-shift, variance"),
+        ({"scenario": "few", "strength": 0.0}, r"drift strength must be a positive number"),
+        ({"scenario": "many", "share": 1.5}, r"drift share of features must be in \(0, 1\]"),
+        ({"scenario": "concept", "strength": 0.6}, r"rate of new fraud rows, below 0\.5"),
+    ],
+)
+def test_bad_drift_arguments(base: pd.DataFrame, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        drift_fraud(base.head(100), **kwargs)
+
+
+def test_catalogue_knows_the_drift_scenarios() -> None:
+    dataset = get_dataset("fraud")
+    assert dataset.drift is not None
+    assert set(dataset.drift_scenarios) == set(DRIFT_SCENARIOS)

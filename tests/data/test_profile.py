@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from shipyard.data import FRAUD_SCHEMA, Column, TableSchema, generate_fraud, profile_frame
+from shipyard.data.profile import SKETCH_QUANTILES, UNIQUE_CAP, profile_values, sketch_levels
 from shipyard.errors import InvalidInputError, SchemaError
 
 
@@ -122,3 +123,61 @@ def test_profile_validates_the_frame(fraud: pd.DataFrame) -> None:
 def test_bins_must_be_at_least_two(fraud: pd.DataFrame) -> None:
     with pytest.raises(InvalidInputError, match="bins must be at least 2"):
         profile_frame(fraud, FRAUD_SCHEMA, bins=1)
+
+
+def test_small_column_sketch_is_its_sorted_values() -> None:
+    schema = TableSchema(columns=[Column(name="x", nullable=True)])
+    x = np.random.default_rng(1).normal(size=300)
+    x[::10] = np.nan
+    feature = profile_frame(pd.DataFrame({"x": x}), schema)["features"]["x"]
+    assert feature["sketch"] == {"kind": "values", "values": sorted(x[np.isfinite(x)].tolist())}
+    assert feature["unique"] == 270
+    assert feature["categories"] is None
+
+
+def test_large_column_sketch_is_a_quantile_function(fraud: pd.DataFrame) -> None:
+    feature = profile_frame(fraud, FRAUD_SCHEMA)["features"]["Amount"]
+    sketch = feature["sketch"]
+    assert sketch["kind"] == "quantiles"
+    assert len(sketch["values"]) == SKETCH_QUANTILES
+    assert sketch["values"][0] == feature["min"]
+    assert sketch["values"][-1] == feature["max"]
+    assert sketch["values"] == sorted(sketch["values"])
+    levels = sketch_levels(SKETCH_QUANTILES)
+    np.testing.assert_allclose(sketch["values"], np.quantile(fraud["Amount"], levels))
+    # Levels crowd at the tails, where heavy-tailed features need them.
+    assert levels[1] - levels[0] < (levels[129] - levels[128]) / 100
+    # A few KB of JSON per feature.
+    assert len(json.dumps(sketch)) < 8_000
+    assert feature["unique"] == UNIQUE_CAP
+
+
+def test_few_valued_numeric_columns_keep_their_frequencies() -> None:
+    schema = TableSchema(
+        columns=[Column(name="n", dtype="int64"), Column(name="b", dtype="bool"), Column(name="h")]
+    )
+    frame = pd.DataFrame(
+        {"n": [1, 2, 2, 3] * 500, "b": [True, False, False, False] * 500, "h": [0.5, 1.5] * 1000}
+    )
+    features = profile_frame(frame, schema)["features"]
+    assert features["n"]["categories"] == {"1": 0.25, "2": 0.5, "3": 0.25}
+    assert features["n"]["unique"] == 3
+    assert features["b"]["categories"] == {"0": 0.75, "1": 0.25}
+    assert features["h"]["categories"] == {"0.5": 0.5, "1.5": 0.5}
+    assert {float(key) for key in features["h"]["categories"]} == {0.5, 1.5}
+
+
+def test_scores_are_profiled_as_a_numeric_column(fraud: pd.DataFrame) -> None:
+    scores = np.linspace(0.0, 1.0, len(fraud))
+    profile = profile_frame(fraud, FRAUD_SCHEMA, scores=scores)
+    assert profile["score"] == profile_values(scores)
+    assert profile["score"]["count"] == len(fraud)
+    assert profile["score"]["sketch"]["kind"] == "quantiles"
+    assert profile_frame(fraud, FRAUD_SCHEMA)["score"] is None
+
+
+def test_scores_must_match_the_rows(fraud: pd.DataFrame) -> None:
+    with pytest.raises(InvalidInputError, match="scores has 10 values for 5000 rows"):
+        profile_frame(fraud, FRAUD_SCHEMA, scores=np.zeros(10))
+    with pytest.raises(InvalidInputError, match="values must be one-dimensional"):
+        profile_values(np.zeros((2, 2)))

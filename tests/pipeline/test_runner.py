@@ -60,6 +60,18 @@ def test_run_records_stages_metrics_lineage_and_promotes(registry: Registry) -> 
     assert profile["target"]["name"] == "Class"
 
 
+def test_registered_profile_has_the_models_training_scores(registry: Registry) -> None:
+    result = Runner(registry).run(parse_spec(SPEC), SPEC)
+    profile = registry.get_profile(result.version.ref)
+    assert profile is not None
+    score = profile["score"]
+    # P(fraud) on each of the 2,800 training rows, profiled like a numeric feature.
+    assert score["count"] == profile["rows"] == 2800
+    assert 0.0 <= score["min"] <= score["max"] <= 1.0
+    assert score["quantiles"]["p50"] < 0.05 < score["max"]
+    assert score["sketch"]["kind"] == "quantiles"
+
+
 def test_a_worse_model_is_registered_but_not_promoted(registry: Registry) -> None:
     Runner(registry).run(parse_spec(SPEC), SPEC)
     weaker = SPEC.replace("max_iter: 40", "max_iter: 1, max_depth: 1")
@@ -103,3 +115,14 @@ def test_a_held_out_split_with_one_class_is_refused(registry: Registry) -> None:
     with pytest.raises(InvalidInputError, match="held-out split has only class"):
         Runner(registry).run(parse_spec(unstratified), unstratified)
     assert registry.list_models() == []
+
+
+def test_the_spec_monitoring_section_is_stored_with_the_version(registry: Registry) -> None:
+    from shipyard.monitoring.config import MonitoringSpec
+
+    spec = parse_spec(SPEC + "monitoring: {windows: {rows: 300}, performance: {margin: 0.1}}\n")
+    result = Runner(registry).run(spec, "")
+    assert result.version is not None
+    stored = MonitoringSpec.from_tags(registry.get_version(result.version.ref).tags)
+    assert stored.windows.rows == 300
+    assert stored.performance.margin == 0.1

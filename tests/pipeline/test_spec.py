@@ -162,3 +162,27 @@ def test_an_unknown_parameter_without_a_close_match_lists_the_known_ones() -> No
         parse_spec(VALID.replace("max_iter: 10", "colour: 3"))
     assert ":9: model.params: unknown parameter 'colour'" in str(raised.value)
     assert "known: categorical_features, class_weight," in str(raised.value)
+
+
+def test_a_monitoring_section_validates_with_defaults() -> None:
+    spec = parse_spec(VALID + "monitoring:\n  windows: {rows: 50}\n  drift: {drift_share: 0.3}\n")
+    assert spec.monitoring is not None
+    assert spec.monitoring.windows.rows == 50
+    assert spec.monitoring.windows.minutes == 60
+    assert spec.monitoring.drift_config().drift_share == 0.3
+    assert parse_spec(VALID).monitoring is None
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ("  windows: {rows: 0}", "monitoring.windows.rows"),
+        ("  performance: {metric: speed}", "unknown live metric 'speed'"),
+        ("  drift: {drift_share: 2}", "monitoring.drift"),
+        ("  window: {rows: 5}", "monitoring.window: unknown field"),
+    ],
+)
+def test_a_bad_monitoring_section_names_field_and_line(section: str, named: str) -> None:
+    with pytest.raises(SpecError, match=r"s.yaml:1[12]: ") as caught:
+        parse_spec(VALID + "monitoring:\n" + section + "\n", source="s.yaml")
+    assert named in str(caught.value)

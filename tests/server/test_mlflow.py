@@ -108,3 +108,44 @@ def test_ping_is_503_without_a_default_model_and_health_stays_200(model_home: Pa
         assert client.get("/health").status_code == 200
         assert client.get("/v2/health/ready").status_code == 200
         assert client.post("/invocations", json={"inputs": [[0.0] * 30]}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": ["id", *FEATURES],
+                             "data": [["a", *MATRIX[0].tolist()], ["b", *MATRIX[1].tolist()]]}},
+        {"dataframe_records": [{"id": "a", **FRAME.iloc[0].to_dict()},
+                               {"id": "b", **FRAME.iloc[1].to_dict()}]},
+        {"inputs": {"id": ["a", "b"], **{c: FRAME[c].tolist()[:2] for c in FEATURES}}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "inputs_columns"],
+)  # fmt: skip
+def test_an_id_column_names_the_predictions(
+    client: TestClient, model_home: Path, body: dict[str, Any]
+) -> None:
+    response = client.post("/invocations", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["ids"] == ["a", "b"]
+    direct = score_directly(model_home, MATRIX[:1])
+    assert answer["predictions"][0]["probability"] == pytest.approx(float(direct["probability"][0]))
+
+
+def test_rows_without_ids_get_new_ones_csv_with_ids_keeps_them(client: TestClient) -> None:
+    response = client.post("/invocations", json={"inputs": MATRIX.tolist()})
+    ids = response.json()["ids"]
+    assert len(set(ids)) == len(MATRIX)
+    frame = FRAME.head(2).assign(id=["r1", "r2"])
+    response = client.post(
+        "/invocations", content=frame.to_csv(index=False), headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["ids"] == ["r1", "r2"]
+
+
+def test_a_bad_id_is_400_naming_the_row(client: TestClient) -> None:
+    records = [{"id": "a", **FRAME.iloc[0].to_dict()}, {"id": 5, **FRAME.iloc[1].to_dict()}]
+    response = client.post("/invocations", json={"dataframe_records": records})
+    assert response.status_code == 400
+    assert "the id of row 1 must be a string" in response.json()["error"]

@@ -66,7 +66,7 @@ def test_model_metadata_names_inputs_outputs_and_features(client: TestClient, pa
     assert meta["versions"] == ["1"]
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
-    assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
+    assert [o["name"] for o in meta["outputs"]] == ["probability", "label", "id"]
     assert meta["parameters"]["features"] == FEATURES
     assert "production" in meta["parameters"]["aliases"]
 
@@ -208,6 +208,8 @@ def test_tritonclient_infer_binary_and_json(live_server: LiveServer) -> None:
             np.testing.assert_array_equal(result.as_numpy("label"), direct["label"])
             assert result.get_response()["model_version"] == "1"
             assert result.get_response()["id"] == "abc"
+            ids = [i.decode() for i in result.as_numpy("id").tolist()]
+            assert ids == [f"abc:{row}" for row in range(8)]
             # Outputs named one by one: one in JSON, one in binary.
             requested = [
                 triton.InferRequestedOutput("probability", binary_data=not binary_in),
@@ -246,3 +248,59 @@ def test_tritonclient_errors_carry_our_message(live_server: LiveServer) -> None:
         assert client.infer("fraud", [good]).as_numpy("label").shape == (1,)
     finally:
         client.close()
+
+
+def infer_ids(client: TestClient, body: dict[str, object]) -> list[str]:
+    response = client.post("/v2/models/fraud/infer", json=body)
+    assert response.status_code == 200, response.text
+    (tensor,) = [o for o in response.json()["outputs"] if o["name"] == "id"]
+    assert tensor["datatype"] == "BYTES"
+    assert tensor["shape"] == [len(tensor["data"])]
+    ids: list[str] = tensor["data"]
+    return ids
+
+
+def test_row_ids_come_from_the_request_id(client: TestClient) -> None:
+    assert infer_ids(client, {**infer_body(rows(3)), "id": "req-7"}) == [
+        "req-7:0",
+        "req-7:1",
+        "req-7:2",
+    ]
+    assert infer_ids(client, {**infer_body(rows(1)), "id": "tx-42"}) == ["tx-42"]
+
+
+def test_rows_without_a_request_id_get_new_ordered_ids(client: TestClient) -> None:
+    first = infer_ids(client, infer_body(rows(4)))
+    second = infer_ids(client, infer_body(rows(4)))
+    assert len(set(first + second)) == 8
+    assert first + second == sorted(first + second)  # UUIDv7: ordered by time
+    assert all(len(i) == 36 for i in first)
+
+
+def test_the_id_output_follows_the_outputs_filter(client: TestClient) -> None:
+    body = {**infer_body(rows(2)), "id": "r", "outputs": [{"name": "label"}]}
+    response = client.post("/v2/models/fraud/infer", json=body)
+    assert [o["name"] for o in response.json()["outputs"]] == ["label"]
+    body["outputs"] = [{"name": "id", "parameters": {"binary_data": True}}]
+    response = client.post("/v2/models/fraud/infer", json=body)
+    assert response.status_code == 200
+    length = int(response.headers["inference-header-content-length"])
+    header = orjson.loads(response.content[:length])
+    assert [o["name"] for o in header["outputs"]] == ["id"]
+    assert response.content[length:] == b"\x03\x00\x00\x00r:0\x03\x00\x00\x00r:1"
+
+
+@pytest.mark.parametrize(
+    ("request_id", "message"),
+    [
+        (7, "the id of the request must be a string"),
+        ("", "the id of the request must not be empty"),
+        ("x" * 201, "at most 200"),
+        ("x" * 199, "the id of row 1 (the request's id and row number) is 201 characters"),
+    ],
+)
+def test_bad_request_ids_are_400(client: TestClient, request_id: object, message: str) -> None:
+    body = {**infer_body(rows(2)), "id": request_id}
+    response = client.post("/v2/models/fraud/infer", json=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]

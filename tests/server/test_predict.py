@@ -68,3 +68,42 @@ def test_bad_bodies_are_400(client: TestClient, body: object, message: str) -> N
     response = client.post("/v1/models/fraud:predict", json=body)
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_instances_carry_their_ids_and_others_get_new_ones(client: TestClient) -> None:
+    instances = FRAME.to_dict(orient="records")[:3]
+    instances[0]["id"] = "tx-1"
+    instances[2]["id"] = "tx-3"
+    response = client.post("/v1/models/fraud:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    ids = [p["id"] for p in response.json()["predictions"]]
+    assert ids[0] == "tx-1"
+    assert ids[2] == "tx-3"
+    assert len(ids[1]) == 36  # a UUIDv7
+
+
+def test_matrix_rows_get_new_unique_ordered_ids(client: TestClient) -> None:
+    ids = []
+    for _ in range(2):
+        response = client.post("/v1/models/fraud:predict", json={"inputs": MATRIX.tolist()})
+        ids += [p["id"] for p in response.json()["predictions"]]
+    assert len(set(ids)) == 10
+    assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (3, "the id of instances[1] must be a string, got int"),
+        ("", "the id of instances[1] must not be empty"),
+        ("x" * 201, "the id of instances[1] is 201 characters long; at most 200"),
+    ],
+)
+def test_bad_instance_ids_are_400_naming_the_row(
+    client: TestClient, bad: object, message: str
+) -> None:
+    instances = FRAME.to_dict(orient="records")[:2]
+    instances[1]["id"] = bad
+    response = client.post("/v1/models/fraud:predict", json={"instances": instances})
+    assert response.status_code == 400
+    assert message in response.json()["error"]

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
-from shipyard.errors import UnavailableError
+from shipyard.errors import PredictionLogError, UnavailableError
 from shipyard.inference import load_predictor
 from shipyard.messaging import Delivery, QueueSpec, open_broker
 from shipyard.messaging.memory import MemoryBroker
+from shipyard.monitoring.log import ParquetLog
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 
 from .conftest import FEATURES, MODEL, Rig, transaction
@@ -285,3 +289,76 @@ async def test_an_unforeseen_failure_stops_the_scorer_and_leaves_the_batch_unack
     again = await rig.client.consume("transactions", 10, 1000)
     assert len(again) == 5
     assert {d.attempts for d in again} == {2}
+
+
+class SwitchableLog:
+    """A ParquetLog that fails every write while ``down``."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = ParquetLog(root)
+        self.down = False
+
+    def write(self, batch: pa.Table) -> None:
+        if self.down:
+            raise PredictionLogError("the log's disk is gone")
+        self.store.write(batch)
+
+    def ids(self) -> list[str]:
+        return [i for t in self.store.scan(MODEL).values() for i in t.column("id").to_pylist()]
+
+
+async def test_scored_messages_are_logged_before_they_are_acked(rigs: Rigs, tmp_path: Path) -> None:
+    rig = await rigs(batch_size=16)
+    log = SwitchableLog(tmp_path)
+    rig.scorer.recorder = PredictionRecorder(log, durable_flush_ms=20)  # type: ignore[arg-type]
+    await rig.publish([transaction(f"t{i}", i / 40) for i in range(40)] + [b"not json"])
+    await rig.start()
+    results = await rig.collect("results", 40)
+    await rig.stop()
+    rig.scorer.recorder.close()
+    assert len(results) == 40
+    table = pa.concat_tables(log.store.scan(MODEL).values())
+    assert sorted(table.column("id").to_pylist()) == sorted(f"t{i}" for i in range(40))
+    assert set(table.column("source").to_pylist()) == {"stream"}
+    by_id = {r["id"]: r for r in results}
+    for row in table.to_pylist():
+        assert row["score"] == pytest.approx(by_id[row["id"]]["score"])
+        assert row["label"] == str(by_id[row["id"]]["label"])
+        assert row["features"] == pytest.approx(dict.fromkeys(FEATURES, float(row["id"][1:]) / 40))
+    assert await rig.client.consume("transactions", 10, 50) == []  # all acked
+
+
+async def test_an_unavailable_log_stops_the_acks_until_it_is_back_and_loses_nothing(
+    rigs: Rigs, tmp_path: Path
+) -> None:
+    rig = await rigs(batch_size=8)
+    log = SwitchableLog(tmp_path)
+    log.down = True
+    rig.scorer.recorder = PredictionRecorder(log, durable_flush_ms=10)  # type: ignore[arg-type]
+    acked: list[str] = []
+    ack = rig.broker.ack
+
+    async def counting_ack(queue: str, deliveries: Sequence[Delivery]) -> None:
+        acked.extend(orjson.loads(d.body)["id"] for d in deliveries)
+        await ack(queue, deliveries)
+
+    rig.broker.ack = counting_ack  # type: ignore[method-assign]
+    await rig.publish([transaction(f"t{i}") for i in range(30)])
+    await rig.start()
+    for _ in range(50):  # bounded: until the scorer has tried to log
+        if rig.scorer.stats.scored:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    assert rig.scorer.stats.scored
+    assert acked == []
+    assert log.ids() == []
+    log.down = False
+    for _ in range(200):
+        if set(acked) >= {f"t{i}" for i in range(30)}:
+            break
+        await asyncio.sleep(0.05)
+    await rig.stop()
+    rig.scorer.recorder.close()
+    assert set(acked) == {f"t{i}" for i in range(30)}
+    assert set(log.ids()) == {f"t{i}" for i in range(30)}  # a redelivery may log twice

@@ -14,8 +14,10 @@ from shipyard.cli import (
     data,
     demo,
     examples,
+    feedback,
     keys,
     models,
+    monitor,
     pipeline,
     predict,
     queues,
@@ -41,11 +43,13 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
+app.add_typer(monitor.app, name="monitor")
 app.command("predict", cls=Command)(predict.predict)
 app.command("serve", cls=Command)(serve.serve)
 app.command("stream", cls=Command)(stream.stream)
 app.command("publish", cls=Command)(queues.publish)
 app.command("consume", cls=Command)(queues.consume)
+app.command("feedback", cls=Command)(feedback.feedback)
 app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]

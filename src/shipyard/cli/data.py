@@ -27,15 +27,52 @@ def generate(
     seed: Annotated[
         int, typer.Option(metavar="N", help="Random seed; the same seed gives the same table")
     ] = 0,
+    drift: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SCENARIO",
+            help=(
+                "Make the table drift from the training data: mean-shift, variance, few, "
+                "many (covariate drift) or concept (a new fraud pattern the model misses)"
+            ),
+        ),
+    ] = None,
+    drift_strength: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help=(
+                "Standard deviations of shift (mean-shift 0.5, few 2, many 0.5), spread "
+                "factor (variance 1.5) or rate of new fraud rows (concept 0.02)"
+            ),
+        ),
+    ] = None,
+    drift_features: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SHARE",
+            help="Share of the features that move (mean-shift and variance 0.3, many 0.8)",
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic table with a known schema, e.g. credit-card-like fraud data."""
     # Imported here, as in every command: pandas and friends take a second that --help skips.
     from shipyard.data import get_dataset, write_table
+    from shipyard.errors import InvalidInputError
 
     spec = get_dataset(dataset)
+    if drift is None and (drift_strength is not None or drift_features is not None):
+        raise InvalidInputError("--drift-strength and --drift-features need --drift SCENARIO")
+    if drift is not None and spec.drift is None:
+        raise InvalidInputError(f"dataset {spec.name!r} has no drift scenarios")
     frame = spec.generate(rows, seed)
+    if drift is not None:
+        assert spec.drift is not None
+        frame = spec.drift(frame, drift, drift_strength, drift_features, seed)
     write_table(frame, output)
     summary = f"wrote {len(frame):,} rows of {spec.name} to {output}"
+    if drift is not None:
+        summary += f", drifted by {drift}"
     if spec.schema.target is not None:
         rates = frame[spec.schema.target].value_counts(normalize=True).sort_index()
         summary += (

@@ -6,27 +6,37 @@ This package imports nothing from the rest of Shipyard except ``shipyard.errors`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from shipyard.data.fraud import FRAUD_SCHEMA, generate_fraud
-from shipyard.data.profile import profile_frame
+from shipyard.data.fraud import (
+    DRIFT_SCENARIOS,
+    FRAUD_SCHEMA,
+    drift_fraud,
+    drifted_features,
+    generate_fraud,
+)
+from shipyard.data.profile import profile_frame, profile_values
 from shipyard.data.schema import Column, TableSchema
 from shipyard.data.table import file_sha256, read_table, write_table
 from shipyard.errors import InvalidInputError
 
 __all__ = [
     "DATASETS",
+    "DRIFT_SCENARIOS",
     "FRAUD_SCHEMA",
     "Column",
     "Dataset",
     "TableSchema",
+    "drift_fraud",
+    "drifted_features",
     "file_sha256",
     "generate_fraud",
     "get_dataset",
     "profile_frame",
+    "profile_values",
     "read_table",
     "write_table",
 ]
@@ -34,16 +44,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named dataset: its schema and a generator taking ``(rows, seed)``."""
+    """A named dataset: its schema, a generator taking ``(rows, seed)`` and, when it can
+    drift, ``drift(frame, scenario, strength, share, seed)`` with its ``drift_scenarios``."""
 
     name: str
     description: str
     schema: TableSchema
     generate: Callable[[int, int], pd.DataFrame]
+    drift: Callable[[pd.DataFrame, str, float | None, float | None, int], pd.DataFrame] | None = (
+        None
+    )
+    drift_scenarios: Mapping[str, str] = field(default_factory=dict)
 
 
 def _generate_fraud(rows: int, seed: int) -> pd.DataFrame:
     return generate_fraud(rows, seed=seed)
+
+
+def _drift_fraud(
+    frame: pd.DataFrame, scenario: str, strength: float | None, share: float | None, seed: int
+) -> pd.DataFrame:
+    return drift_fraud(frame, scenario, strength=strength, share=share, seed=seed)
 
 
 DATASETS: dict[str, Dataset] = {
@@ -55,6 +76,8 @@ DATASETS: dict[str, Dataset] = {
         ),
         schema=FRAUD_SCHEMA,
         generate=_generate_fraud,
+        drift=_drift_fraud,
+        drift_scenarios=DRIFT_SCENARIOS,
     ),
 }
 

@@ -4,6 +4,9 @@ Columns are ``Time`` (seconds since the first transaction, over two days), ``V1`
 (anonymised, PCA-like components), ``Amount`` and ``Class`` (1 for fraud). Fraud rows differ
 from normal ones in a handful of components and in the amount, with enough overlap that a good
 model finds most fraud but not all of it.
+
+``drift_fraud`` turns such a table into one that has drifted away from it (``DRIFT_SCENARIOS``),
+so that the monitor can be seen to react.
 """
 
 from __future__ import annotations
@@ -124,3 +127,103 @@ def _amounts(
         rng.lognormal(mean=4.6, sigma=1.0, size=n_fraud),
     )
     return np.maximum(np.round(amount, 2), 0.01)
+
+
+DRIFT_SCENARIOS: dict[str, str] = {
+    "mean-shift": "shift the mean of 30% of the features by 0.5 standard deviation",
+    "variance": "widen the spread of 30% of the features 1.5 times around their mean",
+    "few": "shift 2 features strongly (2 standard deviations)",
+    "many": "shift the mean of 80% of the features by 0.5 standard deviation",
+    "concept": (
+        "label 2% of rows fraud that look like legitimate training rows (a new fraud "
+        "pattern the current model misses); the features do not move"
+    ),
+}
+# Per scenario: (strength, share of features). Strength is in standard deviations for the
+# shifts, a factor for variance, the rate of new fraud rows for concept.
+_DRIFT_DEFAULTS: dict[str, tuple[float, float]] = {
+    "mean-shift": (0.5, 0.3),
+    "variance": (1.5, 0.3),
+    "few": (2.0, 2 / 29),
+    "many": (0.5, 0.8),
+    "concept": (0.02, 0.0),
+}
+# Time is a timestamp, not a feature that drifts. The affected features are the first ones of
+# this fixed order, so a scenario moves the same features whatever the seed.
+_DRIFTABLE = [*_COMPONENTS, "Amount"]
+_DRIFT_ORDER = [_DRIFTABLE[i] for i in np.random.default_rng(2024).permutation(len(_DRIFTABLE))]
+
+
+def drifted_features(scenario: str, share: float | None = None) -> list[str]:
+    """The features ``drift_fraud`` moves for ``scenario`` (none for ``concept``)."""
+    _check_scenario(scenario)
+    if scenario == "concept":
+        return []
+    share = _DRIFT_DEFAULTS[scenario][1] if share is None else share
+    if not 0.0 < share <= 1.0:
+        raise InvalidInputError(f"drift share of features must be in (0, 1], got {share!r}")
+    return _DRIFT_ORDER[: max(1, round(share * len(_DRIFT_ORDER)))]
+
+
+def drift_fraud(
+    frame: pd.DataFrame,
+    scenario: str,
+    *,
+    strength: float | None = None,
+    share: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A copy of ``frame`` (a ``generate_fraud`` table) drifted by ``scenario``.
+
+    Covariate drift moves ``share`` of the features (``drifted_features``): ``mean-shift``,
+    ``few`` and ``many`` add ``strength`` standard deviations (of the column in ``frame``,
+    with a sign drawn from ``seed``); ``variance`` scales each value's distance to the
+    column's mean by ``strength``. ``Amount`` moves in log space, so it stays positive.
+    ``concept`` leaves every feature as it is and relabels a ``strength`` share of the rows
+    fraud, drawn among legitimate rows with a high ``V2`` and ``V9`` (components the
+    generator's fraud never moves): fraud the current model does not see.
+    """
+    features = drifted_features(scenario, share)
+    default_strength = _DRIFT_DEFAULTS[scenario][0]
+    strength = default_strength if strength is None else strength
+    if not np.isfinite(strength) or strength <= 0:
+        raise InvalidInputError(f"drift strength must be a positive number, got {strength!r}")
+    rng = np.random.default_rng([seed, 1])
+    drifted = frame.copy()
+    if scenario == "concept":
+        if strength >= 0.5:
+            raise InvalidInputError(
+                f"concept drift strength is the rate of new fraud rows, below 0.5; got {strength!r}"
+            )
+        legit = (drifted["Class"] == 0).to_numpy()
+        pattern = (
+            legit
+            & (drifted["V2"] > drifted["V2"].quantile(0.5)).to_numpy()
+            & (drifted["V9"] > drifted["V9"].quantile(0.5)).to_numpy()
+        )
+        candidates = np.flatnonzero(pattern)
+        chosen = rng.choice(
+            candidates, size=min(round(strength * len(frame)), candidates.size), replace=False
+        )
+        labels = drifted["Class"].to_numpy(copy=True)
+        labels[chosen] = 1
+        drifted["Class"] = labels
+        return drifted
+    for name in features:
+        amount = name == "Amount"
+        values = drifted[name].to_numpy(dtype=np.float64)
+        values = np.log(values) if amount else values
+        if scenario == "variance":
+            values = values.mean() + (values - values.mean()) * strength
+        else:
+            sign = 1.0 if amount else rng.choice([-1.0, 1.0])
+            values = values + sign * strength * values.std()
+        drifted[name] = np.maximum(np.round(np.exp(values), 2), 0.01) if amount else values
+    return drifted
+
+
+def _check_scenario(scenario: str) -> None:
+    if scenario not in DRIFT_SCENARIOS:
+        raise InvalidInputError(
+            f"unknown drift scenario {scenario!r}; use one of {', '.join(DRIFT_SCENARIOS)}"
+        )

@@ -13,6 +13,10 @@ parameters, how to split, which metrics to compute, and when to promote the new 
     split: {test_size: 0.2, stratify: true, random_state: 42}
     metrics: [average_precision, roc_auc]
     promotion: {alias: production, metric: average_precision, require: beats_current}
+    monitoring: {windows: {rows: 1000, minutes: 60}, drift: {drift_share: 0.5}}  # optional
+
+``monitoring`` (``monitoring/config.py``) is stored with each registered version, as JSON in
+its ``monitoring`` tag, for ``shipyard monitor``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pydantic_core import PydanticCustomError
 from shipyard.data import DATASETS, Column, TableSchema, get_dataset
 from shipyard.errors import NotFoundError, SpecError
 from shipyard.examples import example_names, example_spec
+from shipyard.monitoring.config import MonitoringSpec
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS
 from shipyard.registry import DEFAULT_ALIAS
 
@@ -165,6 +170,7 @@ class Spec(_Strict):
     split: SplitSpec = SplitSpec()
     metrics: list[str] = Field(default_factory=lambda: ["average_precision", "roc_auc"])
     promotion: PromotionSpec = PromotionSpec()
+    monitoring: MonitoringSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

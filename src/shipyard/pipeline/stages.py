@@ -20,6 +20,7 @@ from shipyard.data import TableSchema, file_sha256, get_dataset, profile_frame, 
 from shipyard.errors import AliasNotFoundError, InvalidInputError, SpecError
 from shipyard.inference import ExportedModel, export_model
 from shipyard.inference.predictor import predictor_from_files
+from shipyard.monitoring.config import TAG as MONITORING_TAG
 from shipyard.pipeline.estimators import METRICS, build_estimator
 from shipyard.pipeline.spec import Spec
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry
@@ -271,11 +272,30 @@ class Register:
             input_schema=exported.input_schema,
             output_schema=exported.output_schema,
             metrics=ctx.metrics,
-            reference_profile=profile_frame(ctx.train, ctx.schema),
+            reference_profile=profile_frame(ctx.train, ctx.schema, scores=training_scores(ctx)),
             run_id=ctx.run_id,
-            tags={"spec": ctx.spec.name, "estimator": ctx.spec.model.type},
+            tags=_tags(ctx.spec),
             description=ctx.spec.description or None,
         )
+
+
+def training_scores(ctx: RunContext) -> npt.NDArray[np.float64]:
+    """The trained model's score on each training row, profiled with the version so that
+    the monitor can tell when live scores drift: P(positive class) for a binary classifier,
+    the highest class probability for a multiclass one, the prediction for a regressor."""
+    features, _ = ctx.split_xy(ctx.train)
+    if ctx.spec.task == "regression":
+        return np.asarray(ctx.estimator.predict(features), dtype=np.float64)
+    proba = np.asarray(ctx.estimator.predict_proba(features), dtype=np.float64)
+    return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+
+
+def _tags(spec: Spec) -> dict[str, str]:
+    """A version's tags: its spec and estimator, and the spec's monitoring rules if any."""
+    tags = {"spec": spec.name, "estimator": spec.model.type}
+    if spec.monitoring is not None:
+        tags[MONITORING_TAG] = spec.monitoring.to_tag()
+    return tags
 
 
 class Promote:

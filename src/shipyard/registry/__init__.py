@@ -14,6 +14,13 @@ from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
+    from shipyard.registry.monitoring import (
+        EventRecord,
+        FeedbackReceipt,
+        FeedbackRecord,
+        FeedbackStatus,
+        MonitoringStore,
+    )
     from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo, StageInfo
     from shipyard.registry.registry import Registry
     from shipyard.registry.runs import Runs
@@ -22,6 +29,13 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "artifacts": ("ArtifactStore", "FileEntry", "Manifest", "VerifiedArtifact"),
+    "monitoring": (
+        "EventRecord",
+        "FeedbackReceipt",
+        "FeedbackRecord",
+        "FeedbackStatus",
+        "MonitoringStore",
+    ),
     "records": ("ModelInfo", "ModelVersionInfo", "RunInfo", "StageInfo"),
     "registry": ("Registry",),
     "runs": ("Runs",),
@@ -34,12 +48,17 @@ __all__ = [
     "DEFAULT_ALIAS",
     "ApiKey",
     "ArtifactStore",
+    "EventRecord",
+    "FeedbackReceipt",
+    "FeedbackRecord",
+    "FeedbackStatus",
     "FileEntry",
     "KeyPair",
     "Manifest",
     "ModelInfo",
     "ModelRef",
     "ModelVersionInfo",
+    "MonitoringStore",
     "Principal",
     "Registry",
     "Role",

@@ -1,9 +1,10 @@
 """The model registry: model versions, aliases, signed artifacts; runs through ``runs``.
 
 ``Registry`` is the only entry point other packages use; the runs that register versions are
-``Registry.runs`` (``registry/runs.py``). Every public method runs in its own short
-transaction, so a failure leaves nothing half-written; a database that cannot be reached
-raises ``UnavailableError`` with the password masked.
+``Registry.runs`` (``registry/runs.py``), what monitoring keeps is ``Registry.monitoring``
+(``registry/monitoring.py``). Every public method runs in its own short transaction, so a
+failure leaves nothing half-written; a database that cannot be reached raises
+``UnavailableError`` with the password masked.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from shipyard.registry.artifacts import (
 )
 from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.database import WRITE, connect, unavailable
+from shipyard.registry.monitoring import MonitoringStore
 from shipyard.registry.queries import (
     find_model,
     lock_or_create_model,
@@ -86,6 +88,7 @@ class Registry:
         self._signer: Signer | None = None
         self._signer_lock = threading.Lock()
         self.runs = Runs(self.transaction)
+        self.monitoring = MonitoringStore(self.transaction)
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -207,3 +208,87 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class FeedbackRow(Base):
+    """The ground-truth label of one prediction, as received; ``status`` says how it joined."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("model_id", "prediction_id"),
+        Index("ix_feedback_model_id_seq", "model_id", "seq"),
+        Index("ix_feedback_model_id_status_seq", "model_id", "status", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    prediction_id: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class MonitoringCounterRow(Base):
+    """A running total the monitoring store keeps per model (e.g. duplicate feedback)."""
+
+    __tablename__ = "monitoring_counters"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(Integer)
+
+
+class MonitoringLeaseRow(Base):
+    """Which monitor owns a model, until when."""
+
+    __tablename__ = "monitoring_leases"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+
+class MonitoringEventRow(Base):
+    """Something the monitor found (drift, degraded performance); ``key`` makes it raised once."""
+
+    __tablename__ = "monitoring_events"
+    __table_args__ = (UniqueConstraint("model_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime]
+    evidence: Mapped[dict[str, Any]]
+
+
+class MonitoringSnapshotRow(Base):
+    """The monitor's latest state of one model version (windows, performance, drift)."""
+
+    __tablename__ = "monitoring_snapshots"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    snapshot: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class MonitoringCursorRow(Base):
+    """How far the monitor has read one of its inputs for a model (the log, the feedback)."""
+
+    __tablename__ = "monitoring_cursors"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    cursor: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

@@ -16,8 +16,20 @@ from starlette.responses import Response
 from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
-from shipyard.server import auth, metrics, mlflow, models, oip, predict, queues
+from shipyard.server import (
+    auth,
+    feedback,
+    metrics,
+    mlflow,
+    models,
+    monitoring,
+    oip,
+    predict,
+    queues,
+)
 from shipyard.server.limits import BodySizeLimit
 from shipyard.server.responses import error_response, json_response
 from shipyard.server.state import ServerState, state_of
@@ -36,6 +48,19 @@ def _hooks() -> ServiceHooks:
     )
 
 
+def _recorder(settings: Settings) -> PredictionRecorder | None:
+    log = open_prediction_log(settings)
+    if log is None:
+        return None
+    return PredictionRecorder(
+        log,
+        buffer_rows=settings.prediction_log_buffer_rows,
+        flush_ms=settings.prediction_log_flush_ms,
+        on_written=lambda model, rows: metrics.PREDICTION_LOG_ROWS.labels(model).inc(rows),
+        on_dropped=lambda model, rows: metrics.PREDICTION_LOG_DROPPED.labels(model).inc(rows),
+    )
+
+
 #: Where a person with curl goes from ``GET /``.
 LINKS = {
     "docs": "/docs",
@@ -45,6 +70,7 @@ LINKS = {
     "predict": "/v1/models/{name}:predict",
     "mlflow_invocations": "/invocations",
     "registry": "/v1/registry/models",
+    "monitoring": "/v1/monitoring/models/{name}",
     "metrics": "/metrics",
 }
 
@@ -74,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poll_seconds=settings.swap_poll_seconds,
             hooks=_hooks(),
         )
-        state = ServerState(settings=settings, registry=registry, service=service)
+        state = ServerState(
+            settings=settings, registry=registry, service=service, recorder=_recorder(settings)
+        )
         app.state.shipyard = state
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))
         try:
@@ -87,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await service.close()
+            if state.recorder is not None:
+                state.recorder.close()  # after the last request: writes what is buffered
+                state.recorder.log.close()
             await state.close_broker()
             registry.close()
 
@@ -106,7 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.health)
     app.include_router(mlflow.health)
     app.include_router(models.router)
+    app.include_router(monitoring.router)
     app.include_router(queues.router)
+    app.include_router(feedback.router)
     app.include_router(auth.router)
     auth.install(app)
 

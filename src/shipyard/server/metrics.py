@@ -62,6 +62,14 @@ LOAD_FAILURES = Counter(
     ["model", "reason"],
 )
 SWAPS = Counter("shipyard_model_swaps_total", "Alias moves picked up by this process", ["model"])
+PREDICTION_LOG_ROWS = Counter(
+    "shipyard_prediction_log_rows_total", "Predictions written to the prediction log", ["model"]
+)
+PREDICTION_LOG_DROPPED = Counter(
+    "shipyard_prediction_log_dropped_total",
+    "Predictions not logged: the log's buffer was full or its store unavailable",
+    ["model"],
+)
 BUILD_INFO = Gauge(
     "shipyard_build_info", "Shipyard version of this process", ["version"], multiprocess_mode="max"
 )

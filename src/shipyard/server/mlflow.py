@@ -2,12 +2,15 @@
 
 ``/invocations`` serves the server's default model (the first of ``--models``). It reads
 ``dataframe_split``, ``dataframe_records``, ``instances`` and ``inputs`` JSON, or CSV with a
-header row, and answers ``{"predictions": [{output: value, …}, …]}``.
+header row, and answers ``{"predictions": [{output: value, …}, …], "ids": [...]}``: a
+column (or record field) named ``id`` is each row's prediction id, not a feature; rows
+without one get a new UUIDv7. MLflow's clients read ``predictions`` and ignore ``ids``.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ from shipyard import __version__
 from shipyard.errors import InvalidInputError, NotFoundError
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
+from shipyard.monitoring.ids import check_id, new_ids
 from shipyard.server.responses import (
     error_response,
     json_response,
@@ -115,13 +119,65 @@ def features_from_mlflow(payload: Any, layout: FeatureLayout) -> Features:
     return layout.from_matrix(value)
 
 
-def features_from_csv(body: bytes, layout: FeatureLayout) -> Features:
-    """CSV with a header row naming the features."""
+def read_csv(body: bytes) -> pd.DataFrame:
+    """CSV with a header row."""
     try:
-        frame = pd.read_csv(io.BytesIO(body))
+        return pd.read_csv(io.BytesIO(body))
     except (ValueError, pd.errors.ParserError) as error:
         raise InvalidInputError(f"cannot read the CSV body: {error}") from error
+
+
+def features_from_frame(frame: pd.DataFrame, layout: FeatureLayout) -> Features:
+    """A table whose header row names the features."""
     return layout.from_columns([str(c) for c in frame.columns], frame.to_numpy().tolist())
+
+
+def _checked(values: list[Any], what: str) -> list[str | None]:
+    return [None if v is None else check_id(v, f"{what} {row}") for row, v in enumerate(values)]
+
+
+def take_ids(payload: Any) -> tuple[Any, list[str | None] | None]:
+    """The payload without its ``id`` column or fields, and the ids (None where a row has
+    none); no ids when it has no ``id``. The payload is not changed."""
+    if not isinstance(payload, dict) or len(payload.keys() & set(FORMATS)) != 1:
+        return payload, None  # features_from_mlflow says what is wrong
+    key = next(k for k in FORMATS if k in payload)
+    value = payload[key]
+    if key == "dataframe_split" and isinstance(value, dict):
+        columns, data = value.get("columns"), value.get("data")
+        if not isinstance(columns, list) or "id" not in columns or not isinstance(data, list):
+            return payload, None
+        at = columns.index("id")
+        if not all(isinstance(row, list) and len(row) == len(columns) for row in data):
+            raise InvalidInputError(
+                f"`data` must be rows of {len(columns)} values (one per column)"
+            )
+        ids = _checked([row[at] for row in data], "row")
+        rest = {"columns": columns[:at] + columns[at + 1 :]}
+        rest["data"] = [row[:at] + row[at + 1 :] for row in data]
+        return {key: rest}, ids
+    if isinstance(value, list) and any(isinstance(r, dict) and "id" in r for r in value):
+        ids = _checked([r.get("id") if isinstance(r, dict) else None for r in value], "row")
+        rows = [
+            {k: v for k, v in r.items() if k != "id"} if isinstance(r, dict) else r for r in value
+        ]
+        return {key: rows}, ids
+    if key in ("inputs", "instances") and isinstance(value, dict) and "id" in value:
+        given = value["id"]
+        if not isinstance(given, list):
+            raise InvalidInputError("`id` must be a list of one id per row")
+        return {key: {k: v for k, v in value.items() if k != "id"}}, _checked(given, "row")
+    return payload, None
+
+
+def fill_ids(given: list[str | None] | None, rows: int) -> list[str]:
+    """The client's ids, with a new one wherever a row has none."""
+    if given is None:
+        return new_ids(rows)
+    if len(given) != rows:
+        raise InvalidInputError(f"{len(given)} ids for {rows} rows; give one id per row")
+    missing = iter(new_ids(sum(1 for i in given if i is None)))
+    return [i if i is not None else next(missing) for i in given]
 
 
 def records(outputs: Outputs) -> list[dict[str, Any]]:
@@ -134,6 +190,7 @@ def records(outputs: Outputs) -> list[dict[str, Any]]:
 @router.post("/invocations", openapi_extra=INVOCATIONS_BODY)
 async def invocations(request: Request) -> Response:
     """Score rows with the server's default model."""
+    started = time.perf_counter()
     state = state_of(request)
     if state.default_model is None:
         raise NotFoundError("this server has no default model; start it with --models NAME")
@@ -142,12 +199,18 @@ async def invocations(request: Request) -> Response:
     )
     body = await request.body()
     if media == "text/csv":
+        frame = read_csv(body)
+        given = None
+        if "id" in frame.columns:
+            given = _checked([None if pd.isna(v) else str(v) for v in frame.pop("id")], "row")
         result = await state.service.infer(
-            state.default_model, lambda layout: features_from_csv(body, layout)
+            state.default_model, lambda layout: features_from_frame(frame, layout)
         )
     else:
-        payload = parse_json(body)
+        payload, given = take_ids(parse_json(body))
         result = await state.service.infer(
             state.default_model, lambda layout: features_from_mlflow(payload, layout)
         )
-    return json_response({"predictions": records(result.outputs)})
+    ids = fill_ids(given, len(result.decoded))
+    state.log_predictions(result, ids, result.decoded, started)
+    return json_response({"predictions": records(result.outputs), "ids": ids})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -17,7 +19,10 @@ from shipyard.server.responses import (
     require_media_type,
 )
 from shipyard.server.state import state_of
-from shipyard.server.tensors import HEADER_LENGTH, decode_request, encode_response
+from shipyard.server.tensors import HEADER_LENGTH, decode_request, encode_response, row_ids
+
+ID_OUTPUT = "id"
+"""The output tensor (BYTES, one per row) that names each row's prediction id."""
 
 TENSOR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -96,6 +101,7 @@ def _metadata(loaded: LoadedModel, model: str) -> dict[str, Any]:
         outputs.append({"name": output["name"], "datatype": datatype, "shape": [-1]})
         if output["name"] == "probabilities":
             outputs[-1]["shape"] = [-1, len(info.output_schema.get("classes", []))]
+    outputs.append({"name": ID_OUTPUT, "datatype": "BYTES", "shape": [-1]})
     return {
         "name": model,
         "versions": [str(info.version)],
@@ -153,15 +159,23 @@ async def infer(request: Request, model: str) -> Response:
 
 @router.post("/models/{model}/versions/{version}/infer", openapi_extra=INFER_BODY)
 async def version_infer(request: Request, model: str, version: str | None) -> Response:
-    """Predict with one version."""
+    """Predict with one version.
+
+    Each row's prediction id comes back in the BYTES output ``id``: the request's ``id`` for
+    a one-row request, ``{id}:{row}`` for several, new UUIDv7s when the request has none."""
+    started = time.perf_counter()
     require_media_type(request.headers.get("content-type"), MEDIA_TYPES)
     ref = model_ref(model, version)
     body = await request.body()
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-    result = await state_of(request).service.infer(
+    state = state_of(request)
+    result = await state.service.infer(
         ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME)
     )
-    body, header_length = encode_response(model, result.version, decoded, result.outputs)
+    ids = row_ids(decoded.id, len(result.decoded))
+    state.log_predictions(result, ids, result.decoded, started)
+    outputs = {**result.outputs, ID_OUTPUT: np.array(ids, dtype=object)}
+    body, header_length = encode_response(model, result.version, decoded, outputs)
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(

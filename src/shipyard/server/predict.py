@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,8 @@ from starlette.responses import Response
 from shipyard.errors import InvalidInputError
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features
-from shipyard.server.mlflow import records
+from shipyard.monitoring.ids import check_id
+from shipyard.server.mlflow import fill_ids, records
 from shipyard.server.responses import (
     json_response,
     model_ref,
@@ -60,19 +62,44 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 
 @router.post("/models/{name}:predict", openapi_extra=PREDICT_BODY)
 async def predict(request: Request, name: str) -> Response:
-    """Predict ``{"instances": [{feature: value}, …]}`` or ``{"inputs": [[…], …]}``."""
+    """Predict ``{"instances": [{feature: value}, …]}`` or ``{"inputs": [[…], …]}``.
+
+    An instance may carry an ``id`` (a string of at most 200 characters; not a feature);
+    the server assigns one (UUIDv7) to every other row. Each prediction names its ``id``."""
+    started = time.perf_counter()
     require_media_type(request.headers.get("content-type"), ("application/json",))
     ref = model_ref(name)
     payload = parse_json(await request.body())
-    result = await state_of(request).service.infer(ref, lambda layout: _rows(payload, layout))
+    given = _take_ids(payload)
+    state = state_of(request)
+    result = await state.service.infer(ref, lambda layout: _rows(payload, layout))
+    rows = len(result.decoded)
+    ids = fill_ids(given, rows)
+    state.log_predictions(result, ids, result.decoded, started)
     return json_response(
         {
             "model": result.model,
             "version": result.version,
             "feature_names": result.layout.names,
-            "predictions": records(result.outputs),
+            "predictions": [
+                {"id": i, **row} for i, row in zip(ids, records(result.outputs), strict=True)
+            ],
         }
     )
+
+
+def _take_ids(payload: Any) -> list[str | None] | None:
+    """Remove the ``id`` of each instance (checked) and return them, None where a row has
+    none; None when no instance has one."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+        return None
+    instances: list[Any] = payload["instances"]
+    if not any(isinstance(r, dict) and "id" in r for r in instances):
+        return None
+    return [
+        check_id(r.pop("id"), f"instances[{row}]") if isinstance(r, dict) and "id" in r else None
+        for row, r in enumerate(instances)
+    ]
 
 
 def _rows(payload: Any, layout: FeatureLayout) -> Features:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
-from shipyard.inference.service import InferenceService
+from shipyard.inference.predictor import Features
+from shipyard.inference.service import Inference, InferenceService
 from shipyard.messaging import Broker, QueueSpec, open_broker
 from shipyard.messaging.embedded import EmbeddedNats
+from shipyard.monitoring.log import HTTP
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 
@@ -21,6 +27,8 @@ class ServerState:
     settings: Settings
     registry: Registry
     service: InferenceService
+    recorder: PredictionRecorder | None = None
+    """Where answered predictions are logged (None: logging is off)."""
     ready: bool = False
     _broker: Broker | None = field(default=None, init=False)
     _embedded: EmbeddedNats | None = field(default=None, init=False)
@@ -50,6 +58,24 @@ class ServerState:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
+
+    def log_predictions(
+        self, result: Inference[Any], ids: Sequence[str], features: Features, started: float
+    ) -> None:
+        """Hand an answered request's predictions to the log (never waits; counts drops).
+        ``started`` is the request's ``time.perf_counter()`` at arrival."""
+        if self.recorder is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.recorder.record(
+                result.model,
+                result.version,
+                HTTP,
+                ids,
+                result.layout.names,
+                features,
+                result.outputs,
+                latency_ms,
+            )
 
     @property
     def default_model(self) -> str | None:

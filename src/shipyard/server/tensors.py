@@ -19,6 +19,7 @@ import orjson
 
 from shipyard.errors import InvalidInputError
 from shipyard.inference.inputs import to_float32
+from shipyard.monitoring.ids import check_id, new_ids
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -110,7 +111,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 binary_outputs.add(output["name"])
     request_id = request.get("id")
     return InferRequest(
-        id=request_id if isinstance(request_id, str) else None,
+        id=None if request_id is None else check_id(request_id, "the request"),
         inputs=inputs,
         outputs=outputs,
         binary_outputs=binary_outputs,
@@ -161,6 +162,18 @@ def _decode_tensor(
             f"input {name!r}: shape {shape} needs {count} values, `data` has {array.size}"
         )
     return name, array.reshape(shape), 0
+
+
+def row_ids(request_id: str | None, rows: int) -> list[str]:
+    """The id of each row of a request: its ``id`` for one row, ``{id}:{row}`` for several
+    (``req-7:0``, ``req-7:1``, …); new UUIDv7s when the request has none."""
+    if request_id is None:
+        return new_ids(rows)
+    if rows == 1:
+        return [request_id]
+    ids = [f"{request_id}:{row}" for row in range(rows)]
+    check_id(ids[-1], f"row {rows - 1} (the request's id and row number)")
+    return ids
 
 
 def encode_response(

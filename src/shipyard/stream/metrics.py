@@ -61,3 +61,8 @@ SWAPS = Counter(
     "Alias moves picked up by this worker",
     ["model", "worker"],
 )
+LOGGED = Counter(
+    "shipyard_stream_prediction_log_rows_total",
+    "Predictions written to the prediction log before their messages were acked",
+    ["model", "worker"],
+)

@@ -21,6 +21,12 @@ unacked messages go to another consumer, at worst scored twice under the same ``
   is given up after a few tries: the broker redelivers that message.
 - **Hot swap.** The service follows the model's alias; each result names the version
   that scored it.
+- **Prediction log.** With a ``PredictionRecorder``, a batch's log records are written
+  (``record_durably``) after its results are published and before it is acked. Its
+  slot is free once the results are out, so the next batches are scored while the log
+  groups several batches into one write; at most ``LOG_DEPTH`` × ``in_flight`` batches wait
+  for it. While the log's store is unavailable the write is retried with back-off, nothing
+  is acked, and the scorer soon takes no input: no record is lost.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
+
 from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
-from shipyard.inference.predictor import Outputs
+from shipyard.inference.predictor import Features, Outputs
 from shipyard.inference.service import InferenceService
 from shipyard.messaging import (
     BackpressureError,
@@ -43,6 +51,8 @@ from shipyard.messaging import (
     QueueSpec,
     publish_patiently,
 )
+from shipyard.monitoring.log import STREAM
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.stream import metrics
 from shipyard.stream.messages import (
     BAD_FEATURES,
@@ -58,6 +68,21 @@ T = TypeVar("T")
 OVERDELIVERED = "overdelivered"
 MAX_BACKOFF_S = 2.0
 ACK_TRIES = 5
+LOG_DEPTH = 4
+"""Batches per in-flight slot that may wait for the prediction log after publishing."""
+
+
+@dataclass(frozen=True)
+class _Record:
+    """The prediction-log record of a scored part of a batch."""
+
+    model: str
+    version: int
+    ids: list[str]
+    names: list[str]
+    features: Features
+    outputs: Outputs
+    latency_ms: list[float]
 
 
 @dataclass(frozen=True)
@@ -103,10 +128,17 @@ class ScorerStats:
 class Scorer:
     """Consumes the input queue in batches, scores, publishes results, acks."""
 
-    def __init__(self, broker: Broker, service: InferenceService, config: ScorerConfig) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        service: InferenceService,
+        config: ScorerConfig,
+        recorder: PredictionRecorder | None = None,
+    ) -> None:
         self.broker = broker
         self.service = service
         self.config = config
+        self.recorder = recorder
         self.stats = ScorerStats()
         self._stopping = False
         self._give_up_at: float | None = None
@@ -155,19 +187,24 @@ class Scorer:
         """Consume and score until ``stop``; then finish the batches in flight. A batch
         that fails for an unforeseen reason stops the scorer, and ``run`` raises it."""
         slots = asyncio.Semaphore(self.config.in_flight)
+        logging_ = asyncio.Semaphore(self.config.in_flight * LOG_DEPTH)
         batches: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         try:
             while not self.stopping:
                 await slots.acquire()  # a full results queue holds every slot
+                await logging_.acquire()  # so does a prediction log that does not write
                 deliveries = [] if self.stopping else await self._consume()
                 if not deliveries:
                     slots.release()
+                    logging_.release()
                     continue
-                task = loop.create_task(self.handle(deliveries))
+                release = _Once(slots.release)
+                task = loop.create_task(self.handle(deliveries, published=release))
                 batches.add(task)
                 task.add_done_callback(batches.discard)
-                task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(release)
+                task.add_done_callback(lambda _: logging_.release())
                 task.add_done_callback(self._batch_done)
         finally:
             results = await asyncio.gather(*batches, return_exceptions=True)
@@ -197,8 +234,11 @@ class Scorer:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Dead-letter what cannot be scored, score the rest, publish the results, ack."""
+    async def handle(
+        self, deliveries: Sequence[Delivery], published: Callable[[], None] = lambda: None
+    ) -> None:
+        """Dead-letter what cannot be scored, score the rest, publish the results, log the
+        predictions, ack. ``published`` is called once the results are out."""
         limit = self.config.max_deliveries
         fresh = [d for d in deliveries if d.attempts <= limit]
         for delivery in deliveries:
@@ -214,16 +254,39 @@ class Scorer:
         # Resolved and loaded apart from scoring (a no-op once loaded): a model that cannot
         # be loaded is no fault of these messages, which must not be split and dead-lettered.
         await self._persist("load model", lambda: self.service.model(self.config.model))
-        results, done = await self._score(fresh)
+        records: list[_Record] = []
+        results, done = await self._score(fresh, records)
         if results:
             await self._publish(results)
             confirmed = time.time()
             for delivery in done:
                 if delivery.published_at is not None:
                     self._latency.observe(max(0.0, confirmed - delivery.published_at))
+        published()
+        await asyncio.gather(*(self._log(record) for record in records))
         await self._ack(done)
 
-    async def _score(self, deliveries: list[Delivery]) -> tuple[list[bytes], list[Delivery]]:
+    async def _log(self, record: _Record) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        await self._persist(
+            "log predictions",
+            lambda: recorder.record_durably(
+                record.model,
+                record.version,
+                STREAM,
+                record.ids,
+                record.names,
+                record.features,
+                record.outputs,
+                np.asarray(record.latency_ms, dtype=np.float32),
+            ),
+        )
+
+    async def _score(
+        self, deliveries: list[Delivery], records: list[_Record]
+    ) -> tuple[list[bytes], list[Delivery]]:
         """Result bodies and the deliveries they answer. The bodies are parsed and checked for
         the version that scores them; refused messages, and rows the model fails on (the
         batch is split to find them), are dead-lettered."""
@@ -236,23 +299,39 @@ class Scorer:
                 ),
             )
         except InvalidInputError as error:  # rows the model refuses: find which
-            return await self._score_each(deliveries, error)
+            return await self._score_each(deliveries, error, records)
         except ShipyardError:
             raise  # not about these rows: the worker stops, the broker redelivers them
         except Exception as error:  # the model's own failure: find the rows it fails on
-            return await self._score_each(deliveries, error)
+            return await self._score_each(deliveries, error, records)
         inputs = inference.decoded
         for refusal in inputs.refused:
             await self._dead_letter(deliveries[refusal.position], refusal.kind, refusal.reason)
         if not inputs.kept:
             return [], []
         scored = [deliveries[i] for i in inputs.kept]
+        if self.recorder is not None:
+            now = time.time()
+            records.append(
+                _Record(
+                    inference.model,
+                    inference.version,
+                    inputs.ids,
+                    inference.layout.names,
+                    inputs.features,
+                    inference.outputs,
+                    [
+                        float("nan") if d.published_at is None else (now - d.published_at) * 1000
+                        for d in scored
+                    ],
+                )
+            )
         return self._results(
             scored, inputs.ids, inference.model, inference.version, inference.outputs
         )
 
     async def _score_each(
-        self, deliveries: list[Delivery], error: Exception
+        self, deliveries: list[Delivery], error: Exception, records: list[_Record]
     ) -> tuple[list[bytes], list[Delivery]]:
         if len(deliveries) == 1:
             kind = BAD_FEATURES if isinstance(error, InvalidInputError) else MODEL_ERROR
@@ -262,7 +341,7 @@ class Scorer:
         results: list[bytes] = []
         done: list[Delivery] = []
         for delivery in deliveries:
-            more, answered = await self._score([delivery])
+            more, answered = await self._score([delivery], records)
             results += more
             done += answered
         return results, done
@@ -349,3 +428,15 @@ class Scorer:
     def _check_give_up(self, error: ShipyardError) -> None:
         if self._give_up_at is not None and time.monotonic() > self._give_up_at:
             raise error
+
+
+class _Once:
+    """Calls ``action`` the first time it is called, never again."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+
+    def __call__(self, *_: object) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()

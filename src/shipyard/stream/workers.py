@@ -23,6 +23,8 @@ from shipyard.errors import ConfigurationError, ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.messaging import Broker, open_broker
 from shipyard.messaging.backends import CLIENT_LOGGERS
+from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 from shipyard.stream import metrics
@@ -86,7 +88,15 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         poll_seconds=settings.swap_poll_seconds,
         hooks=ServiceHooks(swapped=lambda route, old, new: _swapped(worker, route, old, new)),
     )
-    scorer = Scorer(broker, service, config)
+    log = open_prediction_log(settings)
+    recorder = None
+    if log is not None:
+        recorder = PredictionRecorder(
+            log,
+            flush_ms=settings.prediction_log_flush_ms,
+            on_written=lambda model, rows: metrics.LOGGED.labels(model, worker).inc(rows),
+        )
+    scorer = Scorer(broker, service, config, recorder)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, scorer.stop)
@@ -112,6 +122,9 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
         await service.close()
+        if recorder is not None:
+            recorder.close()  # every batch waited for its records: nothing is left to lose
+            recorder.log.close()
         await broker.close()
         registry.close()
 

@@ -1,0 +1,255 @@
+"""``shipyard monitor``: watch live performance and drift; ``shipyard monitor report NAME``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from shipyard.cli.context import Command, Group, console, err_console, open_registry, settings_of
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.monitor import CycleReport
+
+app = typer.Typer(
+    cls=Group,
+    help="Watch models' live performance and drift (runs until stopped); `report NAME` shows "
+    "what it found.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def monitor(
+    ctx: typer.Context,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B", help="Models to watch (default: every model, re-listed as they come)"
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(metavar="PORT", help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any)"),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Broker for <model>.feedback labels in and <model>.events out "
+            "\\[env: SHIPYARD_BROKER_URL; default: none]",
+        ),
+    ] = None,
+    window_rows: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Count window: the last N predictions (overrides "
+            "the spec's monitoring.windows.rows)",
+        ),
+    ] = None,
+    window_minutes: Annotated[
+        float | None,
+        typer.Option(min=0.001, metavar="T", help="Time window: the last T minutes"),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over what is there, then exit")
+    ] = False,
+) -> None:
+    """Own models by lease, read their prediction log and feedback, and record live
+    performance, drift, snapshots and events until stopped (Ctrl-C, SIGTERM)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from prometheus_client import start_http_server
+
+    from shipyard.monitoring.log import open_prediction_log
+    from shipyard.monitoring.metrics import MonitorMetrics
+    from shipyard.monitoring.monitor import Monitor, MonitorOptions, check_log
+
+    settings = settings_of(ctx)
+    names = tuple(n.strip() for n in models.split(",") if n.strip()) if models else None
+    options = MonitorOptions(
+        models=names,
+        window_rows=window_rows,
+        window_minutes=window_minutes,
+        broker_url=broker if broker is not None else settings.broker_url or None,
+    )
+    log = check_log(open_prediction_log(settings))
+    metrics = MonitorMetrics()
+    if metrics_port is not None:
+        server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        err_console.print(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
+    with open_registry(ctx) as registry:
+        runner = Monitor(registry, log, settings, options, metrics=metrics)
+        if once:
+            report = asyncio.run(_once(runner))
+            _print_cycle(report)
+            return
+        err_console.print(f"monitoring as {options.owner}; Ctrl-C stops")
+        asyncio.run(_forever(runner))
+
+
+async def _once(runner: Any) -> CycleReport:
+    try:
+        report: CycleReport = await runner.cycle()
+        return report
+    finally:
+        await asyncio.to_thread(runner.release)
+
+
+async def _forever(runner: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.run(stop=stop)
+
+
+def _print_cycle(report: CycleReport) -> None:
+    if not report.owned:
+        console.print("no model to monitor (or each is owned by another running monitor)")
+    for model in report.owned:
+        result = report.results[model]
+        settled = ", ".join(f"{k} {v}" for k, v in sorted(result.feedback.items())) or "none"
+        console.print(
+            f"{model}: {result.rows:,} new predictions, feedback settled: {settled}, "
+            f"events: {', '.join(e.kind for e in result.events) or 'none'}"
+        )
+
+
+@app.command("report", cls=Command)
+def report(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document")] = False,
+    top: Annotated[int, typer.Option(min=1, metavar="N", help="Drifted features shown")] = 10,
+) -> None:
+    """Per version: live vs offline metrics, windows, drifted features and events."""
+    from shipyard.monitoring.report import monitoring_report
+
+    with open_registry(ctx) as registry:
+        document = monitoring_report(registry, name)
+    if as_json:
+        console.print_json(json.dumps(document))
+        return
+    _print_report(document, top)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+#: Drift methods whose statistic is a p-value (drift when it is small).
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
+
+
+def _severity(feature: dict[str, Any]) -> float:
+    """How far past its threshold a feature's statistic is (larger: more drifted)."""
+    statistic, threshold = feature.get("statistic"), feature.get("threshold")
+    if statistic is None or not threshold:
+        return 0.0
+    if feature.get("method") in P_VALUE_METHODS:
+        return float(threshold) / max(float(statistic), 1e-300)
+    return float(statistic) / float(threshold)
+
+
+def _print_report(document: dict[str, Any], top: int) -> None:
+    model = document["model"]
+    lease = document["lease"]
+    holder = (
+        "none" if lease is None else f"{lease['owner']} ({'live' if lease['fresh'] else 'expired'})"
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(document["feedback"].items()))
+    console.print(f"[bold]{model}[/]  monitor: {holder}  feedback: {counts or 'none'}")
+    if "hint" in document:
+        console.print(document["hint"])
+        return
+    for entry in document["versions"]:
+        _print_version(model, entry, top)
+
+
+def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
+    snapshot = entry["snapshot"]
+    aliases = f" ({', '.join(entry['aliases'])})" if entry["aliases"] else ""
+    title = f"{model}:{entry['version']}{aliases} — updated {snapshot.get('updated_at', '-')}"
+    performance = snapshot.get("performance", {})
+    offline = performance.get("offline") or {}
+    table = Table(
+        "metric",
+        "offline",
+        "live (all)",
+        "live (rows)",
+        "live (time)",
+        title=title,
+        title_justify="left",
+    )
+    names: list[str] = list(offline)
+    for window in ("all", "rows", "time"):
+        for metric in (performance.get(window) or {}).get("metrics") or {}:
+            if metric not in names:
+                names.append(metric)
+    for metric in names:
+        table.add_row(
+            metric,
+            _fmt(offline.get(metric)),
+            *(
+                _fmt(((performance.get(p) or {}).get("metrics") or {}).get(metric))
+                for p in ("all", "rows", "time")
+            ),
+        )
+    console.print(table)
+    windows = Table(
+        "window", "rows", "labelled", "coverage", "delay p50/p90 s", "start", "end", "drift"
+    )
+    for kind in ("all", "rows", "time"):
+        part = performance.get(kind) or {}
+        bounds = (snapshot.get("windows") or {}).get(kind, {})
+        delay = part.get("delay") or {}
+        verdict = (snapshot.get("dataset_drift") or {}).get(kind)
+        windows.add_row(
+            kind,
+            _fmt(part.get("predicted")),
+            _fmt(part.get("labelled")),
+            _fmt(part.get("coverage")),
+            f"{_fmt(delay.get('p50_s'))}/{_fmt(delay.get('p90_s'))}",
+            bounds.get("start") or "-",
+            bounds.get("end") or "-",
+            "-" if verdict is None else ("DRIFT" if verdict else "ok"),
+        )
+    console.print(windows)
+    drifted = []
+    for kind, drift in (snapshot.get("drift") or {}).items():
+        for feature in ((drift.get("result") or {}).get("features") or {}).values():
+            if feature.get("drifted"):
+                drifted.append((kind, feature))
+    if drifted:
+        table = Table(
+            "window",
+            "feature",
+            "method",
+            "statistic",
+            "threshold",
+            title="drifted features",
+            title_justify="left",
+        )
+        drifted.sort(key=lambda item: -_severity(item[1]))
+        for kind, feature in drifted[:top]:
+            table.add_row(
+                kind,
+                feature["feature"],
+                feature["method"],
+                _fmt(feature.get("statistic")),
+                _fmt(feature.get("threshold")),
+            )
+        console.print(table)
+    for event in entry["events"]:
+        console.print(f"  {event['at']}  {event['kind']}  {event['key']}")

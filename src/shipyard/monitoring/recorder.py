@@ -1,0 +1,261 @@
+"""The hot-path side of the prediction log: buffer batches, write them from a thread.
+
+``record`` (HTTP) never blocks: it appends the batch's arrays to a bounded buffer and
+returns False — counting the rows in ``dropped`` — when the buffer is full. A writer thread
+turns what is buffered into one Arrow table per model version every ``flush_ms`` and writes
+it; rows of a write that fails are dropped and counted too: a server keeps answering.
+
+``record_durably`` (stream) returns once its rows are written and raises
+``PredictionLogError`` when they could not be: the scorer acks only then. Its rows are
+written together with whatever else is buffered, as soon as ``durable_rows`` wait or the
+oldest has waited ``durable_flush_ms`` — a group commit across the scorer's batches, so a
+busy scorer writes a few files a second rather than one per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy.typing as npt
+import pyarrow as pa
+
+from shipyard.errors import PredictionLogError
+from shipyard.inference.predictor import Outputs
+from shipyard.monitoring.log import PredictionLog, prediction_table
+
+logger = logging.getLogger(__name__)
+
+Counted = Callable[[str, int], None]
+
+
+@dataclass
+class _Pending:
+    model: str
+    version: int
+    source: str
+    ids: Sequence[str]
+    names: Sequence[str]
+    features: npt.NDArray[Any]
+    outputs: Outputs
+    latency_ms: float | npt.NDArray[Any]
+    time: datetime
+    done: asyncio.Future[None] | None = None
+
+
+class PredictionRecorder:
+    """Buffers prediction batches and writes them to a ``PredictionLog`` from a thread."""
+
+    def __init__(
+        self,
+        log: PredictionLog,
+        *,
+        buffer_rows: int = 100_000,
+        flush_ms: float = 1000.0,
+        durable_rows: int = 4096,
+        durable_flush_ms: float = 100.0,
+        on_written: Counted = lambda model, rows: None,
+        on_dropped: Counted = lambda model, rows: None,
+    ) -> None:
+        self.log = log
+        self.buffer_rows = buffer_rows
+        self.flush_s = flush_ms / 1000
+        self.durable_rows = durable_rows
+        self.durable_flush_s = min(durable_flush_ms, flush_ms) / 1000
+        self.on_written = on_written
+        self.on_dropped = on_dropped
+        self.dropped = 0
+        self.written = 0
+        self.writes = 0
+        self._pending: list[_Pending] = []
+        self._rows = 0
+        self._durable_rows = 0
+        self._durable_since: float | None = None
+        self._closing = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def record(
+        self,
+        model: str,
+        version: int,
+        source: str,
+        ids: Sequence[str],
+        names: Sequence[str],
+        features: npt.NDArray[Any],
+        outputs: Outputs,
+        latency_ms: float | npt.NDArray[Any],
+    ) -> bool:
+        """Buffer a batch for the log; False (and counted as dropped) when the buffer is full."""
+        rows = len(ids)
+        entry = _Pending(
+            model, version, source, ids, names, features, outputs, latency_ms, datetime.now(UTC)
+        )
+        with self._wake:
+            if self._closing or self._rows + rows > self.buffer_rows:
+                self.dropped += rows
+                full = True
+            else:
+                self._pending.append(entry)
+                self._rows += rows
+                full = False
+        if full:
+            self.on_dropped(model, rows)
+        return not full
+
+    async def record_durably(
+        self,
+        model: str,
+        version: int,
+        source: str,
+        ids: Sequence[str],
+        names: Sequence[str],
+        features: npt.NDArray[Any],
+        outputs: Outputs,
+        latency_ms: float | npt.NDArray[Any],
+    ) -> None:
+        """Log a batch and return once it is written; ``PredictionLogError`` if it is not."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = _Pending(
+            model,
+            version,
+            source,
+            ids,
+            names,
+            features,
+            outputs,
+            latency_ms,
+            datetime.now(UTC),
+            done,
+        )
+        with self._wake:
+            if self._closing:
+                raise PredictionLogError("the prediction log is closed")
+            self._pending.append(entry)
+            self._rows += len(ids)
+            self._durable_rows += len(ids)
+            if self._durable_since is None or self._durable_rows >= self.durable_rows:
+                self._wake.notify()  # the writer's deadline moves closer
+            if self._durable_since is None:
+                self._durable_since = time.monotonic()
+        await done
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _due(self, last_flush: float) -> float | None:
+        """Seconds until the next flush is due (0: now), None when nothing waits."""
+        if not self._pending:
+            return None
+        now = time.monotonic()
+        if self._closing or self._durable_rows >= self.durable_rows:
+            return 0.0
+        due = last_flush + self.flush_s
+        if self._durable_since is not None:
+            due = min(due, self._durable_since + self.durable_flush_s)
+        return max(0.0, due - now)
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            with self._wake:
+                while True:
+                    wait = self._due(last_flush)
+                    if wait == 0.0:
+                        break
+                    if wait is None and self._closing:
+                        return
+                    self._wake.wait(wait if wait is not None else self.flush_s)
+                    if wait is None:
+                        last_flush = time.monotonic()
+                taken, self._pending = self._pending, []
+                self._rows = self._durable_rows = 0
+                self._durable_since = None
+            last_flush = time.monotonic()
+            self._write(taken)
+
+    def _write(self, entries: list[_Pending]) -> None:
+        groups: dict[tuple[str, int], list[_Pending]] = {}
+        for entry in entries:
+            groups.setdefault((entry.model, entry.version), []).append(entry)
+        for (model, _), group in groups.items():
+            rows = sum(len(e.ids) for e in group)
+            try:
+                table = _table(group)
+                self.log.write(table)
+            except Exception as error:  # any failure of the sink must not kill the writer
+                failure = (
+                    error
+                    if isinstance(error, PredictionLogError)
+                    else PredictionLogError(f"cannot write the prediction log ({error})")
+                )
+                self._failed(model, group, rows, failure)
+                continue
+            self.written += rows
+            self.writes += 1
+            self.on_written(model, rows)
+            for entry in group:
+                if entry.done is not None:
+                    _settle(entry.done, None)
+
+    def _failed(
+        self, model: str, group: list[_Pending], rows: int, error: PredictionLogError
+    ) -> None:
+        lost = sum(len(e.ids) for e in group if e.done is None)
+        if lost:
+            self.dropped += lost
+            self.on_dropped(model, lost)
+            logger.warning("dropped %d prediction-log records: %s", lost, error)
+        for entry in group:
+            if entry.done is not None:
+                _settle(entry.done, error)
+
+    def close(self) -> None:
+        """Write what is buffered, then stop the writer thread."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+
+
+def _table(group: list[_Pending]) -> pa.Table:
+    tables = []
+    for e in group:
+        tables.append(
+            prediction_table(
+                e.model,
+                e.version,
+                e.source,
+                e.ids,
+                e.names,
+                e.features,
+                e.outputs,
+                e.latency_ms,
+                e.time,
+            )
+        )
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Resolve a waiter's future from the writer thread, on its own loop."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+        future.get_loop().call_soon_threadsafe(settle)

@@ -1,0 +1,81 @@
+"""What the monitor knows about a model, as one JSON document (the HTTP route and
+``shipyard monitor report`` both show it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shipyard.registry import Registry
+    from shipyard.registry.monitoring import EventRecord
+
+_PAGE = 1000
+_MAX_PAGES = 1000
+
+
+def event_document(event: EventRecord) -> dict[str, Any]:
+    """An event as JSON: ``{id, model, version, kind, key, at, evidence}`` (also what the
+    monitor publishes to ``<model>.events``)."""
+    document = asdict(event)
+    document["at"] = event.at.isoformat()
+    return document
+
+
+def latest_events(registry: Registry, model: str, count: int) -> list[EventRecord]:
+    """The model's ``count`` latest events, oldest first."""
+    kept: list[EventRecord] = []
+    after = 0
+    for _ in range(_MAX_PAGES):
+        page = registry.monitoring.events(model, after_id=after, limit=_PAGE)
+        kept = (kept + page)[-count:] if count else []
+        if len(page) < _PAGE:
+            break
+        after = page[-1].id
+    return kept
+
+
+def monitoring_report(
+    registry: Registry, model: str, *, events: int = 20, now: datetime | None = None
+) -> dict[str, Any]:
+    """Per version the latest snapshot and events, the feedback counts and who monitors
+    the model. ``NotFoundError`` for an unknown model; a model never monitored has no
+    versions and a ``hint``."""
+    info = registry.get_model(model)
+    store = registry.monitoring
+    snapshots = store.snapshots(model)
+    recent = latest_events(registry, model, events)
+    lease = store.lease(model)
+    now = now or datetime.now(UTC)
+    aliases: dict[int, list[str]] = {}
+    for alias, number in info.aliases.items():
+        aliases.setdefault(number, []).append(alias)
+    versions = [
+        {
+            "version": number,
+            "aliases": sorted(aliases.get(number, [])),
+            "snapshot": snapshot,
+            "events": [event_document(e) for e in recent if e.version == number],
+        }
+        for number, snapshot in sorted(snapshots.items(), reverse=True)
+    ]
+    document: dict[str, Any] = {
+        "model": model,
+        "versions": versions,
+        "events": [event_document(e) for e in recent],
+        "feedback": store.feedback_counts(model),
+        "lease": None
+        if lease is None
+        else {
+            "owner": lease[0],
+            "expires_at": lease[1].isoformat(),
+            "fresh": lease[1] > now,
+        },
+    }
+    if not versions:
+        document["hint"] = (
+            f"no monitor has watched {model!r} yet: run `shipyard monitor --models {model}` "
+            "(or `--once` for a single pass) while its predictions are logged"
+        )
+    return document

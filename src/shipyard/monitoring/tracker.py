@@ -1,0 +1,451 @@
+"""One model under watch: its versions' windows, the feedback join, verdicts and snapshots.
+
+``ModelTracker.update`` is one cycle for one model, with no I/O but the prediction log and
+the registry: read the log from the cursor, join new feedback by prediction id, judge each
+version's windows (live performance, drift), open or close episodes, save a snapshot per
+version, and only then move the cursors. ``rebuild`` restores the state after a restart or
+a takeover from the log (``scan``) and the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shipyard.errors import NotFoundError
+from shipyard.monitoring.config import MonitoringSpec
+from shipyard.monitoring.drift import DatasetDrift, detect_drift
+from shipyard.monitoring.episodes import Episodes
+from shipyard.monitoring.performance import (
+    TaskInfo,
+    degraded,
+    delay_quantiles,
+    live_metrics,
+    primary_metric,
+)
+from shipyard.monitoring.windows import US, JoinIndex, LogRows, VersionRows, Window
+from shipyard.registry import ModelRef
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.log import PredictionLog
+    from shipyard.registry import ModelVersionInfo, Registry
+    from shipyard.registry.monitoring import EventRecord, FeedbackRecord, FeedbackStatus
+
+logger = logging.getLogger(__name__)
+
+FEEDBACK_PAGE = 10_000
+#: Feedback pages read per cycle at most; the rest waits for the next cycle.
+MAX_FEEDBACK_PAGES = 20
+_MAX_PAGES = 100_000
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    """What every tracker of one monitor shares."""
+
+    feedback_window_s: float
+    index_rows: int
+    grace_s: float
+    window_rows: int | None = None  # overrides every spec (``--window-rows``)
+    window_minutes: float | None = None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A joined prediction: the truth, what the model said, when each happened."""
+
+    truth: str
+    score: float
+    predicted: str | None
+    time_us: int
+    received_us: int
+
+
+@dataclass
+class VersionState:
+    """One version's rows, labels and rules."""
+
+    info: ModelVersionInfo
+    task: TaskInfo
+    spec: MonitoringSpec
+    profile: dict[str, Any] | None
+    rows: VersionRows
+    labelled: OrderedDict[str, Labelled] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class CycleResult:
+    """What one update did, for metrics and the broker."""
+
+    rows: int = 0
+    feedback: dict[str, int] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _us(moment: datetime) -> int:
+    return int(moment.timestamp() * US)
+
+
+def uuid7_time_us(text: str) -> int | None:
+    """The creation time a UUIDv7 carries (server-assigned ids), else None."""
+    try:
+        value = uuid.UUID(text)
+    except ValueError:
+        return None
+    if value.version != 7:
+        return None
+    return (value.int >> 80) * 1000
+
+
+class ModelTracker:
+    """The monitor's state for one model it owns."""
+
+    def __init__(
+        self,
+        model: str,
+        registry: Registry,
+        log: PredictionLog,
+        options: TrackerOptions,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.model = model
+        self.registry = registry
+        self.store = registry.monitoring
+        self.log = log
+        self.options = options
+        self.clock = clock
+        self.index = JoinIndex(options.index_rows, int(options.feedback_window_s * US))
+        self.versions: dict[int, VersionState] = {}
+        self.pending: OrderedDict[str, FeedbackRecord] = OrderedDict()
+        self.episodes = Episodes(self.store, model)
+        self.log_cursor: dict[str, Any] | None = None
+        self.feedback_seq = 0
+
+    # -- state ----------------------------------------------------------------------------
+
+    def version(self, number: int) -> VersionState:
+        """The state of a version, made on first sight from its registry record."""
+        state = self.versions.get(number)
+        if state is None:
+            info = self.registry.get_version(ModelRef(self.model, number, None))
+            spec = MonitoringSpec.from_tags(info.tags)
+            windows = spec.windows
+            state = VersionState(
+                info=info,
+                task=TaskInfo.from_output_schema(info.output_schema),
+                spec=spec,
+                profile=self.registry.get_profile(info.ref),
+                rows=VersionRows(
+                    self.options.window_rows or windows.rows,
+                    self.options.window_minutes or windows.minutes,
+                    windows.min_rows,
+                ),
+            )
+            self.versions[number] = state
+        return state
+
+    def rebuild(self) -> None:
+        """Restore windows, join index, labels, pending feedback and episodes after a
+        restart: from the log (rows since the longest window) and the store."""
+        now = self.clock()
+        self.log_cursor = self.store.cursor(self.model, "log")
+        cursor = self.store.cursor(self.model, "feedback")
+        self.feedback_seq = int(cursor["seq"]) if cursor else 0
+        self.episodes.load()
+        if self.log_cursor is not None:  # no cursor yet: read_new reads the whole log
+            longest_s = max(
+                [self.options.feedback_window_s]
+                + [60 * (self.options.window_minutes or 0)]
+                + [
+                    60 * MonitoringSpec.from_tags(v.tags).windows.minutes
+                    for v in self.registry.list_versions(self.model)
+                ]
+            )
+            tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
+            self._add_rows(tables)
+        self.index.evict(_us(now))
+        for record in self._all_feedback("joined"):
+            prediction = self.index.get(record.id)
+            if prediction is not None:
+                self._label(record, prediction.version)
+        for record in self._all_feedback("pending"):
+            self.pending[record.id] = record
+
+    def _all_feedback(self, status: FeedbackStatus) -> list[FeedbackRecord]:
+        records: list[FeedbackRecord] = []
+        after = 0
+        for _ in range(_MAX_PAGES):
+            page = self.store.feedback_after(self.model, after, limit=FEEDBACK_PAGE, status=status)
+            records += page
+            if len(page) < FEEDBACK_PAGE:
+                break
+            after = page[-1].seq
+        return records
+
+    def _add_rows(self, tables: Mapping[int, Any]) -> int:
+        added = 0
+        for number, table in sorted(tables.items()):
+            if not len(table):
+                continue
+            try:
+                state = self.version(number)
+            except NotFoundError:
+                logger.warning(
+                    "%s: the log has rows of v%d, which the registry lacks; skipped",
+                    self.model,
+                    number,
+                )
+                continue
+            rows = LogRows.from_table(table)
+            rows = rows.take(np.argsort(rows.times, kind="stable"))
+            new = self.index.add(number, rows)
+            state.rows.add(rows.take(new))
+            added += int(new.sum())
+        return added
+
+    def _label(self, record: FeedbackRecord, number: int) -> None:
+        prediction = self.index.get(record.id)
+        assert prediction is not None
+        state = self.version(number)
+        state.labelled[record.id] = Labelled(
+            record.label,
+            prediction.score,
+            prediction.label,
+            prediction.time_us,
+            _us(record.received_at),
+        )
+        state.labelled.move_to_end(record.id)
+        while len(state.labelled) > self.options.index_rows:
+            state.labelled.popitem(last=False)
+
+    # -- one cycle ------------------------------------------------------------------------
+
+    def update(self) -> CycleResult:
+        """Read, join, judge, record; cursors move last."""
+        now = self.clock()
+        now_us = _us(now)
+        result = CycleResult()
+        tables, log_cursor = self.log.read_new(self.model, self.log_cursor)
+        result.rows = self._add_rows(tables)
+        self.index.evict(now_us)
+        for state in self.versions.values():
+            state.rows.trim(now_us)
+        result.feedback = self._join(now)
+        for number, state in sorted(self.versions.items()):
+            snapshot, events = self._judge(number, state, now)
+            result.events += events
+            result.snapshots[number] = snapshot
+            self.store.save_snapshot(self.model, number, snapshot)
+        self.store.save_cursor(self.model, "log", log_cursor)
+        self.log_cursor = dict(log_cursor)
+        return result
+
+    def _join(self, now: datetime) -> dict[str, int]:
+        """Join pending and new feedback to predictions by id; settle what is decided."""
+        records = list(self.pending.values())
+        seq = self.feedback_seq
+        for _ in range(MAX_FEEDBACK_PAGES):
+            page = self.store.feedback_after(self.model, seq, limit=FEEDBACK_PAGE)
+            records += [r for r in page if r.status == "pending"]
+            if page:
+                seq = page[-1].seq
+            if len(page) < FEEDBACK_PAGE:
+                break
+        statuses: dict[str, FeedbackStatus] = {}
+        now_us = _us(now)
+        too_old = now_us - int(self.options.feedback_window_s * US)
+        for record in records:
+            prediction = self.index.get(record.id)
+            if prediction is not None:
+                self._label(record, prediction.version)
+                statuses[record.id] = "joined"
+                continue
+            stamped = uuid7_time_us(record.id)
+            if self.index.left(record.id) or (stamped is not None and stamped < too_old):
+                statuses[record.id] = "late"
+            elif (
+                now - record.received_at >= timedelta(seconds=self.options.grace_s)
+                or len(self.pending) >= self.options.index_rows
+            ):
+                statuses[record.id] = "unknown"
+            else:
+                self.pending[record.id] = record
+                continue
+            self.pending.pop(record.id, None)
+        for pid in statuses:
+            self.pending.pop(pid, None)
+        if statuses:
+            self.store.settle_feedback(self.model, statuses)
+        if seq != self.feedback_seq:
+            self.store.save_cursor(self.model, "feedback", {"seq": seq})
+            self.feedback_seq = seq
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    # -- verdicts -------------------------------------------------------------------------
+
+    def _judge(
+        self, number: int, state: VersionState, now: datetime
+    ) -> tuple[dict[str, Any], list[EventRecord]]:
+        now_us = _us(now)
+        windows = [state.rows.count_window(), state.rows.time_window(now_us)]
+        offline = dict(state.info.metrics)
+        perf_spec = state.spec.performance
+        metric = primary_metric(state.task, offline, perf_spec.metric)
+        cumulative = self._performance(state, list(state.labelled.values()), state.rows.seen)
+        performance: dict[str, Any] = {"all": cumulative, "offline": offline}
+        drift: dict[str, Any] = {}
+        drifted: list[tuple[Window, DatasetDrift]] = []
+        any_drift_verdict = False
+        degradations: list[dict[str, Any]] = []
+        any_perf_verdict = False
+        for window in windows:
+            labelled = [
+                state.labelled[pid] for pid in window.rows.ids.tolist() if pid in state.labelled
+            ]
+            perf = self._performance(state, labelled, len(window.rows))
+            performance[window.kind] = perf
+            if metric is not None and metric in offline and len(labelled) >= perf_spec.min_labelled:
+                live = perf["metrics"].get(metric)
+                if live is not None:
+                    any_perf_verdict = True
+                    if degraded(metric, live, offline[metric], perf_spec.margin):
+                        degradations.append(
+                            {
+                                "metric": metric,
+                                "live": live,
+                                "offline": offline[metric],
+                                "margin": perf_spec.margin,
+                                "rows": len(labelled),
+                                "window": window.bounds(),
+                            }
+                        )
+            verdict = self._drift(state, window)
+            drift[window.kind] = {
+                "window": window.bounds(),
+                "result": verdict.to_dict() if verdict is not None else None,
+                "verdict": verdict.drifted if verdict is not None and window.full else None,
+            }
+            if verdict is not None and window.full:
+                any_drift_verdict = True
+                if verdict.drifted:
+                    drifted.append((window, verdict))
+        events = []
+        drift_now = bool(drifted) if any_drift_verdict else None
+        drift_evidence = _drift_evidence(drifted) if drifted else {"windows": _bounds(windows)}
+        event = self.episodes.observe(number, "drift", drift_now, drift_evidence)
+        if event is not None:
+            events.append(event)
+        perf_now = bool(degradations) if any_perf_verdict else None
+        perf_evidence = degradations[0] if degradations else {"metric": metric}
+        event = self.episodes.observe(number, "performance", perf_now, perf_evidence)
+        if event is not None:
+            events.append(event)
+        snapshot = {
+            "model": self.model,
+            "version": number,
+            "updated_at": now.isoformat(),
+            "rows_seen": state.rows.seen,
+            "windows": {
+                w.kind: {**w.bounds(), "labelled": performance[w.kind]["labelled"]} for w in windows
+            },
+            "performance": {
+                **performance,
+                "primary": {
+                    "metric": metric,
+                    "offline": offline.get(metric) if metric else None,
+                    "margin": perf_spec.margin,
+                    "min_labelled": perf_spec.min_labelled,
+                },
+            },
+            "drift": drift,
+            "dataset_drift": {kind: value["verdict"] for kind, value in drift.items()},
+            "reference_profile": state.profile is not None,
+            "episodes": {
+                "drift": self.episodes.is_open(number, "drift"),
+                "performance": self.episodes.is_open(number, "performance"),
+            },
+        }
+        return _finite(snapshot), events
+
+    def _performance(
+        self, state: VersionState, labelled: list[Labelled], predicted: int
+    ) -> dict[str, Any]:
+        truth = [item.truth for item in labelled]
+        scores = np.asarray([item.score for item in labelled], dtype=np.float64)
+        guesses = [item.predicted for item in labelled]
+        delays = np.asarray(
+            [(item.received_us - item.time_us) / US for item in labelled], dtype=np.float64
+        )
+        return {
+            "metrics": live_metrics(state.task, truth, scores, guesses),
+            "labelled": len(labelled),
+            "predicted": predicted,
+            "coverage": len(labelled) / predicted if predicted else None,
+            "delay": delay_quantiles(delays),
+        }
+
+    def _drift(self, state: VersionState, window: Window) -> DatasetDrift | None:
+        if state.profile is None or not len(window.rows):
+            return None
+        scores = window.rows.scores if "score" in state.profile else None
+        return detect_drift(
+            state.profile,
+            list(window.rows.names),
+            window.rows.features.astype(np.float64),
+            state.spec.drift_config(),
+            scores=scores,
+        )
+
+
+def _bounds(windows: list[Window]) -> list[dict[str, Any]]:
+    return [w.bounds() for w in windows]
+
+
+def _drift_evidence(drifted: list[tuple[Window, DatasetDrift]]) -> dict[str, Any]:
+    window, verdict = drifted[0]
+    features = {
+        name: {
+            "method": feature.method,
+            "statistic": feature.statistic,
+            "threshold": feature.threshold,
+        }
+        for name, feature in verdict.features.items()
+        if feature.drifted
+    }
+    return {
+        "window": window.bounds(),
+        "share": verdict.share,
+        "drift_share": verdict.drift_share,
+        "rows": verdict.rows,
+        "features": features,
+        "score": verdict.score.to_dict() if verdict.score is not None else None,
+        "windows": [w.kind for w, _ in drifted],
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON without NaN or infinity: those become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+__all__ = ["CycleResult", "ModelTracker", "TrackerOptions", "uuid7_time_us"]

@@ -1,0 +1,506 @@
+"""What monitoring keeps in the registry database: feedback, leases, events, snapshots, cursors.
+
+Ground truth (``add_feedback``) arrives from the server, the CLI and a broker queue; the
+monitor reads it in ``seq`` order (``feedback_after``), says how each label joined its
+prediction (``settle_feedback``), owns a model by a lease, raises each event once (its
+``key`` is unique per model) and keeps its latest state per version and how far it has read
+its inputs, so a restarted monitor carries on where the last one stopped. A registry hands
+out its store as ``Registry.monitoring``; each call runs in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from sqlalchemy import CursorResult, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shipyard.errors import ConflictError, InvalidInputError
+from shipyard.registry.checks import check_json
+from shipyard.registry.queries import find_model
+from shipyard.registry.runs import Transactions
+from shipyard.registry.tables import (
+    FeedbackRow,
+    MonitoringCounterRow,
+    MonitoringCursorRow,
+    MonitoringEventRow,
+    MonitoringLeaseRow,
+    MonitoringSnapshotRow,
+    utcnow,
+)
+
+FeedbackStatus = Literal["pending", "joined", "unknown", "late"]
+FEEDBACK_STATUSES: tuple[FeedbackStatus, ...] = get_args(FeedbackStatus)
+FEEDBACK_SOURCES = ("http", "file", "queue")
+MAX_ID_LENGTH = 200
+"""The longest prediction id stored (the column's width)."""
+
+_CHUNK = 500  # ids per IN (...) clause: far below SQLite's and PostgreSQL's parameter limits
+_RETRIES = 3
+_DUPLICATES = "duplicate"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FeedbackReceipt:
+    """What became of a batch of feedback."""
+
+    received: int
+    """Items in the batch."""
+    accepted: int
+    """Items stored now."""
+    duplicates: list[str]
+    """Ids already stored for this model, or repeated in the batch: not stored again."""
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One stored label of one prediction."""
+
+    seq: int
+    model: str
+    id: str
+    label: str
+    received_at: datetime
+    source: str
+    status: FeedbackStatus
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """Something the monitor found, with its evidence; raised once per ``key``."""
+
+    id: int
+    model: str
+    version: int | None
+    kind: str
+    key: str
+    at: datetime
+    evidence: dict[str, Any]
+
+
+class MonitoringStore:
+    """Feedback, leases, events, snapshots and cursors of monitored models."""
+
+    def __init__(self, transaction: Transactions) -> None:
+        self._transaction = transaction
+
+    # -- feedback -------------------------------------------------------------------------
+
+    def add_feedback(
+        self, model: str, items: Sequence[tuple[str, str]], *, source: str
+    ) -> FeedbackReceipt:
+        """Store ``(prediction id, label)`` pairs; ids already known are reported, not stored.
+
+        The model must exist (``ModelNotFoundError``). Every pair is checked before anything
+        is stored, so a bad one refuses the whole batch.
+        """
+        if source not in FEEDBACK_SOURCES:
+            raise InvalidInputError(
+                f"feedback source {source!r} is not one of {', '.join(FEEDBACK_SOURCES)}"
+            )
+        pairs = _check_pairs(items)
+
+        def work(session: Session) -> FeedbackReceipt:
+            model_id = find_model(session, model).id
+            stored: set[str] = set()
+            for chunk in _chunks(list({i for i, _ in pairs})):
+                stored.update(
+                    session.scalars(
+                        select(FeedbackRow.prediction_id).where(
+                            FeedbackRow.model_id == model_id,
+                            FeedbackRow.prediction_id.in_(chunk),
+                        )
+                    )
+                )
+            now = utcnow()
+            rows: list[dict[str, Any]] = []
+            duplicates: list[str] = []
+            for prediction_id, label in pairs:
+                if prediction_id in stored:
+                    duplicates.append(prediction_id)
+                    continue
+                stored.add(prediction_id)
+                rows.append(
+                    {
+                        "model_id": model_id,
+                        "prediction_id": prediction_id,
+                        "label": label,
+                        "received_at": now,
+                        "source": source,
+                        "status": "pending",
+                    }
+                )
+            if rows:
+                session.execute(insert(FeedbackRow), rows)
+            if duplicates:
+                _add_to_counter(session, model_id, _DUPLICATES, len(duplicates))
+            return FeedbackReceipt(len(pairs), len(rows), duplicates)
+
+        return self._retrying(work)
+
+    def feedback_after(
+        self,
+        model: str,
+        seq: int,
+        *,
+        limit: int = 10_000,
+        status: FeedbackStatus | None = None,
+    ) -> list[FeedbackRecord]:
+        """Up to ``limit`` labels of ``model`` with a ``seq`` above ``seq``, in ``seq`` order."""
+        _check_count(limit, "limit")
+        if status is not None:
+            _check_status(status)
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            query = select(FeedbackRow).where(FeedbackRow.model_id == model_id)
+            if status is not None:
+                query = query.where(FeedbackRow.status == status)
+            rows = session.scalars(
+                query.where(FeedbackRow.seq > seq).order_by(FeedbackRow.seq).limit(limit)
+            )
+            return [
+                FeedbackRecord(
+                    seq=row.seq,
+                    model=model,
+                    id=row.prediction_id,
+                    label=row.label,
+                    received_at=row.received_at,
+                    source=row.source,
+                    status=cast(FeedbackStatus, row.status),
+                )
+                for row in rows
+            ]
+
+    def settle_feedback(self, model: str, statuses: Mapping[str, FeedbackStatus]) -> None:
+        """Set the status of stored labels, by prediction id; unknown ids are ignored."""
+        by_status: dict[str, list[str]] = {}
+        for prediction_id, new in statuses.items():
+            _check_status(new)
+            by_status.setdefault(new, []).append(prediction_id)
+        with self._transaction(write=True) as session:
+            model_id = find_model(session, model).id
+            for status, ids in by_status.items():
+                for chunk in _chunks(ids):
+                    session.execute(
+                        update(FeedbackRow)
+                        .where(
+                            FeedbackRow.model_id == model_id,
+                            FeedbackRow.prediction_id.in_(chunk),
+                        )
+                        .values(status=status)
+                        .execution_options(synchronize_session=False)
+                    )
+
+    def feedback_counts(self, model: str) -> dict[str, int]:
+        """Totals since the start: ``accepted``, ``duplicate`` and one per status."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            counts = dict.fromkeys(("accepted", _DUPLICATES, *FEEDBACK_STATUSES), 0)
+            for status, count in session.execute(
+                select(FeedbackRow.status, func.count())
+                .where(FeedbackRow.model_id == model_id)
+                .group_by(FeedbackRow.status)
+            ):
+                counts[status] = counts.get(status, 0) + count
+                counts["accepted"] += count
+            counts[_DUPLICATES] = (
+                session.scalar(
+                    select(MonitoringCounterRow.value).where(
+                        MonitoringCounterRow.model_id == model_id,
+                        MonitoringCounterRow.name == _DUPLICATES,
+                    )
+                )
+                or 0
+            )
+            return counts
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, model: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease on ``model`` for ``ttl_seconds``; False if another holds it.
+
+        The lease is free when no one holds it or its holder let it expire. Taking it is one
+        conditional UPDATE (or the INSERT of its row), so two processes never both get it.
+        Expiry is judged by the clocks of the processes, which must roughly agree.
+        """
+        _check_owner(owner)
+        if not (isinstance(ttl_seconds, int | float) and math.isfinite(ttl_seconds)):
+            raise InvalidInputError(f"a lease lasts a number of seconds, not {ttl_seconds!r}")
+        if ttl_seconds <= 0:
+            raise InvalidInputError(f"a lease lasts more than 0 seconds, not {ttl_seconds}")
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_seconds)
+        try:
+            with self._transaction(write=True) as session:
+                model_id = find_model(session, model).id
+                result = session.execute(
+                    update(MonitoringLeaseRow)
+                    .where(
+                        MonitoringLeaseRow.model_id == model_id,
+                        or_(
+                            MonitoringLeaseRow.owner == owner,
+                            MonitoringLeaseRow.expires_at <= now,
+                        ),
+                    )
+                    .values(owner=owner, expires_at=expires)
+                    .execution_options(synchronize_session=False)
+                )
+                if cast(CursorResult[Any], result).rowcount == 1:
+                    return True
+                held = session.scalar(
+                    select(MonitoringLeaseRow.model_id).where(
+                        MonitoringLeaseRow.model_id == model_id
+                    )
+                )
+                if held is not None:
+                    return False
+                session.add(MonitoringLeaseRow(model_id=model_id, owner=owner, expires_at=expires))
+                session.flush()
+                return True
+        except IntegrityError:
+            return False  # another process inserted the lease row first: it holds the lease
+
+    def release_lease(self, model: str, owner: str) -> None:
+        """Give up the lease on ``model`` if ``owner`` holds it."""
+        with self._transaction(write=True) as session:
+            model_id = find_model(session, model).id
+            session.execute(
+                delete(MonitoringLeaseRow).where(
+                    MonitoringLeaseRow.model_id == model_id, MonitoringLeaseRow.owner == owner
+                )
+            )
+
+    def lease(self, model: str) -> tuple[str, datetime] | None:
+        """Who last took the lease on ``model`` and when it expires (maybe in the past)."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            row = session.get(MonitoringLeaseRow, model_id)
+            return None if row is None else (row.owner, row.expires_at)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        model: str,
+        version: int | None,
+        kind: str,
+        key: str,
+        evidence: Mapping[str, Any],
+    ) -> EventRecord | None:
+        """Record an event unless one with ``key`` exists for ``model`` (then None)."""
+        _check_text(kind, "event kind", 100)
+        _check_text(key, "event key", 300)
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise InvalidInputError(f"an event's version is a number or None, not {version!r}")
+        document = dict(evidence)
+        check_json(document, "event evidence")
+        try:
+            with self._transaction(write=True) as session:
+                model_id = find_model(session, model).id
+                exists = session.scalar(
+                    select(MonitoringEventRow.id).where(
+                        MonitoringEventRow.model_id == model_id, MonitoringEventRow.key == key
+                    )
+                )
+                if exists is not None:
+                    return None
+                row = MonitoringEventRow(
+                    model_id=model_id,
+                    version=version,
+                    kind=kind,
+                    key=key,
+                    at=utcnow(),
+                    evidence=document,
+                )
+                session.add(row)
+                session.flush()
+                return _event(model, row)
+        except IntegrityError:
+            return None  # another process recorded the same key first
+
+    def events(
+        self, model: str, *, kind: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[EventRecord]:
+        """Up to ``limit`` events of ``model`` with an id above ``after_id``, oldest first."""
+        _check_count(limit, "limit")
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            query = select(MonitoringEventRow).where(
+                MonitoringEventRow.model_id == model_id, MonitoringEventRow.id > after_id
+            )
+            if kind is not None:
+                query = query.where(MonitoringEventRow.kind == kind)
+            rows = session.scalars(query.order_by(MonitoringEventRow.id).limit(limit))
+            return [_event(model, row) for row in rows]
+
+    # -- the monitor's state --------------------------------------------------------------
+
+    def save_snapshot(self, model: str, version: int, snapshot: Mapping[str, Any]) -> None:
+        """Replace the monitor's latest state of one version of ``model``."""
+        document = dict(snapshot)
+        check_json(document, "monitoring snapshot")
+
+        def work(session: Session) -> None:
+            model_id = find_model(session, model).id
+            row = session.scalar(
+                select(MonitoringSnapshotRow).where(
+                    MonitoringSnapshotRow.model_id == model_id,
+                    MonitoringSnapshotRow.version == version,
+                )
+            )
+            if row is None:
+                session.add(
+                    MonitoringSnapshotRow(
+                        model_id=model_id, version=version, snapshot=document, updated_at=utcnow()
+                    )
+                )
+            else:
+                row.snapshot = document
+                row.updated_at = utcnow()
+            session.flush()
+
+        self._retrying(work)
+
+    def snapshots(self, model: str) -> dict[int, dict[str, Any]]:
+        """The latest state of every version of ``model`` the monitor has saved, by version."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            rows = session.scalars(
+                select(MonitoringSnapshotRow)
+                .where(MonitoringSnapshotRow.model_id == model_id)
+                .order_by(MonitoringSnapshotRow.version)
+            )
+            return {row.version: row.snapshot for row in rows}
+
+    def save_cursor(self, model: str, name: str, cursor: Mapping[str, Any]) -> None:
+        """Replace how far the monitor has read its input ``name`` (e.g. "log") for ``model``."""
+        _check_text(name, "cursor name", 64)
+        document = dict(cursor)
+        check_json(document, "monitoring cursor")
+
+        def work(session: Session) -> None:
+            model_id = find_model(session, model).id
+            row = session.scalar(
+                select(MonitoringCursorRow).where(
+                    MonitoringCursorRow.model_id == model_id, MonitoringCursorRow.name == name
+                )
+            )
+            if row is None:
+                session.add(
+                    MonitoringCursorRow(
+                        model_id=model_id, name=name, cursor=document, updated_at=utcnow()
+                    )
+                )
+            else:
+                row.cursor = document
+                row.updated_at = utcnow()
+            session.flush()
+
+        self._retrying(work)
+
+    def cursor(self, model: str, name: str) -> dict[str, Any] | None:
+        """The cursor last saved as ``name`` for ``model``, if any."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            return session.scalar(
+                select(MonitoringCursorRow.cursor).where(
+                    MonitoringCursorRow.model_id == model_id, MonitoringCursorRow.name == name
+                )
+            )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _retrying(self, work: Callable[[Session], T]) -> T:
+        # Two writers can insert the same unique row at once (PostgreSQL; SQLite writers queue
+        # up): the loser's transaction rolled back whole, so running it again is safe.
+        for attempt in range(_RETRIES):
+            try:
+                with self._transaction(write=True) as session:
+                    return work(session)
+            except IntegrityError as error:
+                if attempt == _RETRIES - 1:
+                    raise ConflictError(
+                        f"another writer kept changing the same rows ({error.orig}); try again"
+                    ) from error
+        raise AssertionError("unreachable")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _add_to_counter(session: Session, model_id: int, name: str, amount: int) -> None:
+    result = session.execute(
+        update(MonitoringCounterRow)
+        .where(MonitoringCounterRow.model_id == model_id, MonitoringCounterRow.name == name)
+        .values(value=MonitoringCounterRow.value + amount)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount == 0:
+        session.add(MonitoringCounterRow(model_id=model_id, name=name, value=amount))
+        session.flush()  # a concurrent first insert fails here; the caller retries
+
+
+def _event(model: str, row: MonitoringEventRow) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        model=model,
+        version=row.version,
+        kind=row.kind,
+        key=row.key,
+        at=row.at,
+        evidence=row.evidence,
+    )
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _check_pairs(items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for position, item in enumerate(items):
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise InvalidInputError(
+                f"feedback item {position} must be a (prediction id, label) pair, not {item!r}"
+            )
+        prediction_id, label = item
+        _check_text(prediction_id, f"prediction id of feedback item {position}", MAX_ID_LENGTH)
+        if not isinstance(label, str):
+            raise InvalidInputError(
+                f"the label of feedback item {position} (id {prediction_id!r}) must be text, "
+                f"not {type(label).__name__}"
+            )
+        pairs.append((prediction_id, label))
+    return pairs
+
+
+def _check_text(value: object, what: str, longest: int) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"the {what} must be a non-empty string, not {value!r}")
+    if len(value) > longest:
+        raise InvalidInputError(
+            f"the {what} is {len(value)} characters long; at most {longest} are stored"
+        )
+
+
+def _check_owner(owner: object) -> None:
+    _check_text(owner, "lease owner", 200)
+
+
+def _check_status(status: object) -> None:
+    if status not in FEEDBACK_STATUSES:
+        raise InvalidInputError(
+            f"feedback status {status!r} is not one of {', '.join(FEEDBACK_STATUSES)}"
+        )
+
+
+def _check_count(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"the {what} must be a positive whole number, not {value!r}")

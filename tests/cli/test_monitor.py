@@ -1,0 +1,76 @@
+"""``shipyard monitor --once`` and ``shipyard monitor report``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from shipyard.monitoring.log import ParquetLog, prediction_table
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+from .conftest import Cli
+
+FEATURES = ["Time", *[f"V{i}" for i in range(1, 29)], "Amount"]
+
+
+def log_predictions(home: Path, n: int) -> list[str]:
+    """``n`` logged predictions of fraud v1 (features all zero), their ids."""
+    ids = [f"r{i}" for i in range(n)]
+    outputs = {"probability": np.linspace(0, 1, n), "label": (np.arange(n) % 2).astype(np.int64)}
+    features = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    table = prediction_table(
+        "fraud", 1, "http", ids, FEATURES, features, outputs, 2.0, datetime.now(UTC)
+    )
+    ParquetLog(Settings(home=home).prediction_log_path).write(table)
+    return ids
+
+
+def test_report_of_an_unknown_model_exits_3(model_cli: Cli) -> None:
+    result = model_cli("monitor", "report", "nope")
+    assert result.code == 3
+    assert "nope" in result.err
+
+
+def test_report_before_any_monitor_says_how_to_start(model_cli: Cli) -> None:
+    result = model_cli("monitor", "report", "fraud")
+    assert result.code == 0, result.err
+    assert "shipyard monitor" in result.out
+
+
+def test_once_then_report(model_cli: Cli, home_with_model: Path) -> None:
+    ids = log_predictions(home_with_model, 300)
+    with Registry.open(Settings(home=home_with_model)) as registry:
+        labels = [(i, str(n % 3 % 2)) for n, i in enumerate(ids[:100])]
+        registry.monitoring.add_feedback("fraud", labels, source="file")
+    result = model_cli(
+        "monitor", "--once", "--models", "fraud", "--window-rows", "100", "--metrics-port", "0"
+    )
+    assert result.code == 0, result.err
+    assert "fraud: 300 new predictions" in result.out
+    assert "metrics on http://127.0.0.1:" in result.err
+    assert "joined 100" in result.out
+    # Nothing new: no event again.
+    result = model_cli("monitor", "--once", "--models", "fraud", "--window-rows", "100")
+    assert result.code == 0, result.err
+    assert "events: none" in result.out
+    report = model_cli("monitor", "report", "fraud")
+    assert report.code == 0, report.err
+    assert "fraud:1 (production)" in report.out
+    assert "average_precision" in report.out
+    assert "DRIFT" in report.out  # every feature stuck at 0 is far from the training data
+    as_json = model_cli("monitor", "report", "fraud", "--json")
+    document = json.loads(as_json.out)
+    [version] = document["versions"]
+    assert version["snapshot"]["windows"]["rows"]["rows"] == 100
+    kinds = sorted(e["kind"] for e in version["events"])
+    assert kinds == ["drift.detected", "performance.degraded"]  # labels at random: AP falls
+
+
+def test_unknown_model_to_watch_exits_3(model_cli: Cli) -> None:
+    result = model_cli("monitor", "--once", "--models", "nope")
+    assert result.code == 3
+    assert "nope" in result.err

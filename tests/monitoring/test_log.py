@@ -1,0 +1,206 @@
+"""The prediction log's records and its Parquet store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shipyard.errors import InvalidInputError, PredictionLogError
+from shipyard.monitoring.log import (
+    ParquetLog,
+    open_prediction_log,
+    prediction_table,
+    schema,
+)
+from shipyard.settings import Settings
+
+NAMES = ["a", "b", "c"]
+
+
+def batch(
+    ids: list[str], *, model: str = "fraud", version: int = 1, source: str = "http"
+) -> pa.Table:
+    """A binary classifier's records for these ids."""
+    rows = len(ids)
+    features = np.arange(rows * len(NAMES), dtype=np.float32).reshape(rows, len(NAMES))
+    outputs = {
+        "probability": np.linspace(0, 1, rows, dtype=np.float32),
+        "label": np.arange(rows) % 2 == 1,
+    }
+    return prediction_table(model, version, source, ids, NAMES, features, outputs, 1.5)
+
+
+def test_records_have_the_documented_schema() -> None:
+    table = batch(["x", "y"])
+    assert table.schema == schema(NAMES)
+    assert str(table.schema.field("features").type) == ("struct<a: float, b: float, c: float>")
+    assert table.column("label").to_pylist() == ["0", "1"]
+    assert table.column("score").to_pylist() == [0.0, 1.0]
+    assert table.column("features").to_pylist()[1] == {"a": 3.0, "b": 4.0, "c": 5.0}
+    assert table.column("latency_ms").to_pylist() == [1.5, 1.5]
+    assert table.column("time").type == pa.timestamp("us", tz="UTC")
+
+
+def test_multiclass_scores_the_predicted_class_and_regressors_have_no_label() -> None:
+    features = np.zeros((2, 3), np.float32)
+    multi = {
+        "probabilities": np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2]], np.float32),
+        "label": np.array(["cat", "dog"]),
+    }
+    table = prediction_table("m", 2, "stream", ["1", "2"], NAMES, features, multi, 0.0)
+    assert table.column("score").to_pylist() == pytest.approx([0.7, 0.5])
+    assert table.column("label").to_pylist() == ["cat", "dog"]
+    regression = {"prediction": np.array([1.5, -2.0], np.float32)}
+    latency = np.array([1.0, 2.0])
+    table = prediction_table("m", 2, "http", ["1", "2"], NAMES, features, regression, latency)
+    assert table.column("score").to_pylist() == [1.5, -2.0]
+    assert table.column("label").to_pylist() == [None, None]
+    assert table.column("latency_ms").to_pylist() == [1.0, 2.0]
+
+
+def test_records_refuse_mismatched_shapes_and_unknown_sources() -> None:
+    with pytest.raises(InvalidInputError, match="3 names"):
+        prediction_table("m", 1, "http", ["1"], NAMES, np.zeros((2, 3)), {}, 0.0)
+    with pytest.raises(InvalidInputError, match="source"):
+        prediction_table("m", 1, "kafka", ["1"], NAMES, np.zeros((1, 3)), {"p": np.ones(1)}, 0)
+
+
+def test_a_write_lands_as_one_hive_partitioned_file(tmp_path: Path) -> None:
+    log = ParquetLog(tmp_path)
+    hours = {datetime.now(UTC).strftime("hour=%Y-%m-%dT%H")}
+    log.write(batch(["x", "y"], version=3))
+    hours.add(datetime.now(UTC).strftime("hour=%Y-%m-%dT%H"))
+    files = list(tmp_path.rglob("*.parquet"))
+    assert len(files) == 1
+    relative = files[0].relative_to(tmp_path).parts
+    assert relative[:2] == ("model=fraud", "version=3")
+    assert relative[2] in hours  # the hour it was written
+    assert relative[3].startswith("part-")
+    table = pq.read_table(files[0])
+    assert table.schema == schema(NAMES)
+    assert table.column("id").to_pylist() == ["x", "y"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_a_batch_must_hold_one_model_version(tmp_path: Path) -> None:
+    mixed = pa.concat_tables([batch(["x"], version=1), batch(["y"], version=2)])
+    with pytest.raises(InvalidInputError, match="one model version"):
+        ParquetLog(tmp_path).write(mixed)
+
+
+def test_an_unwritable_folder_is_a_prediction_log_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(PredictionLogError, match="cannot write the prediction log") as caught:
+        ParquetLog(blocked).write(batch(["x"]))
+    assert caught.value.retryable
+
+
+def test_read_new_returns_each_row_once_per_version(tmp_path: Path) -> None:
+    log = ParquetLog(tmp_path)
+    log.write(batch(["a1", "a2"], version=1))
+    log.write(batch(["b1"], version=2))
+    log.write(batch(["other"], model="other"))
+    found, cursor = log.read_new("fraud", None)
+    assert {v: t.column("id").to_pylist() for v, t in found.items()} == {
+        1: ["a1", "a2"],
+        2: ["b1"],
+    }
+    cursor = json.loads(json.dumps(cursor))  # stored as JSON by the monitor
+    assert log.read_new("fraud", cursor)[0] == {}
+    log.write(batch(["a3"], version=1))
+    found, cursor = log.read_new("fraud", cursor)
+    assert {v: t.column("id").to_pylist() for v, t in found.items()} == {1: ["a3"]}
+
+
+def test_read_new_sees_a_file_renamed_into_place_after_a_later_one(tmp_path: Path) -> None:
+    """Two writers: the slower one named its file first but renames it last."""
+    slow, fast = ParquetLog(tmp_path), ParquetLog(tmp_path)
+    reader = ParquetLog(tmp_path)
+    slow.write(batch(["slow"]))
+    (slow_file,) = tmp_path.rglob("part-*.parquet")
+    hidden = slow_file.with_name("." + slow_file.name + ".tmp")
+    slow_file.replace(hidden)  # still being written, as far as readers can tell
+    fast.write(batch(["fast"]))
+    found, cursor = reader.read_new("fraud", None)
+    assert found[1].column("id").to_pylist() == ["fast"]
+    hidden.replace(slow_file)  # the slow writer's rename
+    found, cursor = reader.read_new("fraud", cursor)
+    assert found[1].column("id").to_pylist() == ["slow"]
+    for _ in range(2):
+        found, cursor = reader.read_new("fraud", cursor)
+        assert found == {}
+
+
+def test_read_new_across_many_interleaved_writes_misses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    writers = [ParquetLog(tmp_path), ParquetLog(tmp_path)]
+    reader = ParquetLog(tmp_path)
+    cursor = None
+    read: list[str] = []
+    written: list[str] = []
+    for step in range(20):
+        ids = [f"{step}-{w}" for w in range(2)]
+        for writer, row in zip(writers, ids, strict=True):
+            writer.write(batch([row], version=1 + step % 2))
+        written += ids
+        if step % 3 == 0:
+            found, cursor = reader.read_new("fraud", cursor)
+            read += [i for t in found.values() for i in t.column("id").to_pylist()]
+    found, cursor = reader.read_new("fraud", cursor)
+    read += [i for t in found.values() for i in t.column("id").to_pylist()]
+    assert sorted(read) == sorted(written)
+
+
+def test_a_bad_cursor_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="cursor"):
+        ParquetLog(tmp_path).read_new("fraud", {"newest": 3, "recent": []})
+
+
+def test_scan_filters_by_version_and_time(tmp_path: Path) -> None:
+    log = ParquetLog(tmp_path)
+    now = datetime.now(UTC)
+    features = np.zeros((1, 3), np.float32)
+    outputs = {"prediction": np.zeros(1, np.float32)}
+    for version, offset in [(1, -30), (1, 0), (2, 0)]:
+        when = now + timedelta(minutes=offset)
+        log.write(
+            prediction_table(
+                "fraud", version, "http", [f"{version}{offset}"], NAMES, features, outputs, 0, when
+            )
+        )
+    everything = log.scan("fraud")
+    assert {v: t.num_rows for v, t in everything.items()} == {1: 2, 2: 1}
+    assert list(log.scan("fraud", version=2)) == [2]
+    recent = log.scan("fraud", since=now - timedelta(minutes=1))
+    assert {v: t.column("id").to_pylist() for v, t in recent.items()} == {1: ["10"], 2: ["20"]}
+    old = log.scan("fraud", until=now - timedelta(minutes=1))
+    assert {v: t.column("id").to_pylist() for v, t in old.items()} == {1: ["1-30"]}
+    assert log.scan("nothing") == {}
+
+
+def test_expire_removes_the_hours_before_the_cutoff(tmp_path: Path) -> None:
+    log = ParquetLog(tmp_path)
+    log.write(batch(["x"]))
+    log.write(batch(["y"], model="other"))
+    assert log.expire(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert sum(t.num_rows for t in log.scan("fraud").values()) == 1
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2)) == 2
+    assert log.scan("fraud") == {}
+    assert log.read_new("fraud", None)[0] == {}
+
+
+def test_open_prediction_log_follows_the_settings(tmp_path: Path) -> None:
+    assert open_prediction_log(Settings(home=tmp_path, prediction_log="off")) is None
+    store = open_prediction_log(Settings(home=tmp_path))
+    assert isinstance(store, ParquetLog)
+    assert store.root == tmp_path / "predictions"
+    with pytest.raises(ValueError, match="SQLAlchemy URL"):
+        Settings(home=tmp_path, prediction_log="s3-bucket")

@@ -1,0 +1,248 @@
+"""The monitor process: leases, the broker's feedback and events queues, Prometheus metrics,
+and a real ``shipyard monitor`` killed with SIGKILL and replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shipyard.errors import ConfigurationError, NotFoundError, UnavailableError
+from shipyard.messaging import open_broker
+from shipyard.monitoring.monitor import (
+    Monitor,
+    MonitorOptions,
+    check_log,
+    events_queue,
+    feedback_queue,
+)
+from shipyard.settings import Settings
+
+from .conftest import MODEL, Watched
+
+
+def monitor(watched: Watched, owner: str, **options: Any) -> Monitor:
+    settings = watched.settings.model_copy(
+        update={"monitor_lease_ttl_seconds": 0.5, "feedback_grace_seconds": 0.0}
+    )
+    return Monitor(
+        watched.registry,
+        watched.log,
+        settings,
+        MonitorOptions(owner=owner, window_rows=500, **options),
+        clock=watched.clock,
+    )
+
+
+def test_one_monitor_owns_a_model_and_another_takes_over_when_its_lease_expires(
+    watched: Watched,
+) -> None:
+    first, second = monitor(watched, "first"), monitor(watched, "second")
+    assert asyncio.run(first.cycle()).owned == [MODEL]
+    assert asyncio.run(second.cycle()).owned == []
+    lease = watched.registry.monitoring.lease(MODEL)
+    assert lease is not None
+    assert lease[0] == "first"
+    # "first" stops renewing (it hangs or died): once the lease expires "second" has it.
+    for _ in range(100):
+        if asyncio.run(second.cycle()).owned:
+            break
+        time.sleep(0.05)
+    assert MODEL in second.trackers
+    assert asyncio.run(first.cycle()).owned == []
+    assert first.trackers == {}  # and it let go of its state
+    second.release()
+    assert watched.registry.monitoring.lease(MODEL) is None
+
+
+def test_feedback_from_the_queue_is_stored_and_events_are_published(watched: Watched) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    ids = watched.predict(500, shift=1.5)
+    runner = monitor(watched, "m", broker_url=url)
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        broker = open_broker(url)
+        try:
+            from shipyard.messaging import QueueSpec
+
+            await broker.declare(QueueSpec(feedback_queue(MODEL)))
+            bodies = [orjson.dumps({"id": pid, "label": 1}) for pid in ids[:10]]
+            bodies += [b"not json", orjson.dumps({"id": ids[10], "label": "maybe"})]
+            bodies.append(orjson.dumps([{"id": pid, "label": 0} for pid in ids[11:20]]))
+            await broker.publish(feedback_queue(MODEL), bodies)
+            runner._broker = open_broker(url)
+            report = await runner.cycle()
+            assert report.queued_feedback == {MODEL: 19}
+            await runner.cycle()  # the labels stored in the first cycle are joined
+            events = await broker.consume(events_queue(MODEL), 10, 100)
+            dead = await broker.consume(f"{feedback_queue(MODEL)}.dead", 10, 100)
+            return [e.body for e in events], [d.body for d in dead]
+        finally:
+            await broker.close()
+            await runner._broker.close() if runner._broker else None
+
+    events, dead = asyncio.run(scenario())
+    assert [orjson.loads(e)["kind"] for e in events] == ["drift.detected"]
+    reasons = sorted(orjson.loads(d)["reason"] for d in dead)
+    assert len(reasons) == 2
+    assert any("not JSON" in reason for reason in reasons)
+    assert any(ids[10] in reason for reason in reasons)  # the bad label names its id
+    assert watched.registry.monitoring.feedback_counts(MODEL)["joined"] == 19
+
+
+class _DownBroker:
+    """A broker that takes no message: every call fails as an unreachable one does."""
+
+    async def declare(self, spec: Any) -> None:
+        raise UnavailableError("broker down")
+
+    async def consume(self, *args: Any) -> list[Any]:
+        raise UnavailableError("broker down")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_broker_that_is_down_costs_events_on_the_queue_not_in_the_database(
+    watched: Watched,
+) -> None:
+    watched.predict(500, shift=1.5)
+    runner = monitor(watched, "m")
+    runner._broker = _DownBroker()  # type: ignore[assignment]
+    report = asyncio.run(runner.cycle())
+    assert report.publish_failures == 1
+    assert [e.kind for e in watched.registry.monitoring.events(MODEL)] == ["drift.detected"]
+    text = generate_latest(runner.metrics.registry).decode()
+    assert 'shipyard_monitor_publish_failures_total{model="fraud"} 1.0' in text
+
+
+def test_prometheus_metrics_parse_and_carry_performance_and_drift(watched: Watched) -> None:
+    ids = watched.predict(500, shift=1.5)
+    watched.label(ids[:200], ["1"] * 200)
+    runner = monitor(watched, "m")
+    asyncio.run(runner.cycle())
+    asyncio.run(runner.cycle())
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(generate_latest(runner.metrics.registry).decode())
+    }
+    performance = {
+        (s.labels["metric"], s.labels["window"]): s.value
+        for s in families["shipyard_model_performance"].samples
+    }
+    assert ("accuracy", "all") in performance
+    assert ("accuracy", "rows") in performance
+    drift = {
+        s.labels["feature"]: s.value
+        for s in families["shipyard_feature_drifted"].samples
+        if s.labels["window"] == "rows"
+    }
+    assert drift == {"f0": 1.0, "f1": 1.0, "f2": 1.0, "f3": 1.0}
+    assert families["shipyard_dataset_drift"].samples[0].value == 1.0
+    feedback = {s.labels["result"]: s.value for s in families["shipyard_feedback"].samples}
+    assert feedback["joined"] == 200
+    assert families["shipyard_prediction_log_rows"].samples[0].value == 500
+    events = families["shipyard_monitor_events"].samples
+    assert [(s.labels["kind"], s.value) for s in events] == [("drift.detected", 1.0)]
+    assert families["shipyard_monitor_lease"].samples[0].value == 1.0
+    runner.release()
+    text = generate_latest(runner.metrics.registry).decode()
+    assert "shipyard_feature_drift{" not in text  # released: its series are gone
+
+
+def test_an_unknown_model_is_named(watched: Watched) -> None:
+    runner = monitor(watched, "m", models=("fraud", "nope"))
+    with pytest.raises(NotFoundError, match="nope"):
+        asyncio.run(runner.cycle())
+
+
+def test_logging_off_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="prediction log is off"):
+        check_log(None)
+
+
+# -- a real process, killed -------------------------------------------------------------
+
+
+def _start(home: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = Settings(
+        home=home, monitor_interval_seconds=0.2, monitor_lease_ttl_seconds=1.0
+    ).child_env()
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shipyard", "monitor", "--models", MODEL, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_a_monitor_killed_and_replaced_raises_no_event_twice(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    from shipyard.monitoring.log import ParquetLog
+    from shipyard.registry import Registry
+
+    from .conftest import Clock, register_watched
+
+    home = sqlite_settings.home
+    with Registry.open(sqlite_settings) as registry:
+        register_watched(registry)
+        watched = Watched(
+            registry, ParquetLog(sqlite_settings.prediction_log_path), Clock(), sqlite_settings
+        )
+        watched.predict(500, shift=1.5)
+        log = tmp_path / "monitor.log"
+        first = _start(home, log, "--window-rows", "500")
+        try:
+            for _ in range(300):  # up to ~60 s on a busy machine
+                if registry.monitoring.events(MODEL):
+                    break
+                assert first.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert [e.kind for e in registry.monitoring.events(MODEL)] == ["drift.detected"]
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+        lease = registry.monitoring.lease(MODEL)
+        assert lease is not None  # SIGKILL released nothing
+        # A new monitor takes the model over once the dead one's lease expires, rebuilds
+        # the same windows from the log and raises nothing again.
+        for _ in range(100):
+            once = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "shipyard",
+                    "monitor",
+                    "--models",
+                    MODEL,
+                    "--once",
+                    "--window-rows",
+                    "500",
+                ],
+                env=Settings(home=home, monitor_lease_ttl_seconds=1.0).child_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert once.returncode == 0, once.stderr
+            if "new predictions" in once.stdout:
+                break
+            time.sleep(0.3)
+        assert "events: none" in once.stdout, once.stdout
+        assert [e.kind for e in registry.monitoring.events(MODEL)] == ["drift.detected"]
+        assert registry.monitoring.lease(MODEL) is None  # --once released it

@@ -1,0 +1,96 @@
+"""Live metrics are sklearn.metrics on the same labelled rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from shipyard.monitoring.performance import (
+    TaskInfo,
+    degraded,
+    delay_quantiles,
+    live_metrics,
+    primary_metric,
+)
+
+BINARY = TaskInfo.from_output_schema({"task": "classification", "classes": [0, 1]})
+
+
+def test_binary_metrics_equal_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    truth_int = rng.integers(0, 2, 500)
+    scores = np.clip(truth_int * 0.3 + rng.random(500) * 0.7, 0, 1)
+    predicted_int = (scores >= 0.5).astype(int)
+    truth = [str(t) for t in truth_int]
+    predicted = [str(p) for p in predicted_int]
+    live = live_metrics(BINARY, truth, scores, predicted)
+    assert live == {
+        "accuracy": pytest.approx(metrics.accuracy_score(truth_int, predicted_int), abs=0),
+        "precision": pytest.approx(metrics.precision_score(truth_int, predicted_int), abs=0),
+        "recall": pytest.approx(metrics.recall_score(truth_int, predicted_int), abs=0),
+        "f1": pytest.approx(metrics.f1_score(truth_int, predicted_int), abs=0),
+        "roc_auc": pytest.approx(metrics.roc_auc_score(truth_int, scores), abs=0),
+        "average_precision": pytest.approx(
+            metrics.average_precision_score(truth_int, scores), abs=0
+        ),
+        "brier": pytest.approx(metrics.brier_score_loss(truth_int, scores), abs=0),
+    }
+
+
+def test_ranking_metrics_need_both_classes() -> None:
+    live = live_metrics(BINARY, ["1", "1"], np.array([0.9, 0.2]), ["1", "0"])
+    assert "roc_auc" not in live
+    assert "average_precision" not in live
+    assert live["accuracy"] == 0.5
+    assert live["recall"] == 0.5
+
+
+def test_string_classes_use_the_second_as_positive() -> None:
+    info = TaskInfo.from_output_schema({"task": "classification", "classes": ["fraud", "legit"]})
+    assert info.positive == "legit"
+    live = live_metrics(info, ["legit", "fraud"], np.array([0.8, 0.3]), ["legit", "fraud"])
+    assert live["roc_auc"] == 1.0
+    assert live["precision"] == 1.0
+
+
+def test_regression_metrics_equal_sklearn() -> None:
+    info = TaskInfo.from_output_schema({"task": "regression"})
+    truth = np.array([1.0, 2.5, 3.0, 7.0])
+    predicted = np.array([1.5, 2.0, 3.5, 6.0])
+    live = live_metrics(info, [repr(float(t)) for t in truth], predicted, [None] * 4)
+    assert live["mae"] == pytest.approx(metrics.mean_absolute_error(truth, predicted))
+    assert live["rmse"] == pytest.approx(math.sqrt(metrics.mean_squared_error(truth, predicted)))
+    assert live["r2"] == pytest.approx(metrics.r2_score(truth, predicted))
+    assert "r2" not in live_metrics(info, ["1.0"], np.array([2.0]), [None])
+
+
+def test_multiclass_uses_macro_averages() -> None:
+    info = TaskInfo.from_output_schema({"task": "classification", "classes": [0, 1, 2]})
+    truth, predicted = ["0", "1", "2", "2"], ["0", "2", "2", "2"]
+    live = live_metrics(info, truth, np.array([0.9, 0.5, 0.6, 0.7]), predicted)
+    assert live["f1"] == pytest.approx(
+        metrics.f1_score(truth, predicted, average="macro", zero_division=0)
+    )
+    assert "roc_auc" not in live
+
+
+def test_nothing_labelled_gives_no_metric() -> None:
+    assert live_metrics(BINARY, [], np.array([]), []) == {}
+    assert delay_quantiles(np.array([])) is None
+    assert delay_quantiles(np.array([1.0, 2.0, 3.0])) == {"p50_s": 2.0, "p90_s": 2.8}
+
+
+def test_primary_metric_and_degradation() -> None:
+    assert primary_metric(BINARY, {"roc_auc": 0.9, "average_precision": 0.8}, None) == (
+        "average_precision"
+    )
+    assert primary_metric(BINARY, {"roc_auc": 0.9}, None) == "roc_auc"
+    assert primary_metric(BINARY, {}, "f1") == "f1"
+    assert primary_metric(BINARY, {}, "rmse") is None  # not a classification metric
+    assert degraded("average_precision", 0.7, 0.8, 0.05)
+    assert not degraded("average_precision", 0.76, 0.8, 0.05)
+    assert degraded("rmse", 1.2, 1.0, 0.1)
+    assert not degraded("rmse", 0.5, 1.0, 0.1)

@@ -1,0 +1,173 @@
+"""One model under watch: feedback joins, live performance, drift episodes, restarts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from shipyard.monitoring.config import MonitoringSpec
+from shipyard.monitoring.log import prediction_table
+from shipyard.monitoring.tracker import uuid7_time_us
+
+from .conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
+
+
+def kinds(watched: Watched) -> list[str]:
+    return [event.kind for event in watched.registry.monitoring.events(MODEL)]
+
+
+def test_live_metrics_equal_sklearn_on_the_joined_rows(watched: Watched) -> None:
+    scores = watched.rng.random(400)
+    ids = watched.predict(400, scores=scores)
+    truth = (watched.rng.random(400) < scores).astype(int)  # calibrated-ish labels
+    labelled = slice(0, 400, 2)  # feedback for half of them
+    watched.label(ids[labelled], [str(t) for t in truth[labelled]])
+    result = watched.tracker().update()
+    assert result.rows == 400
+    assert result.feedback == {"joined": 200}
+    snapshot = watched.registry.monitoring.snapshots(MODEL)[1]
+    live = snapshot["performance"]["all"]
+    y, s = truth[labelled], scores[labelled]
+    assert live["metrics"]["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, s))
+    assert live["metrics"]["average_precision"] == pytest.approx(
+        metrics.average_precision_score(y, s)
+    )
+    assert live["metrics"]["brier"] == pytest.approx(metrics.brier_score_loss(y, s))
+    assert live["metrics"]["f1"] == pytest.approx(metrics.f1_score(y, s >= 0.5))
+    assert live["labelled"] == 200
+    assert live["predicted"] == 400
+    assert live["coverage"] == 0.5
+    assert live["delay"]["p50_s"] >= 0
+    assert snapshot["performance"]["offline"] == OFFLINE
+    assert snapshot["performance"]["primary"]["metric"] == "average_precision"
+    assert snapshot["windows"]["rows"]["rows"] == 400
+    assert snapshot["windows"]["rows"]["labelled"] == 200
+    assert watched.registry.monitoring.feedback_counts(MODEL)["joined"] == 200
+
+
+def test_unknown_duplicate_and_late_feedback_is_counted_never_fatal(watched: Watched) -> None:
+    ids = watched.predict(300)
+    tracker = watched.tracker(index_rows=100)  # a feedback flood larger than the window
+    tracker.update()
+    watched.label([*ids, "nobody"], ["1"] * 301)
+    watched.label(ids[:5], ["0"] * 5)  # duplicates: refused by the store, counted
+    watched.clock.advance(1)  # past the grace period (0 s) of the unknown id
+    result = tracker.update()
+    assert result.feedback == {"joined": 100, "late": 200, "unknown": 1}
+    counts = watched.registry.monitoring.feedback_counts(MODEL)
+    assert counts["joined"] == 100
+    assert counts["late"] == 200
+    assert counts["unknown"] == 1
+    assert counts["duplicate"] == 5
+    assert counts["pending"] == 0
+
+
+def test_feedback_ahead_of_its_prediction_waits_for_the_log(watched: Watched) -> None:
+    tracker = watched.tracker(grace_s=30.0)
+    watched.label(["early"], ["1"])
+    assert tracker.update().feedback == {}  # the prediction is not logged yet: pending
+    assert watched.registry.monitoring.feedback_counts(MODEL)["pending"] == 1
+    # A monitor restarted now still waits for it (pending feedback is reloaded).
+    tracker = watched.tracker(grace_s=30.0)
+    log_ids(watched, ["early"])
+    assert tracker.update().feedback == {"joined": 1}
+    watched.label(["never"], ["0"])
+    tracker.update()
+    watched.clock.advance(31)
+    assert tracker.update().feedback == {"unknown": 1}
+
+
+def log_ids(watched: Watched, ids: list[str]) -> list[str]:
+    """Log one prediction per given id."""
+    features = np.zeros((len(ids), len(NAMES)), dtype=np.float32)
+    outputs = {"probability": np.full(len(ids), 0.9), "label": np.ones(len(ids), dtype=np.int64)}
+    watched.log.write(
+        prediction_table(MODEL, 1, "http", ids, NAMES, features, outputs, 1.0, watched.clock.now)
+    )
+    return ids
+
+
+def test_a_server_assigned_id_older_than_the_window_is_late() -> None:
+    import uuid_utils
+
+    stamped = str(uuid_utils.uuid7())
+    assert uuid7_time_us(stamped) is not None
+    assert uuid7_time_us("client-id-7") is None
+    assert uuid7_time_us(str(uuid_utils.uuid4())) is None
+
+
+def test_drift_is_raised_once_per_episode_and_cleared(watched: Watched) -> None:
+    watched.predict(500)
+    tracker = watched.tracker()
+    result = tracker.update()
+    snapshot = result.snapshots[1]
+    assert snapshot["dataset_drift"]["rows"] is False
+    assert kinds(watched) == []
+    watched.predict(500, shift=1.0)
+    result = tracker.update()
+    assert [e.kind for e in result.events] == ["drift.detected"]
+    evidence = result.events[0].evidence
+    assert set(evidence["features"]) == {"f0", "f1", "f2", "f3"}
+    assert evidence["share"] == 1.0
+    assert evidence["rows"] == 500
+    assert evidence["window"]["kind"] == "rows"
+    assert tracker.update().events == []  # the same windows again: nothing new
+    restarted = watched.tracker()  # a restart rebuilds the same windows from the log
+    assert restarted.update().events == []
+    assert kinds(watched) == ["drift.detected"]
+    watched.predict(500)
+    watched.clock.advance(1)
+    restarted = watched.tracker(window_minutes=1e-3)  # the time window holds nothing now
+    assert [e.kind for e in restarted.update().events] == ["drift.cleared"]
+    watched.predict(500, shift=1.0)
+    assert [e.kind for e in restarted.update().events] == ["drift.detected"]
+    keys = [event.key for event in watched.registry.monitoring.events(MODEL)]
+    assert keys == ["drift.detected:v1:1", "drift.cleared:v1:1", "drift.detected:v1:2"]
+
+
+def test_a_window_that_is_not_full_gives_no_verdict(watched: Watched) -> None:
+    watched.predict(100, shift=3.0)
+    result = watched.tracker(window_minutes=60.0).update()  # min_rows 200 by default
+    assert result.snapshots[1]["dataset_drift"] == {"rows": None, "time": None}
+    assert result.events == []
+
+
+def test_performance_degradation_is_raised_with_its_evidence(watched: Watched) -> None:
+    scores = watched.rng.random(400)
+    ids = watched.predict(400, scores=scores)
+    wrong = [str(int(s < 0.5)) for s in scores]  # every label contradicts the model
+    watched.label(ids, wrong)
+    result = watched.tracker().update()
+    degraded = [e for e in result.events if e.kind == "performance.degraded"]
+    assert len(degraded) == 1
+    evidence = degraded[0].evidence
+    assert evidence["metric"] == "average_precision"
+    assert evidence["offline"] == OFFLINE["average_precision"]
+    assert evidence["live"] < evidence["offline"] - evidence["margin"]
+    assert evidence["rows"] == 400
+
+
+def test_the_spec_section_stored_with_the_version_sets_the_windows(watched: Watched) -> None:
+    spec = MonitoringSpec.model_validate(
+        {"windows": {"rows": 50, "min_rows": 10}, "performance": {"metric": "roc_auc"}}
+    )
+    register_watched(watched.registry, tags={"monitoring": spec.to_tag()})
+    watched.predict(80, version=2)
+    tracker = watched.tracker(window_rows=None, window_minutes=None)
+    snapshot = tracker.update().snapshots[2]
+    assert snapshot["windows"]["rows"]["rows"] == 50
+    assert snapshot["windows"]["rows"]["full"] is True
+    assert snapshot["performance"]["primary"]["metric"] == "roc_auc"
+
+
+def test_a_version_without_a_profile_has_no_drift_but_has_performance(
+    watched: Watched,
+) -> None:
+    register_watched(watched.registry, profile=False)
+    ids = watched.predict(50, version=2)
+    watched.label(ids, ["1"] * 50)
+    snapshot = watched.tracker().update().snapshots[2]
+    assert snapshot["reference_profile"] is False
+    assert snapshot["drift"]["rows"]["result"] is None
+    assert snapshot["performance"]["all"]["labelled"] == 50

@@ -1,0 +1,96 @@
+"""Windows over a version's log rows, and the id index feedback is joined through."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from shipyard.monitoring.log import prediction_table
+from shipyard.monitoring.windows import US, JoinIndex, LogRows, VersionRows
+
+NAMES = ["a", "b"]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def rows(ids: list[str], start: datetime = T0, step_s: float = 1.0) -> LogRows:
+    """Log rows of fraud v1, one per id, ``step_s`` apart from ``start``."""
+    n = len(ids)
+    features = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    times = np.array(
+        [np.datetime64(int((start.timestamp() + i * step_s) * US), "us") for i in range(n)]
+    )
+    outputs = {"probability": np.linspace(0, 1, n), "label": (np.arange(n) % 2).astype(np.int64)}
+    table = prediction_table("fraud", 1, "http", ids, NAMES, features, outputs, 1.0, times)
+    return LogRows.from_table(table)
+
+
+def us(moment: datetime) -> int:
+    return int(moment.timestamp() * US)
+
+
+def test_log_rows_come_back_as_columns() -> None:
+    got = rows(["x", "y", "z"])
+    assert got.ids.tolist() == ["x", "y", "z"]
+    assert got.names == ("a", "b")
+    assert got.features.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert got.labels.tolist() == ["0", "1", "0"]
+    assert got.scores.tolist() == [0.0, 0.5, 1.0]
+    assert got.times[1] - got.times[0] == US
+
+
+def test_count_window_is_full_at_n_rows_and_keeps_the_latest() -> None:
+    window = VersionRows(window_rows=3, window_minutes=1, min_rows=2)
+    window.add(rows(["a", "b"]))
+    assert not window.count_window().full
+    window.add(rows(["c", "d"], T0 + timedelta(seconds=2)))
+    window.trim(us(T0 + timedelta(hours=1)))
+    count = window.count_window()
+    assert count.full
+    assert count.rows.ids.tolist() == ["b", "c", "d"]
+    assert window.seen == 4
+
+
+def test_time_window_holds_the_last_minutes_and_needs_min_rows() -> None:
+    window = VersionRows(window_rows=2, window_minutes=1, min_rows=3)
+    window.add(rows([f"r{i}" for i in range(10)], step_s=20))  # 0 .. 180 s
+    now = us(T0 + timedelta(seconds=185))
+    window.trim(now)
+    timed = window.time_window(now)
+    assert timed.rows.ids.tolist() == ["r7", "r8", "r9"]  # 140, 160, 180 s
+    assert timed.full
+    assert len(window.rows) == 3  # nothing older than both windows is kept
+    assert not window.time_window(us(T0 + timedelta(seconds=215))).full
+
+
+def test_rows_arriving_out_of_order_are_sorted_by_time() -> None:
+    window = VersionRows(window_rows=10, window_minutes=60, min_rows=1)
+    window.add(rows(["late"], T0 + timedelta(seconds=5)))
+    window.add(rows(["early"], T0))
+    assert window.count_window().rows.ids.tolist() == ["early", "late"]
+
+
+def test_index_evicts_by_age_and_count_and_remembers_what_left() -> None:
+    index = JoinIndex(max_rows=3, window_us=60 * US)
+    assert index.add(1, rows(["a", "b", "c", "d"], step_s=10)).all()
+    assert index.evict(us(T0 + timedelta(seconds=30))) == 1  # over the cap: "a"
+    assert "a" not in index
+    assert index.left("a")
+    assert index.evict(us(T0 + timedelta(seconds=75))) == 1  # older than 60 s: "b" (t=10)
+    assert index.left("b")
+    prediction = index.get("d")
+    assert prediction is not None
+    assert (prediction.version, prediction.label) == (1, "1")
+    assert not index.left("never")
+
+
+def test_index_counts_a_row_read_twice_once_but_takes_a_reused_id() -> None:
+    index = JoinIndex(max_rows=10, window_us=3600 * US)
+    first = rows(["a", "b"])
+    assert index.add(1, first).tolist() == [True, True]
+    assert index.add(1, first).tolist() == [False, False]  # a rebuild overlapping the cursor
+    reused = rows(["a"], T0 + timedelta(seconds=30))
+    assert index.add(2, reused).tolist() == [True]
+    prediction = index.get("a")
+    assert prediction is not None
+    assert prediction.version == 2
