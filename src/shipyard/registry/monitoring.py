@@ -101,7 +101,8 @@ class MonitoringStore:
         """Store ``(prediction id, label)`` pairs; ids already known are reported, not stored.
 
         The model must exist (``ModelNotFoundError``). Every pair is checked before anything
-        is stored, so a bad one refuses the whole batch.
+        is stored, so a bad one refuses the whole batch. The rows of one batch take their
+        ``seq`` in id order, not in the batch's order.
         """
         if source not in FEEDBACK_SOURCES:
             raise InvalidInputError(
