@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import pytest
 
 from shipyard.errors import InvalidInputError, ModelNotFoundError
-from shipyard.registry import MonitoringStore, Registry
+from shipyard.registry import FeedbackReceipt, MonitoringStore, Registry
 from shipyard.registry import monitoring as monitoring_module
 
 from .conftest import register
@@ -91,14 +91,19 @@ def test_a_large_batch_finds_duplicates_across_chunks(store: MonitoringStore) ->
 
 
 def test_concurrent_batches_store_each_id_once(store: MonitoringStore) -> None:
-    ids = [f"x{i}" for i in range(300)]
-    receipts = race(
-        lambda n: store.add_feedback("fraud", [(i, str(n % 2)) for i in ids], source="http")
-    )
-    assert sum(r.accepted for r in receipts) == 300
-    assert sum(len(r.duplicates) for r in receipts) == 300 * (len(receipts) - 1)
+    ids = [f"x{i}" for i in range(3000)]
+
+    def send(n: int) -> FeedbackReceipt:
+        # Batches share ids in different orders: none may deadlock (3,000 ids deadlocked
+        # PostgreSQL when rows went in batch order) or store an id twice.
+        ordered = ids[n:] + ids[:n] if n % 2 else ids[::-1]
+        return store.add_feedback("fraud", [(i, str(n % 2)) for i in ordered], source="http")
+
+    receipts = race(send)
+    assert sum(r.accepted for r in receipts) == 3000
+    assert sum(len(r.duplicates) for r in receipts) == 3000 * (len(receipts) - 1)
     counts = store.feedback_counts("fraud")
-    assert (counts["accepted"], counts["duplicate"]) == (300, 300 * (len(receipts) - 1))
+    assert (counts["accepted"], counts["duplicate"]) == (3000, 3000 * (len(receipts) - 1))
 
 
 @pytest.mark.parametrize(
