@@ -281,6 +281,15 @@ def test_chisquare_on_a_continuous_feature_is_skipped_with_advice(
     assert "chisquare needs the reference's value frequencies" in result.skipped["x"]
 
 
+@pytest.mark.parametrize("rows", [1, 40, 5000])
+def test_constant_reference_features(rows: int) -> None:
+    profile = _profile({"x": np.full(rows, 2.0)})
+    same = detect_drift(profile, ["x"], np.full((300, 1), 2.0)).features["x"]
+    moved = detect_drift(profile, ["x"], np.full((300, 1), 3.0)).features["x"]
+    assert not same.drifted
+    assert moved.drifted
+
+
 def test_window_shape_is_checked() -> None:
     profile = _profile({"x": np.arange(10.0)})
     with pytest.raises(InvalidInputError, match=r"window must be a matrix of rows × 1 features"):
