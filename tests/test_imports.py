@@ -32,6 +32,13 @@ SHARED = {
     "shipyard.children",
 }
 CLI_ENTRY_POINTS = {"shipyard.__main__"}
+# Between the foundations and the CLI: the inference core knows no adapter, and monitoring
+# (prediction log, feedback, drift, the monitor) sits below the server, the stream scorer and
+# the pipeline that record into it and store its rules; what it needs of them is handed in.
+ABOVE = {
+    "inference": ("server", "stream", "pipeline", "monitoring", "traffic"),
+    "monitoring": ("server", "stream", "pipeline", "traffic"),
+}
 # Broker clients load when a broker is opened, never for ``shipyard --help`` (start-up time).
 BROKER_CLIENTS = ("aio_pika", "aiormq", "pamqp", "nats", "redis")
 
@@ -140,6 +147,20 @@ def test_foundations_import_nothing_of_the_rest(layer: str) -> None:
         if target not in SHARED and not (target == prefix or target.startswith(f"{prefix}."))
     ]
     assert not wrong, f"{prefix} may import only itself and {sorted(SHARED)}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("layer", sorted(ABOVE))
+def test_layers_import_nothing_above_them(layer: str) -> None:
+    prefix = f"{PACKAGE}.{layer}"
+    above = tuple(f"{PACKAGE}.{name}" for name in ABOVE[layer])
+    wrong = [
+        f"{MODULES[module].relative_to(ROOT)}:{line} imports {target}"
+        for module, edges in GRAPH.items()
+        if module == prefix or module.startswith(f"{prefix}.")
+        for target, line in edges.items()
+        if any(target == name or target.startswith(f"{name}.") for name in above)
+    ]
+    assert not wrong, f"{prefix} may not import {', '.join(above)}:\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize("module", sorted(SHARED - {PACKAGE}))
