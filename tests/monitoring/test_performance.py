@@ -12,6 +12,7 @@ from shipyard.monitoring.performance import (
     TaskInfo,
     degraded,
     delay_quantiles,
+    judgeable,
     live_metrics,
     primary_metric,
 )
@@ -94,3 +95,14 @@ def test_primary_metric_and_degradation() -> None:
     assert not degraded("average_precision", 0.76, 0.8, 0.05)
     assert degraded("rmse", 1.2, 1.0, 0.1)
     assert not degraded("rmse", 0.5, 1.0, 0.1)
+
+
+def test_a_window_is_judged_only_with_enough_of_each_class() -> None:
+    binary = TaskInfo("classification", ("0", "1"))
+    two_frauds = ["0"] * 498 + ["1"] * 2
+    assert not judgeable(binary, two_frauds, min_labelled=100, min_per_class=10)
+    assert judgeable(binary, ["0"] * 490 + ["1"] * 10, min_labelled=100, min_per_class=10)
+    assert not judgeable(binary, ["0"] * 50 + ["1"] * 40, min_labelled=100, min_per_class=10)
+    assert not judgeable(binary, ["0"] * 500, min_labelled=100, min_per_class=1)
+    regression = TaskInfo("regression")
+    assert judgeable(regression, ["1.5"] * 100, min_labelled=100, min_per_class=10)

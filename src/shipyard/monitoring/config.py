@@ -6,7 +6,7 @@ there and uses the defaults below for anything the spec leaves out::
 
     monitoring:
       windows: {rows: 1000, minutes: 60, min_rows: 200}
-      performance: {metric: average_precision, margin: 0.05, min_labelled: 100}
+      performance: {metric: average_precision, margin: 0.05, min_labelled: 100, min_per_class: 10}
       drift:                       # monitoring/drift.py's DriftConfig
         default: {method: wasserstein, threshold: 0.1}
         features: {Amount: {method: psi, threshold: 0.2}}
@@ -54,6 +54,12 @@ class PerformanceSpec(_Strict):
     margin: float = Field(default=0.05, ge=0, description="absolute drop that is a degradation")
     min_labelled: int = Field(
         default=100, gt=0, description="fewest labelled rows in a window to judge it"
+    )
+    min_per_class: int = Field(
+        default=10,
+        ge=1,
+        description="a classifier's window is judged only when each class has this many "
+        "labelled rows: a ranking metric over a handful of positives is noise, not evidence",
     )
 
     @field_validator("metric")

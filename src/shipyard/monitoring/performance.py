@@ -149,6 +149,22 @@ def delay_quantiles(delays_s: npt.NDArray[np.float64]) -> dict[str, float] | Non
     return {"p50_s": float(p50), "p90_s": float(p90)}
 
 
+def judgeable(info: TaskInfo, truth: Sequence[str], min_labelled: int, min_per_class: int) -> bool:
+    """Whether labelled rows are enough evidence to judge a window: ``min_labelled`` rows,
+    and for a classifier ``min_per_class`` of each of its classes (AP or ROC AUC over two
+    frauds swings from 0 to 1 by chance)."""
+    if len(truth) < min_labelled:
+        return False
+    if info.task == "regression":
+        return True
+    classes = info.classes or tuple(sorted(set(truth)))
+    present = {c: 0 for c in classes}
+    for label in truth:
+        if label in present:
+            present[label] += 1
+    return len(present) >= 2 and min(present.values()) >= min_per_class
+
+
 def primary_metric(info: TaskInfo, offline: Mapping[str, float], wanted: str | None) -> str | None:
     """The metric a degradation is judged on: ``wanted`` when it applies to the task, else
     the first preferred metric the version has offline; None when none is comparable."""

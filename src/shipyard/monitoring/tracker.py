@@ -28,6 +28,7 @@ from shipyard.monitoring.performance import (
     TaskInfo,
     degraded,
     delay_quantiles,
+    judgeable,
     live_metrics,
     primary_metric,
 )
@@ -316,7 +317,16 @@ class ModelTracker:
             ]
             perf = self._performance(state, labelled, len(window.rows))
             performance[window.kind] = perf
-            if metric is not None and metric in offline and len(labelled) >= perf_spec.min_labelled:
+            if (
+                metric is not None
+                and metric in offline
+                and judgeable(
+                    state.task,
+                    [item.truth for item in labelled],
+                    perf_spec.min_labelled,
+                    perf_spec.min_per_class,
+                )
+            ):
                 live = perf["metrics"].get(metric)
                 if live is not None:
                     any_perf_verdict = True
@@ -367,6 +377,7 @@ class ModelTracker:
                     "offline": offline.get(metric) if metric else None,
                     "margin": perf_spec.margin,
                     "min_labelled": perf_spec.min_labelled,
+                    "min_per_class": perf_spec.min_per_class,
                 },
             },
             "drift": drift,

@@ -5,8 +5,10 @@ scores a held-out file through the production alias's verified artifact and meas
 against the file's labels, trains a challenger and compares both on those same rows, then
 starts the server, sends single-row requests over Open Inference Protocol and MLflow
 scoring, promotes the challenger mid-traffic, publishes the held-out transactions to the
-embedded broker for scorer processes and reads the results back, prints a summary and the
-commands to try next. A second run on the same home registers the next versions.
+embedded broker for scorer processes and reads the results back, sends ground truth for about
+half of those predictions and runs the monitor, sends a drifted set through the server and the
+scorers and runs it again, prints a summary and the commands to try next. A second run on the
+same home registers the next versions.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ def demo(
     stream_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Scorer processes of the stream step")
     ] = 2,
+    drifted_rows: Annotated[
+        int, typer.Option(min=2000, help="Drifted transactions of the monitoring step")
+    ] = 4_000,
 ) -> None:
     """Generate data; train, register, score, serve and stream the fraud model."""
     # Imported here: pandas, scikit-learn, the pipeline and the server take seconds to
     # import, which the other commands and --help skip.
     from rich.table import Table
 
+    from shipyard.cli.demo.monitoring import monitor_phases, monitor_tables, monitor_verdicts
     from shipyard.cli.demo.next_steps import (
         next_steps,
         print_next_steps,
@@ -127,6 +133,17 @@ def demo(
         streamed = stream_and_count(settings, holdout, workers=stream_workers, out=console)
         console.print(stream_table(streamed))
 
+        console.rule("[bold]6. monitoring: ground truth, live performance, drift")
+        ids = sorted(streamed.rows, key=streamed.rows.__getitem__)  # in row order: reproducible
+        truth = holdout[target].iloc[[streamed.rows[i] for i in ids]].reset_index(drop=True)
+        monitored = monitor_phases(
+            registry, settings, ids, truth, rows=drifted_rows, seed=seed, out=console
+        )
+        for table in monitor_tables(monitored):
+            console.print(table)
+        for line in monitor_verdicts(monitored):
+            console.print(line)
+
     # The production version at the end is the challenger: its best-caught fraud shows a score.
     request = write_request(
         holdout,
@@ -182,6 +199,7 @@ def demo(
         f"{streamed.percentile_ms(50):.0f} ms, p99 {streamed.percentile_ms(99):.0f} ms "
         f"({stream_workers} worker{'s' * (stream_workers > 1)})",
     )
+    summary.add_row("monitoring", "; ".join(monitor_verdicts(monitored)))
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
     console.print(summary)

@@ -43,6 +43,8 @@ class StreamRun:
     latencies_ms: list[float] = field(default_factory=list)
     versions: Counter[int] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    rows: dict[str, int] = field(default_factory=dict)
+    """The row of the published frame each scored id came from."""
 
     @property
     def throughput(self) -> float:
@@ -129,6 +131,7 @@ async def _publish_and_collect(
         reasons=Counter(
             _gist(str(r["reason"])) for r in {dead_letter_key(r): r for r in dead.records}.values()
         ),
+        rows={key: int(key.rsplit("-", 1)[1]) for key in first},
     )
 
 
