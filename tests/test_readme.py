@@ -18,12 +18,13 @@ import shipyard
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING = (
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
     BLOCKS[0].strip(),
     BLOCKS[1].strip(),
     BLOCKS[2],
     BLOCKS[3],
     BLOCKS[4],
+    BLOCKS[5],
 )
 BIN = Path(sys.executable).parent
 USAGE_LINES = USAGE.strip().splitlines()
@@ -90,6 +91,8 @@ def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     assert "held-out average_precision" in first
     assert ", 0 errors;" in first
     assert "nothing lost" in first
+    assert "held-out phase: no drift event" in first
+    assert "drift.detected" in first
     assert "rows/s, verifying, reading and writing included" in first  # batch scoring
     assert "champion vs challenger on the same 20,000 held-out rows" in first
     assert "\n  shipyard models show fraud\n" in first  # "Next" (tests/cli/test_demo.py)
@@ -160,3 +163,26 @@ def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
     assert {r["model"] for r in results} == {"fraud"}
     assert {r["version"] for r in results} == {1}
     assert not (tmp_path / "home" / "nats" / "server.json").exists()  # the embedded server stopped
+
+
+@pytest.mark.e2e
+def test_monitoring_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The monitoring block, after the usage block's training, as one bash script: labels
+    for an undrifted and a drifted set, the monitor's verdicts, the report and the route."""
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in TRAIN:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{MONITORING}"
+    out = " ".join(_run(script, tmp_path, env, timeout=300).split())
+    assert "fraud: received 3,000 labels, accepted 3,000, 0 duplicates" in out
+    first_pass = out.split("fraud: 3,000 new predictions, feedback settled: joined 3000, ")[1]
+    assert first_pass.startswith("events: none")  # the undrifted set raised nothing
+    assert "drift.detected" in first_pass
+    document = json.loads((tmp_path / "monitoring.json").read_text())
+    assert document["model"] == "fraud"
+    assert document["feedback"]["joined"] == 6000
+    (version,) = document["versions"]
+    snapshot = version["snapshot"]
+    assert snapshot["dataset_drift"]["rows"] is True
+    assert snapshot["performance"]["all"]["labelled"] == 6000
+    assert [event["kind"] for event in version["events"]] == ["drift.detected"]

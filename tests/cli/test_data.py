@@ -70,3 +70,15 @@ def test_drift_options_need_a_scenario(cli, tmp_path: Path) -> None:
     result = cli("data", "generate", "fraud", "--drift-strength", "2", "-o", str(out))
     assert result.code == 2
     assert "need --drift SCENARIO" in result.err
+
+
+def test_ids_give_each_row_an_id_column(cli, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = cli("data", "generate", "fraud", "--rows", "5", "--ids", "tx", "-o", str(out))
+    assert result.code == 0, result.err
+    frame = pd.read_csv(out)
+    assert list(frame["id"]) == [f"tx-{i}" for i in range(5)]
+    assert list(frame.columns)[1:3] == ["Time", "V1"]
+    refused = cli("data", "generate", "fraud", "--rows", "5", "--ids", " ", "-o", str(out))
+    assert refused.code == 2
+    assert "--ids needs a non-empty PREFIX" in refused.err

@@ -54,6 +54,14 @@ def generate(
             help="Share of the features that move (mean-shift and variance 0.3, many 0.8)",
         ),
     ] = None,
+    ids: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PREFIX",
+            help="Add an `id` column PREFIX-0, PREFIX-1, …: the ids `shipyard publish` sends "
+            "and `shipyard feedback` quotes back",
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic table with a known schema, e.g. credit-card-like fraud data."""
     # Imported here, as in every command: pandas and friends take a second that --help skips.
@@ -69,6 +77,10 @@ def generate(
     if drift is not None:
         assert spec.drift is not None
         frame = spec.drift(frame, drift, drift_strength, drift_features, seed)
+    if ids is not None:
+        if not ids.strip():
+            raise InvalidInputError("--ids needs a non-empty PREFIX, e.g. --ids tx")
+        frame.insert(0, "id", [f"{ids}-{i}" for i in range(len(frame))])
     write_table(frame, output)
     summary = f"wrote {len(frame):,} rows of {spec.name} to {output}"
     if drift is not None:
