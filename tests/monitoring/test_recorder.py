@@ -149,3 +149,20 @@ async def test_closed_recorders_refuse_durable_records() -> None:
     with pytest.raises(PredictionLogError, match="closed"):
         await recorder.record_durably("m", 1, "stream", *rows(["1"]))
     assert not recorder.record("m", 1, "http", *rows(["1"]))
+
+
+def test_many_small_records_make_one_table_with_each_rows_own_values() -> None:
+    store = FlakyLog()
+    recorder = PredictionRecorder(store, flush_ms=60_000)  # type: ignore[arg-type]
+    for i in range(50):
+        ids, names, features, outputs, _ = rows([str(i)])
+        recorder.record("m", 1, "http", ids, names, features * i, outputs, float(i))
+    ids, names, features, outputs, _ = rows(["x", "y"])
+    recorder.record("m", 1, "http", ids, names, features, outputs, np.array([7.0, 8.0]))
+    recorder.close()
+    [table] = store.tables
+    assert table.column("id").to_pylist() == [*map(str, range(50)), "x", "y"]
+    assert table.column("latency_ms").to_pylist() == [*map(float, range(50)), 7.0, 8.0]
+    assert [f["a"] for f in table.column("features").to_pylist()[:3]] == [0.0, 1.0, 2.0]
+    times = table.column("time").to_pylist()
+    assert times == sorted(times)
