@@ -166,3 +166,24 @@ def test_many_small_records_make_one_table_with_each_rows_own_values() -> None:
     assert [f["a"] for f in table.column("features").to_pylist()[:3]] == [0.0, 1.0, 2.0]
     times = table.column("time").to_pylist()
     assert times == sorted(times)
+
+
+async def test_hurry_writes_waiting_durable_records_without_their_deadline() -> None:
+    store = FlakyLog()
+    recorder = PredictionRecorder(
+        store,  # type: ignore[arg-type]
+        flush_ms=60_000,
+        durable_flush_ms=600_000,  # hurried, and nothing written before: at once
+    )
+    try:
+        recorder.hurry()  # nothing waits: nothing to do
+        waiting = asyncio.ensure_future(recorder.record_durably("m", 1, "stream", *rows(["1"])))
+        for _ in range(100):  # bounded: until the record is buffered
+            if recorder._durable_since is not None:
+                break
+            await asyncio.sleep(0.01)
+        recorder.hurry()
+        await asyncio.wait_for(waiting, 30)  # not the ten-minute deadline
+        assert store.ids() == ["1"]
+    finally:
+        recorder.close()

@@ -63,6 +63,9 @@ BASE_FIELDS = [
     pa.field("label", pa.string()),
 ]
 PART_PREFIX = "part-"
+DICTIONARY_COLUMNS = ["model", "version", "source", "label"]
+"""Columns of few distinct values; ids, times and features are written plain (trying a
+dictionary on them doubled the write's cost and made bigger files)."""
 _HOUR_FORMAT = "%Y-%m-%dT%H"
 _NAME = re.compile(r"^part-([0-9a-f]{32})\.parquet$")
 
@@ -290,7 +293,7 @@ class ParquetLog:
         temporary = folder / f".{final.name}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(batch, temporary, compression="zstd")
+            pq.write_table(batch, temporary, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
             temporary.replace(final)
         except OSError as error:
             if folder.exists():

@@ -11,7 +11,9 @@ that fails are dropped and counted too: a server keeps answering.
 ``PredictionLogError`` when they could not be: the scorer acks only then. Its rows are
 written together with whatever else is buffered, as soon as ``durable_rows`` wait or the
 oldest has waited ``durable_flush_ms`` — a group commit across the scorer's batches, so a
-busy scorer writes a few files a second rather than one per batch.
+busy scorer writes a few files a second rather than one per batch. A scorer whose input ran
+dry calls ``hurry``: what waits is written once a quarter of ``durable_flush_ms`` has
+passed since the last write, rather than holding the last acks of a burst.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class PredictionRecorder:
         *,
         buffer_rows: int = 100_000,
         flush_ms: float = 1000.0,
-        durable_rows: int = 4096,
+        durable_rows: int = 16_384,
         durable_flush_ms: float = 100.0,
         on_written: Counted = lambda model, rows: None,
         on_dropped: Counted = lambda model, rows: None,
@@ -82,6 +84,8 @@ class PredictionRecorder:
         self._rows = 0
         self._durable_rows = 0
         self._durable_since: float | None = None
+        self._hurried = False
+        self._last_write = float("-inf")  # hurried before any write: at once
         self._closing = False
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -154,6 +158,16 @@ class PredictionRecorder:
                 self._durable_since = time.monotonic()
         await done
 
+    def hurry(self) -> None:
+        """No more records are coming soon (the scorer's input is empty): write the
+        durable ones waiting without waiting for company."""
+        if self._durable_since is None:
+            return  # read without the lock: a record arriving now sets its own deadline
+        with self._wake:
+            if self._durable_since is not None:
+                self._hurried = True
+                self._wake.notify()
+
     # -- the writer thread -------------------------------------------------------------------
 
     def _due(self, last_flush: float) -> float | None:
@@ -166,6 +180,8 @@ class PredictionRecorder:
         due = last_flush + self.flush_s
         if self._durable_since is not None:
             due = min(due, self._durable_since + self.durable_flush_s)
+            if self._hurried:
+                due = min(due, self._last_write + self.durable_flush_s / 4)
         return max(0.0, due - now)
 
     def _run(self) -> None:
@@ -184,10 +200,12 @@ class PredictionRecorder:
                 taken, self._pending = self._pending, []
                 self._rows = self._durable_rows = 0
                 self._durable_since = None
+                self._hurried = False
             last_flush = time.monotonic()
             self._write(taken)
 
     def _write(self, entries: list[_Pending]) -> None:
+        self._last_write = float("-inf")  # hurried before any write: at once
         groups: dict[tuple[str, int], list[_Pending]] = {}
         for entry in entries:
             groups.setdefault((entry.model, entry.version), []).append(entry)
