@@ -205,7 +205,7 @@ class PredictionRecorder:
             self._write(taken)
 
     def _write(self, entries: list[_Pending]) -> None:
-        self._last_write = float("-inf")  # hurried before any write: at once
+        self._last_write = time.monotonic()
         groups: dict[tuple[str, int], list[_Pending]] = {}
         for entry in entries:
             groups.setdefault((entry.model, entry.version), []).append(entry)

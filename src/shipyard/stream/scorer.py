@@ -26,8 +26,9 @@ unacked messages go to another consumer, at worst scored twice under the same ``
   slot is free once the results are out, so the next batches are scored while the log
   groups several batches into one write; as many batches may wait for it as make twice
   the recorder's ``durable_rows`` (a full group and the next one filling while it is
-  written), at least ``in_flight``. When the input runs dry the log is told to write
-  what waits now (``PredictionRecorder.hurry``); the batches one write releases are acked
+  written), at least ``in_flight``. When a consume returns less than a full batch (the
+  input ran dry, or the broker gives no more until it gets acks) the log is told to write
+  what waits soon (``PredictionRecorder.hurry``); the batches one write releases are acked
   in one broker call. While the log's store is unavailable the write is retried with
   back-off, nothing is acked, and the scorer soon takes no input: no record is lost.
 """
@@ -207,9 +208,11 @@ class Scorer:
                 await slots.acquire()  # a full results queue holds every slot
                 await logging_.acquire()  # so does a prediction log that does not write
                 deliveries = [] if self.stopping else await self._consume()
+                if self.recorder is not None and len(deliveries) < self.config.batch_size:
+                    # The input ran dry, or the broker holds back more until it gets acks
+                    # (RabbitMQ's prefetch): the acks waiting for the log need no company.
+                    self.recorder.hurry()
                 if not deliveries:
-                    if self.recorder is not None:
-                        self.recorder.hurry()  # the last acks of a burst need no company
                     slots.release()
                     logging_.release()
                     continue
