@@ -26,8 +26,13 @@ one-row DataFrame → scikit-learn ``predict_proba`` → publish, await the conf
 runs on each backend for ``--seed-messages`` or ``--seed-seconds``, whichever comes
 first. Every queue the benchmark creates is deleted.
 
+With ``--log-ratio`` it runs only the scorer, with the prediction log off and on (Parquet
+under a folder of the run, the default of ``shipyard stream``), alternately on the same
+inputs, and prints per backend and worker count both rates, their ratio and the Parquet
+files the logging runs wrote per second. The other runs log as ``shipyard stream`` does.
+
     python benchmarks/stream.py [--messages 50000] [--backends rabbitmq,nats,redis]
-        [--workers 1,2] [--rounds 1]
+        [--workers 1,2] [--rounds 1] [--log-ratio]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import json
 import mmap
 import os
 import selectors
+import shutil
 import signal
 import struct
 import sys
@@ -54,6 +60,7 @@ import aio_pika
 import nats
 import numpy as np
 import psutil
+import pyarrow.parquet as pq
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 from serve import busy_cpu_seconds, log, train
@@ -76,6 +83,7 @@ URLS = {
 }
 CLIENTS = {"rabbitmq": "aio-pika/aiormq", "nats": "nats-py", "redis": "redis-py/hiredis"}
 MODES = ("pass-through", "scorer")
+LOG_MODES = {"scorer, log off": "off", "scorer, log on": "parquet"}
 TRANSACTIONS_SEED = 2026  # not the training seed (7)
 PUBLISH_CHUNK = 1000
 READY_TIMEOUT_S = 120.0
@@ -97,6 +105,7 @@ class Run:
     broker_cores: float  # the same for the broker's server
     other_cores: float  # the same for everything else on the machine (this script, neighbours)
     check: str  # what the queues held afterwards
+    log_files: int = 0  # Parquet files of the prediction log the run wrote
 
     @property
     def rate(self) -> float:
@@ -412,18 +421,22 @@ def fresh_config(setup: Setup) -> ScorerConfig:
 
 
 def run_scoring(setup: Setup, backend: str, mode: str, count: int) -> Run:
-    """Publish the inputs to fresh queues, then time ``count`` workers through them."""
+    """Publish the inputs to fresh queues, then time ``count`` workers through them (a
+    mode of ``LOG_MODES`` is the scorer with the prediction log off or on)."""
     url = URLS[backend]
     config = fresh_config(setup)
     expected = len(setup.bodies)
+    log_dir = setup.tmp / f"predictions-{config.queue}"
     try:
         asyncio.run(prepare(url, config, setup.bodies))
         worker_config = {
-            "mode": mode,
+            "mode": "scorer" if mode in LOG_MODES else mode,
             "model": config.model,
             "queue": config.queue,
             "results": config.results,
             "result": setup.result.decode(),
+            "prediction_log": LOG_MODES.get(mode, "parquet"),
+            "prediction_log_dir": str(log_dir),
         }
         run = measure(
             setup,
@@ -436,9 +449,14 @@ def run_scoring(setup: Setup, backend: str, mode: str, count: int) -> Run:
         )
         left = asyncio.run(counts(url, config))
         check = f"{left['results']:,} results, {left['inputs']} left, {left['dead']} dead"
-        return replace(run, check=check)
+        files = list(log_dir.rglob("part-*.parquet"))
+        if files:
+            logged = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            check += f", {logged:,} logged"
+        return replace(run, check=check, log_files=len(files))
     finally:
         asyncio.run(delete_queues(backend, url, queue_names(config.queue, config.results)))
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def run_seed(setup: Setup, backend: str, limit: int, seconds: float) -> Run:
@@ -510,6 +528,21 @@ def print_ratios(runs: Sequence[Run]) -> None:
         print(f" | {seed.rate:,.0f} | {scorer.rate / seed.rate:.0f}x |" if seed else " | - | - |")
 
 
+def print_log_ratios(runs: Sequence[Run]) -> None:
+    """The scorer with the prediction log on against off, and the log's files per second."""
+    by_key = {(r.backend, r.mode, r.workers): r for r in runs}
+    print("| backend | workers | log off msg/s | log on msg/s | on / off | Parquet files/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for (backend, mode, workers), on in by_key.items():
+        off = by_key.get((backend, "scorer, log off", workers))
+        if mode != "scorer, log on" or off is None:
+            continue
+        print(
+            f"| {backend} | {workers} | {off.rate:,.0f} | {on.rate:,.0f} | "
+            f"{on.rate / off.rate:.3f} | {on.log_files / on.seconds:.1f} |"
+        )
+
+
 def describe(run: Run) -> str:
     """One line of progress."""
     return (
@@ -547,6 +580,11 @@ def main() -> None:
         help="math-library threads of the naive scorer (default: the libraries' own)",
     )
     parser.add_argument("--rows", type=int, default=60_000, help="generated training rows")
+    parser.add_argument(
+        "--log-ratio",
+        action="store_true",
+        help="only the scorer, with the prediction log off and on alternately, and the ratio",
+    )
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - URLS.keys()
@@ -554,6 +592,9 @@ def main() -> None:
         sys.exit(f"unknown backend(s) {', '.join(sorted(unknown))}; known: {', '.join(URLS)}")
     counts_of_workers = [int(n) for n in args.workers.split(",") if n]
     modes = [m for m in args.modes.split(",") if m]
+    run_modes: Sequence[str] = [m for m in MODES if m in modes]
+    if args.log_ratio:
+        modes, run_modes = [], list(LOG_MODES)
 
     load_before = os.getloadavg()[0]
     runs: list[Run] = []
@@ -592,7 +633,7 @@ def main() -> None:
         for round_number in range(1, args.rounds + 1):
             for backend in backends:
                 for count in counts_of_workers:
-                    for mode in (m for m in MODES if m in modes):
+                    for mode in run_modes:
                         runs.append(run_scoring(setup, backend, mode, count))
                         log(f"  round {round_number}/{args.rounds}  {describe(runs[-1])}")
                 if "seed" in modes and round_number == 1:
@@ -611,7 +652,10 @@ def main() -> None:
     print("others' CPU is everything but the workers and the broker (this script, neighbours).\n")
     print_runs(best)
     print()
-    print_ratios(best)
+    if args.log_ratio:
+        print_log_ratios(best)
+    else:
+        print_ratios(best)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,13 @@ def scorer_config(config: dict[str, Any]) -> ScorerConfig:
 
 
 def run_serve(config: dict[str, Any], broker: TimedBroker) -> None:
-    """``run_worker``'s body with the timed broker: one math thread, uvloop, ``serve``."""
-    settings = Settings(home=Path(config["home"]))
+    """``run_worker``'s body with the timed broker: one math thread, uvloop, ``serve``;
+    the prediction log as ``prediction_log`` and ``prediction_log_dir`` say."""
+    settings = Settings(
+        home=Path(config["home"]),
+        prediction_log=config.get("prediction_log", "parquet"),
+        prediction_log_dir=config.get("prediction_log_dir"),
+    )
     workers.configure_logging(str(config["index"]))
     with workers.math_threads(settings.math_threads):
         uvloop.run(workers.serve(settings, scorer_config(config), broker))

@@ -149,3 +149,41 @@ async def test_closed_recorders_refuse_durable_records() -> None:
     with pytest.raises(PredictionLogError, match="closed"):
         await recorder.record_durably("m", 1, "stream", *rows(["1"]))
     assert not recorder.record("m", 1, "http", *rows(["1"]))
+
+
+def test_many_small_records_make_one_table_with_each_rows_own_values() -> None:
+    store = FlakyLog()
+    recorder = PredictionRecorder(store, flush_ms=60_000)  # type: ignore[arg-type]
+    for i in range(50):
+        ids, names, features, outputs, _ = rows([str(i)])
+        recorder.record("m", 1, "http", ids, names, features * i, outputs, float(i))
+    ids, names, features, outputs, _ = rows(["x", "y"])
+    recorder.record("m", 1, "http", ids, names, features, outputs, np.array([7.0, 8.0]))
+    recorder.close()
+    [table] = store.tables
+    assert table.column("id").to_pylist() == [*map(str, range(50)), "x", "y"]
+    assert table.column("latency_ms").to_pylist() == [*map(float, range(50)), 7.0, 8.0]
+    assert [f["a"] for f in table.column("features").to_pylist()[:3]] == [0.0, 1.0, 2.0]
+    times = table.column("time").to_pylist()
+    assert times == sorted(times)
+
+
+async def test_hurry_writes_waiting_durable_records_without_their_deadline() -> None:
+    store = FlakyLog()
+    recorder = PredictionRecorder(
+        store,  # type: ignore[arg-type]
+        flush_ms=60_000,
+        durable_flush_ms=600_000,  # hurried, and nothing written before: at once
+    )
+    try:
+        recorder.hurry()  # nothing waits: nothing to do
+        waiting = asyncio.ensure_future(recorder.record_durably("m", 1, "stream", *rows(["1"])))
+        for _ in range(100):  # bounded: until the record is buffered
+            if recorder._durable_since is not None:
+                break
+            await asyncio.sleep(0.01)
+        recorder.hurry()
+        await asyncio.wait_for(waiting, 30)  # not the ten-minute deadline
+        assert store.ids() == ["1"]
+    finally:
+        recorder.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from brokers import delete_queues
 from shipyard.inference import ExportedModel
 from shipyard.inference.service import InferenceService
 from shipyard.messaging import Broker, QueueSpec, open_broker
@@ -101,10 +102,13 @@ async def rigs(stream_registry: Registry) -> AsyncIterator[Callable[..., Awaitab
     """``await rigs(**config)``: a started scorer over a fresh memory namespace."""
     made: list[tuple[Rig, InferenceService]] = []
 
-    async def make(broker: Broker | None = None, **options: object) -> Rig:
-        url = f"memory://stream-{uuid.uuid4().hex}"
-        broker = broker or open_broker(url, redelivery_ms=200)
-        client = open_broker(url, redelivery_ms=200)
+    async def make(broker: Broker | None = None, url: str | None = None, **options: object) -> Rig:
+        """A rig on a fresh memory namespace, or on ``url`` (a real broker: give it queues
+        of its own, which are deleted after the test)."""
+        redelivery_ms = 200 if url is None else 30_000
+        url = url or f"memory://stream-{uuid.uuid4().hex}"
+        broker = broker or open_broker(url, redelivery_ms=redelivery_ms)
+        client = open_broker(url, redelivery_ms=redelivery_ms)
         config = ScorerConfig(model=MODEL, **options)  # type: ignore[arg-type]
         service = InferenceService(
             stream_registry, max_batch_size=config.batch_size, max_batch_delay_ms=0,
@@ -123,3 +127,5 @@ async def rigs(stream_registry: Registry) -> AsyncIterator[Callable[..., Awaitab
         await service.close()
         await rig.broker.close()
         await rig.client.close()
+        if not rig.url.startswith("memory://"):
+            await delete_queues(rig.url, [rig.config.queue, rig.config.results])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from brokers import SHARED
 from shipyard.errors import PredictionLogError, UnavailableError
 from shipyard.inference import load_predictor
 from shipyard.messaging import Delivery, QueueSpec, open_broker
@@ -328,10 +330,32 @@ async def test_scored_messages_are_logged_before_they_are_acked(rigs: Rigs, tmp_
     assert await rig.client.consume("transactions", 10, 50) == []  # all acked
 
 
+LOG_FAULT_BROKERS = {
+    "redis": ("Redis", 6379),
+    "rabbitmq": ("RabbitMQ", 5672),
+    "nats": ("NATS", 4222),
+}
+
+
+@pytest.fixture(params=["memory", *sorted(LOG_FAULT_BROKERS)])
+def log_fault_url(
+    request: pytest.FixtureRequest, service: Callable[[str, int], None]
+) -> str | None:
+    """None (the memory broker) or a machine's shared broker (skipped when it is down)."""
+    if request.param == "memory":
+        return None
+    request.applymarker(pytest.mark.integration)
+    service(*LOG_FAULT_BROKERS[request.param])
+    return SHARED[request.param][2]
+
+
 async def test_an_unavailable_log_stops_the_acks_until_it_is_back_and_loses_nothing(
-    rigs: Rigs, tmp_path: Path
+    rigs: Rigs, tmp_path: Path, log_fault_url: str | None
 ) -> None:
-    rig = await rigs(batch_size=8)
+    tag = uuid.uuid4().hex[:8]
+    rig = await rigs(
+        url=log_fault_url, batch_size=8, queue=f"log-fault-{tag}", results=f"log-fault-{tag}-out"
+    )
     log = SwitchableLog(tmp_path)
     log.down = True
     rig.scorer.recorder = PredictionRecorder(log, durable_flush_ms=10)  # type: ignore[arg-type]

@@ -1,29 +1,34 @@
 """The hot-path side of the prediction log: buffer batches, write them from a thread.
 
-``record`` (HTTP) never blocks: it appends the batch's arrays to a bounded buffer and
-returns False — counting the rows in ``dropped`` — when the buffer is full. A writer thread
-turns what is buffered into one Arrow table per model version every ``flush_ms`` and writes
-it; rows of a write that fails are dropped and counted too: a server keeps answering.
+``record`` (HTTP) never blocks: it appends references to the batch's arrays to a bounded
+buffer and returns False — counting the rows in ``dropped`` — when the buffer is full; no
+table is built and no id made on the event loop. A writer thread concatenates what is
+buffered, array by array, into one Arrow table per model version every ``flush_ms`` (a
+thousand one-row requests cost one table, not a thousand) and writes it; rows of a write
+that fails are dropped and counted too: a server keeps answering.
 
 ``record_durably`` (stream) returns once its rows are written and raises
 ``PredictionLogError`` when they could not be: the scorer acks only then. Its rows are
 written together with whatever else is buffered, as soon as ``durable_rows`` wait or the
 oldest has waited ``durable_flush_ms`` — a group commit across the scorer's batches, so a
-busy scorer writes a few files a second rather than one per batch.
+busy scorer writes a few files a second rather than one per batch. A scorer whose input ran
+dry calls ``hurry``: what waits is written once a quarter of ``durable_flush_ms`` has
+passed since the last write, rather than holding the last acks of a burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
@@ -46,7 +51,8 @@ class _Pending:
     features: npt.NDArray[Any]
     outputs: Outputs
     latency_ms: float | npt.NDArray[Any]
-    time: datetime
+    micros: int
+    """When the batch was recorded, in microseconds since the epoch (UTC)."""
     done: asyncio.Future[None] | None = None
 
 
@@ -59,7 +65,7 @@ class PredictionRecorder:
         *,
         buffer_rows: int = 100_000,
         flush_ms: float = 1000.0,
-        durable_rows: int = 4096,
+        durable_rows: int = 16_384,
         durable_flush_ms: float = 100.0,
         on_written: Counted = lambda model, rows: None,
         on_dropped: Counted = lambda model, rows: None,
@@ -78,6 +84,8 @@ class PredictionRecorder:
         self._rows = 0
         self._durable_rows = 0
         self._durable_since: float | None = None
+        self._hurried = False
+        self._last_write = float("-inf")  # hurried before any write: at once
         self._closing = False
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -99,7 +107,7 @@ class PredictionRecorder:
         """Buffer a batch for the log; False (and counted as dropped) when the buffer is full."""
         rows = len(ids)
         entry = _Pending(
-            model, version, source, ids, names, features, outputs, latency_ms, datetime.now(UTC)
+            model, version, source, ids, names, features, outputs, latency_ms, _now_micros()
         )
         with self._wake:
             if self._closing or self._rows + rows > self.buffer_rows:
@@ -135,7 +143,7 @@ class PredictionRecorder:
             features,
             outputs,
             latency_ms,
-            datetime.now(UTC),
+            _now_micros(),
             done,
         )
         with self._wake:
@@ -150,6 +158,16 @@ class PredictionRecorder:
                 self._durable_since = time.monotonic()
         await done
 
+    def hurry(self) -> None:
+        """No more records are coming soon (the scorer's input is empty): write the
+        durable ones waiting without waiting for company."""
+        if self._durable_since is None:
+            return  # read without the lock: a record arriving now sets its own deadline
+        with self._wake:
+            if self._durable_since is not None:
+                self._hurried = True
+                self._wake.notify()
+
     # -- the writer thread -------------------------------------------------------------------
 
     def _due(self, last_flush: float) -> float | None:
@@ -162,6 +180,8 @@ class PredictionRecorder:
         due = last_flush + self.flush_s
         if self._durable_since is not None:
             due = min(due, self._durable_since + self.durable_flush_s)
+            if self._hurried:
+                due = min(due, self._last_write + self.durable_flush_s / 4)
         return max(0.0, due - now)
 
     def _run(self) -> None:
@@ -180,10 +200,12 @@ class PredictionRecorder:
                 taken, self._pending = self._pending, []
                 self._rows = self._durable_rows = 0
                 self._durable_since = None
+                self._hurried = False
             last_flush = time.monotonic()
             self._write(taken)
 
     def _write(self, entries: list[_Pending]) -> None:
+        self._last_write = time.monotonic()
         groups: dict[tuple[str, int], list[_Pending]] = {}
         for entry in entries:
             groups.setdefault((entry.model, entry.version), []).append(entry)
@@ -227,23 +249,47 @@ class PredictionRecorder:
         self._thread.join()
 
 
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
 def _table(group: list[_Pending]) -> pa.Table:
-    tables = []
-    for e in group:
-        tables.append(
-            prediction_table(
-                e.model,
-                e.version,
-                e.source,
-                e.ids,
-                e.names,
-                e.features,
-                e.outputs,
-                e.latency_ms,
-                e.time,
-            )
-        )
+    """One table of a version's buffered batches: their arrays concatenated first, so the
+    table is built once however many requests the group holds."""
+    by_source: dict[str, list[_Pending]] = {}
+    for entry in group:
+        by_source.setdefault(entry.source, []).append(entry)
+    tables = [_joined(entries) for entries in by_source.values()]
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _joined(entries: list[_Pending]) -> pa.Table:
+    first = entries[0]
+    if len(entries) == 1:
+        times = np.full(len(first.ids), first.micros, dtype="datetime64[us]")
+        return prediction_table(
+            first.model, first.version, first.source, first.ids, first.names,
+            first.features, first.outputs, first.latency_ms, times,
+        )  # fmt: skip
+    counts = np.fromiter((len(e.ids) for e in entries), np.int64, len(entries))
+    ids = list(itertools.chain.from_iterable(e.ids for e in entries))
+    features = np.concatenate([e.features for e in entries])
+    outputs = {key: np.concatenate([e.outputs[key] for e in entries]) for key in first.outputs}
+    if not any(isinstance(e.latency_ms, np.ndarray) for e in entries):
+        latency: npt.NDArray[Any] = np.repeat(
+            np.fromiter((float(e.latency_ms) for e in entries), np.float32, len(entries)),
+            counts,
+        )
+    else:
+        latency = np.concatenate(
+            [np.broadcast_to(np.asarray(e.latency_ms, np.float32), (len(e.ids),)) for e in entries]
+        )
+    micros = np.fromiter((e.micros for e in entries), np.int64, len(entries))
+    times = np.repeat(micros, counts).astype("datetime64[us]")
+    return prediction_table(
+        first.model, first.version, first.source, ids, first.names, features, outputs,
+        latency, times,
+    )  # fmt: skip
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -24,9 +24,13 @@ unacked messages go to another consumer, at worst scored twice under the same ``
 - **Prediction log.** With a ``PredictionRecorder``, a batch's log records are written
   (``record_durably``) after its results are published and before it is acked. Its
   slot is free once the results are out, so the next batches are scored while the log
-  groups several batches into one write; at most ``LOG_DEPTH`` × ``in_flight`` batches wait
-  for it. While the log's store is unavailable the write is retried with back-off, nothing
-  is acked, and the scorer soon takes no input: no record is lost.
+  groups several batches into one write; as many batches may wait for it as make twice
+  the recorder's ``durable_rows`` (a full group and the next one filling while it is
+  written), at least ``in_flight``. When a consume returns less than a full batch (the
+  input ran dry, or the broker gives no more until it gets acks) the log is told to write
+  what waits soon (``PredictionRecorder.hurry``); the batches one write releases are acked
+  in one broker call. While the log's store is unavailable the write is retried with
+  back-off, nothing is acked, and the scorer soon takes no input: no record is lost.
 """
 
 from __future__ import annotations
@@ -68,8 +72,6 @@ T = TypeVar("T")
 OVERDELIVERED = "overdelivered"
 MAX_BACKOFF_S = 2.0
 ACK_TRIES = 5
-LOG_DEPTH = 4
-"""Batches per in-flight slot that may wait for the prediction log after publishing."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class Scorer:
         self.stats = ScorerStats()
         self._stopping = False
         self._give_up_at: float | None = None
+        self._ack_queue: list[tuple[Sequence[Delivery], asyncio.Future[None]]] = []
+        self._acker: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         worker = config.worker
         self._consumed = metrics.CONSUMED.labels(config.queue, worker)
@@ -183,11 +187,20 @@ class Scorer:
         logger.error("a batch failed unexpectedly; stopping", exc_info=self._failure)
         self.stop()
 
+    @property
+    def log_slots(self) -> int:
+        """Batches that may be scored, published and waiting for the prediction log at
+        once: enough to fill a group commit while the previous one is written."""
+        if self.recorder is None:
+            return self.config.in_flight
+        waiting = -(-2 * self.recorder.durable_rows // self.config.batch_size)
+        return self.config.in_flight + waiting
+
     async def run(self) -> ScorerStats:
         """Consume and score until ``stop``; then finish the batches in flight. A batch
         that fails for an unforeseen reason stops the scorer, and ``run`` raises it."""
         slots = asyncio.Semaphore(self.config.in_flight)
-        logging_ = asyncio.Semaphore(self.config.in_flight * LOG_DEPTH)
+        logging_ = asyncio.Semaphore(self.log_slots)
         batches: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         try:
@@ -195,6 +208,10 @@ class Scorer:
                 await slots.acquire()  # a full results queue holds every slot
                 await logging_.acquire()  # so does a prediction log that does not write
                 deliveries = [] if self.stopping else await self._consume()
+                if self.recorder is not None and len(deliveries) < self.config.batch_size:
+                    # The input ran dry, or the broker holds back more until it gets acks
+                    # (RabbitMQ's prefetch): the acks waiting for the log need no company.
+                    self.recorder.hurry()
                 if not deliveries:
                     slots.release()
                     logging_.release()
@@ -263,8 +280,41 @@ class Scorer:
                 if delivery.published_at is not None:
                     self._latency.observe(max(0.0, confirmed - delivery.published_at))
         published()
+        if self.recorder is None:
+            await self._ack(done)
+            return
         await asyncio.gather(*(self._log(record) for record in records))
-        await self._ack(done)
+        await self._ack_together(done)
+
+    async def _ack_together(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack along with the other batches one log write released: one broker call for
+        all of them instead of a burst of one per batch."""
+        if not deliveries:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_queue.append((deliveries, done))
+        if self._acker is None:
+            self._acker = asyncio.get_running_loop().create_task(self._ack_queued())
+        await done
+
+    async def _ack_queued(self) -> None:
+        taken: list[tuple[Sequence[Delivery], asyncio.Future[None]]] = []
+        try:
+            while self._ack_queue:
+                await asyncio.sleep(0)  # the batches released with this one join it
+                taken, self._ack_queue = self._ack_queue, []
+                await self._ack([d for deliveries, _ in taken for d in deliveries])
+                for _, future in taken:
+                    future.set_result(None)
+                taken = []
+        except BaseException as error:  # cancelled on shutdown: the waiters are too
+            for _, future in taken + self._ack_queue:
+                if not future.done():
+                    future.set_exception(error)
+            self._ack_queue = []
+            raise
+        finally:
+            self._acker = None
 
     async def _log(self, record: _Record) -> None:
         recorder = self.recorder

@@ -1,0 +1,215 @@
+"""The prediction log in a SQL database: the production option shared by every process.
+
+``prediction_log = "database"`` puts the table in the registry database; a SQLAlchemy URL
+(``postgresql+psycopg://…``, ``sqlite:///…``) puts it in a database of its own. Either way
+the store creates its table ``prediction_log`` (and indexes) itself, through SQLAlchemy
+metadata, if it is missing. The columns are those of the Parquet log, with the features as
+JSON (name → value, in layout order) and a ``batch`` column: the UUIDv7 hex of the write
+that stored the row, which ``read_new`` follows exactly as the Parquet store follows file
+names (``BatchCursor``), so a transaction that commits after a later one is still read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from shipyard.errors import ConfigurationError, PredictionLogError
+from shipyard.monitoring.records import (
+    BASE_FIELDS,
+    DEFAULT_GRACE_SECONDS,
+    TIME_TYPE,
+    BatchCursor,
+    batch_name,
+    schema,
+    single_version,
+)
+
+CONNECT_TIMEOUT_S = 10
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "prediction_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("batch", sa.String(32), nullable=False),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("score", sa.Float),
+    sa.Column("label", sa.Text),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Index("ix_prediction_log_model_id", "model", "id"),
+    sa.Index("ix_prediction_log_model_time", "model", "time"),
+    sa.Index("ix_prediction_log_model_batch", "model", "batch"),
+)
+"""The table: one row per prediction."""
+
+_COLUMNS = [field.name for field in BASE_FIELDS]
+
+
+def _engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            return sa.create_engine(
+                parsed, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as error:
+        raise ConfigurationError(
+            f"cannot use {url!r} as the prediction log's database ({error}); set "
+            "prediction_log to parquet, database, off or a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from error
+
+
+def _unavailable(doing: str, error: BaseException) -> PredictionLogError:
+    return PredictionLogError(
+        f"cannot {doing} the prediction log's database ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}); check that it is reachable"
+    )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+class SqlLog:
+    """The prediction log as rows of the table ``prediction_log`` in a SQL database."""
+
+    def __init__(self, url: str, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
+        self.engine = _engine(url)
+        self.grace_seconds = grace_seconds
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError as error:
+            self.engine.dispose()
+            raise _unavailable("create the table of", error) from error
+
+    def write(self, batch: pa.Table) -> None:
+        """Insert the batch's rows in one transaction, tagged with a new batch name."""
+        single_version(batch)
+        name = batch_name()
+        columns = {c: batch.column(c).to_pylist() for c in _COLUMNS}
+        features = [
+            {k: _number(v) for k, v in row.items()} for row in batch.column("features").to_pylist()
+        ]
+        rows = [
+            {
+                "batch": name,
+                "id": columns["id"][i],
+                "model": columns["model"][i],
+                "version": columns["version"][i],
+                "time": columns["time"][i],
+                "source": columns["source"][i],
+                "latency_ms": _number(columns["latency_ms"][i]),
+                "score": _number(columns["score"][i]),
+                "label": columns["label"][i],
+                "features": features[i],
+            }
+            for i in range(batch.num_rows)
+        ]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(predictions.insert(), rows)
+        except (SQLAlchemyError, DBAPIError) as error:
+            raise _unavailable("write to", error) from error
+
+    def _select(self, where: Sequence[Any]) -> list[sa.Row[Any]]:
+        query = sa.select(predictions).where(*where).order_by(predictions.c.seq)
+        try:
+            with self.engine.connect() as connection:
+                return list(connection.execute(query))
+        except SQLAlchemyError as error:
+            raise _unavailable("read", error) from error
+
+    def read_new(
+        self, model: str, cursor: Mapping[str, Any] | None
+    ) -> tuple[dict[int, pa.Table], dict[str, Any]]:
+        """Rows of the batches written since ``cursor``, per version."""
+        position = BatchCursor.load(cursor)
+        floor = position.floor(self.grace_seconds)
+        where = [predictions.c.model == model]
+        if floor is not None:
+            where.append(predictions.c.batch >= floor)
+        rows = [r for r in self._select(where) if r.batch not in position.recent]
+        seen = {r.batch for r in rows}
+        return _tables(rows), position.advance(seen, self.grace_seconds).dump()
+
+    def scan(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[int, pa.Table]:
+        """Every retained row of ``model`` (of one version), with since <= time < until."""
+        where = [predictions.c.model == model]
+        if version is not None:
+            where.append(predictions.c.version == version)
+        if since is not None:
+            where.append(predictions.c.time >= since.astimezone(UTC))
+        if until is not None:
+            where.append(predictions.c.time < until.astimezone(UTC))
+        return _tables(self._select(where))
+
+    def expire(self, before: datetime) -> int:
+        """Delete the rows logged before ``before``; returns how many."""
+        try:
+            with self.engine.begin() as connection:
+                result = connection.execute(
+                    predictions.delete().where(predictions.c.time < before.astimezone(UTC))
+                )
+        except SQLAlchemyError as error:
+            raise _unavailable("expire rows of", error) from error
+        return int(result.rowcount or 0)
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _tables(rows: list[sa.Row[Any]]) -> dict[int, pa.Table]:
+    by_version: dict[int, list[sa.Row[Any]]] = {}
+    for row in rows:
+        by_version.setdefault(row.version, []).append(row)
+    return {version: _table(part) for version, part in sorted(by_version.items())}
+
+
+def _table(rows: list[sa.Row[Any]]) -> pa.Table:
+    names = list(rows[0].features)
+    target = schema(names)
+    columns = {
+        "id": [r.id for r in rows],
+        "model": [r.model for r in rows],
+        "version": [r.version for r in rows],
+        "time": pa.array([_utc(r.time) for r in rows], TIME_TYPE),
+        "source": [r.source for r in rows],
+        "latency_ms": [r.latency_ms for r in rows],
+        "score": [r.score for r in rows],
+        "label": [r.label for r in rows],
+        "features": [r.features for r in rows],
+    }
+    return pa.table(
+        [pa.array(columns[f.name], f.type) for f in target],
+        schema=target,
+    )
