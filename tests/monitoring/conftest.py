@@ -4,7 +4,8 @@ the test moves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brokers import SHARED
 from shipyard.data import TableSchema, profile_frame
 from shipyard.data.schema import Column
+from shipyard.messaging.embedded import EmbeddedNats
 from shipyard.monitoring.log import ParquetLog, prediction_table
 from shipyard.monitoring.tracker import ModelTracker, TrackerOptions
 from shipyard.registry import ModelVersionInfo, Registry
@@ -52,11 +55,15 @@ def reference_profile(rows: int = 2000, seed: int = 0) -> dict[str, Any]:
 
 
 def register_watched(
-    registry: Registry, *, tags: dict[str, str] | None = None, profile: bool = True
+    registry: Registry,
+    *,
+    tags: dict[str, str] | None = None,
+    profile: bool = True,
+    name: str = MODEL,
 ) -> ModelVersionInfo:
     """A new version of the watched model (fake artifact: the monitor never loads it)."""
     return registry.register_version(
-        MODEL,
+        name,
         files={"model.onnx": b"not loaded by the monitor"},
         format="onnx",
         input_schema={"features": NAMES},
@@ -90,6 +97,7 @@ class Watched:
     settings: Settings
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(1))
     written: int = 0
+    model: str = MODEL
 
     def predict(
         self,
@@ -108,14 +116,16 @@ class Watched:
         score = self.rng.random(n) if scores is None else scores
         outputs = {"probability": score, "label": (score >= 0.5).astype(np.int64)}
         when = self.clock.now - timedelta(seconds=ago_s)
-        table = prediction_table(MODEL, version, "http", ids, NAMES, features, outputs, 1.0, when)
+        table = prediction_table(
+            self.model, version, "http", ids, NAMES, features, outputs, 1.0, when
+        )
         self.log.write(table)
         return ids
 
     def label(self, ids: list[str], labels: list[str]) -> None:
         """Feedback for ``ids``, as the feedback routes store it."""
         self.registry.monitoring.add_feedback(
-            MODEL, list(zip(ids, labels, strict=True)), source="http"
+            self.model, list(zip(ids, labels, strict=True)), source="http"
         )
 
     def tracker(self, **options: Any) -> ModelTracker:
@@ -128,7 +138,7 @@ class Watched:
             "window_minutes": 60.0,
         }
         tracker = ModelTracker(
-            MODEL, self.registry, self.log, TrackerOptions(**(defaults | options)), self.clock
+            self.model, self.registry, self.log, TrackerOptions(**(defaults | options)), self.clock
         )
         tracker.rebuild()
         return tracker
@@ -140,3 +150,37 @@ def watched(settings: Settings, tmp_path: Path) -> Iterator[Watched]:
     with Registry.open(settings) as registry:
         register_watched(registry)
         yield Watched(registry, ParquetLog(tmp_path / "predictions"), Clock(), settings)
+
+
+#: The brokers the monitor's queues are tested on: those the stream supports.
+BROKERS = ["memory", "embedded", "nats", "rabbitmq", "redis"]
+
+
+@pytest.fixture(params=BROKERS)
+def monitor_broker(
+    request: pytest.FixtureRequest, service: Callable[[str, int], None], tmp_path: Path
+) -> Iterator[str]:
+    """A broker URL per backend: a memory namespace of its own, the embedded nats-server of
+    a home of its own, or a shared server on 127.0.0.1 (skipped when unreachable, failed
+    in CI)."""
+    if request.param == "memory":
+        yield f"memory://monitor-{uuid.uuid4().hex}"
+    elif request.param == "embedded":
+        with EmbeddedNats(tmp_path / "embedded-home") as url:
+            yield url
+    else:
+        request.applymarker(pytest.mark.integration)
+        name, port, url = SHARED[request.param]
+        service(name, port)
+        yield url
+
+
+@pytest.fixture
+def watched_on_sqlite(sqlite_settings: Settings, tmp_path: Path) -> Iterator[Watched]:
+    """Like ``watched``, on SQLite only, and under a model name no other test uses, so that
+    its ``<model>.feedback`` and ``<model>.events`` queues on a shared broker are its own."""
+    model = f"{MODEL}-{uuid.uuid4().hex[:10]}"
+    with Registry.open(sqlite_settings) as registry:
+        register_watched(registry, name=model)
+        log = ParquetLog(tmp_path / "predictions")
+        yield Watched(registry, log, Clock(), sqlite_settings, model=model)

@@ -211,6 +211,8 @@ class RabbitMQBroker:
             # The server closed the side channel; the queue exists as someone declared it.
             logger.info("queue %r exists with other arguments; using it as it is (%s)", name, error)
             self._side = None
+        except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
+            raise self._lost(error) from error
 
     async def _side_channel(self) -> AbstractRobustChannel:
         """A channel for declarations and counts: the server closes a channel whose
@@ -218,8 +220,19 @@ class RabbitMQBroker:
         await self._channels()
         assert self._connection is not None
         if self._side is None or self._side.is_closed:
-            self._side = await self._connection.channel()
+            try:
+                self._side = await self._connection.channel()
+            except (AMQPError, ConnectionError, RuntimeError) as error:
+                # aio-pika raises RuntimeError("Connection was not opened") while the robust
+                # connection is down and reconnecting.
+                raise self._lost(error) from error
         return self._side
+
+    def _lost(self, error: BaseException) -> UnavailableError:
+        return UnavailableError(
+            f"lost the connection to RabbitMQ at {self._shown} "
+            f"({error or type(error).__name__}); reconnecting, retry later"
+        )
 
     async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
         """Publish the batch in one write with every confirm in flight at once; wait for all."""

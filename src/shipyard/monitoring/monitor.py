@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -172,11 +172,14 @@ class Monitor:
         started = time.perf_counter()
         report = CycleReport()
         for model in await asyncio.to_thread(self.models):
+            held = model in self.trackers
             try:
                 tracker = await asyncio.to_thread(self._own, model)
             except NotFoundError:
                 continue  # removed meanwhile
             if tracker is None:
+                if held and self._broker is not None:
+                    await self._reconnect()
                 continue
             report.owned.append(model)
             if self._broker is not None:
@@ -210,8 +213,7 @@ class Monitor:
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
         """Cycle every ``monitor_interval_seconds`` until ``stop`` is set (or once)."""
         stop = stop or asyncio.Event()
-        if self.options.broker_url:
-            self._broker = open_broker(self.options.broker_url)
+        await self.connect()
         try:
             while True:
                 try:
@@ -229,11 +231,30 @@ class Monitor:
                     pass
         finally:
             await asyncio.to_thread(self.release)
-            if self._broker is not None:
-                await self._broker.close()
-                self._broker = None
+            await self.disconnect()
 
     # -- the broker -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the broker ``options.broker_url`` names (none: no queues are used)."""
+        if self.options.broker_url and self._broker is None:
+            self._broker = open_broker(self.options.broker_url)
+
+    async def disconnect(self) -> None:
+        """Close the broker connection; deliveries taken and not acked go back."""
+        broker, self._broker = self._broker, None
+        self._declared.clear()
+        if broker is not None:
+            await broker.close()
+
+    async def _reconnect(self) -> None:
+        """Stop taking the feedback of a model this monitor lost to another: a broker that
+        pushes messages to its consumers (RabbitMQ, with its prefetch) goes on handing this
+        connection a share of ``<model>.feedback`` that no one here takes, until the
+        connection closes — and the new owner never sees them. A new connection has no such
+        consumer; closing the old one returns what it held to the queue at once."""
+        await self.disconnect()
+        await self.connect()
 
     async def _declared_queue(self, queue: str) -> Broker:
         assert self._broker is not None
@@ -259,7 +280,7 @@ class Monitor:
             try:
                 good.append((delivery, _feedback_items(delivery.body)))
             except InvalidInputError as error:
-                await broker.reject(queue, delivery, str(error))
+                await _settle(broker.reject(queue, delivery, str(error)), queue)
         taken = 0
         try:
             taken = await asyncio.to_thread(self._ingest, model, [items for _, items in good])
@@ -268,9 +289,9 @@ class Monitor:
                 try:
                     taken += await asyncio.to_thread(self._ingest, model, [items])
                 except InvalidInputError as error:
-                    await broker.reject(queue, delivery, str(error))
+                    await _settle(broker.reject(queue, delivery, str(error)), queue)
                     good = [(d, i) for d, i in good if d is not delivery]
-        await broker.ack(queue, [delivery for delivery, _ in good])
+        await _settle(broker.ack(queue, [delivery for delivery, _ in good]), queue)
         return taken
 
     def _ingest(self, model: str, batches: Sequence[list[Any]]) -> int:
@@ -297,6 +318,16 @@ class Monitor:
                 error,
             )
             return False
+
+
+async def _settle(done: Awaitable[None], queue: str) -> None:
+    """Ack or dead-letter deliveries; a broker lost meanwhile is logged, not raised: the
+    labels are stored, the cycle goes on, and the broker delivers the messages again later
+    (their labels are then counted as duplicates, a bad one is dead-lettered then)."""
+    try:
+        await done
+    except ShipyardError as error:
+        logger.warning("could not settle messages of %s (they come back later): %s", queue, error)
 
 
 def _feedback_items(body: bytes) -> list[Any]:
