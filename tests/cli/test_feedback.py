@@ -158,3 +158,14 @@ def test_an_empty_home_has_no_model_to_label(cli: Cli, tmp_path: Path) -> None:
     missing = cli("feedback", str(tmp_path / "none.csv"), "--model", "fraud")
     assert missing.code == 2
     assert "no such file" in missing.err
+
+
+def test_numeric_looking_ids_keep_their_text(
+    model_cli: Cli, home_with_model: Path, tmp_path: Path
+) -> None:
+    """An id column read from CSV stays text: "007" is the id a client sent, not 7."""
+    table = tmp_path / "labels.csv"
+    table.write_text("id,label\n007,1\n12,0\n")
+    result = model_cli("feedback", str(table), "--model", "fraud")
+    assert result.code == 0, result.err
+    assert [row[0] for row in stored(home_with_model)] == ["007", "12"]

@@ -142,6 +142,11 @@ def test_rows_without_ids_get_new_ones_csv_with_ids_keeps_them(client: TestClien
     )
     assert response.status_code == 200, response.text
     assert response.json()["ids"] == ["r1", "r2"]
+    numeric = FRAME.head(2).assign(id=["007", "12"])  # ids that look like numbers stay text
+    response = client.post(
+        "/invocations", content=numeric.to_csv(index=False), headers={"content-type": "text/csv"}
+    )
+    assert response.json()["ids"] == ["007", "12"]
 
 
 def test_a_bad_id_is_400_naming_the_row(client: TestClient) -> None:

@@ -52,7 +52,7 @@ def feedback(
     from shipyard.errors import InvalidInputError
     from shipyard.monitoring.feedback import label_schema, parse_feedback
 
-    frame = read_table(file)
+    frame = read_table(file, text_columns=(id_column,))
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
         present = ", ".join(str(c) for c in frame.columns) or "none"

@@ -59,7 +59,7 @@ def publish(
     from shipyard.stream.messages import encode_rows
 
     settings = _with_broker(ctx, broker)
-    frame = read_table(file)
+    frame = read_table(file, text_columns=(id_column,))
     if frame.empty:
         raise InvalidInputError(f"{file} has no rows; nothing to publish")
     _, bodies = encode_rows(frame, id_column)

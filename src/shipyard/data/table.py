@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,10 +22,15 @@ _CHUNK = 1 << 20
 
 
 def read_table(
-    path: Path, schema: TableSchema | None = None, *, require_target: bool = True
+    path: Path,
+    schema: TableSchema | None = None,
+    *,
+    require_target: bool = True,
+    text_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read a CSV, Parquet or JSON Lines file (one object per line), validated against
-    ``schema`` when one is given."""
+    ``schema`` when one is given. ``text_columns`` of a CSV file are read as text (an id
+    ``007`` stays ``007``, not the number 7)."""
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"no such file: {path}")
@@ -33,7 +39,7 @@ def read_table(
         raise InvalidInputError(f"not a file: {path}; give the path of a {kind} file")
     try:
         if kind == "CSV":
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str))
         elif kind == "Parquet":
             frame = pd.read_parquet(path)
         else:  # values keep their JSON types: an id "007" stays text

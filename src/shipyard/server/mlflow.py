@@ -122,7 +122,8 @@ def features_from_mlflow(payload: Any, layout: FeatureLayout) -> Features:
 def read_csv(body: bytes) -> pd.DataFrame:
     """CSV with a header row."""
     try:
-        return pd.read_csv(io.BytesIO(body))
+        # An id column stays text: "007" is a prediction id, not the number 7.
+        return pd.read_csv(io.BytesIO(body), dtype={"id": str})
     except (ValueError, pd.errors.ParserError) as error:
         raise InvalidInputError(f"cannot read the CSV body: {error}") from error
 
