@@ -171,3 +171,14 @@ def test_a_version_without_a_profile_has_no_drift_but_has_performance(
     assert snapshot["reference_profile"] is False
     assert snapshot["drift"]["rows"]["result"] is None
     assert snapshot["performance"]["all"]["labelled"] == 50
+
+
+def test_a_redelivered_prediction_is_counted_once(watched: Watched) -> None:
+    log_ids(watched, ["m1", "m2"])
+    watched.clock.advance(5)
+    log_ids(watched, ["m1"])  # redelivered after a kill: same id, the new write time
+    result = watched.tracker().update()
+    assert result.rows == 2
+    snapshot = result.snapshots[1]
+    assert snapshot["rows_seen"] == 2
+    assert snapshot["windows"]["rows"]["rows"] == 2
