@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -261,3 +262,16 @@ def test_a_redelivered_prediction_is_counted_once(watched: Watched) -> None:
     snapshot = result.snapshots[1]
     assert snapshot["rows_seen"] == 2
     assert snapshot["windows"]["rows"]["rows"] == 2
+
+
+def test_a_model_read_for_the_first_time_starts_at_the_longest_window(watched: Watched) -> None:
+    # The test writes every file now; a real log has old rows in old files. With no grace
+    # the files written before the tracker starts are as old as their rows for read_new.
+    watched.log.grace_seconds = 0.0
+    watched.predict(100, ago_s=3 * 3600)  # older than every window: never read
+    watched.predict(30, ago_s=600)
+    watched.clock.now = datetime.now(UTC) + timedelta(seconds=1)  # after those files
+    tracker = watched.tracker(feedback_window_s=3600.0, window_minutes=60.0)
+    assert tracker.update().rows == 30
+    assert tracker.log_cursor is not None  # then the log is followed from there
+    assert watched.tracker().update().rows == 0  # a restart rebuilds the same rows

@@ -24,6 +24,7 @@ from shipyard.errors import NotFoundError
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.drift import DatasetDrift, detect_drift
 from shipyard.monitoring.episodes import Episodes
+from shipyard.monitoring.log import BatchCursor, name_floor
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
     TaskInfo,
@@ -139,6 +140,7 @@ class ModelTracker:
         self.log_newest_us = 0  # the newest prediction time read from the log
         self.feedback_seq = 0
         self.swept: datetime | None = None
+        self._rebuilt_rows = 0
 
     # -- state ----------------------------------------------------------------------------
 
@@ -171,17 +173,21 @@ class ModelTracker:
         cursor = self.store.cursor(self.model, "feedback")
         self.feedback_seq = int(cursor["seq"]) if cursor else 0
         self.episodes.load()
-        if self.log_cursor is not None:  # no cursor yet: read_new reads the whole log
-            longest_s = max(
-                [self.options.feedback_window_s]
-                + [60 * (self.options.window_minutes or 0)]
-                + [
-                    60 * MonitoringSpec.from_tags(v.tags).windows.minutes
-                    for v in self.registry.list_versions(self.model)
-                ]
-            )
-            tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
-            self._add_rows(tables)
+        longest_s = max(
+            [self.options.feedback_window_s]
+            + [60 * (self.options.window_minutes or 0)]
+            + [
+                60 * MonitoringSpec.from_tags(v.tags).windows.minutes
+                for v in self.registry.list_versions(self.model)
+            ]
+        )
+        # Rows since the longest window, never the whole retained log; a model read for the
+        # first time is then followed from now on (the scan has what came before).
+        tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
+        added = self._add_rows(tables)
+        if self.log_cursor is None:  # new to the monitor: the next cycle reports these rows
+            self._rebuilt_rows = added
+            self.log_cursor = BatchCursor(name_floor(_us(now) // 1000), frozenset()).dump()
         self.index.evict(_us(now))
         for record in self._all_feedback("joined"):
             prediction = self.index.get(record.id)
@@ -247,7 +253,8 @@ class ModelTracker:
         now_us = _us(now)
         result = CycleResult()
         tables, log_cursor = self.log.read_new(self.model, self.log_cursor)
-        result.rows = self._add_rows(tables)
+        result.rows = self._add_rows(tables) + self._rebuilt_rows
+        self._rebuilt_rows = 0
         self.index.evict(now_us)
         for state in self.versions.values():
             state.rows.trim(now_us)
