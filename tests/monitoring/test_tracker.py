@@ -275,3 +275,32 @@ def test_a_model_read_for_the_first_time_starts_at_the_longest_window(watched: W
     assert tracker.update().rows == 30
     assert tracker.log_cursor is not None  # then the log is followed from there
     assert watched.tracker().update().rows == 0  # a restart rebuilds the same rows
+
+
+def test_metrics_over_every_label_are_computed_again_only_on_new_labels(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shipyard.monitoring.tracker as tracker_module
+
+    sizes: list[int] = []
+    real = tracker_module.live_metrics
+
+    def counted(info: Any, truth: Any, scores: Any, predicted: Any) -> Any:
+        sizes.append(len(truth))
+        return real(info, truth, scores, predicted)
+
+    monkeypatch.setattr(tracker_module, "live_metrics", counted)
+    ids = watched.predict(20)
+    watched.label(ids[:10], ["1"] * 10)
+    tracker = watched.tracker()
+    tracker.update()
+    assert sizes == [10, 10, 10]  # all, the count window, the time window
+    sizes.clear()
+    watched.predict(5)
+    snapshot = tracker.update().snapshots[1]
+    assert sizes == [10, 10]  # the windows only: no new label
+    assert snapshot["performance"]["all"]["predicted"] == 25
+    sizes.clear()
+    watched.label(ids[10:12], ["0"] * 2)
+    tracker.update()
+    assert sizes == [12, 12, 12]

@@ -87,6 +87,8 @@ class VersionState:
     profile: dict[str, Any] | None
     rows: VersionRows
     labelled: OrderedDict[str, Labelled] = field(default_factory=OrderedDict)
+    #: The metrics and delays over every labelled row, until a label arrives.
+    cumulative: dict[str, Any] | None = None
 
 
 @dataclass
@@ -242,6 +244,7 @@ class ModelTracker:
             _us(record.received_at),
         )
         state.labelled.move_to_end(record.id)
+        state.cumulative = None
         while len(state.labelled) > self.options.index_rows:
             state.labelled.popitem(last=False)
 
@@ -367,7 +370,9 @@ class ModelTracker:
         offline = dict(state.info.metrics)
         perf_spec = state.spec.performance
         metric = primary_metric(state.task, offline, perf_spec.metric)
-        cumulative = self._performance(state, list(state.labelled.values()), state.rows.seen)
+        if state.cumulative is None:  # sklearn over every labelled row: only on new labels
+            state.cumulative = self._labelled_metrics(state, list(state.labelled.values()))
+        cumulative = _with_coverage(state.cumulative, state.rows.seen)
         performance: dict[str, Any] = {"all": cumulative, "offline": offline}
         drift: dict[str, Any] = {}
         drifted: list[tuple[Window, DatasetDrift]] = []
@@ -456,6 +461,10 @@ class ModelTracker:
     def _performance(
         self, state: VersionState, labelled: list[Labelled], predicted: int
     ) -> dict[str, Any]:
+        return _with_coverage(self._labelled_metrics(state, labelled), predicted)
+
+    @staticmethod
+    def _labelled_metrics(state: VersionState, labelled: list[Labelled]) -> dict[str, Any]:
         truth = [item.truth for item in labelled]
         scores = np.asarray([item.score for item in labelled], dtype=np.float64)
         guesses = [item.predicted for item in labelled]
@@ -465,8 +474,6 @@ class ModelTracker:
         return {
             "metrics": live_metrics(state.task, truth, scores, guesses),
             "labelled": len(labelled),
-            "predicted": predicted,
-            "coverage": len(labelled) / predicted if predicted else None,
             "delay": delay_quantiles(delays),
         }
 
@@ -481,6 +488,18 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _with_coverage(labelled: dict[str, Any], predicted: int) -> dict[str, Any]:
+    """Metrics over labelled rows, with how many predictions they are labels of."""
+    count = labelled["labelled"]
+    return {
+        "metrics": labelled["metrics"],
+        "labelled": count,
+        "predicted": predicted,
+        "coverage": count / predicted if predicted else None,
+        "delay": labelled["delay"],
+    }
 
 
 def _bounds(windows: list[Window]) -> list[dict[str, Any]]:
