@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn import metrics
+from sqlalchemy import insert, select
 
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.log import prediction_table
 from shipyard.monitoring.tracker import uuid7_time_us
+from shipyard.registry.tables import FeedbackRow
 
 from .conftest import MODEL, NAMES, OFFLINE, Watched, register_watched
 
@@ -48,11 +53,12 @@ def test_live_metrics_equal_sklearn_on_the_joined_rows(watched: Watched) -> None
 
 def test_unknown_duplicate_and_late_feedback_is_counted_never_fatal(watched: Watched) -> None:
     ids = watched.predict(300)
-    tracker = watched.tracker(index_rows=100)  # a feedback flood larger than the window
+    tracker = watched.tracker(index_rows=101)  # a feedback flood larger than the window
     tracker.update()
     watched.label([*ids, "nobody"], ["1"] * 301)
     watched.label(ids[:5], ["0"] * 5)  # duplicates: refused by the store, counted
-    watched.clock.advance(1)  # past the grace period (0 s) of the unknown id
+    watched.clock.advance(1)
+    watched.predict(1)  # the log passes the unknown id's feedback by its grace (0 s)
     result = tracker.update()
     assert result.feedback == {"joined": 100, "late": 200, "unknown": 1}
     counts = watched.registry.monitoring.feedback_counts(MODEL)
@@ -75,7 +81,73 @@ def test_feedback_ahead_of_its_prediction_waits_for_the_log(watched: Watched) ->
     watched.label(["never"], ["0"])
     tracker.update()
     watched.clock.advance(31)
+    assert tracker.update().feedback == {}  # no prediction logged since: it may yet come
+    log_ids(watched, ["later"])
     assert tracker.update().feedback == {"unknown": 1}
+
+
+def test_feedback_waits_while_the_log_is_behind_and_an_unknown_id_joins_later(
+    watched: Watched,
+) -> None:
+    tracker = watched.tracker(grace_s=10.0)
+    watched.label(["held"], ["1"])  # its prediction's record is held back by a sink outage
+    watched.clock.advance(600)
+    assert tracker.update().feedback == {}  # the log has not moved: still pending
+    log_ids(watched, ["held"])  # the sink is back
+    assert tracker.update().feedback == {"joined": 1}
+    # Settled unknown (another writer moved the log on), then its prediction shows up.
+    watched.label(["lost"], ["0"])
+    watched.clock.advance(20)
+    log_ids(watched, ["other"])
+    assert tracker.update().feedback == {"unknown": 1}
+    log_ids(watched, ["lost"])
+    assert tracker.update().feedback == {"joined": 1}
+    counts = watched.registry.monitoring.feedback_counts(MODEL)
+    assert (counts["joined"], counts["unknown"]) == (2, 0)
+    assert watched.registry.monitoring.snapshots(MODEL)[1]["performance"]["all"]["labelled"] == 2
+
+
+def test_feedback_committed_below_the_cursor_is_still_joined(watched: Watched) -> None:
+    # PostgreSQL takes seq at insert and commits in any order: batch A takes seq n, B n + 1,
+    # B commits first. Here A is taken out of the table and put back under its own seq.
+    log_ids(watched, ["a", "b", "c"])
+    tracker = watched.tracker()
+    tracker.update()
+    watched.label(["a"], ["1"])
+    watched.label(["b"], ["1"])
+    taken = uncommit(watched, "a")
+    assert tracker.update().feedback == {"joined": 1}  # b; the cursor stays below b
+    commit(watched, taken)
+    assert tracker.update().feedback == {"joined": 1}  # a, read again above the cursor
+    # Once the cursor passed a row, the periodic sweep of pending rows finds a late commit.
+    watched.label(["c"], ["0"])
+    watched.label(["d"], ["0"])  # no prediction: it waits, pending
+    taken = uncommit(watched, "c")
+    watched.clock.advance(60)
+    tracker.update()
+    assert tracker.feedback_seq > taken["seq"]
+    commit(watched, taken)
+    assert tracker.update().feedback == {}
+    watched.clock.advance(300)
+    assert tracker.update().feedback == {"joined": 1}
+    assert watched.registry.monitoring.feedback_counts(MODEL)["pending"] == 1  # d
+
+
+def uncommit(watched: Watched, prediction_id: str) -> dict[str, Any]:
+    """Take a feedback row out of the table, as if its transaction had not committed."""
+    with watched.registry.monitoring._transaction(write=True) as session:
+        row = session.scalars(
+            select(FeedbackRow).where(FeedbackRow.prediction_id == prediction_id)
+        ).one()
+        taken = {c.name: getattr(row, c.name) for c in FeedbackRow.__table__.columns}
+        session.delete(row)
+    return taken
+
+
+def commit(watched: Watched, taken: dict[str, Any]) -> None:
+    """Put a taken row back with its own seq, as its transaction commits."""
+    with watched.registry.monitoring._transaction(write=True) as session:
+        session.execute(insert(FeedbackRow).values(**taken))
 
 
 def log_ids(watched: Watched, ids: list[str]) -> list[str]:
@@ -88,13 +160,21 @@ def log_ids(watched: Watched, ids: list[str]) -> list[str]:
     return ids
 
 
-def test_a_server_assigned_id_older_than_the_window_is_late() -> None:
+def test_a_server_assigned_id_older_than_the_window_is_late(watched: Watched) -> None:
     import uuid_utils
 
-    stamped = str(uuid_utils.uuid7())
-    assert uuid7_time_us(stamped) is not None
+    def made(seconds_ago: float) -> str:
+        nanos = int((watched.clock.now.timestamp() - seconds_ago) * 1e9)
+        return str(uuid_utils.uuid7(nanoseconds=nanos))
+
+    old, recent = made(7200), made(60)  # the feedback window is one hour
     assert uuid7_time_us("client-id-7") is None
     assert uuid7_time_us(str(uuid_utils.uuid4())) is None
+    tracker = watched.tracker(feedback_window_s=3600.0, grace_s=30.0)
+    watched.label([old, recent], ["1", "0"])  # neither prediction is in the log
+    assert tracker.update().feedback == {"late": 1}  # the recent one waits for the log
+    counts = watched.registry.monitoring.feedback_counts(MODEL)
+    assert (counts["late"], counts["pending"]) == (1, 1)
 
 
 def test_drift_is_raised_once_per_episode_and_cleared(watched: Watched) -> None:
@@ -171,3 +251,56 @@ def test_a_version_without_a_profile_has_no_drift_but_has_performance(
     assert snapshot["reference_profile"] is False
     assert snapshot["drift"]["rows"]["result"] is None
     assert snapshot["performance"]["all"]["labelled"] == 50
+
+
+def test_a_redelivered_prediction_is_counted_once(watched: Watched) -> None:
+    log_ids(watched, ["m1", "m2"])
+    watched.clock.advance(5)
+    log_ids(watched, ["m1"])  # redelivered after a kill: same id, the new write time
+    result = watched.tracker().update()
+    assert result.rows == 2
+    snapshot = result.snapshots[1]
+    assert snapshot["rows_seen"] == 2
+    assert snapshot["windows"]["rows"]["rows"] == 2
+
+
+def test_a_model_read_for_the_first_time_starts_at_the_longest_window(watched: Watched) -> None:
+    # The test writes every file now; a real log has old rows in old files. With no grace
+    # the files written before the tracker starts are as old as their rows for read_new.
+    watched.log.grace_seconds = 0.0
+    watched.predict(100, ago_s=3 * 3600)  # older than every window: never read
+    watched.predict(30, ago_s=600)
+    watched.clock.now = datetime.now(UTC) + timedelta(seconds=1)  # after those files
+    tracker = watched.tracker(feedback_window_s=3600.0, window_minutes=60.0)
+    assert tracker.update().rows == 30
+    assert tracker.log_cursor is not None  # then the log is followed from there
+    assert watched.tracker().update().rows == 0  # a restart rebuilds the same rows
+
+
+def test_metrics_over_every_label_are_computed_again_only_on_new_labels(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shipyard.monitoring.tracker as tracker_module
+
+    sizes: list[int] = []
+    real = tracker_module.live_metrics
+
+    def counted(info: Any, truth: Any, scores: Any, predicted: Any) -> Any:
+        sizes.append(len(truth))
+        return real(info, truth, scores, predicted)
+
+    monkeypatch.setattr(tracker_module, "live_metrics", counted)
+    ids = watched.predict(20)
+    watched.label(ids[:10], ["1"] * 10)
+    tracker = watched.tracker()
+    tracker.update()
+    assert sizes == [10, 10, 10]  # all, the count window, the time window
+    sizes.clear()
+    watched.predict(5)
+    snapshot = tracker.update().snapshots[1]
+    assert sizes == [10, 10]  # the windows only: no new label
+    assert snapshot["performance"]["all"]["predicted"] == 25
+    sizes.clear()
+    watched.label(ids[10:12], ["0"] * 2)
+    tracker.update()
+    assert sizes == [12, 12, 12]

@@ -94,3 +94,33 @@ def test_index_counts_a_row_read_twice_once_but_takes_a_reused_id() -> None:
     prediction = index.get("a")
     assert prediction is not None
     assert prediction.version == 2
+
+
+def test_a_redelivered_prediction_with_a_new_time_counts_once() -> None:
+    # A broker redelivers m1 after a kill; the scorer stamps the record with the write time.
+    index = JoinIndex(max_rows=10, window_us=3600 * US)
+    window = VersionRows(window_rows=10, window_minutes=60, min_rows=1)
+    for batch in (rows(["m1", "m2"]), rows(["m1"], T0 + timedelta(seconds=5))):
+        window.add(batch.take(index.add(1, batch)))
+    assert window.count_window().rows.ids.tolist() == ["m1", "m2"]
+    assert window.seen == 2
+    assert len(index) == 2
+    prediction = index.get("m1")
+    assert prediction is not None
+    assert prediction.time_us == us(T0)  # the first record is the prediction
+    # Within one batch too.
+    assert index.add(1, rows(["m3", "m3"], step_s=2)).tolist() == [True, False]
+
+
+def test_an_id_that_left_the_index_is_still_known_within_the_window() -> None:
+    index = JoinIndex(max_rows=1, window_us=3600 * US, gone_rows=5)
+    index.add(1, rows(["a", "b"]))
+    index.evict(us(T0))  # over the cap: "a" leaves
+    assert index.left("a")
+    assert index.add(1, rows(["a"], T0 + timedelta(seconds=9))).tolist() == [False]
+    # After the window, the same id is a client's new prediction.
+    assert index.add(1, rows(["a"], T0 + timedelta(hours=2))).tolist() == [True]
+    assert not index.left("a")
+    index.add(1, rows([f"x{i}" for i in range(7)], T0 + timedelta(hours=3)))
+    index.evict(us(T0 + timedelta(hours=3)))
+    assert not index.left("b")  # only the last five that left are remembered

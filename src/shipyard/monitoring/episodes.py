@@ -9,9 +9,11 @@ store refuses a key it has, so even two monitors racing raise an episode's event
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from shipyard.monitoring.paging import pages
 
 if TYPE_CHECKING:
     from shipyard.registry.monitoring import EventRecord, MonitoringStore
@@ -24,7 +26,6 @@ KINDS: dict[Family, tuple[str, str]] = {
     "performance": ("performance.degraded", "performance.recovered"),
 }
 _PAGE = 1000
-_MAX_PAGES = 10_000
 
 
 @dataclass
@@ -47,13 +48,8 @@ class Episodes:
         for family, (start, end) in KINDS.items():
             events: list[EventRecord] = []
             for kind in (start, end):
-                after = 0
-                for _ in range(_MAX_PAGES):
-                    page = self.store.events(self.model, kind=kind, after_id=after, limit=_PAGE)
+                for page in pages(self._events_of(kind), lambda e: e.id, size=_PAGE):
                     events += page
-                    if len(page) < _PAGE:
-                        break
-                    after = page[-1].id
             for event in sorted(events, key=lambda e: e.id):
                 if event.version is None:
                     continue
@@ -63,6 +59,9 @@ class Episodes:
                 else:
                     state.open = False
 
+    def _events_of(self, kind: str) -> Callable[[int], list[EventRecord]]:
+        return lambda after: self.store.events(self.model, kind=kind, after_id=after, limit=_PAGE)
+
     def is_open(self, version: int, family: Family) -> bool:
         """Whether an episode of this kind is going on for the version."""
         return self._states.get((version, family), _State()).open
@@ -71,16 +70,17 @@ class Episodes:
         self, version: int, family: Family, happening: bool | None, evidence: Mapping[str, Any]
     ) -> EventRecord | None:
         """Tell the episode what the windows show now (None: no verdict, nothing changes);
-        returns the event recorded when an episode starts or ends."""
+        returns the event recorded when an episode starts or ends (None as well when
+        another monitor recorded it first). The state changes only once the event is
+        stored: when the store fails, the next cycle sees the same change and records it."""
         state = self._states.setdefault((version, family), _State())
         if happening is None or happening == state.open:
             return None
         start, end = KINDS[family]
-        if happening:
-            state.open, state.count = True, state.count + 1
-            kind = start
-        else:
-            state.open = False
-            kind = end
-        key = f"{kind}:v{version}:{state.count}"
-        return self.store.record_event(self.model, version, kind, key, evidence)
+        kind = start if happening else end
+        count = state.count + 1 if happening else state.count
+        event = self.store.record_event(
+            self.model, version, kind, f"{kind}:v{version}:{count}", evidence
+        )
+        state.open, state.count = happening, count
+        return event

@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn import metrics
 
+from shipyard.monitoring.feedback import label_text
+
 Task = Literal["classification", "regression"]
 
 #: The metrics the monitor computes live, and whether greater is better.
@@ -50,7 +52,7 @@ class TaskInfo:
     def from_output_schema(cls, schema: Mapping[str, Any]) -> TaskInfo:
         """The task and classes a registered version's output schema records."""
         task: Task = "regression" if schema.get("task") == "regression" else "classification"
-        return cls(task, tuple(_label_text(c) for c in schema.get("classes", [])))
+        return cls(task, tuple(label_text(c) for c in schema.get("classes", [])))
 
     @property
     def positive(self) -> str | None:
@@ -61,12 +63,6 @@ class TaskInfo:
     def metric_names(self) -> tuple[str, ...]:
         """The metrics that apply to this task."""
         return REGRESSION if self.task == "regression" else CLASSIFICATION
-
-
-def _label_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    return str(value)
 
 
 def live_metrics(

@@ -24,6 +24,8 @@ from shipyard.errors import NotFoundError
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.drift import DatasetDrift, detect_drift
 from shipyard.monitoring.episodes import Episodes
+from shipyard.monitoring.log import BatchCursor, name_floor
+from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
     TaskInfo,
     degraded,
@@ -45,7 +47,12 @@ logger = logging.getLogger(__name__)
 FEEDBACK_PAGE = 10_000
 #: Feedback pages read per cycle at most; the rest waits for the next cycle.
 MAX_FEEDBACK_PAGES = 20
-_MAX_PAGES = 100_000
+#: Feedback received this long ago is committed: the cursor may pass it (see _new_feedback).
+SETTLE_S = 30.0
+#: How often the pending feedback below the cursor is read again.
+SWEEP_S = 300.0
+#: How many ids settled ``unknown`` are joined after all if their prediction shows up.
+UNKNOWN_RECHECKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class VersionState:
     profile: dict[str, Any] | None
     rows: VersionRows
     labelled: OrderedDict[str, Labelled] = field(default_factory=OrderedDict)
+    #: The metrics and delays over every labelled row, until a label arrives.
+    cumulative: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,8 +137,12 @@ class ModelTracker:
         self.versions: dict[int, VersionState] = {}
         self.pending: OrderedDict[str, FeedbackRecord] = OrderedDict()
         self.episodes = Episodes(self.store, model)
+        self.unknown: OrderedDict[str, FeedbackRecord] = OrderedDict()
         self.log_cursor: dict[str, Any] | None = None
+        self.log_newest_us = 0  # the newest prediction time read from the log
         self.feedback_seq = 0
+        self.swept: datetime | None = None
+        self._rebuilt_rows = 0
 
     # -- state ----------------------------------------------------------------------------
 
@@ -162,17 +175,21 @@ class ModelTracker:
         cursor = self.store.cursor(self.model, "feedback")
         self.feedback_seq = int(cursor["seq"]) if cursor else 0
         self.episodes.load()
-        if self.log_cursor is not None:  # no cursor yet: read_new reads the whole log
-            longest_s = max(
-                [self.options.feedback_window_s]
-                + [60 * (self.options.window_minutes or 0)]
-                + [
-                    60 * MonitoringSpec.from_tags(v.tags).windows.minutes
-                    for v in self.registry.list_versions(self.model)
-                ]
-            )
-            tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
-            self._add_rows(tables)
+        longest_s = max(
+            [self.options.feedback_window_s]
+            + [60 * (self.options.window_minutes or 0)]
+            + [
+                60 * MonitoringSpec.from_tags(v.tags).windows.minutes
+                for v in self.registry.list_versions(self.model)
+            ]
+        )
+        # Rows since the longest window, never the whole retained log; a model read for the
+        # first time is then followed from now on (the scan has what came before).
+        tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
+        added = self._add_rows(tables)
+        if self.log_cursor is None:  # new to the monitor: the next cycle reports these rows
+            self._rebuilt_rows = added
+            self.log_cursor = BatchCursor(name_floor(_us(now) // 1000), frozenset()).dump()
         self.index.evict(_us(now))
         for record in self._all_feedback("joined"):
             prediction = self.index.get(record.id)
@@ -183,13 +200,14 @@ class ModelTracker:
 
     def _all_feedback(self, status: FeedbackStatus) -> list[FeedbackRecord]:
         records: list[FeedbackRecord] = []
-        after = 0
-        for _ in range(_MAX_PAGES):
-            page = self.store.feedback_after(self.model, after, limit=FEEDBACK_PAGE, status=status)
+        for page in pages(
+            lambda after: self.store.feedback_after(
+                self.model, after, limit=FEEDBACK_PAGE, status=status
+            ),
+            lambda record: record.seq,
+            size=FEEDBACK_PAGE,
+        ):
             records += page
-            if len(page) < FEEDBACK_PAGE:
-                break
-            after = page[-1].seq
         return records
 
     def _add_rows(self, tables: Mapping[int, Any]) -> int:
@@ -208,6 +226,7 @@ class ModelTracker:
                 continue
             rows = LogRows.from_table(table)
             rows = rows.take(np.argsort(rows.times, kind="stable"))
+            self.log_newest_us = max(self.log_newest_us, int(rows.times[-1]))
             new = self.index.add(number, rows)
             state.rows.add(rows.take(new))
             added += int(new.sum())
@@ -225,6 +244,7 @@ class ModelTracker:
             _us(record.received_at),
         )
         state.labelled.move_to_end(record.id)
+        state.cumulative = None
         while len(state.labelled) > self.options.index_rows:
             state.labelled.popitem(last=False)
 
@@ -236,7 +256,8 @@ class ModelTracker:
         now_us = _us(now)
         result = CycleResult()
         tables, log_cursor = self.log.read_new(self.model, self.log_cursor)
-        result.rows = self._add_rows(tables)
+        result.rows = self._add_rows(tables) + self._rebuilt_rows
+        self._rebuilt_rows = 0
         self.index.evict(now_us)
         for state in self.versions.values():
             state.rows.trim(now_us)
@@ -252,32 +273,38 @@ class ModelTracker:
 
     def _join(self, now: datetime) -> dict[str, int]:
         """Join pending and new feedback to predictions by id; settle what is decided."""
-        records = list(self.pending.values())
-        seq = self.feedback_seq
-        for _ in range(MAX_FEEDBACK_PAGES):
-            page = self.store.feedback_after(self.model, seq, limit=FEEDBACK_PAGE)
-            records += [r for r in page if r.status == "pending"]
-            if page:
-                seq = page[-1].seq
-            if len(page) < FEEDBACK_PAGE:
-                break
+        records = self._new_feedback(now)
+        records += [r for r in self.unknown.values() if r.id in self.index]
         statuses: dict[str, FeedbackStatus] = {}
         now_us = _us(now)
         too_old = now_us - int(self.options.feedback_window_s * US)
+        grace_us = int(self.options.grace_s * US)
         for record in records:
             prediction = self.index.get(record.id)
             if prediction is not None:
                 self._label(record, prediction.version)
                 statuses[record.id] = "joined"
+                self.unknown.pop(record.id, None)
+                continue
+            if record.id in self.unknown:
                 continue
             stamped = uuid7_time_us(record.id)
+            received_us = _us(record.received_at)
             if self.index.left(record.id) or (stamped is not None and stamped < too_old):
                 statuses[record.id] = "late"
             elif (
-                now - record.received_at >= timedelta(seconds=self.options.grace_s)
+                # The log has been read past the feedback by the grace period: the
+                # prediction, had it been made, would be in it (a sink outage holds records
+                # back, and with them the log's newest time)...
+                (received_us + grace_us <= self.log_newest_us and now_us - received_us >= grace_us)
+                # ... or the feedback window is over, or too much is waiting.
+                or received_us < too_old
                 or len(self.pending) >= self.options.index_rows
             ):
                 statuses[record.id] = "unknown"
+                self.unknown[record.id] = record
+                while len(self.unknown) > UNKNOWN_RECHECKED:
+                    self.unknown.popitem(last=False)
             else:
                 self.pending[record.id] = record
                 continue
@@ -286,13 +313,52 @@ class ModelTracker:
             self.pending.pop(pid, None)
         if statuses:
             self.store.settle_feedback(self.model, statuses)
-        if seq != self.feedback_seq:
-            self.store.save_cursor(self.model, "feedback", {"seq": seq})
-            self.feedback_seq = seq
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
         return counts
+
+    def _new_feedback(self, now: datetime) -> list[FeedbackRecord]:
+        """The pending feedback to try: what waits, and the store's pending rows after the
+        cursor. On PostgreSQL a row's ``seq`` is taken at insert and transactions commit in
+        any order, so a row can appear below one already read: the cursor only passes rows
+        received ``SETTLE_S`` ago, and every ``SWEEP_S`` the pending rows below it are read
+        again (on an index of model, status, seq: the rows that joined are not read)."""
+        records = dict(self.pending)
+        settled_before = now - timedelta(seconds=SETTLE_S)
+        cursor = self.feedback_seq
+        for page in pages(
+            lambda after: self.store.feedback_after(
+                self.model, after, limit=FEEDBACK_PAGE, status="pending"
+            ),
+            lambda record: record.seq,
+            after=self.feedback_seq,
+            size=FEEDBACK_PAGE,
+            max_pages=MAX_FEEDBACK_PAGES,
+        ):
+            for record in page:
+                records.setdefault(record.id, record)
+                if record.received_at <= settled_before:
+                    cursor = max(cursor, record.seq)
+        if self.swept is None or now - self.swept >= timedelta(seconds=SWEEP_S):
+            for page in pages(
+                lambda after: self.store.feedback_after(
+                    self.model, after, limit=FEEDBACK_PAGE, status="pending"
+                ),
+                lambda record: record.seq,
+                size=FEEDBACK_PAGE,
+                max_pages=MAX_FEEDBACK_PAGES,
+            ):
+                for record in page:
+                    if record.seq <= self.feedback_seq:
+                        records.setdefault(record.id, record)
+                if page[-1].seq > self.feedback_seq:
+                    break
+            self.swept = now
+        if cursor != self.feedback_seq:
+            self.store.save_cursor(self.model, "feedback", {"seq": cursor})
+            self.feedback_seq = cursor
+        return list(records.values())
 
     # -- verdicts -------------------------------------------------------------------------
 
@@ -304,7 +370,9 @@ class ModelTracker:
         offline = dict(state.info.metrics)
         perf_spec = state.spec.performance
         metric = primary_metric(state.task, offline, perf_spec.metric)
-        cumulative = self._performance(state, list(state.labelled.values()), state.rows.seen)
+        if state.cumulative is None:  # sklearn over every labelled row: only on new labels
+            state.cumulative = self._labelled_metrics(state, list(state.labelled.values()))
+        cumulative = _with_coverage(state.cumulative, state.rows.seen)
         performance: dict[str, Any] = {"all": cumulative, "offline": offline}
         drift: dict[str, Any] = {}
         drifted: list[tuple[Window, DatasetDrift]] = []
@@ -393,6 +461,10 @@ class ModelTracker:
     def _performance(
         self, state: VersionState, labelled: list[Labelled], predicted: int
     ) -> dict[str, Any]:
+        return _with_coverage(self._labelled_metrics(state, labelled), predicted)
+
+    @staticmethod
+    def _labelled_metrics(state: VersionState, labelled: list[Labelled]) -> dict[str, Any]:
         truth = [item.truth for item in labelled]
         scores = np.asarray([item.score for item in labelled], dtype=np.float64)
         guesses = [item.predicted for item in labelled]
@@ -402,8 +474,6 @@ class ModelTracker:
         return {
             "metrics": live_metrics(state.task, truth, scores, guesses),
             "labelled": len(labelled),
-            "predicted": predicted,
-            "coverage": len(labelled) / predicted if predicted else None,
             "delay": delay_quantiles(delays),
         }
 
@@ -418,6 +488,18 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _with_coverage(labelled: dict[str, Any], predicted: int) -> dict[str, Any]:
+    """Metrics over labelled rows, with how many predictions they are labels of."""
+    count = labelled["labelled"]
+    return {
+        "metrics": labelled["metrics"],
+        "labelled": count,
+        "predicted": predicted,
+        "coverage": count / predicted if predicted else None,
+        "delay": labelled["delay"],
+    }
 
 
 def _bounds(windows: list[Window]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ Times are integer microseconds since the epoch (UTC), as the log stores them.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,8 +22,8 @@ import pyarrow.compute as pc
 
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: How many more ids than it holds the join index remembers having held.
-GONE_FACTOR = 4
+#: How many ids that left it the join index remembers, whatever its size.
+GONE_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _span(rows: LogRows) -> tuple[int | None, int | None]:
     return int(rows.times[0]), int(rows.times[-1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """What feedback is joined to."""
 
@@ -209,18 +210,21 @@ class Prediction:
 class JoinIndex:
     """Prediction id → ``Prediction`` for the feedback window, at most ``max_rows`` ids.
 
-    Ids that leave (too old, or pushed out by newer ones) are remembered — up to
-    ``GONE_FACTOR`` times ``max_rows`` of them, an id and a time each — so their feedback is
-    told ``late`` rather than ``unknown``. A row is known by its id and
-    time: the same row read twice counts once, while a client that reuses an id for a new
-    prediction moves the id to the newer one.
+    Ids that leave (too old, or pushed out by newer ones) are remembered — the last
+    ``gone_rows`` of them, with their version and time — so their feedback is told ``late``
+    rather than ``unknown``. Within the feedback window an id already logged for a version
+    is that version's prediction: the same row read twice (a rebuild overlapping the log
+    cursor) or redelivered by a broker (the scorer stamps a new time when it writes the
+    record again) counts once. An id logged by another version, or again after the window,
+    is a client reusing it for a new prediction: the newer prediction takes the id.
     """
 
-    def __init__(self, max_rows: int, window_us: int) -> None:
+    def __init__(self, max_rows: int, window_us: int, gone_rows: int = GONE_ROWS) -> None:
         self.max_rows = max_rows
+        self.gone_rows = gone_rows
         self.window_us = window_us
         self._live: OrderedDict[str, Prediction] = OrderedDict()
-        self._gone: OrderedDict[str, int] = OrderedDict()  # id → prediction time
+        self._gone: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id → (version, time)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -237,27 +241,39 @@ class JoinIndex:
         return prediction_id in self._gone
 
     def add(self, version: int, rows: LogRows) -> npt.NDArray[np.bool_]:
-        """Index rows; returns which of them were new (a row seen before is skipped, so
-        rows read twice — a rebuild overlapping the log cursor — count once)."""
-        new = np.zeros(len(rows), dtype=np.bool_)
+        """Index rows (in time order); returns which of them are new predictions."""
+        ids = rows.ids.tolist()
         live, gone = self._live, self._gone
-        for i, (pid, time_us, score, label) in enumerate(
-            zip(
-                rows.ids.tolist(),
-                rows.times.tolist(),
-                rows.scores.tolist(),
-                rows.labels.tolist(),
-                strict=True,
-            )
-        ):
+        predictions = map(
+            Prediction,
+            itertools.repeat(version),
+            rows.times.tolist(),
+            rows.scores.tolist(),
+            rows.labels.tolist(),
+        )
+        unique = len(set(ids)) == len(ids)
+        if unique and live.keys().isdisjoint(ids) and gone.keys().isdisjoint(ids):
+            live.update(zip(ids, predictions, strict=True))  # the usual case: all new, in bulk
+            return np.ones(len(ids), dtype=np.bool_)
+        new = np.zeros(len(ids), dtype=np.bool_)
+        for i, (pid, prediction) in enumerate(zip(ids, predictions, strict=True)):
             known = live.get(pid)
-            if (known is not None and known.time_us == time_us) or gone.get(pid) == time_us:
-                continue  # this very row again
-            if known is not None:  # a client reused an id: the newer prediction takes it
-                del live[pid]
-            live[pid] = Prediction(version, time_us, score, label)
+            if known is not None:
+                if self._same(known.version, known.time_us, prediction):
+                    continue
+                del live[pid]  # a client reused the id: the newer prediction takes it
+            else:
+                left = gone.get(pid)
+                if left is not None:
+                    if self._same(*left, prediction):
+                        continue
+                    del gone[pid]
+            live[pid] = prediction
             new[i] = True
         return new
+
+    def _same(self, version: int, time_us: int, prediction: Prediction) -> bool:
+        return version == prediction.version and abs(prediction.time_us - time_us) <= self.window_us
 
     def evict(self, now_us: int) -> int:
         """Drop ids older than the window, then the oldest beyond ``max_rows``."""
@@ -269,11 +285,12 @@ class JoinIndex:
             if prediction.time_us >= cutoff and len(live) <= self.max_rows:
                 break
             live.popitem(last=False)
-            self._forget(pid, prediction.time_us)
+            self._forget(pid, prediction)
             dropped += 1
         return dropped
 
-    def _forget(self, pid: str, time_us: int) -> None:
-        self._gone[pid] = time_us
-        if len(self._gone) > GONE_FACTOR * self.max_rows:
+    def _forget(self, pid: str, prediction: Prediction) -> None:
+        self._gone[pid] = (prediction.version, prediction.time_us)
+        self._gone.move_to_end(pid)
+        if len(self._gone) > self.gone_rows:
             self._gone.popitem(last=False)
