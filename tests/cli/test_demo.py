@@ -121,6 +121,12 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     ):
         assert shown in batch, f"{shown!r} not in:\n{batch}"
 
+    monitoring = " ".join(out[out.index("6. monitoring") : out.index("summary")].split())
+    assert "ground truth for" in monitoring
+    assert "held-out phase: no drift event" in monitoring
+    assert "drifted phase: 23 of the 23 moved features flagged" in monitoring
+    assert "events: drift.detected" in monitoring
+
     # Both versions scored the same held-out rows, each through its own verified artifact.
     data = home / "data"
     scores = [

@@ -5,7 +5,7 @@ tag, so every version carries the rules it was registered with; the monitor read
 there and uses the defaults below for anything the spec leaves out::
 
     monitoring:
-      windows: {rows: 1000, minutes: 60, min_rows: 200}
+      windows: {rows: 1000, minutes: 60, min_rows: 1000}
       performance: {metric: average_precision, margin: 0.05, min_labelled: 100, min_per_class: 10}
       drift:                       # monitoring/drift.py's DriftConfig
         default: {method: wasserstein, threshold: 0.1}
@@ -38,8 +38,11 @@ class WindowsSpec(_Strict):
 
     rows: int = Field(default=1000, gt=0, description="count window: the last N predictions")
     minutes: float = Field(default=60.0, gt=0, description="time window: the last T minutes")
-    min_rows: int = Field(
-        default=200, gt=0, description="a time window with fewer rows gives no verdict"
+    min_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="a time window with fewer rows gives no verdict (default: the count "
+        "window's rows — a smaller sample flags features by chance)",
     )
 
 

@@ -153,15 +153,16 @@ class ModelTracker:
             info = self.registry.get_version(ModelRef(self.model, number, None))
             spec = MonitoringSpec.from_tags(info.tags)
             windows = spec.windows
+            count = self.options.window_rows or windows.rows
             state = VersionState(
                 info=info,
                 task=TaskInfo.from_output_schema(info.output_schema),
                 spec=spec,
                 profile=self.registry.get_profile(info.ref),
                 rows=VersionRows(
-                    self.options.window_rows or windows.rows,
+                    count,
                     self.options.window_minutes or windows.minutes,
-                    windows.min_rows,
+                    windows.min_rows or count,
                 ),
             )
             self.versions[number] = state
