@@ -47,7 +47,7 @@ from shipyard.errors import (
 from shipyard.messaging import Broker, Delivery, QueueSpec, open_broker
 from shipyard.monitoring.log import cutoff
 from shipyard.monitoring.metrics import MonitorMetrics
-from shipyard.monitoring.report import event_document
+from shipyard.monitoring.report import STATUS_CURSOR, event_document
 from shipyard.monitoring.tracker import CycleResult, ModelTracker, TrackerOptions
 
 if TYPE_CHECKING:
@@ -70,9 +70,8 @@ EXPIRE_SECONDS = 3600.0
 PUBLISH_BATCH = 1_000
 #: The longest wait before a failing model is tried again.
 MAX_BACKOFF_SECONDS = 300.0
-#: The cursor (``save_cursor``) of the last event published; the monitor's own status.
+#: The cursor (``save_cursor``) of the last event published.
 EVENTS_CURSOR = "events"
-STATUS_CURSOR = "monitor"
 
 
 def feedback_queue(model: str) -> str:
