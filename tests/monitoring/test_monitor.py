@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +378,7 @@ def _start(home: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     ).child_env()
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "shipyard", "monitor", "--models", MODEL, *args],
+            [sys.executable, "-m", "shipyard", "monitor", "--models", MODEL, "--no-broker", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -412,6 +413,7 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(30)
+        killed_at = datetime.now(UTC)
         lease = registry.monitoring.lease(MODEL)
         assert lease is not None  # SIGKILL released nothing
         # A new monitor takes the model over once the dead one's lease expires, rebuilds
@@ -426,6 +428,7 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
                     "--models",
                     MODEL,
                     "--once",
+                    "--no-broker",
                     "--window-rows",
                     "500",
                 ],
@@ -440,5 +443,16 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
                 break
             time.sleep(0.3)
         assert "events: none" in once.stdout, once.stdout
-        assert [e.kind for e in registry.monitoring.events(MODEL)] == ["drift.detected"]
+        events = registry.monitoring.events(MODEL)
+        assert [e.kind for e in events] == ["drift.detected"]
+        assert len({e.key for e in events}) == len(events)
         assert registry.monitoring.lease(MODEL) is None  # --once released it
+        # The replacement rebuilt the windows from the log: its snapshot (saved by --once,
+        # after the takeover) holds the 500 rows and still sees the drift.
+        [snapshot] = registry.monitoring.snapshots(MODEL).values()
+        status = registry.monitoring.cursor(MODEL, "monitor")
+        assert status is None or status["error"] is None
+        assert datetime.fromisoformat(snapshot["updated_at"]) > killed_at
+        assert snapshot["windows"]["rows"]["rows"] == 500
+        assert snapshot["dataset_drift"]["rows"] is True
+        assert snapshot["episodes"]["drift"] is True
