@@ -294,6 +294,7 @@ def test_a_stalled_monitor_writes_nothing_once_its_lease_is_gone(watched: Watche
 
     watched.predict(100)
     tracker.update = slow.__get__(tracker)  # type: ignore[method-assign]
+    first.renew = lambda: []  # type: ignore[method-assign]  # the whole process stalls
     report = asyncio.run(first.cycle())
     assert report.errors == {}
     assert MODEL not in first.trackers  # let go
@@ -306,22 +307,36 @@ def test_a_stalled_monitor_writes_nothing_once_its_lease_is_gone(watched: Watche
 
 
 def test_leases_are_renewed_while_a_cycle_is_slow(watched: Watched) -> None:
-    """``run`` renews leases every TTL/3 from a task of its own, so a cycle longer than the
-    TTL keeps the model."""
-    runner = monitor(watched, "m")
-    asyncio.run(runner.cycle())
-    first = watched.registry.monitoring.lease(MODEL)
-    assert first is not None
-    time.sleep(0.3)
-    assert runner.renew() == []
-    renewed = watched.registry.monitoring.lease(MODEL)
-    assert renewed is not None
-    assert renewed[1] > first[1]
-    watched.registry.monitoring.release_lease(MODEL, "m")
+    """A cycle longer than the lease's TTL (0.5 s) keeps the model: a task renews the lease
+    every TTL/3 meanwhile, so the other monitor never gets it."""
+    from shipyard.monitoring.tracker import ModelTracker
+
+    watched.predict(100)
+    first, second = monitor(watched, "first"), monitor(watched, "second")
+    asyncio.run(first.cycle())
+    tracker = first.trackers[MODEL]
+    real = ModelTracker.update
+    taken: list[list[str]] = []
+
+    def slow(self: ModelTracker) -> Any:
+        for _ in range(4):  # 1.2 s in all, over twice the TTL
+            time.sleep(0.3)
+            taken.append(asyncio.run(second.cycle()).owned)
+        return real(self)
+
+    watched.predict(100)
+    tracker.update = slow.__get__(tracker)  # type: ignore[method-assign]
+    report = asyncio.run(first.cycle())
+    assert taken == [[], [], [], []]
+    assert report.errors == {}
+    assert report.results[MODEL].rows == 100
+    assert MODEL in first.trackers
+    # A lease another monitor took is found by the renewal and let go at the next cycle.
+    watched.registry.monitoring.release_lease(MODEL, "first")
     assert watched.registry.monitoring.acquire_lease(MODEL, "other", 30)
-    assert runner.renew() == [MODEL]
-    assert asyncio.run(runner.cycle()).owned == []
-    assert runner.trackers == {}
+    assert first.renew() == [MODEL]
+    assert asyncio.run(first.cycle()).owned == []
+    assert first.trackers == {}
 
 
 def test_prometheus_metrics_parse_and_carry_performance_and_drift(watched: Watched) -> None:

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -164,6 +164,7 @@ class Monitor:
         self._listed_at = -float("inf")
         self._expired_at = -float("inf")
         self._lost: set[str] = set()  # leases the renewal task found taken
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- models and leases ------------------------------------------------------------------
 
@@ -244,6 +245,26 @@ class Monitor:
     async def cycle(self) -> CycleReport:
         """One pass over the models: feedback queues, trackers, events to the broker. A
         model that fails is reported in ``errors`` and skipped until its back-off ends."""
+        async with self._renewing():
+            return await self._cycle()
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self) -> AsyncIterator[None]:
+        """Renew the leases from a task of their own while the block runs (unless one runs
+        already: ``run`` keeps one for its whole life)."""
+        if self._renewer is not None:
+            yield
+            return
+        self._renewer = asyncio.create_task(self._renew_forever())
+        try:
+            yield
+        finally:
+            renewer, self._renewer = self._renewer, None
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _cycle(self) -> CycleReport:
         started = time.perf_counter()
         report = CycleReport()
         for model in await asyncio.to_thread(self.models):
@@ -364,33 +385,33 @@ class Monitor:
         the end."""
         stop = stop or asyncio.Event()
         await self.connect()
-        renewer = asyncio.create_task(self._renew_forever())
         try:
-            while True:
-                try:
-                    report = await self.cycle()
-                except ShipyardError as error:
-                    if once:
-                        raise
-                    logger.warning("monitor cycle failed, trying again: %s", error)
-                except Exception:
-                    if once:
-                        raise
-                    logger.exception("monitor cycle failed, trying again")
-                else:
-                    if once:
-                        return report
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.monitor_interval_seconds)
-                    return None
-                except TimeoutError:
-                    pass
+            async with self._renewing():
+                return await self._loop(once, stop)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
             await asyncio.to_thread(self.release)
             await self.disconnect()
+
+    async def _loop(self, once: bool, stop: asyncio.Event) -> CycleReport | None:
+        while True:
+            try:
+                report = await self.cycle()
+            except ShipyardError as error:
+                if once:
+                    raise
+                logger.warning("monitor cycle failed, trying again: %s", error)
+            except Exception:
+                if once:
+                    raise
+                logger.exception("monitor cycle failed, trying again")
+            else:
+                if once:
+                    return report
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.monitor_interval_seconds)
+                return None
+            except TimeoutError:
+                pass
 
     # -- the broker -----------------------------------------------------------------------
 
