@@ -23,6 +23,7 @@ Shipyard is defined here and drawn here.
     │   ├── VersionNotFoundError       404  exit 3
     │   └── AliasNotFoundError         404  exit 3
     ├── ConflictError                  409  exit 4           state forbids it (no earlier version)
+    │   └── LeaseLostError             409  exit 4           a monitor wrote for a model it lost
     ├── ArtifactError                  500  exit 5           a stored artifact is unusable
     │   ├── ArtifactTamperedError      500  exit 5           digest does not match the manifest
     │   └── SignatureError             500  exit 5           signature missing, wrong or untrusted
@@ -125,6 +126,11 @@ class ConflictError(ShipyardError):
 
     status_code = 409
     exit_code = 4
+
+
+class LeaseLostError(ConflictError):
+    """A monitor tried to write a model's state after its lease went to another monitor;
+    the write was refused and the monitor must let the model go."""
 
 
 class ArtifactError(ShipyardError):

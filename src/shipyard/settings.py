@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     """Most predictions per model the monitor keeps for joining feedback (the oldest go
     first; their feedback is ``late``)."""
 
+    feedback_retention_days: float | None = Field(default=None, gt=0)
+    """How long settled feedback rows are kept in the registry database (their counts stay);
+    default ``prediction_log_retention_days``. Pending feedback is never expired."""
+
     feedback_grace_seconds: float = Field(default=10.0, ge=0)
     """How long feedback whose prediction is not in the log yet waits before it is
     ``unknown``: predictions reach the log asynchronously, a few flushes later."""

@@ -74,3 +74,52 @@ def test_unknown_model_to_watch_exits_3(model_cli: Cli) -> None:
     result = model_cli("monitor", "--once", "--models", "nope")
     assert result.code == 3
     assert "nope" in result.err
+
+
+def test_once_takes_feedback_published_to_the_embedded_broker(
+    model_cli: Cli, home_with_model: Path, tmp_path: Path
+) -> None:
+    """No --broker: `shipyard publish` and the monitor meet on the home's embedded NATS."""
+    ids = log_predictions(home_with_model, 50)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        "".join(json.dumps({"id": i, "label": n % 2}) + "\n" for n, i in enumerate(ids[:20]))
+    )
+    published = model_cli("publish", str(labels), "--queue", "fraud.feedback")
+    assert published.code == 0, published.err
+    # --no-broker leaves the queue alone.
+    result = model_cli("monitor", "--once", "--no-broker", "--models", "fraud")
+    assert result.code == 0, result.err
+    assert "joined" not in result.out
+    result = model_cli("monitor", "--once", "--models", "fraud")
+    assert result.code == 0, result.err
+    assert "joined 20" in result.out
+
+
+def test_once_exits_with_the_error_of_a_model_that_failed(
+    model_cli: Cli, home_with_model: Path
+) -> None:
+    from sqlalchemy import delete, select
+
+    from shipyard.registry.tables import ModelRow, ModelVersionRow, TagRow
+
+    log_predictions(home_with_model, 10)
+    with (
+        Registry.open(Settings(home=home_with_model)) as registry,
+        registry.transaction(write=True) as session,  # a tag no spec validates
+    ):
+        version_id = session.scalar(
+            select(ModelVersionRow.id)
+            .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+            .where(ModelRow.name == "fraud", ModelVersionRow.version == 1)
+        )
+        assert version_id is not None
+        session.execute(
+            delete(TagRow).where(TagRow.version_id == version_id, TagRow.key == "monitoring")
+        )
+        session.add(TagRow(version_id=version_id, key="monitoring", value="{bad"))
+    result = model_cli("monitor", "--once", "--no-broker", "--models", "fraud")
+    assert result.code == 2, result.out
+    assert "fraud: InvalidInputError" in result.err
+    report = model_cli("monitor", "report", "fraud")
+    assert "last error (1 in a row" in report.out

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -297,3 +298,41 @@ def test_the_sql_store_is_the_registry_database_or_a_url(tmp_path: Path) -> None
     other.write(batch(["x"]))
     assert other.read_new("fraud", None)[0][1].num_rows == 1
     other.close()
+
+
+def test_expire_tolerates_another_monitor_removing_the_same_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+
+    log = ParquetLog(tmp_path)
+    log.write(batch(["x"]))
+    log.write(batch(["y"], model="other"))
+    real = os.scandir
+    raced: list[str] = []
+
+    def racing(path: Any) -> Any:  # the other one removes hours first
+        if isinstance(path, str) and Path(path).name.startswith("hour=") and path not in raced:
+            raced.append(path)
+            shutil.rmtree(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", racing)
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2)) == 0  # the other one did it
+    monkeypatch.setattr(os, "scandir", real)
+    assert log.scan("fraud") == {}
+
+
+def test_a_damaged_file_is_skipped_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = ParquetLog(tmp_path)
+    log.write(batch(["x", "y"]))
+    log.write(batch(["z"]))
+    damaged = sorted(tmp_path.rglob("part-*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # a copy cut short
+    tables, _ = log.read_new("fraud", None)
+    assert tables[1].column("id").to_pylist() == ["z"]
+    assert log.scan("fraud")[1].num_rows == 1
+    assert "not a readable Parquet file" in caplog.text

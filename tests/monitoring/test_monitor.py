@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shipyard.errors import ConfigurationError, NotFoundError, UnavailableError
+from shipyard.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from shipyard.messaging import open_broker
 from shipyard.monitoring.monitor import (
     Monitor,
@@ -114,9 +120,8 @@ class _DownBroker:
         return None
 
 
-def test_a_broker_that_is_down_costs_events_on_the_queue_not_in_the_database(
-    watched: Watched,
-) -> None:
+def test_an_event_a_failed_publish_did_not_send_is_sent_next_cycle(watched: Watched) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
     watched.predict(500, shift=1.5)
     runner = monitor(watched, "m")
     runner._broker = _DownBroker()  # type: ignore[assignment]
@@ -125,6 +130,213 @@ def test_a_broker_that_is_down_costs_events_on_the_queue_not_in_the_database(
     assert [e.kind for e in watched.registry.monitoring.events(MODEL)] == ["drift.detected"]
     text = generate_latest(runner.metrics.registry).decode()
     assert 'shipyard_monitor_publish_failures_total{model="fraud"} 1.0' in text
+
+    async def back_up() -> tuple[int, list[bytes]]:
+        runner._broker = open_broker(url)
+        again = await runner.cycle()
+        quiet = await runner.cycle()  # nothing new: nothing sent twice
+        assert quiet.published == 0
+        events = await runner._broker.consume(events_queue(MODEL), 10, 100)
+        await runner.disconnect()
+        return again.published, [e.body for e in events]
+
+    published, bodies = asyncio.run(back_up())
+    assert published == 1
+    assert [orjson.loads(b)["kind"] for b in bodies] == ["drift.detected"]
+    assert watched.registry.monitoring.cursor(MODEL, "events") == {
+        "id": watched.registry.monitoring.events(MODEL)[0].id
+    }
+
+
+def test_a_new_owner_publishes_what_a_dead_monitor_did_not(watched: Watched) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    watched.predict(500, shift=1.5)
+    dead = monitor(watched, "dead")  # recorded the event, died before publishing it
+    asyncio.run(dead.cycle())
+    assert watched.registry.monitoring.events(MODEL)
+    heir = monitor(watched, "heir", broker_url=url)
+
+    async def take_over() -> list[bytes]:
+        await heir.connect()
+        try:
+            for _ in range(100):  # the dead monitor's lease expires
+                if (await heir.cycle()).owned:
+                    break
+                await asyncio.sleep(0.05)
+            assert heir._broker is not None
+            events = await heir._broker.consume(events_queue(MODEL), 10, 100)
+            return [e.body for e in events]
+        finally:
+            await heir.disconnect()
+
+    assert [orjson.loads(b)["kind"] for b in asyncio.run(take_over())] == ["drift.detected"]
+
+
+def test_one_failing_model_stops_no_other(watched: Watched) -> None:
+    from .conftest import register_watched
+
+    register_watched(watched.registry, name="bad", tags={"monitoring": "{not json"})
+    watched.predict(500, shift=1.5)
+    bad = Watched(watched.registry, watched.log, watched.clock, watched.settings, model="bad")
+    bad.predict(10)
+    runner = monitor(watched, "m")
+    report = asyncio.run(runner.cycle())
+    assert report.owned == ["bad", MODEL] or sorted(report.owned) == ["bad", MODEL]
+    assert set(report.errors) == {"bad"}
+    assert isinstance(report.errors["bad"], InvalidInputError)
+    assert MODEL in report.results  # the good model was judged all the same
+    assert [e.kind for e in watched.registry.monitoring.events(MODEL)] == ["drift.detected"]
+    assert runner.failures["bad"].failures == 1
+    text = generate_latest(runner.metrics.registry).decode()
+    assert 'shipyard_monitor_errors_total{error="InvalidInputError",model="bad"} 1.0' in text
+    status = watched.registry.monitoring.cursor("bad", "monitor")
+    assert status is not None
+    assert "InvalidInputError" in status["error"]["error"]
+    # The bad model backs off: the next cycle skips it, the good one goes on.
+    again = asyncio.run(runner.cycle())
+    assert again.waiting == ["bad"]
+    assert MODEL in again.results
+    from shipyard.monitoring.report import monitoring_report
+
+    assert (
+        "InvalidInputError"
+        in monitoring_report(watched.registry, "bad")["monitor"]["error"]["error"]
+    )
+
+
+def test_an_unexpected_error_is_the_model_s_and_it_recovers(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.monitoring.tracker import ModelTracker
+
+    watched.predict(500)
+    runner = monitor(watched, "m")
+    real = ModelTracker.update
+    calls = {"n": 0}
+
+    def flaky(self: ModelTracker) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ZeroDivisionError("a bug")
+        return real(self)
+
+    monkeypatch.setattr(ModelTracker, "update", flaky)
+    report = asyncio.run(runner.cycle())
+    assert isinstance(report.errors[MODEL], ZeroDivisionError)
+    runner.failures[MODEL].retry_at = 0.0  # its back-off is over
+    report = asyncio.run(runner.cycle())
+    assert report.errors == {}
+    assert MODEL in report.results
+    assert MODEL not in runner.failures
+    status = watched.registry.monitoring.cursor(MODEL, "monitor")
+    assert status is not None
+    assert status["error"] is None
+
+
+def test_feedback_for_a_model_without_a_label_schema_is_dead_lettered(
+    watched: Watched,
+) -> None:
+    from .conftest import OFFLINE
+
+    watched.registry.register_version(
+        "nolabels",
+        files={"model.onnx": b"x"},
+        format="onnx",
+        input_schema={"features": ["f0"]},
+        output_schema={"outputs": [{"name": "score", "dtype": "float32"}]},
+        metrics=OFFLINE,
+    )
+    url = f"memory://{uuid.uuid4().hex}"
+    runner = monitor(watched, "m", broker_url=url)
+
+    async def scenario() -> tuple[Any, list[bytes]]:
+        from shipyard.messaging import QueueSpec
+
+        broker = open_broker(url)
+        await broker.declare(QueueSpec(feedback_queue("nolabels")))
+        await broker.publish(feedback_queue("nolabels"), [b'{"id": "a", "label": 1}'])
+        await runner.connect()
+        try:
+            report = await runner.cycle()
+            dead = await broker.consume(f"{feedback_queue('nolabels')}.dead", 10, 100)
+            return report, [d.body for d in dead]
+        finally:
+            await runner.disconnect()
+            await broker.close()
+
+    report, dead = asyncio.run(scenario())
+    assert "nolabels" not in report.errors
+    assert MODEL in report.results
+    assert len(dead) == 1
+    assert "names no task and classes" in orjson.loads(dead[0])["reason"]
+
+
+def test_a_stalled_monitor_writes_nothing_once_its_lease_is_gone(watched: Watched) -> None:
+    """Two monitors and a slow cycle: "first" stalls in its update past its lease, "second"
+    takes the model over; first's late writes are refused and it lets the model go."""
+    from shipyard.monitoring.tracker import ModelTracker
+
+    watched.predict(500)
+    first, second = monitor(watched, "first"), monitor(watched, "second")
+    asyncio.run(first.cycle())
+    store = watched.registry.monitoring
+    cursor = store.cursor(MODEL, "log")
+    tracker = first.trackers[MODEL]
+    real = ModelTracker.update
+
+    def slow(self: ModelTracker) -> Any:
+        if self is tracker:  # stalls until the other monitor owns the model
+            for _ in range(200):
+                if asyncio.run(second.cycle()).owned:
+                    break
+                time.sleep(0.02)
+        return real(self)
+
+    watched.predict(100)
+    tracker.update = slow.__get__(tracker)  # type: ignore[method-assign]
+    first.renew = lambda: []  # type: ignore[method-assign]  # the whole process stalls
+    report = asyncio.run(first.cycle())
+    assert report.errors == {}
+    assert MODEL not in first.trackers  # let go
+    assert store.lease(MODEL) is not None
+    assert store.lease(MODEL)[0] == "second"  # type: ignore[index]
+    second_cursor = store.cursor(MODEL, "log")
+    assert second_cursor != cursor  # second read the 100 new rows; first moved nothing back
+    snapshot = store.snapshots(MODEL)[1]
+    assert snapshot["rows_seen"] == 600
+
+
+def test_leases_are_renewed_while_a_cycle_is_slow(watched: Watched) -> None:
+    """A cycle longer than the lease's TTL (0.5 s) keeps the model: a task renews the lease
+    every TTL/3 meanwhile, so the other monitor never gets it."""
+    from shipyard.monitoring.tracker import ModelTracker
+
+    watched.predict(100)
+    first, second = monitor(watched, "first"), monitor(watched, "second")
+    asyncio.run(first.cycle())
+    tracker = first.trackers[MODEL]
+    real = ModelTracker.update
+    taken: list[list[str]] = []
+
+    def slow(self: ModelTracker) -> Any:
+        for _ in range(4):  # 1.2 s in all, over twice the TTL
+            time.sleep(0.3)
+            taken.append(asyncio.run(second.cycle()).owned)
+        return real(self)
+
+    watched.predict(100)
+    tracker.update = slow.__get__(tracker)  # type: ignore[method-assign]
+    report = asyncio.run(first.cycle())
+    assert taken == [[], [], [], []]
+    assert report.errors == {}
+    assert report.results[MODEL].rows == 100
+    assert MODEL in first.trackers
+    # A lease another monitor took is found by the renewal and let go at the next cycle.
+    watched.registry.monitoring.release_lease(MODEL, "first")
+    assert watched.registry.monitoring.acquire_lease(MODEL, "other", 30)
+    assert first.renew() == [MODEL]
+    assert asyncio.run(first.cycle()).owned == []
+    assert first.trackers == {}
 
 
 def test_prometheus_metrics_parse_and_carry_performance_and_drift(watched: Watched) -> None:
@@ -181,7 +393,7 @@ def _start(home: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     ).child_env()
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "shipyard", "monitor", "--models", MODEL, *args],
+            [sys.executable, "-m", "shipyard", "monitor", "--models", MODEL, "--no-broker", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -216,6 +428,7 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(30)
+        killed_at = datetime.now(UTC)
         lease = registry.monitoring.lease(MODEL)
         assert lease is not None  # SIGKILL released nothing
         # A new monitor takes the model over once the dead one's lease expires, rebuilds
@@ -230,6 +443,7 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
                     "--models",
                     MODEL,
                     "--once",
+                    "--no-broker",
                     "--window-rows",
                     "500",
                 ],
@@ -244,5 +458,16 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
                 break
             time.sleep(0.3)
         assert "events: none" in once.stdout, once.stdout
-        assert [e.kind for e in registry.monitoring.events(MODEL)] == ["drift.detected"]
+        events = registry.monitoring.events(MODEL)
+        assert [e.kind for e in events] == ["drift.detected"]
+        assert len({e.key for e in events}) == len(events)
         assert registry.monitoring.lease(MODEL) is None  # --once released it
+        # The replacement rebuilt the windows from the log: its snapshot (saved by --once,
+        # after the takeover) holds the 500 rows and still sees the drift.
+        [snapshot] = registry.monitoring.snapshots(MODEL).values()
+        status = registry.monitoring.cursor(MODEL, "monitor")
+        assert status is None or status["error"] is None
+        assert datetime.fromisoformat(snapshot["updated_at"]) > killed_at
+        assert snapshot["windows"]["rows"]["rows"] == 500
+        assert snapshot["dataset_drift"]["rows"] is True
+        assert snapshot["episodes"]["drift"] is True

@@ -1,3 +1,4 @@
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -277,3 +278,67 @@ def test_racing_snapshot_writers_leave_one_row(store: MonitoringStore) -> None:
     race(lambda n: store.save_cursor("fraud", "log", {"writer": n}))
     assert list(store.snapshots("fraud")) == [1]
     assert store.cursor("fraud", "log") is not None
+
+
+# -- lease-guarded writes, counters, retention ---------------------------------------------
+
+
+def test_a_store_held_by_an_owner_writes_only_while_it_holds_the_lease(
+    store: MonitoringStore,
+) -> None:
+    from shipyard.errors import LeaseLostError
+
+    mine = store.held_by("first")
+    store.add_feedback("fraud", [("a", "1")], source="http")
+    writes: list[Callable[[], object]] = [
+        lambda: mine.save_cursor("fraud", "log", {"at": 1}),
+        lambda: mine.save_snapshot("fraud", 1, {"rows": 1}),
+        lambda: mine.settle_feedback("fraud", {"a": "joined"}),
+        lambda: mine.record_event("fraud", 1, "drift.detected", "k", {}),
+        lambda: mine.expire_feedback("fraud", datetime.now(UTC)),
+    ]
+    for write in writes:  # nobody holds the lease
+        with pytest.raises(LeaseLostError, match="first no longer holds the lease on 'fraud'"):
+            write()
+    assert store.acquire_lease("fraud", "first", 30)
+    for write in writes:
+        write()
+    assert store.cursor("fraud", "log") == {"at": 1}
+    # "second" takes over after the lease expired: the stale monitor's writes are refused.
+    assert store.acquire_lease("fraud", "first", 0.01)
+    for _ in range(100):
+        if store.acquire_lease("fraud", "second", 30):
+            break
+        time.sleep(0.01)
+    with pytest.raises(LeaseLostError):
+        mine.save_cursor("fraud", "log", {"at": 0})
+    assert store.cursor("fraud", "log") == {"at": 1}  # not moved back
+    store.held_by("second").save_cursor("fraud", "log", {"at": 2})
+    assert store.cursor("fraud", "log") == {"at": 2}
+    # Another model's lease does not count.
+    with pytest.raises(LeaseLostError):
+        store.held_by("second").save_cursor("other", "log", {"at": 2})
+
+
+def test_feedback_totals_follow_settling_and_survive_expiry(store: MonitoringStore) -> None:
+    store.add_feedback("fraud", [(f"p{i}", "1") for i in range(6)], source="http")
+    store.add_feedback("fraud", [("p0", "1")], source="http")
+    store.settle_feedback("fraud", {"p0": "joined", "p1": "joined", "p2": "late"})
+    store.settle_feedback("fraud", {"p2": "late", "p3": "unknown", "nope": "joined"})
+    store.settle_feedback("fraud", {"p3": "joined"})  # an unknown id whose prediction came
+    expected = {"accepted": 6, "duplicate": 1, "pending": 2, "joined": 3, "unknown": 0, "late": 1}
+    assert store.feedback_counts("fraud") == expected
+    assert store.feedback_counts("other")["accepted"] == 0
+    # Nothing settled is older than an hour ago: nothing goes.
+    assert store.expire_feedback("fraud", datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert store.expire_feedback("fraud", datetime.now(UTC) + timedelta(seconds=1)) == 4
+    assert sorted(r.id for r in store.feedback_after("fraud", 0)) == ["p4", "p5"]  # pending stay
+    assert store.feedback_counts("fraud") == expected
+
+
+def test_events_newest_first_reads_the_latest_only(store: MonitoringStore) -> None:
+    for i in range(5):
+        store.record_event("fraud", 1, "drift.detected", f"k{i}", {"i": i})
+    latest = store.events("fraud", limit=2, newest_first=True)
+    assert [e.key for e in latest] == ["k4", "k3"]
+    assert [e.key for e in store.events("fraud", limit=2)] == ["k0", "k1"]

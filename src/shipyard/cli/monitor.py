@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from shipyard.cli.context import Command, Group, console, err_console, open_registry, settings_of
+from shipyard.cli.queues import BrokerOption
+from shipyard.errors import ShipyardError
 
 if TYPE_CHECKING:
     from shipyard.monitoring.monitor import CycleReport
@@ -36,14 +40,15 @@ def monitor(
         int | None,
         typer.Option(metavar="PORT", help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any)"),
     ] = None,
-    broker: Annotated[
-        str | None,
+    broker: BrokerOption = None,
+    no_broker: Annotated[
+        bool,
         typer.Option(
-            metavar="URL",
-            help="Broker for <model>.feedback labels in and <model>.events out "
-            "\\[env: SHIPYARD_BROKER_URL; default: none]",
+            "--no-broker",
+            help="Use no broker: no <model>.feedback queue is read and events wait in the "
+            "registry database until a monitor with a broker publishes them",
         ),
-    ] = None,
+    ] = False,
     window_rows: Annotated[
         int | None,
         typer.Option(
@@ -67,39 +72,36 @@ def monitor(
         return
     from prometheus_client import start_http_server
 
+    from shipyard.messaging.embedded import broker_url
     from shipyard.monitoring.log import open_prediction_log
     from shipyard.monitoring.metrics import MonitorMetrics
     from shipyard.monitoring.monitor import Monitor, MonitorOptions, check_log
 
     settings = settings_of(ctx)
+    if broker is not None:
+        settings = settings.model_copy(update={"broker_url": broker})
     names = tuple(n.strip() for n in models.split(",") if n.strip()) if models else None
-    options = MonitorOptions(
-        models=names,
-        window_rows=window_rows,
-        window_minutes=window_minutes,
-        broker_url=broker if broker is not None else settings.broker_url or None,
-    )
     log = check_log(open_prediction_log(settings))
     metrics = MonitorMetrics()
     if metrics_port is not None:
         server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
         err_console.print(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
-    with open_registry(ctx) as registry:
+    with contextlib.ExitStack() as stack:
+        # Like `shipyard stream` and `publish`: the home's embedded NATS when none is given.
+        url = None if no_broker else stack.enter_context(broker_url(settings))
+        options = MonitorOptions(
+            models=names, window_rows=window_rows, window_minutes=window_minutes, broker_url=url
+        )
+        registry = stack.enter_context(open_registry(ctx))
         runner = Monitor(registry, log, settings, options, metrics=metrics)
         if once:
-            report = asyncio.run(_once(runner))
+            report = asyncio.run(runner.run(once=True))
+            assert report is not None
             _print_cycle(report)
+            _exit_on_errors(report)
             return
         err_console.print(f"monitoring as {options.owner}; Ctrl-C stops")
         asyncio.run(_forever(runner))
-
-
-async def _once(runner: Any) -> CycleReport:
-    try:
-        report: CycleReport = await runner.cycle()
-        return report
-    finally:
-        await asyncio.to_thread(runner.release)
 
 
 async def _forever(runner: Any) -> None:
@@ -110,11 +112,24 @@ async def _forever(runner: Any) -> None:
     await runner.run(stop=stop)
 
 
+def _exit_on_errors(report: CycleReport) -> None:
+    """A pass in which a model failed exits with that error's code (the first one's)."""
+    if not report.errors:
+        return
+    codes = []
+    for model, error in report.errors.items():
+        err_console.print(f"[red]{model}: {type(error).__name__}: {error}[/]")
+        codes.append(error.exit_code if isinstance(error, ShipyardError) else 1)
+    raise typer.Exit(codes[0])
+
+
 def _print_cycle(report: CycleReport) -> None:
     if not report.owned:
         console.print("no model to monitor (or each is owned by another running monitor)")
     for model in report.owned:
-        result = report.results[model]
+        result = report.results.get(model)
+        if result is None:
+            continue  # it failed: _exit_on_errors names it
         settled = ", ".join(f"{k} {v}" for k, v in sorted(result.feedback.items())) or "none"
         console.print(
             f"{model}: {result.rows:,} new predictions, feedback settled: {settled}, "
@@ -148,15 +163,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-#: Drift methods whose statistic is a p-value (drift when it is small).
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
-
-
 def _severity(feature: dict[str, Any]) -> float:
     """How far past its threshold a feature's statistic is (larger: more drifted)."""
     statistic, threshold = feature.get("statistic"), feature.get("threshold")
     if statistic is None or not threshold:
         return 0.0
+    from shipyard.monitoring.drift import P_VALUE_METHODS
+
     if feature.get("method") in P_VALUE_METHODS:
         return float(threshold) / max(float(statistic), 1e-300)
     return float(statistic) / float(threshold)
@@ -170,6 +183,12 @@ def _print_report(document: dict[str, Any], top: int) -> None:
     )
     counts = ", ".join(f"{k} {v}" for k, v in sorted(document["feedback"].items()))
     console.print(f"[bold]{model}[/]  monitor: {holder}  feedback: {counts or 'none'}")
+    error = (document.get("monitor") or {}).get("error")
+    if error:
+        console.print(
+            f"[red]last error ({error['failures']} in a row, {error['at']}):[/] "
+            f"{escape(error['error'])}"
+        )
     if "hint" in document:
         console.print(document["hint"])
         return

@@ -176,6 +176,16 @@ class ParquetLog:
                 tables.append(pq.read_table(path))
             except FileNotFoundError:
                 continue  # expired between listing and reading
+            except pa.ArrowInvalid as error:
+                # Files land whole (written aside, then renamed), so this one was damaged
+                # afterwards (a copy cut short, a disk error): failing on it would stop the
+                # model's monitoring for good, at every restart. Its rows are lost.
+                logger.warning(
+                    "skipped %s, which is not a readable Parquet file (%s); move it away "
+                    "or delete it",
+                    path,
+                    error,
+                )
             except OSError as error:
                 raise PredictionLogError(f"cannot read {path} ({error})") from error
         return _concat(tables) if tables else None
@@ -235,13 +245,22 @@ class ParquetLog:
             return 0
         except OSError as error:
             raise PredictionLogError(f"cannot read the prediction log ({error})") from error
+        # Another monitor may expire the same folders at once: whatever vanished
+        # meanwhile is gone already, which is what expiry wants.
         for model in models:
-            for version in os.scandir(model.path):
-                for hour in os.scandir(version.path):
+            for version in _entries(model.path):
+                for hour in _entries(version.path):
                     if not hour.name.startswith("hour=") or hour.name[5:] >= cutoff:
                         continue
-                    for entry in os.scandir(hour.path):
-                        Path(entry.path).unlink(missing_ok=True)
+                    for entry in _entries(hour.path):
+                        try:
+                            Path(entry.path).unlink()
+                        except FileNotFoundError:
+                            continue
+                        except OSError as error:
+                            raise PredictionLogError(
+                                f"cannot remove {entry.path} ({error})"
+                            ) from error
                         removed += entry.name.startswith(PART_PREFIX)
                     with contextlib.suppress(OSError):  # a writer put a file there meanwhile
                         Path(hour.path).rmdir()
@@ -249,6 +268,16 @@ class ParquetLog:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    """The entries of a folder; none when it vanished (or is no folder)."""
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as error:
+        raise PredictionLogError(f"cannot read the prediction log ({error})") from error
 
 
 def _between(table: pa.Table, since: datetime | None, until: datetime | None) -> pa.Table:

@@ -10,11 +10,14 @@
 ``shipyard_dataset_drift{model,version,window}``             share of features that drifted
 ``shipyard_dataset_drifted{model,version,window}``           1 when share ≥ drift_share
 ``shipyard_feedback_total{model,result}``                    accepted, duplicate, joined, late,
-                                                             unknown, pending (the store's totals)
+                                                             unknown (the store's totals)
+``shipyard_feedback_pending{model}``                         labels waiting for their prediction
 ``shipyard_monitor_events_total{model,kind}``                events this monitor raised
 ``shipyard_prediction_log_rows_total{model}``                log rows this monitor read
 ``shipyard_monitor_lease{model}``                            1 while this monitor owns the model
 ``shipyard_monitor_publish_failures_total{model}``           events not published to the broker
+``shipyard_monitor_errors_total{model,error}``               cycles of a model that failed, by
+                                                             exception class
 ``shipyard_monitor_cycle_seconds``                           one cycle over the owned models
 =========================================================  =====================================
 
@@ -29,27 +32,39 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+PENDING = "pending"
 
 
 class _FeedbackCounts(Collector):
     """``shipyard_feedback_total`` from the store's running totals (monotonic across
-    monitor restarts, so exported as a counter)."""
+    monitor restarts, so exported as a counter) and ``shipyard_feedback_pending`` (what
+    waits now: it goes down as labels are settled, so a gauge)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = {}
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        totals = CounterMetricFamily(
             "shipyard_feedback",
-            "Feedback labels per result: accepted, duplicate, joined, late, unknown, pending",
+            "Feedback labels per result: accepted, duplicate, joined, late, unknown",
             labels=["model", "result"],
+        )
+        pending = GaugeMetricFamily(
+            "shipyard_feedback_pending",
+            "Feedback labels stored and not joined yet (waiting for their prediction)",
+            labels=["model"],
         )
         for model, counts in sorted(self.counts.items()):
             for result, value in sorted(counts.items()):
-                family.add_metric([model, result], value)
-        yield family
+                if result == PENDING:
+                    pending.add_metric([model], value)
+                else:
+                    totals.add_metric([model, result], value)
+        yield totals
+        yield pending
 
 
 class MonitorMetrics:
@@ -119,6 +134,12 @@ class MonitorMetrics:
             "shipyard_monitor_publish_failures",
             "Events that could not be published to the broker (the database has them)",
             ["model"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "shipyard_monitor_errors",
+            "Cycles of a model that failed, by exception class (the model is tried again later)",
+            ["model", "error"],
             registry=r,
         )
         self.cycle = Histogram(

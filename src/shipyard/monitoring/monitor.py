@@ -1,34 +1,53 @@
 """``shipyard monitor``: watch models' predictions, feedback, performance and drift, live.
 
 Any number of monitors may run: each model is owned by one of them through a lease in the
-registry database, renewed every cycle and taken over by another monitor once it expires
-(its holder died). A cycle, for each owned model: take in labels from the broker queue
-``<model>.feedback`` (when a broker is configured), then ``ModelTracker.update`` (log →
-windows, feedback → joins, verdicts → events and snapshots), then publish the new events
-to ``<model>.events``. The database is the source of truth: a publish that fails is logged
-and counted and the monitor goes on.
+registry database, renewed every cycle and, while ``run`` runs, every third of its TTL by a
+task of its own (a long rebuild or many models never let it lapse); another monitor takes
+the model over once it expires (its holder died). Every write of a model's state goes
+through the store ``held_by`` this monitor, which refuses it once the lease is gone
+(``LeaseLostError``): the monitor then lets the model go.
+
+A cycle, for each owned model: take in labels from the broker queue ``<model>.feedback``,
+then ``ModelTracker.update`` (log → windows, feedback → joins, verdicts → events and
+snapshots), then publish to ``<model>.events`` every event above the model's ``events``
+cursor, in order, and move the cursor: the events table is an outbox, so an event a failed
+publish or a killed monitor did not send is sent by the next cycle or the next owner (at
+least once; consumers tell repeats by the event's ``id`` or ``key``).
+
+One model's failure is that model's: it is logged, counted
+(``shipyard_monitor_errors_total``), shown as the model's last error in the report, and the
+model is tried again after a back-off that doubles up to ``MAX_BACKOFF_SECONDS``; the other
+models go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shipyard.errors import ConfigurationError, InvalidInputError, NotFoundError, ShipyardError
+from shipyard.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidInputError,
+    LeaseLostError,
+    ModelNotFoundError,
+    ShipyardError,
+)
 from shipyard.messaging import Broker, Delivery, QueueSpec, open_broker
 from shipyard.monitoring.log import cutoff
 from shipyard.monitoring.metrics import MonitorMetrics
-from shipyard.monitoring.report import event_document
+from shipyard.monitoring.report import STATUS_CURSOR, event_document
 from shipyard.monitoring.tracker import CycleResult, ModelTracker, TrackerOptions
 
 if TYPE_CHECKING:
@@ -45,8 +64,14 @@ FEEDBACK_BATCH = 5_000
 FEEDBACK_WAIT_MS = 50.0
 #: How often the list of models is read again when no list was given.
 RELIST_SECONDS = 30.0
-#: How often expired prediction-log files are removed.
+#: How often expired prediction-log files and settled feedback rows are removed.
 EXPIRE_SECONDS = 3600.0
+#: Events published to a model's queue per cycle at most (the rest go next cycle).
+PUBLISH_BATCH = 1_000
+#: The longest wait before a failing model is tried again.
+MAX_BACKOFF_SECONDS = 300.0
+#: The cursor (``save_cursor``) of the last event published.
+EVENTS_CURSOR = "events"
 
 
 def feedback_queue(model: str) -> str:
@@ -71,8 +96,22 @@ class MonitorOptions:
     models: tuple[str, ...] | None = None  # None: every model, re-listed
     window_rows: int | None = None
     window_minutes: float | None = None
-    broker_url: str | None = None
+    broker_url: str | None = None  # None: no broker (no feedback queue, events wait)
     owner: str = field(default_factory=default_owner)
+
+
+@dataclass
+class ModelFailure:
+    """The last error of a model, and when it is tried again."""
+
+    error: str
+    at: datetime
+    failures: int  # in a row
+    retry_at: float  # time.monotonic()
+
+    def document(self) -> dict[str, Any]:
+        """As shown in the report (``monitor.error``)."""
+        return {"error": self.error, "at": self.at.isoformat(), "failures": self.failures}
 
 
 @dataclass
@@ -84,6 +123,8 @@ class CycleReport:
     queued_feedback: dict[str, int] = field(default_factory=dict)
     published: int = 0
     publish_failures: int = 0
+    errors: dict[str, ShipyardError | Exception] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)  # failed earlier, backing off
 
 
 class Monitor:
@@ -107,6 +148,9 @@ class Monitor:
         self.metrics = metrics or MonitorMetrics()
         self.clock = clock
         self.trackers: dict[str, ModelTracker] = {}
+        self.failures: dict[str, ModelFailure] = {}
+        self.held = self.store.held_by(self.options.owner)
+        """The store this monitor writes model state through: only while it holds the lease."""
         self._tracker_options = TrackerOptions(
             feedback_window_s=settings.feedback_window_hours * 3600,
             index_rows=settings.monitor_index_rows,
@@ -119,6 +163,8 @@ class Monitor:
         self._models: list[str] = []
         self._listed_at = -float("inf")
         self._expired_at = -float("inf")
+        self._lost: set[str] = set()  # leases the renewal task found taken
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- models and leases ------------------------------------------------------------------
 
@@ -149,11 +195,40 @@ class Monitor:
             tracker = ModelTracker(
                 model, self.registry, self.log, self._tracker_options, self.clock
             )
+            # Its writes only while the lease is held (ModelTracker reads registry.monitoring).
+            tracker.store = tracker.episodes.store = self.held
             tracker.rebuild()
             self.trackers[model] = tracker
             logger.info("monitoring %s (lease %s)", model, owner)
         self.metrics.lease.labels(model).set(1)
         return tracker
+
+    def _let_go(self, model: str) -> None:
+        """Forget a model whose lease another monitor has (its state is theirs now)."""
+        if self.trackers.pop(model, None) is not None:
+            logger.warning("lost the lease on %s to another monitor", model)
+        self._lost.discard(model)
+        self.metrics.forget(model)
+
+    def renew(self) -> list[str]:
+        """Renew the lease of every model held; those found lost are let go at the next
+        cycle (returned)."""
+        owner, ttl = self.options.owner, self.settings.monitor_lease_ttl_seconds
+        lost = []
+        for model in list(self.trackers):
+            try:
+                if not self.store.acquire_lease(model, owner, ttl):
+                    lost.append(model)
+            except ShipyardError as error:  # the next renewal or the cycle tries again
+                logger.warning("could not renew the lease on %s: %s", model, error)
+        self._lost.update(lost)
+        return lost
+
+    async def _renew_forever(self) -> None:
+        period = self.settings.monitor_lease_ttl_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            await asyncio.to_thread(self.renew)
 
     def release(self) -> None:
         """Give up every lease (a clean exit): another monitor takes the models at once."""
@@ -168,75 +243,180 @@ class Monitor:
     # -- cycles ---------------------------------------------------------------------------
 
     async def cycle(self) -> CycleReport:
-        """One pass over the models: feedback queues, trackers, events to the broker."""
+        """One pass over the models: feedback queues, trackers, events to the broker. A
+        model that fails is reported in ``errors`` and skipped until its back-off ends."""
+        async with self._renewing():
+            return await self._cycle()
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self) -> AsyncIterator[None]:
+        """Renew the leases from a task of their own while the block runs (unless one runs
+        already: ``run`` keeps one for its whole life)."""
+        if self._renewer is not None:
+            yield
+            return
+        self._renewer = asyncio.create_task(self._renew_forever())
+        try:
+            yield
+        finally:
+            renewer, self._renewer = self._renewer, None
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _cycle(self) -> CycleReport:
         started = time.perf_counter()
         report = CycleReport()
         for model in await asyncio.to_thread(self.models):
-            held = model in self.trackers
-            try:
-                tracker = await asyncio.to_thread(self._own, model)
-            except NotFoundError:
-                continue  # removed meanwhile
-            if tracker is None:
-                if held and self._broker is not None:
-                    await self._reconnect()
+            failure = self.failures.get(model)
+            if failure is not None and time.monotonic() < failure.retry_at:
+                report.waiting.append(model)
                 continue
-            report.owned.append(model)
-            if self._broker is not None:
-                report.queued_feedback[model] = await self._take_feedback(model)
-            result = await asyncio.to_thread(tracker.update)
-            report.results[model] = result
-            self.metrics.log_rows.labels(model).inc(result.rows)
-            for number, snapshot in result.snapshots.items():
-                self.metrics.snapshot(model, number, snapshot)
-            counts = await asyncio.to_thread(self.store.feedback_counts, model)
-            self.metrics.feedback(model, counts)
-            for event in result.events:
-                self.metrics.events.labels(model, event.kind).inc()
-                logger.warning("%s v%s: %s %s", model, event.version, event.kind, event.key)
-            if self._broker is not None and result.events:
-                ok = await self._publish(model, result.events)
-                report.published += len(result.events) if ok else 0
-                report.publish_failures += 0 if ok else len(result.events)
-        await asyncio.to_thread(self._expire)
+            try:
+                await self._cycle_model(model, report)
+            except ModelNotFoundError:
+                self.failures.pop(model, None)  # removed meanwhile
+            except LeaseLostError as error:
+                logger.warning("%s", error)
+                self._let_go(model)
+                if self._broker is not None:
+                    await self._reconnect()
+            except Exception as error:  # one model's failure stops no other
+                await self._failed(model, error, report)
+            else:
+                if failure is not None:
+                    await self._recovered(model)
+        await asyncio.to_thread(self._housekeeping)
         self.metrics.cycle.observe(time.perf_counter() - started)
         return report
 
-    def _expire(self) -> None:
+    async def _cycle_model(self, model: str, report: CycleReport) -> None:
+        held = model in self.trackers
+        if model in self._lost:
+            self._let_go(model)
+        tracker = await asyncio.to_thread(self._own, model)
+        if tracker is None:
+            if held and self._broker is not None:
+                await self._reconnect()
+            return
+        report.owned.append(model)
+        if self._broker is not None:
+            report.queued_feedback[model] = await self._take_feedback(model)
+        result = await asyncio.to_thread(tracker.update)
+        report.results[model] = result
+        self.metrics.log_rows.labels(model).inc(result.rows)
+        for number, snapshot in result.snapshots.items():
+            self.metrics.snapshot(model, number, snapshot)
+        counts = await asyncio.to_thread(self.store.feedback_counts, model)
+        self.metrics.feedback(model, counts)
+        for event in result.events:
+            self.metrics.events.labels(model, event.kind).inc()
+            logger.warning("%s v%s: %s %s", model, event.version, event.kind, event.key)
+        if self._broker is not None:
+            published, failed = await self._publish_outbox(model)
+            report.published += published
+            report.publish_failures += failed
+
+    async def _failed(self, model: str, error: Exception, report: CycleReport) -> None:
+        """Log, count and show a model's error; try it again after a back-off."""
+        before = self.failures.get(model)
+        failures = 1 if before is None else before.failures + 1
+        delay = min(
+            self.settings.monitor_interval_seconds * 2 ** (failures - 1), MAX_BACKOFF_SECONDS
+        )
+        text = f"{type(error).__name__}: {error}"
+        self.failures[model] = failure = ModelFailure(
+            text, self.clock(), failures, time.monotonic() + delay
+        )
+        report.errors[model] = error
+        self.metrics.errors.labels(model, type(error).__name__).inc()
+        retryable = isinstance(error, ShipyardError) and error.retryable
+        logger.error(
+            "monitoring %s failed (%d in a row; next try in %.0f s): %s",
+            model,
+            failures,
+            delay,
+            text,
+            exc_info=not isinstance(error, ShipyardError),
+        )
+        if not retryable:  # its state may be half-updated: rebuilt from the store next time
+            self.trackers.pop(model, None)
+        await asyncio.to_thread(self._save_status, model, failure.document())
+
+    async def _recovered(self, model: str) -> None:
+        self.failures.pop(model, None)
+        logger.info("monitoring %s works again", model)
+        await asyncio.to_thread(self._save_status, model, None)
+
+    def _save_status(self, model: str, error: dict[str, Any] | None) -> None:
+        """The model's last error (None: it works) where the report shows it."""
+        try:
+            self.held.save_cursor(
+                model, STATUS_CURSOR, {"owner": self.options.owner, "error": error}
+            )
+        except Exception as failure:  # the status is a courtesy
+            logger.warning("could not save the status of %s: %s", model, failure)
+
+    def _housekeeping(self) -> None:
+        """Expire old prediction-log files and settled feedback of the models held, hourly."""
         if time.monotonic() - self._expired_at < EXPIRE_SECONDS:
             return
         self._expired_at = time.monotonic()
-        removed = self.log.expire(cutoff(self.settings.prediction_log_retention_days))
-        if removed:
-            logger.info("expired %d prediction-log files or rows", removed)
+        try:
+            removed = self.log.expire(cutoff(self.settings.prediction_log_retention_days))
+            if removed:
+                logger.info("expired %d prediction-log files or rows", removed)
+        except Exception as error:  # retried next time
+            logger.warning("could not expire the prediction log: %s", error)
+        days = self.settings.feedback_retention_days or self.settings.prediction_log_retention_days
+        for model in list(self.trackers):
+            try:
+                removed = self.held.expire_feedback(model, cutoff(days))
+                if removed:
+                    logger.info("expired %d settled feedback rows of %s", removed, model)
+            except Exception as error:  # retried next time
+                logger.warning("could not expire the feedback of %s: %s", model, error)
 
-    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
-        """Cycle every ``monitor_interval_seconds`` until ``stop`` is set (or once)."""
+    async def run(
+        self, *, once: bool = False, stop: asyncio.Event | None = None
+    ) -> CycleReport | None:
+        """Cycle every ``monitor_interval_seconds`` until ``stop`` is set; with ``once``, one
+        cycle, whose report is returned. Leases are renewed meanwhile; all are released at
+        the end."""
         stop = stop or asyncio.Event()
         await self.connect()
         try:
-            while True:
-                try:
-                    await self.cycle()
-                except ShipyardError as error:
-                    if once or not error.retryable:
-                        raise
-                    logger.warning("monitor cycle failed, trying again: %s", error)
-                if once:
-                    return
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.monitor_interval_seconds)
-                    return
-                except TimeoutError:
-                    pass
+            async with self._renewing():
+                return await self._loop(once, stop)
         finally:
             await asyncio.to_thread(self.release)
             await self.disconnect()
 
+    async def _loop(self, once: bool, stop: asyncio.Event) -> CycleReport | None:
+        while True:
+            try:
+                report = await self.cycle()
+            except ShipyardError as error:
+                if once:
+                    raise
+                logger.warning("monitor cycle failed, trying again: %s", error)
+            except Exception:
+                if once:
+                    raise
+                logger.exception("monitor cycle failed, trying again")
+            else:
+                if once:
+                    return report
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.monitor_interval_seconds)
+                return None
+            except TimeoutError:
+                pass
+
     # -- the broker -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the broker ``options.broker_url`` names (none: no queues are used)."""
+        """Open the broker ``options.broker_url`` names (None: no queues are used)."""
         if self.options.broker_url and self._broker is None:
             self._broker = open_broker(self.options.broker_url)
 
@@ -284,6 +464,13 @@ class Monitor:
         taken = 0
         try:
             taken = await asyncio.to_thread(self._ingest, model, [items for _, items in good])
+        except LeaseLostError:
+            raise
+        except ConflictError as error:  # the model has no label schema: no label fits
+            reason = f"feedback for {model} cannot be stored: {error}"
+            for delivery, _ in good:
+                await _settle(broker.reject(queue, delivery, reason), queue)
+            return 0
         except InvalidInputError:  # one bad message refuses a batch: find it
             for delivery, items in good:
                 try:
@@ -302,6 +489,21 @@ class Monitor:
             return 0
         return ingest_feedback(self.registry, model, items, "queue").accepted
 
+    async def _publish_outbox(self, model: str) -> tuple[int, int]:
+        """Publish the model's events above its ``events`` cursor, in order, then move the
+        cursor; (published, failed)."""
+        cursor = await asyncio.to_thread(self.store.cursor, model, EVENTS_CURSOR)
+        after = int(cursor["id"]) if cursor else 0
+        events = await asyncio.to_thread(
+            self.store.events, model, after_id=after, limit=PUBLISH_BATCH
+        )
+        if not events:
+            return 0, 0
+        if not await self._publish(model, events):
+            return 0, len(events)
+        await asyncio.to_thread(self.held.save_cursor, model, EVENTS_CURSOR, {"id": events[-1].id})
+        return len(events), 0
+
     async def _publish(self, model: str, events: Sequence[EventRecord]) -> bool:
         queue = events_queue(model)
         bodies = [orjson.dumps(event_document(event)) for event in events]
@@ -312,7 +514,7 @@ class Monitor:
         except ShipyardError as error:
             self.metrics.publish_failures.labels(model).inc(len(bodies))
             logger.warning(
-                "could not publish %d event(s) to %s (the registry has them): %s",
+                "could not publish %d event(s) to %s (sent again next cycle): %s",
                 len(bodies),
                 queue,
                 error,

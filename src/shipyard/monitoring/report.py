@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from shipyard.registry import Registry
     from shipyard.registry.monitoring import EventRecord
 
-_PAGE = 1000
-_MAX_PAGES = 1000
+STATUS_CURSOR = "monitor"
+"""The store cursor where the monitor keeps a model's status: ``{owner, error}``."""
 
 
 def event_document(event: EventRecord) -> dict[str, Any]:
@@ -25,23 +25,18 @@ def event_document(event: EventRecord) -> dict[str, Any]:
 
 def latest_events(registry: Registry, model: str, count: int) -> list[EventRecord]:
     """The model's ``count`` latest events, oldest first."""
-    kept: list[EventRecord] = []
-    after = 0
-    for _ in range(_MAX_PAGES):
-        page = registry.monitoring.events(model, after_id=after, limit=_PAGE)
-        kept = (kept + page)[-count:] if count else []
-        if len(page) < _PAGE:
-            break
-        after = page[-1].id
-    return kept
+    if count < 1:
+        return []
+    return registry.monitoring.events(model, limit=count, newest_first=True)[::-1]
 
 
 def monitoring_report(
     registry: Registry, model: str, *, events: int = 20, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Per version the latest snapshot and events, the feedback counts and who monitors
-    the model. ``NotFoundError`` for an unknown model; a model never monitored has no
-    versions and a ``hint``."""
+    """Per version the latest snapshot and events, the feedback counts, who monitors the
+    model and its last error (``monitor``: ``{owner, error}``, error None while it works).
+    ``NotFoundError`` for an unknown model; a model never monitored has no versions and a
+    ``hint``."""
     info = registry.get_model(model)
     store = registry.monitoring
     snapshots = store.snapshots(model)
@@ -65,6 +60,7 @@ def monitoring_report(
         "versions": versions,
         "events": [event_document(e) for e in recent],
         "feedback": store.feedback_counts(model),
+        "monitor": store.cursor(model, STATUS_CURSOR),
         "lease": None
         if lease is None
         else {

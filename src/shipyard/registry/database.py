@@ -6,24 +6,59 @@ SQLite runs in WAL mode with foreign keys on; transactions that write start with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from shipyard.errors import ConfigurationError, UnavailableError
+from shipyard.errors import ConfigurationError, ConflictError, UnavailableError
+
+T = TypeVar("T")
 
 WRITE = {"shipyard_write": True}
 """Execution options of a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
 
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 30
+RETRIES = 3
+"""Attempts of a write that lost a race on a unique row (``retrying``)."""
+
+
+def retrying(
+    transaction: Callable[..., AbstractContextManager[Session]],
+    work: Callable[[Session], T],
+) -> T:
+    """Run ``work`` in a write transaction, again when a unique constraint fired.
+
+    Two writers can insert the same unique row at once (PostgreSQL; SQLite writers queue
+    up): the loser's transaction rolled back whole, so running it again is safe. After
+    ``RETRIES`` losses, ``ConflictError``.
+    """
+    for attempt in range(RETRIES):
+        try:
+            with transaction(write=True) as session:
+                return work(session)
+        except IntegrityError as error:
+            if attempt == RETRIES - 1:
+                raise ConflictError(
+                    f"another writer kept changing the same rows ({error.orig}); try again"
+                ) from error
+    raise AssertionError("unreachable")
 
 
 def masked(url: str | URL) -> str:

@@ -6,6 +6,17 @@ prediction (``settle_feedback``), owns a model by a lease, raises each event onc
 ``key`` is unique per model) and keeps its latest state per version and how far it has read
 its inputs, so a restarted monitor carries on where the last one stopped. A registry hands
 out its store as ``Registry.monitoring``; each call runs in its own short transaction.
+
+A monitor writes through ``held_by(owner)``: that store's writes of a model's state
+(statuses, snapshots, cursors, events, expiry) check, in the same transaction and with the
+lease row locked, that ``owner`` still holds an unexpired lease, and raise
+``LeaseLostError`` otherwise — so a monitor that stalled past its lease never moves a cursor
+back or overwrites the new owner's snapshot.
+
+Feedback totals live in ``monitoring_counters`` (``accepted``, ``duplicate`` and one per
+status), kept in step as rows are stored and settled, so reading them costs nothing however
+many rows there are, and settled rows can be deleted (``expire_feedback``) without losing
+them.
 """
 
 from __future__ import annotations
@@ -16,13 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from sqlalchemy import CursorResult, Table, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Table, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shipyard.errors import ConflictError, InvalidInputError
+from shipyard.errors import InvalidInputError, LeaseLostError
 from shipyard.registry.checks import check_json
+from shipyard.registry.database import retrying
 from shipyard.registry.queries import find_model
 from shipyard.registry.runs import Transactions
 from shipyard.registry.tables import (
@@ -42,8 +54,10 @@ MAX_ID_LENGTH = 200
 """The longest prediction id stored (the column's width)."""
 
 _CHUNK = 500  # ids per IN (...) clause: far below SQLite's and PostgreSQL's parameter limits
-_RETRIES = 3
+_EXPIRE_BATCH = 5_000  # rows deleted per statement by expire_feedback
+_MAX_EXPIRE_BATCHES = 10_000
 _DUPLICATES = "duplicate"
+_ACCEPTED = "accepted"
 _FEEDBACK = cast(Table, FeedbackRow.__table__)
 _COUNTERS = cast(Table, MonitoringCounterRow.__table__)
 T = TypeVar("T")
@@ -90,8 +104,15 @@ class EventRecord:
 class MonitoringStore:
     """Feedback, leases, events, snapshots and cursors of monitored models."""
 
-    def __init__(self, transaction: Transactions) -> None:
+    def __init__(self, transaction: Transactions, *, holder: str | None = None) -> None:
         self._transaction = transaction
+        self.holder = holder
+        """The lease owner whose writes this store makes (None: no lease is checked)."""
+
+    def held_by(self, owner: str) -> MonitoringStore:
+        """This store, writing a model's state only while ``owner`` holds its lease."""
+        _check_owner(owner)
+        return MonitoringStore(self._transaction, holder=owner)
 
     # -- feedback -------------------------------------------------------------------------
 
@@ -135,8 +156,8 @@ class MonitoringStore:
                     taken.add(prediction_id)
                 else:
                     duplicates.append(prediction_id)
-            if duplicates:
-                _add_to_counter(session, model_id, _DUPLICATES, len(duplicates))
+            changes = {_DUPLICATES: len(duplicates), _ACCEPTED: len(stored), "pending": len(stored)}
+            _add_to_counters(session, model_id, changes)
             return FeedbackReceipt(len(pairs), len(stored), duplicates)
 
         return self._retrying(work)
@@ -181,40 +202,75 @@ class MonitoringStore:
             by_status.setdefault(new, []).append(prediction_id)
         with self._transaction(write=True) as session:
             model_id = find_model(session, model).id
+            self._hold(session, model_id, model)
+            changes: dict[str, int] = {}
             for status, ids in by_status.items():
                 for chunk in _chunks(ids):
+                    # The rows' current statuses, locked: the counters move with them.
+                    moved = session.execute(
+                        select(FeedbackRow.prediction_id, FeedbackRow.status)
+                        .where(
+                            FeedbackRow.model_id == model_id,
+                            FeedbackRow.prediction_id.in_(chunk),
+                            FeedbackRow.status != status,
+                        )
+                        .with_for_update()
+                    ).all()
+                    if not moved:
+                        continue
+                    for _, old in moved:
+                        changes[old] = changes.get(old, 0) - 1
+                    changes[status] = changes.get(status, 0) + len(moved)
                     session.execute(
                         update(FeedbackRow)
                         .where(
                             FeedbackRow.model_id == model_id,
-                            FeedbackRow.prediction_id.in_(chunk),
+                            FeedbackRow.prediction_id.in_([pid for pid, _ in moved]),
                         )
                         .values(status=status)
                         .execution_options(synchronize_session=False)
                     )
+            _add_to_counters(session, model_id, changes)
 
     def feedback_counts(self, model: str) -> dict[str, int]:
-        """Totals since the start: ``accepted``, ``duplicate`` and one per status."""
+        """Totals since the start: ``accepted``, ``duplicate`` and one per status (the
+        ``pending`` total is what waits now). Read from the counters: no row is counted."""
         with self._transaction() as session:
             model_id = find_model(session, model).id
-            counts = dict.fromkeys(("accepted", _DUPLICATES, *FEEDBACK_STATUSES), 0)
-            for status, count in session.execute(
-                select(FeedbackRow.status, func.count())
-                .where(FeedbackRow.model_id == model_id)
-                .group_by(FeedbackRow.status)
+            counts = dict.fromkeys((_ACCEPTED, _DUPLICATES, *FEEDBACK_STATUSES), 0)
+            for name, value in session.execute(
+                select(MonitoringCounterRow.name, MonitoringCounterRow.value).where(
+                    MonitoringCounterRow.model_id == model_id
+                )
             ):
-                counts[status] = counts.get(status, 0) + count
-                counts["accepted"] += count
-            counts[_DUPLICATES] = (
-                session.scalar(
-                    select(MonitoringCounterRow.value).where(
-                        MonitoringCounterRow.model_id == model_id,
-                        MonitoringCounterRow.name == _DUPLICATES,
+                counts[name] = int(value)
+            return counts
+
+    def expire_feedback(self, model: str, before: datetime) -> int:
+        """Delete the settled labels of ``model`` received before ``before`` (pending ones
+        stay); their counts stay in the totals. Returns the rows deleted."""
+        removed = 0
+        for _ in range(_MAX_EXPIRE_BATCHES):
+            with self._transaction(write=True) as session:
+                model_id = find_model(session, model).id
+                self._hold(session, model_id, model)
+                seqs = list(
+                    session.scalars(
+                        select(FeedbackRow.seq)
+                        .where(
+                            FeedbackRow.model_id == model_id,
+                            FeedbackRow.received_at < before,
+                            FeedbackRow.status != "pending",
+                        )
+                        .limit(_EXPIRE_BATCH)
                     )
                 )
-                or 0
-            )
-            return counts
+                if seqs:
+                    session.execute(delete(FeedbackRow).where(FeedbackRow.seq.in_(seqs)))
+            removed += len(seqs)
+            if len(seqs) < _EXPIRE_BATCH:
+                break
+        return removed
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -299,6 +355,7 @@ class MonitoringStore:
         try:
             with self._transaction(write=True) as session:
                 model_id = find_model(session, model).id
+                self._hold(session, model_id, model)
                 exists = session.scalar(
                     select(MonitoringEventRow.id).where(
                         MonitoringEventRow.model_id == model_id, MonitoringEventRow.key == key
@@ -321,9 +378,16 @@ class MonitoringStore:
             return None  # another process recorded the same key first
 
     def events(
-        self, model: str, *, kind: str | None = None, after_id: int = 0, limit: int = 100
+        self,
+        model: str,
+        *,
+        kind: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
-        """Up to ``limit`` events of ``model`` with an id above ``after_id``, oldest first."""
+        """Up to ``limit`` events of ``model`` with an id above ``after_id``, oldest first
+        (``newest_first``: the latest ``limit`` of them, newest first)."""
         _check_count(limit, "limit")
         with self._transaction() as session:
             model_id = find_model(session, model).id
@@ -332,7 +396,8 @@ class MonitoringStore:
             )
             if kind is not None:
                 query = query.where(MonitoringEventRow.kind == kind)
-            rows = session.scalars(query.order_by(MonitoringEventRow.id).limit(limit))
+            order = MonitoringEventRow.id.desc() if newest_first else MonitoringEventRow.id
+            rows = session.scalars(query.order_by(order).limit(limit))
             return [_event(model, row) for row in rows]
 
     # -- the monitor's state --------------------------------------------------------------
@@ -344,6 +409,7 @@ class MonitoringStore:
 
         def work(session: Session) -> None:
             model_id = find_model(session, model).id
+            self._hold(session, model_id, model)
             row = session.scalar(
                 select(MonitoringSnapshotRow).where(
                     MonitoringSnapshotRow.model_id == model_id,
@@ -382,6 +448,7 @@ class MonitoringStore:
 
         def work(session: Session) -> None:
             model_id = find_model(session, model).id
+            self._hold(session, model_id, model)
             row = session.scalar(
                 select(MonitoringCursorRow).where(
                     MonitoringCursorRow.model_id == model_id, MonitoringCursorRow.name == name
@@ -413,18 +480,27 @@ class MonitoringStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
-        # Two writers can insert the same unique row at once (PostgreSQL; SQLite writers queue
-        # up): the loser's transaction rolled back whole, so running it again is safe.
-        for attempt in range(_RETRIES):
-            try:
-                with self._transaction(write=True) as session:
-                    return work(session)
-            except IntegrityError as error:
-                if attempt == _RETRIES - 1:
-                    raise ConflictError(
-                        f"another writer kept changing the same rows ({error.orig}); try again"
-                    ) from error
-        raise AssertionError("unreachable")
+        return retrying(self._transaction, work)
+
+    def _hold(self, session: Session, model_id: int, model: str) -> None:
+        """Refuse the write unless ``holder`` holds an unexpired lease on the model; the
+        lease row stays locked to the end of the transaction, so no one takes it meanwhile."""
+        if self.holder is None:
+            return
+        held = session.scalar(
+            select(MonitoringLeaseRow.model_id)
+            .where(
+                MonitoringLeaseRow.model_id == model_id,
+                MonitoringLeaseRow.owner == self.holder,
+                MonitoringLeaseRow.expires_at > utcnow(),
+            )
+            .with_for_update()
+        )
+        if held is None:
+            raise LeaseLostError(
+                f"{self.holder} no longer holds the lease on {model!r} (it expired or another "
+                "monitor took it); nothing was written — let the model go"
+            )
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -451,14 +527,18 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return set(session.scalars(statement, rows))
 
 
-def _add_to_counter(session: Session, model_id: int, name: str, amount: int) -> None:
-    insert = _dialect_insert(session, _COUNTERS)
-    session.execute(
-        insert.values(model_id=model_id, name=name, value=amount).on_conflict_do_update(
-            index_elements=["model_id", "name"],
-            set_={"value": _COUNTERS.c.value + insert.excluded.value},
+def _add_to_counters(session: Session, model_id: int, changes: Mapping[str, int]) -> None:
+    """Add each amount to the model's counter of that name (made at 0 when missing)."""
+    for name, amount in sorted(changes.items()):  # a fixed order: writers never deadlock
+        if not amount:
+            continue
+        insert = _dialect_insert(session, _COUNTERS)
+        session.execute(
+            insert.values(model_id=model_id, name=name, value=amount).on_conflict_do_update(
+                index_elements=["model_id", "name"],
+                set_={"value": _COUNTERS.c.value + insert.excluded.value},
+            )
         )
-    )
 
 
 def _event(model: str, row: MonitoringEventRow) -> EventRecord:

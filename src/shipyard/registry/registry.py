@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ from shipyard.registry.artifacts import (
     write_manifest,
 )
 from shipyard.registry.checks import check_json, check_metrics
-from shipyard.registry.database import WRITE, connect, unavailable
+from shipyard.registry.database import WRITE, connect, retrying, unavailable
 from shipyard.registry.monitoring import MonitoringStore
 from shipyard.registry.queries import (
     find_model,
@@ -67,7 +67,6 @@ from shipyard.settings import Settings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RETRIES = 3
 
 
 class Registry:
@@ -140,18 +139,8 @@ class Registry:
         return self._transaction(write=write)
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
-        # A unique constraint can fire when two writers create the same model or alias at
-        # once; the loser's transaction rolled back whole, so running it again is safe.
-        for attempt in range(RETRIES):
-            try:
-                with self._transaction(write=True) as session:
-                    return work(session)
-            except IntegrityError as error:
-                if attempt == RETRIES - 1:
-                    raise ConflictError(
-                        f"another writer kept changing the same rows ({error.orig}); try again"
-                    ) from error
-        raise AssertionError("unreachable")
+        # A unique constraint can fire when two writers create the same model or alias.
+        return retrying(self._transaction, work)
 
     def signer(self) -> Signer:
         """The signing key, generated on first use so a fresh home just works."""

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -30,6 +31,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit on PostgreSQL; SQLite's INTEGER is 64-bit already, and only INTEGER PRIMARY KEY
+autoincrements there."""
 
 
 def utcnow() -> datetime:
@@ -218,9 +224,10 @@ class FeedbackRow(Base):
         UniqueConstraint("model_id", "prediction_id"),
         Index("ix_feedback_model_id_seq", "model_id", "seq"),
         Index("ix_feedback_model_id_status_seq", "model_id", "status", "seq"),
+        Index("ix_feedback_model_id_received_at", "model_id", "received_at"),
     )
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     prediction_id: Mapped[str] = mapped_column(String(200))
     label: Mapped[str] = mapped_column(Text)
@@ -238,7 +245,7 @@ class MonitoringCounterRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
-    value: Mapped[int] = mapped_column(Integer)
+    value: Mapped[int] = mapped_column(BIG_ID)
 
 
 class MonitoringLeaseRow(Base):
