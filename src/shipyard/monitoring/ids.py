@@ -13,8 +13,7 @@ from typing import Any
 import uuid_utils
 
 from shipyard.errors import InvalidInputError
-
-MAX_ID_LENGTH = 200
+from shipyard.registry.monitoring import MAX_ID_LENGTH
 
 
 def new_id() -> str:
