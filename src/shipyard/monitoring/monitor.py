@@ -181,15 +181,21 @@ class Monitor:
             self._listed_at = time.monotonic()
         return self._models
 
-    def _own(self, model: str) -> ModelTracker | None:
-        """The tracker of a model this monitor holds the lease of (taken or renewed now)."""
+    def _own(self, model: str) -> bool:
+        """Take or renew the model's lease; False (and its state dropped) when another
+        monitor holds it."""
         owner, ttl = self.options.owner, self.settings.monitor_lease_ttl_seconds
         if not self.store.acquire_lease(model, owner, ttl):
             if model in self.trackers:
                 logger.warning("lost the lease on %s to another monitor", model)
                 del self.trackers[model]
                 self.metrics.forget(model)
-            return None
+            return False
+        self.metrics.lease.labels(model).set(1)
+        return True
+
+    def _tracker(self, model: str) -> ModelTracker:
+        """The tracker of a model whose lease this monitor holds, rebuilt on first use."""
         tracker = self.trackers.get(model)
         if tracker is None:
             tracker = ModelTracker(
@@ -199,8 +205,7 @@ class Monitor:
             tracker.store = tracker.episodes.store = self.held
             tracker.rebuild()
             self.trackers[model] = tracker
-            logger.info("monitoring %s (lease %s)", model, owner)
-        self.metrics.lease.labels(model).set(1)
+            logger.info("monitoring %s (lease %s)", model, self.options.owner)
         return tracker
 
     def _let_go(self, model: str) -> None:
@@ -294,12 +299,12 @@ class Monitor:
         held = model in self.trackers
         if model in self._lost:
             self._let_go(model)
-        tracker = await asyncio.to_thread(self._own, model)
-        if tracker is None:
+        if not await asyncio.to_thread(self._own, model):
             if held and self._broker is not None:
                 await self._reconnect()
             return
         report.owned.append(model)
+        tracker = await asyncio.to_thread(self._tracker, model)
         if self._broker is not None:
             report.queued_feedback[model] = await self._take_feedback(model)
         result = await asyncio.to_thread(tracker.update)
