@@ -191,18 +191,23 @@ class ModelTracker:
             self._rebuilt_rows = added
             self.log_cursor = BatchCursor(name_floor(_us(now) // 1000), frozenset()).dump()
         self.index.evict(_us(now))
-        for record in self._all_feedback("joined"):
+        # Only labels of predictions still in the index matter, and a label comes after its
+        # prediction: the joined rows received within the feedback window, never all of them.
+        joined_since = now - timedelta(seconds=self.options.feedback_window_s)
+        for record in self._all_feedback("joined", since=joined_since):
             prediction = self.index.get(record.id)
             if prediction is not None:
                 self._label(record, prediction.version)
         for record in self._all_feedback("pending"):
             self.pending[record.id] = record
 
-    def _all_feedback(self, status: FeedbackStatus) -> list[FeedbackRecord]:
+    def _all_feedback(
+        self, status: FeedbackStatus, since: datetime | None = None
+    ) -> list[FeedbackRecord]:
         records: list[FeedbackRecord] = []
         for page in pages(
             lambda after: self.store.feedback_after(
-                self.model, after, limit=FEEDBACK_PAGE, status=status
+                self.model, after, limit=FEEDBACK_PAGE, status=status, since=since
             ),
             lambda record: record.seq,
             size=FEEDBACK_PAGE,
