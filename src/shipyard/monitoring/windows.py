@@ -220,11 +220,12 @@ class VersionRows:
         self._changes = 0
         self._cached: tuple[tuple[int, int], tuple[LogRows, int]] | None = None
 
-    def add(self, new: LogRows) -> None:
-        """New rows from the log (any order)."""
+    def add(self, new: LogRows, counted: int | None = None) -> None:
+        """New rows from the log (any order); ``counted`` of them are new to ``seen`` (all
+        unless told: a restart's rows that its snapshot counted already are not)."""
         if not len(new):
             return
-        self.seen += len(new)
+        self.seen += len(new) if counted is None else counted
         merged = self.recent.concat(new)
         self.recent = merged.take(slice(max(0, len(merged) - self.window_rows), None))  # type: ignore[arg-type]
         newest = int(new.times.max())
@@ -238,6 +239,12 @@ class VersionRows:
             part = new if len(keys) and keys[0] == keys[-1] == key else new.take(keys == key)
             self._into(int(key), part)
         self._changes += 1
+
+    def add_older(self, older: LogRows) -> None:
+        """Rows from before every window but the count window's (a restart refilling the
+        last ``window_rows`` of a quiet version): they go to the count window only."""
+        merged = older.concat(self.recent)
+        self.recent = merged.take(slice(max(0, len(merged) - self.window_rows), None))  # type: ignore[arg-type]
 
     def _into(self, key: int, rows: LogRows) -> None:
         part = self.slices.get(key)
