@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 from sklearn import metrics
 
 from shipyard.monitoring.performance import (
+    CLASSIFICATION,
+    Cumulative,
     TaskInfo,
     degraded,
     delay_quantiles,
@@ -106,3 +110,66 @@ def test_a_window_is_judged_only_with_enough_of_each_class() -> None:
     assert not judgeable(binary, ["0"] * 500, min_labelled=100, min_per_class=1)
     regression = TaskInfo("regression")
     assert judgeable(regression, ["1.5"] * 100, min_labelled=100, min_per_class=10)
+
+
+def cumulative(
+    info: TaskInfo, truth: list[str], scores: Any, predicted: list[Any], **options: Any
+) -> Cumulative:
+    """The statistics of these labelled rows, added one at a time (delay i s, seq i + 1)."""
+    totals = Cumulative(info, **options)
+    for i, (t, s, p) in enumerate(zip(truth, scores.tolist(), predicted, strict=True)):
+        totals.add(t, s, p, float(i), seq=i + 1)
+    return totals
+
+
+def test_cumulative_metrics_equal_sklearn_and_survive_a_restart() -> None:
+    rng = np.random.default_rng(3)
+    binary = TaskInfo("classification", ("0", "1"))
+    scores = rng.random(3_000)
+    truth = [str(int(x)) for x in rng.random(3_000) < scores]
+    predicted = [str(int(s >= 0.5)) if i % 50 else None for i, s in enumerate(scores)]
+    totals = cumulative(binary, truth, scores, predicted)
+    expected = live_metrics(binary, truth, scores, predicted)
+    assert totals.metrics() == pytest.approx(expected)
+    assert set(expected) == set(CLASSIFICATION)
+    assert not totals.sampled
+    assert totals.delay() == pytest.approx({"p50_s": 1499.5, "p90_s": 2699.1})
+    restored = Cumulative.from_state(binary, json.loads(json.dumps(totals.state())))
+    assert restored.metrics() == pytest.approx(expected)
+    assert restored.through_seq == 3_000
+    restored.add("1", 0.9, "1", 0.0, seq=3_001)  # and goes on where it stopped
+    totals.add("1", 0.9, "1", 0.0, seq=3_001)
+    assert restored.metrics() == pytest.approx(totals.metrics())
+
+    multi = TaskInfo("classification", ("a", "b", "c"))
+    truth = rng.choice(["a", "b", "c"], 500).tolist()
+    predicted = rng.choice(["a", "b", "c", None], 500).tolist()
+    unused = rng.random(500)  # a multiclass model's score is not ranked
+    totals = cumulative(multi, truth, unused, predicted)
+    assert totals.metrics() == pytest.approx(live_metrics(multi, truth, unused, predicted))
+
+    regression = TaskInfo("regression")
+    y = rng.normal(1_000.0, 5.0, 800)
+    guess = y + rng.normal(0.0, 2.0, 800)
+    truth = [repr(float(v)) for v in y]
+    totals = cumulative(regression, truth, guess, [None] * 800)
+    assert totals.metrics() == pytest.approx(live_metrics(regression, truth, guess, [None] * 800))
+    restored = Cumulative.from_state(regression, json.loads(json.dumps(totals.state())))
+    assert restored.metrics() == pytest.approx(totals.metrics())
+
+
+def test_cumulative_ranking_metrics_beyond_capacity_are_on_a_uniform_sample() -> None:
+    rng = np.random.default_rng(4)
+    binary = TaskInfo("classification", ("0", "1"))
+    scores = rng.random(20_000)
+    truth = [str(int(x)) for x in rng.random(20_000) < scores]
+    predicted = [str(int(s >= 0.5)) for s in scores]
+    totals = cumulative(binary, truth, scores, predicted, capacity=2_000)
+    assert totals.sampled
+    assert len(totals.scores) == 2_000
+    exact = live_metrics(binary, truth, scores, predicted)
+    got = totals.metrics()
+    for name in ("accuracy", "precision", "recall", "f1", "brier"):  # exact from counts
+        assert got[name] == pytest.approx(exact[name])
+    assert got["roc_auc"] == pytest.approx(exact["roc_auc"], abs=0.03)
+    assert got["average_precision"] == pytest.approx(exact["average_precision"], abs=0.03)

@@ -281,26 +281,82 @@ def test_metrics_over_every_label_are_computed_again_only_on_new_labels(
     watched: Watched, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shipyard.monitoring.tracker as tracker_module
+    from shipyard.monitoring.performance import Cumulative
 
     sizes: list[int] = []
-    real = tracker_module.live_metrics
+    totals: list[int] = []
+    real, real_totals = tracker_module.live_metrics, Cumulative.metrics
 
     def counted(info: Any, truth: Any, scores: Any, predicted: Any) -> Any:
         sizes.append(len(truth))
         return real(info, truth, scores, predicted)
 
+    def counted_totals(self: Cumulative) -> Any:
+        totals.append(self.labelled)
+        return real_totals(self)
+
     monkeypatch.setattr(tracker_module, "live_metrics", counted)
+    monkeypatch.setattr(Cumulative, "metrics", counted_totals)
     ids = watched.predict(20)
     watched.label(ids[:10], ["1"] * 10)
     tracker = watched.tracker()
     tracker.update()
-    assert sizes == [10, 10, 10]  # all, the count window, the time window
+    assert (sizes, totals) == ([10, 10], [10])  # the two windows; all, from the totals
     sizes.clear()
+    totals.clear()
     watched.predict(5)
     snapshot = tracker.update().snapshots[1]
-    assert sizes == [10, 10]  # the windows only: no new label
+    assert (sizes, totals) == ([10, 10], [])  # the windows only: no new label
     assert snapshot["performance"]["all"]["predicted"] == 25
     sizes.clear()
     watched.label(ids[10:12], ["0"] * 2)
     tracker.update()
-    assert sizes == [12, 12, 12]
+    assert (sizes, totals) == ([12, 12], [12])
+
+
+def test_a_restart_keeps_the_totals_since_the_version_began_serving(watched: Watched) -> None:
+    scores = watched.rng.random(300)
+    ids = watched.predict(300, scores=scores, ago_s=7200)  # older than every window
+    truth = (watched.rng.random(300) < scores).astype(int)
+    watched.label(ids, [str(t) for t in truth])
+    tracker = watched.tracker(feedback_window_s=3 * 3600.0, window_minutes=60.0)
+    tracker.update()
+    scores2 = watched.rng.random(40)
+    ids2 = watched.predict(40, scores=scores2)  # rows in the windows, labelled after a save
+    before = tracker.update().snapshots[1]
+    watched.label(ids2[:20], ["1"] * 20)
+    # Restarted (the labels of ids2 joined by no one yet): the old rows are out of every
+    # window and of the feedback window, yet "all" still counts them.
+    restarted = watched.tracker(feedback_window_s=3600.0, window_minutes=60.0)
+    after = restarted.update().snapshots[1]
+    assert after["rows_seen"] == before["rows_seen"] == 340
+    every = after["performance"]["all"]
+    assert every["labelled"] == 320
+    assert every["predicted"] == 340
+    y = np.concatenate([truth, np.ones(20, dtype=int)])
+    s = np.concatenate([scores, scores2[:20]])
+    assert every["metrics"]["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, s))
+    assert every["metrics"]["brier"] == pytest.approx(metrics.brier_score_loss(y, s))
+    assert every["sampled"] is False
+    # Another restart with nothing new: the same totals, nothing counted twice.
+    again = watched.tracker(feedback_window_s=3600.0, window_minutes=60.0).update()
+    assert again.snapshots[1]["rows_seen"] == 340
+    assert again.snapshots[1]["performance"]["all"]["labelled"] == 320
+
+
+def test_a_quiet_versions_count_window_comes_back_full(watched: Watched) -> None:
+    watched.log.grace_seconds = 0.0
+    watched.clock.advance(-5 * 86400)  # five days ago, a monitor saw 500 rows; then nothing
+    watched.predict(500)
+    snapshot = watched.tracker().update().snapshots[1]
+    assert snapshot["windows"]["rows"]["rows"] == 500
+    watched.clock.advance(5 * 86400)
+    after = watched.tracker().update().snapshots[1]
+    assert after["windows"]["rows"]["rows"] == 500
+    assert after["windows"]["rows"]["start"] == snapshot["windows"]["rows"]["start"]
+    assert after["rows_seen"] == 500
+    assert after["windows"]["time"]["rows"] == 0
+    # Never further back than the log's retention.
+    short = watched.tracker(retention_s=86400.0).update().snapshots[1]
+    assert short["windows"]["rows"]["rows"] == 0
+    assert short["rows_seen"] == 500

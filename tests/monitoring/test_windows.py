@@ -59,8 +59,56 @@ def test_time_window_holds_the_last_minutes_and_needs_min_rows() -> None:
     timed = window.time_window(now)
     assert timed.rows.ids.tolist() == ["r7", "r8", "r9"]  # 140, 160, 180 s
     assert timed.full
-    assert len(window.rows) == 3  # nothing older than both windows is kept
+    assert not timed.sampled
+    assert timed.bounds()["rows"] == 3
+    kept = sum(len(part.rows) for part in window.slices.values())
+    assert kept == 3  # nothing older than the time window is kept in its slices
     assert not window.time_window(us(T0 + timedelta(seconds=215))).full
+
+
+def test_a_busy_time_window_is_a_uniform_sample_with_its_true_count() -> None:
+    window = VersionRows(window_rows=10, window_minutes=10, min_rows=5, sample_rows=400)
+    ids = [f"r{i}" for i in range(12_000)]
+    for start in range(0, 12_000, 1_000):  # 12,000 rows over 10 minutes, in 12 batches
+        batch = ids[start : start + 1_000]
+        window.add(rows(batch, T0 + timedelta(seconds=start * 0.05), step_s=0.05))
+    now = us(T0 + timedelta(seconds=600))
+    window.trim(now)
+    timed = window.time_window(now)
+    bounds = timed.bounds()
+    assert timed.sampled
+    assert bounds["sampled"]
+    assert len(timed.rows) == bounds["sample_rows"] == 400
+    # The window starts at a slice boundary (10 min / 16): its true count is exact.
+    start = (now - 600 * US + window.slice_us - 1) // window.slice_us * window.slice_us
+    assert timed.start_us == start
+    assert bounds["rows"] == sum(1 for i in range(12_000) if us(T0) + i * 50_000 >= start)
+    assert len(set(timed.rows.ids.tolist())) == 400
+    assert (np.diff(timed.rows.times) >= 0).all()
+    # Uniform over time: each half of the window gives about half the sample.
+    middle = start + (now - start) // 2
+    assert 150 < int((timed.rows.times < middle).sum()) < 250
+    # Memory: each slice keeps at most sample_rows rows, whatever came in.
+    assert all(len(p.rows) <= 400 for p in window.slices.values())
+    assert window.time_window(now).rows is timed.rows  # drawn again only on change
+    assert window.count_window().rows.ids.tolist() == ids[-10:]
+    assert window.seen == 12_000
+
+
+def test_the_reservoir_is_uniform_over_many_rows_of_one_slice() -> None:
+    picked = np.zeros(1_000)
+    for seed in range(60):
+        window = VersionRows(
+            window_rows=1, window_minutes=600, min_rows=1, sample_rows=50, seed=seed
+        )
+        for start in range(0, 1_000, 100):
+            window.add(rows([str(i) for i in range(start, start + 100)], T0, step_s=0.0))
+        (part,) = window.slices.values()
+        assert part.count == 1_000
+        picked[np.asarray(part.rows.ids.tolist(), dtype=int)] += 1
+    # Each row is kept with probability 50 / 1000: early and late rows alike.
+    assert abs(picked[:500].sum() - picked[500:].sum()) < 0.2 * picked.sum()
+    assert picked.sum() == 60 * 50
 
 
 def test_rows_arriving_out_of_order_are_sorted_by_time() -> None:

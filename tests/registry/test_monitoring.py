@@ -82,6 +82,19 @@ def test_settled_feedback_is_counted_and_filtered_by_status(store: MonitoringSto
     assert store.feedback_counts("fraud")["joined"] == 3
 
 
+def test_feedback_after_a_time_reads_only_what_was_received_since(
+    store: MonitoringStore,
+) -> None:
+    store.add_feedback("fraud", [("old", "1")], source="http")
+    middle = datetime.now(UTC)
+    store.add_feedback("fraud", [("new", "0")], source="http")
+    assert [r.id for r in store.feedback_after("fraud", 0, since=middle)] == ["new"]
+    later = middle + timedelta(hours=1)
+    assert store.feedback_after("fraud", 0, status="pending", since=later) == []
+    with pytest.raises(InvalidInputError, match="timezone-aware"):
+        store.feedback_after("fraud", 0, since=datetime(2025, 1, 1))
+
+
 def test_a_large_batch_finds_duplicates_across_chunks(store: MonitoringStore) -> None:
     ids = [f"id-{i}" for i in range(1_800)]
     store.add_feedback("fraud", [(i, "0") for i in ids[:900]], source="file")

@@ -157,6 +157,7 @@ class Monitor:
             grace_s=settings.feedback_grace_seconds,
             window_rows=self.options.window_rows,
             window_minutes=self.options.window_minutes,
+            retention_s=settings.prediction_log_retention_days * 86_400,
         )
         self._broker: Broker | None = None
         self._declared: set[str] = set()

@@ -8,6 +8,7 @@ probability of.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,3 +175,207 @@ def degraded(metric: str, live: float, offline: float, margin: float) -> bool:
     if LIVE_METRICS[metric]:
         return live < offline - margin
     return live > offline + margin
+
+
+#: Labelled (score, truth, delay) rows the ranking metrics and delays of "all" keep at most.
+RANKED_ROWS = 10_000
+
+
+class Cumulative:
+    """The metrics over every labelled prediction of a version, added one label at a time.
+
+    Exact from sums: accuracy, precision, recall and F1 (the counts of each (truth,
+    predicted) pair), Brier (a sum of squares), MAE, RMSE and R² (sums of errors and
+    Welford's mean and spread of the truth). ROC AUC, average precision and the label delays
+    need every row: they are computed on a uniform reservoir of at most ``capacity`` rows
+    (algorithm R) — every row up to ``capacity``, ``sampled`` beyond. ``state`` and
+    ``from_state`` carry it across a restart; ``through_seq`` is the newest feedback
+    ``seq`` it holds.
+    """
+
+    def __init__(self, info: TaskInfo, capacity: int = RANKED_ROWS, seed: int = 0) -> None:
+        self.info = info
+        self.capacity = capacity
+        self.labelled = 0
+        self.through_seq = 0
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.nonfinite = 0  # labelled rows whose score is not a number
+        self.brier_sum = 0.0
+        self.errors = [0, 0.0, 0.0]  # regression: rows, Σ|e|, Σe²
+        self.truth = [0.0, 0.0, math.inf, -math.inf]  # Welford mean, M2; min; max
+        self._size = 0
+        self._scores = np.empty(0, dtype=np.float64)
+        self._positive = np.empty(0, dtype=np.bool_)
+        self._delays = np.empty(0, dtype=np.float64)
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the ranking metrics and delays are over a sample of the labelled rows."""
+        return self.labelled > self.capacity
+
+    def add(
+        self, truth: str, score: float, predicted: str | None, delay_s: float, seq: int
+    ) -> None:
+        """One labelled prediction."""
+        self.labelled += 1
+        self.through_seq = max(self.through_seq, seq)
+        finite = math.isfinite(score)
+        if self.info.task == "regression":
+            value = _number(truth)
+            if finite and math.isfinite(value):
+                self._regression(value, score)
+        else:
+            pair = (truth, "" if predicted is None else predicted)
+            self.pairs[pair] = self.pairs.get(pair, 0) + 1
+            if not finite:
+                self.nonfinite += 1
+            elif self.info.positive is not None:
+                hit = float(truth == self.info.positive)
+                self.brier_sum += (min(max(score, 0.0), 1.0) - hit) ** 2
+        self._keep(score, truth == self.info.positive, delay_s)
+
+    def _regression(self, value: float, predicted: float) -> None:
+        error = predicted - value
+        self.errors[0] += 1
+        self.errors[1] += abs(error)
+        self.errors[2] += error * error
+        n = self.errors[0]
+        mean, spread, low, high = self.truth
+        delta = value - mean
+        mean += delta / n
+        self.truth = [mean, spread + delta * (value - mean), min(low, value), max(high, value)]
+
+    def _keep(self, score: float, positive: bool, delay_s: float) -> None:
+        size = len(self.scores)
+        if size < self.capacity:
+            if size == len(self._scores):  # grow the buffers by doubling, up to capacity
+                grown = min(self.capacity, max(64, 2 * size))
+                self._scores = np.resize(self._scores, grown)
+                self._positive = np.resize(self._positive, grown)
+                self._delays = np.resize(self._delays, grown)
+            self._scores[size], self._positive[size], self._delays[size] = score, positive, delay_s
+            self._size = size + 1
+            return
+        slot = int(self._rng.integers(0, self.labelled))
+        if slot < self.capacity:
+            self._scores[slot], self._positive[slot], self._delays[slot] = score, positive, delay_s
+
+    @property
+    def scores(self) -> npt.NDArray[np.float64]:
+        """The reservoir's scores."""
+        return self._scores[: self._size]
+
+    @property
+    def positive(self) -> npt.NDArray[np.bool_]:
+        """Whether each reservoir row's truth is the positive class."""
+        return self._positive[: self._size]
+
+    @property
+    def delays(self) -> npt.NDArray[np.float64]:
+        """The reservoir's label delays in seconds."""
+        return self._delays[: self._size]
+
+    def metrics(self) -> dict[str, float]:
+        """The task's metrics, as ``live_metrics`` gives them over the same rows."""
+        if self.labelled == 0:
+            return {}
+        if self.info.task == "regression":
+            return self._regression_metrics()
+        n = sum(self.pairs.values())
+        result = {"accuracy": sum(c for (t, p), c in self.pairs.items() if t == p) / n}
+        positive = self.info.positive
+        if positive is None:  # macro averages over the labels seen, as sklearn's
+            labels = sorted({t for t, _ in self.pairs} | {p for _, p in self.pairs})
+            scores = [self._label_scores(lambda x, label=label: x == label) for label in labels]
+            for i, name in enumerate(("precision", "recall", "f1")):
+                result[name] = float(np.mean([s[i] for s in scores]))
+            return result
+        precision, recall, f1 = self._label_scores(lambda x: x == positive)
+        result |= {"precision": precision, "recall": recall, "f1": f1}
+        if self.nonfinite == 0:
+            result["brier"] = self.brier_sum / n
+            if self.positive.any() and not self.positive.all():
+                result["roc_auc"] = float(metrics.roc_auc_score(self.positive, self.scores))
+                result["average_precision"] = float(
+                    metrics.average_precision_score(self.positive, self.scores)
+                )
+        return result
+
+    def _label_scores(self, chosen: Any) -> tuple[float, float, float]:
+        tp = fp = fn = 0
+        for (truth, predicted), count in self.pairs.items():
+            t, p = chosen(truth), chosen(predicted)
+            tp += count if t and p else 0
+            fp += count if p and not t else 0
+            fn += count if t and not p else 0
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        return precision, recall, f1
+
+    def _regression_metrics(self) -> dict[str, float]:
+        n, absolute, squared = self.errors
+        if n == 0:
+            return {}
+        result = {"mae": absolute / n, "rmse": math.sqrt(squared / n)}
+        _, spread, low, high = self.truth
+        if n >= 2 and high > low and spread > 0:
+            result["r2"] = 1.0 - squared / spread
+        return result
+
+    def delay(self) -> dict[str, float] | None:
+        """Label delay quantiles (over the reservoir)."""
+        return delay_quantiles(self.delays)
+
+    def state(self) -> dict[str, Any]:
+        """Everything ``from_state`` needs, as JSON."""
+        return {
+            "labelled": self.labelled,
+            "through_seq": self.through_seq,
+            "pairs": [[t, p, c] for (t, p), c in sorted(self.pairs.items())],
+            "nonfinite": self.nonfinite,
+            "brier_sum": self.brier_sum,
+            "errors": list(self.errors),
+            "truth": [v if math.isfinite(v) else None for v in self.truth],
+            "scores": _packed(self.scores),
+            "positive": _packed(np.packbits(self.positive)),
+            "delays": _packed(self.delays),
+        }
+
+    @classmethod
+    def from_state(
+        cls, info: TaskInfo, state: Mapping[str, Any], capacity: int = RANKED_ROWS
+    ) -> Cumulative:
+        """The statistics ``state`` saved (a reservoir larger than ``capacity`` is cut)."""
+        totals = cls(info, capacity)
+        totals.labelled = int(state["labelled"])
+        totals.through_seq = int(state["through_seq"])
+        totals.pairs = {(str(t), str(p)): int(c) for t, p, c in state["pairs"]}
+        totals.nonfinite = int(state["nonfinite"])
+        totals.brier_sum = float(state["brier_sum"])
+        count, absolute, squared = state["errors"]
+        totals.errors = [int(count), float(absolute), float(squared)]
+        mean, spread, low, high = state["truth"]
+        totals.truth = [
+            float(mean),
+            float(spread),
+            math.inf if low is None else float(low),
+            -math.inf if high is None else float(high),
+        ]
+        scores = _unpacked(state["scores"], np.float64)
+        size = min(len(scores), capacity)
+        positive = np.unpackbits(_unpacked(state["positive"], np.uint8), count=len(scores))
+        totals._size = size
+        totals._scores = scores[:size].copy()
+        totals._positive = positive[:size].astype(np.bool_)
+        totals._delays = _unpacked(state["delays"], np.float64)[:size].copy()
+        return totals
+
+
+def _packed(values: npt.NDArray[Any]) -> str:
+    return base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")
+
+
+def _unpacked(text: str, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype)

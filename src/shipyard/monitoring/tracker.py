@@ -27,6 +27,8 @@ from shipyard.monitoring.episodes import Episodes
 from shipyard.monitoring.log import BatchCursor, name_floor
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
+    RANKED_ROWS,
+    Cumulative,
     TaskInfo,
     degraded,
     delay_quantiles,
@@ -53,6 +55,9 @@ SETTLE_S = 30.0
 SWEEP_S = 300.0
 #: How many ids settled ``unknown`` are joined after all if their prediction shows up.
 UNKNOWN_RECHECKED = 10_000
+#: A restart refilling a quiet version's count window scans back at most this many steps,
+#: each twice as long as the one before.
+REFILL_STEPS = 12
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class TrackerOptions:
     grace_s: float
     window_rows: int | None = None  # overrides every spec (``--window-rows``)
     window_minutes: float | None = None
+    #: Labelled rows the ranking metrics over every label keep (a sample beyond).
+    ranked_rows: int = RANKED_ROWS
+    #: Rows of a time window drift runs on at most (default 10 x the count window).
+    sample_rows: int | None = None
+    #: How far back the log goes (its retention): a restart never scans further.
+    retention_s: float = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,14 @@ class VersionState:
     spec: MonitoringSpec
     profile: dict[str, Any] | None
     rows: VersionRows
+    totals: Cumulative
     labelled: OrderedDict[str, Labelled] = field(default_factory=OrderedDict)
     #: The metrics and delays over every labelled row, until a label arrives.
     cumulative: dict[str, Any] | None = None
+    #: A restart's boundary: rows up to this time are in the restored ``seen``.
+    through_us: int = 0
+    #: (seen, labelled) when the totals were last saved.
+    saved: tuple[int, int] = (-1, -1)
 
 
 @dataclass
@@ -163,6 +179,10 @@ class ModelTracker:
                     count,
                     self.options.window_minutes or windows.minutes,
                     windows.min_rows or count,
+                    self.options.sample_rows,
+                ),
+                totals=Cumulative(
+                    TaskInfo.from_output_schema(info.output_schema), self.options.ranked_rows
                 ),
             )
             self.versions[number] = state
@@ -170,12 +190,15 @@ class ModelTracker:
 
     def rebuild(self) -> None:
         """Restore windows, join index, labels, pending feedback and episodes after a
-        restart: from the log (rows since the longest window) and the store."""
+        restart: the totals since each version began serving from the store, the rows of
+        the longest window from the log (``scan``), further back for a count window that is
+        not full again, and the labels joined within the feedback window."""
         now = self.clock()
         self.log_cursor = self.store.cursor(self.model, "log")
         cursor = self.store.cursor(self.model, "feedback")
         self.feedback_seq = int(cursor["seq"]) if cursor else 0
         self.episodes.load()
+        before = self._restore_totals()
         longest_s = max(
             [self.options.feedback_window_s]
             + [60 * (self.options.window_minutes or 0)]
@@ -186,24 +209,74 @@ class ModelTracker:
         )
         # Rows since the longest window, never the whole retained log; a model read for the
         # first time is then followed from now on (the scan has what came before).
-        tables = self.log.scan(self.model, since=now - timedelta(seconds=longest_s))
-        added = self._add_rows(tables)
+        since = now - timedelta(seconds=longest_s)
+        tables = self.log.scan(self.model, since=since)
+        added = self._add_rows(tables, restoring=True)
         if self.log_cursor is None:  # new to the monitor: the next cycle reports these rows
             self._rebuilt_rows = added
             self.log_cursor = BatchCursor(name_floor(_us(now) // 1000), frozenset()).dump()
+        self._refill(before, since, now)
         self.index.evict(_us(now))
-        for record in self._all_feedback("joined"):
+        # Only labels of predictions still in the index matter, and a label comes after its
+        # prediction: the joined rows received within the feedback window, never all of them.
+        joined_since = now - timedelta(seconds=self.options.feedback_window_s)
+        for record in self._all_feedback("joined", since=joined_since):
             prediction = self.index.get(record.id)
             if prediction is not None:
-                self._label(record, prediction.version)
+                self._label(record, prediction.version, restoring=True)
         for record in self._all_feedback("pending"):
             self.pending[record.id] = record
 
-    def _all_feedback(self, status: FeedbackStatus) -> list[FeedbackRecord]:
+    def _restore_totals(self) -> dict[int, int]:
+        """Each saved version's totals and ``seen``; returns how many rows each one's count
+        window held when it was saved."""
+        before: dict[int, int] = {}
+        for number, snapshot in self.store.snapshots(self.model).items():
+            saved = self.store.cursor(self.model, _totals_name(number))
+            try:
+                state = self.version(number)
+            except NotFoundError:
+                continue
+            if saved is not None:
+                state.totals = Cumulative.from_state(
+                    state.task, saved["cumulative"], self.options.ranked_rows
+                )
+                state.rows.seen = int(saved["seen"])
+                state.through_us = int(saved["through_us"])
+                state.saved = (state.rows.seen, state.totals.labelled)
+            before[number] = int(snapshot.get("windows", {}).get("rows", {}).get("rows", 0))
+        return before
+
+    def _refill(self, before: Mapping[int, int], since: datetime, now: datetime) -> None:
+        """Scan back in time, in steps that double, until each version's count window holds
+        as many rows as when it was saved, or the log's retention is reached."""
+        oldest = now - timedelta(seconds=self.options.retention_s)
+        step = max(now - since, timedelta(minutes=1))
+        until = since
+        for _ in range(REFILL_STEPS):
+            short = [
+                number
+                for number, rows in before.items()
+                if number in self.versions
+                and len(self.versions[number].rows.recent)
+                < min(rows, self.versions[number].rows.window_rows)
+            ]
+            if not short or until <= oldest:
+                return
+            start = max(until - step, oldest)
+            for number in short:
+                tables = self.log.scan(self.model, version=number, since=start, until=until)
+                if number in tables and len(tables[number]):
+                    self.versions[number].rows.add_older(LogRows.from_table(tables[number]))
+            until, step = start, step * 2
+
+    def _all_feedback(
+        self, status: FeedbackStatus, since: datetime | None = None
+    ) -> list[FeedbackRecord]:
         records: list[FeedbackRecord] = []
         for page in pages(
             lambda after: self.store.feedback_after(
-                self.model, after, limit=FEEDBACK_PAGE, status=status
+                self.model, after, limit=FEEDBACK_PAGE, status=status, since=since
             ),
             lambda record: record.seq,
             size=FEEDBACK_PAGE,
@@ -211,7 +284,7 @@ class ModelTracker:
             records += page
         return records
 
-    def _add_rows(self, tables: Mapping[int, Any]) -> int:
+    def _add_rows(self, tables: Mapping[int, Any], restoring: bool = False) -> int:
         added = 0
         for number, table in sorted(tables.items()):
             if not len(table):
@@ -229,23 +302,27 @@ class ModelTracker:
             rows = rows.take(np.argsort(rows.times, kind="stable"))
             self.log_newest_us = max(self.log_newest_us, int(rows.times[-1]))
             new = self.index.add(number, rows)
-            state.rows.add(rows.take(new))
+            fresh = rows.take(new)
+            # A restart's rows up to its snapshot's time are in the restored ``seen``.
+            counted = int((fresh.times > state.through_us).sum()) if restoring else None
+            state.rows.add(fresh, counted)
             added += int(new.sum())
         return added
 
-    def _label(self, record: FeedbackRecord, number: int) -> None:
+    def _label(self, record: FeedbackRecord, number: int, restoring: bool = False) -> None:
         prediction = self.index.get(record.id)
         assert prediction is not None
         state = self.version(number)
+        received_us = _us(record.received_at)
         state.labelled[record.id] = Labelled(
-            record.label,
-            prediction.score,
-            prediction.label,
-            prediction.time_us,
-            _us(record.received_at),
+            record.label, prediction.score, prediction.label, prediction.time_us, received_us
         )
         state.labelled.move_to_end(record.id)
-        state.cumulative = None
+        # A restart's labels up to the saved totals' feedback seq are in them already.
+        if not restoring or record.seq > state.totals.through_seq:
+            delay_s = (received_us - prediction.time_us) / US
+            state.totals.add(record.label, prediction.score, prediction.label, delay_s, record.seq)
+            state.cumulative = None
         while len(state.labelled) > self.options.index_rows:
             state.labelled.popitem(last=False)
 
@@ -267,10 +344,25 @@ class ModelTracker:
             snapshot, events = self._judge(number, state, now)
             result.events += events
             result.snapshots[number] = snapshot
+            self._save_totals(number, state)
             self.store.save_snapshot(self.model, number, snapshot)
         self.store.save_cursor(self.model, "log", log_cursor)
         self.log_cursor = dict(log_cursor)
         return result
+
+    def _save_totals(self, number: int, state: VersionState) -> None:
+        """The totals since the version began serving, for a restart (when they changed)."""
+        key = (state.rows.seen, state.totals.labelled)
+        if key == state.saved:
+            return
+        through_us = max(state.through_us, state.rows.newest_us or 0)
+        document = {
+            "seen": state.rows.seen,
+            "through_us": through_us,
+            "cumulative": state.totals.state(),
+        }
+        self.store.save_cursor(self.model, _totals_name(number), document)
+        state.saved = key
 
     def _join(self, now: datetime) -> dict[str, int]:
         """Join pending and new feedback to predictions by id; settle what is decided."""
@@ -371,9 +463,14 @@ class ModelTracker:
         offline = dict(state.info.metrics)
         perf_spec = state.spec.performance
         metric = primary_metric(state.task, offline, perf_spec.metric)
-        if state.cumulative is None:  # sklearn over every labelled row: only on new labels
-            state.cumulative = self._labelled_metrics(state, list(state.labelled.values()))
+        if state.cumulative is None:  # the totals' metrics: only on new labels
+            state.cumulative = {
+                "metrics": state.totals.metrics(),
+                "labelled": state.totals.labelled,
+                "delay": state.totals.delay(),
+            }
         cumulative = _with_coverage(state.cumulative, state.rows.seen)
+        cumulative["sampled"] = state.totals.sampled  # ROC AUC, AP and delays on a sample
         performance: dict[str, Any] = {"all": cumulative, "offline": offline}
         drift: dict[str, Any] = {}
         drifted: list[tuple[Window, DatasetDrift]] = []
@@ -489,6 +586,11 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _totals_name(number: int) -> str:
+    """The store cursor a version's totals are saved under."""
+    return f"totals:v{number}"
 
 
 def _with_coverage(labelled: dict[str, Any], predicted: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,10 @@ US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: How many ids that left it the join index remembers, whatever its size.
 GONE_ROWS = 1_000_000
+#: Slices of the time window (its start is rounded up to a slice: 1/16 of its minutes).
+SLICES = 16
+#: The time window keeps this many times the count window's rows at most, by default.
+SAMPLE_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -95,21 +99,34 @@ class LogRows:
 
     def concat(self, other: LogRows) -> LogRows:
         """These rows then ``other``'s, in time order (features aligned by name)."""
-        if not len(self):
-            merged = other
-        elif not len(other):
+        merged = self.stacked(other)
+        return merged if len(merged) < 2 else merged.take(np.argsort(merged.times, kind="stable"))
+
+    def stacked(self, other: LogRows) -> LogRows:
+        """These rows then ``other``'s, in that order (features aligned by name)."""
+        if not len(other):
             return self
-        else:
-            merged = LogRows(
-                np.concatenate([self.ids, other.ids]),
-                np.concatenate([self.times, other.times]),
-                np.concatenate([self.scores, other.scores]),
-                np.concatenate([self.labels, other.labels]),
-                np.concatenate([self.features, other.aligned(self.names)]),
-                self.names,
-            )
-        order = np.argsort(merged.times, kind="stable")
-        return merged.take(order)
+        if not len(self):
+            return other
+        return LogRows(
+            np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.times, other.times]),
+            np.concatenate([self.scores, other.scores]),
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.features, other.aligned(self.names)]),
+            self.names,
+        )
+
+    def replaced(self, positions: npt.NDArray[np.intp], other: LogRows) -> LogRows:
+        """A copy with the rows at ``positions`` replaced by ``other``'s, in order."""
+        ids, times, scores = self.ids.copy(), self.times.copy(), self.scores.copy()
+        labels, features = self.labels.copy(), self.features.copy()
+        ids[positions] = other.ids
+        times[positions] = other.times
+        scores[positions] = other.scores
+        labels[positions] = other.labels
+        features[positions] = other.aligned(self.names)
+        return LogRows(ids, times, scores, labels, features, self.names)
 
     def aligned(self, names: tuple[str, ...]) -> npt.NDArray[np.float32]:
         """The feature matrix with columns in ``names`` order (NaN for a missing feature)."""
@@ -128,20 +145,30 @@ class Window:
     """One window's rows and its bounds."""
 
     kind: str  # "rows" | "time"
-    rows: LogRows
+    rows: LogRows  # every row of the window, or a uniform sample of them (``sampled``)
     start_us: int | None
     end_us: int | None
     full: bool  # whether it may give a verdict (count window full, time window big enough)
+    total: int | None = None  # the window's true row count when ``rows`` is a sample
+
+    @property
+    def sampled(self) -> bool:
+        """Whether ``rows`` is a sample of the window rather than all of it."""
+        return self.total is not None and self.total > len(self.rows)
 
     def bounds(self) -> dict[str, Any]:
-        """Start and end as ISO times, and the row count."""
-        return {
+        """Start and end as ISO times, the row count, and the sample's size if sampled."""
+        bounds = {
             "kind": self.kind,
             "start": _iso(self.start_us),
             "end": _iso(self.end_us),
-            "rows": len(self.rows),
+            "rows": self.total if self.total is not None else len(self.rows),
             "full": self.full,
+            "sampled": self.sampled,
         }
+        if self.sampled:
+            bounds["sample_rows"] = len(self.rows)
+        return bounds
 
 
 def _iso(us: int | None) -> str | None:
@@ -151,44 +178,156 @@ def _iso(us: int | None) -> str | None:
 
 
 @dataclass
+class _Slice:
+    """The rows of one slice of time: how many, and a uniform sample of them."""
+
+    count: int
+    rows: LogRows  # every row while ``count`` <= the sample size, else a reservoir
+
+
 class VersionRows:
-    """The rows one version's windows need; older ones are dropped by ``trim``."""
+    """The rows one version's windows need, in bounded memory.
 
-    window_rows: int
-    window_minutes: float
-    min_rows: int
-    rows: LogRows = field(default_factory=LogRows.empty)
-    seen: int = 0  # predictions added since the monitor started on this version
+    The count window is exact: the last ``window_rows`` predictions by time. The time window
+    is the last ``window_minutes`` in ``SLICES`` slices of time (its start is rounded up to a
+    slice boundary: it spans between 15/16 of the minutes and all of them). Each slice
+    counts its rows exactly and keeps at most ``sample_rows`` of them, a uniform reservoir
+    sample (algorithm R); the window is every row while it has at most ``sample_rows``,
+    else a sample of that many, drawn from the slices in proportion to their counts, and
+    ``Window.total`` tells the true count. Memory is at most ``SLICES × sample_rows`` rows
+    per version whatever the traffic; drift runs on at most ``sample_rows`` rows.
+    """
 
-    def add(self, new: LogRows) -> None:
-        """New rows from the log (any order)."""
+    def __init__(
+        self,
+        window_rows: int,
+        window_minutes: float,
+        min_rows: int,
+        sample_rows: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.window_rows = window_rows
+        self.window_minutes = window_minutes
+        self.min_rows = min_rows
+        self.sample_rows = sample_rows or max(SAMPLE_FACTOR * window_rows, min_rows)
+        self.window_us = max(1, int(window_minutes * 60 * US))
+        self.slice_us = max(1, self.window_us // SLICES)
+        self.recent = LogRows.empty()  # the count window's rows
+        self.slices: dict[int, _Slice] = {}
+        self.seen = 0  # predictions added (a tracker restores it from its snapshot)
+        self.newest_us: int | None = None
+        self._rng = np.random.default_rng(seed)
+        self._changes = 0
+        self._cached: tuple[tuple[int, int], tuple[LogRows, int]] | None = None
+
+    def add(self, new: LogRows, counted: int | None = None) -> None:
+        """New rows from the log (any order); ``counted`` of them are new to ``seen`` (all
+        unless told: a restart's rows that its snapshot counted already are not)."""
         if not len(new):
             return
-        self.rows = (LogRows.empty(new.names) if not len(self.rows) else self.rows).concat(new)
-        self.seen += len(new)
+        self.seen += len(new) if counted is None else counted
+        merged = self.recent.concat(new)
+        self.recent = merged.take(slice(max(0, len(merged) - self.window_rows), None))  # type: ignore[arg-type]
+        newest = int(new.times.max())
+        self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
+        # Rows older than the time window as of the newest row never enter a slice.
+        keep = new.times >= self.newest_us - self.window_us
+        if not keep.all():
+            new = new.take(keep)
+        keys = new.times // self.slice_us
+        for key in np.unique(keys).tolist():
+            part = new if len(keys) and keys[0] == keys[-1] == key else new.take(keys == key)
+            self._into(int(key), part)
+        self._changes += 1
+
+    def add_older(self, older: LogRows) -> None:
+        """Rows from before every window but the count window's (a restart refilling the
+        last ``window_rows`` of a quiet version): they go to the count window only."""
+        merged = older.concat(self.recent)
+        self.recent = merged.take(slice(max(0, len(merged) - self.window_rows), None))  # type: ignore[arg-type]
+
+    def _into(self, key: int, rows: LogRows) -> None:
+        part = self.slices.get(key)
+        if part is None:
+            part = self.slices[key] = _Slice(0, LogRows.empty(rows.names))
+        cap = self.sample_rows
+        free = max(0, cap - len(part.rows))
+        if free:
+            part.rows = part.rows.stacked(rows.take(slice(0, free)))  # type: ignore[arg-type]
+        rest = len(rows) - free
+        if rest > 0:  # algorithm R, one draw per row: row p replaces slot j < cap, j ~ U[0, p]
+            position = part.count + free + np.arange(rest)
+            slot = self._rng.integers(0, position + 1)
+            hit = np.flatnonzero(slot < cap)
+            if hit.size:
+                slots, sources = slot[hit], free + hit
+                # The last row drawn for a slot is the one left there.
+                _, first_reversed = np.unique(slots[::-1], return_index=True)
+                last = len(slots) - 1 - first_reversed
+                part.rows = part.rows.replaced(slots[last], rows.take(sources[last]))
+        part.count += len(rows)
 
     def trim(self, now_us: int) -> None:
-        """Keep the last ``window_rows`` rows and every row of the time window."""
-        n = len(self.rows)
-        if n <= self.window_rows:
-            return
-        cutoff = now_us - int(self.window_minutes * 60 * US)
-        first_recent = int(np.searchsorted(self.rows.times, cutoff, side="left"))
-        keep_from = min(n - self.window_rows, first_recent)
-        if keep_from > 0:
-            self.rows = self.rows.take(slice(keep_from, None))  # type: ignore[arg-type]
+        """Drop the slices that are before the time window."""
+        first = self._first_slice(now_us)
+        old = [key for key in self.slices if key < first]
+        for key in old:
+            del self.slices[key]
+        if old:
+            self._changes += 1
+
+    def _first_slice(self, now_us: int) -> int:
+        return -(-(now_us - self.window_us) // self.slice_us)  # rounded up
 
     def count_window(self) -> Window:
         """The last ``window_rows`` predictions; full once that many arrived."""
-        rows = self.rows.take(slice(max(0, len(self.rows) - self.window_rows), None))  # type: ignore[arg-type]
+        rows = self.recent
         return Window("rows", rows, *_span(rows), full=len(rows) >= self.window_rows)
 
     def time_window(self, now_us: int) -> Window:
-        """The predictions of the last ``window_minutes``; full with ``min_rows`` rows."""
-        start = now_us - int(self.window_minutes * 60 * US)
-        first = int(np.searchsorted(self.rows.times, start, side="left"))
-        rows = self.rows.take(slice(first, None))  # type: ignore[arg-type]
-        return Window("time", rows, start, now_us, full=len(rows) >= self.min_rows)
+        """The predictions of the last ``window_minutes`` (every one, or a uniform sample of
+        ``sample_rows``); full with ``min_rows`` rows."""
+        first = self._first_slice(now_us)
+        if self._cached is None or self._cached[0] != (first, self._changes):
+            self._cached = ((first, self._changes), self._draw(first))
+        rows, total = self._cached[1]
+        full = total >= self.min_rows
+        sampled = total if total > len(rows) else None
+        return Window("time", rows, first * self.slice_us, now_us, full, sampled)
+
+    def _draw(self, first: int) -> tuple[LogRows, int]:
+        """The time window's rows from ``first`` on (a sample of them if too many), in time
+        order, and their true count; drawn again only when the slices change."""
+        parts = [part for k, part in sorted(self.slices.items()) if k >= first]
+        total = sum(part.count for part in parts)
+        if total > self.sample_rows:  # from each slice in proportion to its count
+            share = np.asarray([part.count for part in parts], dtype=np.float64)
+            share *= self.sample_rows / total
+            taken = np.floor(share).astype(np.int64)
+            extra = self.sample_rows - int(taken.sum())
+            taken[np.argsort(taken - share, kind="stable")[:extra]] += 1  # largest remainders
+            parts = [
+                _Slice(n, part.rows.take(self._rng.choice(len(part.rows), n, replace=False)))
+                for part, n in zip(parts, taken.tolist(), strict=True)
+            ]
+        rows = _stack([part.rows for part in parts])
+        if len(rows) > 1:
+            rows = rows.take(np.argsort(rows.times, kind="stable"))
+        return rows, total
+
+
+def _stack(parts: list[LogRows]) -> LogRows:
+    if not parts:
+        return LogRows.empty()
+    names = parts[0].names
+    return LogRows(
+        np.concatenate([p.ids for p in parts]),
+        np.concatenate([p.times for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.aligned(names) for p in parts]),
+        names,
+    )
 
 
 def _span(rows: LogRows) -> tuple[int | None, int | None]:

@@ -169,11 +169,18 @@ class MonitoringStore:
         *,
         limit: int = 10_000,
         status: FeedbackStatus | None = None,
+        since: datetime | None = None,
     ) -> list[FeedbackRecord]:
-        """Up to ``limit`` labels of ``model`` with a ``seq`` above ``seq``, in ``seq`` order."""
+        """Up to ``limit`` labels of ``model`` with a ``seq`` above ``seq``, in ``seq`` order
+        (of one ``status``, received at or after ``since``, when given)."""
         _check_count(limit, "limit")
         if status is not None:
             _check_status(status)
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            raise InvalidInputError(
+                f"since must be a timezone-aware datetime, not {since!r}; e.g. "
+                "datetime.now(UTC) - timedelta(hours=1)"
+            )
         with self._transaction() as session:
             model_id = find_model(session, model).id
             query = select(
@@ -186,6 +193,8 @@ class MonitoringStore:
             ).where(FeedbackRow.model_id == model_id)
             if status is not None:
                 query = query.where(FeedbackRow.status == status)
+            if since is not None:
+                query = query.where(FeedbackRow.received_at >= since)
             rows = session.execute(
                 query.where(FeedbackRow.seq > seq).order_by(FeedbackRow.seq).limit(limit)
             )
