@@ -159,6 +159,9 @@ class ModelTracker:
         self.feedback_seq = 0
         self.swept: datetime | None = None
         self._rebuilt_rows = 0
+        # Ids a rebuild put back in the windows without counting them: rows the saved log
+        # cursor does not cover come again from the next ``read_new`` and are counted then.
+        self._uncounted: set[str] = set()
 
     # -- state ----------------------------------------------------------------------------
 
@@ -211,7 +214,9 @@ class ModelTracker:
         # first time is then followed from now on (the scan has what came before).
         since = now - timedelta(seconds=longest_s)
         tables = self.log.scan(self.model, since=since)
-        added = self._add_rows(tables, restoring=True)
+        # A model new to the monitor counts what the scan found; otherwise the saved log
+        # cursor says what was counted, and the next read brings the rest.
+        added = self._add_rows(tables, restoring=self.log_cursor is not None)
         if self.log_cursor is None:  # new to the monitor: the next cycle reports these rows
             self._rebuilt_rows = added
             self.log_cursor = BatchCursor(name_floor(_us(now) // 1000), frozenset()).dump()
@@ -303,10 +308,18 @@ class ModelTracker:
             self.log_newest_us = max(self.log_newest_us, int(rows.times[-1]))
             new = self.index.add(number, rows)
             fresh = rows.take(new)
-            # A restart's rows up to its snapshot's time are in the restored ``seen``.
-            counted = int((fresh.times > state.through_us).sum()) if restoring else None
+            if restoring:  # in the windows again; counted when the log read brings them
+                self._uncounted.update(fresh.ids.tolist())
+                state.rows.add(fresh, 0)
+                added += int(new.sum())
+                continue
+            counted = int(new.sum())
+            if self._uncounted:
+                again = [i for i in rows.take(~new).ids.tolist() if i in self._uncounted]
+                counted += len(again)
+                self._uncounted.difference_update(again)
             state.rows.add(fresh, counted)
-            added += int(new.sum())
+            added += counted
         return added
 
     def _label(self, record: FeedbackRecord, number: int, restoring: bool = False) -> None:
@@ -336,6 +349,7 @@ class ModelTracker:
         tables, log_cursor = self.log.read_new(self.model, self.log_cursor)
         result.rows = self._add_rows(tables) + self._rebuilt_rows
         self._rebuilt_rows = 0
+        self._uncounted.clear()  # the rest of the rebuild's rows were counted before it
         self.index.evict(now_us)
         for state in self.versions.values():
             state.rows.trim(now_us)

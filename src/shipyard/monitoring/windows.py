@@ -223,9 +223,9 @@ class VersionRows:
     def add(self, new: LogRows, counted: int | None = None) -> None:
         """New rows from the log (any order); ``counted`` of them are new to ``seen`` (all
         unless told: a restart's rows that its snapshot counted already are not)."""
+        self.seen += len(new) if counted is None else counted
         if not len(new):
             return
-        self.seen += len(new) if counted is None else counted
         merged = self.recent.concat(new)
         self.recent = merged.take(slice(max(0, len(merged) - self.window_rows), None))  # type: ignore[arg-type]
         newest = int(new.times.max())
