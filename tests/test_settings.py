@@ -66,6 +66,7 @@ def everything_set(tmp_path: Path) -> Settings:
         monitor_interval_seconds=0.5,
         monitor_lease_ttl_seconds=4.0,
         feedback_window_hours=1.5,
+        feedback_retention_days=12.0,
         monitor_index_rows=1000,
         feedback_grace_seconds=0.0,
     )
