@@ -29,7 +29,8 @@ first. Every queue the benchmark creates is deleted.
 With ``--log-ratio`` it runs only the scorer, with the prediction log off and on (Parquet
 under a folder of the run, the default of ``shipyard stream``), alternately on the same
 inputs, and prints per backend and worker count both rates, their ratio and the Parquet
-files the logging runs wrote per second. The other runs log as ``shipyard stream`` does.
+files the logging runs wrote per second, then each round's pair with the CPU the rest of
+the machine took meanwhile. The other runs log as ``shipyard stream`` does.
 
     python benchmarks/stream.py [--messages 50000] [--backends rabbitmq,nats,redis]
         [--workers 1,2] [--rounds 1] [--log-ratio]
@@ -543,6 +544,22 @@ def print_log_ratios(runs: Sequence[Run]) -> None:
         )
 
 
+def print_log_rounds(runs: Sequence[tuple[int, Run]]) -> None:
+    """Each round's log off / on pair, with what else ran meanwhile: on a shared machine the
+    fastest of each alone can pair a quiet run with a busy one."""
+    print("| backend | workers | round | log off msg/s | log on msg/s | on / off | others' CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    offs = {(n, r.backend, r.workers): r for n, r in runs if r.mode == "scorer, log off"}
+    for number, on in runs:
+        off = offs.get((number, on.backend, on.workers))
+        if on.mode != "scorer, log on" or off is None:
+            continue
+        print(
+            f"| {on.backend} | {on.workers} | {number} | {off.rate:,.0f} | {on.rate:,.0f} | "
+            f"{on.rate / off.rate:.2f} | {off.other_cores:.2f} / {on.other_cores:.2f} |"
+        )
+
+
 def describe(run: Run) -> str:
     """One line of progress."""
     return (
@@ -598,6 +615,7 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     runs: list[Run] = []
+    numbered: list[tuple[int, Run]] = []
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-stream-") as tmp:
         home = Path(tmp) / "home"
         _, features, estimator, _ = train(home, args.rows)
@@ -635,6 +653,7 @@ def main() -> None:
                 for count in counts_of_workers:
                     for mode in run_modes:
                         runs.append(run_scoring(setup, backend, mode, count))
+                        numbered.append((round_number, runs[-1]))
                         log(f"  round {round_number}/{args.rounds}  {describe(runs[-1])}")
                 if "seed" in modes and round_number == 1:
                     runs.append(run_seed(setup, backend, args.seed_messages, args.seed_seconds))
@@ -654,6 +673,8 @@ def main() -> None:
     print()
     if args.log_ratio:
         print_log_ratios(best)
+        print()
+        print_log_rounds(numbered)
     else:
         print_ratios(best)
 

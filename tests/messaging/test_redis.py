@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from shipyard.errors import InvalidInputError, UnavailableError
 from shipyard.messaging import BackpressureError, QueueSpec
+from shipyard.messaging import redis as redis_backend
 from shipyard.messaging.redis import RedisBroker, spec_key
 
 pytestmark = pytest.mark.anyio
@@ -96,6 +97,32 @@ async def test_ack_leaves_nothing_pending_and_nothing_in_the_stream(
     await broker.ack(queue, deliveries)
     assert (await server.xpending(queue, "shipyard"))["pending"] == 0
     assert await server.xlen(queue) == 0
+
+
+async def test_a_long_ack_goes_in_chunks_and_acks_every_entry(
+    brokers: Make, server: Redis, names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "ACK_CHUNK", 2)
+    queue, _ = names
+    broker = brokers()
+    await broker.declare(QueueSpec(queue))
+    await broker.publish(queue, [b"a", b"b", b"c", b"d", b"e"])
+    deliveries = await broker.consume(queue, 10, 1000)
+    scripts = 0
+    ack = broker._ack
+
+    async def counted(**arguments: object) -> object:
+        nonlocal scripts
+        scripts += 1
+        return await ack(**arguments)
+
+    monkeypatch.setattr(broker, "_ack", counted)
+    await broker.ack(queue, deliveries)
+    assert scripts == 3
+    assert (await server.xpending(queue, "shipyard"))["pending"] == 0
+    assert await server.xlen(queue) == 0
+    await broker.ack(queue, deliveries)  # again (a retried ack): nothing to do, no error
+    await broker.ack(queue, [])
 
 
 async def test_dead_letters_leave_the_source_stream(

@@ -4,6 +4,7 @@ against real brokers in ``e2e/test_workers.py``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -96,3 +97,30 @@ def test_a_running_worker_shows_the_broker_clients_warnings(
         for name, logger in quieted.items():
             logger.setLevel(before[name])
     assert levels == dict.fromkeys(CLIENT_LOGGERS, logging.WARNING)
+
+
+def test_a_running_worker_keeps_its_start_up_objects_out_of_full_collections(
+    stream_registry: Registry, sqlite_settings: Settings
+) -> None:
+    """Frozen once the model is loaded (messages waiting for the prediction log must not make
+    every full collection walk the libraries and the model); unfrozen when ``serve`` returns."""
+    config = ScorerConfig(model=MODEL, queue=f"in-{uuid.uuid4().hex[:8]}")
+    frozen: list[int] = []
+
+    async def scenario() -> None:
+        async def stop_once_frozen() -> None:
+            for _ in range(600):  # bounded: the worker starts within a minute
+                if gc.get_freeze_count():
+                    break
+                await asyncio.sleep(0.1)
+            frozen.append(gc.get_freeze_count())
+            os.kill(os.getpid(), signal.SIGTERM)  # what stops a worker
+
+        broker = open_broker(f"memory://{uuid.uuid4().hex}")
+        watcher = asyncio.ensure_future(stop_once_frozen())
+        await serve(sqlite_settings, config, broker)
+        await watcher
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert frozen[0] > 0
+    assert gc.get_freeze_count() == 0

@@ -11,7 +11,10 @@ An entry holds the body in field ``b`` and the publish time in field ``t``.
   the whole batch, atomically; it returns once Redis answered.
 - The bound counts entries not yet acked: ``ack`` ``XACK``s and ``XDEL``s the entries in
   one script (``reject`` in one transaction), so ``XLEN`` is exactly the waiting plus
-  in-flight entries.
+  in-flight entries. A long ack (a scorer acks what one prediction-log write released, a
+  few thousand entries) goes as one script per ``ACK_CHUNK`` entries, one after the other:
+  Redis runs a script to its end before anything else, and one of 4,096 entries (~7 ms)
+  held up the consumes and publishes of every worker behind it.
   One group per queue follows from that: a second group would lose what the first acked.
 - ``consume`` reads new entries with ``XREADGROUP >`` and only when there are none, waits
   in a blocking one. On its first call for a queue, and then at most every quarter of
@@ -52,6 +55,7 @@ from shipyard.messaging.broker import (
 
 BODY = b"b"
 PUBLISHED_AT = b"t"
+ACK_CHUNK = 1024
 
 # KEYS: spec hash, queue stream, dead-letter stream, dead-letter spec hash.
 # ARGV: dead-letter name, max length ("" when unbounded). First declaration wins.
@@ -283,11 +287,13 @@ class RedisBroker:
         return [entry for _, entries in response for entry in entries]
 
     async def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """``XACK`` and ``XDEL`` the entries in one script, so they leave the bound."""
-        if not deliveries:
-            return
+        """``XACK`` and ``XDEL`` the entries, so they leave the bound: one script per
+        ``ACK_CHUNK`` entries, so that other clients' commands run between them."""
+        keys = [queue, self._group]
         async with self._reachable():
-            await self._ack(keys=[queue, self._group], args=[d.handle for d in deliveries])
+            for start in range(0, len(deliveries), ACK_CHUNK):
+                chunk = deliveries[start : start + ACK_CHUNK]
+                await self._ack(keys=keys, args=[d.handle for d in chunk])
 
     async def _dead_letter(self, queue: str) -> str:
         dead = self._dead_letters.get(queue)

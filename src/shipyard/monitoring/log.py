@@ -88,6 +88,13 @@ PART_PREFIX = "part-"
 DICTIONARY_COLUMNS = ["model", "version", "source", "label"]
 """Columns of few distinct values; ids, times and features are written plain (trying a
 dictionary on them doubled the write's cost and made bigger files)."""
+STATISTICS_COLUMNS = ["id", "version", "time"]
+"""Columns whose row groups carry min/max statistics (what a scan filters on); those of the
+features cost a fifth of a write and no reader uses them."""
+COMPRESSION = "snappy"
+"""Parquet's usual codec. zstd made 12 % smaller files but cost twice the CPU a row, and
+~0.8 ms a file to set up, on the stream scorer's writer thread (whose core the scorer
+shares): 3.3 ms against 1.5 ms for a 5,120-row write."""
 _HOUR_FORMAT = "%Y-%m-%dT%H"
 _NAME = re.compile(r"^part-([0-9a-f]{32})\.parquet$")
 
@@ -125,7 +132,13 @@ class ParquetLog:
         temporary = folder / f".{final.name}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(batch, temporary, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
+            pq.write_table(
+                batch,
+                temporary,
+                compression=COMPRESSION,
+                use_dictionary=DICTIONARY_COLUMNS,
+                write_statistics=STATISTICS_COLUMNS,
+            )
             temporary.replace(final)
         except OSError as error:
             if folder.exists():

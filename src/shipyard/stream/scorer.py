@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
 from shipyard.inference.predictor import Features, Outputs
@@ -84,7 +85,7 @@ class _Record:
     names: list[str]
     features: Features
     outputs: Outputs
-    latency_ms: list[float]
+    latency_ms: npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -279,11 +280,15 @@ class Scorer:
             for delivery in done:
                 if delivery.published_at is not None:
                     self._latency.observe(max(0.0, confirmed - delivery.published_at))
+        del results  # not held while the batch waits for the log: a cooler heap
         published()
         if self.recorder is None:
             await self._ack(done)
             return
-        await asyncio.gather(*(self._log(record) for record in records))
+        if len(records) == 1:  # the usual case: no task for gather to make
+            await self._log(records[0])
+        else:
+            await asyncio.gather(*(self._log(record) for record in records))
         await self._ack_together(done)
 
     async def _ack_together(self, deliveries: Sequence[Delivery]) -> None:
@@ -330,7 +335,7 @@ class Scorer:
                 record.names,
                 record.features,
                 record.outputs,
-                np.asarray(record.latency_ms, dtype=np.float32),
+                record.latency_ms,
             ),
         )
 
@@ -361,7 +366,8 @@ class Scorer:
             return [], []
         scored = [deliveries[i] for i in inputs.kept]
         if self.recorder is not None:
-            now = time.time()
+            # None (a broker that does not say) becomes NaN.
+            published = np.array([d.published_at for d in scored], dtype=np.float64)
             records.append(
                 _Record(
                     inference.model,
@@ -370,10 +376,7 @@ class Scorer:
                     inference.layout.names,
                     inputs.features,
                     inference.outputs,
-                    [
-                        float("nan") if d.published_at is None else (now - d.published_at) * 1000
-                        for d in scored
-                    ],
+                    ((time.time() - published) * 1000).astype(np.float32),
                 )
             )
         return self._results(
