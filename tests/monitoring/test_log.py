@@ -336,3 +336,18 @@ def test_a_damaged_file_is_skipped_not_fatal(
     assert tables[1].column("id").to_pylist() == ["z"]
     assert log.scan("fraud")[1].num_rows == 1
     assert "not a readable Parquet file" in caplog.text
+
+
+def test_rows_the_database_refuses_are_invalid_input_not_unreachable(stores: Stores) -> None:
+    """An id too long for PostgreSQL's column is the rows' fault: retrying cannot help, so
+    it is not a retryable "check that it is reachable" error (the scorer would retry for
+    ever)."""
+    log = stores()
+    if not isinstance(log, SqlLog) or log.engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL enforces the column's length")
+    with pytest.raises(InvalidInputError, match="at most 200 characters") as caught:
+        log.write(batch(["x" * 201]))
+    assert not caught.value.retryable
+    assert "reachable" not in str(caught.value)
+    log.write(batch(["x" * 200]))
+    assert log.scan("fraud")[1].num_rows == 1

@@ -19,9 +19,14 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
-from shipyard.errors import ConfigurationError, PredictionLogError
+from shipyard.errors import ConfigurationError, InvalidInputError, PredictionLogError
 from shipyard.monitoring.records import (
     BASE_FIELDS,
     DEFAULT_GRACE_SECONDS,
@@ -31,6 +36,7 @@ from shipyard.monitoring.records import (
     schema,
     single_version,
 )
+from shipyard.registry.monitoring import MAX_ID_LENGTH
 
 CONNECT_TIMEOUT_S = 10
 metadata = sa.MetaData()
@@ -39,8 +45,8 @@ predictions = sa.Table(
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("batch", sa.String(32), nullable=False),
-    sa.Column("id", sa.String(200), nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("id", sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column("model", sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
@@ -81,6 +87,15 @@ def _unavailable(doing: str, error: BaseException) -> PredictionLogError:
     return PredictionLogError(
         f"cannot {doing} the prediction log's database ({type(error).__name__}: "
         f"{str(error).splitlines()[0] if str(error) else ''}); check that it is reachable"
+    )
+
+
+def _refused(error: DataError) -> InvalidInputError:
+    """The database refused a value (too long, out of range): retrying cannot help."""
+    return InvalidInputError(
+        f"the prediction log's database refused the batch's rows as invalid ("
+        f"{str(error.orig or error).splitlines()[0]}); prediction ids and model names "
+        f"are at most {MAX_ID_LENGTH} characters; trying again will not help"
     )
 
 
@@ -126,7 +141,9 @@ class SqlLog:
         try:
             with self.engine.begin() as connection:
                 connection.execute(predictions.insert(), rows)
-        except (SQLAlchemyError, DBAPIError) as error:
+        except DataError as error:
+            raise _refused(error) from error
+        except SQLAlchemyError as error:
             raise _unavailable("write to", error) from error
 
     def _select(self, where: Sequence[Any]) -> list[sa.Row[Any]]:
