@@ -15,6 +15,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from shipyard.errors import ConfigurationError, InvalidInputError, PredictionLogError
 from shipyard.monitoring.log import (
@@ -236,6 +237,49 @@ def test_expire_removes_what_was_logged_before_the_cutoff(stores: Stores) -> Non
     assert log.expire(datetime.now(UTC) + timedelta(hours=2)) == 2
     assert log.scan("fraud") == {}
     assert log.read_new("fraud", None)[0] == {}
+
+
+def test_sql_expire_deletes_in_batches_across_models(stores: Stores) -> None:
+    log = stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("the Parquet store removes whole files")
+    log.write(batch([f"f{i}" for i in range(5)]))
+    log.write(batch([f"o{i}" for i in range(3)], model="other"))
+    transactions: list[int] = []
+    sa.event.listen(log.engine, "begin", lambda _: transactions.append(1))
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2), batch_rows=2) == 8
+    assert len(transactions) == 5  # 2 + 2 + 2 + 2 rows, then none left
+    assert log.scan("fraud") == {}
+    assert log.scan("other") == {}
+    log.write(batch(["z"]))
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2), batch_rows=1) == 1
+
+
+def test_sql_read_new_does_not_fetch_the_batches_it_read_already(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batches of the grace period are filtered out in SQL, not fetched and decoded
+    every cycle to be dropped."""
+    log = stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("the Parquet store lists file names")
+    log.write(batch(["a", "b"]))
+    found, cursor = log.read_new("fraud", None)
+    assert found[1].num_rows == 2
+    fetched: list[int] = []
+    select = log._select
+
+    def counting(where: Any) -> Any:
+        rows = select(where)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(log, "_select", counting)
+    log.write(batch(["c"]))
+    found, cursor = log.read_new("fraud", cursor)
+    assert found[1].column("id").to_pylist() == ["c"]
+    assert log.read_new("fraud", cursor)[0] == {}
+    assert fetched == [1, 0]
 
 
 def test_open_prediction_log_follows_the_settings(tmp_path: Path) -> None:

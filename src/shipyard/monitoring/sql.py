@@ -39,6 +39,10 @@ from shipyard.monitoring.records import (
 from shipyard.registry.monitoring import MAX_ID_LENGTH
 
 CONNECT_TIMEOUT_S = 10
+EXPIRE_BATCH_ROWS = 10_000
+"""Rows ``expire`` deletes per transaction."""
+MAX_EXPIRE_BATCHES = 1_000
+"""Transactions of one ``expire`` call at most; what is left goes next time."""
 metadata = sa.MetaData()
 predictions = sa.Table(
     "prediction_log",
@@ -163,7 +167,9 @@ class SqlLog:
         where = [predictions.c.model == model]
         if floor is not None:
             where.append(predictions.c.batch >= floor)
-        rows = [r for r in self._select(where) if r.batch not in position.recent]
+        if position.recent:  # read already: not fetched (nor their features decoded) again
+            where.append(predictions.c.batch.not_in(sorted(position.recent)))
+        rows = self._select(where)
         seen = {r.batch for r in rows}
         return _tables(rows), position.advance(seen, self.grace_seconds).dump()
 
@@ -185,16 +191,24 @@ class SqlLog:
             where.append(predictions.c.time < until.astimezone(UTC))
         return _tables(self._select(where))
 
-    def expire(self, before: datetime) -> int:
-        """Delete the rows logged before ``before``; returns how many."""
-        try:
-            with self.engine.begin() as connection:
-                result = connection.execute(
-                    predictions.delete().where(predictions.c.time < before.astimezone(UTC))
-                )
-        except SQLAlchemyError as error:
-            raise _unavailable("expire rows of", error) from error
-        return int(result.rowcount or 0)
+    def expire(self, before: datetime, *, batch_rows: int = EXPIRE_BATCH_ROWS) -> int:
+        """Delete the rows logged before ``before``, ``batch_rows`` per transaction (a
+        short lock each, however much is due); returns how many."""
+        removed = 0
+        old = predictions.c.time < before.astimezone(UTC)
+        for _ in range(MAX_EXPIRE_BATCHES):  # the rest waits for the next call
+            chosen = sa.select(predictions.c.seq).where(old).limit(batch_rows)
+            try:
+                with self.engine.begin() as connection:
+                    seqs = list(connection.scalars(chosen))
+                    if seqs:
+                        connection.execute(predictions.delete().where(predictions.c.seq.in_(seqs)))
+            except SQLAlchemyError as error:
+                raise _unavailable("expire rows of", error) from error
+            removed += len(seqs)
+            if len(seqs) < batch_rows:
+                break
+        return removed
 
     def close(self) -> None:
         """Close the database connections."""
