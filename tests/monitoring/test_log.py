@@ -4,6 +4,8 @@ Parquet store and the SQL store (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -313,11 +315,40 @@ def test_sql_read_new_sees_a_transaction_committed_after_a_later_one(
     log.write(batch(["fast"]))
     found, cursor = reader.read_new("fraud", None)
     assert found[1].column("id").to_pylist() == ["fast"]
-    monkeypatch.setattr(sql, "batch_name", lambda: early)
+    monkeypatch.setattr(sql, "batch_name", lambda *_: early)
     log.write(batch(["slow"]))
     found, cursor = reader.read_new("fraud", cursor)
     assert found[1].column("id").to_pylist() == ["slow"]
     assert reader.read_new("fraud", cursor)[0] == {}
+
+
+def test_a_writer_whose_clock_runs_fast_hides_no_rows_on_postgresql(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batch names come from the database's clock on PostgreSQL, so a writer 10 minutes
+    fast does not push the reader's floor past the others' batches; elsewhere they do come
+    from the writers' clocks, and the reader warns."""
+    log, reader = stores(), stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("Parquet names files by the writers' clocks")
+    import shipyard.monitoring.records as records
+
+    real = records.new_id
+    fast = int(time.time() * 1000) + 600_000
+    monkeypatch.setattr(records, "new_id", lambda: f"{fast:012x}" + real().replace("-", "")[12:])
+    log.write(batch(["fast"]))
+    monkeypatch.setattr(records, "new_id", real)
+    with caplog.at_level(logging.WARNING, logger="shipyard.monitoring.sql"):
+        found, cursor = reader.read_new("fraud", None)
+    assert found[1].column("id").to_pylist() == ["fast"]
+    log.write(batch(["on time"]))
+    found, cursor = reader.read_new("fraud", cursor)
+    if log.engine.dialect.name == "postgresql":
+        assert found[1].column("id").to_pylist() == ["on time"]
+        assert "clock runs fast" not in caplog.text
+    else:
+        assert found == {}  # below the floor the fast writer set
+        assert "s later than this clock: a writer's clock runs fast" in caplog.text
 
 
 def test_an_unreachable_database_is_a_prediction_log_error(tmp_path: Path) -> None:

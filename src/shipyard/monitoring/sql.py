@@ -7,11 +7,20 @@ metadata, if it is missing. The columns are those of the Parquet log, with the f
 JSON (name → value, in layout order) and a ``batch`` column: the UUIDv7 hex of the write
 that stored the row, which ``read_new`` follows exactly as the Parquet store follows file
 names (``BatchCursor``), so a transaction that commits after a later one is still read.
+
+Batch names carry the time they were made. On PostgreSQL that is the database's clock, read
+in the write's transaction, so the writers' own clocks do not matter. Elsewhere (SQLite) it
+is the writer's clock: a writer whose clock runs more than the grace period
+(``DEFAULT_GRACE_SECONDS``) fast names its batches ahead of the others, whose batches then
+fall below a reader's floor and are never read; ``read_new`` logs a warning when it meets a
+batch named later than its own clock plus the grace. Keep the writers' clocks in sync (NTP).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +42,13 @@ from shipyard.monitoring.records import (
     TIME_TYPE,
     BatchCursor,
     batch_name,
+    name_millis,
     schema,
     single_version,
 )
 from shipyard.registry.monitoring import MAX_ID_LENGTH
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
 EXPIRE_BATCH_ROWS = 10_000
@@ -122,14 +134,12 @@ class SqlLog:
     def write(self, batch: pa.Table) -> None:
         """Insert the batch's rows in one transaction, tagged with a new batch name."""
         single_version(batch)
-        name = batch_name()
         columns = {c: batch.column(c).to_pylist() for c in _COLUMNS}
         features = [
             {k: _number(v) for k, v in row.items()} for row in batch.column("features").to_pylist()
         ]
         rows = [
             {
-                "batch": name,
                 "id": columns["id"][i],
                 "model": columns["model"][i],
                 "version": columns["version"][i],
@@ -144,11 +154,21 @@ class SqlLog:
         ]
         try:
             with self.engine.begin() as connection:
+                name = batch_name(self._database_millis(connection))
+                for row in rows:
+                    row["batch"] = name
                 connection.execute(predictions.insert(), rows)
         except DataError as error:
             raise _refused(error) from error
         except SQLAlchemyError as error:
             raise _unavailable("write to", error) from error
+
+    def _database_millis(self, connection: sa.Connection) -> int | None:
+        """The database's clock in Unix milliseconds (PostgreSQL), else None (this host's)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        seconds = connection.scalar(sa.text("SELECT extract(epoch FROM clock_timestamp())"))
+        return int(float(seconds) * 1000)
 
     def _select(self, where: Sequence[Any]) -> list[sa.Row[Any]]:
         query = sa.select(predictions).where(*where).order_by(predictions.c.seq)
@@ -171,7 +191,21 @@ class SqlLog:
             where.append(predictions.c.batch.not_in(sorted(position.recent)))
         rows = self._select(where)
         seen = {r.batch for r in rows}
+        if seen and self.engine.dialect.name != "postgresql":  # named by the writers' clocks
+            self._check_clock(model, max(seen))
         return _tables(rows), position.advance(seen, self.grace_seconds).dump()
+
+    def _check_clock(self, model: str, newest: str) -> None:
+        ahead_s = name_millis(newest) / 1000 - time.time()
+        if ahead_s > self.grace_seconds:
+            logger.warning(
+                "batch %s of %s's prediction log is named %.0f s later than this clock: a "
+                "writer's clock runs fast, and rows other writers log meanwhile may never be "
+                "read; keep the clocks in sync (NTP)",
+                newest,
+                model,
+                ahead_s,
+            )
 
     def scan(
         self,
