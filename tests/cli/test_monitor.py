@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,6 +76,21 @@ def test_unknown_model_to_watch_exits_3(model_cli: Cli) -> None:
     result = model_cli("monitor", "--once", "--models", "nope")
     assert result.code == 3
     assert "nope" in result.err
+
+
+def test_a_long_running_monitor_of_a_mistyped_model_exits_3_naming_the_known_ones(
+    home_with_model: Path,
+) -> None:
+    """Without --once too: the monitor does not retry a name that does not exist for ever."""
+    env = Settings(home=home_with_model, monitor_interval_seconds=0.1).child_env()
+    command = [sys.executable, "-m", "shipyard", "monitor", "--no-broker", "--models", "fruad"]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"the monitor kept running: {error.stderr!r}") from error
+    assert done.returncode == 3, done.stderr
+    assert "no model named fruad to monitor; the registry has fraud" in done.stderr
+    assert "trying again" not in done.stderr
 
 
 def test_once_takes_feedback_published_to_the_embedded_broker(

@@ -110,7 +110,8 @@ def test_a_label_of_the_wrong_type_is_refused_naming_the_id(
         ("a,1", "a list of"),
         ([{"id": "a", "label": 1}, ["b", 1]], "feedback item 1 is \\['b', 1\\], not an"),
         ([{"label": 1}], "feedback item 0 has no `id` string \\(got None\\)"),
-        ([{"id": 7, "label": 1}], "feedback item 0 has no `id` string \\(got 7\\)"),
+        ([{"id": 7.5, "label": 1}], 'no `id` string \\(got 7.5\\).*a JSON string such as "7"'),
+        ([{"id": True, "label": 1}], "feedback item 0 has no `id` string \\(got True\\)"),
         ([{"id": "", "label": 1}], "feedback item 0 has no `id` string"),
         ([{"id": "x" * 201, "label": 1}], "201 characters long"),
         ([{"id": "a"}], "feedback for id 'a' has no `label`"),
@@ -120,6 +121,13 @@ def test_a_label_of_the_wrong_type_is_refused_naming_the_id(
 def test_a_badly_shaped_batch_is_refused(items: Any, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         parse_feedback(items, INTS)
+
+
+def test_an_integer_id_is_its_decimal_text_as_when_predicting() -> None:
+    assert parse_feedback([{"id": 7, "label": 1}, {"id": "8", "label": 0}], INTS) == [
+        ("7", "1"),
+        ("8", "0"),
+    ]
 
 
 def test_a_batch_over_the_limit_is_refused() -> None:

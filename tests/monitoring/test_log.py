@@ -4,6 +4,8 @@ Parquet store and the SQL store (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from shipyard.errors import ConfigurationError, InvalidInputError, PredictionLogError
 from shipyard.monitoring.log import (
@@ -238,6 +241,49 @@ def test_expire_removes_what_was_logged_before_the_cutoff(stores: Stores) -> Non
     assert log.read_new("fraud", None)[0] == {}
 
 
+def test_sql_expire_deletes_in_batches_across_models(stores: Stores) -> None:
+    log = stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("the Parquet store removes whole files")
+    log.write(batch([f"f{i}" for i in range(5)]))
+    log.write(batch([f"o{i}" for i in range(3)], model="other"))
+    transactions: list[int] = []
+    sa.event.listen(log.engine, "begin", lambda _: transactions.append(1))
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2), batch_rows=2) == 8
+    assert len(transactions) == 5  # 2 + 2 + 2 + 2 rows, then none left
+    assert log.scan("fraud") == {}
+    assert log.scan("other") == {}
+    log.write(batch(["z"]))
+    assert log.expire(datetime.now(UTC) + timedelta(hours=2), batch_rows=1) == 1
+
+
+def test_sql_read_new_does_not_fetch_the_batches_it_read_already(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batches of the grace period are filtered out in SQL, not fetched and decoded
+    every cycle to be dropped."""
+    log = stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("the Parquet store lists file names")
+    log.write(batch(["a", "b"]))
+    found, cursor = log.read_new("fraud", None)
+    assert found[1].num_rows == 2
+    fetched: list[int] = []
+    select = log._select
+
+    def counting(where: Any) -> Any:
+        rows = select(where)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(log, "_select", counting)
+    log.write(batch(["c"]))
+    found, cursor = log.read_new("fraud", cursor)
+    assert found[1].column("id").to_pylist() == ["c"]
+    assert log.read_new("fraud", cursor)[0] == {}
+    assert fetched == [1, 0]
+
+
 def test_open_prediction_log_follows_the_settings(tmp_path: Path) -> None:
     assert open_prediction_log(Settings(home=tmp_path, prediction_log="off")) is None
     store = open_prediction_log(Settings(home=tmp_path))
@@ -269,11 +315,40 @@ def test_sql_read_new_sees_a_transaction_committed_after_a_later_one(
     log.write(batch(["fast"]))
     found, cursor = reader.read_new("fraud", None)
     assert found[1].column("id").to_pylist() == ["fast"]
-    monkeypatch.setattr(sql, "batch_name", lambda: early)
+    monkeypatch.setattr(sql, "batch_name", lambda *_: early)
     log.write(batch(["slow"]))
     found, cursor = reader.read_new("fraud", cursor)
     assert found[1].column("id").to_pylist() == ["slow"]
     assert reader.read_new("fraud", cursor)[0] == {}
+
+
+def test_a_writer_whose_clock_runs_fast_hides_no_rows_on_postgresql(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batch names come from the database's clock on PostgreSQL, so a writer 10 minutes
+    fast does not push the reader's floor past the others' batches; elsewhere they do come
+    from the writers' clocks, and the reader warns."""
+    log, reader = stores(), stores()
+    if not isinstance(log, SqlLog):
+        pytest.skip("Parquet names files by the writers' clocks")
+    import shipyard.monitoring.records as records
+
+    real = records.new_id
+    fast = int(time.time() * 1000) + 600_000
+    monkeypatch.setattr(records, "new_id", lambda: f"{fast:012x}" + real().replace("-", "")[12:])
+    log.write(batch(["fast"]))
+    monkeypatch.setattr(records, "new_id", real)
+    with caplog.at_level(logging.WARNING, logger="shipyard.monitoring.sql"):
+        found, cursor = reader.read_new("fraud", None)
+    assert found[1].column("id").to_pylist() == ["fast"]
+    log.write(batch(["on time"]))
+    found, cursor = reader.read_new("fraud", cursor)
+    if log.engine.dialect.name == "postgresql":
+        assert found[1].column("id").to_pylist() == ["on time"]
+        assert "clock runs fast" not in caplog.text
+    else:
+        assert found == {}  # below the floor the fast writer set
+        assert "s later than this clock: a writer's clock runs fast" in caplog.text
 
 
 def test_an_unreachable_database_is_a_prediction_log_error(tmp_path: Path) -> None:
@@ -336,3 +411,18 @@ def test_a_damaged_file_is_skipped_not_fatal(
     assert tables[1].column("id").to_pylist() == ["z"]
     assert log.scan("fraud")[1].num_rows == 1
     assert "not a readable Parquet file" in caplog.text
+
+
+def test_rows_the_database_refuses_are_invalid_input_not_unreachable(stores: Stores) -> None:
+    """An id too long for PostgreSQL's column is the rows' fault: retrying cannot help, so
+    it is not a retryable "check that it is reachable" error (the scorer would retry for
+    ever)."""
+    log = stores()
+    if not isinstance(log, SqlLog) or log.engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL enforces the column's length")
+    with pytest.raises(InvalidInputError, match="at most 200 characters") as caught:
+        log.write(batch(["x" * 201]))
+    assert not caught.value.retryable
+    assert "reachable" not in str(caught.value)
+    log.write(batch(["x" * 200]))
+    assert log.scan("fraud")[1].num_rows == 1

@@ -471,3 +471,45 @@ def test_a_monitor_killed_and_replaced_raises_no_event_twice(
         assert snapshot["windows"]["rows"]["rows"] == 500
         assert snapshot["dataset_drift"]["rows"] is True
         assert snapshot["episodes"]["drift"] is True
+
+
+def test_a_feedback_message_over_max_feedback_items_is_dead_lettered(watched: Watched) -> None:
+    """One message holding more labels than ``max_feedback_items`` is refused naming the
+    limit; the others are stored, in transactions of at most that many labels."""
+    url = f"memory://{uuid.uuid4().hex}"
+    ids = watched.predict(30)
+    runner = monitor(watched, "m", broker_url=url)
+    runner.settings = runner.settings.model_copy(update={"max_feedback_items": 4})
+    stored: list[int] = []
+    add_feedback = watched.registry.monitoring.add_feedback
+
+    def counting(model: str, pairs: Any, **kwargs: Any) -> Any:
+        stored.append(len(pairs))
+        return add_feedback(model, pairs, **kwargs)
+
+    watched.registry.monitoring.add_feedback = counting  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[Any, list[bytes]]:
+        from shipyard.messaging import QueueSpec
+
+        broker = open_broker(url)
+        await broker.declare(QueueSpec(feedback_queue(MODEL)))
+        bodies = [orjson.dumps([{"id": pid, "label": 1} for pid in ids[:5]])]  # too many
+        bodies += [orjson.dumps([{"id": pid, "label": 0} for pid in ids[5:8]])]
+        bodies += [orjson.dumps({"id": pid, "label": 1}) for pid in ids[8:11]]
+        await broker.publish(feedback_queue(MODEL), bodies)
+        await runner.connect()
+        try:
+            report = await runner.cycle()
+            dead = await broker.consume(f"{feedback_queue(MODEL)}.dead", 10, 100)
+            return report, [d.body for d in dead]
+        finally:
+            await runner.disconnect()
+            await broker.close()
+
+    report, dead = asyncio.run(scenario())
+    assert report.queued_feedback == {MODEL: 6}
+    (reason,) = [orjson.loads(d)["reason"] for d in dead]
+    assert "5 feedback items in one batch; send at most 4" in reason
+    assert max(stored) <= 4
+    assert sum(stored) == 6

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shipyard.errors import PredictionLogError
+from shipyard.errors import InvalidInputError, PredictionLogError
 from shipyard.monitoring.log import ParquetLog
 from shipyard.monitoring.recorder import PredictionRecorder
 
@@ -185,5 +185,22 @@ async def test_hurry_writes_waiting_durable_records_without_their_deadline() -> 
         recorder.hurry()
         await asyncio.wait_for(waiting, 30)  # not the ten-minute deadline
         assert store.ids() == ["1"]
+    finally:
+        recorder.close()
+
+
+async def test_an_error_retrying_cannot_help_reaches_the_caller_as_it_is() -> None:
+    """Rows the store refuses (an InvalidInputError) are not turned into a retryable
+    PredictionLogError, or a stream scorer would retry them for ever."""
+
+    class RefusingLog(FlakyLog):
+        def write(self, batch: pa.Table) -> None:
+            raise InvalidInputError("the database refused the rows")
+
+    recorder = PredictionRecorder(RefusingLog(), durable_flush_ms=10)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InvalidInputError, match="refused") as caught:
+            await asyncio.wait_for(recorder.record_durably("m", 1, "stream", *rows(["1"])), 10)
+        assert not caught.value.retryable
     finally:
         recorder.close()

@@ -94,7 +94,7 @@ def test_feedback_needs_the_operator_role(client: TestClient, keys: dict[str, st
         (b'{"model": "no such", "feedback": []}', 400, "not a model reference"),
         (b'{"model": "nope", "feedback": [{"id": "a", "label": 1}]}', 404, "no model named"),
         (b'{"feedback": [{"label": 1}]}', 400, "feedback item 0 has no `id` string"),
-        (b'{"feedback": [{"id": "a", "label": 1}, {"id": 5, "label": 1}]}', 400, "item 1 has"),
+        (b'{"feedback": [{"id": "a", "label": 1}, {"id": 5.5, "label": 1}]}', 400, "item 1 has"),
         (
             b'{"feedback": [{"id": "a", "label": 1}, {"id": "tx-9", "label": "yes"}]}',
             400,

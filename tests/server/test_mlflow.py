@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -150,7 +151,21 @@ def test_rows_without_ids_get_new_ones_csv_with_ids_keeps_them(client: TestClien
 
 
 def test_a_bad_id_is_400_naming_the_row(client: TestClient) -> None:
-    records = [{"id": "a", **FRAME.iloc[0].to_dict()}, {"id": 5, **FRAME.iloc[1].to_dict()}]
+    records = [{"id": "a", **FRAME.iloc[0].to_dict()}, {"id": 5.5, **FRAME.iloc[1].to_dict()}]
     response = client.post("/invocations", json={"dataframe_records": records})
     assert response.status_code == 400
-    assert "the id of row 1 must be a string" in response.json()["error"]
+    assert "the id of row 1 must be a string, got float" in response.json()["error"]
+    assert 'send ids as JSON strings, e.g. "7"' in response.json()["error"]
+
+
+def test_pandas_split_json_with_integer_ids_is_taken_as_their_text(client: TestClient) -> None:
+    """pandas ``to_json(orient="split")`` sends an integer id column as numbers."""
+    frame = FRAME.head(2).assign(id=[7, 12])
+    split = orjson.loads(frame.to_json(orient="split", index=False))
+    assert split["data"][0][split["columns"].index("id")] == 7
+    response = client.post("/invocations", json={"dataframe_split": split})
+    assert response.status_code == 200, response.text
+    assert response.json()["ids"] == ["7", "12"]
+    records = orjson.loads(frame.to_json(orient="records"))
+    response = client.post("/invocations", json={"dataframe_records": records})
+    assert response.json()["ids"] == ["7", "12"]

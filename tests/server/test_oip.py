@@ -293,7 +293,8 @@ def test_the_id_output_follows_the_outputs_filter(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("request_id", "message"),
     [
-        (7, "the id of the request must be a string"),
+        (7.5, "the id of the request must be a string, got float; send ids as JSON strings"),
+        (True, "the id of the request must be a string, got bool"),
         ("", "the id of the request must not be empty"),
         ("x" * 201, "at most 200"),
         ("x" * 199, "the id of row 1 (the request's id and row number) is 201 characters"),
@@ -304,3 +305,8 @@ def test_bad_request_ids_are_400(client: TestClient, request_id: object, message
     response = client.post("/v2/models/fraud/infer", json=body)
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_an_integer_request_id_is_its_decimal_text(client: TestClient) -> None:
+    assert infer_ids(client, {**infer_body(rows(2)), "id": 7}) == ["7:0", "7:1"]
+    assert infer_ids(client, {**infer_body(rows(1)), "id": 42}) == ["42"]

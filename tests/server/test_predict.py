@@ -94,7 +94,12 @@ def test_matrix_rows_get_new_unique_ordered_ids(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (3, "the id of instances[1] must be a string, got int"),
+        (
+            3.0,
+            'instances[1] must be a string, got float; send ids as JSON strings, e.g. "7"',
+        ),
+        (False, "the id of instances[1] must be a string, got bool"),
+        ([3], "the id of instances[1] must be a string, got list"),
         ("", "the id of instances[1] must not be empty"),
         ("x" * 201, "the id of instances[1] is 201 characters long; at most 200"),
     ],
@@ -107,3 +112,11 @@ def test_bad_instance_ids_are_400_naming_the_row(
     response = client.post("/v1/models/fraud:predict", json={"instances": instances})
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_integer_instance_ids_are_their_decimal_text(client: TestClient) -> None:
+    instances = FRAME.to_dict(orient="records")[:2]
+    instances[0]["id"], instances[1]["id"] = 7, "8"
+    response = client.post("/v1/models/fraud:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["predictions"]] == ["7", "8"]

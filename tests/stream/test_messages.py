@@ -158,3 +158,19 @@ def test_a_model_with_a_feature_named_id_refuses_every_message_with_a_reason() -
     )
     assert parsed.ids == []
     assert [r.kind for r in parsed.refused] == [BAD_FEATURES, BAD_ID]
+
+
+def test_ids_longer_than_feedback_accepts_are_refused_naming_the_limit() -> None:
+    """Feedback refuses ids over 200 characters, so a prediction with one could never be
+    labelled (and a SQL log's id column would refuse it): the message is dead-lettered."""
+    longest, too_long = "a" * 200, "b" * 201
+    bodies = [
+        orjson.dumps({"id": longest, "x": 1, "y": 2}),
+        orjson.dumps({"id": too_long, "x": 1, "y": 2}),
+        orjson.dumps({"id": "é" + too_long, "x": 1, "y": 2}),  # not ASCII: the slow way
+    ]
+    parsed = parse_inputs(bodies, LAYOUT)
+    assert parsed.ids == [longest]
+    assert [(r.position, r.kind) for r in parsed.refused] == [(1, BAD_ID), (2, BAD_ID)]
+    for refusal in parsed.refused:
+        assert "at most 200 are allowed" in refusal.reason

@@ -7,7 +7,8 @@ bool or integer classes, the shortest repr of a float for a regression), so a la
 prediction compare as strings. One bad item refuses the whole batch and nothing is stored,
 so a client can fix and resend it without working out which part arrived. Unknown, late and
 duplicate ids never refuse a batch: duplicates are known when stored, unknown and late ids
-when the monitor joins labels to predictions (``feedback_counts``).
+when the monitor joins labels to predictions (``feedback_counts``). An integer id stands for
+its decimal text (``7`` is ``"7"``), as when predicting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shipyard.errors import ConflictError, InvalidInputError, PayloadTooLargeError
+from shipyard.monitoring.ids import as_id
 from shipyard.registry import DEFAULT_ALIAS, ModelRef, Registry
 from shipyard.registry.monitoring import FEEDBACK_SOURCES, MAX_ID_LENGTH, FeedbackReceipt
 
@@ -128,11 +130,12 @@ def parse_feedback(
                 f'feedback item {position} is {_shown(item)}, not an {{"id", "label"}} object; '
                 f"{REFUSED}"
             )
-        prediction_id = item.get("id")
+        prediction_id = as_id(item.get("id"))  # 7 is "7", as when predicting
         if not isinstance(prediction_id, str) or not prediction_id:
             raise InvalidInputError(
                 f"feedback item {position} has no `id` string (got {_shown(prediction_id)}): "
-                f"quote the id its prediction answered with; {REFUSED}"
+                f'quote the id its prediction answered with, as a JSON string such as "7"; '
+                f"{REFUSED}"
             )
         if len(prediction_id) > MAX_ID_LENGTH:
             raise InvalidInputError(

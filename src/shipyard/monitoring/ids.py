@@ -1,8 +1,10 @@
 """Prediction ids: the string a client quotes back with its feedback.
 
-A client may give its own (at most ``MAX_ID_LENGTH`` characters); otherwise the server
-assigns time-ordered UUIDv7 strings (``uuid-utils``: a fraction of a microsecond each), so
-ids sort by when they were made.
+A client may give its own (at most ``MAX_ID_LENGTH`` characters): a JSON string, or an
+integer, which stands for its decimal text (``7`` is the id ``"7"``, as in a CSV body; pandas
+``to_json`` sends an integer id column as numbers). Otherwise the server assigns time-ordered
+UUIDv7 strings (``uuid-utils``: a fraction of a microsecond each), so ids sort by when they
+were made.
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ def new_ids(count: int) -> list[str]:
     return [str(make()) for _ in range(count)]
 
 
+def as_id(value: Any) -> Any:
+    """An integer id (not a bool) as its decimal text; anything else as it is."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def id_problem(value: Any) -> str | None:
-    """What is wrong with a client's id, or None when it is a good one."""
+    """What is wrong with a client's id (after ``as_id``), or None when it is a good one."""
     if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__}"
+        return (
+            f"must be a string, got {type(value).__name__}; send ids as JSON strings, "
+            'e.g. "7" (whole numbers are taken as their text)'
+        )
     if not value:
         return "must not be empty"
     if len(value) > MAX_ID_LENGTH:
@@ -39,7 +51,9 @@ def id_problem(value: Any) -> str | None:
 
 
 def check_id(value: Any, where: str) -> str:
-    """A client's id, or ``InvalidInputError`` naming ``where`` it is (``row 3``)."""
+    """A client's id as text (an integer as its decimal text), or ``InvalidInputError``
+    naming ``where`` it is (``row 3``)."""
+    value = as_id(value)
     problem = id_problem(value)
     if problem is not None:
         raise InvalidInputError(f"the id of {where} {problem}")
@@ -48,7 +62,5 @@ def check_id(value: Any, where: str) -> str:
 
 
 def check_ids(values: Sequence[Any], where: str = "row") -> list[str]:
-    """Clients' ids, one per row; ``InvalidInputError`` names the first bad row."""
-    for row, value in enumerate(values):
-        check_id(value, f"{where} {row}")
-    return list(values)
+    """Clients' ids as text, one per row; ``InvalidInputError`` names the first bad row."""
+    return [check_id(value, f"{where} {row}") for row, value in enumerate(values)]

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from shipyard.errors import (
     LeaseLostError,
     ModelNotFoundError,
     ShipyardError,
+    UnavailableError,
 )
 from shipyard.messaging import Broker, Delivery, QueueSpec, open_broker
 from shipyard.monitoring.log import cutoff
@@ -173,14 +174,26 @@ class Monitor:
         """The models to watch: those given (each must exist), else every model."""
         if self.options.models is not None:
             if not self._models:
-                for name in self.options.models:
-                    self.registry.get_model(name)  # NotFoundError names it
+                self.check_models()
                 self._models = list(self.options.models)
             return self._models
         if time.monotonic() - self._listed_at >= RELIST_SECONDS:
             self._models = [m.name for m in self.registry.list_models()]
             self._listed_at = time.monotonic()
         return self._models
+
+    def check_models(self) -> None:
+        """``ModelNotFoundError`` naming the models given that do not exist, and those that
+        do: a mistyped name must stop the monitor, not fail every cycle for ever."""
+        if self.options.models is None:
+            return
+        known = [m.name for m in self.registry.list_models()]
+        missing = [name for name in self.options.models if name not in known]
+        if missing:
+            raise ModelNotFoundError(
+                f"no model named {', '.join(missing)} to monitor; the registry has "
+                f"{', '.join(known) if known else 'no model yet'} (check --models)"
+            )
 
     def _own(self, model: str) -> bool:
         """Take or renew the model's lease; False (and its state dropped) when another
@@ -388,8 +401,13 @@ class Monitor:
     ) -> CycleReport | None:
         """Cycle every ``monitor_interval_seconds`` until ``stop`` is set; with ``once``, one
         cycle, whose report is returned. Leases are renewed meanwhile; all are released at
-        the end."""
+        the end. A model named in ``options.models`` that does not exist is a
+        ``ModelNotFoundError`` at once."""
         stop = stop or asyncio.Event()
+        try:  # before the loop, which tries a failed cycle again for ever
+            await asyncio.to_thread(self.check_models)
+        except UnavailableError as error:  # the first cycle checks again
+            logger.warning("cannot check the models to monitor yet: %s", error)
         await self.connect()
         try:
             async with self._renewing():
@@ -402,6 +420,8 @@ class Monitor:
         while True:
             try:
                 report = await self.cycle()
+            except ModelNotFoundError:  # a model given by name does not exist: no retry helps
+                raise
             except ShipyardError as error:
                 if once:
                     raise
@@ -468,6 +488,21 @@ class Monitor:
             except InvalidInputError as error:
                 await _settle(broker.reject(queue, delivery, str(error)), queue)
         taken = 0
+        kept: list[Delivery] = []
+        for group in _groups(good, self.settings.max_feedback_items):
+            group_taken, group_kept = await self._store_feedback(model, broker, queue, group)
+            taken += group_taken
+            kept += group_kept
+        await _settle(broker.ack(queue, kept), queue)
+        return taken
+
+    async def _store_feedback(
+        self, model: str, broker: Broker, queue: str, good: list[tuple[Delivery, list[Any]]]
+    ) -> tuple[int, list[Delivery]]:
+        """Store a group of messages' labels in one transaction; a message refused (a bad
+        item, more than ``max_feedback_items``) is dead-lettered with the reason. Returns
+        the labels taken in and the deliveries to ack."""
+        taken = 0
         try:
             taken = await asyncio.to_thread(self._ingest, model, [items for _, items in good])
         except LeaseLostError:
@@ -476,7 +511,7 @@ class Monitor:
             reason = f"feedback for {model} cannot be stored: {error}"
             for delivery, _ in good:
                 await _settle(broker.reject(queue, delivery, reason), queue)
-            return 0
+            return 0, []
         except InvalidInputError:  # one bad message refuses a batch: find it
             for delivery, items in good:
                 try:
@@ -484,8 +519,7 @@ class Monitor:
                 except InvalidInputError as error:
                     await _settle(broker.reject(queue, delivery, str(error)), queue)
                     good = [(d, i) for d, i in good if d is not delivery]
-        await _settle(broker.ack(queue, [delivery for delivery, _ in good]), queue)
-        return taken
+        return taken, [delivery for delivery, _ in good]
 
     def _ingest(self, model: str, batches: Sequence[list[Any]]) -> int:
         from shipyard.monitoring.feedback import ingest_feedback
@@ -493,7 +527,9 @@ class Monitor:
         items = [item for batch in batches for item in batch]
         if not items:
             return 0
-        return ingest_feedback(self.registry, model, items, "queue").accepted
+        return ingest_feedback(
+            self.registry, model, items, "queue", max_items=self.settings.max_feedback_items
+        ).accepted
 
     async def _publish_outbox(self, model: str) -> tuple[int, int]:
         """Publish the model's events above its ``events`` cursor, in order, then move the
@@ -536,6 +572,23 @@ async def _settle(done: Awaitable[None], queue: str) -> None:
         await done
     except ShipyardError as error:
         logger.warning("could not settle messages of %s (they come back later): %s", queue, error)
+
+
+def _groups(
+    messages: list[tuple[Delivery, list[Any]]], limit: int
+) -> Iterator[list[tuple[Delivery, list[Any]]]]:
+    """Consecutive messages whose items add up to at most ``limit`` (one transaction each); a
+    message over the limit alone, to be refused naming it."""
+    group: list[tuple[Delivery, list[Any]]] = []
+    count = 0
+    for message in messages:
+        if group and count + len(message[1]) > limit:
+            yield group
+            group, count = [], 0
+        group.append(message)
+        count += len(message[1])
+    if group:
+        yield group
 
 
 def _feedback_items(body: bytes) -> list[Any]:

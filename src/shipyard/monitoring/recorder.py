@@ -8,7 +8,8 @@ thousand one-row requests cost one table, not a thousand) and writes it; rows of
 that fails are dropped and counted too: a server keeps answering.
 
 ``record_durably`` (stream) returns once its rows are written and raises
-``PredictionLogError`` when they could not be: the scorer acks only then. Its rows are
+``PredictionLogError`` when they could not be (or the store's own error when trying again
+cannot help, such as rows the database refuses): the scorer acks only then. Its rows are
 written together with whatever else is buffered, as soon as ``durable_rows`` wait or the
 oldest has waited ``durable_flush_ms`` — a group commit across the scorer's batches, so a
 busy scorer writes a few files a second rather than one per batch. A scorer whose input ran
@@ -32,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from shipyard.errors import PredictionLogError
+from shipyard.errors import PredictionLogError, ShipyardError
 from shipyard.inference.predictor import Outputs
 from shipyard.monitoring.log import PredictionLog, prediction_table
 
@@ -215,9 +216,11 @@ class PredictionRecorder:
                 table = _table(group)
                 self.log.write(table)
             except Exception as error:  # any failure of the sink must not kill the writer
+                # A store's own error passes as it is: one that retrying cannot help (rows
+                # the database refuses) must not be retried for ever.
                 failure = (
                     error
-                    if isinstance(error, PredictionLogError)
+                    if isinstance(error, ShipyardError)
                     else PredictionLogError(f"cannot write the prediction log ({error})")
                 )
                 self._failed(model, group, rows, failure)
@@ -229,9 +232,7 @@ class PredictionRecorder:
                 if entry.done is not None:
                     _settle(entry.done, None)
 
-    def _failed(
-        self, model: str, group: list[_Pending], rows: int, error: PredictionLogError
-    ) -> None:
+    def _failed(self, model: str, group: list[_Pending], rows: int, error: ShipyardError) -> None:
         lost = sum(len(e.ids) for e in group if e.done is None)
         if lost:
             self.dropped += lost

@@ -171,9 +171,11 @@ def single_version(batch: pa.Table) -> tuple[str, int]:
 # -- following write batches --------------------------------------------------------------
 
 
-def batch_name() -> str:
-    """A new write batch's name: 32 hex digits of a UUIDv7, ordered by time."""
-    return new_id().replace("-", "")
+def batch_name(millis: int | None = None) -> str:
+    """A new write batch's name: 32 hex digits of a UUIDv7, ordered by time; made at
+    ``millis`` (Unix milliseconds of another clock, such as the database's) if given."""
+    name = new_id().replace("-", "")
+    return name if millis is None else f"{max(millis, 0):012x}{name[12:]}"
 
 
 def name_millis(name: str) -> int:

@@ -7,11 +7,20 @@ metadata, if it is missing. The columns are those of the Parquet log, with the f
 JSON (name → value, in layout order) and a ``batch`` column: the UUIDv7 hex of the write
 that stored the row, which ``read_new`` follows exactly as the Parquet store follows file
 names (``BatchCursor``), so a transaction that commits after a later one is still read.
+
+Batch names carry the time they were made. On PostgreSQL that is the database's clock, read
+in the write's transaction, so the writers' own clocks do not matter. Elsewhere (SQLite) it
+is the writer's clock: a writer whose clock runs more than the grace period
+(``DEFAULT_GRACE_SECONDS``) fast names its batches ahead of the others, whose batches then
+fall below a reader's floor and are never read; ``read_new`` logs a warning when it meets a
+batch named later than its own clock plus the grace. Keep the writers' clocks in sync (NTP).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,28 +28,41 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
-from shipyard.errors import ConfigurationError, PredictionLogError
+from shipyard.errors import ConfigurationError, InvalidInputError, PredictionLogError
 from shipyard.monitoring.records import (
     BASE_FIELDS,
     DEFAULT_GRACE_SECONDS,
     TIME_TYPE,
     BatchCursor,
     batch_name,
+    name_millis,
     schema,
     single_version,
 )
+from shipyard.registry.monitoring import MAX_ID_LENGTH
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
+EXPIRE_BATCH_ROWS = 10_000
+"""Rows ``expire`` deletes per transaction."""
+MAX_EXPIRE_BATCHES = 1_000
+"""Transactions of one ``expire`` call at most; what is left goes next time."""
 metadata = sa.MetaData()
 predictions = sa.Table(
     "prediction_log",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("batch", sa.String(32), nullable=False),
-    sa.Column("id", sa.String(200), nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("id", sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column("model", sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
@@ -84,6 +106,15 @@ def _unavailable(doing: str, error: BaseException) -> PredictionLogError:
     )
 
 
+def _refused(error: DataError) -> InvalidInputError:
+    """The database refused a value (too long, out of range): retrying cannot help."""
+    return InvalidInputError(
+        f"the prediction log's database refused the batch's rows as invalid ("
+        f"{str(error.orig or error).splitlines()[0]}); prediction ids and model names "
+        f"are at most {MAX_ID_LENGTH} characters; trying again will not help"
+    )
+
+
 def _number(value: Any) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -103,14 +134,12 @@ class SqlLog:
     def write(self, batch: pa.Table) -> None:
         """Insert the batch's rows in one transaction, tagged with a new batch name."""
         single_version(batch)
-        name = batch_name()
         columns = {c: batch.column(c).to_pylist() for c in _COLUMNS}
         features = [
             {k: _number(v) for k, v in row.items()} for row in batch.column("features").to_pylist()
         ]
         rows = [
             {
-                "batch": name,
                 "id": columns["id"][i],
                 "model": columns["model"][i],
                 "version": columns["version"][i],
@@ -125,9 +154,21 @@ class SqlLog:
         ]
         try:
             with self.engine.begin() as connection:
+                name = batch_name(self._database_millis(connection))
+                for row in rows:
+                    row["batch"] = name
                 connection.execute(predictions.insert(), rows)
-        except (SQLAlchemyError, DBAPIError) as error:
+        except DataError as error:
+            raise _refused(error) from error
+        except SQLAlchemyError as error:
             raise _unavailable("write to", error) from error
+
+    def _database_millis(self, connection: sa.Connection) -> int | None:
+        """The database's clock in Unix milliseconds (PostgreSQL), else None (this host's)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        seconds = connection.scalar(sa.text("SELECT extract(epoch FROM clock_timestamp())"))
+        return int(float(seconds) * 1000)
 
     def _select(self, where: Sequence[Any]) -> list[sa.Row[Any]]:
         query = sa.select(predictions).where(*where).order_by(predictions.c.seq)
@@ -146,9 +187,25 @@ class SqlLog:
         where = [predictions.c.model == model]
         if floor is not None:
             where.append(predictions.c.batch >= floor)
-        rows = [r for r in self._select(where) if r.batch not in position.recent]
+        if position.recent:  # read already: not fetched (nor their features decoded) again
+            where.append(predictions.c.batch.not_in(sorted(position.recent)))
+        rows = self._select(where)
         seen = {r.batch for r in rows}
+        if seen and self.engine.dialect.name != "postgresql":  # named by the writers' clocks
+            self._check_clock(model, max(seen))
         return _tables(rows), position.advance(seen, self.grace_seconds).dump()
+
+    def _check_clock(self, model: str, newest: str) -> None:
+        ahead_s = name_millis(newest) / 1000 - time.time()
+        if ahead_s > self.grace_seconds:
+            logger.warning(
+                "batch %s of %s's prediction log is named %.0f s later than this clock: a "
+                "writer's clock runs fast, and rows other writers log meanwhile may never be "
+                "read; keep the clocks in sync (NTP)",
+                newest,
+                model,
+                ahead_s,
+            )
 
     def scan(
         self,
@@ -168,16 +225,24 @@ class SqlLog:
             where.append(predictions.c.time < until.astimezone(UTC))
         return _tables(self._select(where))
 
-    def expire(self, before: datetime) -> int:
-        """Delete the rows logged before ``before``; returns how many."""
-        try:
-            with self.engine.begin() as connection:
-                result = connection.execute(
-                    predictions.delete().where(predictions.c.time < before.astimezone(UTC))
-                )
-        except SQLAlchemyError as error:
-            raise _unavailable("expire rows of", error) from error
-        return int(result.rowcount or 0)
+    def expire(self, before: datetime, *, batch_rows: int = EXPIRE_BATCH_ROWS) -> int:
+        """Delete the rows logged before ``before``, ``batch_rows`` per transaction (a
+        short lock each, however much is due); returns how many."""
+        removed = 0
+        old = predictions.c.time < before.astimezone(UTC)
+        for _ in range(MAX_EXPIRE_BATCHES):  # the rest waits for the next call
+            chosen = sa.select(predictions.c.seq).where(old).limit(batch_rows)
+            try:
+                with self.engine.begin() as connection:
+                    seqs = list(connection.scalars(chosen))
+                    if seqs:
+                        connection.execute(predictions.delete().where(predictions.c.seq.in_(seqs)))
+            except SQLAlchemyError as error:
+                raise _unavailable("expire rows of", error) from error
+            removed += len(seqs)
+            if len(seqs) < batch_rows:
+                break
+        return removed
 
     def close(self) -> None:
         """Close the database connections."""

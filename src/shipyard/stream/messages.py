@@ -14,9 +14,10 @@ A **result** names the input and the model version that scored it::
 ``score`` is the positive class's probability for a binary classifier, the predicted class's
 probability for a multi-class one, the prediction of a regressor (whose ``label`` is null);
 ``latency_ms`` runs from the input's publication to scoring. A message that is not valid
-JSON, not an object, has no string ``id`` or whose features do not fit the model is
-refused with a reason naming what was wrong; the dead-letter queue keeps it with the
-reason (see ``shipyard.messaging.broker``).
+JSON, not an object, has no string ``id`` of 1 to ``MAX_ID_LENGTH`` (200) characters (the
+longest id feedback can name) or whose features do not fit the model is refused with a
+reason naming what was wrong; the dead-letter queue keeps it with the reason (see
+``shipyard.messaging.broker``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pandas as pd
 
 from shipyard.inference.inputs import CheckedRecords, FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
+from shipyard.registry.monitoring import MAX_ID_LENGTH
 
 ID = "id"
 
@@ -69,10 +71,10 @@ class Inputs:
 def parse_inputs(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
     """Parse and check each body on its own; one bad message refuses only itself.
 
-    A message the model's typed decoder takes (ASCII, an object with a non-empty string
-    ``id`` and a number or null for every feature) costs one call; any other goes the slow way,
-    which names what is wrong with it (or, in a corner the decoder is stricter about,
-    such as a feature given twice, accepts it as before)."""
+    A message the model's typed decoder takes (ASCII, an object with a string ``id`` of 1
+    to ``MAX_ID_LENGTH`` characters and a number or null for every feature) costs one call;
+    any other goes the slow way, which names what is wrong with it (or, in a corner the
+    decoder is stricter about, such as a feature given twice, accepts it as before)."""
     decode = _decoder(tuple(layout.names))
     rows: list[Sequence[float | None]] = []
     positions: list[int] = []
@@ -124,7 +126,7 @@ def _decoder(names: tuple[str, ...]) -> Callable[[bytes], tuple[Any, ...]] | Non
     if ID in names:
         return None
     fields: list[tuple[str, Any]] = [(f"f{i}", float | None) for i in range(len(names))]
-    fields.append((ID, Annotated[str, msgspec.Meta(min_length=1)]))
+    fields.append((ID, Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]))
     rename = {f"f{i}": name for i, name in enumerate(names)}
     message = msgspec.defstruct("Message", fields, rename=rename, gc=False)
     decode = msgspec.json.Decoder(message).decode
@@ -153,7 +155,7 @@ def _parse_slowly(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
             )
             continue
         message_id = record.get(ID)
-        if not isinstance(message_id, str) or not message_id:
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID_LENGTH:
             refused.append(Refusal(position, BAD_ID, _id_problem(message_id)))
             continue
         records.append(record)
@@ -165,6 +167,11 @@ def _parse_slowly(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
 def _id_problem(value: Any) -> str:
     if value is None:
         return "no `id`: every message needs an `id` string to match its result"
+    if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+        return (
+            f"`id` is {len(value)} characters long; at most {MAX_ID_LENGTH} are allowed "
+            "(feedback could never name a longer one)"
+        )
     return f"`id` must be a non-empty string, got {orjson.dumps(value).decode()[:60]}"
 
 
