@@ -150,12 +150,12 @@ def commit(watched: Watched, taken: dict[str, Any]) -> None:
         session.execute(insert(FeedbackRow).values(**taken))
 
 
-def log_ids(watched: Watched, ids: list[str]) -> list[str]:
+def log_ids(watched: Watched, ids: list[str], source: str = "http") -> list[str]:
     """Log one prediction per given id."""
     features = np.zeros((len(ids), len(NAMES)), dtype=np.float32)
     outputs = {"probability": np.full(len(ids), 0.9), "label": np.ones(len(ids), dtype=np.int64)}
     watched.log.write(
-        prediction_table(MODEL, 1, "http", ids, NAMES, features, outputs, 1.0, watched.clock.now)
+        prediction_table(MODEL, 1, source, ids, NAMES, features, outputs, 1.0, watched.clock.now)
     )
     return ids
 
@@ -254,14 +254,35 @@ def test_a_version_without_a_profile_has_no_drift_but_has_performance(
 
 
 def test_a_redelivered_prediction_is_counted_once(watched: Watched) -> None:
-    log_ids(watched, ["m1", "m2"])
+    log_ids(watched, ["m1", "m2"], "stream")
     watched.clock.advance(5)
-    log_ids(watched, ["m1"])  # redelivered after a kill: same id, the new write time
+    log_ids(watched, ["m1"], "stream")  # redelivered after a kill: same id, the new write time
     result = watched.tracker().update()
     assert result.rows == 2
     snapshot = result.snapshots[1]
     assert snapshot["rows_seen"] == 2
     assert snapshot["windows"]["rows"]["rows"] == 2
+
+
+def test_an_http_id_reused_is_a_new_prediction_and_feedback_joins_the_newest(
+    watched: Watched,
+) -> None:
+    tracker = watched.tracker()
+    log_ids(watched, ["r1", "r2"])
+    tracker.update()
+    watched.clock.advance(5)
+    features = np.zeros((1, len(NAMES)), dtype=np.float32)
+    outputs = {"probability": np.full(1, 0.2), "label": np.zeros(1, dtype=np.int64)}
+    watched.log.write(  # another client request quoting the id r1
+        prediction_table(MODEL, 1, "http", ["r1"], NAMES, features, outputs, 1.0, watched.clock.now)
+    )
+    result = tracker.update()
+    assert result.rows == 1
+    assert result.snapshots[1]["rows_seen"] == 3
+    watched.label(["r1"], ["0"])
+    every = tracker.update().snapshots[1]["performance"]["all"]
+    assert every["labelled"] == 1
+    assert every["metrics"]["accuracy"] == 1.0  # joined to the newest r1, which said 0
 
 
 def test_a_model_read_for_the_first_time_starts_at_the_longest_window(watched: Watched) -> None:

@@ -19,12 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shipyard.errors import NotFoundError
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.drift import DatasetDrift, detect_drift
 from shipyard.monitoring.episodes import Episodes
-from shipyard.monitoring.log import BatchCursor, name_floor
+from shipyard.monitoring.log import STREAM, BatchCursor, name_floor
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
     RANKED_ROWS,
@@ -304,9 +307,11 @@ class ModelTracker:
                 )
                 continue
             rows = LogRows.from_table(table)
-            rows = rows.take(np.argsort(rows.times, kind="stable"))
+            order = np.argsort(rows.times, kind="stable")
+            rows = rows.take(order)
+            stream = _from_stream(table)[order]
             self.log_newest_us = max(self.log_newest_us, int(rows.times[-1]))
-            new = self.index.add(number, rows)
+            new = self.index.add(number, rows, stream)
             fresh = rows.take(new)
             if restoring:  # in the windows again; counted when the log read brings them
                 self._uncounted.update(fresh.ids.tolist())
@@ -600,6 +605,12 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _from_stream(table: pa.Table) -> npt.NDArray[np.bool_]:
+    """Which rows of a log table the stream scorer logged."""
+    source = pc.fill_null(pc.equal(table.column("source").cast(pa.string()), STREAM), False)
+    return np.asarray(source.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
 def _totals_name(number: int) -> str:
