@@ -381,3 +381,12 @@ def test_a_quiet_versions_count_window_comes_back_full(watched: Watched) -> None
     short = watched.tracker(retention_s=86400.0).update().snapshots[1]
     assert short["windows"]["rows"]["rows"] == 0
     assert short["rows_seen"] == 500
+
+
+def test_a_rebuild_reads_at_most_index_rows_the_newest(watched: Watched) -> None:
+    watched.predict(300, ago_s=60)
+    newest = watched.predict(50)
+    tracker = watched.tracker(index_rows=50)
+    assert len(tracker.index) == 50
+    assert all(pid in tracker.index for pid in newest)
+    assert len(tracker.versions[1].rows.recent) == 50

@@ -204,8 +204,14 @@ class Monitor:
             )
             # Its writes only while the lease is held (ModelTracker reads registry.monitoring).
             tracker.store = tracker.episodes.store = self.held
-            tracker.rebuild()
+            # Held before the rebuild: ``renew`` keeps the lease of a rebuild longer than it.
             self.trackers[model] = tracker
+            try:
+                tracker.rebuild()
+            except BaseException:
+                if self.trackers.get(model) is tracker:
+                    del self.trackers[model]
+                raise
             logger.info("monitoring %s (lease %s)", model, self.options.owner)
         return tracker
 

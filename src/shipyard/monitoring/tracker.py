@@ -216,7 +216,9 @@ class ModelTracker:
         # Rows since the longest window, never the whole retained log; a model read for the
         # first time is then followed from now on (the scan has what came before).
         since = now - timedelta(seconds=longest_s)
-        tables = self.log.scan(self.model, since=since)
+        # ... and at most ``index_rows`` of them, the newest: a busy model's rebuild stays
+        # short (the index keeps no more anyway).
+        tables = _newest(self.log.scan(self.model, since=since), self.options.index_rows)
         # A model new to the monitor counts what the scan found; otherwise the saved log
         # cursor says what was counted, and the next read brings the rest.
         added = self._add_rows(tables, restoring=self.log_cursor is not None)
@@ -605,6 +607,29 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _newest(tables: Mapping[int, pa.Table], limit: int) -> dict[int, pa.Table]:
+    """The newest ``limit`` rows of the versions' tables together."""
+    if sum(len(table) for table in tables.values()) <= limit:
+        return dict(tables)
+    times = {
+        number: pc.cast(table.column("time"), pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
+        for number, table in tables.items()
+    }
+    every = np.concatenate(list(times.values()))
+    cut = np.partition(every, len(every) - limit)[len(every) - limit]  # the limit-th newest
+    above = int((every > cut).sum())
+    ties = limit - above  # rows at exactly ``cut`` still taken
+    kept: dict[int, pa.Table] = {}
+    for number, table in sorted(tables.items()):
+        keep = times[number] > cut
+        at = np.flatnonzero(times[number] == cut)
+        keep[at[:ties]] = True
+        ties -= min(ties, len(at))
+        if keep.any():
+            kept[number] = table.filter(pa.array(keep))
+    return kept
 
 
 def _from_stream(table: pa.Table) -> npt.NDArray[np.bool_]:
