@@ -383,6 +383,36 @@ def test_a_rebuild_that_fails_leaves_no_tracker(
     assert runner.trackers == {}
 
 
+def test_a_cycle_the_database_refused_counts_its_labels_once(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settling the statuses fails with a retryable error (SQLite's "database is locked"):
+    nothing of the cycle is saved, the tracker is rebuilt, the labels are counted once."""
+    from shipyard.registry import monitoring as store_module
+
+    ids = watched.predict(20)
+    runner = monitor(watched, "first")
+    asyncio.run(runner.cycle())
+    watched.label(ids[:5], ["1"] * 5)
+
+    def locked(*args: Any) -> None:
+        raise UnavailableError("database is locked")
+
+    monkeypatch.setattr(store_module, "_settle", locked)
+    report = asyncio.run(runner.cycle())
+    assert isinstance(report.errors[MODEL], UnavailableError)
+    assert MODEL not in runner.trackers
+    monkeypatch.undo()
+    runner.failures[MODEL].retry_at = 0.0  # no back-off
+    for _ in range(2):
+        report = asyncio.run(runner.cycle())
+        assert report.errors == {}
+        snapshot = watched.registry.monitoring.snapshots(MODEL)[1]
+        assert snapshot["performance"]["all"]["labelled"] == 5
+        assert snapshot["rows_seen"] == 20
+    assert watched.registry.monitoring.feedback_counts(MODEL)["joined"] == 5
+
+
 def test_prometheus_metrics_parse_and_carry_performance_and_drift(watched: Watched) -> None:
     ids = watched.predict(500, shift=1.5)
     watched.label(ids[:200], ["1"] * 200)

@@ -390,3 +390,50 @@ def test_a_rebuild_reads_at_most_index_rows_the_newest(watched: Watched) -> None
     assert len(tracker.index) == 50
     assert all(pid in tracker.index for pid in newest)
     assert len(tracker.versions[1].rows.recent) == 50
+
+
+def _killed(*args: Any) -> None:
+    raise RuntimeError("killed")  # the process dies inside the cycle's commit
+
+
+def test_a_cycle_killed_in_its_commit_counts_no_row_twice(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.registry import monitoring as store_module
+
+    tracker = watched.tracker()
+    watched.predict(100)
+    assert tracker.update().snapshots[1]["rows_seen"] == 100
+    watched.predict(50)
+    monkeypatch.setattr(store_module, "_put_snapshot", _killed)
+    with pytest.raises(RuntimeError):
+        tracker.update()  # statuses, totals and cursors were written, then rolled back
+    monkeypatch.undo()
+    after = watched.tracker().update().snapshots[1]
+    assert after["rows_seen"] == 150
+
+
+def test_a_label_joined_out_of_order_survives_a_kill(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.registry import monitoring as store_module
+
+    ids = watched.predict(5)
+    watched.label(ids[:2], ["1", "1"])
+    tracker = watched.tracker()
+    tracker.update()
+    watched.label(["x"], ["1"])  # its prediction is not in the log yet: pending
+    watched.label(ids[2:3], ["1"])  # a higher seq, joined first
+    assert tracker.update().feedback == {"joined": 1}
+    log_ids(watched, ["x"])
+    monkeypatch.setattr(store_module, "_put_snapshot", _killed)
+    with pytest.raises(RuntimeError):
+        tracker.update()  # x joined, killed before anything was saved
+    monkeypatch.undo()
+    restarted = watched.tracker()
+    result = restarted.update()
+    assert result.feedback == {"joined": 1}
+    assert result.snapshots[1]["performance"]["all"]["labelled"] == 4
+    # And once more: the restored labels are not counted again.
+    again = watched.tracker().update().snapshots[1]["performance"]["all"]
+    assert again["labelled"] == 4

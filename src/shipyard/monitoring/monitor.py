@@ -342,7 +342,6 @@ class Monitor:
         )
         report.errors[model] = error
         self.metrics.errors.labels(model, type(error).__name__).inc()
-        retryable = isinstance(error, ShipyardError) and error.retryable
         logger.error(
             "monitoring %s failed (%d in a row; next try in %.0f s): %s",
             model,
@@ -351,8 +350,9 @@ class Monitor:
             text,
             exc_info=not isinstance(error, ShipyardError),
         )
-        if not retryable:  # its state may be half-updated: rebuilt from the store next time
-            self.trackers.pop(model, None)
+        # Retryable or not, its state may be ahead of the store's (a cycle's writes are one
+        # transaction, ``commit_cycle``): rebuilt from what was committed next time.
+        self.trackers.pop(model, None)
         await asyncio.to_thread(self._save_status, model, failure.document())
 
     async def _recovered(self, model: str) -> None:
