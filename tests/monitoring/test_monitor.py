@@ -339,6 +339,80 @@ def test_leases_are_renewed_while_a_cycle_is_slow(watched: Watched) -> None:
     assert first.trackers == {}
 
 
+def test_a_rebuild_longer_than_the_lease_keeps_the_model(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first cycle whose rebuild outlasts the lease's TTL (0.5 s): the lease is renewed
+    meanwhile, the other monitor never gets the model, the cycle reports its rows."""
+    from shipyard.monitoring.tracker import ModelTracker
+
+    watched.predict(100)
+    first, second = monitor(watched, "first"), monitor(watched, "second")
+    real = ModelTracker.rebuild
+    taken: list[list[str]] = []
+
+    def slow(self: ModelTracker) -> None:
+        real(self)
+        if self.store.holder != "first":  # the second monitor's, had it got the model
+            return
+        for _ in range(4):  # 1.2 s in all, over twice the TTL
+            time.sleep(0.3)
+            taken.append(asyncio.run(second.cycle()).owned)
+
+    monkeypatch.setattr(ModelTracker, "rebuild", slow)
+    report = asyncio.run(first.cycle())
+    assert taken == [[], [], [], []]
+    assert report.errors == {}
+    assert report.owned == [MODEL]
+    assert report.results[MODEL].rows == 100
+    assert watched.registry.monitoring.snapshots(MODEL)[1]["rows_seen"] == 100
+
+
+def test_a_rebuild_that_fails_leaves_no_tracker(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.monitoring.tracker import ModelTracker
+
+    def broken(self: ModelTracker) -> None:
+        raise UnavailableError("the log is down")
+
+    runner = monitor(watched, "first")
+    monkeypatch.setattr(ModelTracker, "rebuild", broken)
+    report = asyncio.run(runner.cycle())
+    assert isinstance(report.errors[MODEL], UnavailableError)
+    assert runner.trackers == {}
+
+
+def test_a_cycle_the_database_refused_counts_its_labels_once(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settling the statuses fails with a retryable error (SQLite's "database is locked"):
+    nothing of the cycle is saved, the tracker is rebuilt, the labels are counted once."""
+    from shipyard.registry import monitoring as store_module
+
+    ids = watched.predict(20)
+    runner = monitor(watched, "first")
+    asyncio.run(runner.cycle())
+    watched.label(ids[:5], ["1"] * 5)
+
+    def locked(*args: Any) -> None:
+        raise UnavailableError("database is locked")
+
+    monkeypatch.setattr(store_module, "_settle", locked)
+    report = asyncio.run(runner.cycle())
+    assert isinstance(report.errors[MODEL], UnavailableError)
+    assert MODEL not in runner.trackers
+    monkeypatch.undo()
+    runner.failures[MODEL].retry_at = 0.0  # no back-off
+    for _ in range(2):
+        report = asyncio.run(runner.cycle())
+        assert report.errors == {}
+        snapshot = watched.registry.monitoring.snapshots(MODEL)[1]
+        assert snapshot["performance"]["all"]["labelled"] == 5
+        assert snapshot["rows_seen"] == 20
+    assert watched.registry.monitoring.feedback_counts(MODEL)["joined"] == 5
+
+
 def test_prometheus_metrics_parse_and_carry_performance_and_drift(watched: Watched) -> None:
     ids = watched.predict(500, shift=1.5)
     watched.label(ids[:200], ["1"] * 200)

@@ -150,12 +150,12 @@ def commit(watched: Watched, taken: dict[str, Any]) -> None:
         session.execute(insert(FeedbackRow).values(**taken))
 
 
-def log_ids(watched: Watched, ids: list[str]) -> list[str]:
+def log_ids(watched: Watched, ids: list[str], source: str = "http") -> list[str]:
     """Log one prediction per given id."""
     features = np.zeros((len(ids), len(NAMES)), dtype=np.float32)
     outputs = {"probability": np.full(len(ids), 0.9), "label": np.ones(len(ids), dtype=np.int64)}
     watched.log.write(
-        prediction_table(MODEL, 1, "http", ids, NAMES, features, outputs, 1.0, watched.clock.now)
+        prediction_table(MODEL, 1, source, ids, NAMES, features, outputs, 1.0, watched.clock.now)
     )
     return ids
 
@@ -254,14 +254,35 @@ def test_a_version_without_a_profile_has_no_drift_but_has_performance(
 
 
 def test_a_redelivered_prediction_is_counted_once(watched: Watched) -> None:
-    log_ids(watched, ["m1", "m2"])
+    log_ids(watched, ["m1", "m2"], "stream")
     watched.clock.advance(5)
-    log_ids(watched, ["m1"])  # redelivered after a kill: same id, the new write time
+    log_ids(watched, ["m1"], "stream")  # redelivered after a kill: same id, the new write time
     result = watched.tracker().update()
     assert result.rows == 2
     snapshot = result.snapshots[1]
     assert snapshot["rows_seen"] == 2
     assert snapshot["windows"]["rows"]["rows"] == 2
+
+
+def test_an_http_id_reused_is_a_new_prediction_and_feedback_joins_the_newest(
+    watched: Watched,
+) -> None:
+    tracker = watched.tracker()
+    log_ids(watched, ["r1", "r2"])
+    tracker.update()
+    watched.clock.advance(5)
+    features = np.zeros((1, len(NAMES)), dtype=np.float32)
+    outputs = {"probability": np.full(1, 0.2), "label": np.zeros(1, dtype=np.int64)}
+    watched.log.write(  # another client request quoting the id r1
+        prediction_table(MODEL, 1, "http", ["r1"], NAMES, features, outputs, 1.0, watched.clock.now)
+    )
+    result = tracker.update()
+    assert result.rows == 1
+    assert result.snapshots[1]["rows_seen"] == 3
+    watched.label(["r1"], ["0"])
+    every = tracker.update().snapshots[1]["performance"]["all"]
+    assert every["labelled"] == 1
+    assert every["metrics"]["accuracy"] == 1.0  # joined to the newest r1, which said 0
 
 
 def test_a_model_read_for_the_first_time_starts_at_the_longest_window(watched: Watched) -> None:
@@ -360,3 +381,59 @@ def test_a_quiet_versions_count_window_comes_back_full(watched: Watched) -> None
     short = watched.tracker(retention_s=86400.0).update().snapshots[1]
     assert short["windows"]["rows"]["rows"] == 0
     assert short["rows_seen"] == 500
+
+
+def test_a_rebuild_reads_at_most_index_rows_the_newest(watched: Watched) -> None:
+    watched.predict(300, ago_s=60)
+    newest = watched.predict(50)
+    tracker = watched.tracker(index_rows=50)
+    assert len(tracker.index) == 50
+    assert all(pid in tracker.index for pid in newest)
+    assert len(tracker.versions[1].rows.recent) == 50
+
+
+def _killed(*args: Any) -> None:
+    raise RuntimeError("killed")  # the process dies inside the cycle's commit
+
+
+def test_a_cycle_killed_in_its_commit_counts_no_row_twice(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.registry import monitoring as store_module
+
+    tracker = watched.tracker()
+    watched.predict(100)
+    assert tracker.update().snapshots[1]["rows_seen"] == 100
+    watched.predict(50)
+    monkeypatch.setattr(store_module, "_put_snapshot", _killed)
+    with pytest.raises(RuntimeError):
+        tracker.update()  # statuses, totals and cursors were written, then rolled back
+    monkeypatch.undo()
+    after = watched.tracker().update().snapshots[1]
+    assert after["rows_seen"] == 150
+
+
+def test_a_label_joined_out_of_order_survives_a_kill(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.registry import monitoring as store_module
+
+    ids = watched.predict(5)
+    watched.label(ids[:2], ["1", "1"])
+    tracker = watched.tracker()
+    tracker.update()
+    watched.label(["x"], ["1"])  # its prediction is not in the log yet: pending
+    watched.label(ids[2:3], ["1"])  # a higher seq, joined first
+    assert tracker.update().feedback == {"joined": 1}
+    log_ids(watched, ["x"])
+    monkeypatch.setattr(store_module, "_put_snapshot", _killed)
+    with pytest.raises(RuntimeError):
+        tracker.update()  # x joined, killed before anything was saved
+    monkeypatch.undo()
+    restarted = watched.tracker()
+    result = restarted.update()
+    assert result.feedback == {"joined": 1}
+    assert result.snapshots[1]["performance"]["all"]["labelled"] == 4
+    # And once more: the restored labels are not counted again.
+    again = watched.tracker().update().snapshots[1]["performance"]["all"]
+    assert again["labelled"] == 4

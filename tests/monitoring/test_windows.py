@@ -149,7 +149,7 @@ def test_a_redelivered_prediction_with_a_new_time_counts_once() -> None:
     index = JoinIndex(max_rows=10, window_us=3600 * US)
     window = VersionRows(window_rows=10, window_minutes=60, min_rows=1)
     for batch in (rows(["m1", "m2"]), rows(["m1"], T0 + timedelta(seconds=5))):
-        window.add(batch.take(index.add(1, batch)))
+        window.add(batch.take(index.add(1, batch, np.ones(len(batch), dtype=bool))))
     assert window.count_window().rows.ids.tolist() == ["m1", "m2"]
     assert window.seen == 2
     assert len(index) == 2
@@ -157,7 +157,22 @@ def test_a_redelivered_prediction_with_a_new_time_counts_once() -> None:
     assert prediction is not None
     assert prediction.time_us == us(T0)  # the first record is the prediction
     # Within one batch too.
-    assert index.add(1, rows(["m3", "m3"], step_s=2)).tolist() == [True, False]
+    assert index.add(1, rows(["m3", "m3"], step_s=2), np.ones(2, bool)).tolist() == [True, False]
+
+
+def test_an_http_client_reusing_an_id_makes_a_new_prediction_that_takes_the_id() -> None:
+    index = JoinIndex(max_rows=10, window_us=3600 * US)
+    window = VersionRows(window_rows=10, window_minutes=60, min_rows=1)
+    for batch in (rows(["a", "b"]), rows(["a"], T0 + timedelta(seconds=5))):
+        window.add(batch.take(index.add(1, batch)))  # HTTP rows: no stream mask
+    assert window.count_window().rows.ids.tolist() == ["a", "b", "a"]
+    assert window.seen == 3
+    prediction = index.get("a")
+    assert prediction is not None
+    assert prediction.time_us == us(T0 + timedelta(seconds=5))  # feedback joins the newest
+    # Within one batch too; but the very same row (id, version and time) is read once.
+    assert index.add(1, rows(["c", "c"], step_s=2)).tolist() == [True, True]
+    assert index.add(1, rows(["a"], T0 + timedelta(seconds=5))).tolist() == [False]
 
 
 def test_an_id_that_left_the_index_is_still_known_within_the_window() -> None:
@@ -165,7 +180,9 @@ def test_an_id_that_left_the_index_is_still_known_within_the_window() -> None:
     index.add(1, rows(["a", "b"]))
     index.evict(us(T0))  # over the cap: "a" leaves
     assert index.left("a")
-    assert index.add(1, rows(["a"], T0 + timedelta(seconds=9))).tolist() == [False]
+    assert index.add(1, rows(["a"], T0 + timedelta(seconds=9)), np.ones(1, bool)).tolist() == [
+        False
+    ]
     # After the window, the same id is a client's new prediction.
     assert index.add(1, rows(["a"], T0 + timedelta(hours=2))).tolist() == [True]
     assert not index.left("a")

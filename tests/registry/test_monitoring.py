@@ -309,6 +309,7 @@ def test_a_store_held_by_an_owner_writes_only_while_it_holds_the_lease(
         lambda: mine.settle_feedback("fraud", {"a": "joined"}),
         lambda: mine.record_event("fraud", 1, "drift.detected", "k", {}),
         lambda: mine.expire_feedback("fraud", datetime.now(UTC)),
+        lambda: mine.commit_cycle("fraud", statuses={}, cursors={"log": {"at": 1}}, snapshots={}),
     ]
     for write in writes:  # nobody holds the lease
         with pytest.raises(LeaseLostError, match="first no longer holds the lease on 'fraud'"):
@@ -331,6 +332,55 @@ def test_a_store_held_by_an_owner_writes_only_while_it_holds_the_lease(
     # Another model's lease does not count.
     with pytest.raises(LeaseLostError):
         store.held_by("second").save_cursor("other", "log", {"at": 2})
+
+
+def test_a_cycle_is_committed_whole_or_not_at_all(
+    store: MonitoringStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add_feedback("fraud", [("a", "1"), ("b", "0"), ("c", "1")], source="http")
+    mine = store.held_by("first")
+    assert store.acquire_lease("fraud", "first", 30)
+    mine.commit_cycle(
+        "fraud",
+        statuses={"a": "joined", "b": "unknown"},
+        cursors={"log": {"at": 1}, "totals:v1": {"seen": 2}},
+        snapshots={1: {"rows": 2}},
+    )
+    assert store.cursor("fraud", "log") == {"at": 1}
+    assert store.cursor("fraud", "totals:v1") == {"seen": 2}
+    assert store.snapshots("fraud") == {1: {"rows": 2}}
+    counts = store.feedback_counts("fraud")
+    assert (counts["pending"], counts["joined"], counts["unknown"]) == (1, 1, 1)
+
+    def killed(*args: Any) -> None:  # the process dies after the statuses and cursors
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(monitoring_module, "_put_snapshot", killed)
+    with pytest.raises(RuntimeError):
+        mine.commit_cycle(
+            "fraud",
+            statuses={"c": "joined", "b": "joined"},
+            cursors={"log": {"at": 2}, "totals:v1": {"seen": 3}},
+            snapshots={1: {"rows": 3}},
+        )
+    assert store.cursor("fraud", "log") == {"at": 1}  # nothing of it
+    assert store.cursor("fraud", "totals:v1") == {"seen": 2}
+    assert store.snapshots("fraud") == {1: {"rows": 2}}
+    assert store.feedback_counts("fraud") == counts
+    assert [r.status for r in store.feedback_after("fraud", 0)] == ["joined", "unknown", "pending"]
+
+
+def test_a_cycle_with_bad_parts_is_refused(store: MonitoringStore) -> None:
+    mine = store.held_by("first")
+    assert store.acquire_lease("fraud", "first", 30)
+    with pytest.raises(InvalidInputError, match="feedback status 'done'"):
+        mine.commit_cycle("fraud", statuses={"a": "done"}, cursors={}, snapshots={})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError, match="cursor name"):
+        mine.commit_cycle("fraud", statuses={}, cursors={"": {}}, snapshots={})
+    with pytest.raises(InvalidInputError, match="snapshot's version"):
+        mine.commit_cycle("fraud", statuses={}, cursors={}, snapshots={"1": {}})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError, match="monitoring snapshot"):
+        mine.commit_cycle("fraud", statuses={}, cursors={}, snapshots={1: {"x": float("nan")}})
 
 
 def test_feedback_totals_follow_settling_and_survive_expiry(store: MonitoringStore) -> None:

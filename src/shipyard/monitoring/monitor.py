@@ -217,8 +217,14 @@ class Monitor:
             )
             # Its writes only while the lease is held (ModelTracker reads registry.monitoring).
             tracker.store = tracker.episodes.store = self.held
-            tracker.rebuild()
+            # Held before the rebuild: ``renew`` keeps the lease of a rebuild longer than it.
             self.trackers[model] = tracker
+            try:
+                tracker.rebuild()
+            except BaseException:
+                if self.trackers.get(model) is tracker:
+                    del self.trackers[model]
+                raise
             logger.info("monitoring %s (lease %s)", model, self.options.owner)
         return tracker
 
@@ -349,7 +355,6 @@ class Monitor:
         )
         report.errors[model] = error
         self.metrics.errors.labels(model, type(error).__name__).inc()
-        retryable = isinstance(error, ShipyardError) and error.retryable
         logger.error(
             "monitoring %s failed (%d in a row; next try in %.0f s): %s",
             model,
@@ -358,8 +363,9 @@ class Monitor:
             text,
             exc_info=not isinstance(error, ShipyardError),
         )
-        if not retryable:  # its state may be half-updated: rebuilt from the store next time
-            self.trackers.pop(model, None)
+        # Retryable or not, its state may be ahead of the store's (a cycle's writes are one
+        # transaction, ``commit_cycle``): rebuilt from what was committed next time.
+        self.trackers.pop(model, None)
         await asyncio.to_thread(self._save_status, model, failure.document())
 
     async def _recovered(self, model: str) -> None:

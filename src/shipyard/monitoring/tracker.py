@@ -19,12 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shipyard.errors import NotFoundError
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.drift import DatasetDrift, detect_drift
 from shipyard.monitoring.episodes import Episodes
-from shipyard.monitoring.log import BatchCursor, name_floor
+from shipyard.monitoring.log import STREAM, BatchCursor, name_floor
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
     RANKED_ROWS,
@@ -213,7 +216,9 @@ class ModelTracker:
         # Rows since the longest window, never the whole retained log; a model read for the
         # first time is then followed from now on (the scan has what came before).
         since = now - timedelta(seconds=longest_s)
-        tables = self.log.scan(self.model, since=since)
+        # ... and at most ``index_rows`` of them, the newest: a busy model's rebuild stays
+        # short (the index keeps no more anyway).
+        tables = _newest(self.log.scan(self.model, since=since), self.options.index_rows)
         # A model new to the monitor counts what the scan found; otherwise the saved log
         # cursor says what was counted, and the next read brings the rest.
         added = self._add_rows(tables, restoring=self.log_cursor is not None)
@@ -304,9 +309,11 @@ class ModelTracker:
                 )
                 continue
             rows = LogRows.from_table(table)
-            rows = rows.take(np.argsort(rows.times, kind="stable"))
+            order = np.argsort(rows.times, kind="stable")
+            rows = rows.take(order)
+            stream = _from_stream(table)[order]
             self.log_newest_us = max(self.log_newest_us, int(rows.times[-1]))
-            new = self.index.add(number, rows)
+            new = self.index.add(number, rows, stream)
             fresh = rows.take(new)
             if restoring:  # in the windows again; counted when the log read brings them
                 self._uncounted.update(fresh.ids.tolist())
@@ -331,8 +338,9 @@ class ModelTracker:
             record.label, prediction.score, prediction.label, prediction.time_us, received_us
         )
         state.labelled.move_to_end(record.id)
-        # A restart's labels up to the saved totals' feedback seq are in them already.
-        if not restoring or record.seq > state.totals.through_seq:
+        # A restart's labels are those the store says joined: the totals saved with their
+        # statuses (``commit_cycle``) count them already.
+        if not restoring:
             delay_s = (received_us - prediction.time_us) / US
             state.totals.add(record.label, prediction.score, prediction.label, delay_s, record.seq)
             state.cumulative = None
@@ -342,45 +350,57 @@ class ModelTracker:
     # -- one cycle ------------------------------------------------------------------------
 
     def update(self) -> CycleResult:
-        """Read, join, judge, record; cursors move last."""
+        """Read, join, judge, then save it all in one transaction (``commit_cycle``): the
+        feedback statuses, every version's totals and snapshot, the log and feedback
+        cursors. What the store says was read and joined is then exactly what the saved
+        totals count. When this raises, the tracker's state is ahead of the store's: the
+        monitor drops it and the next cycle rebuilds from what was committed."""
         now = self.clock()
         now_us = _us(now)
         result = CycleResult()
         tables, log_cursor = self.log.read_new(self.model, self.log_cursor)
         result.rows = self._add_rows(tables) + self._rebuilt_rows
-        self._rebuilt_rows = 0
         self._uncounted.clear()  # the rest of the rebuild's rows were counted before it
         self.index.evict(now_us)
         for state in self.versions.values():
             state.rows.trim(now_us)
-        result.feedback = self._join(now)
+        statuses, feedback_seq = self._join(now)
+        result.feedback = _counts(statuses)
+        cursors: dict[str, dict[str, Any]] = {"log": dict(log_cursor)}
+        if feedback_seq != self.feedback_seq:
+            cursors["feedback"] = {"seq": feedback_seq}
+        totals: dict[int, tuple[int, int]] = {}
         for number, state in sorted(self.versions.items()):
             snapshot, events = self._judge(number, state, now)
             result.events += events
             result.snapshots[number] = snapshot
-            self._save_totals(number, state)
-            self.store.save_snapshot(self.model, number, snapshot)
-        self.store.save_cursor(self.model, "log", log_cursor)
-        self.log_cursor = dict(log_cursor)
+            key = (state.rows.seen, state.totals.labelled)
+            if key != state.saved:  # the totals since the version began serving, if changed
+                cursors[_totals_name(number)] = self._totals(state)
+                totals[number] = key
+        self.store.commit_cycle(
+            self.model, statuses=statuses, cursors=cursors, snapshots=result.snapshots
+        )
+        self.log_cursor = cursors["log"]
+        self.feedback_seq = feedback_seq
+        self._rebuilt_rows = 0
+        for number, key in totals.items():
+            self.versions[number].saved = key
         return result
 
-    def _save_totals(self, number: int, state: VersionState) -> None:
-        """The totals since the version began serving, for a restart (when they changed)."""
-        key = (state.rows.seen, state.totals.labelled)
-        if key == state.saved:
-            return
-        through_us = max(state.through_us, state.rows.newest_us or 0)
-        document = {
+    @staticmethod
+    def _totals(state: VersionState) -> dict[str, Any]:
+        """A version's totals as saved for a restart."""
+        return {
             "seen": state.rows.seen,
-            "through_us": through_us,
+            "through_us": max(state.through_us, state.rows.newest_us or 0),
             "cumulative": state.totals.state(),
         }
-        self.store.save_cursor(self.model, _totals_name(number), document)
-        state.saved = key
 
-    def _join(self, now: datetime) -> dict[str, int]:
-        """Join pending and new feedback to predictions by id; settle what is decided."""
-        records = self._new_feedback(now)
+    def _join(self, now: datetime) -> tuple[dict[str, FeedbackStatus], int]:
+        """Join pending and new feedback to predictions by id: the statuses of what is
+        decided (to commit), and where the feedback cursor moves."""
+        records, cursor = self._new_feedback(now)
         records += [r for r in self.unknown.values() if r.id in self.index]
         statuses: dict[str, FeedbackStatus] = {}
         now_us = _us(now)
@@ -418,14 +438,9 @@ class ModelTracker:
             self.pending.pop(record.id, None)
         for pid in statuses:
             self.pending.pop(pid, None)
-        if statuses:
-            self.store.settle_feedback(self.model, statuses)
-        counts: dict[str, int] = {}
-        for status in statuses.values():
-            counts[status] = counts.get(status, 0) + 1
-        return counts
+        return statuses, cursor
 
-    def _new_feedback(self, now: datetime) -> list[FeedbackRecord]:
+    def _new_feedback(self, now: datetime) -> tuple[list[FeedbackRecord], int]:
         """The pending feedback to try: what waits, and the store's pending rows after the
         cursor. On PostgreSQL a row's ``seq`` is taken at insert and transactions commit in
         any order, so a row can appear below one already read: the cursor only passes rows
@@ -462,10 +477,7 @@ class ModelTracker:
                 if page[-1].seq > self.feedback_seq:
                     break
             self.swept = now
-        if cursor != self.feedback_seq:
-            self.store.save_cursor(self.model, "feedback", {"seq": cursor})
-            self.feedback_seq = cursor
-        return list(records.values())
+        return list(records.values()), cursor
 
     # -- verdicts -------------------------------------------------------------------------
 
@@ -600,6 +612,42 @@ class ModelTracker:
             state.spec.drift_config(),
             scores=scores,
         )
+
+
+def _newest(tables: Mapping[int, pa.Table], limit: int) -> dict[int, pa.Table]:
+    """The newest ``limit`` rows of the versions' tables together."""
+    if sum(len(table) for table in tables.values()) <= limit:
+        return dict(tables)
+    times = {
+        number: pc.cast(table.column("time"), pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
+        for number, table in tables.items()
+    }
+    every = np.concatenate(list(times.values()))
+    cut = np.partition(every, len(every) - limit)[len(every) - limit]  # the limit-th newest
+    above = int((every > cut).sum())
+    ties = limit - above  # rows at exactly ``cut`` still taken
+    kept: dict[int, pa.Table] = {}
+    for number, table in sorted(tables.items()):
+        keep = times[number] > cut
+        at = np.flatnonzero(times[number] == cut)
+        keep[at[:ties]] = True
+        ties -= min(ties, len(at))
+        if keep.any():
+            kept[number] = table.filter(pa.array(keep))
+    return kept
+
+
+def _from_stream(table: pa.Table) -> npt.NDArray[np.bool_]:
+    """Which rows of a log table the stream scorer logged."""
+    source = pc.fill_null(pc.equal(table.column("source").cast(pa.string()), STREAM), False)
+    return np.asarray(source.to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+def _counts(statuses: Mapping[str, FeedbackStatus]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def _totals_name(number: int) -> str:

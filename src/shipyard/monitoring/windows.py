@@ -351,11 +351,13 @@ class JoinIndex:
 
     Ids that leave (too old, or pushed out by newer ones) are remembered — the last
     ``gone_rows`` of them, with their version and time — so their feedback is told ``late``
-    rather than ``unknown``. Within the feedback window an id already logged for a version
-    is that version's prediction: the same row read twice (a rebuild overlapping the log
-    cursor) or redelivered by a broker (the scorer stamps a new time when it writes the
-    record again) counts once. An id logged by another version, or again after the window,
-    is a client reusing it for a new prediction: the newer prediction takes the id.
+    rather than ``unknown``. A row seen before counts once: the same row read twice (a
+    rebuild overlapping the log cursor: same id, version and time), or a stream row whose id
+    the same version logged within the feedback window (a broker redelivered the message
+    and the scorer stamped a new time when it wrote the record again; the first record is
+    the prediction). Any other repeat is a new prediction — an HTTP client reusing an id,
+    an id logged by another version or after the window — and is counted; the newest
+    prediction takes the id, so feedback quoting a reused id joins the latest one.
     """
 
     def __init__(self, max_rows: int, window_us: int, gone_rows: int = GONE_ROWS) -> None:
@@ -379,8 +381,12 @@ class JoinIndex:
         """Whether this id was in the index and left it (its feedback is late)."""
         return prediction_id in self._gone
 
-    def add(self, version: int, rows: LogRows) -> npt.NDArray[np.bool_]:
-        """Index rows (in time order); returns which of them are new predictions."""
+    def add(
+        self, version: int, rows: LogRows, stream: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.bool_]:
+        """Index rows (in time order); returns which of them are new predictions.
+        ``stream`` marks the rows the stream scorer logged (None: none did), whose repeats
+        within the feedback window are redeliveries."""
         ids = rows.ids.tolist()
         live, gone = self._live, self._gone
         predictions = map(
@@ -395,24 +401,32 @@ class JoinIndex:
             live.update(zip(ids, predictions, strict=True))  # the usual case: all new, in bulk
             return np.ones(len(ids), dtype=np.bool_)
         new = np.zeros(len(ids), dtype=np.bool_)
-        for i, (pid, prediction) in enumerate(zip(ids, predictions, strict=True)):
+        redelivery = [False] * len(ids) if stream is None else np.asarray(stream, bool).tolist()
+        for i, (pid, prediction, redelivered) in enumerate(
+            zip(ids, predictions, redelivery, strict=True)
+        ):
             known = live.get(pid)
             if known is not None:
-                if self._same(known.version, known.time_us, prediction):
+                if self._same(known.version, known.time_us, prediction, redelivered):
                     continue
-                del live[pid]  # a client reused the id: the newer prediction takes it
+                del live[pid]  # a new prediction with a reused id: the newer one takes it
             else:
                 left = gone.get(pid)
                 if left is not None:
-                    if self._same(*left, prediction):
+                    if self._same(*left, prediction, redelivered):
                         continue
                     del gone[pid]
             live[pid] = prediction
             new[i] = True
         return new
 
-    def _same(self, version: int, time_us: int, prediction: Prediction) -> bool:
-        return version == prediction.version and abs(prediction.time_us - time_us) <= self.window_us
+    def _same(self, version: int, time_us: int, prediction: Prediction, redelivered: bool) -> bool:
+        """Whether ``prediction`` repeats the one logged at ``time_us`` by ``version``."""
+        if version != prediction.version:
+            return False
+        if prediction.time_us == time_us:
+            return True
+        return redelivered and abs(prediction.time_us - time_us) <= self.window_us
 
     def evict(self, now_us: int) -> int:
         """Drop ids older than the window, then the oldest beyond ``max_rows``."""

@@ -205,41 +205,11 @@ class MonitoringStore:
 
     def settle_feedback(self, model: str, statuses: Mapping[str, FeedbackStatus]) -> None:
         """Set the status of stored labels, by prediction id; unknown ids are ignored."""
-        by_status: dict[str, list[str]] = {}
-        for prediction_id, new in statuses.items():
-            _check_status(new)
-            by_status.setdefault(new, []).append(prediction_id)
+        by_status = _by_status(statuses)
         with self._transaction(write=True) as session:
             model_id = find_model(session, model).id
             self._hold(session, model_id, model)
-            changes: dict[str, int] = {}
-            for status, ids in by_status.items():
-                for chunk in _chunks(ids):
-                    # The rows' current statuses, locked: the counters move with them.
-                    moved = session.execute(
-                        select(FeedbackRow.prediction_id, FeedbackRow.status)
-                        .where(
-                            FeedbackRow.model_id == model_id,
-                            FeedbackRow.prediction_id.in_(chunk),
-                            FeedbackRow.status != status,
-                        )
-                        .with_for_update()
-                    ).all()
-                    if not moved:
-                        continue
-                    for _, old in moved:
-                        changes[old] = changes.get(old, 0) - 1
-                    changes[status] = changes.get(status, 0) + len(moved)
-                    session.execute(
-                        update(FeedbackRow)
-                        .where(
-                            FeedbackRow.model_id == model_id,
-                            FeedbackRow.prediction_id.in_([pid for pid, _ in moved]),
-                        )
-                        .values(status=status)
-                        .execution_options(synchronize_session=False)
-                    )
-            _add_to_counters(session, model_id, changes)
+            _settle(session, model_id, by_status)
 
     def feedback_counts(self, model: str) -> dict[str, int]:
         """Totals since the start: ``accepted``, ``duplicate`` and one per status (the
@@ -419,22 +389,7 @@ class MonitoringStore:
         def work(session: Session) -> None:
             model_id = find_model(session, model).id
             self._hold(session, model_id, model)
-            row = session.scalar(
-                select(MonitoringSnapshotRow).where(
-                    MonitoringSnapshotRow.model_id == model_id,
-                    MonitoringSnapshotRow.version == version,
-                )
-            )
-            if row is None:
-                session.add(
-                    MonitoringSnapshotRow(
-                        model_id=model_id, version=version, snapshot=document, updated_at=utcnow()
-                    )
-                )
-            else:
-                row.snapshot = document
-                row.updated_at = utcnow()
-            session.flush()
+            _put_snapshot(session, model_id, version, document)
 
         self._retrying(work)
 
@@ -458,21 +413,48 @@ class MonitoringStore:
         def work(session: Session) -> None:
             model_id = find_model(session, model).id
             self._hold(session, model_id, model)
-            row = session.scalar(
-                select(MonitoringCursorRow).where(
-                    MonitoringCursorRow.model_id == model_id, MonitoringCursorRow.name == name
-                )
-            )
-            if row is None:
-                session.add(
-                    MonitoringCursorRow(
-                        model_id=model_id, name=name, cursor=document, updated_at=utcnow()
-                    )
-                )
-            else:
-                row.cursor = document
-                row.updated_at = utcnow()
-            session.flush()
+            _put_cursor(session, model_id, name, document)
+
+        self._retrying(work)
+
+    def commit_cycle(
+        self,
+        model: str,
+        *,
+        statuses: Mapping[str, FeedbackStatus],
+        cursors: Mapping[str, Mapping[str, Any]],
+        snapshots: Mapping[int, Mapping[str, Any]],
+    ) -> None:
+        """One monitor cycle's writes, all or none, in one transaction: the feedback
+        ``statuses`` (as ``settle_feedback``), the ``cursors`` by name (as ``save_cursor``)
+        and the ``snapshots`` by version (as ``save_snapshot``).
+
+        A monitor saves with them the totals those statuses and rows produced (as cursors),
+        so that what the store says was read and joined is exactly what was counted: a
+        monitor killed, or refused by the database, between two of these writes would
+        otherwise count rows or labels twice, or never, after its restart.
+        """
+        by_status = _by_status(statuses)
+        cursor_documents: dict[str, dict[str, Any]] = {}
+        for name, cursor in cursors.items():
+            _check_text(name, "cursor name", 64)
+            cursor_documents[name] = dict(cursor)
+            check_json(cursor_documents[name], "monitoring cursor")
+        snapshot_documents: dict[int, dict[str, Any]] = {}
+        for version, snapshot in snapshots.items():
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise InvalidInputError(f"a snapshot's version is a number, not {version!r}")
+            snapshot_documents[version] = dict(snapshot)
+            check_json(snapshot_documents[version], "monitoring snapshot")
+
+        def work(session: Session) -> None:
+            model_id = find_model(session, model).id
+            self._hold(session, model_id, model)
+            _settle(session, model_id, by_status)
+            for name, document in sorted(cursor_documents.items()):
+                _put_cursor(session, model_id, name, document)
+            for version, document in sorted(snapshot_documents.items()):
+                _put_snapshot(session, model_id, version, document)
 
         self._retrying(work)
 
@@ -534,6 +516,82 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
         .returning(_FEEDBACK.c.prediction_id)
     )
     return set(session.scalars(statement, rows))
+
+
+def _by_status(statuses: Mapping[str, FeedbackStatus]) -> dict[str, list[str]]:
+    """The prediction ids to set to each status (each status checked)."""
+    by_status: dict[str, list[str]] = {}
+    for prediction_id, new in statuses.items():
+        _check_status(new)
+        by_status.setdefault(new, []).append(prediction_id)
+    return by_status
+
+
+def _settle(session: Session, model_id: int, by_status: Mapping[str, list[str]]) -> None:
+    """Set the status of stored labels; the counters move with them."""
+    changes: dict[str, int] = {}
+    for status, ids in sorted(by_status.items()):
+        for chunk in _chunks(ids):
+            # The rows' current statuses, locked: the counters move with them.
+            moved = session.execute(
+                select(FeedbackRow.prediction_id, FeedbackRow.status)
+                .where(
+                    FeedbackRow.model_id == model_id,
+                    FeedbackRow.prediction_id.in_(chunk),
+                    FeedbackRow.status != status,
+                )
+                .with_for_update()
+            ).all()
+            if not moved:
+                continue
+            for _, old in moved:
+                changes[old] = changes.get(old, 0) - 1
+            changes[status] = changes.get(status, 0) + len(moved)
+            session.execute(
+                update(FeedbackRow)
+                .where(
+                    FeedbackRow.model_id == model_id,
+                    FeedbackRow.prediction_id.in_([pid for pid, _ in moved]),
+                )
+                .values(status=status)
+                .execution_options(synchronize_session=False)
+            )
+    _add_to_counters(session, model_id, changes)
+
+
+def _put_cursor(session: Session, model_id: int, name: str, document: dict[str, Any]) -> None:
+    row = session.scalar(
+        select(MonitoringCursorRow).where(
+            MonitoringCursorRow.model_id == model_id, MonitoringCursorRow.name == name
+        )
+    )
+    if row is None:
+        session.add(
+            MonitoringCursorRow(model_id=model_id, name=name, cursor=document, updated_at=utcnow())
+        )
+    else:
+        row.cursor = document
+        row.updated_at = utcnow()
+    session.flush()
+
+
+def _put_snapshot(session: Session, model_id: int, version: int, document: dict[str, Any]) -> None:
+    row = session.scalar(
+        select(MonitoringSnapshotRow).where(
+            MonitoringSnapshotRow.model_id == model_id,
+            MonitoringSnapshotRow.version == version,
+        )
+    )
+    if row is None:
+        session.add(
+            MonitoringSnapshotRow(
+                model_id=model_id, version=version, snapshot=document, updated_at=utcnow()
+            )
+        )
+    else:
+        row.snapshot = document
+        row.updated_at = utcnow()
+    session.flush()
 
 
 def _add_to_counters(session: Session, model_id: int, changes: Mapping[str, int]) -> None:
