@@ -155,7 +155,7 @@ class _Acks:
 class RabbitMQBroker:
     """Quorum queues, publisher confirms, prefetching consumers, explicit dead letters."""
 
-    def __init__(self, url: str, *, redelivery_ms: float = 30_000, prefetch: int = 1024) -> None:
+    def __init__(self, url: str, *, redelivery_ms: float = 30_000, prefetch: int = 8192) -> None:
         self._url = url
         self._shown = shown_url(url)
         self._prefetch = prefetch
