@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -52,18 +52,31 @@ class Runner:
         self.stages = stages
         self.listener = listener
 
-    def run(self, spec: Spec, spec_text: str) -> RunResult:
-        """Execute the spec; raises the failing stage's error after recording it."""
+    def run(
+        self,
+        spec: Spec,
+        spec_text: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Execute the spec; raises the failing stage's error after recording it.
+
+        ``tags`` go on the registered version beside the spec's; ``on_start`` is called
+        with the run's id once the run is recorded, before the first stage."""
         params = {
             "task": spec.task,
             "model": spec.model.type,
             "params": spec.model.params,
             "scale": spec.model.scale,
             "split": spec.split.model_dump(),
+            "data": data_source(spec),
             "shipyard": __version__,
         }
         run_id = self.registry.runs.start(spec.name, spec_text, params)
-        ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id)
+        ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id, tags=dict(tags or {}))
+        if on_start is not None:
+            on_start(run_id)
         timings: list[StageTiming] = []
         for stage_cls in self.stages:
             stage = stage_cls()
@@ -104,3 +117,12 @@ class Runner:
     def _tell(self, name: str, status: str, seconds: float) -> None:
         if self.listener is not None:
             self.listener(name, status, seconds)
+
+
+def data_source(spec: Spec) -> dict[str, object]:
+    """Where a run's table came from, kept in its params so that a retrain can find the
+    training data of the version it replaces: ``{"path": absolute}`` or ``{"generate": …}``."""
+    if spec.data.path is not None:
+        return {"path": str(spec.data.path.absolute())}
+    assert spec.data.generate is not None
+    return {"generate": spec.data.generate.model_dump()}

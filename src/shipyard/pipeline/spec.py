@@ -14,9 +14,11 @@ parameters, how to split, which metrics to compute, and when to promote the new 
     metrics: [average_precision, roc_auc]
     promotion: {alias: production, metric: average_precision, require: beats_current}
     monitoring: {windows: {rows: 1000, minutes: 60}, drift: {drift_share: 0.5}}  # optional
+    retrain: {triggers: {drift.detected: true}, gate: {min_delta: 0.01}, cooldown: 1h}  # optional
 
-``monitoring`` (``monitoring/config.py``) is stored with each registered version, as JSON in
-its ``monitoring`` tag, for ``shipyard monitor``.
+``monitoring`` (``monitoring/config.py``) and ``retrain`` (``monitoring/retraining.py``) are
+stored with each registered version, as JSON in its ``monitoring`` and ``retrain`` tags, for
+``shipyard monitor``; they live below the pipeline so that the monitor reads them without it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from shipyard.data import DATASETS, Column, TableSchema, get_dataset
 from shipyard.errors import NotFoundError, SpecError
 from shipyard.examples import example_names, example_spec
 from shipyard.monitoring.config import MonitoringSpec
+from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS
 from shipyard.registry import DEFAULT_ALIAS
 
@@ -171,6 +174,7 @@ class Spec(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["average_precision", "roc_auc"])
     promotion: PromotionSpec = PromotionSpec()
     monitoring: MonitoringSpec | None = None
+    retrain: RetrainSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -187,6 +191,10 @@ class Spec(_Strict):
             metric = self.promotion.metric or self.metrics[0]
             if metric not in self.metrics:
                 raise ValueError(f"promotion metric {metric!r} must be listed in `metrics`")
+        if self.retrain is not None and self.retrain_metric not in self.metrics:
+            raise ValueError(
+                f"retrain.gate.metric {self.retrain_metric!r} must be listed in `metrics`"
+            )
         return self
 
     def with_data_file(self, path: Path) -> Spec:
@@ -200,6 +208,12 @@ class Spec(_Strict):
     def promotion_metric(self) -> str:
         """The metric the promotion rule compares (the first listed when not given)."""
         return self.promotion.metric or self.metrics[0]
+
+    @property
+    def retrain_metric(self) -> str:
+        """The metric a retrained candidate is gated on (default the promotion metric)."""
+        gate = self.retrain.gate if self.retrain is not None else None
+        return (gate.metric if gate is not None else None) or self.promotion_metric
 
 
 def find_spec(source: str | Path) -> Path:

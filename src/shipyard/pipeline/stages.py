@@ -21,6 +21,7 @@ from shipyard.errors import AliasNotFoundError, InvalidInputError, SpecError
 from shipyard.inference import ExportedModel, export_model
 from shipyard.inference.predictor import predictor_from_files
 from shipyard.monitoring.config import TAG as MONITORING_TAG
+from shipyard.monitoring.retraining import TAG as RETRAIN_TAG
 from shipyard.pipeline.estimators import METRICS, build_estimator
 from shipyard.pipeline.spec import Spec
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry
@@ -57,6 +58,8 @@ class RunContext:
     exported: ExportedModel | None = None
     version: ModelVersionInfo | None = None
     promotion: Promotion | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags the registered version gets beside the spec's (e.g. the retrain attempt)."""
 
     def __post_init__(self) -> None:
         self.schema = self.spec.data.table_schema()
@@ -274,7 +277,7 @@ class Register:
             metrics=ctx.metrics,
             reference_profile=profile_frame(ctx.train, ctx.schema, scores=training_scores(ctx)),
             run_id=ctx.run_id,
-            tags=_tags(ctx.spec),
+            tags={**_tags(ctx.spec), **ctx.tags},
             description=ctx.spec.description or None,
         )
 
@@ -291,10 +294,13 @@ def training_scores(ctx: RunContext) -> npt.NDArray[np.float64]:
 
 
 def _tags(spec: Spec) -> dict[str, str]:
-    """A version's tags: its spec and estimator, and the spec's monitoring rules if any."""
+    """A version's tags: its spec and estimator, and the spec's monitoring and retrain
+    rules if any."""
     tags = {"spec": spec.name, "estimator": spec.model.type}
     if spec.monitoring is not None:
         tags[MONITORING_TAG] = spec.monitoring.to_tag()
+    if spec.retrain is not None:
+        tags[RETRAIN_TAG] = spec.retrain.to_tag()
     return tags
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     )
     from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo, StageInfo
     from shipyard.registry.registry import Registry
+    from shipyard.registry.retraining import Begun, RetrainAttempt, RetrainLocks
     from shipyard.registry.runs import Runs
     from shipyard.registry.signing import KeyPair, Signer, TrustedKeys, generate_keypair
     from shipyard.registry.users import ApiKey, Principal, Role, User, Users, role_allows
@@ -38,6 +39,7 @@ _HOMES = {
     ),
     "records": ("ModelInfo", "ModelVersionInfo", "RunInfo", "StageInfo"),
     "registry": ("Registry",),
+    "retraining": ("Begun", "RetrainAttempt", "RetrainLocks"),
     "runs": ("Runs",),
     "signing": ("KeyPair", "Signer", "TrustedKeys", "generate_keypair"),
     "users": ("ApiKey", "Principal", "Role", "User", "Users", "role_allows"),
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_ALIAS",
     "ApiKey",
     "ArtifactStore",
+    "Begun",
     "EventRecord",
     "FeedbackReceipt",
     "FeedbackRecord",
@@ -61,6 +64,8 @@ __all__ = [
     "MonitoringStore",
     "Principal",
     "Registry",
+    "RetrainAttempt",
+    "RetrainLocks",
     "Role",
     "RunInfo",
     "Runs",

@@ -2,7 +2,8 @@
 
 ``Registry`` is the only entry point other packages use; the runs that register versions are
 ``Registry.runs`` (``registry/runs.py``), what monitoring keeps is ``Registry.monitoring``
-(``registry/monitoring.py``). Every public method runs in its own short transaction, so a
+(``registry/monitoring.py``), the retrain locks are ``Registry.retraining``
+(``registry/retraining.py``). Every public method runs in its own short transaction, so a
 failure leaves nothing half-written; a database that cannot be reached raises
 ``UnavailableError`` with the password masked.
 """
@@ -53,6 +54,7 @@ from shipyard.registry.queries import (
 )
 from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo
 from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef, check_name
+from shipyard.registry.retraining import RetrainLocks
 from shipyard.registry.runs import Runs, find_run
 from shipyard.registry.signing import Signer, TrustedKeys
 from shipyard.registry.tables import (
@@ -88,6 +90,7 @@ class Registry:
         self._signer_lock = threading.Lock()
         self.runs = Runs(self.transaction)
         self.monitoring = MonitoringStore(self.transaction)
+        self.retraining = RetrainLocks(self.transaction)
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:

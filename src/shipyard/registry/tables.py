@@ -299,3 +299,25 @@ class MonitoringCursorRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     cursor: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class RetrainLockRow(Base):
+    """A model's retrain attempt: in flight while ``finished_at`` is empty and ``expires_at``
+    ahead (its holder renews it), stale once it expired unfinished; ``cooled_at`` is when
+    the last finished attempt ended, which the cooldown counts from."""
+
+    __tablename__ = "retrain_locks"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(300))
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    candidate: Mapped[int | None] = mapped_column(Integer)
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    cooled_at: Mapped[datetime | None]

@@ -1,0 +1,276 @@
+"""When a model is retrained: the spec's ``retrain:`` section, the triggers, the hand-off.
+
+The register stage stores the section, validated, as JSON in the version's ``retrain`` tag
+(as ``monitoring:`` is stored in ``monitoring``), so a monitor knows each production
+version's rules without its spec file::
+
+    retrain:
+      triggers:
+        drift.detected: true              # on a drift episode of the production version
+        performance.degraded: {margin: 0.05}   # live metric this far below the offline one
+        schedule: {every: 6h}             # also every 6 hours (default: no schedule)
+        manual: true                      # `shipyard retrain NAME` is allowed
+      data:
+        last: 50000        # the newest N labelled predictions (log joined with feedback)
+        since: 7d          # ... made within this long (default: the whole retained log)
+        original: 0.2      # plus this share of the current version's training rows
+        min_rows: 500      # fewer labelled rows: skipped
+      gate:
+        metric: average_precision   # default: the spec's promotion metric
+        min_delta: 0.01    # the candidate must beat production by this much ...
+        holdout: 0.3       # ... on the newest 30 % of the labelled rows, kept out of training
+      cooldown: 1h         # after a retrain finished, the next waits this long
+
+The monitor decides *when* (``RetrainWatch``: the triggers, one trigger at a time) and hands
+the work to a ``Retrainer`` it is given — the pipeline's, built by ``shipyard monitor`` —
+which takes the model's retrain lock (one retrain per model in flight, a cooldown between
+them), trains, gates and promotes, and records every decision as an event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from shipyard.errors import InvalidInputError, NotFoundError
+from shipyard.registry import DEFAULT_ALIAS, ModelRef
+
+if TYPE_CHECKING:
+    from shipyard.registry import ModelVersionInfo, Registry
+    from shipyard.registry.monitoring import EventRecord, MonitoringStore
+
+#: The version tag that holds the spec's ``retrain`` section as JSON.
+TAG = "retrain"
+#: The version tag that names the retrain attempt a candidate was trained by.
+ATTEMPT_TAG = "retrain_attempt"
+#: The events that may trigger a retrain, and the other kinds of trigger.
+DRIFT, DEGRADED, SCHEDULE, MANUAL = "drift.detected", "performance.degraded", "schedule", "manual"
+#: The monitor's store cursor: the id of the last event it considered as a trigger.
+CURSOR = "retrain"
+#: Events read per cycle when looking for triggers.
+EVENTS_PAGE = 1000
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def seconds(value: Any) -> Any:
+    """A duration as seconds: a number, or text such as ``90s``, ``30m``, ``6h``, ``7d``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration; write a number of seconds or e.g. 90s, 30m, 6h, 7d"
+            )
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(seconds), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PerformanceTrigger(_Strict):
+    """Retrain on ``performance.degraded``."""
+
+    margin: float | None = Field(
+        default=None,
+        ge=0,
+        description="retrain only when the live metric is at least this far below the "
+        "offline one (default: on every performance.degraded event)",
+    )
+
+
+class ScheduleTrigger(_Strict):
+    """Retrain every so often, whatever the evidence."""
+
+    every: Seconds
+
+
+def _switch(value: Any) -> Any:
+    """``true`` / ``false`` for a trigger that has settings: on with defaults, or off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class TriggersSpec(_Strict):
+    """What starts a retrain."""
+
+    drift: bool = Field(default=True, alias="drift.detected")
+    performance: Annotated[PerformanceTrigger | None, BeforeValidator(_switch)] = Field(
+        default_factory=PerformanceTrigger, alias="performance.degraded"
+    )
+    schedule: ScheduleTrigger | None = None
+    manual: bool = True
+
+
+class RetrainDataSpec(_Strict):
+    """The rows a retrain trains on."""
+
+    last: int | None = Field(default=50_000, gt=0, description="the newest N labelled rows")
+    since: Seconds | None = Field(default=None, description="labelled rows this recent")
+    original: float = Field(
+        default=0.0, ge=0, le=1, description="share of the current version's training rows"
+    )
+    min_rows: int = Field(default=500, gt=1, description="fewer labelled rows: no retrain")
+
+
+class GateSpec(_Strict):
+    """What a candidate must do to be promoted."""
+
+    metric: str | None = Field(default=None, description="default: the promotion metric")
+    min_delta: float = Field(default=0.01, ge=0)
+    holdout: float = Field(default=0.3, gt=0, lt=1)
+
+
+class RetrainSpec(_Strict):
+    """A model's retraining rules; every part has defaults."""
+
+    triggers: TriggersSpec = TriggersSpec()
+    data: RetrainDataSpec = RetrainDataSpec()
+    gate: GateSpec = GateSpec()
+    cooldown: Seconds = 3600.0
+
+    def to_tag(self) -> str:
+        """The JSON stored in the version's ``retrain`` tag."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> RetrainSpec | None:
+        """The rules a version was registered with; None when its spec had no section."""
+        text = tags.get(TAG)
+        if not text:
+            return None
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValueError, ValidationError) as error:
+            raise InvalidInputError(
+                f"the version's {TAG!r} tag is not a valid retrain section ({error}); "
+                "register the version again from a spec whose `retrain:` validates"
+            ) from error
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a retrain is asked for: the kind, a key unique to this occasion, the evidence."""
+
+    kind: str
+    key: str
+    version: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        """As recorded in the events' evidence."""
+        return {"kind": self.kind, "key": self.key, "version": self.version}
+
+
+Status = Literal["promoted", "lost", "failed", "skipped", "waiting"]
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """How a retrain ended: ``promoted``, ``lost`` (the gate), ``failed``, ``skipped`` (it
+    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight)."""
+
+    model: str
+    status: Status
+    reason: str
+    candidate: int | None = None
+    events: list[EventRecord] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """Whether the trigger is dealt with (``waiting``: ask again later)."""
+        return self.status != "waiting"
+
+
+class Retrainer(Protocol):
+    """Retrains a model for a trigger: lock, data, training, gate, promotion, events."""
+
+    def retrain(self, model: str, trigger: Trigger) -> RetrainOutcome:
+        """Do it (or refuse, saying why); never raises for a retrain that fails."""
+        ...
+
+
+class RetrainWatch:
+    """Finds, cycle after cycle, what should retrain a model the monitor owns."""
+
+    def __init__(self, registry: Registry, alias: str = DEFAULT_ALIAS) -> None:
+        self.registry = registry
+        self.alias = alias
+
+    def due(
+        self, model: str, store: MonitoringStore, now: datetime
+    ) -> tuple[Trigger | None, int | None]:
+        """The trigger to hand to the retrainer now, if any, and where the event cursor
+        moves once it is dealt with (None: it stays)."""
+        try:
+            production = self.registry.get_version(ModelRef(model, None, self.alias))
+        except NotFoundError:
+            return None, None
+        rules = RetrainSpec.from_tags(production.tags)
+        saved = store.cursor(model, CURSOR)
+        after = int(saved["id"]) if saved else 0
+        events = store.events(model, after_id=after, limit=EVENTS_PAGE)
+        moved = events[-1].id if events else None
+        found = [e for e in events if e.version == production.version and _wanted(e, rules)]
+        if found:
+            event = found[-1]  # the newest evidence stands for the older
+            return Trigger(event.kind, event.key, event.version, dict(event.evidence)), moved
+        if moved is not None:  # nothing wanted among them: move past at once
+            store.save_cursor(model, CURSOR, {"id": moved})
+        if rules is not None and rules.triggers.schedule is not None:
+            every = rules.triggers.schedule.every
+            last = self.registry.retraining.last_started(model)
+            since = max(last or production.created_at, production.created_at)
+            if now - since >= timedelta(seconds=every):
+                slot = math.floor(now.timestamp() / every)
+                evidence = {"every_s": every, "since": since.isoformat()}
+                return Trigger(SCHEDULE, f"{SCHEDULE}:{slot}", production.version, evidence), None
+        return None, None
+
+
+def _wanted(event: EventRecord, rules: RetrainSpec | None) -> bool:
+    """Whether an event triggers a retrain under ``rules`` (None: no section, so any
+    trigger kind is passed on, to be skipped with that reason)."""
+    if event.kind not in (DRIFT, DEGRADED):
+        return False
+    if rules is None:
+        return True
+    triggers = rules.triggers
+    if event.kind == DRIFT:
+        return triggers.drift
+    if triggers.performance is None:
+        return False
+    margin = triggers.performance.margin
+    if margin is None:
+        return True
+    return shortfall(event.evidence) >= margin
+
+
+def shortfall(evidence: Mapping[str, Any]) -> float:
+    """How far a ``performance.degraded`` event's live metric is below the offline one, in
+    the metric's better direction (0 when the evidence lacks either)."""
+    live, offline = evidence.get("live"), evidence.get("offline")
+    if not isinstance(live, int | float) or not isinstance(offline, int | float):
+        return 0.0
+    lower_is_better = evidence.get("metric") in ("brier", "mae", "rmse")
+    return float(live - offline) if lower_is_better else float(offline - live)
+
+
+def production_rules(info: ModelVersionInfo) -> RetrainSpec | None:
+    """The retrain rules the version was registered with (None: no ``retrain:``)."""
+    return RetrainSpec.from_tags(info.tags)

@@ -1,0 +1,262 @@
+"""Retrain locks: at most one retrain per model in flight, a cooldown between them, and
+a promotion that only the attempt holding the lock can make, only from the version it
+judged against.
+
+One row per model (``retrain_locks``). ``begin`` takes it in one transaction, with the row
+locked: refused while another attempt is in flight (unfinished, its lease ahead) or while
+the cooldown after the last finished attempt runs; an attempt that expired unfinished (its
+process died) is *stale*: ``begin`` takes the row over and hands the stale attempt back so
+the caller can abandon what it left (its run, an unjudged candidate). The holder renews
+the lease (``renew``) while it works. A registry hands out its locks as
+``Registry.retraining``; each call runs in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shipyard.errors import ConflictError, InvalidInputError
+from shipyard.registry.database import retrying
+from shipyard.registry.queries import find_model, move_alias, resolve
+from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.runs import Transactions
+from shipyard.registry.tables import AliasRow, ModelVersionRow, RetrainLockRow, utcnow
+
+IN_FLIGHT = "in flight"
+COOLDOWN = "cooldown"
+
+
+@dataclass(frozen=True)
+class RetrainAttempt:
+    """One retrain attempt of a model, as its lock row records it."""
+
+    model: str
+    attempt: str
+    owner: str
+    trigger: str
+    started_at: datetime
+    expires_at: datetime
+    run_id: str | None
+    candidate: int | None
+    finished_at: datetime | None
+    outcome: str | None
+    cooled_at: datetime | None
+
+    def in_flight(self, now: datetime) -> bool:
+        """Unfinished and its holder's lease still ahead."""
+        return self.finished_at is None and self.expires_at > now
+
+    def stale(self, now: datetime) -> bool:
+        """Unfinished, and its holder stopped renewing it (it died)."""
+        return self.finished_at is None and self.expires_at <= now
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What ``begin`` did: took the lock (``attempt``), or ``refused`` it and why."""
+
+    attempt: RetrainAttempt | None
+    refused: str | None = None
+    """``in flight`` or ``cooldown``."""
+    blocking: RetrainAttempt | None = None
+    """The attempt in flight, or the last finished one (cooldown)."""
+    until: datetime | None = None
+    """When the cooldown ends."""
+    stale: RetrainAttempt | None = None
+    """An attempt that died unfinished, whose lock this one took over."""
+
+
+class RetrainLocks:
+    """The retrain lock of each model in the registry database."""
+
+    def __init__(self, transaction: Transactions) -> None:
+        self._transaction = transaction
+
+    def begin(
+        self,
+        model: str,
+        *,
+        attempt: str,
+        owner: str,
+        trigger: str,
+        ttl_seconds: float,
+        cooldown_seconds: float | None = None,
+    ) -> Begun:
+        """Take the model's lock for a new ``attempt`` unless one is in flight or (with
+        ``cooldown_seconds``) the last finished attempt ended less than that long ago."""
+        check_name(model)
+        _check_text(attempt, "attempt", 32)
+        _check_text(owner, "owner", 200)
+        _check_text(trigger, "trigger", 300)
+        _check_seconds(ttl_seconds, "lease")
+        if cooldown_seconds is not None:
+            _check_seconds(cooldown_seconds, "cooldown", zero=True)
+
+        def work(session: Session) -> Begun:
+            model_id = find_model(session, model).id
+            row = session.get(RetrainLockRow, model_id, with_for_update=True)
+            now = utcnow()
+            previous = None if row is None else _attempt(model, row)
+            if previous is not None and previous.in_flight(now):
+                return Begun(None, IN_FLIGHT, previous)
+            if previous is not None and previous.cooled_at is not None and cooldown_seconds:
+                until = previous.cooled_at + timedelta(seconds=cooldown_seconds)
+                if until > now:
+                    return Begun(None, COOLDOWN, previous, until)
+            values = {
+                "attempt": attempt,
+                "owner": owner,
+                "trigger": trigger,
+                "started_at": now,
+                "expires_at": now + timedelta(seconds=ttl_seconds),
+                "run_id": None,
+                "candidate": None,
+                "finished_at": None,
+                "outcome": None,
+            }
+            if row is None:
+                row = RetrainLockRow(model_id=model_id, cooled_at=None, **values)
+                session.add(row)
+            else:
+                for name, value in values.items():
+                    setattr(row, name, value)
+            session.flush()
+            stale = previous if previous is not None and previous.stale(now) else None
+            return Begun(_attempt(model, row), stale=stale)
+
+        return retrying(self._transaction, work)
+
+    def renew(self, model: str, attempt: str, ttl_seconds: float) -> bool:
+        """Extend the lease of ``attempt``; False when it is no longer the model's attempt
+        in flight (it finished, or another took the lock over after it expired)."""
+        _check_seconds(ttl_seconds, "lease")
+        with self._transaction(write=True) as session:
+            row = _held(session, model, attempt)
+            if row is None:
+                return False
+            row.expires_at = utcnow() + timedelta(seconds=ttl_seconds)
+            return True
+
+    def progress(
+        self, model: str, attempt: str, *, run_id: str | None = None, candidate: int | None = None
+    ) -> None:
+        """Record the run and the candidate of the attempt holding the lock; a lost lock is
+        a ``ConflictError``."""
+        with self._transaction(write=True) as session:
+            row = _held(session, model, attempt)
+            if row is None:
+                raise _lost(model, attempt)
+            if run_id is not None:
+                row.run_id = run_id
+            if candidate is not None:
+                row.candidate = candidate
+
+    def finish(self, model: str, attempt: str, outcome: str, *, cool: bool = True) -> bool:
+        """Mark the attempt finished (``cool``: the cooldown starts now); False when the
+        lock is no longer its own."""
+        _check_text(outcome, "outcome", 32)
+        with self._transaction(write=True) as session:
+            row = _held(session, model, attempt, expired_too=True)
+            if row is None:
+                return False
+            now = utcnow()
+            row.finished_at, row.outcome = now, outcome
+            if cool:
+                row.cooled_at = now
+            return True
+
+    def promote(
+        self, model: str, attempt: str, version: int, alias: str, *, expected: int, actor: str
+    ) -> None:
+        """Point ``alias`` at ``version``, in one transaction with two checks: ``attempt``
+        still holds the lock, and the alias still points at ``expected`` (the version the
+        candidate was judged against). Either failing is a ``ConflictError``; nothing moves."""
+        check_name(alias, "alias")
+
+        def work(session: Session) -> None:
+            # The model row first, as registering and promoting lock it: no deadlock.
+            model_row, version_row = resolve(session, ModelRef(model, version), lock=True)
+            row = _held(session, model, attempt)
+            if row is None:
+                raise _lost(model, attempt)
+            current = session.scalar(
+                select(ModelVersionRow.version)
+                .join(AliasRow, AliasRow.version_id == ModelVersionRow.id)
+                .where(AliasRow.model_id == model_row.id, AliasRow.alias == alias)
+            )
+            if current != expected:
+                raise ConflictError(
+                    f"{model}@{alias} is v{current} now, not v{expected}, which {model}:"
+                    f"{version} was judged against; it was not promoted"
+                )
+            move_alias(session, model_row, alias, version_row, actor)
+            row.candidate = version
+
+        retrying(self._transaction, work)
+
+    def get(self, model: str) -> RetrainAttempt | None:
+        """The model's latest attempt (in flight, finished or stale), if any."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            row = session.get(RetrainLockRow, model_id)
+            return None if row is None else _attempt(model, row)
+
+    def last_started(self, model: str) -> datetime | None:
+        """When the model's latest attempt started."""
+        latest = self.get(model)
+        return None if latest is None else latest.started_at
+
+
+def _held(
+    session: Session, model: str, attempt: str, *, expired_too: bool = False
+) -> RetrainLockRow | None:
+    """The model's lock row, locked, if ``attempt`` holds it unfinished (and unexpired)."""
+    model_id = find_model(session, model).id
+    row = session.get(RetrainLockRow, model_id, with_for_update=True)
+    if row is None or row.attempt != attempt or row.finished_at is not None:
+        return None
+    if not expired_too and row.expires_at <= utcnow():
+        return None
+    return row
+
+
+def _lost(model: str, attempt: str) -> ConflictError:
+    return ConflictError(
+        f"retrain attempt {attempt} of {model!r} no longer holds the model's retrain lock "
+        "(its lease expired and another attempt took over); it changes nothing more"
+    )
+
+
+def _attempt(model: str, row: RetrainLockRow) -> RetrainAttempt:
+    return RetrainAttempt(
+        model=model,
+        attempt=row.attempt,
+        owner=row.owner,
+        trigger=row.trigger,
+        started_at=row.started_at,
+        expires_at=row.expires_at,
+        run_id=row.run_id,
+        candidate=row.candidate,
+        finished_at=row.finished_at,
+        outcome=row.outcome,
+        cooled_at=row.cooled_at,
+    )
+
+
+def _check_text(value: object, what: str, longest: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > longest:
+        raise InvalidInputError(
+            f"a retrain {what} is a non-empty string of at most {longest} characters, "
+            f"not {value!r}"
+        )
+
+
+def _check_seconds(value: object, what: str, *, zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
+        raise InvalidInputError(f"a retrain {what} lasts a positive number of seconds, not {value!r}")
