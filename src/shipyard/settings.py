@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     """How long feedback whose prediction is not in the log yet waits before it is
     ``unknown``: predictions reach the log asynchronously, a few flushes later."""
 
+    retrain_lock_ttl_seconds: float = Field(default=60.0, gt=0)
+    """How long a retrain holds its model's retrain lock without renewing it (it renews
+    every third of this while it works); a retrain whose process died is taken over and
+    abandoned once it expires."""
+
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),

@@ -251,12 +251,13 @@ def _attempt(model: str, row: RetrainLockRow) -> RetrainAttempt:
 def _check_text(value: object, what: str, longest: int) -> None:
     if not isinstance(value, str) or not value or len(value) > longest:
         raise InvalidInputError(
-            f"a retrain {what} is a non-empty string of at most {longest} characters, "
-            f"not {value!r}"
+            f"a retrain {what} is a non-empty string of at most {longest} characters, not {value!r}"
         )
 
 
 def _check_seconds(value: object, what: str, *, zero: bool = False) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
-        raise InvalidInputError(f"a retrain {what} lasts a positive number of seconds, not {value!r}")
+        raise InvalidInputError(
+            f"a retrain {what} lasts a positive number of seconds, not {value!r}"
+        )

@@ -128,6 +128,11 @@ class Runs:
         with self._transaction() as session:
             return run_infos(session, [find_run(session, run_id)])[0]
 
+    def spec_text(self, run_id: str) -> str:
+        """The spec text the run executed, as it was written (its lineage)."""
+        with self._transaction() as session:
+            return find_run(session, run_id).spec_text
+
 
 def find_run(session: Session, run_id: str) -> RunRow:
     """The run row by id; ``NotFoundError`` if there is none."""

@@ -1,0 +1,529 @@
+"""Retraining on evidence: the labelled production rows → a pipeline run → the gate → promotion.
+
+``PipelineRetrainer.retrain(model, trigger)`` is the one path the monitor and ``shipyard
+retrain NAME`` take:
+
+1. the production version's ``retrain:`` rules (none: skipped); its retrain lock, taken for
+   a new attempt (refused while one is in flight or the cooldown runs); an attempt that
+   died holding it (SIGKILL) is **abandoned** first — its run marked failed, a candidate it
+   registered left unpromoted (or, if its promotion had landed, recorded as such) — and
+   this attempt then retrains afresh for the trigger;
+2. the labelled rows (``pipeline/labelled.py``): the newest ``gate.holdout`` share is held
+   out for the gate, the rest (plus ``data.original`` of the current version's training
+   rows) is written under ``home/retrain/MODEL/`` and trained on by the production
+   version's own spec (from its run), which registers and signs the candidate in one
+   transaction but never promotes it;
+3. the gate: the candidate and the production version score the same held-out rows; the
+   candidate is promoted only when it beats production by ``gate.min_delta``, through the
+   lock (``RetrainLocks.promote``: only while this attempt holds it, and only if the alias
+   still points at the version it was judged against).
+
+Each decision is an event (``record_event``: in the registry database, published on
+``<model>.events`` by the monitor), with a key that cannot repeat: ``retrain.triggered``,
+``retrain.skipped``, ``retrain.abandoned``, ``retrain.trained``, ``retrain.failed``,
+``retrain.gated`` (keyed by attempt) and ``model.promoted`` (keyed by the candidate
+version, so a restarted monitor never records — or makes — a promotion twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.errors import AliasNotFoundError, ConflictError, NotFoundError, ShipyardError
+from shipyard.inference.predictor import frame_to_features, load_predictor
+from shipyard.monitoring.retraining import (
+    ATTEMPT_TAG,
+    MANUAL,
+    RetrainOutcome,
+    RetrainSpec,
+    Status,
+    Trigger,
+)
+from shipyard.pipeline.estimators import METRICS
+from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
+from shipyard.pipeline.runner import Runner, StageListener
+from shipyard.pipeline.spec import Spec, parse_spec
+from shipyard.pipeline.stages import score_metrics
+from shipyard.registry import DEFAULT_ALIAS, ModelRef
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.records import PredictionLog
+    from shipyard.registry import (
+        EventRecord,
+        ModelVersionInfo,
+        Registry,
+        RetrainAttempt,
+        RunInfo,
+    )
+    from shipyard.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineRetrainer:
+    """Retrains models with their production version's spec (a ``monitoring.Retrainer``)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        log: PredictionLog,
+        settings: Settings,
+        *,
+        owner: str,
+        listener: StageListener | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.registry = registry
+        self.log = log
+        self.settings = settings
+        self.owner = owner
+        self.listener = listener
+        self.clock = clock
+        self.ttl = settings.retrain_lock_ttl_seconds
+
+    def retrain(self, model: str, trigger: Trigger, *, force: bool = False) -> RetrainOutcome:
+        """Retrain ``model`` for ``trigger`` (``force``: without waiting for the cooldown;
+        never past a retrain in flight). Failures are outcomes, not exceptions — but for
+        an unknown model or an unreachable database."""
+        events: list[EventRecord] = []
+        production = self._production(model)
+        if production is None:
+            return self._skip(
+                model, trigger, "skipped", f"{model} has no production version", events
+            )
+        try:
+            rules = RetrainSpec.from_tags(production.tags)
+        except ShipyardError as error:
+            return self._skip(model, trigger, "skipped", str(error), events)
+        if rules is None:
+            reason = f"the spec of {production.ref} has no retrain: section"
+            return self._skip(model, trigger, "skipped", reason, events)
+        if trigger.kind == MANUAL and not rules.triggers.manual:
+            reason = f"the spec of {production.ref} turns manual retrains off"
+            return self._skip(model, trigger, "skipped", reason, events)
+        attempt = uuid.uuid4().hex
+        locks = self.registry.retraining
+        begun = locks.begin(
+            model,
+            attempt=attempt,
+            owner=self.owner,
+            trigger=trigger.key,
+            ttl_seconds=self.ttl,
+            cooldown_seconds=None if force else rules.cooldown,
+        )
+        if begun.attempt is None:
+            blocking = begun.blocking
+            assert blocking is not None
+            if begun.until is not None:
+                reason = (
+                    f"cooldown: the last retrain ended at {blocking.cooled_at:%H:%M:%S}, the "
+                    f"next may start at {begun.until:%H:%M:%S} UTC"
+                )
+            else:
+                reason = (
+                    f"in flight: attempt {blocking.attempt} of {blocking.owner}, started "
+                    f"{blocking.started_at:%H:%M:%S} UTC"
+                )
+            return self._skip(model, trigger, "waiting", reason, events, suffix=begun.refused)
+        if begun.stale is not None:
+            self._abandon(model, begun.stale, events)
+        with _Heartbeat(locks.renew, model, attempt, self.ttl) as heartbeat:
+            try:
+                status, reason, candidate = self._attempt(model, trigger, attempt, events)
+            except Exception as error:  # any failure is the attempt's, told in an event
+                logger.exception("retrain attempt %s of %s failed", attempt, model)
+                status, reason, candidate = "failed", f"{type(error).__name__}: {error}", None
+                self._record(model, None, "retrain.failed", attempt, {"reason": reason}, events)
+            if heartbeat.lost:
+                reason += " (the lock was lost meanwhile)"
+        locks.finish(model, attempt, status, cool=status in ("promoted", "lost", "failed"))
+        return RetrainOutcome(model, status, reason, candidate, events)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    def _attempt(
+        self, model: str, trigger: Trigger, attempt: str, events: list[EventRecord]
+    ) -> tuple[Status, str, int | None]:
+        production = self._production(model)
+        if production is None:
+            raise NotFoundError(f"{model} lost its production version")
+        if (
+            trigger.version is not None
+            and trigger.version != production.version
+            and trigger.kind != MANUAL
+        ):
+            reason = (
+                f"superseded: the evidence is about v{trigger.version}, production is "
+                f"{production.ref} now"
+            )
+            self._record(
+                model,
+                None,
+                "retrain.skipped",
+                trigger.key,
+                {"reason": reason, "trigger": trigger.document()},
+                events,
+            )
+            return "skipped", reason, None
+        rules = RetrainSpec.from_tags(production.tags)
+        assert rules is not None
+        spec, spec_text, run = self._spec(production)
+        self._record(
+            model,
+            production.version,
+            "retrain.triggered",
+            attempt,
+            {
+                "attempt": attempt,
+                "owner": self.owner,
+                "trigger": trigger.document(),
+                "evidence": trigger.evidence,
+                "production": production.version,
+                "rules": rules.model_dump(mode="json", by_alias=True),
+            },
+            events,
+        )
+        schema = spec.data.table_schema()
+        labelled = labelled_rows(self.registry, self.log, model, schema, rules.data, self.clock())
+        frame = labelled.frame
+        if len(frame) < rules.data.min_rows:
+            reason = (
+                f"too few rows: {len(frame):,} labelled predictions, data.min_rows is "
+                f"{rules.data.min_rows:,}"
+            )
+            evidence = {"reason": reason, "labelled": span(frame), "labels": labelled.labels}
+            self._record(model, None, "retrain.skipped", attempt, evidence, events)
+            return "skipped", reason, None
+        train, holdout = split_holdout(frame, rules.gate.holdout)
+        target = schema.target
+        assert target is not None
+        if spec.task == "classification" and holdout[target].nunique() < 2:
+            reason = f"the gate's {len(holdout):,} newest labelled rows hold one class only"
+            self._record(
+                model,
+                None,
+                "retrain.skipped",
+                attempt,
+                {"reason": reason, "holdout": span(holdout)},
+                events,
+            )
+            return "skipped", reason, None
+        original, found = original_sample(
+            run, schema, rules.data.original, seed=spec.split.random_state
+        )
+        parts = [train.drop(columns=[TIME])] + ([original] if original is not None else [])
+        table = pd.concat(parts, ignore_index=True)
+        path = self._data_file(model, attempt, table)
+        never = spec.promotion.model_copy(update={"require": "never"})
+        result = Runner(self.registry, listener=self.listener).run(
+            spec.with_data_file(path).model_copy(update={"promotion": never}),
+            spec_text,
+            tags={
+                ATTEMPT_TAG: attempt,
+                "retrained_from": str(production.version),
+                "trigger": trigger.key,
+            },
+            on_start=lambda run_id: self.registry.retraining.progress(
+                model, attempt, run_id=run_id
+            ),
+        )
+        candidate = result.version
+        self.registry.retraining.progress(model, attempt, candidate=candidate.version)
+        self._record(
+            model,
+            candidate.version,
+            "retrain.trained",
+            attempt,
+            {
+                "attempt": attempt,
+                "run_id": result.run_id,
+                "candidate": candidate.version,
+                "data_file": str(path),
+                "rows": {
+                    "labelled": len(frame),
+                    "train": len(train),
+                    "original": 0 if original is None else len(original),
+                    "holdout": len(holdout),
+                },
+                "original": found,
+                "labelled": span(frame),
+                "offline": result.metrics,
+            },
+            events,
+        )
+        return self._gate(model, spec, rules, attempt, production, candidate, holdout, events)
+
+    def _gate(
+        self,
+        model: str,
+        spec: Spec,
+        rules: RetrainSpec,
+        attempt: str,
+        production: ModelVersionInfo,
+        candidate: ModelVersionInfo,
+        holdout: pd.DataFrame,
+        events: list[EventRecord],
+    ) -> tuple[Status, str, int | None]:
+        metric = rules.gate.metric or spec.retrain_metric
+        info = METRICS[metric]
+        current = self._measure(spec, production, holdout)
+        challenger = self._measure(spec, candidate, holdout)
+        gain = challenger[metric] - current[metric]
+        if not info.greater_is_better:
+            gain = -gain
+        won = bool(gain >= rules.gate.min_delta and np.isfinite(gain))
+        comparison = (
+            f"{metric} {challenger[metric]:.4f} (v{candidate.version}) vs {current[metric]:.4f} "
+            f"(v{production.version}) on the {len(holdout):,} newest labelled rows, "
+            f"min_delta {rules.gate.min_delta}"
+        )
+        evidence = {
+            "won": won,
+            "metric": metric,
+            "candidate": {
+                "version": candidate.version,
+                "value": challenger[metric],
+                "metrics": challenger,
+            },
+            "current": {
+                "version": production.version,
+                "value": current[metric],
+                "metrics": current,
+            },
+            "gain": gain,
+            "min_delta": rules.gate.min_delta,
+            "holdout": {
+                **span(holdout),
+                "share": rules.gate.holdout,
+                "note": "the newest labelled rows, held out of the candidate's training data",
+            },
+        }
+        self._record(model, candidate.version, "retrain.gated", attempt, evidence, events)
+        if not won:
+            return "lost", f"{candidate.ref} lost the gate: {comparison}", candidate.version
+        alias = spec.promotion.alias
+        try:
+            self.registry.retraining.promote(
+                model,
+                attempt,
+                candidate.version,
+                alias,
+                expected=production.version,
+                actor=f"retrain:{attempt}",
+            )
+        except ConflictError as error:
+            reason = f"{candidate.ref} won the gate but was not promoted: {error}"
+            self._record(
+                model, candidate.version, "retrain.failed", attempt, {"reason": reason}, events
+            )
+            return "failed", reason, candidate.version
+        self._record(
+            model,
+            candidate.version,
+            "model.promoted",
+            f"v{candidate.version}",
+            {
+                "alias": alias,
+                "from": production.version,
+                "to": candidate.version,
+                "attempt": attempt,
+                "gate": comparison,
+            },
+            events,
+            prefix="model.promoted",
+        )
+        return "promoted", f"{candidate.ref} promoted to {alias}: {comparison}", candidate.version
+
+    def _measure(
+        self, spec: Spec, version: ModelVersionInfo, rows: pd.DataFrame
+    ) -> dict[str, float]:
+        """The spec's metrics of a version (loaded verified) on labelled rows."""
+        predictor = load_predictor(self.registry.load_artifact(version.ref))
+        outputs = predictor.predict(frame_to_features(rows, predictor))
+        target = spec.data.target
+        y_true = rows[target].to_numpy()
+        if spec.task == "regression":
+            predictions = outputs["prediction"]
+            return score_metrics(spec, y_true, predictions, predictions)
+        scores = outputs["probability"] if "probability" in outputs else outputs["probabilities"]
+        return score_metrics(spec, y_true, scores, outputs["label"])
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    def _production(self, model: str) -> ModelVersionInfo | None:
+        try:
+            return self.registry.get_version(ModelRef(model, None, DEFAULT_ALIAS))
+        except AliasNotFoundError:
+            return None
+
+    def _spec(self, production: ModelVersionInfo) -> tuple[Spec, str, RunInfo]:
+        """The spec that trained the production version (from its run), and the run."""
+        if production.run_id is None:
+            raise NotFoundError(
+                f"{production.ref} was registered without a pipeline run, so there is no spec "
+                "to retrain it with; register it with `shipyard pipeline run`"
+            )
+        run = self.registry.get_run(production.run_id)
+        text = self.registry.runs.spec_text(run.id)
+        spec = parse_spec(text, source=f"the spec of run {run.id}", data_file=Path("labelled.csv"))
+        return spec, text, run
+
+    def _data_file(self, model: str, attempt: str, table: pd.DataFrame) -> Path:
+        """Where the training table of an attempt is kept (the run's lineage points there)."""
+        folder = self.settings.home / "retrain" / model
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{attempt}.parquet"
+        partial = folder / f".{attempt}.parquet"
+        table.to_parquet(partial, index=False)
+        partial.replace(path)
+        return path
+
+    def _abandon(self, model: str, stale: RetrainAttempt, events: list[EventRecord]) -> None:
+        """Clean up after an attempt whose process died: its run fails, its candidate (if
+        it registered one) stays unpromoted — or, if its promotion landed before it died,
+        that promotion is recorded (once: the event's key is the version's)."""
+        run_note = None
+        if stale.run_id is not None:
+            run = self.registry.get_run(stale.run_id)
+            if run.status == "running":
+                run_note = "marked failed"
+                self.registry.runs.finish(
+                    stale.run_id,
+                    "failed",
+                    f"abandoned: retrain attempt {stale.attempt} stopped (its lock expired)",
+                )
+        candidate = stale.candidate
+        if candidate is None:
+            tagged = [
+                v
+                for v in self.registry.list_versions(model)
+                if v.tags.get(ATTEMPT_TAG) == stale.attempt
+            ]
+            candidate = tagged[-1].version if tagged else None
+        promoted = False
+        if candidate is not None:
+            info = self.registry.get_version(ModelRef(model, candidate, None))
+            promoted = DEFAULT_ALIAS in info.aliases
+            if promoted:
+                evidence = {
+                    "alias": DEFAULT_ALIAS,
+                    "to": candidate,
+                    "attempt": stale.attempt,
+                    "recovered": True,
+                }
+                self._record(
+                    model,
+                    candidate,
+                    "model.promoted",
+                    f"v{candidate}",
+                    evidence,
+                    events,
+                    prefix="model.promoted",
+                )
+        self._record(
+            model,
+            candidate,
+            "retrain.abandoned",
+            stale.attempt,
+            {
+                "attempt": stale.attempt,
+                "owner": stale.owner,
+                "trigger": stale.trigger,
+                "started_at": stale.started_at.isoformat(),
+                "expired_at": stale.expires_at.isoformat(),
+                "run_id": stale.run_id,
+                "run": run_note,
+                "candidate": candidate,
+                "promoted": promoted,
+                "resolution": "the candidate was promoted before the attempt died"
+                if promoted
+                else "no candidate was promoted; the retrain runs again"
+                if candidate is None
+                else f"v{candidate} stays registered and is never promoted; the retrain runs again",
+            },
+            events,
+        )
+
+    def _skip(
+        self,
+        model: str,
+        trigger: Trigger,
+        status: Status,
+        reason: str,
+        events: list[EventRecord],
+        *,
+        suffix: str | None = None,
+    ) -> RetrainOutcome:
+        key = f"{trigger.key}:{suffix}" if suffix else trigger.key
+        evidence = {"reason": reason, "trigger": trigger.document()}
+        self._record(model, None, "retrain.skipped", key, evidence, events)
+        return RetrainOutcome(model, status, reason, None, events)
+
+    def _record(
+        self,
+        model: str,
+        version: int | None,
+        kind: str,
+        key: str,
+        evidence: Mapping[str, Any],
+        events: list[EventRecord],
+        *,
+        prefix: str | None = None,
+    ) -> None:
+        event = self.registry.monitoring.record_event(
+            model, version, kind, f"{prefix or kind}:{key}", _json(evidence)
+        )
+        if event is not None:
+            events.append(event)
+            logger.info("%s v%s: %s %s", model, version, kind, key)
+
+
+class _Heartbeat:
+    """Renews an attempt's lock every third of its lease, in a thread, while work runs."""
+
+    def __init__(
+        self, renew: Callable[[str, str, float], bool], model: str, attempt: str, ttl: float
+    ) -> None:
+        self._renew, self._args, self._period = renew, (model, attempt, ttl), ttl / 3
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"retrain-lock-{model}", daemon=True)
+        self.lost = False
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                if not self._renew(*self._args):
+                    self.lost = True
+                    return
+            except ShipyardError as error:  # the next beat tries again
+                logger.warning("could not renew the retrain lock: %s", error)
+
+
+def _json(value: Any) -> Any:
+    """Evidence as JSON: numpy numbers as Python ones, NaN and infinity as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,108 @@
+"""A fraud model in production with a ``retrain:`` section, and production traffic for it:
+predictions really made by the production version, logged, and labelled — with or without
+concept drift (``shipyard.data``'s ``concept`` scenario: a new fraud pattern it misses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from shipyard.data import drift_fraud, generate_fraud
+from shipyard.inference.predictor import frame_to_features, load_predictor
+from shipyard.monitoring.log import open_prediction_log, prediction_table
+from shipyard.pipeline import Runner, parse_spec
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+MODEL = "fraud"
+#: Fraud is 3 % of the rows: windows of a few thousand labels then hold enough positives.
+FRAUD_RATE = 0.03
+RETRAIN = """\
+retrain:
+  triggers:
+    drift.detected: true
+    performance.degraded: {margin: 0.05}
+  data: {min_rows: 500}
+  gate: {min_delta: 0.01, holdout: 0.3}
+  cooldown: 1h
+"""
+
+
+def spec_text(
+    *, retrain: str | None = RETRAIN, max_iter: int = 60, monitoring: str | None = None
+) -> str:
+    """The fraud spec the tests train with (its data comes from --data)."""
+    text = f"""\
+name: {MODEL}
+data: {{dataset: fraud, target: Class}}
+task: classification
+model: {{name: {MODEL}, type: HistGradientBoostingClassifier, params: {{max_iter: {max_iter}}}}}
+split: {{test_size: 0.25, stratify: true, random_state: 42}}
+metrics: [average_precision, roc_auc]
+promotion: {{alias: production, metric: average_precision, require: beats_current}}
+"""
+    if monitoring:
+        text += monitoring
+    if retrain:
+        text += retrain
+    return text
+
+
+def train_production(
+    settings: Settings, folder: Path, *, rows: int = 6000, text: str | None = None
+) -> None:
+    """Train fraud v1 into production from ``rows`` generated transactions."""
+    data = folder / "train.parquet"
+    generate_fraud(rows, seed=3, fraud_rate=FRAUD_RATE).to_parquet(data)
+    text = text or spec_text()
+    spec = parse_spec(text, data_file=data)
+    with Registry.open(settings) as registry:
+        result = Runner(registry).run(spec, text)
+    assert result.promotion.promoted
+
+
+def serve_traffic(
+    settings: Settings,
+    rows: int,
+    *,
+    seed: int,
+    drift: str | None = None,
+    strength: float | None = None,
+    prefix: str = "t",
+    label: bool = True,
+) -> list[str]:
+    """``rows`` transactions predicted by fraud@production, logged over the last minute, and
+    (``label``) their true labels fed back; returns their ids."""
+    frame = generate_fraud(rows, seed=seed, fraud_rate=FRAUD_RATE)
+    if drift is not None:
+        frame = drift_fraud(frame, drift, strength=strength, seed=seed)
+    log = open_prediction_log(settings)
+    assert log is not None
+    with Registry.open(settings) as registry:
+        predictor = load_predictor(registry.load_artifact(f"{MODEL}@production"))
+        features = frame_to_features(frame, predictor)
+        outputs = predictor.predict(features)
+        ids = [f"{prefix}{seed}-{i}" for i in range(rows)]
+        now = datetime.now(UTC)
+        times = np.array(
+            [np.datetime64((now - timedelta(milliseconds=rows - i)).replace(tzinfo=None)) for i in range(rows)]
+        )
+        table = prediction_table(
+            MODEL,
+            predictor.version,
+            "http",
+            ids,
+            predictor.feature_names,
+            features,
+            outputs,
+            1.0,
+            times,
+        )
+        log.write(table)
+        if label:
+            labels = [str(v) for v in frame["Class"].tolist()]
+            registry.monitoring.add_feedback(MODEL, list(zip(ids, labels, strict=True)), source="file")
+    log.close()
+    return ids
