@@ -28,7 +28,6 @@ version, so a restarted monitor never records — or makes — a promotion twice
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -39,7 +38,6 @@ import numpy as np
 import pandas as pd
 
 from shipyard.errors import AliasNotFoundError, ConflictError, NotFoundError, ShipyardError
-from shipyard.inference.predictor import frame_to_features, load_predictor
 from shipyard.monitoring.retraining import (
     ATTEMPT_TAG,
     MANUAL,
@@ -48,11 +46,10 @@ from shipyard.monitoring.retraining import (
     Status,
     Trigger,
 )
-from shipyard.pipeline.estimators import METRICS
+from shipyard.pipeline.gate import judge
 from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.spec import Spec, parse_spec
-from shipyard.pipeline.stages import score_metrics
 from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
@@ -136,14 +133,14 @@ class PipelineRetrainer:
             return self._skip(model, trigger, "waiting", reason, events, suffix=begun.refused)
         if begun.stale is not None:
             self._abandon(model, begun.stale, events)
-        with _Heartbeat(locks.renew, model, attempt, self.ttl) as heartbeat:
+        with locks.holding(model, attempt, self.ttl) as held:
             try:
                 status, reason, candidate = self._attempt(model, trigger, attempt, events)
             except Exception as error:  # any failure is the attempt's, told in an event
                 logger.exception("retrain attempt %s of %s failed", attempt, model)
                 status, reason, candidate = "failed", f"{type(error).__name__}: {error}", None
                 self._record(model, None, "retrain.failed", attempt, {"reason": reason}, events)
-            if heartbeat.lost:
+            if held.lost:
                 reason += " (the lock was lost meanwhile)"
         locks.finish(model, attempt, status, cool=status in ("promoted", "lost", "failed"))
         return RetrainOutcome(model, status, reason, candidate, events)
@@ -273,43 +270,10 @@ class PipelineRetrainer:
         holdout: pd.DataFrame,
         events: list[EventRecord],
     ) -> tuple[Status, str, int | None]:
-        metric = rules.gate.metric or spec.retrain_metric
-        info = METRICS[metric]
-        current = self._measure(spec, production, holdout)
-        challenger = self._measure(spec, candidate, holdout)
-        gain = challenger[metric] - current[metric]
-        if not info.greater_is_better:
-            gain = -gain
-        won = bool(gain >= rules.gate.min_delta and np.isfinite(gain))
-        comparison = (
-            f"{metric} {challenger[metric]:.4f} (v{candidate.version}) vs {current[metric]:.4f} "
-            f"(v{production.version}) on the {len(holdout):,} newest labelled rows, "
-            f"min_delta {rules.gate.min_delta}"
-        )
-        evidence = {
-            "won": won,
-            "metric": metric,
-            "candidate": {
-                "version": candidate.version,
-                "value": challenger[metric],
-                "metrics": challenger,
-            },
-            "current": {
-                "version": production.version,
-                "value": current[metric],
-                "metrics": current,
-            },
-            "gain": gain,
-            "min_delta": rules.gate.min_delta,
-            "holdout": {
-                **span(holdout),
-                "share": rules.gate.holdout,
-                "note": "the newest labelled rows, held out of the candidate's training data",
-            },
-        }
-        self._record(model, candidate.version, "retrain.gated", attempt, evidence, events)
-        if not won:
-            return "lost", f"{candidate.ref} lost the gate: {comparison}", candidate.version
+        verdict = judge(self.registry, spec, rules.gate, production, candidate, holdout)
+        self._record(model, candidate.version, "retrain.gated", attempt, verdict.evidence, events)
+        if not verdict.won:
+            return "lost", f"{candidate.ref} lost the gate: {verdict.comparison}", candidate.version
         alias = spec.promotion.alias
         try:
             self.registry.retraining.promote(
@@ -326,36 +290,24 @@ class PipelineRetrainer:
                 model, candidate.version, "retrain.failed", attempt, {"reason": reason}, events
             )
             return "failed", reason, candidate.version
+        evidence = {
+            "alias": alias,
+            "from": production.version,
+            "to": candidate.version,
+            "attempt": attempt,
+            "gate": verdict.comparison,
+        }
         self._record(
             model,
             candidate.version,
             "model.promoted",
             f"v{candidate.version}",
-            {
-                "alias": alias,
-                "from": production.version,
-                "to": candidate.version,
-                "attempt": attempt,
-                "gate": comparison,
-            },
+            evidence,
             events,
             prefix="model.promoted",
         )
-        return "promoted", f"{candidate.ref} promoted to {alias}: {comparison}", candidate.version
-
-    def _measure(
-        self, spec: Spec, version: ModelVersionInfo, rows: pd.DataFrame
-    ) -> dict[str, float]:
-        """The spec's metrics of a version (loaded verified) on labelled rows."""
-        predictor = load_predictor(self.registry.load_artifact(version.ref))
-        outputs = predictor.predict(frame_to_features(rows, predictor))
-        target = spec.data.target
-        y_true = rows[target].to_numpy()
-        if spec.task == "regression":
-            predictions = outputs["prediction"]
-            return score_metrics(spec, y_true, predictions, predictions)
-        scores = outputs["probability"] if "probability" in outputs else outputs["probabilities"]
-        return score_metrics(spec, y_true, scores, outputs["label"])
+        reason = f"{candidate.ref} promoted to {alias}: {verdict.comparison}"
+        return "promoted", reason, candidate.version
 
     # -- pieces -----------------------------------------------------------------------------
 
@@ -485,35 +437,6 @@ class PipelineRetrainer:
         if event is not None:
             events.append(event)
             logger.info("%s v%s: %s %s", model, version, kind, key)
-
-
-class _Heartbeat:
-    """Renews an attempt's lock every third of its lease, in a thread, while work runs."""
-
-    def __init__(
-        self, renew: Callable[[str, str, float], bool], model: str, attempt: str, ttl: float
-    ) -> None:
-        self._renew, self._args, self._period = renew, (model, attempt, ttl), ttl / 3
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"retrain-lock-{model}", daemon=True)
-        self.lost = False
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            try:
-                if not self._renew(*self._args):
-                    self.lost = True
-                    return
-            except ShipyardError as error:  # the next beat tries again
-                logger.warning("could not renew the retrain lock: %s", error)
 
 
 def _json(value: Any) -> Any:

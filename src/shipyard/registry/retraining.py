@@ -13,19 +13,23 @@ the lease (``renew``) while it works. A registry hands out its locks as
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shipyard.errors import ConflictError, InvalidInputError
+from shipyard.errors import ConflictError, InvalidInputError, ShipyardError
 from shipyard.registry.database import retrying
 from shipyard.registry.queries import find_model, move_alias, resolve
 from shipyard.registry.reference import ModelRef, check_name
 from shipyard.registry.runs import Transactions
 from shipyard.registry.tables import AliasRow, ModelVersionRow, RetrainLockRow, utcnow
+
+logger = logging.getLogger(__name__)
 
 IN_FLIGHT = "in flight"
 COOLDOWN = "cooldown"
@@ -206,10 +210,43 @@ class RetrainLocks:
             row = session.get(RetrainLockRow, model_id)
             return None if row is None else _attempt(model, row)
 
+    def holding(self, model: str, attempt: str, ttl_seconds: float) -> Holding:
+        """A context that renews the attempt's lease every third of ``ttl_seconds``, from a
+        thread, while the block runs (``lost`` once a renewal found the lock gone)."""
+        return Holding(self, model, attempt, ttl_seconds)
+
     def last_started(self, model: str) -> datetime | None:
         """When the model's latest attempt started."""
         latest = self.get(model)
         return None if latest is None else latest.started_at
+
+
+class Holding:
+    """Renews an attempt's lease while a block runs (``RetrainLocks.holding``)."""
+
+    def __init__(self, locks: RetrainLocks, model: str, attempt: str, ttl: float) -> None:
+        _check_seconds(ttl, "lease")
+        self._locks, self._model, self._attempt, self._ttl = locks, model, attempt, ttl
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"retrain-lock-{model}", daemon=True)
+        self.lost = False
+
+    def __enter__(self) -> Holding:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._ttl / 3):
+            try:
+                if not self._locks.renew(self._model, self._attempt, self._ttl):
+                    self.lost = True
+                    return
+            except ShipyardError as error:  # the next renewal tries again
+                logger.warning("could not renew the retrain lock of %s: %s", self._model, error)
 
 
 def _held(
