@@ -5,6 +5,7 @@ concept drift (``shipyard.data``'s ``concept`` scenario: a new fraud pattern it 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ promotion: {{alias: production, metric: average_precision, require: beats_curren
 def train_production(
     settings: Settings, folder: Path, *, rows: int = 6000, text: str | None = None
 ) -> None:
-    """Train fraud v1 into production from ``rows`` generated transactions."""
+    """Train fraud v1 into production from ``rows`` generated transactions (its data file in
+    ``folder``)."""
     data = folder / "train.parquet"
     generate_fraud(rows, seed=3, fraud_rate=FRAUD_RATE).to_parquet(data)
     text = text or spec_text()
@@ -61,6 +63,20 @@ def train_production(
     with Registry.open(settings) as registry:
         result = Runner(registry).run(spec, text)
     assert result.promotion.promoted
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+def copy_of_production(cache: Path, home: Path) -> Settings:
+    """A home (SQLite) with fraud v1 in production, copied from one trained once per session
+    into ``cache`` (training takes seconds; a copy, milliseconds)."""
+    if "home" not in _TRAINED:
+        trained = cache / "home"
+        train_production(Settings(home=trained), cache)
+        _TRAINED["home"] = trained
+    shutil.copytree(_TRAINED["home"], home)
+    return Settings(home=home)
 
 
 def serve_traffic(

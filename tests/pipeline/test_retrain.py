@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retraining import MODEL, serve_traffic, spec_text, train_production
+from retraining import MODEL, copy_of_production, serve_traffic
 from shipyard.monitoring.log import open_prediction_log
 from shipyard.monitoring.retraining import MANUAL, Trigger
 from shipyard.pipeline.retrain import PipelineRetrainer
@@ -29,10 +29,9 @@ def kinds(registry: Registry) -> list[str]:
 
 
 @pytest.fixture
-def home(sqlite_settings: Settings, tmp_path: Path) -> Settings:
+def home(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Settings:
     """fraud v1 in production, trained with the retrain section, on SQLite."""
-    train_production(sqlite_settings, tmp_path)
-    return sqlite_settings
+    return copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "trained-home")
 
 
 def test_concept_drift_retrains_and_the_candidate_wins_the_gate(home: Settings) -> None:

@@ -21,6 +21,7 @@ from shipyard.cli import (
     pipeline,
     predict,
     queues,
+    retrain,
     serve,
     stream,
     users,
@@ -50,6 +51,7 @@ app.command("stream", cls=Command)(stream.stream)
 app.command("publish", cls=Command)(queues.publish)
 app.command("consume", cls=Command)(queues.consume)
 app.command("feedback", cls=Command)(feedback.feedback)
+app.command("retrain", cls=Command)(retrain.retrain)
 app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]

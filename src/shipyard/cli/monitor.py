@@ -65,6 +65,13 @@ def monitor(
     once: Annotated[
         bool, typer.Option("--once", help="One pass over what is there, then exit")
     ] = False,
+    no_retrain: Annotated[
+        bool,
+        typer.Option(
+            "--no-retrain",
+            help="Watch only: retrain no model, even when its spec has a retrain: section",
+        ),
+    ] = False,
 ) -> None:
     """Own models by lease, read their prediction log and feedback, and record live
     performance, drift, snapshots and events until stopped (Ctrl-C, SIGTERM)."""
@@ -76,6 +83,7 @@ def monitor(
     from shipyard.monitoring.log import open_prediction_log
     from shipyard.monitoring.metrics import MonitorMetrics
     from shipyard.monitoring.monitor import Monitor, MonitorOptions, check_log
+    from shipyard.pipeline.retrain import PipelineRetrainer
 
     settings = settings_of(ctx)
     if broker is not None:
@@ -93,7 +101,10 @@ def monitor(
             models=names, window_rows=window_rows, window_minutes=window_minutes, broker_url=url
         )
         registry = stack.enter_context(open_registry(ctx))
-        runner = Monitor(registry, log, settings, options, metrics=metrics)
+        retrainer = (
+            None if no_retrain else PipelineRetrainer(registry, log, settings, owner=options.owner)
+        )
+        runner = Monitor(registry, log, settings, options, metrics=metrics, retrainer=retrainer)
         if once:
             report = asyncio.run(runner.run(once=True))
             assert report is not None
@@ -135,6 +146,74 @@ def _print_cycle(report: CycleReport) -> None:
             f"{model}: {result.rows:,} new predictions, feedback settled: {settled}, "
             f"events: {', '.join(e.kind for e in result.events) or 'none'}"
         )
+    for model, outcome in report.retrains.items():
+        console.print(f"{model}: retrain {outcome.status}: {escape(outcome.reason)}")
+
+
+@app.command("events", cls=Command)
+def events(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one document")] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(metavar="KIND", help="Only this kind, e.g. retrain.gated, drift.detected"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="The latest N events")] = 50,
+) -> None:
+    """The model's events, newest last: drift and performance episodes, and every retrain
+    decision (triggered, skipped and why, trained, gated, promoted) with its evidence."""
+    from shipyard.monitoring.report import event_document
+
+    with open_registry(ctx) as registry:
+        found = registry.monitoring.events(name, kind=kind, limit=limit, newest_first=True)[::-1]
+    documents = [event_document(event) for event in found]
+    if as_json:
+        console.print_json(json.dumps(documents))
+        return
+    if not documents:
+        what = f"no {kind} event" if kind else "no event"
+        console.print(f"{name}: {what} yet")
+        return
+    table = Table("id", "at (UTC)", "version", "kind", "what", title=f"{name}: events")
+    for document in documents:
+        table.add_row(
+            str(document["id"]),
+            document["at"][:19].replace("T", " "),
+            _fmt(document["version"]),
+            document["kind"],
+            escape(_what(document)),
+        )
+    console.print(table)
+
+
+def _what(event: dict[str, Any]) -> str:
+    """An event's evidence in a line."""
+    evidence = event["evidence"]
+    kind = event["kind"]
+    if kind == "retrain.gated":
+        verdict = "won" if evidence.get("won") else "lost"
+        candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
+        rows = (evidence.get("holdout") or {}).get("rows")
+        return (
+            f"{verdict}: {evidence.get('metric')} {_fmt(candidate.get('value'))} (v"
+            f"{candidate.get('version')}) vs {_fmt(current.get('value'))} (v"
+            f"{current.get('version')}) on {rows} held-out rows"
+        )
+    if kind == "model.promoted":
+        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}"
+    if kind == "retrain.trained":
+        rows = evidence.get("rows") or {}
+        return f"run {str(evidence.get('run_id'))[:12]}, trained on {rows.get('train')} rows"
+    if kind == "retrain.triggered":
+        trigger = evidence.get("trigger") or {}
+        return f"by {trigger.get('kind')} ({trigger.get('key')})"
+    if kind.startswith("drift.") and "share" in evidence:
+        return f"share {_fmt(evidence.get('share'))} of features drifted"
+    if kind.startswith("performance.") and "live" in evidence:
+        live, offline = _fmt(evidence.get("live")), _fmt(evidence.get("offline"))
+        return f"{evidence.get('metric')} {live} live vs {offline} offline"
+    return str(evidence.get("reason") or evidence.get("resolution") or "")
 
 
 @app.command("report", cls=Command)

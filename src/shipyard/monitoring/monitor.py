@@ -12,7 +12,9 @@ then ``ModelTracker.update`` (log → windows, feedback → joins, verdicts → 
 snapshots), then publish to ``<model>.events`` every event above the model's ``events``
 cursor, in order, and move the cursor: the events table is an outbox, so an event a failed
 publish or a killed monitor did not send is sent by the next cycle or the next owner (at
-least once; consumers tell repeats by the event's ``id`` or ``key``).
+least once; consumers tell repeats by the event's ``id`` or ``key``). Last, when the
+monitor was handed a ``Retrainer``, the model's retrain starts if a trigger is due
+(``monitoring/retraining.py``), in a thread, while the cycles go on.
 
 One model's failure is that model's: it is logged, counted
 (``shipyard_monitor_errors_total``), shown as the model's last error in the report, and the
@@ -49,6 +51,7 @@ from shipyard.messaging import Broker, Delivery, QueueSpec, open_broker
 from shipyard.monitoring.log import cutoff
 from shipyard.monitoring.metrics import MonitorMetrics
 from shipyard.monitoring.report import STATUS_CURSOR, event_document
+from shipyard.monitoring.retraining import Retrainer, RetrainOutcome, RetrainTasks
 from shipyard.monitoring.tracker import CycleResult, ModelTracker, TrackerOptions
 
 if TYPE_CHECKING:
@@ -126,6 +129,7 @@ class CycleReport:
     publish_failures: int = 0
     errors: dict[str, ShipyardError | Exception] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)  # failed earlier, backing off
+    retrains: dict[str, RetrainOutcome] = field(default_factory=dict)  # finished meanwhile
 
 
 class Monitor:
@@ -140,6 +144,7 @@ class Monitor:
         *,
         metrics: MonitorMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retrainer: Retrainer | None = None,
     ) -> None:
         self.registry = registry
         self.store = registry.monitoring
@@ -167,6 +172,12 @@ class Monitor:
         self._expired_at = -float("inf")
         self._lost: set[str] = set()  # leases the renewal task found taken
         self._renewer: asyncio.Task[None] | None = None
+        self.retrains = (
+            None
+            if retrainer is None
+            else RetrainTasks(registry, retrainer, on_outcome=self._retrained)
+        )
+        """The retrains this monitor runs for the models it owns (None: it retrains none)."""
 
     # -- models and leases ------------------------------------------------------------------
 
@@ -312,6 +323,8 @@ class Monitor:
                 if failure is not None:
                     await self._recovered(model)
         await asyncio.to_thread(self._housekeeping)
+        if self.retrains is not None:
+            report.retrains = self.retrains.take_outcomes()
         self.metrics.cycle.observe(time.perf_counter() - started)
         return report
 
@@ -341,6 +354,14 @@ class Monitor:
             published, failed = await self._publish_outbox(model)
             report.published += published
             report.publish_failures += failed
+        if self.retrains is not None:
+            await self.retrains.consider(model, self.held, self.clock())
+
+    def _retrained(self, outcome: RetrainOutcome) -> None:
+        """Count a retrain's events (``shipyard_monitor_events_total``) and log its end."""
+        for event in outcome.events:
+            self.metrics.events.labels(outcome.model, event.kind).inc()
+        logger.warning("%s: retrain %s: %s", outcome.model, outcome.status, outcome.reason)
 
     async def _failed(self, model: str, error: Exception, report: CycleReport) -> None:
         """Log, count and show a model's error; try it again after a back-off."""
@@ -419,6 +440,8 @@ class Monitor:
             async with self._renewing():
                 return await self._loop(once, stop)
         finally:
+            if self.retrains is not None:  # a retrain left running is abandoned by the next
+                await self.retrains.drain(self.settings.retrain_lock_ttl_seconds)
             await asyncio.to_thread(self.release)
             await self.disconnect()
 
@@ -438,6 +461,9 @@ class Monitor:
                 logger.exception("monitor cycle failed, trying again")
             else:
                 if once:
+                    if self.retrains is not None:  # a pass finishes the retrains it started
+                        await self.retrains.drain()
+                        report.retrains.update(self.retrains.take_outcomes())
                     return report
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.monitor_interval_seconds)

@@ -29,10 +29,12 @@ them), trains, gates and promotes, and records every decision as an event.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -45,6 +47,8 @@ from shipyard.registry import DEFAULT_ALIAS, ModelRef
 if TYPE_CHECKING:
     from shipyard.registry import ModelVersionInfo, Registry
     from shipyard.registry.monitoring import EventRecord, MonitoringStore
+
+logger = logging.getLogger(__name__)
 
 #: The version tag that holds the spec's ``retrain`` section as JSON.
 TAG = "retrain"
@@ -274,3 +278,67 @@ def shortfall(evidence: Mapping[str, Any]) -> float:
 def production_rules(info: ModelVersionInfo) -> RetrainSpec | None:
     """The retrain rules the version was registered with (None: no ``retrain:``)."""
     return RetrainSpec.from_tags(info.tags)
+
+
+class RetrainTasks:
+    """The retrains a monitor runs: at most one per model at a time, each in a thread of its
+    own so that the monitor's cycles (and its lease renewals) go on while a model trains.
+
+    ``consider`` asks the watch whether an owned model is due and starts its retrain; once a
+    retrain has dealt with its trigger (any outcome but ``waiting``) the event cursor moves
+    past the evidence it considered. ``outcomes`` collects what finished, for the cycle's
+    report and the metrics.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        retrainer: Retrainer,
+        *,
+        on_outcome: Callable[[RetrainOutcome], None] | None = None,
+    ) -> None:
+        self.watch = RetrainWatch(registry)
+        self.retrainer = retrainer
+        self.on_outcome = on_outcome
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.outcomes: dict[str, RetrainOutcome] = {}
+
+    async def consider(self, model: str, store: MonitoringStore, now: datetime) -> bool:
+        """Start the model's retrain if it is due and none runs here; whether one started."""
+        if model in self.running:
+            return False
+        trigger, moved = await asyncio.to_thread(self.watch.due, model, store, now)
+        if trigger is None:
+            return False
+        self.running[model] = asyncio.create_task(self._retrain(model, trigger, moved, store))
+        return True
+
+    async def _retrain(
+        self, model: str, trigger: Trigger, moved: int | None, store: MonitoringStore
+    ) -> None:
+        try:
+            outcome = await asyncio.to_thread(self.retrainer.retrain, model, trigger)
+            self.outcomes[model] = outcome
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            if outcome.done and moved is not None:
+                await asyncio.to_thread(store.save_cursor, model, CURSOR, {"id": moved})
+        except Exception:  # the retrainer tells its failures in events; this is the rest
+            logger.exception("retraining %s failed", model)
+        finally:
+            self.running.pop(model, None)
+
+    def take_outcomes(self) -> dict[str, RetrainOutcome]:
+        """The outcomes of the retrains that finished since the last call."""
+        outcomes, self.outcomes = self.outcomes, {}
+        return outcomes
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the running retrains (at most ``timeout`` seconds: a retrain left
+        running when the process exits is abandoned by the next one to take its lock)."""
+        tasks = list(self.running.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for model in [m for m, task in self.running.items() if task in pending]:
+            logger.warning("left the retrain of %s running; its lock will expire", model)

@@ -1,0 +1,202 @@
+"""The monitor's side of retraining: the ``retrain:`` rules, which evidence triggers a
+retrain, and a monitor that runs the loop — drift → retrain → gate → promotion — for real."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from retraining import MODEL, copy_of_production, serve_traffic
+from shipyard.errors import InvalidInputError
+from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.metrics import MonitorMetrics
+from shipyard.monitoring.monitor import Monitor, MonitorOptions
+from shipyard.monitoring.retraining import (
+    CURSOR,
+    DEGRADED,
+    DRIFT,
+    SCHEDULE,
+    RetrainSpec,
+    RetrainWatch,
+    seconds,
+)
+from shipyard.pipeline.retrain import PipelineRetrainer
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+from .conftest import Clock, Watched, register_watched
+
+
+def rules(**section: object) -> dict[str, str]:
+    return {"retrain": RetrainSpec.model_validate(section).to_tag()}
+
+
+def test_durations_read_as_seconds() -> None:
+    assert seconds("90s") == 90
+    assert seconds("30m") == 1800
+    assert seconds("6h") == 21600
+    assert seconds("1.5d") == 129600
+    assert seconds(42) == 42
+    with pytest.raises(ValueError, match="not a duration; write a number of seconds or e.g."):
+        seconds("6 hours")
+
+
+def test_the_section_round_trips_through_its_tag_with_the_event_names_as_keys() -> None:
+    spec = RetrainSpec.model_validate(
+        {
+            "triggers": {"performance.degraded": False, "schedule": {"every": "6h"}},
+            "cooldown": "30m",
+        }
+    )
+    assert spec.triggers.performance is None
+    assert spec.triggers.drift is True
+    assert spec.triggers.schedule is not None and spec.triggers.schedule.every == 21600
+    assert spec.cooldown == 1800
+    tag = spec.to_tag()
+    assert '"drift.detected": true' in tag
+    assert RetrainSpec.from_tags({"retrain": tag}) == spec
+    assert RetrainSpec.from_tags({}) is None
+    with pytest.raises(InvalidInputError, match="not a valid retrain section"):
+        RetrainSpec.from_tags({"retrain": "{bad"})
+
+
+def test_a_drift_event_of_production_triggers_and_the_cursor_waits_for_the_outcome(
+    watched: Watched,
+) -> None:
+    registry = watched.registry
+    registry.promote(f"{MODEL}:1")
+    store = registry.monitoring
+    store.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {"share": 0.6})
+    trigger, moved = RetrainWatch(registry).due(MODEL, store, watched.clock())
+    assert trigger is not None
+    assert (trigger.kind, trigger.key, trigger.version) == (DRIFT, "drift.detected:v1:1", 1)
+    assert trigger.evidence == {"share": 0.6}
+    assert moved is not None
+    assert store.cursor(MODEL, CURSOR) is None  # moved by the monitor once dealt with
+
+
+def test_events_of_other_versions_and_small_degradations_trigger_nothing(
+    watched: Watched,
+) -> None:
+    registry = watched.registry
+    register_watched(registry, tags=rules(triggers={"performance.degraded": {"margin": 0.2}}))
+    registry.promote(f"{MODEL}:2")
+    store = registry.monitoring
+    store.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {})  # not production
+    degraded = {"metric": "average_precision", "live": 0.8, "offline": 0.9}
+    store.record_event(MODEL, 2, DEGRADED, "performance.degraded:v2:1", degraded)  # 0.1 < 0.2
+    watch = RetrainWatch(registry)
+    assert watch.due(MODEL, store, watched.clock()) == (None, None)
+    cursor = store.cursor(MODEL, CURSOR)
+    assert cursor is not None  # considered: never again
+    worse = {"metric": "average_precision", "live": 0.6, "offline": 0.9}
+    store.record_event(MODEL, 2, DEGRADED, "performance.degraded:v2:2", worse)
+    trigger, _ = watch.due(MODEL, store, watched.clock())
+    assert trigger is not None and trigger.key == "performance.degraded:v2:2"
+
+
+def test_a_schedule_is_due_every_period_since_the_version_or_the_last_retrain(
+    watched: Watched,
+) -> None:
+    registry = watched.registry
+    register_watched(registry, tags=rules(triggers={"schedule": {"every": "1h"}}))
+    registry.promote(f"{MODEL}:2")
+    clock = Clock(registry.get_version(f"{MODEL}:2").created_at)
+    watch = RetrainWatch(registry)
+    clock.advance(1800)
+    assert watch.due(MODEL, registry.monitoring, clock())[0] is None
+    clock.advance(1801)
+    trigger, moved = watch.due(MODEL, registry.monitoring, clock())
+    assert trigger is not None and trigger.kind == SCHEDULE and moved is None
+    begun = registry.retraining.begin(
+        MODEL, attempt="a1", owner="t", trigger=trigger.key, ttl_seconds=60
+    )
+    assert begun.attempt is not None
+    clock = Clock(begun.attempt.started_at + timedelta(seconds=1800))
+    assert watch.due(MODEL, registry.monitoring, clock())[0] is None  # one started since
+    clock.advance(1800)
+    assert watch.due(MODEL, registry.monitoring, clock())[0] is not None
+
+
+# -- the loop, for real -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def trained(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Settings:
+    """fraud v1 in production, trained with the retrain section, on SQLite."""
+    return copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "trained-home")
+
+
+def run_once(settings: Settings) -> tuple[Monitor, object]:
+    log = open_prediction_log(settings)
+    assert log is not None
+    registry = Registry.open(settings)
+    options = MonitorOptions(models=(MODEL,), window_rows=1000, owner="monitor-test")
+    retrainer = PipelineRetrainer(registry, log, settings, owner=options.owner)
+    monitor = Monitor(
+        registry, log, settings, options, metrics=MonitorMetrics(), retrainer=retrainer
+    )
+    try:
+        report = asyncio.run(monitor.run(once=True))
+    finally:
+        registry.close()
+    return monitor, report
+
+
+def test_concept_drift_is_detected_retrained_gated_and_promoted(trained: Settings) -> None:
+    serve_traffic(trained, 4000, seed=21, drift="concept", strength=0.05)
+    monitor, report = run_once(trained)
+    outcome = report.retrains[MODEL]  # type: ignore[attr-defined]
+    assert outcome.status == "promoted", outcome.reason
+    with Registry.open(trained) as registry:
+        assert registry.get_version(f"{MODEL}@production").version == 2
+        events = registry.monitoring.events(MODEL)
+        kinds = [e.kind for e in events]
+        assert kinds[-4:] == ["retrain.triggered", "retrain.trained", "retrain.gated", "model.promoted"]
+        triggered = next(e for e in events if e.kind == "retrain.triggered").evidence
+        assert triggered["trigger"]["kind"] == DEGRADED  # the concept drift moved no feature
+        assert DEGRADED in kinds
+        assert registry.monitoring.cursor(MODEL, CURSOR) is not None
+    counted = monitor.metrics.registry.get_sample_value(
+        "shipyard_monitor_events_total", {"model": MODEL, "kind": "model.promoted"}
+    )
+    assert counted == 1
+    # Another pass: the evidence was dealt with, nothing retrains again.
+    _, again = run_once(trained)
+    assert again.retrains == {}  # type: ignore[attr-defined]
+
+
+def test_a_control_run_without_drift_raises_no_retrain(trained: Settings) -> None:
+    serve_traffic(trained, 4000, seed=22)
+    _, report = run_once(trained)
+    assert report.retrains == {}  # type: ignore[attr-defined]
+    with Registry.open(trained) as registry:
+        kinds = [e.kind for e in registry.monitoring.events(MODEL)]
+        assert not [k for k in kinds if k.startswith(("retrain.", "model."))], kinds
+        assert DRIFT not in kinds and DEGRADED not in kinds
+        assert registry.get_version(f"{MODEL}@production").version == 1
+        assert len(registry.list_versions(MODEL)) == 1
+
+
+def test_an_old_trigger_is_superseded_once_production_moved(trained: Settings) -> None:
+    with Registry.open(trained) as registry:
+        registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:9", {})
+    serve_traffic(trained, 100, seed=23)
+    with Registry.open(trained) as registry:
+        log = open_prediction_log(trained)
+        assert log is not None
+        retrainer = PipelineRetrainer(registry, log, trained, owner="t")
+        from shipyard.monitoring.retraining import Trigger
+
+        stale = Trigger(DRIFT, "drift.detected:v0:1", 0)
+        outcome = retrainer.retrain(MODEL, stale)
+        assert outcome.status == "skipped"
+        assert "superseded: the evidence is about v0, production is fraud:1 now" in outcome.reason
+        attempt = registry.retraining.get(MODEL)
+        assert attempt is not None and attempt.outcome == "skipped"
+        assert attempt.cooled_at is None  # a skip starts no cooldown
+        assert registry.retraining.last_started(MODEL) is not None
+        assert timedelta(0) <= attempt.expires_at - attempt.started_at
