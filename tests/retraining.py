@@ -4,8 +4,8 @@ concept drift (``shipyard.data``'s ``concept`` scenario: a new fraud pattern it 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +101,8 @@ def serve_traffic(
         features = frame_to_features(frame, predictor)
         outputs = predictor.predict(features)
         ids = [f"{prefix}{seed}-{i}" for i in range(rows)]
-        now = datetime.now(UTC)
-        times = np.array(
-            [np.datetime64((now - timedelta(milliseconds=rows - i)).replace(tzinfo=None)) for i in range(rows)]
-        )
+        start = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms") - rows
+        times = start + np.arange(rows)  # one a millisecond, ending now
         table = prediction_table(
             MODEL,
             predictor.version,
@@ -119,6 +117,7 @@ def serve_traffic(
         log.write(table)
         if label:
             labels = [str(v) for v in frame["Class"].tolist()]
-            registry.monitoring.add_feedback(MODEL, list(zip(ids, labels, strict=True)), source="file")
+            pairs = list(zip(ids, labels, strict=True))
+            registry.monitoring.add_feedback(MODEL, pairs, source="file")
     log.close()
     return ids

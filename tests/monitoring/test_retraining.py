@@ -40,7 +40,7 @@ def test_durations_read_as_seconds() -> None:
     assert seconds("6h") == 21600
     assert seconds("1.5d") == 129600
     assert seconds(42) == 42
-    with pytest.raises(ValueError, match="not a duration; write a number of seconds or e.g."):
+    with pytest.raises(ValueError, match=r"not a duration; write a number of seconds or e\.g\."):
         seconds("6 hours")
 
 
@@ -53,7 +53,8 @@ def test_the_section_round_trips_through_its_tag_with_the_event_names_as_keys() 
     )
     assert spec.triggers.performance is None
     assert spec.triggers.drift is True
-    assert spec.triggers.schedule is not None and spec.triggers.schedule.every == 21600
+    assert spec.triggers.schedule is not None
+    assert spec.triggers.schedule.every == 21600
     assert spec.cooldown == 1800
     tag = spec.to_tag()
     assert '"drift.detected": true' in tag
@@ -95,7 +96,8 @@ def test_events_of_other_versions_and_small_degradations_trigger_nothing(
     worse = {"metric": "average_precision", "live": 0.6, "offline": 0.9}
     store.record_event(MODEL, 2, DEGRADED, "performance.degraded:v2:2", worse)
     trigger, _ = watch.due(MODEL, store, watched.clock())
-    assert trigger is not None and trigger.key == "performance.degraded:v2:2"
+    assert trigger is not None
+    assert trigger.key == "performance.degraded:v2:2"
 
 
 def test_a_schedule_is_due_every_period_since_the_version_or_the_last_retrain(
@@ -110,7 +112,9 @@ def test_a_schedule_is_due_every_period_since_the_version_or_the_last_retrain(
     assert watch.due(MODEL, registry.monitoring, clock())[0] is None
     clock.advance(1801)
     trigger, moved = watch.due(MODEL, registry.monitoring, clock())
-    assert trigger is not None and trigger.kind == SCHEDULE and moved is None
+    assert trigger is not None
+    assert trigger.kind == SCHEDULE
+    assert moved is None
     begun = registry.retraining.begin(
         MODEL, attempt="a1", owner="t", trigger=trigger.key, ttl_seconds=60
     )
@@ -155,7 +159,8 @@ def test_concept_drift_is_detected_retrained_gated_and_promoted(trained: Setting
         assert registry.get_version(f"{MODEL}@production").version == 2
         events = registry.monitoring.events(MODEL)
         kinds = [e.kind for e in events]
-        assert kinds[-4:] == ["retrain.triggered", "retrain.trained", "retrain.gated", "model.promoted"]
+        loop = ["retrain.triggered", "retrain.trained", "retrain.gated", "model.promoted"]
+        assert kinds[-4:] == loop
         triggered = next(e for e in events if e.kind == "retrain.triggered").evidence
         assert triggered["trigger"]["kind"] == DEGRADED  # the concept drift moved no feature
         assert DEGRADED in kinds
@@ -176,7 +181,8 @@ def test_a_control_run_without_drift_raises_no_retrain(trained: Settings) -> Non
     with Registry.open(trained) as registry:
         kinds = [e.kind for e in registry.monitoring.events(MODEL)]
         assert not [k for k in kinds if k.startswith(("retrain.", "model."))], kinds
-        assert DRIFT not in kinds and DEGRADED not in kinds
+        assert DRIFT not in kinds
+        assert DEGRADED not in kinds
         assert registry.get_version(f"{MODEL}@production").version == 1
         assert len(registry.list_versions(MODEL)) == 1
 
@@ -196,7 +202,8 @@ def test_an_old_trigger_is_superseded_once_production_moved(trained: Settings) -
         assert outcome.status == "skipped"
         assert "superseded: the evidence is about v0, production is fraud:1 now" in outcome.reason
         attempt = registry.retraining.get(MODEL)
-        assert attempt is not None and attempt.outcome == "skipped"
+        assert attempt is not None
+        assert attempt.outcome == "skipped"
         assert attempt.cooled_at is None  # a skip starts no cooldown
         assert registry.retraining.last_started(MODEL) is not None
         assert timedelta(0) <= attempt.expires_at - attempt.started_at

@@ -57,7 +57,8 @@ def test_concept_drift_retrains_and_the_candidate_wins_the_gate(home: Settings) 
         assert candidate.tags["retrained_from"] == "1"
         assert "retrain" in candidate.tags  # the new production carries the rules on
         attempt = registry.retraining.get(MODEL)
-        assert attempt is not None and attempt.outcome == "promoted"
+        assert attempt is not None
+        assert attempt.outcome == "promoted"
 
 
 def test_without_drift_the_candidate_loses_and_is_not_promoted(home: Settings) -> None:
