@@ -1,0 +1,141 @@
+"""Retrain locks on SQLite and PostgreSQL: one attempt in flight, the cooldown, a dead
+attempt taken over, and a promotion only the holder can make, from the version it judged."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shipyard.errors import ConflictError, InvalidInputError, ModelNotFoundError
+from shipyard.inference import ExportedModel
+from shipyard.registry import Begun, Registry
+from shipyard.registry.retraining import COOLDOWN, IN_FLIGHT
+from shipyard.settings import Settings
+
+
+@pytest.fixture
+def registry(settings: Settings, exported_models: list[ExportedModel]) -> Iterator[Registry]:
+    """fraud v1 (production) and v2, on each database."""
+    with Registry.open(settings) as opened:
+        for exported in exported_models:
+            opened.register_version(
+                "fraud",
+                files=exported.files,
+                format=exported.format,
+                input_schema=exported.input_schema,
+                output_schema=exported.output_schema,
+                metrics={"average_precision": 0.5},
+            )
+        opened.promote("fraud:1")
+        yield opened
+
+
+def test_one_attempt_in_flight_and_the_cooldown_after_it(registry: Registry) -> None:
+    first = registry.retraining.begin(
+        "fraud", attempt="a1", owner="m1", trigger="manual:1", ttl_seconds=60
+    )
+    assert first.attempt is not None
+    assert first.stale is None
+    second = registry.retraining.begin(
+        "fraud", attempt="a2", owner="m2", trigger="manual:2", ttl_seconds=60
+    )
+    assert second.attempt is None
+    assert second.refused == IN_FLIGHT
+    assert second.blocking is not None
+    assert second.blocking.attempt == "a1"
+    assert registry.retraining.finish("fraud", "a1", "lost")
+    cooling = registry.retraining.begin(
+        "fraud", attempt="a3", owner="m2", trigger="manual:3", ttl_seconds=60, cooldown_seconds=3600
+    )
+    assert cooling.refused == COOLDOWN
+    assert cooling.until is not None
+    assert cooling.blocking is not None
+    assert cooling.blocking.cooled_at is not None
+    assert (cooling.until - cooling.blocking.cooled_at).total_seconds() == 3600
+    forced = registry.retraining.begin(
+        "fraud", attempt="a3", owner="m2", trigger="manual:3", ttl_seconds=60
+    )
+    assert forced.attempt is not None
+    assert forced.attempt.attempt == "a3"
+    # A skip does not restart the cooldown: the one of a1 still counts.
+    assert registry.retraining.finish("fraud", "a3", "skipped", cool=False)
+    latest = registry.retraining.get("fraud")
+    assert latest is not None
+    assert latest.outcome == "skipped"
+    assert latest.cooled_at == cooling.blocking.cooled_at
+
+
+def test_a_dead_attempt_is_taken_over_and_handed_back_as_stale(registry: Registry) -> None:
+    dead = registry.retraining.begin(
+        "fraud", attempt="dead", owner="m1", trigger="manual:1", ttl_seconds=0.2
+    )
+    assert dead.attempt is not None
+    registry.retraining.progress("fraud", "dead", run_id="r" * 32, candidate=2)
+    time.sleep(0.3)  # the lease is wall-clock by design; only its expiry is waited for
+    assert not registry.retraining.renew("fraud", "dead", 60)
+    taken = registry.retraining.begin(
+        "fraud",
+        attempt="next",
+        owner="m2",
+        trigger="manual:1",
+        ttl_seconds=60,
+        cooldown_seconds=3600,  # no attempt finished: nothing to cool down from
+    )
+    assert taken.attempt is not None
+    assert taken.stale is not None
+    assert (taken.stale.attempt, taken.stale.run_id, taken.stale.candidate) == ("dead", "r" * 32, 2)
+    with pytest.raises(ConflictError, match="no longer holds the model's retrain lock"):
+        registry.retraining.progress("fraud", "dead", candidate=2)
+    assert not registry.retraining.finish("fraud", "dead", "failed")
+
+
+def test_promotion_needs_the_lock_and_the_version_it_was_judged_against(
+    registry: Registry,
+) -> None:
+    registry.retraining.begin("fraud", attempt="a1", owner="m", trigger="t", ttl_seconds=60)
+    with pytest.raises(ConflictError, match="is v1 now, not v3"):
+        registry.retraining.promote("fraud", "a1", 2, "production", expected=3, actor="t")
+    with pytest.raises(ConflictError, match="no longer holds"):
+        registry.retraining.promote("fraud", "other", 2, "production", expected=1, actor="t")
+    assert registry.get_version("fraud@production").version == 1
+    registry.retraining.promote("fraud", "a1", 2, "production", expected=1, actor="retrain:a1")
+    assert registry.get_version("fraud@production").version == 2
+    # Done again (a restarted attempt): the alias moved, so the second one refuses.
+    with pytest.raises(ConflictError, match="is v2 now, not v1"):
+        registry.retraining.promote("fraud", "a1", 2, "production", expected=1, actor="t")
+
+
+def test_two_monitors_beginning_at_once_get_one_attempt(registry: Registry) -> None:
+    results: list[Begun] = []
+    barrier = threading.Barrier(4)
+
+    def race(n: int) -> None:
+        barrier.wait(timeout=30)
+        results.append(
+            registry.retraining.begin(
+                "fraud", attempt=f"a{n}", owner=f"m{n}", trigger="drift", ttl_seconds=60
+            )
+        )
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 4
+    started = [r for r in results if r.attempt is not None]
+    assert len(started) == 1
+    assert [r.refused for r in results if r.attempt is None] == [IN_FLIGHT] * 3
+
+
+def test_bad_arguments_are_refused_with_the_reason(registry: Registry) -> None:
+    with pytest.raises(ModelNotFoundError):
+        registry.retraining.begin("nope", attempt="a", owner="m", trigger="t", ttl_seconds=60)
+    with pytest.raises(InvalidInputError, match="positive number of seconds"):
+        registry.retraining.begin("fraud", attempt="a", owner="m", trigger="t", ttl_seconds=0)
+    with pytest.raises(InvalidInputError, match="at most 32 characters"):
+        registry.retraining.begin("fraud", attempt="a" * 33, owner="m", trigger="t", ttl_seconds=1)
+    assert registry.retraining.get("fraud") is None
