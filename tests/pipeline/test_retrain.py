@@ -29,15 +29,15 @@ def kinds(registry: Registry) -> list[str]:
 
 
 @pytest.fixture
-def home(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Settings:
+def production(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Settings:
     """fraud v1 in production, trained with the retrain section, on SQLite."""
     return copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "trained-home")
 
 
-def test_concept_drift_retrains_and_the_candidate_wins_the_gate(home: Settings) -> None:
-    serve_traffic(home, 4000, seed=11, drift="concept", strength=0.05)
-    with Registry.open(home) as registry:
-        outcome = retrainer(registry, home).retrain(MODEL, manual())
+def test_concept_drift_retrains_and_the_candidate_wins_the_gate(production: Settings) -> None:
+    serve_traffic(production, 4000, seed=11, drift="concept", strength=0.05)
+    with Registry.open(production) as registry:
+        outcome = retrainer(registry, production).retrain(MODEL, manual())
         assert outcome.status == "promoted", outcome.reason
         assert outcome.candidate == 2
         assert registry.get_version(f"{MODEL}@production").version == 2
@@ -61,10 +61,10 @@ def test_concept_drift_retrains_and_the_candidate_wins_the_gate(home: Settings) 
         assert attempt.outcome == "promoted"
 
 
-def test_without_drift_the_candidate_loses_and_is_not_promoted(home: Settings) -> None:
-    serve_traffic(home, 4000, seed=12)
-    with Registry.open(home) as registry:
-        outcome = retrainer(registry, home).retrain(MODEL, manual())
+def test_without_drift_the_candidate_loses_and_is_not_promoted(production: Settings) -> None:
+    serve_traffic(production, 4000, seed=12)
+    with Registry.open(production) as registry:
+        outcome = retrainer(registry, production).retrain(MODEL, manual())
         assert outcome.status == "lost", outcome.reason
         assert "lost the gate" in outcome.reason
         assert registry.get_version(f"{MODEL}@production").version == 1
@@ -72,3 +72,76 @@ def test_without_drift_the_candidate_loses_and_is_not_promoted(home: Settings) -
         gated = registry.monitoring.events(MODEL, kind="retrain.gated")[0].evidence
         assert gated["won"] is False
         assert "model.promoted" not in kinds(registry)
+
+
+def label(settings: Settings, ids: list[str], labels: list[str]) -> None:
+    with Registry.open(settings) as registry:
+        registry.monitoring.add_feedback(MODEL, list(zip(ids, labels, strict=True)), source="file")
+
+
+def test_a_failing_training_leaves_production_alone_and_says_why(production: Settings) -> None:
+    """Every older label says legitimate: the train stage gets a single class and fails."""
+    ids = serve_traffic(production, 1000, seed=13, label=False)
+    labels = ["0"] * 700 + [str(i % 2) for i in range(300)]  # the gate's newest rows: both
+    label(production, ids, labels)
+    with Registry.open(production) as registry:
+        outcome = retrainer(registry, production).retrain(MODEL, manual())
+        assert outcome.status == "failed"
+        assert "has a single class" in outcome.reason
+        failed = registry.monitoring.events(MODEL, kind="retrain.failed")[0].evidence
+        assert "a classifier needs at least two" in failed["reason"]
+        assert registry.get_version(f"{MODEL}@production").version == 1
+        assert [v.version for v in registry.list_versions(MODEL)] == [1]  # nothing registered
+        attempt = registry.retraining.get(MODEL)
+        assert attempt is not None
+        assert attempt.outcome == "failed"
+        assert attempt.run_id is not None
+        assert registry.get_run(attempt.run_id).status == "failed"
+        assert attempt.cooled_at is not None  # a failure cools down too: no retry storm
+
+
+def test_too_few_labelled_rows_are_skipped_naming_the_counts(production: Settings) -> None:
+    serve_traffic(production, 300, seed=14)
+    with Registry.open(production) as registry:
+        outcome = retrainer(registry, production).retrain(MODEL, manual())
+        assert outcome.status == "skipped"
+        assert outcome.reason == ("too few rows: 300 labelled predictions, data.min_rows is 500")
+        assert kinds(registry) == ["retrain.triggered", "retrain.skipped"]
+        assert len(registry.list_versions(MODEL)) == 1
+
+
+def test_cooldown_and_in_flight_refuse_until_forced(production: Settings) -> None:
+    serve_traffic(production, 1000, seed=15)
+    with Registry.open(production) as registry:
+        first = retrainer(registry, production).retrain(MODEL, manual("manual:1"))
+        assert first.status in ("promoted", "lost"), first.reason
+        cooling = retrainer(registry, production).retrain(MODEL, manual("manual:2"))
+        assert cooling.status == "waiting"
+        assert cooling.reason.startswith("cooldown: the last retrain ended at ")
+        assert not cooling.done
+        skipped = registry.monitoring.events(MODEL, kind="retrain.skipped")
+        assert [e.key for e in skipped] == ["retrain.skipped:manual:2:cooldown"]
+        # Held by another (live) attempt: refused even when forced.
+        held = registry.retraining.begin(
+            MODEL, attempt="other", owner="elsewhere", trigger="manual:x", ttl_seconds=600
+        )
+        assert held.attempt is not None
+        busy = retrainer(registry, production).retrain(MODEL, manual("manual:3"), force=True)
+        assert busy.status == "waiting"
+        assert "in flight: attempt other of elsewhere" in busy.reason
+        registry.retraining.finish(MODEL, "other", "lost", cool=False)
+        forced = retrainer(registry, production).retrain(MODEL, manual("manual:4"), force=True)
+        assert forced.status in ("promoted", "lost"), forced.reason
+
+
+def test_a_model_whose_spec_has_no_retrain_section_is_skipped(
+    tmp_path: Path, sqlite_settings: Settings
+) -> None:
+    from retraining import spec_text, train_production
+
+    train_production(sqlite_settings, tmp_path, rows=2000, text=spec_text(retrain=None))
+    with Registry.open(sqlite_settings) as registry:
+        outcome = retrainer(registry, sqlite_settings).retrain(MODEL, manual())
+        assert outcome.status == "skipped"
+        assert outcome.reason == "the spec of fraud:1 has no retrain: section"
+        assert registry.retraining.get(MODEL) is None  # not even the lock was taken
