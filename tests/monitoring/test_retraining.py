@@ -207,3 +207,74 @@ def test_an_old_trigger_is_superseded_once_production_moved(trained: Settings) -
         assert attempt.cooled_at is None  # a skip starts no cooldown
         assert registry.retraining.last_started(MODEL) is not None
         assert timedelta(0) <= attempt.expires_at - attempt.started_at
+
+
+def test_a_monitor_killed_mid_retrain_is_abandoned_then_retrained_once(
+    tmp_path: Path,
+) -> None:
+    """A real ``shipyard monitor`` process is SIGKILLed once its retrain's run has started;
+    the next monitor finds the lock stale, abandons the attempt (its run fails, nothing it
+    left is promoted) and retrains afresh: one promotion, no version without its run."""
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import select
+
+    from retraining import spec_text, train_production
+    from shipyard.registry.tables import AliasEventRow
+
+    settings = Settings(
+        home=tmp_path / "home",
+        monitor_interval_seconds=0.2,
+        monitor_lease_ttl_seconds=1.0,  # the killed monitor's lease on the model, too
+        retrain_lock_ttl_seconds=1.0,
+    )
+    train_production(settings, tmp_path, rows=3000, text=spec_text(max_iter=300))
+    serve_traffic(settings, 4000, seed=31, drift="concept", strength=0.05)
+    command = [sys.executable, "-m", "shipyard", "monitor", "--no-broker", "--models", MODEL]
+    env = settings.child_env() | {"OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed_at = None
+    try:
+        with Registry.open(settings) as registry:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and child.poll() is None:
+                attempt = registry.retraining.get(MODEL)
+                if attempt is not None and attempt.run_id is not None:
+                    child.kill()  # SIGKILL: no clean-up of any kind
+                    killed_at = attempt
+                    break
+                time.sleep(0.02)
+    finally:
+        child.kill()
+        _, err = child.communicate(timeout=60)
+    assert killed_at is not None, f"the monitor never started a retrain: {err.decode()[-2000:]}"
+    with Registry.open(settings) as registry:
+        assert registry.get_run(killed_at.run_id).status == "running"  # as the kill left it
+        time.sleep(1.2)  # the killed monitor's leases (1 s, wall clock by design) run out
+        attempt = registry.retraining.get(MODEL)
+        assert attempt is not None
+        assert attempt.attempt == killed_at.attempt
+        assert attempt.finished_at is None
+    _, report = run_once(settings)  # the next monitor
+    with Registry.open(settings) as registry:
+        events = registry.monitoring.events(MODEL)
+        abandoned = [e for e in events if e.kind == "retrain.abandoned"]
+        assert len(abandoned) == 1
+        assert abandoned[0].evidence["attempt"] == killed_at.attempt
+        assert abandoned[0].evidence["run"] == "marked failed"
+        assert registry.get_run(killed_at.run_id).status == "failed"
+        promoted = [e for e in events if e.kind == "model.promoted"]
+        with registry.transaction() as session:
+            moves = list(session.scalars(select(AliasEventRow.to_version)))
+        # At most one promotion per version, each recorded once (v2 may be the killed
+        # attempt's own candidate, if its promotion landed before the kill).
+        assert len(moves) == len(set(moves))
+        assert sorted(e.version for e in promoted) == sorted(moves[1:])
+        assert report.retrains[MODEL].status == "promoted", report.retrains  # type: ignore[attr-defined]
+        production = registry.get_version(f"{MODEL}@production")
+        for version in registry.list_versions(MODEL):  # no version without a finished run
+            assert version.run_id is not None
+            assert registry.get_run(version.run_id).status == "succeeded"
+        assert production.version == moves[-1]
