@@ -18,13 +18,14 @@ import shipyard
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING, RETRAINING = (
     BLOCKS[0].strip(),
     BLOCKS[1].strip(),
     BLOCKS[2],
     BLOCKS[3],
     BLOCKS[4],
     BLOCKS[5],
+    BLOCKS[6],
 )
 BIN = Path(sys.executable).parent
 USAGE_LINES = USAGE.strip().splitlines()
@@ -166,9 +167,11 @@ def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_monitoring_commands_run_as_a_script(tmp_path: Path) -> None:
+def test_monitoring_and_retraining_commands_run_as_scripts(tmp_path: Path) -> None:
     """The monitoring block, after the usage block's training, as one bash script: labels
-    for an undrifted and a drifted set, the monitor's verdicts, the report and the route."""
+    for an undrifted and a drifted set, the monitor's verdicts (the drift retrains the
+    model: the example spec has a retrain: section), the report and the route; then the
+    retraining block in the same folder."""
     env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
     for line in TRAIN:  # a trained fraud@production
         _run(line, tmp_path, env, timeout=300)
@@ -189,4 +192,27 @@ def test_monitoring_commands_run_as_a_script(tmp_path: Path) -> None:
     snapshot = version["snapshot"]
     assert snapshot["dataset_drift"]["rows"] is True
     assert snapshot["performance"]["all"]["labelled"] == 6000
-    assert [event["kind"] for event in version["events"]] == ["drift.detected"]
+    monitored = [e["kind"] for e in version["events"] if not e["kind"].startswith("retrain.")]
+    assert monitored == ["drift.detected"]
+    # The second pass retrained on the drift: the outcome is printed, the decisions are events.
+    (retrain,) = re.findall(r"fraud: retrain (promoted|lost): (.*?) min_delta 0\.01", out)
+    assert "on the 1,800 newest labelled rows" in retrain[1]  # 30 % of 6,000
+    kinds = [e["kind"] for e in document["events"]]
+    assert kinds[kinds.index("drift.detected") :][:4] == [
+        "drift.detected",
+        "retrain.triggered",
+        "retrain.trained",
+        "retrain.gated",
+    ]
+
+    script = f"set -euo pipefail\n{RETRAINING}"
+    out = _run(script, tmp_path, env, timeout=300)
+    assert "fraud: events" in out  # the table's title
+    assert "retrain.triggered" in out
+    assert "by drift.detected (drift.detected:v1:1)" in " ".join(out.split())
+    assert re.search(r"fraud: (promoted|lost) — fraud:\d+ (lost the gate|promoted to production)", out)
+    gated = json.loads(out[out.index("[\n") :])
+    assert [e["kind"] for e in gated] == ["retrain.gated", "retrain.gated"]
+    assert all(
+        e["evidence"]["holdout"]["note"].startswith("the newest labelled rows") for e in gated
+    )

@@ -48,6 +48,7 @@ from shipyard.monitoring.retraining import (
 )
 from shipyard.pipeline.gate import judge
 from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
+from shipyard.pipeline.recovery import abandon
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.spec import Spec, parse_spec
 from shipyard.registry import DEFAULT_ALIAS, ModelRef
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
         EventRecord,
         ModelVersionInfo,
         Registry,
-        RetrainAttempt,
         RunInfo,
     )
     from shipyard.settings import Settings
@@ -132,7 +132,8 @@ class PipelineRetrainer:
                 )
             return self._skip(model, trigger, "waiting", reason, events, suffix=begun.refused)
         if begun.stale is not None:
-            self._abandon(model, begun.stale, events)
+            for version, kind, key, evidence in abandon(self.registry, model, begun.stale):
+                self._record(model, version, kind, key, evidence, events)
         with locks.holding(model, attempt, self.ttl) as held:
             try:
                 status, reason, candidate = self._attempt(model, trigger, attempt, events)
@@ -304,7 +305,6 @@ class PipelineRetrainer:
             f"v{candidate.version}",
             evidence,
             events,
-            prefix="model.promoted",
         )
         reason = f"{candidate.ref} promoted to {alias}: {verdict.comparison}"
         return "promoted", reason, candidate.version
@@ -339,72 +339,6 @@ class PipelineRetrainer:
         partial.replace(path)
         return path
 
-    def _abandon(self, model: str, stale: RetrainAttempt, events: list[EventRecord]) -> None:
-        """Clean up after an attempt whose process died: its run fails, its candidate (if
-        it registered one) stays unpromoted — or, if its promotion landed before it died,
-        that promotion is recorded (once: the event's key is the version's)."""
-        run_note = None
-        if stale.run_id is not None:
-            run = self.registry.get_run(stale.run_id)
-            if run.status == "running":
-                run_note = "marked failed"
-                self.registry.runs.finish(
-                    stale.run_id,
-                    "failed",
-                    f"abandoned: retrain attempt {stale.attempt} stopped (its lock expired)",
-                )
-        candidate = stale.candidate
-        if candidate is None:
-            tagged = [
-                v
-                for v in self.registry.list_versions(model)
-                if v.tags.get(ATTEMPT_TAG) == stale.attempt
-            ]
-            candidate = tagged[-1].version if tagged else None
-        promoted = False
-        if candidate is not None:
-            info = self.registry.get_version(ModelRef(model, candidate, None))
-            promoted = DEFAULT_ALIAS in info.aliases
-            if promoted:
-                evidence = {
-                    "alias": DEFAULT_ALIAS,
-                    "to": candidate,
-                    "attempt": stale.attempt,
-                    "recovered": True,
-                }
-                self._record(
-                    model,
-                    candidate,
-                    "model.promoted",
-                    f"v{candidate}",
-                    evidence,
-                    events,
-                    prefix="model.promoted",
-                )
-        self._record(
-            model,
-            candidate,
-            "retrain.abandoned",
-            stale.attempt,
-            {
-                "attempt": stale.attempt,
-                "owner": stale.owner,
-                "trigger": stale.trigger,
-                "started_at": stale.started_at.isoformat(),
-                "expired_at": stale.expires_at.isoformat(),
-                "run_id": stale.run_id,
-                "run": run_note,
-                "candidate": candidate,
-                "promoted": promoted,
-                "resolution": "the candidate was promoted before the attempt died"
-                if promoted
-                else "no candidate was promoted; the retrain runs again"
-                if candidate is None
-                else f"v{candidate} stays registered and is never promoted; the retrain runs again",
-            },
-            events,
-        )
-
     def _skip(
         self,
         model: str,
@@ -428,11 +362,9 @@ class PipelineRetrainer:
         key: str,
         evidence: Mapping[str, Any],
         events: list[EventRecord],
-        *,
-        prefix: str | None = None,
     ) -> None:
         event = self.registry.monitoring.record_event(
-            model, version, kind, f"{prefix or kind}:{key}", _json(evidence)
+            model, version, kind, f"{kind}:{key}", _json(evidence)
         )
         if event is not None:
             events.append(event)
