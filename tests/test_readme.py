@@ -192,25 +192,23 @@ def test_monitoring_and_retraining_commands_run_as_scripts(tmp_path: Path) -> No
     snapshot = version["snapshot"]
     assert snapshot["dataset_drift"]["rows"] is True
     assert snapshot["performance"]["all"]["labelled"] == 6000
-    monitored = [e["kind"] for e in version["events"] if not e["kind"].startswith("retrain.")]
-    assert monitored == ["drift.detected"]
+    loop = ("retrain.", "model.")
+    assert [e["kind"] for e in version["events"] if not e["kind"].startswith(loop)] == [
+        "drift.detected"
+    ]
     # The second pass retrained on the drift: the outcome is printed, the decisions are events.
     (retrain,) = re.findall(r"fraud: retrain (promoted|lost): (.*?) min_delta 0\.01", out)
     assert "on the 1,800 newest labelled rows" in retrain[1]  # 30 % of 6,000
-    kinds = [e["kind"] for e in document["events"]]
-    assert kinds[kinds.index("drift.detected") :][:4] == [
-        "drift.detected",
-        "retrain.triggered",
-        "retrain.trained",
-        "retrain.gated",
-    ]
 
     script = f"set -euo pipefail\n{RETRAINING}"
     out = _run(script, tmp_path, env, timeout=300)
     assert "fraud: events" in out  # the table's title
-    assert "retrain.triggered" in out
-    assert "by drift.detected (drift.detected:v1:1)" in " ".join(out.split())
-    assert re.search(r"fraud: (promoted|lost) — fraud:\d+ (lost the gate|promoted to production)", out)
+    table = out[: out.index("[\n")]
+    for kind in ("drift.detected", "retrain.triggered", "retrain.trained", "retrain.gated"):
+        assert kind in table
+    assert re.search(
+        r"fraud: (promoted|lost) — fraud:\d+ (lost the gate|promoted to production)", out
+    )
     gated = json.loads(out[out.index("[\n") :])
     assert [e["kind"] for e in gated] == ["retrain.gated", "retrain.gated"]
     assert all(

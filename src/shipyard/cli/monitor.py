@@ -176,6 +176,7 @@ def events(
         console.print(f"{name}: {what} yet")
         return
     table = Table("id", "at (UTC)", "version", "kind", "what", title=f"{name}: events")
+    table.columns[-1].overflow = "fold"
     for document in documents:
         table.add_row(
             str(document["id"]),
@@ -204,7 +205,8 @@ def _what(event: dict[str, Any]) -> str:
         return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}"
     if kind == "retrain.trained":
         rows = evidence.get("rows") or {}
-        return f"run {str(evidence.get('run_id'))[:12]}, trained on {rows.get('train')} rows"
+        total = (rows.get("train") or 0) + (rows.get("original") or 0)
+        return f"run {str(evidence.get('run_id'))[:12]}, trained on {total:,} rows"
     if kind == "retrain.triggered":
         trigger = evidence.get("trigger") or {}
         return f"by {trigger.get('kind')} ({trigger.get('key')})"

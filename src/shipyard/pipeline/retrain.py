@@ -175,21 +175,6 @@ class PipelineRetrainer:
         rules = RetrainSpec.from_tags(production.tags)
         assert rules is not None
         spec, spec_text, run = self._spec(production)
-        self._record(
-            model,
-            production.version,
-            "retrain.triggered",
-            attempt,
-            {
-                "attempt": attempt,
-                "owner": self.owner,
-                "trigger": trigger.document(),
-                "evidence": trigger.evidence,
-                "production": production.version,
-                "rules": rules.model_dump(mode="json", by_alias=True),
-            },
-            events,
-        )
         schema = spec.data.table_schema()
         labelled = labelled_rows(self.registry, self.log, model, schema, rules.data, self.clock())
         frame = labelled.frame
@@ -198,7 +183,12 @@ class PipelineRetrainer:
                 f"too few rows: {len(frame):,} labelled predictions, data.min_rows is "
                 f"{rules.data.min_rows:,}"
             )
-            evidence = {"reason": reason, "labelled": span(frame), "labels": labelled.labels}
+            evidence = {
+                "reason": reason,
+                "trigger": trigger.document(),
+                "labelled": span(frame),
+                "labels": labelled.labels,
+            }
             self._record(model, None, "retrain.skipped", attempt, evidence, events)
             return "skipped", reason, None
         train, holdout = split_holdout(frame, rules.gate.holdout)
@@ -215,6 +205,22 @@ class PipelineRetrainer:
                 events,
             )
             return "skipped", reason, None
+        self._record(
+            model,
+            production.version,
+            "retrain.triggered",
+            attempt,
+            {
+                "attempt": attempt,
+                "owner": self.owner,
+                "trigger": trigger.document(),
+                "evidence": trigger.evidence,
+                "production": production.version,
+                "labelled": span(frame),
+                "rules": rules.model_dump(mode="json", by_alias=True),
+            },
+            events,
+        )
         original, found = original_sample(
             run, schema, rules.data.original, seed=spec.split.random_state
         )

@@ -1,0 +1,48 @@
+"""``shipyard retrain NAME`` and ``shipyard monitor events NAME``."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Cli
+
+
+def test_retrain_of_an_unknown_model_exits_3(model_cli: Cli) -> None:
+    result = model_cli("retrain", "nope")
+    assert result.code == 3
+    assert "no model named 'nope'" in result.err
+
+
+def test_a_refused_retrain_exits_4_with_the_reason_and_the_events_say_so(model_cli: Cli) -> None:
+    """fraud@production (the example spec, with its retrain: section) has no labelled
+    production row yet."""
+    result = model_cli("retrain", "fraud")
+    assert result.code == 4, result.out + result.err
+    assert (
+        "fraud: retrain skipped: too few rows: 0 labelled predictions, data.min_rows is 1,000"
+        in (" ".join(result.err.split()))
+    )
+    events = model_cli("monitor", "events", "fraud")
+    assert events.code == 0, events.err
+    assert "retrain.skipped" in events.out
+    assert "too few rows" in events.out
+    as_json = model_cli("monitor", "events", "fraud", "--kind", "retrain.skipped", "--json")
+    [document] = json.loads(as_json.out)
+    assert document["kind"] == "retrain.skipped"
+    assert document["evidence"]["trigger"]["kind"] == "manual"
+    assert document["evidence"]["labelled"]["rows"] == 0
+    # Skipped for lack of data: no cooldown, so asking again is refused for the same reason.
+    again = model_cli("retrain", "fraud")
+    assert again.code == 4
+    assert "too few rows" in again.err
+    latest = json.loads(model_cli("monitor", "events", "fraud", "--limit", "1", "--json").out)
+    assert len(latest) == 1
+    assert latest[0]["id"] == 2  # newest last, and only the latest N
+
+
+def test_events_of_a_model_without_any(model_cli: Cli) -> None:
+    result = model_cli("monitor", "events", "fraud", "--kind", "model.promoted")
+    assert result.code == 0
+    assert "fraud: no model.promoted event yet" in result.out
+    assert model_cli("monitor", "events", "nope").code == 3
+    assert model_cli("monitor", "events", "fraud", "--limit", "0").code == 2
