@@ -69,6 +69,7 @@ def everything_set(tmp_path: Path) -> Settings:
         feedback_retention_days=12.0,
         monitor_index_rows=1000,
         feedback_grace_seconds=0.0,
+        retrain_lock_ttl_seconds=5.0,
     )
 
 
