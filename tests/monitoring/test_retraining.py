@@ -13,7 +13,7 @@ from retraining import MODEL, copy_of_production, serve_traffic
 from shipyard.errors import InvalidInputError
 from shipyard.monitoring.log import open_prediction_log
 from shipyard.monitoring.metrics import MonitorMetrics
-from shipyard.monitoring.monitor import Monitor, MonitorOptions
+from shipyard.monitoring.monitor import CycleReport, Monitor, MonitorOptions
 from shipyard.monitoring.retraining import (
     CURSOR,
     DEGRADED,
@@ -134,7 +134,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Setting
     return copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "trained-home")
 
 
-def run_once(settings: Settings) -> tuple[Monitor, object]:
+def run_once(settings: Settings) -> tuple[Monitor, CycleReport]:
     log = open_prediction_log(settings)
     assert log is not None
     registry = Registry.open(settings)
@@ -145,6 +145,7 @@ def run_once(settings: Settings) -> tuple[Monitor, object]:
     )
     try:
         report = asyncio.run(monitor.run(once=True))
+        assert report is not None
     finally:
         registry.close()
     return monitor, report
@@ -153,7 +154,7 @@ def run_once(settings: Settings) -> tuple[Monitor, object]:
 def test_concept_drift_is_detected_retrained_gated_and_promoted(trained: Settings) -> None:
     serve_traffic(trained, 4000, seed=21, drift="concept", strength=0.05)
     monitor, report = run_once(trained)
-    outcome = report.retrains[MODEL]  # type: ignore[attr-defined]
+    outcome = report.retrains[MODEL]
     assert outcome.status == "promoted", outcome.reason
     with Registry.open(trained) as registry:
         assert registry.get_version(f"{MODEL}@production").version == 2
@@ -171,13 +172,13 @@ def test_concept_drift_is_detected_retrained_gated_and_promoted(trained: Setting
     assert counted == 1
     # Another pass: the evidence was dealt with, nothing retrains again.
     _, again = run_once(trained)
-    assert again.retrains == {}  # type: ignore[attr-defined]
+    assert again.retrains == {}
 
 
 def test_a_control_run_without_drift_raises_no_retrain(trained: Settings) -> None:
     serve_traffic(trained, 4000, seed=22)
     _, report = run_once(trained)
-    assert report.retrains == {}  # type: ignore[attr-defined]
+    assert report.retrains == {}
     with Registry.open(trained) as registry:
         kinds = [e.kind for e in registry.monitoring.events(MODEL)]
         assert not [k for k in kinds if k.startswith(("retrain.", "model."))], kinds
@@ -272,7 +273,7 @@ def test_a_monitor_killed_mid_retrain_is_abandoned_then_retrained_once(
         # attempt's own candidate, if its promotion landed before the kill).
         assert len(moves) == len(set(moves))
         assert sorted(e.version for e in promoted) == sorted(moves[1:])
-        assert report.retrains[MODEL].status == "promoted", report.retrains  # type: ignore[attr-defined]
+        assert report.retrains[MODEL].status == "promoted", report.retrains
         production = registry.get_version(f"{MODEL}@production")
         for version in registry.list_versions(MODEL):  # no version without a finished run
             assert version.run_id is not None

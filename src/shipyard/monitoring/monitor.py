@@ -361,7 +361,8 @@ class Monitor:
         """Count a retrain's events (``shipyard_monitor_events_total``) and log its end."""
         for event in outcome.events:
             self.metrics.events.labels(outcome.model, event.kind).inc()
-        logger.warning("%s: retrain %s: %s", outcome.model, outcome.status, outcome.reason)
+        if outcome.events:  # a refusal asked again each cycle (cooldown) is logged once
+            logger.warning("%s: retrain %s: %s", outcome.model, outcome.status, outcome.reason)
 
     async def _failed(self, model: str, error: Exception, report: CycleReport) -> None:
         """Log, count and show a model's error; try it again after a back-off."""
