@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from shipyard.traffic.labels import Label, Sent
-from shipyard.traffic.users import Answer, LoopClock
+from shipyard.traffic.users import Answer, MonotonicClock
 
 T = TypeVar("T")
 
@@ -48,11 +48,14 @@ def run_virtual(coroutine: Coroutine[Any, Any, T]) -> T:
         return runner.run(coroutine)
 
 
-class FakeClock(LoopClock):
-    """The loop's clock, recording every sleep asked of it."""
+class FakeClock(MonotonicClock):
+    """The loop's (virtual) time, recording every sleep asked of it."""
 
     def __init__(self) -> None:
         self.slept: list[float] = []
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,12 +40,13 @@ class Clock(Protocol):
         ...
 
 
-class LoopClock:
-    """The event loop's clock (monotonic; virtual on a test's virtual-time loop)."""
+class MonotonicClock:
+    """The real clock: ``time.perf_counter`` (uvloop's ``loop.time()`` counts whole
+    milliseconds, too coarse for latencies) and ``asyncio.sleep``."""
 
     def now(self) -> float:
-        """The running loop's ``time()``."""
-        return asyncio.get_running_loop().time()
+        """Seconds on ``time.perf_counter``."""
+        return time.perf_counter()
 
     async def sleep(self, seconds: float) -> None:
         """``asyncio.sleep``."""
@@ -111,7 +113,7 @@ class Users:
         """How many normal and drifted rows there are (None: no drifted rows)."""
         self.labels = labels
         self.sink = sink
-        self.clock = clock or LoopClock()
+        self.clock = clock or MonotonicClock()
         self.trace = trace
         self.stats = TrafficStats()
         self.pending = PendingLabels()
@@ -124,6 +126,11 @@ class Users:
     def stop(self) -> None:
         """End the run: users finish their request and stop; due labels are still sent."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called (or refused credentials stopped the run)."""
+        return self._stop.is_set()
 
     @property
     def drifting(self) -> bool:
