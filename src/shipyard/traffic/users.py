@@ -3,8 +3,8 @@
 A closed-loop user picks a row, asks the target for its prediction, with probability P
 drops the row's true label (wrong with probability ``label_noise``) into the pending labels
 to be sent after a delay, then thinks. Every random draw comes from the user's own
-generator, made from the run's seed and the user's number, and a visit always makes the
-same draws whatever the answer — so a seed gives the same rows, labels, delays and think
+generator, made from the run's seed and the user's number, and a visit always takes the
+same six draws whatever the answer — so a seed gives the same rows, labels, delays and think
 times. The clock and the target are handed in: the tests run thousands of visits on a fake
 clock in a fraction of a second, and the CLI runs them against a server or a broker.
 """
@@ -16,7 +16,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -72,8 +72,7 @@ class Target(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Visit:
+class Visit(NamedTuple):
     """The draws of one visit: which row, whether and how it is labelled, the think time."""
 
     row: int
@@ -91,6 +90,33 @@ class LabelSource:
     normal: Sequence[Any] | None
     drifted: Sequence[Any] | None
     classes: Sequence[Any] = ()
+
+
+class Draws:
+    """A generator's uniform draws, six per visit, made in blocks (one numpy call per
+    ``BLOCK`` visits instead of six per visit: most of a visit's cost otherwise)."""
+
+    BLOCK = 512
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self._block: list[tuple[float, ...]] = []
+        self._next = 0
+        self._gaps: list[float] = []
+
+    def next(self) -> tuple[float, ...]:
+        """The next visit's six numbers in [0, 1)."""
+        if self._next == len(self._block):
+            self._block = [tuple(c) for c in self.rng.random((self.BLOCK, 6)).tolist()]
+            self._next = 0
+        self._next += 1
+        return self._block[self._next - 1]
+
+    def gap(self, rate: float) -> float:
+        """The time to the next arrival of a Poisson process of ``rate`` per second."""
+        if not self._gaps:
+            self._gaps = self.rng.exponential(1.0 / rate, self.BLOCK).tolist()[::-1]
+        return self._gaps.pop()
 
 
 class Users:
@@ -184,25 +210,29 @@ class Users:
             self.stats.requests_before_drift = self.stats.requests
         return True
 
-    def _draw(self, rng: np.random.Generator, drifted: bool) -> Visit:
-        """A visit's draws: always the same six, in the same order."""
+    def _draw(self, draws: Draws, drifted: bool) -> Visit:
+        """A visit from the next six uniform draws, always used in the same order."""
         config = self.config
         count = self.rows[1] if drifted and self.rows[1] is not None else self.rows[0]
+        row, labelled, delay, noisy, wrong, think = draws.next()
+        low, high = config.label_delay_min_s, config.label_delay_max_s
+        think_low, think_high = config.think_min_s, config.think_max_s
         return Visit(
-            row=int(rng.integers(count)),
-            labelled=bool(rng.random() < config.label_probability),
-            delay_s=float(rng.uniform(config.label_delay_min_s, config.label_delay_max_s)),
-            noisy=bool(rng.random() < config.label_noise),
-            wrong_class=int(rng.integers(max(len(self.labels.classes) - 1, 1))),
-            think_s=float(rng.uniform(config.think_min_s, config.think_max_s)),
+            row=min(int(row * count), count - 1),
+            labelled=labelled < config.label_probability,
+            delay_s=low + delay * (high - low),
+            noisy=noisy < config.label_noise,
+            wrong_class=int(wrong * max(len(self.labels.classes) - 1, 1)),
+            think_s=think_low + think * (think_high - think_low),
         )
 
     async def _user(self, user: int, rng: np.random.Generator) -> None:
+        draws = Draws(rng)
         budget = self._budget(user)
         done = 0
         while (budget is None or done < budget) and not self._over():
             drifted = self._drifted()
-            visit = self._draw(rng, drifted)
+            visit = self._draw(draws, drifted)
             await self._visit(user, visit, drifted, self.clock.now())
             done += 1
             think = min(visit.think_s, self._deadline - self.clock.now())
@@ -214,6 +244,7 @@ class Users:
         ``users`` in flight. Latency runs from the scheduled arrival, so a target that
         falls behind shows as latency, not as a lower rate."""
         assert self.config.rate is not None
+        draws = Draws(rng)
         free: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(self.config.users):
             free.put_nowait(slot)
@@ -222,14 +253,14 @@ class Users:
         arrival = self.clock.now()
         done = 0
         while (budget is None or done < budget) and not self._over():
-            arrival += float(rng.exponential(1.0 / self.config.rate))
+            arrival += draws.gap(self.config.rate)
             wait = arrival - self.clock.now()
             if wait > 0:
                 await self.clock.sleep(min(wait, max(self._deadline - self.clock.now(), 0.0)))
             if self._over():
                 break
             drifted = self._drifted()
-            visit = self._draw(rng, drifted)
+            visit = self._draw(draws, drifted)
             slot = await free.get()
             task = asyncio.create_task(self._visit(slot, visit, drifted, arrival))
             task.add_done_callback(functools.partial(_release, free, slot))
