@@ -79,11 +79,11 @@ def test_a_label_column_the_file_lacks_is_named(cli: Cli, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("protocol", ["oip", "mlflow", "json"])
 def test_a_real_run_labels_predictions_through_the_feedback_route(
-    cli: Cli, served: tuple[str, str], tmp_path: Path, home_with_model: Path, protocol: str
+    model_cli: Cli, served: tuple[str, str], tmp_path: Path, home_with_model: Path, protocol: str
 ) -> None:
     url, key = served
     summary = tmp_path / "summary.json"
-    result = cli(
+    result = model_cli(
         "traffic", "--url", url, "--protocol", protocol, "--users", "4", "--requests", "400",
         "--label-probability", "0.5", "--label-delay-min", "0", "--label-delay-max", "0.3",
         "--api-key", key, "--seed", "3", "-o", str(summary),
@@ -114,31 +114,33 @@ def test_a_real_run_labels_predictions_through_the_feedback_route(
 
 
 def test_labels_without_credentials_stop_before_the_first_request(
-    cli: Cli, served: tuple[str, str]
+    model_cli: Cli, served: tuple[str, str]
 ) -> None:
     url, _ = served
-    result = cli("traffic", "--url", url, "--requests", "10", "--label-probability", "0.5")
+    result = model_cli("traffic", "--url", url, "--requests", "10", "--label-probability", "0.5")
     assert result.code == 2
     err = " ".join(result.err.split())
     assert "POST /v1/feedback on" in err
     assert "shipyard users api-key create traffic --role operator" in err
 
 
-def test_a_model_the_server_does_not_serve_is_named(cli: Cli, served: tuple[str, str]) -> None:
+def test_a_model_the_server_does_not_serve_is_named(
+    model_cli: Cli, served: tuple[str, str]
+) -> None:
     url, _ = served
-    result = cli("traffic", "--url", url, "--model", "other", "--requests", "5")
+    result = model_cli("traffic", "--url", url, "--model", "other", "--requests", "5")
     assert result.code == 3
     assert "does not serve 'other'" in " ".join(result.err.split())
 
 
 def test_the_same_seed_sends_the_same_labels_and_delays(
-    cli: Cli, served: tuple[str, str], tmp_path: Path
+    model_cli: Cli, served: tuple[str, str], tmp_path: Path
 ) -> None:
     url, key = served
 
     def run(seed: int, name: str) -> dict[str, object]:
         out = tmp_path / name
-        result = cli(
+        result = model_cli(
             "traffic", "--url", url, "--users", "2", "--requests", "300", "--seed", str(seed),
             "--label-probability", "0.4", "--label-delay-max", "0.2", "--label-noise", "0.2",
             "--api-key", key, "--drift", "concept", "--drift-at", "0", "-q", "-o", str(out),
