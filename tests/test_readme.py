@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import shipyard
+from debian_packages import require_tools
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -36,6 +37,7 @@ def _block_under(heading: str) -> str:
 
 
 TRAFFIC = _block_under("## Simulated users")
+DEPLOY = _block_under("## Prometheus and Grafana")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -220,3 +222,13 @@ def test_traffic_commands_run_as_a_script(tmp_path: Path) -> None:
     assert summary["drift"]["requests_after"] > 0
     assert "wrote the summary to traffic.json" in out
     assert re.search(r"fraud: [\d,]+ new predictions, feedback settled: joined \d+", out), out
+
+
+def test_deploy_commands_run_in_the_repository() -> None:
+    """The Prometheus and Grafana block, in a clone's root, with Debian's promtool."""
+    require_tools("prometheus", "promtool")
+    assert DEPLOY.strip().splitlines()[0].startswith("promtool check config deploy/")
+    out = _run(f"set -euo pipefail\n{DEPLOY}", REPO, _clean_env(), timeout=120)
+    assert "is valid prometheus config file syntax" in out
+    assert "SUCCESS: 12 rules found" in out  # the rule files the configuration loads
+    assert "Unit Testing:  deploy/prometheus/tests/shipyard.yml\n  SUCCESS" in out
