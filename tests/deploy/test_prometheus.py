@@ -86,7 +86,7 @@ def test_the_rules_unit_tests_pass(prometheus_tools: dict[str, str]) -> None:
     assert "SUCCESS" in out
 
 
-def test_promtool_refuses_a_rule_on_a_misspelt_label_matcher(
+def test_promtool_refuses_a_rule_whose_expression_does_not_parse(
     prometheus_tools: dict[str, str], tmp_path: Path
 ) -> None:
     """The check the rules pass is a real one: a broken expression fails it."""
