@@ -24,6 +24,7 @@ from shipyard.cli import (
     retrain,
     serve,
     stream,
+    traffic,
     users,
 )
 from shipyard.cli.context import Command, Group, console, err_console, state_callback
@@ -52,6 +53,7 @@ app.command("publish", cls=Command)(queues.publish)
 app.command("consume", cls=Command)(queues.consume)
 app.command("feedback", cls=Command)(feedback.feedback)
 app.command("retrain", cls=Command)(retrain.retrain)
+app.command("traffic", cls=Command)(traffic.traffic)
 app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]
