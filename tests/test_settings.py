@@ -70,6 +70,7 @@ def everything_set(tmp_path: Path) -> Settings:
         monitor_index_rows=1000,
         feedback_grace_seconds=0.0,
         retrain_lock_ttl_seconds=5.0,
+        api_key="an-api-key",
     )
 
 
