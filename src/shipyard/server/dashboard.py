@@ -64,14 +64,14 @@ def _file(name: str) -> Response:
     return Response(asset(name), media_type=ASSETS[name], headers=HEADERS)
 
 
-@router.get("/ui", include_in_schema=False)
+@router.api_route("/ui", methods=["GET", "HEAD"], include_in_schema=False)
 async def page() -> Response:
     """The dashboard: models, versions and aliases; live performance and drift over time;
     the loop's events; traffic."""
     return _file("index.html")
 
 
-@router.get("/ui/config", include_in_schema=False)
+@router.api_route("/ui/config", methods=["GET", "HEAD"], include_in_schema=False)
 async def config(request: Request) -> Response:
     """What the page needs before its first read: whether it must sign in first."""
     settings = state_of(request).settings
@@ -86,7 +86,7 @@ async def config(request: Request) -> Response:
     )
 
 
-@router.get("/ui/{name}", include_in_schema=False)
+@router.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def static(name: str) -> Response:
     """One of the page's files (``ASSETS``); 404 for anything else."""
     return _file(name)
