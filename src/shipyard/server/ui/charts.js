@@ -91,9 +91,11 @@
     );
   }
 
-  function timeTicks(min, max) {
+  // Round times between min and max, at most `most` of them.
+  function timeTicks(min, max, most) {
     const span = max - min;
-    const step = TIME_STEPS.find((s) => span / s <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
+    const limit = Math.max(most || 6, 2);
+    const step = TIME_STEPS.find((s) => span / s <= limit) || TIME_STEPS[TIME_STEPS.length - 1];
     // Round to the step in local time (the offset matters for hours and days).
     const offset = new Date(min).getTimezoneOffset() * MINUTE;
     const ticks = [];
@@ -199,7 +201,8 @@
       el("line", { x1: left, x2: WIDTH - MARGIN.right, y1: y, y2: y, class: "grid" }, axes);
       text(axes, left - 6, y + 4, format(tick), { "text-anchor": "end", class: "tick y-tick" });
     }
-    for (const tick of timeTicks(xMin, xMax)) {
+    // A label needs about 80 pixels ("09:18:20" and room around it).
+    for (const tick of timeTicks(xMin, xMax, Math.min(6, Math.floor(plotW / 80)))) {
       const x = sx(tick);
       el("line", { x1: x, x2: x, y1: top, y2: top + plotH, class: "grid" }, axes);
       text(axes, x, HEIGHT - MARGIN.bottom + 16, formatTime(tick, xMax - xMin), {
