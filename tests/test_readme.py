@@ -26,6 +26,8 @@ INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
     BLOCKS[4],
     BLOCKS[5],
 )
+# Found by what it runs, not by position: sections may be added before it.
+DASHBOARD = next(block for block in BLOCKS if "localhost:8003/ui" in block)
 BIN = Path(sys.executable).parent
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
@@ -190,3 +192,25 @@ def test_monitoring_commands_run_as_a_script(tmp_path: Path) -> None:
     assert snapshot["dataset_drift"]["rows"] is True
     assert snapshot["performance"]["all"]["labelled"] == 6000
     assert [event["kind"] for event in version["events"]] == ["drift.detected"]
+
+
+@pytest.mark.e2e
+def test_dashboard_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The dashboard block, after the usage block's training and the monitoring block, as
+    one bash script: the page, a version's history, the drift event and the traffic."""
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in TRAIN:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    prelude = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
+    _run(prelude + MONITORING, tmp_path, env, timeout=300)
+    out = _run(prelude + DASHBOARD, tmp_path, env, timeout=300)
+    assert "<title>Shipyard dashboard</title>" in out
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert (history["model"], history["version"]) == ("fraud", 1)
+    # One point per `shipyard monitor --once` of the monitoring block, the drifted one last.
+    assert [p["rows_seen"] for p in history["points"]] == [3000, 6000]
+    assert [p["drift"]["rows"]["verdict"] for p in history["points"]] == [False, True]
+    events = json.loads(out[out.index('{"model"') :].splitlines()[0])["events"]
+    assert [e["kind"] for e in events] == ["drift.detected"]
+    traffic = json.loads((tmp_path / "traffic.json").read_text())
+    assert any(r["route"] == "/ui" for r in traffic["routes"])

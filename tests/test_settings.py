@@ -65,6 +65,8 @@ def everything_set(tmp_path: Path) -> Settings:
         prometheus_multiproc_dir=tmp_path / "metrics",
         monitor_interval_seconds=0.5,
         monitor_lease_ttl_seconds=4.0,
+        monitor_history_seconds=5.0,
+        monitor_history_days=3.0,
         feedback_window_hours=1.5,
         feedback_retention_days=12.0,
         monitor_index_rows=1000,
