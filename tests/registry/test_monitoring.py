@@ -447,6 +447,24 @@ def test_history_is_kept_with_a_cycle_and_read_by_version_and_time(
     assert [p.point["rows_seen"] for p in in_range] == [1]
     # The latest ``limit`` points, oldest first.
     assert [p.point["rows_seen"] for p in store.history("fraud", 1, limit=2)] == [1, 2]
+    assert store.history_count("fraud", 1) == 3
+    assert store.history_count("fraud", 1, since=start + timedelta(minutes=1)) == 2
+    assert store.history_count("fraud", 3) == 0
+
+
+def test_a_long_history_is_spread_over_its_range(store: MonitoringStore) -> None:
+    start = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    store.commit_cycle("fraud", statuses={}, cursors={}, snapshots={}, history=points(1, start, 10))
+
+    def seen(**options: Any) -> list[int]:
+        return [p.point["rows_seen"] for p in store.history("fraud", 1, **options)]
+
+    assert seen(limit=3) == [7, 8, 9]  # the latest
+    assert seen(limit=3, spread=True) == [1, 5, 9]  # every 4th from the newest on
+    assert seen(limit=5, spread=True) == [1, 3, 5, 7, 9]
+    assert seen(limit=10, spread=True) == list(range(10))
+    assert seen(limit=50, spread=True) == list(range(10))
+    assert seen(limit=2, spread=True, since=start + timedelta(minutes=6)) == [7, 9]
 
 
 def test_history_goes_with_its_cycle_or_not_at_all(

@@ -80,8 +80,12 @@ def test_a_versions_history_over_a_time_range(
     ).json()
     assert [p["rows_seen"] for p in ranged["points"]] == [100, 200]
     assert ranged["since"] == "2026-11-30T08:01:00+00:00"
+    assert body["matched"] == 4
     latest = client.get(url, params={"limit": 1}).json()
     assert [p["rows_seen"] for p in latest["points"]] == [300]
+    spread = client.get(url, params={"limit": 2}).json()  # thinned evenly, the newest kept
+    assert [p["rows_seen"] for p in spread["points"]] == [100, 300]
+    assert spread["matched"] == 4
     empty = client.get(url, params={"since": "2026-12-01T00:00:00Z"}).json()
     assert empty["points"] == []
     assert "shipyard monitor" in empty["hint"]

@@ -113,12 +113,15 @@ def history_document(
     until: datetime | None = None,
     limit: int = 1000,
 ) -> dict[str, Any]:
-    """One version's history points in a time range, oldest first (the latest ``limit`` of
-    them), with the version's offline metrics and the monitor's rules, which do not change
-    over time. ``NotFoundError`` for an unknown model or version."""
+    """One version's history points in a time range, oldest first — at most ``limit``: when
+    the range holds more (``matched``), every k-th from the newest on, so that they still
+    span the range — with the version's offline metrics and the monitor's rules, which do
+    not change over time. ``NotFoundError`` for an unknown model or version."""
     info = registry.get_version(ModelRef(model, version, None))
-    points = registry.monitoring.history(model, version, since=since, until=until, limit=limit)
-    latest = registry.monitoring.snapshots(model).get(version) or {}
+    store = registry.monitoring
+    matched = store.history_count(model, version, since=since, until=until)
+    points = store.history(model, version, since=since, until=until, limit=limit, spread=True)
+    latest = store.snapshots(model).get(version) or {}
     document: dict[str, Any] = {
         "model": model,
         "version": version,
@@ -126,6 +129,7 @@ def history_document(
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "limit": limit,
+        "matched": matched,
         "offline": dict(info.metrics),
         "primary": (latest.get("performance") or {}).get("primary"),
         "drift_rules": _drift_rules(latest),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from sqlalchemy import CursorResult, Table, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,6 +65,7 @@ _DUPLICATES = "duplicate"
 _ACCEPTED = "accepted"
 _FEEDBACK = cast(Table, FeedbackRow.__table__)
 _COUNTERS = cast(Table, MonitoringCounterRow.__table__)
+_HISTORY = cast(Table, MonitoringHistoryRow.__table__)
 T = TypeVar("T")
 
 
@@ -498,28 +499,76 @@ class MonitoringStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        spread: bool = False,
     ) -> list[HistoryPoint]:
-        """The latest ``limit`` history points of one version of ``model`` taken at or after
-        ``since`` and before ``until`` (when given), oldest first."""
+        """Up to ``limit`` history points of one version of ``model`` taken at or after
+        ``since`` and before ``until`` (when given), oldest first: the latest ``limit`` of
+        them or, with ``spread``, every k-th of them from the newest on, with the smallest k
+        that keeps them to ``limit`` (a chart of a long range then spans all of it)."""
         _check_count(limit, "limit")
+        with self._transaction() as session:
+            where = self._history_where(session, model, version, since, until)
+            if spread:
+                total = session.scalar(
+                    select(func.count()).select_from(MonitoringHistoryRow).where(*where)
+                )
+                stride = -(-int(total or 0) // limit)
+                if stride > 1:
+                    numbered = (
+                        select(
+                            MonitoringHistoryRow.id,
+                            func.row_number()
+                            .over(order_by=(_HISTORY.c.at.desc(), _HISTORY.c.id.desc()))
+                            .label("n"),
+                        )
+                        .where(*where)
+                        .subquery()
+                    )
+                    chosen = select(numbered.c.id).where((numbered.c.n - 1) % stride == 0)
+                    where = [MonitoringHistoryRow.id.in_(chosen)]
+            rows = session.scalars(
+                select(MonitoringHistoryRow)
+                .where(*where)
+                .order_by(MonitoringHistoryRow.at.desc(), MonitoringHistoryRow.id.desc())
+                .limit(limit)
+            ).all()
+            return [HistoryPoint(row.version, row.at, row.point) for row in reversed(rows)]
+
+    def history_count(
+        self,
+        model: str,
+        version: int,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many history points of one version of ``model`` a time range holds."""
+        with self._transaction() as session:
+            where = self._history_where(session, model, version, since, until)
+            total = session.scalar(
+                select(func.count()).select_from(MonitoringHistoryRow).where(*where)
+            )
+            return int(total or 0)
+
+    @staticmethod
+    def _history_where(
+        session: Session,
+        model: str,
+        version: int,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[ColumnElement[bool]]:
+        """The conditions selecting one version's history points in a time range."""
         _check_range(since, until)
         if not isinstance(version, int) or isinstance(version, bool):
             raise InvalidInputError(f"a version is a number, not {version!r}")
-        with self._transaction() as session:
-            model_id = find_model(session, model).id
-            query = select(MonitoringHistoryRow).where(
-                MonitoringHistoryRow.model_id == model_id, MonitoringHistoryRow.version == version
-            )
-            if since is not None:
-                query = query.where(MonitoringHistoryRow.at >= since)
-            if until is not None:
-                query = query.where(MonitoringHistoryRow.at < until)
-            rows = session.scalars(
-                query.order_by(
-                    MonitoringHistoryRow.at.desc(), MonitoringHistoryRow.id.desc()
-                ).limit(limit)
-            ).all()
-            return [HistoryPoint(row.version, row.at, row.point) for row in reversed(rows)]
+        model_id = find_model(session, model).id
+        where = [MonitoringHistoryRow.model_id == model_id, MonitoringHistoryRow.version == version]
+        if since is not None:
+            where.append(MonitoringHistoryRow.at >= since)
+        if until is not None:
+            where.append(MonitoringHistoryRow.at < until)
+        return where
 
     def expire_history(self, model: str, before: datetime) -> int:
         """Delete the history points of ``model`` taken before ``before``; the rows deleted."""

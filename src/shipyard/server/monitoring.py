@@ -67,14 +67,20 @@ async def version_history(
     since: Since = None,
     until: Until = None,
     limit: Annotated[
-        int, Query(ge=1, le=MAX_POINTS, description="latest points of the range to return")
+        int,
+        Query(
+            ge=1,
+            le=MAX_POINTS,
+            description="most points to return; a range holding more is thinned evenly",
+        ),
     ] = 1000,
 ) -> Response:
     """One version's live performance (per window: metrics, labels, coverage) and drift
     (share, verdict, each feature's statistic) over time, oldest first, as the monitor kept
     it (a point every ``SHIPYARD_MONITOR_HISTORY_SECONDS`` and at every verdict change);
-    with the version's offline metrics and drift rules. 404 for an unknown model or
-    version."""
+    with the version's offline metrics and drift rules. At most ``limit`` points: when the
+    range holds more (``matched``), every k-th from the newest on. 404 for an unknown model
+    or version."""
     _range(since, until)
     document = await asyncio.to_thread(
         history_document,

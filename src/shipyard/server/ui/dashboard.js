@@ -7,6 +7,7 @@
   const TOKEN_KEY = "shipyard.token";
   const MAX_TRAFFIC_SAMPLES = 180; // 6 minutes at one sample every 2 s
   const TOP_FEATURES = 8;
+  const HISTORY_POINTS = 1500; // per chart line: more than its width in pixels
   const WINDOW_LABELS = { rows: "count window", time: "time window", all: "since serving" };
   const EVENT_COLORS = [
     ["drift.detected", "#dc2626"], ["drift.", "#ea580c"], ["performance.degraded", "#9333ea"],
@@ -21,6 +22,7 @@
     version: null,
     report: null, // GET /v1/monitoring/models/{name}
     history: null,
+    historyKey: null,
     events: [],
     metric: null,
     traffic: [],
@@ -223,7 +225,7 @@
     const base = "/v1/monitoring/models/" + encodeURIComponent(name);
     const since = sinceParameter();
     const [history, events] = await Promise.all([
-      api(base + "/versions/" + state.version + "/history?limit=2000" + (since ? "&" + since : "")),
+      loadHistory(base + "/versions/" + state.version + "/history", since),
       api(base + "/events?limit=500" + (since ? "&" + since : "")),
     ]);
     state.history = history;
@@ -233,6 +235,28 @@
     renderModel();
     renderHistory();
     renderEvents();
+  }
+
+  // The version's history: all of the range the first time (thinned by the server to at
+  // most HISTORY_POINTS), then only the points since the last one, appended.
+  async function loadHistory(path, since) {
+    const key = path + "|" + $("range").value;
+    const known = state.history && state.historyKey === key ? state.history.points : null;
+    let history;
+    if (known && known.length) {
+      const last = known[known.length - 1].at;
+      history = await api(path + "?limit=" + HISTORY_POINTS + "&since=" + encodeURIComponent(last));
+      const seen = new Set(known.map((p) => p.at));
+      const seconds = Number($("range").value);
+      const cut = seconds ? Date.now() - seconds * 1000 : -Infinity;
+      history.points = known
+        .concat(history.points.filter((p) => !seen.has(p.at)))
+        .filter((p) => Date.parse(p.at) >= cut);
+    } else {
+      history = await api(path + "?limit=" + HISTORY_POINTS + (since ? "&" + since : ""));
+    }
+    state.historyKey = key;
+    return history;
   }
 
   async function select(name, version) {
