@@ -82,17 +82,22 @@ def test_a_refused_cycle_keeps_no_point_and_the_next_one_does(
 ) -> None:
     watched.predict(10)
     tracker = watched.tracker(history_s=60.0)
-    store = tracker.store
+    offered: list[list[object]] = []
 
-    def refused(*args: object, **kwargs: object) -> None:
+    def refused(*args: object, history: list[object], **kwargs: object) -> None:
+        offered.append(history)
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(store, "commit_cycle", refused)
+    monkeypatch.setattr(tracker.store, "commit_cycle", refused)
     with pytest.raises(RuntimeError):
         tracker.update()
     monkeypatch.undo()
-    tracker = watched.tracker(history_s=60.0)  # the monitor drops a failed tracker
-    tracker.update()
+    assert len(offered[0]) == 1  # the point went with the refused cycle...
+    assert watched.registry.monitoring.history(MODEL, 1) == []
+    # ... and is still due: the schedule only counts what was committed.
+    snapshot = watched.registry.monitoring.snapshots(MODEL).get(1) or {"episodes": {}}
+    assert len(tracker.history.due({1: snapshot}, watched.clock())) == 1
+    watched.tracker(history_s=60.0).update()  # the monitor drops a failed tracker
     assert len(watched.registry.monitoring.history(MODEL, 1)) == 1
 
 
