@@ -318,6 +318,16 @@ def test_the_dashboard_draws_the_monitors_numbers_with_no_console_error(
     values = dict((label, value) for label, value in tiles)
     assert float(values["inference requests since start"]) >= sent == 12
     assert values["rows predicted by fraud:1"] == str(ROWS * len(PASSES))
+    # Requests while the page is open show as a rate and a latency between two samples.
+    row = {"inputs": [[0.0] * 30]}
+    with httpx.Client(base_url=served.url, timeout=60) as client:
+        for _ in range(40):
+            assert client.post("/v1/models/fraud:predict", json=row).status_code == 200
+    page.wait_for_selector('svg[data-chart="latency"] circle.point[data-series="p99"]')
+    [(_, p50), *_] = drawn(page, "latency", "p50")
+    [(_, p99), *_] = drawn(page, "latency", "p99")
+    assert 0 < p50 <= p99 <= 2500  # ms, within the histogram's buckets
+    assert max(y for _, y in drawn(page, "requests", "inference")) > 0
     screenshot(page, "ui-dashboard.png")
     assert browser.errors() == []
 

@@ -205,8 +205,10 @@
     for (const tick of timeTicks(xMin, xMax, Math.min(6, Math.floor(plotW / 80)))) {
       const x = sx(tick);
       el("line", { x1: x, x2: x, y1: top, y2: top + plotH, class: "grid" }, axes);
+      // A label at an edge is kept inside the picture.
+      const anchor = x + 30 > WIDTH ? "end" : x - 30 < 0 ? "start" : "middle";
       text(axes, x, HEIGHT - MARGIN.bottom + 16, formatTime(tick, xMax - xMin), {
-        "text-anchor": "middle",
+        "text-anchor": anchor,
         class: "tick x-tick",
       });
     }
