@@ -20,6 +20,11 @@ then OIP JSON again on two unpinned servers, one with 1 and one with ``--workers
 to show how it scales (wrk stays on core 0, so on 2 cores it competes with the server).
 
     python benchmarks/serve.py [--duration 10] [--rounds 3] [--connections 32] [--workers 2]
+
+``--traffic`` runs only the comparison of the load generators against the empty route: wrk
+and ``shipyard traffic``'s engine (``serve/traffic_engine.py``: closed-loop users with zero
+think time, ``--connections`` of them), each pinned to core 0, interleaved, against one
+server on core 1.
 """
 
 from __future__ import annotations
@@ -493,6 +498,11 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=60_000, help="generated training rows")
     parser.add_argument(
+        "--traffic",
+        action="store_true",
+        help="only compare shipyard traffic's engine with wrk on the empty route (same run)",
+    )
+    parser.add_argument(
         "--log-ratio",
         action="store_true",
         help="only compare OIP JSON with the prediction log on and off (pinned, same run)",
@@ -519,6 +529,9 @@ def main() -> None:
         }
         if args.log_ratio:
             compare_logging(home, all_targets, scripts, timing, args.workers)
+            return
+        if args.traffic:
+            compare_traffic(home, all_targets, scripts, timing)
             return
         log(
             f"one server process on core {SERVER_CORE}, wrk -t1 -c{args.connections} on core "
@@ -605,6 +618,99 @@ def compare_logging(
     print(
         f"\nlog on / log off: {on.requests_per_s / off.requests_per_s:.3f} (target ≥ 0.90); "
         f"{len(logged)} Parquet files written"
+    )
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What one run of ``shipyard traffic``'s engine measured."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    client_cores: float
+
+    @property
+    def per_client_core(self) -> float:
+        """Requests per CPU second the engine used."""
+        return self.requests_per_s / max(self.client_cores, 1e-9)
+
+
+def run_engine(
+    target: Server, route: Target, bodies: Path, *, seconds: float, users: int
+) -> EngineRun:
+    """One run of the engine on the client core, bounded in time."""
+    command = [
+        "taskset", "-c", CLIENT_CORE, sys.executable, str(APP_DIR / "traffic_engine.py"),
+        target.url, route.path, str(bodies), f"{seconds:g}", str(users),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return EngineRun(
+        requests_per_s=result["requests"] / result["seconds"],
+        p50_ms=result["p50_ms"] or 0.0,
+        p99_ms=result["p99_ms"] or 0.0,
+        errors=result["errors"],
+        client_cores=result["cpu_seconds"] / result["seconds"],
+    )
+
+
+def compare_traffic(
+    home: Path, all_targets: list[Target], scripts: dict[str, Path], timing: dict[str, Any]
+) -> None:
+    """wrk and shipyard traffic's engine on the empty route, interleaved, both pinned."""
+    empty = next(t for t in all_targets if t.label == "empty route (ceiling)")
+    bodies = home.parent / "empty-bodies.json"
+    bodies.write_text(json.dumps([b.decode() for b in empty.bodies]))
+    users = timing["connections"]
+    log(
+        f"load generators on the empty route: wrk -t1 -c{users} and shipyard traffic "
+        f"(--users {users}, no think time), each on core {CLIENT_CORE}; server on core "
+        f"{SERVER_CORE}"
+    )
+    wrk_runs: list[Measurement] = []
+    engine_runs: list[EngineRun] = []
+    load_before = os.getloadavg()[0]
+    with server(home, workers=1, cores=SERVER_CORE, naive_estimator=None) as one:
+        check(one.url, empty)
+        seconds = timing["seconds"]
+        if timing["warmup"] > 0:
+            run_wrk(one, scripts[empty.label], seconds=timing["warmup"], connections=users)
+            run_engine(one, empty, bodies, seconds=timing["warmup"], users=users)
+        for round_number in range(1, timing["rounds"] + 1):
+            wrk_runs.append(run_wrk(one, scripts[empty.label], seconds=seconds, connections=users))
+            engine_runs.append(run_engine(one, empty, bodies, seconds=seconds, users=users))
+            log(
+                f"  round {round_number}: wrk {wrk_runs[-1].requests_per_s:,.0f} req/s, "
+                f"shipyard traffic {engine_runs[-1].requests_per_s:,.0f} req/s "
+                f"({engine_runs[-1].client_cores:.2f} cores)"
+            )
+    wrk = max(wrk_runs, key=lambda m: m.requests_per_s)
+    engine = max(engine_runs, key=lambda m: m.requests_per_s)
+    print(
+        f"\nempty route; one uvicorn process on core {SERVER_CORE}; each load generator on core "
+        f"{CLIENT_CORE}, {users} connections; fastest of {timing['rounds']} interleaved "
+        f"{timing['seconds']:g}-s runs; load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after (the machine is shared)\n"
+    )
+    print("| load generator | req/s | p50 | p99 | errors | client CPU | req/s per client core |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| wrk (C, the ceiling) | {wrk.requests_per_s:,.0f} | {wrk.p50_ms:.2f} ms"
+        f" | {wrk.p99_ms:.2f} ms | {sum(m.errors for m in wrk_runs)} | {wrk.client_cores:.2f}"
+        f" | {wrk.requests_per_s / max(wrk.client_cores, 1e-9):,.0f} |"
+    )
+    print(
+        f"| shipyard traffic engine | {engine.requests_per_s:,.0f} | {engine.p50_ms:.2f} ms"
+        f" | {engine.p99_ms:.2f} ms | {sum(m.errors for m in engine_runs)}"
+        f" | {engine.client_cores:.2f} | {engine.per_client_core:,.0f} |"
+    )
+    print(
+        f"\nshipyard traffic: {engine.requests_per_s:,.0f} req/s "
+        f"({engine.requests_per_s / wrk.requests_per_s:.2f} of wrk's) on "
+        f"{engine.client_cores:.2f} of its core; {engine.per_client_core:,.0f} req/s per core it "
+        "used (target ≥ 3,000 req/s from one core)"
     )
 
 

@@ -529,18 +529,29 @@ def print_ratios(runs: Sequence[Run]) -> None:
         print(f" | {seed.rate:,.0f} | {scorer.rate / seed.rate:.0f}x |" if seed else " | - | - |")
 
 
-def print_log_ratios(runs: Sequence[Run]) -> None:
-    """The scorer with the prediction log on against off, and the log's files per second."""
+def print_log_ratios(runs: Sequence[Run], rounds: Sequence[tuple[int, Run]]) -> None:
+    """The scorer with the prediction log on against off (the fastest of each, and the
+    median of the rounds' own pairs), and the log's files per second."""
     by_key = {(r.backend, r.mode, r.workers): r for r in runs}
-    print("| backend | workers | log off msg/s | log on msg/s | on / off | Parquet files/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    pairs: dict[tuple[str, int], list[float]] = {}
+    offs = {(n, r.backend, r.workers): r for n, r in rounds if r.mode == "scorer, log off"}
+    for number, run in rounds:
+        off = offs.get((number, run.backend, run.workers))
+        if run.mode == "scorer, log on" and off is not None:
+            pairs.setdefault((run.backend, run.workers), []).append(run.rate / off.rate)
+    print(
+        "| backend | workers | log off msg/s | log on msg/s | on / off | median of rounds' "
+        "on / off | Parquet files/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for (backend, mode, workers), on in by_key.items():
         off = by_key.get((backend, "scorer, log off", workers))
         if mode != "scorer, log on" or off is None:
             continue
+        median = float(np.median(pairs[(backend, workers)]))
         print(
             f"| {backend} | {workers} | {off.rate:,.0f} | {on.rate:,.0f} | "
-            f"{on.rate / off.rate:.3f} | {on.log_files / on.seconds:.1f} |"
+            f"{on.rate / off.rate:.3f} | {median:.3f} | {on.log_files / on.seconds:.1f} |"
         )
 
 
@@ -672,7 +683,7 @@ def main() -> None:
     print_runs(best)
     print()
     if args.log_ratio:
-        print_log_ratios(best)
+        print_log_ratios(best, numbered)
         print()
         print_log_rounds(numbered)
     else:

@@ -38,6 +38,8 @@ CLI_ENTRY_POINTS = {"shipyard.__main__"}
 ABOVE = {
     "inference": ("server", "stream", "pipeline", "monitoring", "traffic"),
     "monitoring": ("server", "stream", "pipeline", "traffic"),
+    # Simulated users talk to servers and scorers over HTTP and brokers, like any client.
+    "traffic": ("server", "stream"),
 }
 # Broker clients load when a broker is opened, never for ``shipyard --help`` (start-up time).
 BROKER_CLIENTS = ("aio_pika", "aiormq", "pamqp", "nats", "redis")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import shipyard
+from debian_packages import require_tools
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -26,9 +27,18 @@ INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
     BLOCKS[4],
     BLOCKS[5],
 )
-# Found by what it runs, not by position: sections may be added before it.
-DASHBOARD = next(block for block in BLOCKS if "localhost:8003/ui" in block)
 BIN = Path(sys.executable).parent
+
+
+def _block_under(heading: str) -> str:
+    """The first bash block of the README section under ``heading``."""
+    section = README.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+
+
+DASHBOARD = _block_under("## Dashboard")
+TRAFFIC = _block_under("## Simulated users")
+DEPLOY = _block_under("## Prometheus and Grafana")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -212,5 +222,36 @@ def test_dashboard_commands_run_as_a_script(tmp_path: Path) -> None:
     assert [p["drift"]["rows"]["verdict"] for p in history["points"]] == [False, True]
     events = json.loads(out[out.index('{"model"') :].splitlines()[0])["events"]
     assert [e["kind"] for e in events] == ["drift.detected"]
-    traffic = json.loads((tmp_path / "traffic.json").read_text())
+    traffic = json.loads((tmp_path / "server-traffic.json").read_text())
     assert any(r["route"] == "/ui" for r in traffic["routes"])
+
+
+@pytest.mark.e2e
+def test_traffic_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The simulated-users block, after the usage block's training, as one bash script:
+    a server, an operator key, a few seconds of labelled, drifting traffic, a monitor pass."""
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in TRAIN:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{TRAFFIC}"
+    out = " ".join(_run(script, tmp_path, env, timeout=300).split())
+    summary = json.loads((tmp_path / "traffic.json").read_text())
+    assert summary["requests"] > 100
+    assert summary["errors"] == 0
+    assert summary["versions"] == {"1": summary["requests"]}
+    assert summary["labels_sent"] == summary["labels_chosen"] > 0
+    assert abs(summary["label_rate"] - 0.3) < 0.1
+    assert summary["drift"]["scenario"] == "many"
+    assert summary["drift"]["requests_after"] > 0
+    assert "wrote the summary to traffic.json" in out
+    assert re.search(r"fraud: [\d,]+ new predictions, feedback settled: joined \d+", out), out
+
+
+def test_deploy_commands_run_in_the_repository() -> None:
+    """The Prometheus and Grafana block, in a clone's root, with Debian's promtool."""
+    require_tools("prometheus", "promtool")
+    assert DEPLOY.strip().splitlines()[0].startswith("promtool check config deploy/")
+    out = _run(f"set -euo pipefail\n{DEPLOY}", REPO, _clean_env(), timeout=120)
+    assert "is valid prometheus config file syntax" in out
+    assert "SUCCESS: 12 rules found" in out  # the rule files the configuration loads
+    assert "Unit Testing:  deploy/prometheus/tests/shipyard.yml\n  SUCCESS" in out

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     auth_secret: SecretStr | None = None
     """Key that signs access tokens (JWT, HS256); default a random one kept in ``home/keys``."""
 
+    api_key: SecretStr | None = None
+    """API key or token a client command (``shipyard traffic``) sends to a server."""
+
     token_ttl_seconds: int = Field(default=900, gt=0)
     """How long an access token from the password flow stays valid."""
 

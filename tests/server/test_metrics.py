@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from shipyard import __version__
 from shipyard.registry import Registry
+from shipyard.server import metrics
 from shipyard.settings import Settings
 
 from .test_bad_input import ROW, VALUES, tensor
@@ -94,3 +96,14 @@ def test_a_model_that_cannot_load_is_counted_and_not_ready(
     assert value(client, "shipyard_model_load_failures_total", model="broken") == before + 1
     # the models that load are unaffected
     assert client.post("/v2/models/fraud/infer", json=tensor()).status_code == 200
+
+
+def test_a_model_whose_predictions_are_logged_has_a_dropped_count_at_zero() -> None:
+    """Written rows bring the dropped count along at 0, so a dashboard or an alert on drops
+    reads 0 rather than no data before the first drop."""
+    model = "logged-without-drops"  # the registry is the process's: a name no test uses
+    metrics.prediction_log_written(model, 5)
+    metrics.prediction_log_written(model, 2)
+    assert REGISTRY.get_sample_value("shipyard_prediction_log_rows_total", {"model": model}) == 7
+    dropped = REGISTRY.get_sample_value("shipyard_prediction_log_dropped_total", {"model": model})
+    assert dropped == 0

@@ -4,9 +4,10 @@ real ``shipyard serve``: predictions, labels and three ``shipyard monitor --once
 draw exactly the numbers the JSON routes give; with ``--protect-inference`` it must ask for
 a login and then show the same. Screenshots are kept under ``test-artifacts/``.
 
-Chromium is installed with ``apt-get install -y chromium`` when ``/usr/bin/chromium`` is
-missing (Playwright's own browser downloads are not used). When ``CI`` is set, a browser
-that cannot be installed or launched fails the test; elsewhere it is skipped, saying why.
+Chromium is installed with ``apt-get install -y chromium`` (``debian_packages``) when
+``/usr/bin/chromium`` is missing; Playwright's own browser downloads are not used. When
+``CI`` is set, a browser that cannot be installed or launched fails the test; elsewhere it
+is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from debian_packages import require_tools
 from shipyard.data import drift_fraud, generate_fraud
 from shipyard.registry import Registry, Users
 from shipyard.server.process import ServerProcess
@@ -57,34 +59,17 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def _apt_install() -> str:
-    """Install Debian's chromium; what went wrong, or an empty string."""
-    if shutil.which("apt-get") is None:
-        return "there is no apt-get to install it with"
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return "installing it needs root (run: sudo apt-get install -y chromium)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium"]
-    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        return f"apt-get install chromium exited {done.returncode}: {done.stderr[-2000:]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Path:
-    """Debian's chromium, installed when missing."""
+    """Debian's chromium (installed when missing) and Playwright to drive it."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as error:
         unavailable(f"playwright is not installed ({error}): pip install -e '.[dev]'")
     if not CHROMIUM.exists():
-        problem = _apt_install()
-        if problem or not CHROMIUM.exists():
-            unavailable(f"{CHROMIUM} is missing and could not be installed: {problem}")
+        require_tools("chromium", "chromium")
+    if not CHROMIUM.exists():
+        unavailable(f"{CHROMIUM} is missing; install it with: apt-get install -y chromium")
     return CHROMIUM
 
 

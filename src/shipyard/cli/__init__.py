@@ -23,6 +23,7 @@ from shipyard.cli import (
     queues,
     serve,
     stream,
+    traffic,
     users,
 )
 from shipyard.cli.context import Command, Group, console, err_console, state_callback
@@ -50,6 +51,7 @@ app.command("stream", cls=Command)(stream.stream)
 app.command("publish", cls=Command)(queues.publish)
 app.command("consume", cls=Command)(queues.consume)
 app.command("feedback", cls=Command)(feedback.feedback)
+app.command("traffic", cls=Command)(traffic.traffic)
 app.command("demo", cls=Command)(demo.demo)
 
 __all__ = ["app", "console", "main"]

@@ -274,7 +274,7 @@ def _joined(entries: list[_Pending]) -> pa.Table:
         )  # fmt: skip
     counts = np.fromiter((len(e.ids) for e in entries), np.int64, len(entries))
     ids = list(itertools.chain.from_iterable(e.ids for e in entries))
-    features = np.concatenate([e.features for e in entries])
+    features = _transposed([e.features for e in entries], len(ids))
     outputs = {key: np.concatenate([e.outputs[key] for e in entries]) for key in first.outputs}
     if not any(isinstance(e.latency_ms, np.ndarray) for e in entries):
         latency: npt.NDArray[Any] = np.repeat(
@@ -291,6 +291,17 @@ def _joined(entries: list[_Pending]) -> pa.Table:
         first.model, first.version, first.source, ids, first.names, features, outputs,
         latency, times,
     )  # fmt: skip
+
+
+def _transposed(blocks: list[npt.NDArray[Any]], rows: int) -> npt.NDArray[Any]:
+    """The row blocks stacked, as the transpose of a C-ordered float32 (feature, row)
+    matrix: one strided copy, which ``prediction_table`` then takes column by column."""
+    columns = np.empty((blocks[0].shape[1], rows), np.float32)
+    start = 0
+    for block in blocks:
+        columns[:, start : start + len(block)] = block.T
+        start += len(block)
+    return columns.T
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -57,7 +57,7 @@ def _recorder(settings: Settings) -> PredictionRecorder | None:
         log,
         buffer_rows=settings.prediction_log_buffer_rows,
         flush_ms=settings.prediction_log_flush_ms,
-        on_written=lambda model, rows: metrics.PREDICTION_LOG_ROWS.labels(model).inc(rows),
+        on_written=metrics.prediction_log_written,
         on_dropped=lambda model, rows: metrics.PREDICTION_LOG_DROPPED.labels(model).inc(rows),
     )
 

@@ -90,6 +90,14 @@ BUILD_INFO = Gauge(
 BUILD_INFO.labels(__version__).set(1)
 
 
+def prediction_log_written(model: str, rows: int) -> None:
+    """Count rows written to the prediction log."""
+    PREDICTION_LOG_ROWS.labels(model).inc(rows)
+    # The model's dropped count exists from its first write, at 0: a dashboard or an alert
+    # reads "0 dropped" rather than no data until the first drop.
+    PREDICTION_LOG_DROPPED.labels(model)
+
+
 def batch_observer(model: str, version: int) -> BatchObserver:
     """Record batch size, queue time and predicted rows of one model version."""
     labels = (model, str(version))

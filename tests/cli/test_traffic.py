@@ -1,0 +1,155 @@
+"""``shipyard traffic`` end to end: bad options, an unreachable target, a real run against a
+real ``shipyard serve`` child with labels stored through ``POST /v1/feedback``, seeds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shipyard.registry import Registry, Role
+from shipyard.registry.users import Users
+from shipyard.server.process import ServerProcess
+from shipyard.settings import Settings
+
+from .conftest import Cli
+
+
+@pytest.fixture
+def served(home_with_model: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real server over the trained home, and an operator API key of that home."""
+    with Registry.open(Settings(home=home_with_model)) as registry:
+        _, key = Users(registry).create_api_key("traffic", Role.OPERATOR)
+    with ServerProcess(Settings(home=home_with_model), log=tmp_path / "server.log") as server:
+        yield server.url, key
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--think-min", "2", "--think-max", "1"], "--think-min (2 s) is above --think-max (1 s)"),
+        (["--label-delay-min", "5", "--label-delay-max", "1"], "--label-delay-min (5 s) is above"),
+        (["--label-probability", "1.5"], "--label-probability must be between 0 and 1, got 1.5"),
+        (["--label-probability", "-0.1"], "--label-probability must be between 0 and 1"),
+        (["--label-noise", "2"], "--label-noise must be between 0 and 1"),
+        (["--rate", "50", "--think-max", "1"], "with --rate the arrivals follow the rate alone"),
+        (["--rate", "0"], "--rate must be a positive number"),
+        (["--drift-at", "5"], "--drift-at needs --drift SCENARIO"),
+        (["--drift", "sideways"], "unknown drift scenario 'sideways'"),
+        (["--requests", "0"], "--requests must be a whole number of at least 1"),
+        (["--duration", "-1"], "--duration must be a positive number"),
+        (["--url", "ftp://127.0.0.1:21"], "--url must be http://HOST:PORT"),
+        (["--data", "missing.csv"], "no such file: missing.csv"),
+    ],
+)
+def test_bad_options_are_one_clear_error_and_exit_2(
+    cli: Cli, options: list[str], message: str
+) -> None:
+    result = cli("traffic", "--requests", "10", *options)
+    assert result.code == 2, result
+    assert message in " ".join(result.err.split())
+
+
+def test_an_unknown_protocol_is_a_usage_error(cli: Cli) -> None:
+    result = cli("traffic", "--protocol", "carrier-pigeon")
+    assert result.code == 2
+    assert "'carrier-pigeon' is not one of" in " ".join(result.err.split())
+
+
+def test_no_server_at_the_url_is_an_unavailable_error(cli: Cli, tmp_path: Path) -> None:
+    from shipyard.children import free_port
+
+    port = free_port()
+    result = cli("traffic", "--url", f"http://127.0.0.1:{port}", "--requests", "5", "-q")
+    assert result.code == 6
+    err = " ".join(result.err.split())
+    assert f"nothing answers at http://127.0.0.1:{port}" in err
+    assert "shipyard serve --models fraud" in err
+
+
+def test_a_label_column_the_file_lacks_is_named(cli: Cli, tmp_path: Path) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    result = cli("traffic", "--data", str(data), "--label-column", "truth", "--requests", "1")
+    assert result.code == 2
+    assert "has no label column 'truth'" in " ".join(result.err.split())
+
+
+@pytest.mark.parametrize("protocol", ["oip", "mlflow", "json"])
+def test_a_real_run_labels_predictions_through_the_feedback_route(
+    model_cli: Cli, served: tuple[str, str], tmp_path: Path, home_with_model: Path, protocol: str
+) -> None:
+    url, key = served
+    summary = tmp_path / "summary.json"
+    result = model_cli(
+        "traffic", "--url", url, "--protocol", protocol, "--users", "4", "--requests", "400",
+        "--label-probability", "0.5", "--label-delay-min", "0", "--label-delay-max", "0.3",
+        "--api-key", key, "--seed", "3", "-o", str(summary),
+    )  # fmt: skip
+    assert result.code == 0, result
+    document = json.loads(summary.read_text())
+    assert document["requests"] == document["succeeded"] == 400
+    assert document["errors"] == 0
+    assert document["errors_by_kind"] == {}
+    assert 150 <= document["labels_sent"] <= 250
+    assert document["labels_sent"] == document["labels_chosen"]
+    assert document["labels_unsent"] == document["labels_failed"] == 0
+    latency = document["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert document["versions"] == ({} if protocol == "mlflow" else {"1": 400})
+    assert sum(b["labels"] for b in document["labels_by_delay"]) == document["labels_sent"]
+    assert document["duration_s"] > 0
+    assert document["config"]["protocol"] == protocol
+    assert document["config"]["users"] == 4
+    assert "api_key" not in json.dumps(document)
+    assert key not in json.dumps(document)
+    # The labels reached the registry, once each, under ids the server gave its answers.
+    with Registry.open(Settings(home=home_with_model)) as registry:
+        counts = registry.monitoring.feedback_counts("fraud")
+    assert counts["accepted"] == document["labels_sent"]
+    assert counts["duplicate"] == 0
+    assert "400 (400 answered)" in result.out
+
+
+def test_labels_without_credentials_stop_before_the_first_request(
+    model_cli: Cli, served: tuple[str, str]
+) -> None:
+    url, _ = served
+    result = model_cli("traffic", "--url", url, "--requests", "10", "--label-probability", "0.5")
+    assert result.code == 2
+    err = " ".join(result.err.split())
+    assert "POST /v1/feedback on" in err
+    assert "shipyard users api-key create traffic --role operator" in err
+
+
+def test_a_model_the_server_does_not_serve_is_named(
+    model_cli: Cli, served: tuple[str, str]
+) -> None:
+    url, _ = served
+    result = model_cli("traffic", "--url", url, "--model", "other", "--requests", "5")
+    assert result.code == 3
+    assert "does not serve 'other'" in " ".join(result.err.split())
+
+
+def test_the_same_seed_sends_the_same_labels_and_delays(
+    model_cli: Cli, served: tuple[str, str], tmp_path: Path
+) -> None:
+    url, key = served
+
+    def run(seed: int, name: str) -> dict[str, object]:
+        out = tmp_path / name
+        result = model_cli(
+            "traffic", "--url", url, "--users", "2", "--requests", "300", "--seed", str(seed),
+            "--label-probability", "0.4", "--label-delay-max", "0.2", "--label-noise", "0.2",
+            "--api-key", key, "--drift", "concept", "--drift-at", "0", "-q", "-o", str(out),
+        )  # fmt: skip
+        assert result.code == 0, result
+        assert result.out == ""  # --quiet
+        return json.loads(out.read_text())
+
+    first, again, other = run(11, "a.json"), run(11, "b.json"), run(12, "c.json")
+    keys = ("labels_chosen", "labels_wrong", "labels_by_delay", "requests")
+    assert {k: first[k] for k in keys} == {k: again[k] for k in keys}
+    assert {k: first[k] for k in keys} != {k: other[k] for k in keys}
