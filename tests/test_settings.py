@@ -45,6 +45,7 @@ def everything_set(tmp_path: Path) -> Settings:
         signing_key=tmp_path / "keys" / "signing.key",
         trusted_keys_dir=tmp_path / "trusted",
         auth_secret=SecretStr('a-long-secret, with "quotes"'),
+        api_key=SecretStr("sk_a-key-for-traffic"),
         token_ttl_seconds=60,
         protect_inference=True,
         max_body_bytes=1234,
