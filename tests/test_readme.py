@@ -37,6 +37,7 @@ def _block_under(heading: str) -> str:
 
 
 RETRAINING = _block_under("## Retraining")
+DASHBOARD = _block_under("## Dashboard")
 TRAFFIC = _block_under("## Simulated users")
 DEPLOY = _block_under("## Prometheus and Grafana")
 USAGE_LINES = USAGE.strip().splitlines()
@@ -225,6 +226,28 @@ def test_monitoring_and_retraining_commands_run_as_scripts(tmp_path: Path) -> No
     assert all(
         e["evidence"]["holdout"]["note"].startswith("the newest labelled rows") for e in gated
     )
+
+
+@pytest.mark.e2e
+def test_dashboard_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The dashboard block, after the usage block's training and the monitoring block, as
+    one bash script: the page, a version's history, the drift event and the traffic."""
+    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+    for line in TRAIN:  # a trained fraud@production
+        _run(line, tmp_path, env, timeout=300)
+    prelude = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
+    _run(prelude + MONITORING, tmp_path, env, timeout=300)
+    out = _run(prelude + DASHBOARD, tmp_path, env, timeout=300)
+    assert "<title>Shipyard dashboard</title>" in out
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert (history["model"], history["version"]) == ("fraud", 1)
+    # One point per `shipyard monitor --once` of the monitoring block, the drifted one last.
+    assert [p["rows_seen"] for p in history["points"]] == [3000, 6000]
+    assert [p["drift"]["rows"]["verdict"] for p in history["points"]] == [False, True]
+    events = json.loads(out[out.index('{"model"') :].splitlines()[0])["events"]
+    assert [e["kind"] for e in events] == ["drift.detected"]
+    traffic = json.loads((tmp_path / "server-traffic.json").read_text())
+    assert any(r["route"] == "/ui" for r in traffic["routes"])
 
 
 @pytest.mark.e2e

@@ -45,6 +45,7 @@ def everything_set(tmp_path: Path) -> Settings:
         signing_key=tmp_path / "keys" / "signing.key",
         trusted_keys_dir=tmp_path / "trusted",
         auth_secret=SecretStr('a-long-secret, with "quotes"'),
+        api_key=SecretStr("sk_a-key-for-traffic"),
         token_ttl_seconds=60,
         protect_inference=True,
         max_body_bytes=1234,
@@ -65,12 +66,13 @@ def everything_set(tmp_path: Path) -> Settings:
         prometheus_multiproc_dir=tmp_path / "metrics",
         monitor_interval_seconds=0.5,
         monitor_lease_ttl_seconds=4.0,
+        monitor_history_seconds=5.0,
+        monitor_history_days=3.0,
         feedback_window_hours=1.5,
         feedback_retention_days=12.0,
         monitor_index_rows=1000,
         feedback_grace_seconds=0.0,
         retrain_lock_ttl_seconds=5.0,
-        api_key="an-api-key",
     )
 
 

@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     """How long a monitor owns a model without renewing its lease; another monitor takes
     the model over once it expires. Keep it several times ``monitor_interval_seconds``."""
 
+    monitor_history_seconds: float = Field(default=60.0, ge=0)
+    """How often the monitor keeps a point of each version's live performance and drift for
+    the charts of ``/ui`` (besides a monitor's first cycle and every change of a verdict);
+    0 keeps every cycle."""
+
+    monitor_history_days: float = Field(default=90.0, gt=0)
+    """How long those points are kept (the monitor expires older ones)."""
+
     feedback_window_hours: float = Field(default=72.0, gt=0)
     """How long a prediction waits for its ground truth: feedback for an older prediction
     is counted ``late`` and not joined."""

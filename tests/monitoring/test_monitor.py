@@ -587,3 +587,27 @@ def test_a_feedback_message_over_max_feedback_items_is_dead_lettered(watched: Wa
     assert "5 feedback items in one batch; send at most 4" in reason
     assert max(stored) <= 4
     assert sum(stored) == 6
+
+
+def test_history_older_than_its_retention_is_expired(watched: Watched) -> None:
+    from datetime import timedelta
+
+    from shipyard.registry import HistoryPoint
+
+    watched.predict(10)
+    mine = monitor(watched, "first", models=[MODEL])
+    # A lease that outlasts a slow cycle on a busy machine: the expiry is written under it.
+    mine.settings = mine.settings.model_copy(
+        update={"monitor_history_days": 1.0, "monitor_lease_ttl_seconds": 60.0}
+    )
+    asyncio.run(mine.cycle())  # owns the model; its first cycle keeps a point
+    old = datetime.now(UTC) - timedelta(days=2)
+    mine.held.commit_cycle(
+        MODEL, statuses={}, cursors={}, snapshots={}, history=[HistoryPoint(1, old, {"x": 1})]
+    )
+    assert len(watched.registry.monitoring.history(MODEL, 1)) == 2
+    mine._expired_at = -float("inf")  # the cycle expired what there was: due again
+    mine._housekeeping()
+    [kept] = watched.registry.monitoring.history(MODEL, 1)
+    assert kept.at > old
+    mine.release()

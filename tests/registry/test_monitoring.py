@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shipyard.errors import InvalidInputError, ModelNotFoundError
-from shipyard.registry import FeedbackReceipt, MonitoringStore, Registry
+from shipyard.errors import InvalidInputError, LeaseLostError, ModelNotFoundError
+from shipyard.registry import FeedbackReceipt, HistoryPoint, MonitoringStore, Registry
 from shipyard.registry import monitoring as monitoring_module
 
 from .conftest import register
@@ -299,7 +299,6 @@ def test_racing_snapshot_writers_leave_one_row(store: MonitoringStore) -> None:
 def test_a_store_held_by_an_owner_writes_only_while_it_holds_the_lease(
     store: MonitoringStore,
 ) -> None:
-    from shipyard.errors import LeaseLostError
 
     mine = store.held_by("first")
     store.add_feedback("fraud", [("a", "1")], source="http")
@@ -405,3 +404,119 @@ def test_events_newest_first_reads_the_latest_only(store: MonitoringStore) -> No
     latest = store.events("fraud", limit=2, newest_first=True)
     assert [e.key for e in latest] == ["k4", "k3"]
     assert [e.key for e in store.events("fraud", limit=2)] == ["k0", "k1"]
+
+
+def test_events_are_read_by_time_range(store: MonitoringStore) -> None:
+    for i in range(3):
+        store.record_event("fraud", 1, "drift.detected", f"k{i}", {"i": i})
+    first, second, third = store.events("fraud")
+    assert store.events("fraud", since=second.at) == [second, third]
+    assert store.events("fraud", until=second.at) == [first]
+    assert store.events("fraud", since=first.at, until=third.at, newest_first=True) == [
+        second,
+        first,
+    ]
+    with pytest.raises(InvalidInputError, match="since must be a timezone-aware datetime"):
+        store.events("fraud", since=datetime(2026, 1, 1))
+
+
+def points(version: int, start: datetime, count: int) -> list[HistoryPoint]:
+    return [
+        HistoryPoint(version, start + timedelta(minutes=i), {"rows_seen": i}) for i in range(count)
+    ]
+
+
+def test_history_is_kept_with_a_cycle_and_read_by_version_and_time(
+    store: MonitoringStore,
+) -> None:
+    start = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    mine = store.held_by("first")
+    assert store.acquire_lease("fraud", "first", 30)
+    mine.commit_cycle(
+        "fraud", statuses={}, cursors={}, snapshots={1: {}}, history=points(1, start, 3)
+    )
+    mine.commit_cycle("fraud", statuses={}, cursors={}, snapshots={}, history=points(2, start, 2))
+    history = store.history("fraud", 1)
+    assert [p.point["rows_seen"] for p in history] == [0, 1, 2]
+    assert [p.at for p in history] == [start + timedelta(minutes=i) for i in range(3)]
+    assert {p.version for p in history} == {1}
+    assert len(store.history("fraud", 2)) == 2
+    assert store.history("fraud", 3) == []
+    assert store.history("other", 1) == []
+    in_range = store.history("fraud", 1, since=start + timedelta(minutes=1), until=history[2].at)
+    assert [p.point["rows_seen"] for p in in_range] == [1]
+    # The latest ``limit`` points, oldest first.
+    assert [p.point["rows_seen"] for p in store.history("fraud", 1, limit=2)] == [1, 2]
+    assert store.history_count("fraud", 1) == 3
+    assert store.history_count("fraud", 1, since=start + timedelta(minutes=1)) == 2
+    assert store.history_count("fraud", 3) == 0
+
+
+def test_a_long_history_is_spread_over_its_range(store: MonitoringStore) -> None:
+    start = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    store.commit_cycle("fraud", statuses={}, cursors={}, snapshots={}, history=points(1, start, 10))
+
+    def seen(**options: Any) -> list[int]:
+        return [p.point["rows_seen"] for p in store.history("fraud", 1, **options)]
+
+    assert seen(limit=3) == [7, 8, 9]  # the latest
+    assert seen(limit=3, spread=True) == [1, 5, 9]  # every 4th from the newest on
+    assert seen(limit=5, spread=True) == [1, 3, 5, 7, 9]
+    assert seen(limit=10, spread=True) == list(range(10))
+    assert seen(limit=50, spread=True) == list(range(10))
+    assert seen(limit=2, spread=True, since=start + timedelta(minutes=6)) == [7, 9]
+
+
+def test_history_goes_with_its_cycle_or_not_at_all(
+    store: MonitoringStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    mine = store.held_by("first")
+    assert store.acquire_lease("fraud", "first", 30)
+
+    def killed(*args: Any) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(monitoring_module, "_put_snapshot", killed)
+    with pytest.raises(RuntimeError):
+        mine.commit_cycle(
+            "fraud", statuses={}, cursors={}, snapshots={1: {}}, history=points(1, start, 1)
+        )
+    assert store.history("fraud", 1) == []
+    with pytest.raises(LeaseLostError):
+        store.held_by("second").commit_cycle(
+            "fraud", statuses={}, cursors={}, snapshots={}, history=points(1, start, 1)
+        )
+    assert store.history("fraud", 1) == []
+
+
+def test_bad_history_is_refused(store: MonitoringStore) -> None:
+    now = datetime.now(UTC)
+    bad = [
+        (HistoryPoint("1", now, {}), "history point's version"),  # type: ignore[arg-type]
+        (HistoryPoint(1, datetime(2026, 1, 1), {}), "timezone-aware"),
+        (HistoryPoint(1, now, {"x": float("inf")}), "monitoring history point"),
+        ({"version": 1}, "a history point is a HistoryPoint"),
+    ]
+    for point, message in bad:
+        with pytest.raises(InvalidInputError, match=message):
+            store.commit_cycle("fraud", statuses={}, cursors={}, snapshots={}, history=[point])  # type: ignore[list-item]
+    assert store.history("fraud", 1) == []
+    with pytest.raises(InvalidInputError, match="limit must be a positive whole number"):
+        store.history("fraud", 1, limit=0)
+    with pytest.raises(InvalidInputError, match="until must be a timezone-aware"):
+        store.history("fraud", 1, until=datetime(2026, 1, 1))
+    with pytest.raises(ModelNotFoundError):
+        store.history("nope", 1)
+
+
+def test_old_history_expires_under_the_lease(store: MonitoringStore) -> None:
+    start = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    store.commit_cycle("fraud", statuses={}, cursors={}, snapshots={}, history=points(1, start, 5))
+    store.commit_cycle("other", statuses={}, cursors={}, snapshots={}, history=points(1, start, 5))
+    assert store.acquire_lease("fraud", "first", 30)
+    with pytest.raises(LeaseLostError):
+        store.held_by("second").expire_history("fraud", start + timedelta(hours=1))
+    assert store.held_by("first").expire_history("fraud", start + timedelta(minutes=3)) == 3
+    assert [p.point["rows_seen"] for p in store.history("fraud", 1)] == [3, 4]
+    assert len(store.history("other", 1)) == 5

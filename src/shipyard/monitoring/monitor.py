@@ -164,6 +164,7 @@ class Monitor:
             window_rows=self.options.window_rows,
             window_minutes=self.options.window_minutes,
             retention_s=settings.prediction_log_retention_days * 86_400,
+            history_s=settings.monitor_history_seconds,
         )
         self._broker: Broker | None = None
         self._declared: set[str] = set()
@@ -405,7 +406,8 @@ class Monitor:
             logger.warning("could not save the status of %s: %s", model, failure)
 
     def _housekeeping(self) -> None:
-        """Expire old prediction-log files and settled feedback of the models held, hourly."""
+        """Expire old prediction-log files, settled feedback and history points of the models
+        held, hourly."""
         if time.monotonic() - self._expired_at < EXPIRE_SECONDS:
             return
         self._expired_at = time.monotonic()
@@ -423,6 +425,14 @@ class Monitor:
                     logger.info("expired %d settled feedback rows of %s", removed, model)
             except Exception as error:  # retried next time
                 logger.warning("could not expire the feedback of %s: %s", model, error)
+            try:
+                removed = self.held.expire_history(
+                    model, cutoff(self.settings.monitor_history_days)
+                )
+                if removed:
+                    logger.info("expired %d monitoring history points of %s", removed, model)
+            except Exception as error:  # retried next time
+                logger.warning("could not expire the monitoring history of %s: %s", model, error)
 
     async def run(
         self, *, once: bool = False, stop: asyncio.Event | None = None

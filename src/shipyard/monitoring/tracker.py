@@ -27,6 +27,7 @@ from shipyard.errors import NotFoundError
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.drift import DatasetDrift, detect_drift
 from shipyard.monitoring.episodes import Episodes
+from shipyard.monitoring.history import HistorySchedule
 from shipyard.monitoring.log import STREAM, BatchCursor, name_floor
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.performance import (
@@ -78,6 +79,8 @@ class TrackerOptions:
     sample_rows: int | None = None
     #: How far back the log goes (its retention): a restart never scans further.
     retention_s: float = 30 * 86400.0
+    #: A history point per version at most this often (and when a verdict changes).
+    history_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class ModelTracker:
         self.versions: dict[int, VersionState] = {}
         self.pending: OrderedDict[str, FeedbackRecord] = OrderedDict()
         self.episodes = Episodes(self.store, model)
+        self.history = HistorySchedule(options.history_s)
         self.unknown: OrderedDict[str, FeedbackRecord] = OrderedDict()
         self.log_cursor: dict[str, Any] | None = None
         self.log_newest_us = 0  # the newest prediction time read from the log
@@ -378,9 +382,15 @@ class ModelTracker:
             if key != state.saved:  # the totals since the version began serving, if changed
                 cursors[_totals_name(number)] = self._totals(state)
                 totals[number] = key
+        history = self.history.due(result.snapshots, now)
         self.store.commit_cycle(
-            self.model, statuses=statuses, cursors=cursors, snapshots=result.snapshots
+            self.model,
+            statuses=statuses,
+            cursors=cursors,
+            snapshots=result.snapshots,
+            history=history,
         )
+        self.history.kept(history, result.snapshots)
         self.log_cursor = cursors["log"]
         self.feedback_seq = feedback_seq
         self._rebuilt_rows = 0

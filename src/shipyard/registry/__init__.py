@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         FeedbackReceipt,
         FeedbackRecord,
         FeedbackStatus,
+        HistoryPoint,
         MonitoringStore,
     )
     from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo, StageInfo
@@ -35,6 +36,7 @@ _HOMES = {
         "FeedbackReceipt",
         "FeedbackRecord",
         "FeedbackStatus",
+        "HistoryPoint",
         "MonitoringStore",
     ),
     "records": ("ModelInfo", "ModelVersionInfo", "RunInfo", "StageInfo"),
@@ -56,6 +58,7 @@ __all__ = [
     "FeedbackRecord",
     "FeedbackStatus",
     "FileEntry",
+    "HistoryPoint",
     "KeyPair",
     "Manifest",
     "ModelInfo",

@@ -13,6 +13,10 @@ lease row locked, that ``owner`` still holds an unexpired lease, and raise
 ``LeaseLostError`` otherwise — so a monitor that stalled past its lease never moves a cursor
 back or overwrites the new owner's snapshot.
 
+Snapshots keep the latest state; ``history`` keeps compact points of them over time
+(written with a cycle, ``commit_cycle(history=...)``; read by version and time range;
+``expire_history`` removes the old ones).
+
 Feedback totals live in ``monitoring_counters`` (``accepted``, ``duplicate`` and one per
 status), kept in step as rows are stored and settled, so reading them costs nothing however
 many rows there are, and settled rows can be deleted (``expire_feedback``) without losing
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from sqlalchemy import CursorResult, Table, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,6 +46,7 @@ from shipyard.registry.tables import (
     MonitoringCounterRow,
     MonitoringCursorRow,
     MonitoringEventRow,
+    MonitoringHistoryRow,
     MonitoringLeaseRow,
     MonitoringSnapshotRow,
     utcnow,
@@ -60,6 +65,7 @@ _DUPLICATES = "duplicate"
 _ACCEPTED = "accepted"
 _FEEDBACK = cast(Table, FeedbackRow.__table__)
 _COUNTERS = cast(Table, MonitoringCounterRow.__table__)
+_HISTORY = cast(Table, MonitoringHistoryRow.__table__)
 T = TypeVar("T")
 
 
@@ -99,6 +105,15 @@ class EventRecord:
     key: str
     at: datetime
     evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One version's monitoring at one time, as the monitor chose to keep it."""
+
+    version: int
+    at: datetime
+    point: dict[str, Any]
 
 
 class MonitoringStore:
@@ -364,10 +379,14 @@ class MonitoringStore:
         after_id: int = 0,
         limit: int = 100,
         newest_first: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[EventRecord]:
         """Up to ``limit`` events of ``model`` with an id above ``after_id``, oldest first
-        (``newest_first``: the latest ``limit`` of them, newest first)."""
+        (``newest_first``: the latest ``limit`` of them, newest first); only those recorded
+        at or after ``since`` and before ``until``, when given."""
         _check_count(limit, "limit")
+        _check_range(since, until)
         with self._transaction() as session:
             model_id = find_model(session, model).id
             query = select(MonitoringEventRow).where(
@@ -375,6 +394,10 @@ class MonitoringStore:
             )
             if kind is not None:
                 query = query.where(MonitoringEventRow.kind == kind)
+            if since is not None:
+                query = query.where(MonitoringEventRow.at >= since)
+            if until is not None:
+                query = query.where(MonitoringEventRow.at < until)
             order = MonitoringEventRow.id.desc() if newest_first else MonitoringEventRow.id
             rows = session.scalars(query.order_by(order).limit(limit))
             return [_event(model, row) for row in rows]
@@ -424,10 +447,12 @@ class MonitoringStore:
         statuses: Mapping[str, FeedbackStatus],
         cursors: Mapping[str, Mapping[str, Any]],
         snapshots: Mapping[int, Mapping[str, Any]],
+        history: Sequence[HistoryPoint] = (),
     ) -> None:
         """One monitor cycle's writes, all or none, in one transaction: the feedback
-        ``statuses`` (as ``settle_feedback``), the ``cursors`` by name (as ``save_cursor``)
-        and the ``snapshots`` by version (as ``save_snapshot``).
+        ``statuses`` (as ``settle_feedback``), the ``cursors`` by name (as ``save_cursor``),
+        the ``snapshots`` by version (as ``save_snapshot``) and the ``history`` points to
+        add.
 
         A monitor saves with them the totals those statuses and rows produced (as cursors),
         so that what the store says was read and joined is exactly what was counted: a
@@ -446,6 +471,7 @@ class MonitoringStore:
                 raise InvalidInputError(f"a snapshot's version is a number, not {version!r}")
             snapshot_documents[version] = dict(snapshot)
             check_json(snapshot_documents[version], "monitoring snapshot")
+        points = [_check_point(point) for point in history]
 
         def work(session: Session) -> None:
             model_id = find_model(session, model).id
@@ -455,8 +481,121 @@ class MonitoringStore:
                 _put_cursor(session, model_id, name, document)
             for version, document in sorted(snapshot_documents.items()):
                 _put_snapshot(session, model_id, version, document)
+            session.add_all(
+                MonitoringHistoryRow(
+                    model_id=model_id, version=point.version, at=point.at, point=point.point
+                )
+                for point in points
+            )
+            session.flush()
 
         self._retrying(work)
+
+    def history(
+        self,
+        model: str,
+        version: int,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        spread: bool = False,
+    ) -> list[HistoryPoint]:
+        """Up to ``limit`` history points of one version of ``model`` taken at or after
+        ``since`` and before ``until`` (when given), oldest first: the latest ``limit`` of
+        them or, with ``spread``, every k-th of them from the newest on, with the smallest k
+        that keeps them to ``limit`` (a chart of a long range then spans all of it)."""
+        _check_count(limit, "limit")
+        with self._transaction() as session:
+            where = self._history_where(session, model, version, since, until)
+            if spread:
+                total = session.scalar(
+                    select(func.count()).select_from(MonitoringHistoryRow).where(*where)
+                )
+                stride = -(-int(total or 0) // limit)
+                if stride > 1:
+                    numbered = (
+                        select(
+                            MonitoringHistoryRow.id,
+                            func.row_number()
+                            .over(order_by=(_HISTORY.c.at.desc(), _HISTORY.c.id.desc()))
+                            .label("n"),
+                        )
+                        .where(*where)
+                        .subquery()
+                    )
+                    chosen = select(numbered.c.id).where((numbered.c.n - 1) % stride == 0)
+                    where = [MonitoringHistoryRow.id.in_(chosen)]
+            rows = session.scalars(
+                select(MonitoringHistoryRow)
+                .where(*where)
+                .order_by(MonitoringHistoryRow.at.desc(), MonitoringHistoryRow.id.desc())
+                .limit(limit)
+            ).all()
+            return [HistoryPoint(row.version, row.at, row.point) for row in reversed(rows)]
+
+    def history_count(
+        self,
+        model: str,
+        version: int,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many history points of one version of ``model`` a time range holds."""
+        with self._transaction() as session:
+            where = self._history_where(session, model, version, since, until)
+            total = session.scalar(
+                select(func.count()).select_from(MonitoringHistoryRow).where(*where)
+            )
+            return int(total or 0)
+
+    @staticmethod
+    def _history_where(
+        session: Session,
+        model: str,
+        version: int,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[ColumnElement[bool]]:
+        """The conditions selecting one version's history points in a time range."""
+        _check_range(since, until)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidInputError(f"a version is a number, not {version!r}")
+        model_id = find_model(session, model).id
+        where = [MonitoringHistoryRow.model_id == model_id, MonitoringHistoryRow.version == version]
+        if since is not None:
+            where.append(MonitoringHistoryRow.at >= since)
+        if until is not None:
+            where.append(MonitoringHistoryRow.at < until)
+        return where
+
+    def expire_history(self, model: str, before: datetime) -> int:
+        """Delete the history points of ``model`` taken before ``before``; the rows deleted."""
+        _check_range(before, None)
+        removed = 0
+        for _ in range(_MAX_EXPIRE_BATCHES):
+            with self._transaction(write=True) as session:
+                model_id = find_model(session, model).id
+                self._hold(session, model_id, model)
+                ids = list(
+                    session.scalars(
+                        select(MonitoringHistoryRow.id)
+                        .where(
+                            MonitoringHistoryRow.model_id == model_id,
+                            MonitoringHistoryRow.at < before,
+                        )
+                        .limit(_EXPIRE_BATCH)
+                    )
+                )
+                if ids:
+                    session.execute(
+                        delete(MonitoringHistoryRow).where(MonitoringHistoryRow.id.in_(ids))
+                    )
+            removed += len(ids)
+            if len(ids) < _EXPIRE_BATCH:
+                break
+        return removed
 
     def cursor(self, model: str, name: str) -> dict[str, Any] | None:
         """The cursor last saved as ``name`` for ``model``, if any."""
@@ -661,6 +800,25 @@ def _check_status(status: object) -> None:
         raise InvalidInputError(
             f"feedback status {status!r} is not one of {', '.join(FEEDBACK_STATUSES)}"
         )
+
+
+def _check_point(point: object) -> HistoryPoint:
+    if not isinstance(point, HistoryPoint):
+        raise InvalidInputError(f"a history point is a HistoryPoint, not {point!r}")
+    if not isinstance(point.version, int) or isinstance(point.version, bool):
+        raise InvalidInputError(f"a history point's version is a number, not {point.version!r}")
+    _check_range(point.at, None)
+    check_json(point.point, "monitoring history point")
+    return point
+
+
+def _check_range(since: object, until: object) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise InvalidInputError(
+                f"{name} must be a timezone-aware datetime, not {value!r}; e.g. "
+                "datetime.now(UTC) - timedelta(hours=1)"
+            )
 
 
 def _check_count(value: object, what: str) -> None:

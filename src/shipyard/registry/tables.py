@@ -288,6 +288,22 @@ class MonitoringSnapshotRow(Base):
     updated_at: Mapped[datetime]
 
 
+class MonitoringHistoryRow(Base):
+    """One point of a model version's monitoring over time: a compact copy of a snapshot
+    (the numbers charts draw), kept every so often while the monitor runs."""
+
+    __tablename__ = "monitoring_snapshot_history"
+    __table_args__ = (
+        Index("ix_monitoring_snapshot_history_model_id_version_at", "model_id", "version", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    point: Mapped[dict[str, Any]]
+
+
 class MonitoringCursorRow(Base):
     """How far the monitor has read one of its inputs for a model (the log, the feedback)."""
 

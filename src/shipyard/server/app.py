@@ -21,6 +21,7 @@ from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.server import (
     auth,
+    dashboard,
     feedback,
     metrics,
     mlflow,
@@ -72,6 +73,8 @@ LINKS = {
     "registry": "/v1/registry/models",
     "monitoring": "/v1/monitoring/models/{name}",
     "metrics": "/metrics",
+    "dashboard": "/ui",
+    "traffic": "/v1/server/traffic",
 }
 
 
@@ -141,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queues.router)
     app.include_router(feedback.router)
     app.include_router(auth.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.data)
     auth.install(app)
 
     app.add_api_route("/", root, methods=["GET"], tags=["server"])

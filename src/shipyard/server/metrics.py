@@ -7,10 +7,14 @@ request id. With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` (set by
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -25,6 +29,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shipyard import __version__
 from shipyard.inference.batcher import BatchObserver
 from shipyard.settings import Settings
+
+#: The route templates that answer predictions (fast Starlette routes and FastAPI ones alike).
+INFERENCE_ROUTES = frozenset(
+    {
+        "/v2/models/{model}/infer",
+        "/v2/models/{model}/versions/{version}/infer",
+        "/invocations",
+        "/v1/models/{name}:predict",
+    }
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -148,12 +162,80 @@ class MetricsMiddleware:
             LATENCY.labels(template).observe(time.perf_counter() - start)
 
 
+def _registry(settings: Settings) -> CollectorRegistry:
+    """This process's metrics, or every worker's added up in multiprocess mode."""
+    if settings.prometheus_multiproc_dir is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+        registry, path=str(settings.prometheus_multiproc_dir)
+    )
+    return registry
+
+
 def metrics_response(settings: Settings) -> Response:
     """Prometheus text for this process, or for all workers in multiprocess mode."""
-    if settings.prometheus_multiproc_dir is not None:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
-            registry, path=str(settings.prometheus_multiproc_dir)
+    return Response(generate_latest(_registry(settings)), media_type=CONTENT_TYPE_LATEST)
+
+
+def traffic_document(settings: Settings) -> dict[str, Any]:
+    """The HTTP counters as JSON, per route template: requests by status, server errors
+    (5xx), refused requests (4xx) and the latency histogram (cumulative buckets, as
+    Prometheus keeps them), plus the rows predicted per model version and the requests in
+    flight (but this one). Totals since the server (every worker) started: a client takes rates and
+    quantiles from two samples' differences, as Prometheus's ``rate`` does."""
+    routes: dict[str, dict[str, Any]] = {}
+    predictions: list[dict[str, Any]] = []
+    in_flight = 0.0
+
+    def route(template: str) -> dict[str, Any]:
+        return routes.setdefault(
+            template,
+            {
+                "route": template,
+                "inference": template in INFERENCE_ROUTES,
+                "requests": 0,
+                "server_errors": 0,
+                "client_errors": 0,
+                "statuses": {},
+                "latency": {"count": 0, "sum": 0.0, "buckets": {}},
+            },
         )
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for family in _registry(settings).collect():
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "shipyard_http_requests_total":
+                entry = route(labels["route"])
+                status = labels["status"]
+                entry["requests"] += int(value)
+                entry["statuses"][status] = entry["statuses"].get(status, 0) + int(value)
+                if status.startswith("5"):
+                    entry["server_errors"] += int(value)
+                elif status.startswith("4"):
+                    entry["client_errors"] += int(value)
+            elif sample.name == "shipyard_http_request_duration_seconds_bucket":
+                buckets = route(labels["route"])["latency"]["buckets"]
+                buckets[labels["le"]] = buckets.get(labels["le"], 0) + int(value)
+            elif sample.name == "shipyard_http_request_duration_seconds_count":
+                route(labels["route"])["latency"]["count"] += int(value)
+            elif sample.name == "shipyard_http_request_duration_seconds_sum":
+                route(labels["route"])["latency"]["sum"] += value
+            elif sample.name == "shipyard_predictions_total":
+                predictions.append(
+                    {"model": labels["model"], "version": labels["version"], "rows": int(value)}
+                )
+            elif sample.name == "shipyard_http_requests_in_flight":
+                in_flight += value
+    for entry in routes.values():
+        latency = entry["latency"]
+        latency["buckets"] = [
+            [None if math.isinf(float(le)) else float(le), count]
+            for le, count in sorted(latency["buckets"].items(), key=lambda b: float(b[0]))
+        ]
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "in_flight": max(int(in_flight) - 1, 0),  # not this request
+        "routes": sorted(routes.values(), key=lambda entry: str(entry["route"])),
+        "predictions": sorted(predictions, key=lambda p: (p["model"], p["version"])),
+    }
