@@ -281,7 +281,7 @@ class PipelineRetrainer:
         self._record(model, candidate.version, "retrain.gated", attempt, verdict.evidence, events)
         if not verdict.won:
             return "lost", f"{candidate.ref} lost the gate: {verdict.comparison}", candidate.version
-        alias = spec.promotion.alias
+        alias = DEFAULT_ALIAS  # the spec may name no other (``pipeline/spec.py``)
         try:
             self.registry.retraining.promote(
                 model,
