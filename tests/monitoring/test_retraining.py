@@ -279,3 +279,33 @@ def test_a_monitor_killed_mid_retrain_is_abandoned_then_retrained_once(
             assert version.run_id is not None
             assert registry.get_run(version.run_id).status == "succeeded"
         assert production.version == moves[-1]
+
+
+def test_an_invalid_retrain_tag_is_counted_and_monitoring_goes_on(watched: Watched) -> None:
+    registry, settings = watched.registry, watched.settings
+    register_watched(registry, tags={"retrain": "{not json"})
+    registry.promote(f"{MODEL}:2")
+    watched.predict(50, version=2)
+    options = MonitorOptions(models=(MODEL,), window_rows=1000, owner="monitor-test")
+    retrainer = PipelineRetrainer(registry, watched.log, settings, owner=options.owner)
+    monitor = Monitor(
+        registry,
+        watched.log,
+        settings,
+        options,
+        metrics=MonitorMetrics(),
+        retrainer=retrainer,
+        clock=watched.clock,
+    )
+    for _ in range(2):  # no back-off: the second cycle monitors the model again
+        report = asyncio.run(monitor.run(once=True))
+        assert report is not None
+        assert report.errors == {}
+        assert MODEL in report.owned
+        assert MODEL in report.results
+        assert MODEL not in monitor.failures
+    assert report.retrains == {}
+    counted = monitor.metrics.registry.get_sample_value(
+        "shipyard_monitor_errors_total", {"model": MODEL, "error": "InvalidInputError"}
+    )
+    assert counted == 2
