@@ -309,3 +309,27 @@ def test_an_invalid_retrain_tag_is_counted_and_monitoring_goes_on(watched: Watch
         "shipyard_monitor_errors_total", {"model": MODEL, "error": "InvalidInputError"}
     )
     assert counted == 2
+
+
+def test_too_few_rows_keep_the_trigger_until_enough_labels_came(trained: Settings) -> None:
+    serve_traffic(trained, 300, seed=23)
+    with Registry.open(trained) as registry:
+        registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:test", {})
+    _, report = run_once(trained)
+    assert report.retrains[MODEL].status == "waiting"
+    with Registry.open(trained) as registry:
+        assert registry.monitoring.cursor(MODEL, CURSOR) is None  # the evidence still counts
+    _, again = run_once(trained)  # still too few: asked again, told once
+    assert again.retrains[MODEL].status == "waiting"
+    assert again.retrains[MODEL].events == []
+    serve_traffic(trained, 1000, seed=24, prefix="u")
+    _, later = run_once(trained)
+    assert later.retrains[MODEL].status in ("promoted", "lost"), later.retrains[MODEL].reason
+    with Registry.open(trained) as registry:
+        [triggered] = registry.monitoring.events(MODEL, kind="retrain.triggered")
+        # The waiting drift evidence, or newer evidence of this pass standing for it.
+        key = triggered.evidence["trigger"]["key"]
+        assert key == "drift.detected:v1:test" or key.startswith(("drift.", "performance."))
+        skipped = registry.monitoring.events(MODEL, kind="retrain.skipped")
+        assert [e.key for e in skipped] == ["retrain.skipped:drift.detected:v1:test:too-few-rows"]
+        assert registry.monitoring.cursor(MODEL, CURSOR) is not None

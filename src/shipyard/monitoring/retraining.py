@@ -187,7 +187,8 @@ Status = Literal["promoted", "lost", "failed", "skipped", "waiting"]
 @dataclass(frozen=True)
 class RetrainOutcome:
     """How a retrain ended: ``promoted``, ``lost`` (the gate), ``failed``, ``skipped`` (it
-    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight)."""
+    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight, too
+    few labelled rows or one class in the gate's rows; the trigger is asked again)."""
 
     model: str
     status: Status
