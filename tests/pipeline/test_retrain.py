@@ -52,7 +52,13 @@ def test_concept_drift_retrains_and_the_candidate_wins_the_gate(production: Sett
         assert gated["candidate"]["value"] > gated["current"]["value"] + 0.01
         assert gated["holdout"]["rows"] == 1200  # the newest 30 % of 4,000
         trained = registry.monitoring.events(MODEL, kind="retrain.trained")[0].evidence
-        assert trained["rows"] == {"labelled": 4000, "train": 2800, "original": 0, "holdout": 1200}
+        assert trained["rows"] == {
+            "labelled": 4000,
+            "train": 2800,  # generated rows: no copy of a held-out row to drop
+            "original": 0,
+            "holdout": 1200,
+            "dropped_as_holdout_copies": 0,
+        }
         candidate = registry.get_version(f"{MODEL}:2")
         assert candidate.tags["retrained_from"] == "1"
         assert "retrain" in candidate.tags  # the new production carries the rules on

@@ -3,7 +3,8 @@
 The prediction log (what each version was asked, by id) joined by id with the feedback
 stored for the model (what the truth turned out to be): one row per labelled prediction,
 with its features in the spec's schema, its label as the target's type and the time it was
-predicted. ``split_holdout`` keeps the newest share of them out of training, for the gate;
+predicted. ``split_holdout`` keeps the newest share of them out of training, for the gate
+(and the older rows that copy a held-out row's features, so the gate scores unseen rows);
 ``original_sample`` adds a share of the current version's own training table, found through
 the run that registered it.
 """
@@ -11,6 +12,7 @@ the run that registered it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -127,12 +129,20 @@ def labelled_rows(
     return Labelled(frame, scanned, len(truth))
 
 
-def split_holdout(frame: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The older rows to train on and the newest ``share`` of them to gate on."""
+def split_holdout(
+    frame: pd.DataFrame, share: float, features: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The older rows to train on, the newest ``share`` of them to gate on, and how many
+    older rows were dropped for having the very features of a held-out row."""
     held = max(1, round(len(frame) * share))
-    return frame.iloc[: len(frame) - held].reset_index(drop=True), frame.iloc[
-        len(frame) - held :
-    ].reset_index(drop=True)
+    train = frame.iloc[: len(frame) - held].reset_index(drop=True)
+    holdout = frame.iloc[len(frame) - held :].reset_index(drop=True)
+    # Traffic may send the same features again (a replayed request, sampled data): a copy
+    # in training would let the candidate score rows it has seen, so the gate overstates it.
+    cols = list(features)
+    seen = pd.util.hash_pandas_object(holdout[cols], index=False)
+    copies = pd.util.hash_pandas_object(train[cols], index=False).isin(seen).to_numpy()
+    return train[~copies].reset_index(drop=True), holdout, int(copies.sum())
 
 
 def original_sample(

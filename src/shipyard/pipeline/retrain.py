@@ -196,7 +196,7 @@ class PipelineRetrainer:
             key = f"{trigger.key}:too-few-rows"
             self._record(model, None, "retrain.skipped", key, evidence, events)
             return "waiting", reason, None
-        train, holdout = split_holdout(frame, rules.gate.holdout)
+        train, holdout, overlap = split_holdout(frame, rules.gate.holdout, schema.feature_names)
         target = schema.target
         assert target is not None
         if spec.task == "classification" and holdout[target].nunique() < 2:
@@ -257,6 +257,7 @@ class PipelineRetrainer:
                     "train": len(train),
                     "original": 0 if original is None else len(original),
                     "holdout": len(holdout),
+                    "dropped_as_holdout_copies": overlap,
                 },
                 "original": found,
                 "labelled": span(frame),
