@@ -4,6 +4,8 @@ retrain, and a monitor that runs the loop — drift → retrain → gate → pro
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,8 +21,11 @@ from shipyard.monitoring.retraining import (
     DEGRADED,
     DRIFT,
     SCHEDULE,
+    RetrainOutcome,
     RetrainSpec,
+    RetrainTasks,
     RetrainWatch,
+    Trigger,
     seconds,
 )
 from shipyard.pipeline.retrain import PipelineRetrainer
@@ -333,3 +338,34 @@ def test_too_few_rows_keep_the_trigger_until_enough_labels_came(trained: Setting
         skipped = registry.monitoring.events(MODEL, kind="retrain.skipped")
         assert [e.key for e in skipped] == ["retrain.skipped:drift.detected:v1:test:too-few-rows"]
         assert registry.monitoring.cursor(MODEL, CURSOR) is not None
+
+
+def test_drain_says_a_retrain_still_running_goes_on(
+    watched: Watched, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retrain thread cannot be stopped: drain's message says it keeps going."""
+    release = threading.Event()
+
+    class Slow:
+        def retrain(self, model: str, trigger: Trigger) -> RetrainOutcome:
+            assert release.wait(60), "the test never released the retrain"
+            return RetrainOutcome(model, "lost", "released")
+
+    registry = watched.registry
+    registry.promote(f"{MODEL}:1")
+    registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {})
+    tasks = RetrainTasks(registry, Slow())
+
+    async def scenario() -> None:
+        assert await tasks.consider(MODEL, registry.monitoring, watched.clock())
+        with caplog.at_level(logging.WARNING, logger="shipyard.monitoring.retraining"):
+            await tasks.drain(0.01)  # the retrain waits for `release`: still running
+        assert MODEL in tasks.running
+        release.set()
+        await tasks.drain()
+        assert tasks.take_outcomes()[MODEL].status == "lost"
+
+    asyncio.run(scenario())
+    [message] = [r.getMessage() for r in caplog.records if "still runs" in r.getMessage()]
+    assert "goes on training and renewing its lock" in message
+    assert "will expire" not in message

@@ -469,7 +469,7 @@ class Monitor:
             async with self._renewing():
                 return await self._loop(once, stop)
         finally:
-            if self.retrains is not None:  # a retrain left running is abandoned by the next
+            if self.retrains is not None:  # one still running delays the exit (``drain``)
                 await self.retrains.drain(self.settings.retrain_lock_ttl_seconds)
             await asyncio.to_thread(self.release)
             await self.disconnect()
