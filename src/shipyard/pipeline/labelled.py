@@ -80,7 +80,8 @@ def labelled_rows(
 ) -> Labelled:
     """The model's predictions that have a label, of every version, within ``rules.since``
     and the newest ``rules.last`` of them; a prediction logged twice (a redelivered
-    message) counts once, as its latest record."""
+    message) counts once, as its latest record. The log is read newest first, only ids,
+    times and features, and no further back than those ``rules.last`` need."""
     since = now - timedelta(seconds=rules.since) if rules.since is not None else None
     truth: dict[str, str] = {}
     for page in pages(
@@ -99,11 +100,19 @@ def labelled_rows(
     parts: list[LogRows] = []
     if truth:
         wanted = pa.array(list(truth), pa.string())
-        for table in log.scan(model, since=since).values():
-            scanned += len(table)
-            kept = table.filter(pc.is_in(table.column("id"), value_set=wanted))
-            if len(kept):
-                parts.append(LogRows.from_table(kept))
+        for floor, tables in log.newest_first(model, since=since):
+            for table in tables.values():
+                scanned += len(table)
+                kept = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+                if len(kept):
+                    parts.append(_rows(kept))
+            # Every row still unread is older than the floor: once the rows at or above it
+            # hold ``last`` labelled predictions, the newest ``last`` are all read.
+            if rules.last is not None and parts:
+                above = _micros(floor)
+                ids = np.concatenate([p.ids[p.times >= above] for p in parts])
+                if len(np.unique(ids)) >= rules.last:
+                    break
     if not parts:
         return Labelled(empty, scanned, len(truth))
     rows = parts[0]
@@ -127,6 +136,21 @@ def labelled_rows(
         ) from error
     frame[TIME] = times
     return Labelled(frame, scanned, len(truth))
+
+
+def _rows(table: pa.Table) -> LogRows:
+    """``LogRows`` of a table of ``NEWEST_COLUMNS`` (no score or predicted label)."""
+    rows = len(table)
+    return LogRows.from_table(
+        table.append_column("score", pa.nulls(rows, pa.float64())).append_column(
+            "label", pa.nulls(rows, pa.string())
+        )
+    )
+
+
+def _micros(when: datetime) -> int:
+    """``when`` as the log's times: microseconds since the epoch."""
+    return (when - EPOCH) // timedelta(microseconds=1)
 
 
 def split_holdout(
