@@ -19,7 +19,7 @@ def test_a_refused_retrain_exits_4_with_the_reason_and_the_events_say_so(model_c
     result = model_cli("retrain", "fraud")
     assert result.code == 4, result.out + result.err
     assert (
-        "fraud: retrain skipped: too few rows: 0 labelled predictions, data.min_rows is 1,000"
+        "fraud: retrain waiting: too few rows: 0 labelled predictions, data.min_rows is 1,000"
         in (" ".join(result.err.split()))
     )
     events = model_cli("monitor", "events", "fraud")
@@ -31,7 +31,7 @@ def test_a_refused_retrain_exits_4_with_the_reason_and_the_events_say_so(model_c
     assert document["kind"] == "retrain.skipped"
     assert document["evidence"]["trigger"]["kind"] == "manual"
     assert document["evidence"]["labelled"]["rows"] == 0
-    # Skipped for lack of data: no cooldown, so asking again is refused for the same reason.
+    # Waiting for data: no cooldown, so asking again is refused for the same reason.
     again = model_cli("retrain", "fraud")
     assert again.code == 4
     assert "too few rows" in again.err

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from shipyard.errors import ConfigurationError, InvalidInputError, PredictionLogError
 from shipyard.monitoring.log import (
+    NEWEST_COLUMNS,
     ParquetLog,
     PredictionLog,
     open_prediction_log,
@@ -206,6 +207,48 @@ def test_read_new_across_many_interleaved_writes_misses_and_repeats_nothing(
 def test_a_bad_cursor_is_refused(stores: Stores) -> None:
     with pytest.raises(InvalidInputError, match="cursor"):
         stores().read_new("fraud", {"newest": 3, "recent": []})
+
+
+def test_newest_first_reads_ids_times_features_newest_first_in_chunks(stores: Stores) -> None:
+    log = stores()
+    now = datetime.now(UTC)
+    features = np.zeros((1, 3), np.float32)
+    outputs = {"prediction": np.zeros(1, np.float32)}
+    written = {}
+    for i in range(7):  # a minute apart, newest last, two versions
+        version, when = 1 + i % 2, now - timedelta(minutes=7 - i)
+        written[f"r{i}"] = when
+        log.write(
+            prediction_table("fraud", version, "http", [f"r{i}"], NAMES, features, outputs, 0, when)
+        )
+    chunks = (
+        list(log.newest_first("fraud", page_rows=2))  # pages of about two rows
+        if isinstance(log, SqlLog)
+        else list(log.newest_first("fraud"))
+    )
+    seen: list[str] = []
+    floors = []
+    for floor, tables in chunks:
+        for table in tables.values():
+            assert table.column_names == list(NEWEST_COLUMNS)
+            assert table.schema.field("features").type.num_fields == len(NAMES)
+            ids = table.column("id").to_pylist()
+            assert all(written[i] >= floor for i in ids)  # at or above its floor
+            assert all(written[i] < f for i in ids for f in floors)  # below the earlier floors
+            seen += ids
+        floors.append(floor)
+    assert sorted(seen) == sorted(written)  # every row once
+    assert floors == sorted(floors, reverse=True)
+    if isinstance(log, SqlLog):
+        assert len(chunks) >= 3  # bounded pages, not one read of everything
+    recent = [
+        i
+        for _, tables in log.newest_first("fraud", since=now - timedelta(minutes=2, seconds=30))
+        for t in tables.values()
+        for i in t.column("id").to_pylist()
+    ]
+    assert sorted(recent) == ["r5", "r6"]
+    assert list(log.newest_first("nothing")) == []
 
 
 def test_scan_filters_by_version_and_time(stores: Stores) -> None:

@@ -4,6 +4,8 @@ retrain, and a monitor that runs the loop — drift → retrain → gate → pro
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,8 +21,11 @@ from shipyard.monitoring.retraining import (
     DEGRADED,
     DRIFT,
     SCHEDULE,
+    RetrainOutcome,
     RetrainSpec,
+    RetrainTasks,
     RetrainWatch,
+    Trigger,
     seconds,
 )
 from shipyard.pipeline.retrain import PipelineRetrainer
@@ -279,3 +284,88 @@ def test_a_monitor_killed_mid_retrain_is_abandoned_then_retrained_once(
             assert version.run_id is not None
             assert registry.get_run(version.run_id).status == "succeeded"
         assert production.version == moves[-1]
+
+
+def test_an_invalid_retrain_tag_is_counted_and_monitoring_goes_on(watched: Watched) -> None:
+    registry, settings = watched.registry, watched.settings
+    register_watched(registry, tags={"retrain": "{not json"})
+    registry.promote(f"{MODEL}:2")
+    watched.predict(50, version=2)
+    options = MonitorOptions(models=(MODEL,), window_rows=1000, owner="monitor-test")
+    retrainer = PipelineRetrainer(registry, watched.log, settings, owner=options.owner)
+    monitor = Monitor(
+        registry,
+        watched.log,
+        settings,
+        options,
+        metrics=MonitorMetrics(),
+        retrainer=retrainer,
+        clock=watched.clock,
+    )
+    for _ in range(2):  # no back-off: the second cycle monitors the model again
+        report = asyncio.run(monitor.run(once=True))
+        assert report is not None
+        assert report.errors == {}
+        assert MODEL in report.owned
+        assert MODEL in report.results
+        assert MODEL not in monitor.failures
+    assert report.retrains == {}
+    counted = monitor.metrics.registry.get_sample_value(
+        "shipyard_monitor_errors_total", {"model": MODEL, "error": "InvalidInputError"}
+    )
+    assert counted == 2
+
+
+def test_too_few_rows_keep_the_trigger_until_enough_labels_came(trained: Settings) -> None:
+    serve_traffic(trained, 300, seed=23)
+    with Registry.open(trained) as registry:
+        registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:test", {})
+    _, report = run_once(trained)
+    assert report.retrains[MODEL].status == "waiting"
+    with Registry.open(trained) as registry:
+        assert registry.monitoring.cursor(MODEL, CURSOR) is None  # the evidence still counts
+    _, again = run_once(trained)  # still too few: asked again, told once
+    assert again.retrains[MODEL].status == "waiting"
+    assert again.retrains[MODEL].events == []
+    serve_traffic(trained, 1000, seed=24, prefix="u")
+    _, later = run_once(trained)
+    assert later.retrains[MODEL].status in ("promoted", "lost"), later.retrains[MODEL].reason
+    with Registry.open(trained) as registry:
+        [triggered] = registry.monitoring.events(MODEL, kind="retrain.triggered")
+        # The waiting drift evidence, or newer evidence of this pass standing for it.
+        key = triggered.evidence["trigger"]["key"]
+        assert key == "drift.detected:v1:test" or key.startswith(("drift.", "performance."))
+        skipped = registry.monitoring.events(MODEL, kind="retrain.skipped")
+        assert [e.key for e in skipped] == ["retrain.skipped:drift.detected:v1:test:too-few-rows"]
+        assert registry.monitoring.cursor(MODEL, CURSOR) is not None
+
+
+def test_drain_says_a_retrain_still_running_goes_on(
+    watched: Watched, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retrain thread cannot be stopped: drain's message says it keeps going."""
+    release = threading.Event()
+
+    class Slow:
+        def retrain(self, model: str, trigger: Trigger) -> RetrainOutcome:
+            assert release.wait(60), "the test never released the retrain"
+            return RetrainOutcome(model, "lost", "released")
+
+    registry = watched.registry
+    registry.promote(f"{MODEL}:1")
+    registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {})
+    tasks = RetrainTasks(registry, Slow())
+
+    async def scenario() -> None:
+        assert await tasks.consider(MODEL, registry.monitoring, watched.clock())
+        with caplog.at_level(logging.WARNING, logger="shipyard.monitoring.retraining"):
+            await tasks.drain(0.01)  # the retrain waits for `release`: still running
+        assert MODEL in tasks.running
+        release.set()
+        await tasks.drain()
+        assert tasks.take_outcomes()[MODEL].status == "lost"
+
+    asyncio.run(scenario())
+    [message] = [r.getMessage() for r in caplog.records if "still runs" in r.getMessage()]
+    assert "goes on training and renewing its lock" in message
+    assert "will expire" not in message

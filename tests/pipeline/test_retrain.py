@@ -52,7 +52,13 @@ def test_concept_drift_retrains_and_the_candidate_wins_the_gate(production: Sett
         assert gated["candidate"]["value"] > gated["current"]["value"] + 0.01
         assert gated["holdout"]["rows"] == 1200  # the newest 30 % of 4,000
         trained = registry.monitoring.events(MODEL, kind="retrain.trained")[0].evidence
-        assert trained["rows"] == {"labelled": 4000, "train": 2800, "original": 0, "holdout": 1200}
+        assert trained["rows"] == {
+            "labelled": 4000,
+            "train": 2800,  # generated rows: no copy of a held-out row to drop
+            "original": 0,
+            "holdout": 1200,
+            "dropped_as_holdout_copies": 0,
+        }
         candidate = registry.get_version(f"{MODEL}:2")
         assert candidate.tags["retrained_from"] == "1"
         assert "retrain" in candidate.tags  # the new production carries the rules on
@@ -100,14 +106,36 @@ def test_a_failing_training_leaves_production_alone_and_says_why(production: Set
         assert attempt.cooled_at is not None  # a failure cools down too: no retry storm
 
 
-def test_too_few_labelled_rows_are_skipped_naming_the_counts(production: Settings) -> None:
+def test_too_few_labelled_rows_wait_and_the_same_trigger_retrains_once_they_come(
+    production: Settings,
+) -> None:
     serve_traffic(production, 300, seed=14)
+    trigger = Trigger("drift.detected", "drift.detected:v1:1", 1)
     with Registry.open(production) as registry:
-        outcome = retrainer(registry, production).retrain(MODEL, manual())
-        assert outcome.status == "skipped"
+        outcome = retrainer(registry, production).retrain(MODEL, trigger)
+        assert outcome.status == "waiting"
+        assert not outcome.done  # the monitor keeps its cursor before the evidence
         assert outcome.reason == ("too few rows: 300 labelled predictions, data.min_rows is 500")
         assert kinds(registry) == ["retrain.skipped"]  # no "triggered": nothing to train on
+        [skipped] = registry.monitoring.events(MODEL)
+        assert skipped.key == "retrain.skipped:drift.detected:v1:1:too-few-rows"
+        attempt = registry.retraining.get(MODEL)
+        assert attempt is not None
+        assert attempt.outcome == "waiting"
+        assert attempt.cooled_at is None  # no cooldown: the next cycle may try again
+        # Asked again (the next cycle), still too few: the event is not told twice.
+        again = retrainer(registry, production).retrain(MODEL, trigger)
+        assert again.status == "waiting"
+        assert again.events == []
+        assert kinds(registry) == ["retrain.skipped"]
         assert len(registry.list_versions(MODEL)) == 1
+    serve_traffic(production, 1000, seed=16)
+    with Registry.open(production) as registry:
+        later = retrainer(registry, production).retrain(MODEL, trigger)
+        assert later.status in ("promoted", "lost"), later.reason
+        assert "retrain.triggered" in kinds(registry)
+        [triggered] = registry.monitoring.events(MODEL, kind="retrain.triggered")
+        assert triggered.evidence["trigger"]["key"] == "drift.detected:v1:1"
 
 
 def test_cooldown_and_in_flight_refuse_until_forced(production: Settings) -> None:

@@ -186,3 +186,19 @@ def test_a_bad_monitoring_section_names_field_and_line(section: str, named: str)
     with pytest.raises(SpecError, match=r"s.yaml:1[12]: ") as caught:
         parse_spec(VALID + "monitoring:\n" + section + "\n", source="s.yaml")
     assert named in str(caught.value)
+
+
+def test_a_retrain_section_refuses_a_promotion_alias_other_than_production() -> None:
+    text = (
+        VALID
+        + "promotion:\n  metric: average_precision\n  alias: staging\nretrain:\n  cooldown: 1h\n"
+    )
+    with pytest.raises(SpecError) as raised:
+        parse_spec(text, source="s.yaml")
+    message = str(raised.value)
+    assert "s.yaml:13: promotion.alias: a spec with a `retrain:` section promotes to " in message
+    assert "'production'" in message
+    assert "not 'staging'" in message
+    # Without retrain:, any alias is fine; with it, production is.
+    assert parse_spec(VALID + "promotion: {alias: staging}\n").promotion.alias == "staging"
+    assert parse_spec(VALID + "retrain: {cooldown: 1h}\n").retrain is not None

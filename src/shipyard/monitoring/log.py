@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from shipyard.monitoring.records import (
     BASE_FIELDS,
     DEFAULT_GRACE_SECONDS,
     HTTP,
+    NEWEST_COLUMNS,
     SOURCES,
     STREAM,
     TIME_TYPE,
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "DICTIONARY_COLUMNS",
     "HTTP",
+    "NEWEST_COLUMNS",
     "PART_PREFIX",
     "SOURCES",
     "STREAM",
@@ -187,11 +189,13 @@ class ParquetLog:
         return sorted(files)
 
     @staticmethod
-    def _read(paths: Iterable[Path]) -> pa.Table | None:
+    def _read(paths: Iterable[Path], columns: Sequence[str] | None = None) -> pa.Table | None:
         tables = []
         for path in paths:
             try:
-                tables.append(pq.read_table(path))
+                tables.append(
+                    pq.read_table(path, columns=None if columns is None else list(columns))
+                )
             except FileNotFoundError:
                 continue  # expired between listing and reading
             except pa.ArrowInvalid as error:
@@ -252,6 +256,31 @@ class ParquetLog:
             if table.num_rows:
                 found[number] = table
         return found
+
+    def newest_first(
+        self, model: str, *, since: datetime | None = None
+    ) -> Iterator[tuple[datetime, dict[int, pa.Table]]]:
+        """The rows with ``since <= time``, an hour folder at a time, newest first; a
+        folder's floor is the start of its hour (rows are written after they are made, so
+        older folders hold older rows)."""
+        first_hour = _hour(since) if since is not None else None
+        hours: dict[str, dict[int, Path]] = {}
+        for number, folder in self._versions(model, None).items():
+            for hour in _entries(str(folder)):
+                name = hour.name[len("hour=") :]
+                if hour.name.startswith("hour=") and (first_hour is None or name >= first_hour):
+                    hours.setdefault(name, {})[number] = Path(hour.path)
+        for name in sorted(hours, reverse=True):
+            found: dict[int, pa.Table] = {}
+            for number, folder in sorted(hours[name].items()):
+                paths = sorted(Path(e.path) for e in _entries(str(folder)) if _NAME.match(e.name))
+                table = self._read(paths, NEWEST_COLUMNS)
+                if table is not None:
+                    table = _between(table, since, None)
+                    if table.num_rows:
+                        found[number] = table
+            floor = datetime.strptime(name, _HOUR_FORMAT).replace(tzinfo=UTC)
+            yield floor, found
 
     def expire(self, before: datetime) -> int:
         """Remove the files of every hour that ended before ``before``; returns how many."""

@@ -356,7 +356,25 @@ class Monitor:
             report.published += published
             report.publish_failures += failed
         if self.retrains is not None:
+            await self._consider_retrain(model)
+
+    async def _consider_retrain(self, model: str) -> None:
+        """Start the model's retrain if one is due; a failure to decide (e.g. a version's
+        invalid ``retrain`` tag) is logged and counted, and the model's monitoring goes on."""
+        assert self.retrains is not None
+        try:
             await self.retrains.consider(model, self.held, self.clock())
+        except LeaseLostError:  # the model is no longer ours: the cycle lets it go
+            raise
+        except Exception as error:  # retraining's trouble must not stop monitoring
+            self.metrics.errors.labels(model, type(error).__name__).inc()
+            logger.error(
+                "could not decide whether to retrain %s (monitoring goes on): %s: %s",
+                model,
+                type(error).__name__,
+                error,
+                exc_info=not isinstance(error, ShipyardError),
+            )
 
     def _retrained(self, outcome: RetrainOutcome) -> None:
         """Count a retrain's events (``shipyard_monitor_events_total``) and log its end."""
@@ -451,7 +469,7 @@ class Monitor:
             async with self._renewing():
                 return await self._loop(once, stop)
         finally:
-            if self.retrains is not None:  # a retrain left running is abandoned by the next
+            if self.retrains is not None:  # one still running delays the exit (``drain``)
                 await self.retrains.drain(self.settings.retrain_lock_ttl_seconds)
             await asyncio.to_thread(self.release)
             await self.disconnect()

@@ -9,7 +9,7 @@ of SQL rows). ``monitoring/log.py`` re-exports all of it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -129,6 +129,10 @@ def prediction_table(
     )
 
 
+#: The columns ``PredictionLog.newest_first`` reads: enough to join labels to features.
+NEWEST_COLUMNS = ("id", "time", "features")
+
+
 # -- the store protocol -------------------------------------------------------------------
 
 
@@ -156,6 +160,15 @@ class PredictionLog(Protocol):
         until: datetime | None = None,
     ) -> dict[int, pa.Table]:
         """Every retained row of ``model`` (of one version), with since <= time < until."""
+        ...
+
+    def newest_first(
+        self, model: str, *, since: datetime | None = None
+    ) -> Iterator[tuple[datetime, dict[int, pa.Table]]]:
+        """The retained rows of ``model`` with ``since <= time``, newest first, a bounded
+        chunk at a time, with only the columns ``NEWEST_COLUMNS``: each chunk (per version)
+        comes with a floor every row of the later chunks is older than, so a reader that
+        has what it needs above the floor stops reading."""
         ...
 
     def expire(self, before: datetime) -> int:

@@ -187,7 +187,8 @@ Status = Literal["promoted", "lost", "failed", "skipped", "waiting"]
 @dataclass(frozen=True)
 class RetrainOutcome:
     """How a retrain ended: ``promoted``, ``lost`` (the gate), ``failed``, ``skipped`` (it
-    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight)."""
+    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight, too
+    few labelled rows or one class in the gate's rows; the trigger is asked again)."""
 
     model: str
     status: Status
@@ -334,11 +335,19 @@ class RetrainTasks:
         return outcomes
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the running retrains (at most ``timeout`` seconds: a retrain left
-        running when the process exits is abandoned by the next one to take its lock)."""
+        """Wait for the running retrains, at most ``timeout`` seconds. A thread cannot be
+        stopped: one still training goes on (renewing its lock) and the process waits for
+        it before it exits; killed meanwhile, its lock expires and the next retrain to take
+        the lock abandons the attempt."""
         tasks = list(self.running.values())
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         for model in [m for m, task in self.running.items() if task in pending]:
-            logger.warning("left the retrain of %s running; its lock will expire", model)
+            logger.warning(
+                "the retrain of %s still runs after %s s: it goes on training and renewing its "
+                "lock, and the process exits once it ends (killed before, its lock expires "
+                "and the next retrain abandons it)",
+                model,
+                timeout,
+            )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,10 @@ CONNECT_TIMEOUT_S = 10
 EXPIRE_BATCH_ROWS = 10_000
 """Rows ``expire`` deletes per transaction."""
 MAX_EXPIRE_BATCHES = 1_000
+#: Rows ``newest_first`` reads per page (more when rows share the page's last time).
+NEWEST_PAGE_ROWS = 10_000
+#: Pages ``newest_first`` reads at most (a billion rows at the default page).
+MAX_NEWEST_PAGES = 100_000
 """Transactions of one ``expire`` call at most; what is left goes next time."""
 metadata = sa.MetaData()
 predictions = sa.Table(
@@ -225,6 +229,46 @@ class SqlLog:
             where.append(predictions.c.time < until.astimezone(UTC))
         return _tables(self._select(where))
 
+    def newest_first(
+        self, model: str, *, since: datetime | None = None, page_rows: int = NEWEST_PAGE_ROWS
+    ) -> Iterator[tuple[datetime, dict[int, pa.Table]]]:
+        """The rows with ``since <= time``, about ``page_rows`` at a time, newest first: a
+        page ends at a time whose rows it holds all of, which is its floor."""
+        model_rows = [predictions.c.model == model]
+        if since is not None:
+            model_rows.append(predictions.c.time >= since.astimezone(UTC))
+        page = sa.select(
+            predictions.c.id, predictions.c.version, predictions.c.time, predictions.c.features
+        )
+        floor: datetime | None = None
+        for _ in range(MAX_NEWEST_PAGES):  # each page moves the floor down; bounded anyway
+            where = list(model_rows)
+            if floor is not None:
+                where.append(predictions.c.time < floor)
+            # The time of the page_rows-th newest row: the page takes every row down to it.
+            lowest = (
+                sa.select(predictions.c.time)
+                .where(*where)
+                .order_by(predictions.c.time.desc())
+                .offset(page_rows - 1)
+                .limit(1)
+            )
+            try:
+                with self.engine.connect() as connection:
+                    found = connection.scalar(lowest)
+                    bottom = None if found is None else _utc(found)
+                    if bottom is not None:
+                        where.append(predictions.c.time >= bottom)
+                    rows: list[Any] = list(connection.execute(page.where(*where)))
+            except SQLAlchemyError as error:
+                raise _unavailable("read", error) from error
+            if bottom is None:  # the last page: every row left
+                if rows:
+                    yield since or min(_utc(r.time) for r in rows), _newest_tables(rows)
+                return
+            floor = bottom
+            yield floor, _newest_tables(rows)
+
     def expire(self, before: datetime, *, batch_rows: int = EXPIRE_BATCH_ROWS) -> int:
         """Delete the rows logged before ``before``, ``batch_rows`` per transaction (a
         short lock each, however much is due); returns how many."""
@@ -258,6 +302,24 @@ def _tables(rows: list[sa.Row[Any]]) -> dict[int, pa.Table]:
     for row in rows:
         by_version.setdefault(row.version, []).append(row)
     return {version: _table(part) for version, part in sorted(by_version.items())}
+
+
+def _newest_tables(rows: list[Any]) -> dict[int, pa.Table]:
+    """Rows of ``id, version, time, features`` as ``NEWEST_COLUMNS`` tables, per version."""
+    by_version: dict[int, list[Any]] = {}
+    for row in rows:
+        by_version.setdefault(row.version, []).append(row)
+    tables = {}
+    for version, part in sorted(by_version.items()):
+        features = schema(list(part[0].features)).field("features")
+        tables[version] = pa.table(
+            {
+                "id": pa.array([r.id for r in part], pa.string()),
+                "time": pa.array([_utc(r.time) for r in part], TIME_TYPE),
+                "features": pa.array([r.features for r in part], features.type),
+            }
+        )
+    return tables
 
 
 def _table(rows: list[sa.Row[Any]]) -> pa.Table:

@@ -3,7 +3,8 @@
 The prediction log (what each version was asked, by id) joined by id with the feedback
 stored for the model (what the truth turned out to be): one row per labelled prediction,
 with its features in the spec's schema, its label as the target's type and the time it was
-predicted. ``split_holdout`` keeps the newest share of them out of training, for the gate;
+predicted. ``split_holdout`` keeps the newest share of them out of training, for the gate
+(and the older rows that copy a held-out row's features, so the gate scores unseen rows);
 ``original_sample`` adds a share of the current version's own training table, found through
 the run that registered it.
 """
@@ -11,6 +12,7 @@ the run that registered it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,7 +80,8 @@ def labelled_rows(
 ) -> Labelled:
     """The model's predictions that have a label, of every version, within ``rules.since``
     and the newest ``rules.last`` of them; a prediction logged twice (a redelivered
-    message) counts once, as its latest record."""
+    message) counts once, as its latest record. The log is read newest first, only ids,
+    times and features, and no further back than those ``rules.last`` need."""
     since = now - timedelta(seconds=rules.since) if rules.since is not None else None
     truth: dict[str, str] = {}
     for page in pages(
@@ -97,11 +100,19 @@ def labelled_rows(
     parts: list[LogRows] = []
     if truth:
         wanted = pa.array(list(truth), pa.string())
-        for table in log.scan(model, since=since).values():
-            scanned += len(table)
-            kept = table.filter(pc.is_in(table.column("id"), value_set=wanted))
-            if len(kept):
-                parts.append(LogRows.from_table(kept))
+        for floor, tables in log.newest_first(model, since=since):
+            for table in tables.values():
+                scanned += len(table)
+                kept = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+                if len(kept):
+                    parts.append(_rows(kept))
+            # Every row still unread is older than the floor: once the rows at or above it
+            # hold ``last`` labelled predictions, the newest ``last`` are all read.
+            if rules.last is not None and parts:
+                above = _micros(floor)
+                ids = np.concatenate([p.ids[p.times >= above] for p in parts])
+                if len(np.unique(ids)) >= rules.last:
+                    break
     if not parts:
         return Labelled(empty, scanned, len(truth))
     rows = parts[0]
@@ -127,12 +138,35 @@ def labelled_rows(
     return Labelled(frame, scanned, len(truth))
 
 
-def split_holdout(frame: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The older rows to train on and the newest ``share`` of them to gate on."""
+def _rows(table: pa.Table) -> LogRows:
+    """``LogRows`` of a table of ``NEWEST_COLUMNS`` (no score or predicted label)."""
+    rows = len(table)
+    return LogRows.from_table(
+        table.append_column("score", pa.nulls(rows, pa.float64())).append_column(
+            "label", pa.nulls(rows, pa.string())
+        )
+    )
+
+
+def _micros(when: datetime) -> int:
+    """``when`` as the log's times: microseconds since the epoch."""
+    return (when - EPOCH) // timedelta(microseconds=1)
+
+
+def split_holdout(
+    frame: pd.DataFrame, share: float, features: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The older rows to train on, the newest ``share`` of them to gate on, and how many
+    older rows were dropped for having the very features of a held-out row."""
     held = max(1, round(len(frame) * share))
-    return frame.iloc[: len(frame) - held].reset_index(drop=True), frame.iloc[
-        len(frame) - held :
-    ].reset_index(drop=True)
+    train = frame.iloc[: len(frame) - held].reset_index(drop=True)
+    holdout = frame.iloc[len(frame) - held :].reset_index(drop=True)
+    # Traffic may send the same features again (a replayed request, sampled data): a copy
+    # in training would let the candidate score rows it has seen, so the gate overstates it.
+    cols = list(features)
+    seen = pd.util.hash_pandas_object(holdout[cols], index=False)
+    copies = pd.util.hash_pandas_object(train[cols], index=False).isin(seen).to_numpy()
+    return train[~copies].reset_index(drop=True), holdout, int(copies.sum())
 
 
 def original_sample(

@@ -20,8 +20,10 @@ retrain NAME`` take:
 
 Each decision is an event (``record_event``: in the registry database, published on
 ``<model>.events`` by the monitor), with a key that cannot repeat: ``retrain.triggered``,
-``retrain.skipped``, ``retrain.abandoned``, ``retrain.trained``, ``retrain.failed``,
-``retrain.gated`` (keyed by attempt) and ``model.promoted`` (keyed by the candidate
+``retrain.abandoned``, ``retrain.trained``, ``retrain.failed``, ``retrain.gated`` (keyed
+by attempt), ``retrain.skipped`` (keyed by the trigger and, for a refusal that waits — the
+cooldown, one in flight, too few labelled rows, one class in the gate's rows — its cause, so
+a trigger asked again every cycle is told once) and ``model.promoted`` (keyed by the candidate
 version, so a restarted monitor never records — or makes — a promotion twice).
 """
 
@@ -189,22 +191,20 @@ class PipelineRetrainer:
                 "labelled": span(frame),
                 "labels": labelled.labels,
             }
-            self._record(model, None, "retrain.skipped", attempt, evidence, events)
-            return "skipped", reason, None
-        train, holdout = split_holdout(frame, rules.gate.holdout)
+            # Waiting, not skipped: labels keep coming, so the same trigger is asked again
+            # (its evidence stays unconsumed); the event is keyed by it, so told once.
+            key = f"{trigger.key}:too-few-rows"
+            self._record(model, None, "retrain.skipped", key, evidence, events)
+            return "waiting", reason, None
+        train, holdout, overlap = split_holdout(frame, rules.gate.holdout, schema.feature_names)
         target = schema.target
         assert target is not None
         if spec.task == "classification" and holdout[target].nunique() < 2:
             reason = f"the gate's {len(holdout):,} newest labelled rows hold one class only"
-            self._record(
-                model,
-                None,
-                "retrain.skipped",
-                attempt,
-                {"reason": reason, "holdout": span(holdout)},
-                events,
-            )
-            return "skipped", reason, None
+            evidence = {"reason": reason, "trigger": trigger.document(), "holdout": span(holdout)}
+            key = f"{trigger.key}:one-class"
+            self._record(model, None, "retrain.skipped", key, evidence, events)
+            return "waiting", reason, None
         self._record(
             model,
             production.version,
@@ -257,6 +257,7 @@ class PipelineRetrainer:
                     "train": len(train),
                     "original": 0 if original is None else len(original),
                     "holdout": len(holdout),
+                    "dropped_as_holdout_copies": overlap,
                 },
                 "original": found,
                 "labelled": span(frame),
@@ -281,7 +282,7 @@ class PipelineRetrainer:
         self._record(model, candidate.version, "retrain.gated", attempt, verdict.evidence, events)
         if not verdict.won:
             return "lost", f"{candidate.ref} lost the gate: {verdict.comparison}", candidate.version
-        alias = spec.promotion.alias
+        alias = DEFAULT_ALIAS  # the spec may name no other (``pipeline/spec.py``)
         try:
             self.registry.retraining.promote(
                 model,

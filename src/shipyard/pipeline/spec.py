@@ -50,6 +50,8 @@ from shipyard.registry import DEFAULT_ALIAS
 
 #: The pydantic error type of an estimator parameter the estimator does not take.
 _UNKNOWN_PARAMETER = "unknown_parameter"
+#: The pydantic error type of a whole-spec rule about one field (``ctx["at"]``: its path).
+_AT_FIELD = "at_field"
 
 
 class _Strict(BaseModel):
@@ -195,6 +197,21 @@ class Spec(_Strict):
             raise ValueError(
                 f"retrain.gate.metric {self.retrain_metric!r} must be listed in `metrics`"
             )
+        if self.retrain is not None and self.promotion.alias != DEFAULT_ALIAS:
+            # A retrain judges and replaces the version the monitor watches, which is the one
+            # at DEFAULT_ALIAS; promoting elsewhere would compare against the wrong version.
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "a spec with a `retrain:` section promotes to {quoted_expected} (the alias the "
+                "monitor watches and retrains), not {quoted_alias}; set `promotion.alias: "
+                "{expected}` or remove `retrain:`",
+                {
+                    "at": "promotion.alias",
+                    "quoted_alias": repr(self.promotion.alias),
+                    "quoted_expected": repr(DEFAULT_ALIAS),
+                    "expected": DEFAULT_ALIAS,
+                },
+            )
         return self
 
     def with_data_file(self, path: Path) -> Spec:
@@ -312,6 +329,8 @@ def _describe(error: ValidationError, lines: dict[tuple[str | int, ...], int], s
     problems = []
     for item in error.errors():
         loc = tuple(item["loc"])
+        if item["type"] == _AT_FIELD:  # a rule of the whole spec about one field of it
+            loc = tuple(str(item["ctx"]["at"]).split("."))
         where_in_file = loc
         if item["type"] == _UNKNOWN_PARAMETER:  # the line of the parameter, not of `params`
             where_in_file = (*loc, item["ctx"]["name"])
