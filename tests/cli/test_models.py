@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from shipyard.examples import example_spec
@@ -64,6 +65,13 @@ def test_promote_and_rollback(model_cli, tmp_path: Path) -> None:
     assert rolled.code == 0, rolled.err
     assert "v1" in rolled.out
     assert "production→v1" in model_cli("models", "list").out
+    events = model_cli("monitor", "events", "fraud")
+    assert events.code == 0, events.err
+    assert "model.promoted" in events.out
+    assert "model.rolled_back" in events.out
+    rollbacks = model_cli("monitor", "events", "fraud", "--kind", "model.rolled_back", "--json")
+    [document] = json.loads(rollbacks.out)
+    assert document["evidence"] == {"alias": "production", "from": 2, "to": 1, "actor": "cli"}
 
 
 def test_rollback_without_history_is_a_conflict(model_cli) -> None:

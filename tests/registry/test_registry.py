@@ -157,6 +157,31 @@ def test_promote_rollback_and_history(registry: Registry) -> None:
     assert registry.rollback("fraud").version == 2  # a rollback is a move: this undoes it
 
 
+def test_rollbacks_and_asked_promotions_are_events(registry: Registry) -> None:
+    for _ in range(2):
+        register(registry)
+    registry.promote("fraud:1", actor="run:abc")  # a run's promotion: its run tells it
+    registry.promote("fraud:2", actor="alice", event=True)
+    registry.promote("fraud:2", actor="alice", event=True)  # not a move: no event
+    registry.rollback("fraud", actor="carol")
+    events = registry.monitoring.events("fraud")
+    assert [(e.kind, e.version, e.evidence) for e in events] == [
+        ("model.promoted", 2, {"alias": "production", "from": 1, "to": 2, "actor": "alice"}),
+        ("model.rolled_back", 1, {"alias": "production", "from": 2, "to": 1, "actor": "carol"}),
+    ]
+    registry.rollback("fraud", actor="carol")  # the same kind again is a new move: told again
+    assert [e.kind for e in registry.monitoring.events("fraud")][-1] == "model.rolled_back"
+    assert len(registry.monitoring.events("fraud")) == 3
+
+
+def test_a_refused_rollback_records_no_event(registry: Registry) -> None:
+    register(registry)
+    registry.promote("fraud:1", event=True)
+    with pytest.raises(ConflictError):
+        registry.rollback("fraud")
+    assert [e.kind for e in registry.monitoring.events("fraud")] == ["model.promoted"]
+
+
 def test_rollback_without_an_earlier_version_is_a_conflict(registry: Registry) -> None:
     register(registry)
     with pytest.raises(AliasNotFoundError, match="promote"):

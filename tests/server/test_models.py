@@ -72,6 +72,16 @@ def test_promote_needs_admin(client: TestClient, model_home: Path, keys: dict[st
     rolled = client.post(f"{url}/rollback", headers={"X-API-Key": keys["admin"]})
     assert rolled.status_code == 200
     assert rolled.json()["version"] == 1
+    # Both moves are loop events, with who made them.
+    events = client.get(
+        "/v1/monitoring/models/fraud/events", headers={"X-API-Key": keys["admin"]}
+    ).json()["events"]
+    assert [(e["kind"], e["evidence"]["from"], e["evidence"]["to"]) for e in events] == [
+        ("model.promoted", 1, 2),
+        ("model.rolled_back", 2, 1),
+    ]
+    assert events[0]["evidence"]["actor"].endswith(":ada")
+    assert events[1]["evidence"]["actor"] == "api_key:admin-service"
 
 
 def test_promote_validates_its_body(client: TestClient, keys: dict[str, str]) -> None:

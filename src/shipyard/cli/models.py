@@ -113,7 +113,7 @@ def promote(
 ) -> None:
     """Point an alias (default production) at a version."""
     with open_registry(ctx) as registry:
-        version = registry.promote(ref, alias, actor="cli")
+        version = registry.promote(ref, alias, actor="cli", event=True)
     console.print(f"{version.name}@{alias} → v{version.version}")
 
 

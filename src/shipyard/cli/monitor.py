@@ -201,8 +201,9 @@ def _what(event: dict[str, Any]) -> str:
             f"{candidate.get('version')}) vs {_fmt(current.get('value'))} (v"
             f"{current.get('version')}) on {rows} held-out rows"
         )
-    if kind == "model.promoted":
-        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}"
+    if kind in ("model.promoted", "model.rolled_back"):
+        by = f" by {evidence['actor']}" if evidence.get("actor") else ""
+        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}{by}"
     if kind == "retrain.trained":
         rows = evidence.get("rows") or {}
         total = (rows.get("train") or 0) + (rows.get("original") or 0)

@@ -357,17 +357,7 @@ class MonitoringStore:
                 )
                 if exists is not None:
                     return None
-                row = MonitoringEventRow(
-                    model_id=model_id,
-                    version=version,
-                    kind=kind,
-                    key=key,
-                    at=utcnow(),
-                    evidence=document,
-                )
-                session.add(row)
-                session.flush()
-                return _event(model, row)
+                return add_event(session, model_id, model, version, kind, key, document)
         except IntegrityError:
             return None  # another process recorded the same key first
 
@@ -745,6 +735,25 @@ def _add_to_counters(session: Session, model_id: int, changes: Mapping[str, int]
                 set_={"value": _COUNTERS.c.value + insert.excluded.value},
             )
         )
+
+
+def add_event(
+    session: Session,
+    model_id: int,
+    model: str,
+    version: int | None,
+    kind: str,
+    key: str,
+    evidence: dict[str, Any],
+) -> EventRecord:
+    """Insert an event in the caller's transaction (so it commits with what it tells of,
+    such as an alias move); the key must be new for the model."""
+    row = MonitoringEventRow(
+        model_id=model_id, version=version, kind=kind, key=key, at=utcnow(), evidence=evidence
+    )
+    session.add(row)
+    session.flush()
+    return _event(model, row)
 
 
 def _event(model: str, row: MonitoringEventRow) -> EventRecord:

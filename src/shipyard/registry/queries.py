@@ -86,15 +86,16 @@ def resolve(
 
 def move_alias(
     session: Session, model: ModelRow, alias: str, row: ModelVersionRow, actor: str | None
-) -> None:
-    """Point ``alias`` at ``row`` and record the move; no-op if it already points there."""
+) -> AliasEventRow | None:
+    """Point ``alias`` at ``row`` and record the move (returned); no-op (None) if it
+    already points there."""
     current = session.scalar(
         select(AliasRow)
         .where(AliasRow.model_id == model.id, AliasRow.alias == alias)
         .with_for_update()
     )
     if current is not None and current.version_id == row.id:
-        return  # already there: not a move, so nothing for history or rollback
+        return None  # already there: not a move, so nothing for history or rollback
     from_version: int | None = None
     if current is None:
         session.add(
@@ -106,17 +107,17 @@ def move_alias(
         )
         current.version_id = row.id
         current.updated_at = utcnow()
-    session.add(
-        AliasEventRow(
-            model_id=model.id,
-            alias=alias,
-            from_version=from_version,
-            to_version=row.version,
-            actor=actor,
-            at=utcnow(),
-        )
+    move = AliasEventRow(
+        model_id=model.id,
+        alias=alias,
+        from_version=from_version,
+        to_version=row.version,
+        actor=actor,
+        at=utcnow(),
     )
+    session.add(move)
     session.flush()
+    return move
 
 
 def model_info(session: Session, model: ModelRow) -> ModelInfo:

@@ -42,7 +42,7 @@ from shipyard.registry.artifacts import (
 )
 from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.database import WRITE, connect, retrying, unavailable
-from shipyard.registry.monitoring import MonitoringStore
+from shipyard.registry.monitoring import MonitoringStore, add_event
 from shipyard.registry.queries import (
     find_model,
     lock_or_create_model,
@@ -303,15 +303,27 @@ class Registry:
         return profile
 
     def promote(
-        self, ref: str | ModelRef, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
+        self,
+        ref: str | ModelRef,
+        alias: str = DEFAULT_ALIAS,
+        *,
+        actor: str | None = None,
+        event: bool = False,
     ) -> ModelVersionInfo:
-        """Point ``alias`` at the referenced version, recording the move."""
+        """Point ``alias`` at the referenced version, recording the move.
+
+        ``event``: also record a ``model.promoted`` event (a person's promotion, by the CLI
+        or the HTTP route) in the same transaction, so the loop's timeline shows it; a
+        pipeline run's promotion is recorded by its run instead.
+        """
         parsed = ModelRef.parse(ref)
         check_name(alias, "alias")
 
         def work(session: Session) -> ModelVersionInfo:
             model, row = resolve(session, parsed, lock=True)
-            move_alias(session, model, alias, row, actor)
+            move = move_alias(session, model, alias, row, actor)
+            if event and move is not None:
+                _alias_event(session, model.id, model.name, "model.promoted", move)
             return version_infos(session, model.name, [row])[0]
 
         return self._retrying(work)
@@ -322,6 +334,8 @@ class Registry:
         """Move ``alias`` back to the version it pointed to before its latest move.
 
         The rollback is itself a move, so rolling back twice returns to where you started.
+        It is recorded as a ``model.rolled_back`` event (alias, from, to, actor) in the same
+        transaction as the move.
         """
         check_name(name)
         check_name(alias, "alias")
@@ -343,7 +357,9 @@ class Registry:
                     f"`shipyard models promote {name}:N --alias {alias}`"
                 )
             _, row = resolve(session, ModelRef(name, last.from_version))
-            move_alias(session, model, alias, row, actor)
+            move = move_alias(session, model, alias, row, actor)
+            if move is not None:
+                _alias_event(session, model.id, name, "model.rolled_back", move)
             return version_infos(session, name, [row])[0]
 
         return self._retrying(work)
@@ -368,6 +384,19 @@ class Registry:
             name=name,
             version=version,
         )
+
+
+def _alias_event(
+    session: Session, model_id: int, name: str, kind: str, move: AliasEventRow
+) -> None:
+    """Record an alias move as a loop event, keyed by the move (each move is told once)."""
+    evidence = {
+        "alias": move.alias,
+        "from": move.from_version,
+        "to": move.to_version,
+        "actor": move.actor,
+    }
+    add_event(session, model_id, name, move.to_version, kind, f"{kind}:move:{move.id}", evidence)
 
 
 # -- input checks ---------------------------------------------------------------------------

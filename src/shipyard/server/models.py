@@ -73,6 +73,7 @@ async def promote(
         ModelRef(name, body.version, None),
         alias,
         actor=f"{principal.kind}:{principal.name}",
+        event=True,
     )
     return json_response(_version(info))
 
