@@ -12,6 +12,14 @@ swap to a version whose features come in another order can never have rows decod
 version predicted by another. When a swap closes the batcher in between, the request is
 decoded again for the new version.
 
+**Shadows.** A served model whose ``shadow`` alias points at a version (a retrained
+candidate, ``retrain.gate.shadow``) has that version loaded too: an adapter that answered a
+request hands its rows and ids to ``shadow``, which queues them (bounded: dropped and counted
+when the shadow falls behind) for a task that scores them with it in a thread and gives the
+outputs to ``hooks.shadowed`` — the adapters log them under the shadow's version with the
+same ids. The answer never waits for the shadow, nor fails with it. The shadow alias is
+followed with the others: moved, the new version is loaded; gone, the shadow is dropped.
+
 In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
 what is promoted, not whatever was registered last.
 """
@@ -20,17 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from shipyard.errors import BatcherClosedError, ShipyardError
+from shipyard.errors import AliasNotFoundError, BatcherClosedError, ShipyardError
 from shipyard.inference.batcher import Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
-from shipyard.registry import DEFAULT_ALIAS, ModelRef, ModelVersionInfo, Registry
+from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, ModelVersionInfo, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +87,22 @@ class Inference(Generic[Decoded]):
     """What the decoder made of the request for that version."""
 
 
+@dataclass(frozen=True)
+class ShadowScored:
+    """Rows of answered requests as the version in shadow scored them (not answered)."""
+
+    model: str
+    version: int
+    ids: Sequence[str]
+    """The ids the answering version gave the same rows."""
+    names: Sequence[str]
+    features: Features
+    """In the shadow version's feature order."""
+    outputs: Outputs
+    latency_ms: float
+    """The shadow version's own prediction time."""
+
+
 @dataclass
 class ServiceHooks:
     """Callbacks an adapter gives the core (metrics, logs); all optional."""
@@ -85,6 +110,17 @@ class ServiceHooks:
     observer: Callable[[str, int], BatchObserver | None] = lambda name, version: None
     load_failed: Callable[[str, ShipyardError], None] = lambda name, error: None
     swapped: Callable[[str, int, int], None] = lambda ref, old, new: None
+    shadowed: Callable[[ShadowScored], None] = lambda scored: None
+    """Log what a version in shadow scored (an adapter's prediction log)."""
+    shadow_dropped: Callable[[str, int], None] = lambda name, rows: None
+    """Rows the shadow did not score: its queue was full, or it failed."""
+
+
+@dataclass
+class _Shadow:
+    info: ModelVersionInfo
+    predictor: Predictor
+    layout: FeatureLayout
 
 
 @dataclass
@@ -98,6 +134,16 @@ class InferenceService:
     poll_seconds: float = 1.0
     default_alias: str = DEFAULT_ALIAS
     hooks: ServiceHooks = field(default_factory=ServiceHooks)
+    shadow_alias: str | None = SHADOW_ALIAS
+    """The alias whose version scores served requests in shadow (None: no shadows)."""
+    shadow_queue: int = 256
+    """Requests waiting for the shadow at most; more are dropped and counted."""
+    shadow_dropped: int = field(default=0, init=False)
+    _shadows: dict[str, _Shadow] = field(default_factory=dict, init=False)
+    _shadow_work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]] | None = field(
+        default=None, init=False
+    )
+    _shadow_task: asyncio.Task[None] | None = field(default=None, init=False)
     _models: dict[VersionKey, LoadedModel] = field(default_factory=dict, init=False)
     _routes: dict[str, VersionKey] = field(default_factory=dict, init=False)
     _canonical: dict[str, str] = field(default_factory=dict, init=False)
@@ -113,7 +159,12 @@ class InferenceService:
         for ref in refs:
             await self.model(ref)
         if self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(self._follow_aliases())
+            loop = asyncio.get_running_loop()
+            if self.shadow_alias is not None:
+                await self._follow_shadows()
+                self._shadow_work = asyncio.Queue(self.shadow_queue)
+                self._shadow_task = loop.create_task(self._score_shadows(self._shadow_work))
+            self._poller = loop.create_task(self._follow_aliases())
 
     async def close(self) -> None:
         """Stop following aliases and drain every batcher."""
@@ -121,6 +172,11 @@ class InferenceService:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
+        if self._shadow_task is not None:
+            self._shadow_task.cancel()
+            await asyncio.gather(self._shadow_task, return_exceptions=True)
+            self._shadow_task = self._shadow_work = None
+        self._shadows.clear()
         await asyncio.gather(*(m.batcher.close() for m in self._models.values()))
         await asyncio.gather(*self._retiring, return_exceptions=True)
         self._models.clear()
@@ -230,10 +286,112 @@ class InferenceService:
             return Inference(loaded.info.name, loaded.info.version, outputs, loaded.layout, decoded)
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 
+    # -- shadow scoring ---------------------------------------------------------------------
+
+    def shadow(
+        self,
+        model: str,
+        version: int,
+        ids: Sequence[str],
+        names: Sequence[str],
+        features: Features,
+    ) -> bool:
+        """Have the model's version in shadow score rows ``version`` answered, later and
+        off the response path (``hooks.shadowed`` gets them); never waits. False when there
+        is no shadow to score them (none, or it is the answering version) or they were
+        dropped: the shadow's queue was full, or it lacks a feature they have not."""
+        shadow = self._shadows.get(model)
+        work = self._shadow_work
+        if shadow is None or work is None or shadow.info.version == version or not len(ids):
+            return False
+        wanted = shadow.layout.names
+        if list(names) != list(wanted):  # the shadow may order its features otherwise
+            position = {name: i for i, name in enumerate(names)}
+            if any(name not in position for name in wanted):
+                return self._dropped(model, len(ids))
+            features = features[:, [position[name] for name in wanted]]
+        try:
+            work.put_nowait((shadow, ids, features))
+        except asyncio.QueueFull:
+            return self._dropped(model, len(ids))
+        return True
+
+    def shadowing(self, model: str) -> int | None:
+        """The version of ``model`` scoring in shadow, if one is loaded."""
+        shadow = self._shadows.get(model)
+        return shadow.info.version if shadow is not None else None
+
+    def _dropped(self, model: str, rows: int) -> bool:
+        self.shadow_dropped += rows
+        self.hooks.shadow_dropped(model, rows)
+        return False
+
+    async def _score_shadows(
+        self, work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]]
+    ) -> None:
+        # One request at a time, in a thread: the shadow must never hold the event loop
+        # that answers requests; when it falls behind, ``shadow`` drops what does not fit.
+        while True:
+            shadow, ids, features = await work.get()
+            started = time.perf_counter()
+            try:
+                outputs = await asyncio.to_thread(shadow.predictor.predict, features)
+                latency_ms = (time.perf_counter() - started) * 1000
+                self.hooks.shadowed(
+                    ShadowScored(
+                        shadow.info.name,
+                        shadow.info.version,
+                        ids,
+                        shadow.layout.names,
+                        features,
+                        outputs,
+                        latency_ms,
+                    )
+                )
+            except Exception:  # a failing shadow must not stop the next request's
+                logger.exception("shadow %s failed on %d rows", shadow.info.ref, len(ids))
+                self._dropped(shadow.info.name, len(ids))
+
+    async def _follow_shadows(self) -> None:
+        """Load the version behind each served model's shadow alias; unload one whose alias
+        moved away or went."""
+        alias = self.shadow_alias
+        if alias is None:
+            return
+        names = {route.partition("@")[0].partition(":")[0] for route in self._routes}
+        for name in names | set(self._shadows):
+            try:
+                info = await asyncio.to_thread(
+                    self.registry.get_version, ModelRef(name, None, alias)
+                )
+            except AliasNotFoundError:
+                if self._shadows.pop(name, None) is not None:
+                    logger.info("%s has no shadow any more", name)
+                continue
+            except ShipyardError as error:
+                logger.warning("cannot resolve %s@%s (%s)", name, alias, error)
+                continue
+            current = self._shadows.get(name)
+            key = (info.name, info.version)
+            if (current is not None and current.info.version == info.version) or (
+                key in self._refused
+            ):
+                continue
+            try:
+                predictor = await asyncio.to_thread(self._load, info)
+            except ShipyardError as error:
+                self._refused.add(key)
+                self.hooks.load_failed(name, error)
+                logger.error("refusing %s as a shadow (%s)", info.ref, error)
+                continue
+            self._shadows[name] = _Shadow(info, predictor, FeatureLayout(info.input_schema))
+            logger.info("%s scores %s requests in shadow", info.ref, name)
+
     # -- following aliases ------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Re-resolve every served alias once; swap those that moved."""
+        """Re-resolve every served alias once; swap those that moved. Follow the shadows."""
+        await self._follow_shadows()
         for route, current in list(self._routes.items()):
             if "@" not in route:
                 continue  # name:version never moves

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from shipyard.errors import PredictionLogError, ShipyardError
 from shipyard.inference.predictor import Outputs
+from shipyard.inference.service import ShadowScored
 from shipyard.monitoring.log import PredictionLog, prediction_table
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,24 @@ class PredictionRecorder:
         if full:
             self.on_dropped(model, rows)
         return not full
+
+    def shadow_logger(self, source: str) -> Callable[[ShadowScored], None]:
+        """A ``ServiceHooks.shadowed`` that logs what a version in shadow scored under its
+        own version and the answered requests' ids (never waits; counts drops)."""
+
+        def log(scored: ShadowScored) -> None:
+            self.record(
+                scored.model,
+                scored.version,
+                source,
+                scored.ids,
+                scored.names,
+                scored.features,
+                scored.outputs,
+                scored.latency_ms,
+            )
+
+        return log
 
     async def record_durably(
         self,

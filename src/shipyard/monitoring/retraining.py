@@ -138,6 +138,16 @@ class GateSpec(_Strict):
     metric: str | None = Field(default=None, description="default: the promotion metric")
     min_delta: float = Field(default=0.01, ge=0)
     holdout: float = Field(default=0.3, gt=0, lt=1)
+    shadow: int | None = Field(
+        default=None,
+        ge=1,
+        strict=True,
+        description="after the hold-out, score live requests in shadow until this many "
+        "labelled predictions, then judge again on them (default: promote at once)",
+    )
+    shadow_timeout: Seconds = Field(
+        default=3600.0, description="a shadow with too few labels by then is abandoned"
+    )
 
 
 class RetrainSpec(_Strict):
@@ -181,14 +191,16 @@ class Trigger:
         return {"kind": self.kind, "key": self.key, "version": self.version}
 
 
-Status = Literal["promoted", "lost", "failed", "skipped", "waiting"]
+Status = Literal["promoted", "lost", "failed", "skipped", "waiting", "shadowing", "abandoned"]
 
 
 @dataclass(frozen=True)
 class RetrainOutcome:
     """How a retrain ended: ``promoted``, ``lost`` (the gate), ``failed``, ``skipped`` (it
-    will not run for this trigger) or ``waiting`` (refused for now: cooldown, in flight, too
-    few labelled rows or one class in the gate's rows; the trigger is asked again)."""
+    will not run for this trigger), ``waiting`` (refused for now: cooldown, in flight, a
+    shadow open, too few labelled rows or one class in the gate's rows; the trigger is asked
+    again) or ``shadowing`` (the candidate won the hold-out and now scores live requests in
+    shadow). A shadow ends ``promoted``, ``lost`` or ``abandoned`` (too few labels in time)."""
 
     model: str
     status: Status
@@ -207,6 +219,11 @@ class Retrainer(Protocol):
 
     def retrain(self, model: str, trigger: Trigger) -> RetrainOutcome:
         """Do it (or refuse, saying why); never raises for a retrain that fails."""
+        ...
+
+    def follow_shadow(self, model: str) -> RetrainOutcome | None:
+        """Judge the model's candidate in shadow if it has enough labels (or its time is
+        up); None when no shadow is open, ``shadowing`` while it goes on."""
         ...
 
 
@@ -305,8 +322,18 @@ class RetrainTasks:
         self.outcomes: dict[str, RetrainOutcome] = {}
 
     async def consider(self, model: str, store: MonitoringStore, now: datetime) -> bool:
-        """Start the model's retrain if it is due and none runs here; whether one started."""
+        """Start the model's retrain if it is due and none runs here; whether one started.
+
+        A candidate in shadow is followed first: while it runs no retrain starts (its
+        triggers wait, unconsumed), and its verdict is an outcome like a retrain's."""
         if model in self.running:
+            return False
+        shadow = await asyncio.to_thread(self.retrainer.follow_shadow, model)
+        if shadow is not None:
+            if shadow.status != "shadowing":
+                self.outcomes[model] = shadow
+                if self.on_outcome is not None:
+                    self.on_outcome(shadow)
             return False
         trigger, moved = await asyncio.to_thread(self.watch.due, model, store, now)
         if trigger is None:

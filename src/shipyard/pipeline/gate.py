@@ -9,6 +9,7 @@ direction).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,11 @@ def judge(
     production: ModelVersionInfo,
     candidate: ModelVersionInfo,
     rows: pd.DataFrame,
+    *,
+    shadow: bool = False,
 ) -> Verdict:
-    """Score both versions on ``rows`` and compare them on the gate metric."""
+    """Score both versions on ``rows`` and compare them on the gate metric (``shadow``: the
+    rows are the labelled live requests both versions answered, not the hold-out)."""
     metric = gate.metric or spec.retrain_metric
     current = measure(registry, spec, production, rows)
     challenger = measure(registry, spec, candidate, rows)
@@ -55,8 +59,14 @@ def judge(
     won = bool(np.isfinite(gain) and gain >= gate.min_delta)
     comparison = (
         f"{metric} {challenger[metric]:.4f} (v{candidate.version}) vs {current[metric]:.4f} "
-        f"(v{production.version}) on the {len(rows):,} newest labelled rows, "
+        f"(v{production.version}) on the {len(rows):,} "
+        f"{'labelled live requests both answered' if shadow else 'newest labelled rows'}, "
         f"min_delta {gate.min_delta}"
+    )
+    note = (
+        "labelled live requests the candidate scored in shadow and production answered"
+        if shadow
+        else "the newest labelled rows, held out of the candidate's training data"
     )
     evidence = {
         "won": won,
@@ -69,12 +79,10 @@ def judge(
         "current": {"version": production.version, "value": current[metric], "metrics": current},
         "gain": gain,
         "min_delta": gate.min_delta,
-        "holdout": {
-            **span(rows),
-            "share": gate.holdout,
-            "note": "the newest labelled rows, held out of the candidate's training data",
-        },
+        "holdout": {**span(rows), "share": None if shadow else gate.holdout, "note": note},
     }
+    if shadow:
+        evidence["shadow"] = True
     return Verdict(won, comparison, evidence)
 
 
@@ -90,3 +98,16 @@ def measure(
         return score_metrics(spec, y_true, predictions, predictions)
     scores = outputs["probability"] if "probability" in outputs else outputs["probabilities"]
     return score_metrics(spec, y_true, scores, outputs["label"])
+
+
+def as_json(value: Any) -> Any:
+    """Evidence as JSON: numpy numbers as Python ones, NaN and infinity as None."""
+    if isinstance(value, Mapping):
+        return {str(k): as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

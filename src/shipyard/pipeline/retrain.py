@@ -16,7 +16,11 @@ retrain NAME`` take:
 3. the gate: the candidate and the production version score the same held-out rows; the
    candidate is promoted only when it beats production by ``gate.min_delta``, through the
    lock (``RetrainLocks.promote``: only while this attempt holds it, and only if the alias
-   still points at the version it was judged against).
+   still points at the version it was judged against). With ``gate.shadow: N`` a winner is
+   not promoted yet: it gets the shadow alias (``retrain.shadowing``), servers and scorers
+   score live requests with it beside production, and ``follow_shadow`` judges it again on
+   its first N labelled live predictions (``pipeline/shadowing.py``); no retrain of the
+   model starts meanwhile.
 
 Each decision is an event (``record_event``: in the registry database, published on
 ``<model>.events`` by the monitor), with a key that cannot repeat: ``retrain.triggered``,
@@ -32,11 +36,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from shipyard.errors import AliasNotFoundError, ConflictError, NotFoundError, ShipyardError
@@ -48,12 +51,13 @@ from shipyard.monitoring.retraining import (
     Status,
     Trigger,
 )
-from shipyard.pipeline.gate import judge
+from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
 from shipyard.pipeline.recovery import abandon
 from shipyard.pipeline.runner import Runner, StageListener
+from shipyard.pipeline.shadowing import follow_shadow
 from shipyard.pipeline.spec import Spec, parse_spec
-from shipyard.registry import DEFAULT_ALIAS, ModelRef
+from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.monitoring.records import PredictionLog
@@ -109,6 +113,13 @@ class PipelineRetrainer:
         if trigger.kind == MANUAL and not rules.triggers.manual:
             reason = f"the spec of {production.ref} turns manual retrains off"
             return self._skip(model, trigger, "skipped", reason, events)
+        shadow = self._shadow(model)
+        if shadow is not None:
+            reason = (
+                f"{shadow.ref} is in shadow: no retrain starts until it is judged (one "
+                "retrain in flight)"
+            )
+            return self._skip(model, trigger, "waiting", reason, events, suffix="shadow")
         attempt = uuid.uuid4().hex
         locks = self.registry.retraining
         begun = locks.begin(
@@ -145,6 +156,7 @@ class PipelineRetrainer:
                 self._record(model, None, "retrain.failed", attempt, {"reason": reason}, events)
             if held.lost:
                 reason += " (the lock was lost meanwhile)"
+        # A shadow's cooldown starts once it is judged (``RetrainLocks.close_shadow``).
         locks.finish(model, attempt, status, cool=status in ("promoted", "lost", "failed"))
         return RetrainOutcome(model, status, reason, candidate, events)
 
@@ -282,6 +294,8 @@ class PipelineRetrainer:
         self._record(model, candidate.version, "retrain.gated", attempt, verdict.evidence, events)
         if not verdict.won:
             return "lost", f"{candidate.ref} lost the gate: {verdict.comparison}", candidate.version
+        if rules.gate.shadow is not None:
+            return self._open_shadow(model, rules, attempt, production, candidate, events)
         alias = DEFAULT_ALIAS  # the spec may name no other (``pipeline/spec.py``)
         try:
             self.registry.retraining.promote(
@@ -316,7 +330,63 @@ class PipelineRetrainer:
         reason = f"{candidate.ref} promoted to {alias}: {verdict.comparison}"
         return "promoted", reason, candidate.version
 
+    def _open_shadow(
+        self,
+        model: str,
+        rules: RetrainSpec,
+        attempt: str,
+        production: ModelVersionInfo,
+        candidate: ModelVersionInfo,
+        events: list[EventRecord],
+    ) -> tuple[Status, str, int | None]:
+        """Point the shadow alias at a candidate that won the hold-out, instead of
+        promoting it: servers score live requests with it too, and ``follow_shadow``
+        judges it on them."""
+        needed = rules.gate.shadow
+        assert needed is not None
+        deadline = self.clock() + timedelta(seconds=rules.gate.shadow_timeout)
+        evidence = {
+            "attempt": attempt,
+            "candidate": candidate.version,
+            "production": production.version,
+            "labelled": needed,
+            "deadline": deadline.isoformat(),
+            "metric": rules.gate.metric,
+            "min_delta": rules.gate.min_delta,
+        }
+        kind = "retrain.shadowing"
+        try:
+            self.registry.retraining.open_shadow(
+                model,
+                attempt,
+                candidate.version,
+                actor=f"retrain:{attempt}",
+                event=(candidate.version, kind, f"{kind}:v{candidate.version}", as_json(evidence)),
+            )
+        except ConflictError as error:
+            reason = f"{candidate.ref} won the hold-out but could not go into shadow: {error}"
+            self._record(
+                model, candidate.version, "retrain.failed", attempt, {"reason": reason}, events
+            )
+            return "failed", reason, candidate.version
+        events.extend(self.registry.monitoring.events(model, kind=kind, newest_first=True, limit=1))
+        reason = (
+            f"{candidate.ref} won the hold-out; it scores live requests in shadow until "
+            f"{needed:,} of them are labelled (by {deadline:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        return "shadowing", reason, candidate.version
+
+    def follow_shadow(self, model: str) -> RetrainOutcome | None:
+        """Judge the model's candidate in shadow when it can be (``pipeline/shadowing.py``)."""
+        return follow_shadow(self.registry, self.log, model, self.clock())
+
     # -- pieces -----------------------------------------------------------------------------
+
+    def _shadow(self, model: str) -> ModelVersionInfo | None:
+        try:
+            return self.registry.get_version(ModelRef(model, None, SHADOW_ALIAS))
+        except AliasNotFoundError:
+            return None
 
     def _production(self, model: str) -> ModelVersionInfo | None:
         try:
@@ -371,21 +441,8 @@ class PipelineRetrainer:
         events: list[EventRecord],
     ) -> None:
         event = self.registry.monitoring.record_event(
-            model, version, kind, f"{kind}:{key}", _json(evidence)
+            model, version, kind, f"{kind}:{key}", as_json(evidence)
         )
         if event is not None:
             events.append(event)
             logger.info("%s v%s: %s %s", model, version, kind, key)
-
-
-def _json(value: Any) -> Any:
-    """Evidence as JSON: numpy numbers as Python ones, NaN and infinity as None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

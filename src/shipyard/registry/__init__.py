@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef
+from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
@@ -50,6 +50,7 @@ _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names
 
 __all__ = [
     "DEFAULT_ALIAS",
+    "SHADOW_ALIAS",
     "ApiKey",
     "ArtifactStore",
     "Begun",

@@ -14,6 +14,9 @@ MAX_VERSION = 2**31 - 1  # the INTEGER column of PostgreSQL holds no more
 DEFAULT_ALIAS = "production"
 """The alias a pipeline promotes to, ``promote`` and ``rollback`` move, and a served bare
 ``NAME`` means."""
+SHADOW_ALIAS = "shadow"
+"""The alias of a retrained candidate that scores live requests beside production without
+answering them (``retrain.gate.shadow``); servers load it and log its predictions."""
 FORMS = (
     f"NAME (latest version), NAME:VERSION (e.g. fraud:3) or NAME@ALIAS (e.g. fraud@{DEFAULT_ALIAS})"
 )

@@ -9,6 +9,12 @@ process died) is *stale*: ``begin`` takes the row over and hands the stale attem
 the caller can abandon what it left (its run, an unjudged candidate). The holder renews
 the lease (``renew``) while it works. A registry hands out its locks as
 ``Registry.retraining``; each call runs in its own short transaction.
+
+A candidate that must first run in shadow (``retrain.gate.shadow``) gets the shadow alias
+with its ``retrain.shadowing`` event (``open_shadow``, while the attempt holds the lock);
+whoever judges the shadow later ends it (``close_shadow``): promoted or not, the alias goes,
+the verdict's events are recorded and the cooldown starts, all in one transaction — so a
+monitor killed at any point leaves either an open shadow or a settled one.
 """
 
 from __future__ import annotations
@@ -16,20 +22,26 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.errors import ConflictError, InvalidInputError, ShipyardError
 from shipyard.registry.database import retrying
+from shipyard.registry.monitoring import add_event
 from shipyard.registry.queries import find_model, move_alias, resolve
-from shipyard.registry.reference import ModelRef, check_name
+from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, check_name
 from shipyard.registry.runs import Transactions
 from shipyard.registry.tables import AliasRow, ModelVersionRow, RetrainLockRow, utcnow
 
 logger = logging.getLogger(__name__)
+
+PlannedEvent = tuple[int | None, str, str, dict[str, Any]]
+"""An event to record with a change: (version, kind, key, evidence)."""
 
 IN_FLIGHT = "in flight"
 COOLDOWN = "cooldown"
@@ -188,11 +200,7 @@ class RetrainLocks:
             row = _held(session, model, attempt)
             if row is None:
                 raise _lost(model, attempt)
-            current = session.scalar(
-                select(ModelVersionRow.version)
-                .join(AliasRow, AliasRow.version_id == ModelVersionRow.id)
-                .where(AliasRow.model_id == model_row.id, AliasRow.alias == alias)
-            )
+            current = _alias_version(session, model_row.id, alias)
             if current != expected:
                 raise ConflictError(
                     f"{model}@{alias} is v{current} now, not v{expected}, which {model}:"
@@ -200,6 +208,73 @@ class RetrainLocks:
                 )
             move_alias(session, model_row, alias, version_row, actor)
             row.candidate = version
+
+        retrying(self._transaction, work)
+
+    def open_shadow(
+        self,
+        model: str,
+        attempt: str,
+        version: int,
+        *,
+        actor: str,
+        event: PlannedEvent,
+    ) -> None:
+        """Point the shadow alias at ``version`` and record ``event``, in one transaction
+        and only while ``attempt`` holds the lock (else ``ConflictError``; nothing moves)."""
+
+        def work(session: Session) -> None:
+            model_row, version_row = resolve(session, ModelRef(model, version), lock=True)
+            row = _held(session, model, attempt)
+            if row is None:
+                raise _lost(model, attempt)
+            move_alias(session, model_row, SHADOW_ALIAS, version_row, actor)
+            row.candidate = version
+            add_event(session, model_row.id, model, *event)
+
+        retrying(self._transaction, work)
+
+    def close_shadow(
+        self,
+        model: str,
+        candidate: int,
+        *,
+        promote_over: int | None,
+        actor: str,
+        events: Sequence[PlannedEvent],
+    ) -> None:
+        """End the shadow of ``candidate`` in one transaction: the shadow alias goes, with
+        ``promote_over`` production moves from that version to the candidate, the events
+        are recorded and the model's cooldown starts. A shadow alias no longer at the
+        candidate, or production no longer at ``promote_over``, is a ``ConflictError`` and
+        nothing changes."""
+
+        def work(session: Session) -> None:
+            model_row, version_row = resolve(session, ModelRef(model, candidate), lock=True)
+            shadow = session.scalar(
+                select(AliasRow)
+                .where(AliasRow.model_id == model_row.id, AliasRow.alias == SHADOW_ALIAS)
+                .with_for_update()
+            )
+            if shadow is None or shadow.version_id != version_row.id:
+                raise ConflictError(
+                    f"{model}@{SHADOW_ALIAS} is no longer v{candidate}: its shadow was ended "
+                    "already (by another monitor, or by hand); nothing was changed"
+                )
+            if promote_over is not None:
+                current = _alias_version(session, model_row.id, DEFAULT_ALIAS)
+                if current != promote_over:
+                    raise ConflictError(
+                        f"{model}@{DEFAULT_ALIAS} is v{current} now, not v{promote_over}, which "
+                        f"{model}:{candidate} was judged against; it was not promoted"
+                    )
+                move_alias(session, model_row, DEFAULT_ALIAS, version_row, actor)
+            session.delete(shadow)
+            lock = session.get(RetrainLockRow, model_row.id, with_for_update=True)
+            if lock is not None and lock.finished_at is not None:
+                lock.cooled_at = utcnow()
+            for event in events:
+                add_event(session, model_row.id, model, *event)
 
         retrying(self._transaction, work)
 
@@ -260,6 +335,14 @@ def _held(
     if not expired_too and row.expires_at <= utcnow():
         return None
     return row
+
+
+def _alias_version(session: Session, model_id: int, alias: str) -> int | None:
+    return session.scalar(
+        select(ModelVersionRow.version)
+        .join(AliasRow, AliasRow.version_id == ModelVersionRow.id)
+        .where(AliasRow.model_id == model_id, AliasRow.alias == alias)
+    )
 
 
 def _lost(model: str, attempt: str) -> ConflictError:

@@ -16,9 +16,9 @@ from starlette.responses import Response
 from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
-from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.log import HTTP, open_prediction_log
 from shipyard.monitoring.recorder import PredictionRecorder
-from shipyard.registry import Registry
+from shipyard.registry import SHADOW_ALIAS, Registry
 from shipyard.server import (
     auth,
     dashboard,
@@ -96,15 +96,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = Registry.open(settings)
+        recorder = _recorder(settings)
+        hooks = _hooks()
+        if recorder is not None:  # a shadow's scores are worth keeping only in the log
+            hooks.shadowed = recorder.shadow_logger(HTTP)
         service = InferenceService(
             registry,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             poll_seconds=settings.swap_poll_seconds,
-            hooks=_hooks(),
+            hooks=hooks,
+            shadow_alias=SHADOW_ALIAS if recorder is not None else None,
         )
         state = ServerState(
-            settings=settings, registry=registry, service=service, recorder=_recorder(settings)
+            settings=settings, registry=registry, service=service, recorder=recorder
         )
         app.state.shipyard = state
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))

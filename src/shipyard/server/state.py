@@ -62,9 +62,12 @@ class ServerState:
     def log_predictions(
         self, result: Inference[Any], ids: Sequence[str], features: Features, started: float
     ) -> None:
-        """Hand an answered request's predictions to the log (never waits; counts drops).
-        ``started`` is the request's ``time.perf_counter()`` at arrival."""
+        """Hand an answered request's predictions to the log (never waits; counts drops),
+        and its rows to the model's version in shadow, if any, whose scores are logged too
+        (``PredictionRecorder.shadow_logger``). ``started`` is the request's
+        ``time.perf_counter()`` at arrival."""
         if self.recorder is not None:
+            self.service.shadow(result.model, result.version, ids, result.layout.names, features)
             latency_ms = (time.perf_counter() - started) * 1000
             self.recorder.record(
                 result.model,

@@ -338,6 +338,8 @@ class Scorer:
                 record.latency_ms,
             ),
         )
+        # Logged, so the model's version in shadow (if any) may score the same rows.
+        self.service.shadow(record.model, record.version, record.ids, record.names, record.features)
 
     async def _score(
         self, deliveries: list[Delivery], records: list[_Record]

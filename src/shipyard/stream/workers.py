@@ -24,7 +24,7 @@ from shipyard.errors import ConfigurationError, ShipyardError
 from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.messaging import Broker, open_broker
 from shipyard.messaging.backends import CLIENT_LOGGERS
-from shipyard.monitoring.log import open_prediction_log
+from shipyard.monitoring.log import STREAM, open_prediction_log
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.settings import Settings
@@ -97,6 +97,10 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
             flush_ms=settings.prediction_log_flush_ms,
             on_written=lambda model, rows: metrics.LOGGED.labels(model, worker).inc(rows),
         )
+    if recorder is not None:
+        service.hooks.shadowed = recorder.shadow_logger(STREAM)
+    else:
+        service.shadow_alias = None  # nothing would keep what a shadow scores
     scorer = Scorer(broker, service, config, recorder)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,180 @@
+"""InferenceService's shadow scoring over a real registry (SQLite and PostgreSQL): the version
+behind a model's ``shadow`` alias scores answered rows off the response path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from shipyard.inference import ExportedModel
+from shipyard.inference.predictor import Features, Outputs, predictor_from_files
+from shipyard.inference.service import InferenceService, ServiceHooks, ShadowScored
+from shipyard.registry import SHADOW_ALIAS, Registry
+
+T = TypeVar("T")
+TIMEOUT = 60  # bounds every scenario; no test relies on timing
+Register = Callable[..., Any]
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coroutine, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def rows(n: int = 2, seed: int = 0) -> npt.NDArray[np.float32]:
+    return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def expected(model: ExportedModel, features: Features) -> Outputs:
+    predictor = predictor_from_files(
+        "direct", 1, model.format, model.files, model.input_schema, model.output_schema
+    )
+    return predictor.predict(features)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+def test_the_shadow_scores_answered_rows_with_their_ids_in_its_own_feature_order(
+    registry: Registry,
+    register: Register,
+    exported_models: list[ExportedModel],
+    reordered_model: ExportedModel,
+) -> None:
+    register("m", 0, promote="production")
+    register("m", reordered_model, promote=SHADOW_ALIAS)  # features d, c, b, a
+    features = rows(5)
+    scored: list[ShadowScored] = []
+
+    async def scenario() -> tuple[int, Outputs]:
+        service = InferenceService(registry, hooks=ServiceHooks(shadowed=scored.append))
+        try:
+            await service.start(["m"])
+            assert service.shadowing("m") == 2
+            answer = await service.infer("m", lambda layout: layout.check(features))
+            ids = [f"r{i}" for i in range(5)]
+            names = answer.layout.names
+            assert service.shadow("m", answer.version, ids, names, features)
+            await until(lambda: bool(scored), "the shadow scored the request")
+            return answer.version, answer.outputs
+        finally:
+            await service.close()
+
+    version, outputs = run(scenario())
+    assert version == 1  # production answers
+    np.testing.assert_allclose(
+        outputs["probability"], expected(exported_models[0], features)["probability"], rtol=1e-5
+    )
+    [shadow] = scored
+    assert (shadow.model, shadow.version, list(shadow.ids)) == ("m", 2, [f"r{i}" for i in range(5)])
+    assert list(shadow.names) == ["d", "c", "b", "a"]
+    reordered = features[:, ::-1]
+    np.testing.assert_array_equal(shadow.features, reordered)
+    np.testing.assert_allclose(
+        shadow.outputs["probability"],
+        expected(reordered_model, reordered)["probability"],
+        rtol=1e-5,
+    )
+
+
+def test_a_full_shadow_queue_drops_and_counts_and_never_waits(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1, promote=SHADOW_ALIAS)
+    dropped: list[tuple[str, int]] = []
+    scored: list[ShadowScored] = []
+    hooks = ServiceHooks(
+        shadowed=scored.append, shadow_dropped=lambda name, n: dropped.append((name, n))
+    )
+
+    async def scenario() -> list[bool]:
+        service = InferenceService(registry, hooks=hooks, shadow_queue=2)
+        try:
+            await service.start(["m"])
+            names = ["a", "b", "c", "d"]
+            # No await in between: the shadow's task cannot take any, so the queue fills.
+            queued = [service.shadow("m", 1, [f"r{i}"], names, rows(1, i)) for i in range(5)]
+            assert service.shadow_dropped == 3
+            await until(lambda: len(scored) == 2, "the queued two were scored")
+            return queued
+        finally:
+            await service.close()
+
+    assert run(scenario()) == [True, True, False, False, False]
+    assert dropped == [("m", 1)] * 3
+    assert [list(s.ids) for s in scored] == [["r0"], ["r1"]]
+
+
+def test_no_shadow_for_the_answering_version_a_missing_feature_or_no_alias(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1)
+
+    async def scenario() -> None:
+        service = InferenceService(registry)
+        try:
+            await service.start(["m"])
+            assert service.shadowing("m") is None
+            assert not service.shadow("m", 1, ["r"], ["a", "b", "c", "d"], rows(1))
+            registry.promote("m:2", SHADOW_ALIAS)
+            await service.refresh()
+            assert service.shadowing("m") == 2
+            assert not service.shadow("m", 2, ["r"], ["a", "b", "c", "d"], rows(1))  # itself
+            three = np.zeros((1, 3), np.float32)
+            assert not service.shadow("m", 1, ["r"], ["a", "b", "c"], three)  # lacks d
+            assert service.shadow_dropped == 1
+        finally:
+            await service.close()
+
+    run(scenario())
+
+
+def test_the_shadow_follows_its_alias_and_a_failing_log_spares_the_next_request(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1, promote=SHADOW_ALIAS)
+    register("m", 1)
+    calls: list[ShadowScored] = []
+
+    def shadowed(scored: ShadowScored) -> None:
+        calls.append(scored)
+        if len(calls) == 1:
+            raise RuntimeError("the log is down")
+
+    async def scenario() -> None:
+        service = InferenceService(registry, hooks=ServiceHooks(shadowed=shadowed))
+        try:
+            await service.start(["m"])
+            names = ["a", "b", "c", "d"]
+            assert service.shadow("m", 1, ["r1"], names, rows(1))
+            await until(lambda: service.shadow_dropped == 1, "the failure was counted")
+            assert service.shadow("m", 1, ["r2"], names, rows(1))
+            await until(lambda: len(calls) == 2, "the next request was scored")
+            registry.promote("m:3", SHADOW_ALIAS)
+            await service.refresh()
+            assert service.shadowing("m") == 3
+            registry.retraining.close_shadow("m", 3, promote_over=None, actor="t", events=[])
+            await service.refresh()
+            assert service.shadowing("m") is None
+            assert not service.shadow("m", 1, ["r3"], names, rows(1))
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert [c.version for c in calls] == [2, 2]
