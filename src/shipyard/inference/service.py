@@ -161,7 +161,10 @@ class InferenceService:
         if self._poller is None:
             loop = asyncio.get_running_loop()
             if self.shadow_alias is not None:
-                await self._follow_shadows()
+                try:
+                    await self._follow_shadows()
+                except Exception:  # the poller tries again; serving must start regardless
+                    logger.exception("could not look for shadows")
                 self._shadow_work = asyncio.Queue(self.shadow_queue)
                 self._shadow_task = loop.create_task(self._score_shadows(self._shadow_work))
             self._poller = loop.create_task(self._follow_aliases())
@@ -390,8 +393,8 @@ class InferenceService:
     # -- following aliases ------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Re-resolve every served alias once; swap those that moved. Follow the shadows."""
-        await self._follow_shadows()
+        """Re-resolve every served alias once; swap those that moved. Then follow the
+        shadows."""
         for route, current in list(self._routes.items()):
             if "@" not in route:
                 continue  # name:version never moves
@@ -416,6 +419,7 @@ class InferenceService:
             self.hooks.swapped(route, current[1], info.version)
             logger.info("%s now serves %s (was v%d)", route, info.ref, current[1])
             self._retire_if_unused(current)
+        await self._follow_shadows()
 
     def _retire_if_unused(self, key: VersionKey) -> None:
         if key in self._routes.values():
