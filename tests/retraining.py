@@ -68,14 +68,16 @@ def train_production(
 _TRAINED: dict[str, Path] = {}
 
 
-def copy_of_production(cache: Path, home: Path) -> Settings:
+def copy_of_production(cache: Path, home: Path, retrain: str = RETRAIN) -> Settings:
     """A home (SQLite) with fraud v1 in production, copied from one trained once per session
-    into ``cache`` (training takes seconds; a copy, milliseconds)."""
-    if "home" not in _TRAINED:
-        trained = cache / "home"
-        train_production(Settings(home=trained), cache)
-        _TRAINED["home"] = trained
-    shutil.copytree(_TRAINED["home"], home)
+    (per ``retrain`` section) into ``cache`` (training takes seconds; a copy, milliseconds)."""
+    if retrain not in _TRAINED:
+        trained = cache / f"home-{len(_TRAINED)}"
+        folder = cache / f"data-{len(_TRAINED)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        train_production(Settings(home=trained), folder, text=spec_text(retrain=retrain))
+        _TRAINED[retrain] = trained
+    shutil.copytree(_TRAINED[retrain], home)
     return Settings(home=home)
 
 
@@ -88,9 +90,13 @@ def serve_traffic(
     strength: float | None = None,
     prefix: str = "t",
     label: bool = True,
+    shadow: int | None = None,
+    truth: str = "true",
 ) -> list[str]:
-    """``rows`` transactions predicted by fraud@production, logged over the last minute, and
-    (``label``) their true labels fed back; returns their ids."""
+    """``rows`` transactions predicted by fraud@production, logged over the last ``rows``
+    milliseconds, and (``label``) their labels fed back; returns their ids. ``shadow``: the
+    same rows scored by that version too, logged under it with the same ids. ``truth``:
+    the labels are the true ones, or the predicted labels of ``production`` or ``shadow``."""
     frame = generate_fraud(rows, seed=seed, fraud_rate=FRAUD_RATE)
     if drift is not None:
         frame = drift_fraud(frame, drift, strength=strength, seed=seed)
@@ -115,8 +121,27 @@ def serve_traffic(
             times,
         )
         log.write(table)
+        answers = {"true": frame["Class"].to_numpy(), "production": outputs["label"]}
+        if shadow is not None:
+            candidate = load_predictor(registry.load_artifact(f"{MODEL}:{shadow}"))
+            rows_of_candidate = frame_to_features(frame, candidate)
+            scored = candidate.predict(rows_of_candidate)
+            answers["shadow"] = scored["label"]
+            log.write(
+                prediction_table(
+                    MODEL,
+                    shadow,
+                    "http",
+                    ids,
+                    candidate.feature_names,
+                    rows_of_candidate,
+                    scored,
+                    1.0,
+                    times,
+                )
+            )
         if label:
-            labels = [str(v) for v in frame["Class"].tolist()]
+            labels = [str(v) for v in answers[truth].tolist()]
             pairs = list(zip(ids, labels, strict=True))
             registry.monitoring.add_feedback(MODEL, pairs, source="file")
     log.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retraining import MODEL, copy_of_production, serve_traffic
+from retraining import MODEL, RETRAIN, copy_of_production, serve_traffic
 from shipyard.errors import InvalidInputError
 from shipyard.monitoring.log import open_prediction_log
 from shipyard.monitoring.metrics import MonitorMetrics
@@ -351,6 +351,9 @@ def test_drain_says_a_retrain_still_running_goes_on(
             assert release.wait(60), "the test never released the retrain"
             return RetrainOutcome(model, "lost", "released")
 
+        def follow_shadow(self, model: str) -> RetrainOutcome | None:
+            return None
+
     registry = watched.registry
     registry.promote(f"{MODEL}:1")
     registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {})
@@ -369,3 +372,60 @@ def test_drain_says_a_retrain_still_running_goes_on(
     [message] = [r.getMessage() for r in caplog.records if "still runs" in r.getMessage()]
     assert "goes on training and renewing its lock" in message
     assert "will expire" not in message
+
+
+def test_a_monitor_runs_a_shadow_to_its_promotion_across_restarts(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """gate.shadow: the first pass retrains and leaves the winner in shadow; a later pass
+    (a new monitor: the state is in the registry) judges it on labelled live requests."""
+    shadowed = RETRAIN.replace("holdout: 0.3}", "holdout: 0.3, shadow: 200}")
+    settings = copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "home", shadowed)
+    serve_traffic(settings, 4000, seed=21, drift="concept", strength=0.05)
+    _, first = run_once(settings)
+    assert first.retrains[MODEL].status == "shadowing", first.retrains[MODEL].reason
+    _, waiting = run_once(settings)  # no labels yet: nothing decided, nothing retrained
+    assert waiting.retrains == {}
+    serve_traffic(settings, 300, seed=41, drift="concept", shadow=2, truth="shadow")
+    monitor, judged = run_once(settings)
+    outcome = judged.retrains[MODEL]
+    assert outcome.status == "promoted", outcome.reason
+    with Registry.open(settings) as registry:
+        assert registry.get_version(f"{MODEL}@production").version == 2
+        assert [v.version for v in registry.list_versions(MODEL)] == [1, 2]  # one retrain
+        kinds = [e.kind for e in registry.monitoring.events(MODEL)]
+        assert kinds.count("retrain.triggered") == 1
+        assert kinds[-2:] == ["retrain.gated", "model.promoted"]
+    counted = monitor.metrics.registry.get_sample_value(
+        "shipyard_monitor_events_total", {"model": MODEL, "kind": "model.promoted"}
+    )
+    assert counted == 1
+
+
+def test_no_retrain_starts_while_a_shadow_is_open(watched: Watched) -> None:
+    """RetrainTasks asks the retrainer about a shadow first; its triggers wait meanwhile."""
+    verdicts = [RetrainOutcome(MODEL, "shadowing", "open", 2), None]
+    retrained: list[str] = []
+
+    class Shadowing:
+        def retrain(self, model: str, trigger: Trigger) -> RetrainOutcome:
+            retrained.append(trigger.key)
+            return RetrainOutcome(model, "lost", "ran")
+
+        def follow_shadow(self, model: str) -> RetrainOutcome | None:
+            return verdicts.pop(0) if verdicts else None
+
+    registry = watched.registry
+    registry.promote(f"{MODEL}:1")
+    registry.monitoring.record_event(MODEL, 1, DRIFT, "drift.detected:v1:1", {})
+    tasks = RetrainTasks(registry, Shadowing())
+
+    async def scenario() -> None:
+        assert not await tasks.consider(MODEL, registry.monitoring, watched.clock())
+        assert tasks.take_outcomes() == {}  # still shadowing: no outcome to report
+        assert retrained == []
+        assert await tasks.consider(MODEL, registry.monitoring, watched.clock())
+        await tasks.drain()
+
+    asyncio.run(scenario())
+    assert retrained == ["drift.detected:v1:1"]  # the trigger waited, unconsumed

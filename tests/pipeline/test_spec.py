@@ -202,3 +202,33 @@ def test_a_retrain_section_refuses_a_promotion_alias_other_than_production() -> 
     # Without retrain:, any alias is fine; with it, production is.
     assert parse_spec(VALID + "promotion: {alias: staging}\n").promotion.alias == "staging"
     assert parse_spec(VALID + "retrain: {cooldown: 1h}\n").retrain is not None
+
+
+def test_a_shadow_gate_validates_with_a_default_timeout() -> None:
+    spec = parse_spec(VALID + "retrain:\n  gate: {shadow: 200}\n")
+    assert spec.retrain is not None
+    assert spec.retrain.gate.shadow == 200
+    assert spec.retrain.gate.shadow_timeout == 3600
+    timed = parse_spec(VALID + "retrain:\n  gate: {shadow: 5, shadow_timeout: 30m}\n")
+    assert timed.retrain is not None
+    assert timed.retrain.gate.shadow_timeout == 1800
+    assert parse_spec(VALID + "retrain: {cooldown: 1h}\n").retrain.gate.shadow is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("gate", "named"),
+    [
+        ("{shadow: 0}", "retrain.gate.shadow: Input should be greater than or equal to 1"),
+        ("{shadow: -3}", "retrain.gate.shadow: Input should be greater than or equal to 1"),
+        ("{shadow: 2.5}", "retrain.gate.shadow: Input should be a valid integer"),
+        ("{shadow: many}", "retrain.gate.shadow: Input should be a valid integer"),
+        ("{shadow: true}", "retrain.gate.shadow: Input should be a valid integer"),
+        ("{shadow: 5, shadow_timeout: 0}", "retrain.gate.shadow_timeout"),
+        ("{shadow: 5, shadow_timeout: soon}", "not a duration; write a number of seconds"),
+        ("{shadows: 5}", "retrain.gate.shadows: unknown field"),
+    ],
+)
+def test_a_bad_shadow_gate_names_field_and_line(gate: str, named: str) -> None:
+    with pytest.raises(SpecError, match=r"s.yaml:1[12]: ") as caught:
+        parse_spec(VALID + "retrain:\n  gate: " + gate + "\n", source="s.yaml")
+    assert named in str(caught.value)

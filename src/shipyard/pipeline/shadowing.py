@@ -16,7 +16,7 @@ needs lives in the registry (the alias, the event), so a restarted monitor carri
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ import pandas as pd
 from shipyard.errors import AliasNotFoundError, ConflictError, InvalidInputError
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.retraining import GateSpec, RetrainOutcome, Status
-from shipyard.monitoring.windows import LogRows
+from shipyard.monitoring.windows import EPOCH, LogRows
 from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import FEEDBACK_PAGE, TIME
 from shipyard.pipeline.spec import parse_spec
@@ -118,8 +118,8 @@ def shadow_rows(
     schema: TableSchema,
     since: datetime,
 ) -> pd.DataFrame:
-    """The labelled rows both versions predicted since ``since``, oldest first: the
-    candidate's logged features (one row per id), the label, and ``TIME``."""
+    """The labelled rows (labels received since ``since``) both versions predicted, oldest
+    first: the candidate's logged features (one row per id), the label, and ``TIME``."""
     truth: dict[str, str] = {}
     for page in pages(
         lambda after: registry.monitoring.feedback_after(
@@ -135,11 +135,17 @@ def shadow_rows(
     empty = pd.DataFrame({**{n: [] for n in names}, schema.target: [], TIME: []})
     if not truth:
         return empty
-    answered = _ids(log.scan(model, version=production, since=since).get(production))
-    scored = log.scan(model, version=candidate, since=since).get(candidate)
-    if scored is None or not len(scored) or not answered:
+    # The candidate was never served before its shadow: all its rows are the shadow's. Its
+    # record of a request is written after production's, so production's rows go back no
+    # further than the candidate's first.
+    scored = log.scan(model, version=candidate).get(candidate)
+    if scored is None or not len(scored):
         return empty
     rows = LogRows.from_table(scored)
+    earliest = EPOCH + timedelta(microseconds=int(rows.times.min()))
+    answered = _ids(log.scan(model, version=production, since=earliest).get(production))
+    if not answered:
+        return empty
     wanted = np.fromiter(
         (i in truth and i in answered for i in rows.ids), dtype=bool, count=len(rows)
     )
