@@ -196,10 +196,16 @@ def _what(event: dict[str, Any]) -> str:
         verdict = "won" if evidence.get("won") else "lost"
         candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
         rows = (evidence.get("holdout") or {}).get("rows")
+        where = "labelled live rows in shadow" if evidence.get("shadow") else "held-out rows"
         return (
             f"{verdict}: {evidence.get('metric')} {_fmt(candidate.get('value'))} (v"
             f"{candidate.get('version')}) vs {_fmt(current.get('value'))} (v"
-            f"{current.get('version')}) on {rows} held-out rows"
+            f"{current.get('version')}) on {rows} {where}"
+        )
+    if kind == "retrain.shadowing":
+        return (
+            f"v{evidence.get('candidate')} in shadow beside v{evidence.get('production')} "
+            f"until {evidence.get('labelled')} labelled, by {evidence.get('deadline')}"
         )
     if kind in ("model.promoted", "model.rolled_back"):
         by = f" by {evidence['actor']}" if evidence.get("actor") else ""

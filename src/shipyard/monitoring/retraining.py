@@ -19,12 +19,23 @@ version's rules without its spec file::
         metric: average_precision   # default: the spec's promotion metric
         min_delta: 0.01    # the candidate must beat production by this much ...
         holdout: 0.3       # ... on the newest 30 % of the labelled rows, kept out of training
+        shadow: 500        # then score live requests in shadow until 500 of them are
+                           # labelled, and beat production on those too (default: no shadow)
+        shadow_timeout: 1h # a shadow with fewer labels by then is abandoned
       cooldown: 1h         # after a retrain finished, the next waits this long
 
 The monitor decides *when* (``RetrainWatch``: the triggers, one trigger at a time) and hands
 the work to a ``Retrainer`` it is given — the pipeline's, built by ``shipyard monitor`` —
 which takes the model's retrain lock (one retrain per model in flight, a cooldown between
 them), trains, gates and promotes, and records every decision as an event.
+
+With ``gate.shadow`` the hold-out winner is not promoted: it gets the ``shadow`` alias
+(``retrain.shadowing``), servers and scorers score every answered request with it too and
+log those predictions under its version with the same ids, and each monitor pass asks the
+retrainer to ``follow_shadow``: once N of the requests both versions scored are labelled,
+both are judged on exactly those rows (``model.promoted`` or ``retrain.gated``, lost); at
+``shadow_timeout`` with fewer, ``retrain.abandoned``. No retrain of the model starts while
+its shadow is open; the alias and the event are the state, so a restarted monitor goes on.
 """
 
 from __future__ import annotations
