@@ -162,3 +162,15 @@ def test_a_shadow_whose_production_moved_by_hand_is_abandoned(production: Settin
         assert "production moved from v1 to v2 while fraud:2 was in shadow" in outcome.reason
         with pytest.raises(AliasNotFoundError):
             registry.get_version(f"{MODEL}@{SHADOW_ALIAS}")
+
+
+def test_labels_of_one_class_keep_the_shadow_waiting(production: Settings) -> None:
+    with Registry.open(production) as registry:
+        retraining = into_shadow(production, registry)
+        ids = serve_traffic(production, 400, seed=36, shadow=2, label=False)
+        registry.monitoring.add_feedback(MODEL, [(i, "0") for i in ids], source="file")
+        outcome = retraining.follow_shadow(MODEL)
+        assert outcome is not None
+        assert outcome.status == "shadowing"  # no metric ranks one class: not "lost"
+        assert outcome.reason == "fraud:2 in shadow: 400 of 300 labelled rows, one class"
+        assert registry.get_version(f"{MODEL}@{SHADOW_ALIAS}").version == 2

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import AliasNotFoundError, ConflictError, InvalidInputError
+from shipyard.errors import (
+    AliasNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    UnavailableError,
+)
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.retraining import GateSpec, RetrainOutcome, Status
 from shipyard.monitoring.windows import EPOCH, LogRows
@@ -74,22 +79,38 @@ def follow_shadow(
     if spec_text is None:
         reason = f"{candidate.ref} has no run, so no spec to judge it with"
         return _close(registry, model, candidate, None, "abandoned", reason, reason)
-    spec = parse_spec(
-        spec_text, source=f"the spec of {candidate.ref}", data_file=Path("labelled.csv")
-    )
-    schema = spec.data.table_schema()
-    rows = shadow_rows(registry, log, model, candidate.version, expected, schema, opened.at)
-    if len(rows) < needed:
-        if now < deadline:
-            reason = f"{candidate.ref} in shadow: {len(rows):,} of {needed:,} labelled rows"
-            return RetrainOutcome(model, "shadowing", reason, candidate.version)
-        reason = (
-            f"{candidate.ref} had {len(rows):,} labelled live rows of the {needed:,} its shadow "
-            f"needs by {deadline:%Y-%m-%d %H:%M:%S} UTC; it stays registered, unpromoted"
+    try:
+        spec = parse_spec(
+            spec_text, source=f"the spec of {candidate.ref}", data_file=Path("labelled.csv")
         )
-        return _close(registry, model, candidate, None, "abandoned", reason, reason)
-    gate = GateSpec(metric=evidence.get("metric"), min_delta=float(evidence["min_delta"]))
-    verdict = judge(registry, spec, gate, production, candidate, rows, shadow=True)
+        schema = spec.data.table_schema()
+        rows = shadow_rows(registry, log, model, candidate.version, expected, schema, opened.at)
+        # One class only cannot rank anything (the metric is undefined): wait for more.
+        enough = len(rows) >= needed
+        one_class = enough and spec.task == "classification" and rows[schema.target].nunique() < 2
+        if not enough or one_class:
+            have = f"{len(rows):,} of {needed:,} labelled rows" + (", one class" * one_class)
+            if now < deadline:
+                reason = f"{candidate.ref} in shadow: {have}"
+                return RetrainOutcome(model, "shadowing", reason, candidate.version)
+            reason = (
+                f"{candidate.ref} had {len(rows):,} labelled live rows of the {needed:,} its "
+                f"shadow needs{' (of one class)' * one_class} by "
+                f"{deadline:%Y-%m-%d %H:%M:%S} UTC; it stays registered, unpromoted"
+            )
+            return _close(registry, model, candidate, None, "abandoned", reason, reason)
+        gate = GateSpec(metric=evidence.get("metric"), min_delta=float(evidence["min_delta"]))
+        verdict = judge(registry, spec, gate, production, candidate, rows, shadow=True)
+    except UnavailableError:
+        raise  # the database or the log is away: try again next pass
+    except Exception as error:  # the candidate cannot be judged: it is never promoted
+        logger.exception("judging %s in shadow failed", candidate.ref)
+        reason = f"{candidate.ref} could not be judged in shadow: {type(error).__name__}: {error}"
+        key = f"retrain.failed:shadow:v{candidate.version}"
+        failed: list[PlannedEvent] = [
+            (candidate.version, "retrain.failed", key, {"reason": reason, "shadow": True})
+        ]
+        return _close(registry, model, candidate, None, "failed", reason, None, failed)
     gated = (candidate.version, "retrain.gated", f"retrain.gated:shadow:v{candidate.version}")
     planned: list[PlannedEvent] = [(*gated, as_json(verdict.evidence))]
     if not verdict.won:
