@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from .conftest import Cli
+import pytest
+
+from retraining import RETRAIN, copy_of_production, serve_traffic
+from shipyard.registry import SHADOW_ALIAS, Registry
+
+from .conftest import Cli, _runner
 
 
 def test_retrain_of_an_unknown_model_exits_3(model_cli: Cli) -> None:
@@ -46,3 +52,19 @@ def test_events_of_a_model_without_any(model_cli: Cli) -> None:
     assert "fraud: no model.promoted event yet" in result.out
     assert model_cli("monitor", "events", "nope").code == 3
     assert model_cli("monitor", "events", "fraud", "--limit", "0").code == 2
+
+
+def test_a_retrain_whose_winner_goes_into_shadow_exits_0(
+    capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """With gate.shadow, the hold-out winner waits behind the shadow alias: not an error."""
+    shadow = RETRAIN.replace("holdout: 0.3}", "holdout: 0.3, shadow: 300}")
+    settings = copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "home", shadow)
+    serve_traffic(settings, 4000, seed=11, drift="concept", strength=0.05)
+    result = _runner(capsys, settings.home)("retrain", "fraud")
+    assert result.code == 0, result.out + result.err
+    assert "fraud: shadowing" in result.out
+    assert "retrain.shadowing" in result.out
+    with Registry.open(settings) as registry:
+        assert registry.get_version(f"fraud@{SHADOW_ALIAS}").version == 2
+        assert registry.get_version("fraud@production").version == 1

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipyard import __version__
 from shipyard.registry import Registry
 from shipyard.server import metrics
+from shipyard.server.app import _hooks
 from shipyard.settings import Settings
 
 from .test_bad_input import ROW, VALUES, tensor
@@ -107,3 +108,12 @@ def test_a_model_whose_predictions_are_logged_has_a_dropped_count_at_zero() -> N
     assert REGISTRY.get_sample_value("shipyard_prediction_log_rows_total", {"model": model}) == 7
     dropped = REGISTRY.get_sample_value("shipyard_prediction_log_dropped_total", {"model": model})
     assert dropped == 0
+
+
+def test_rows_a_shadow_drops_are_counted_per_model() -> None:
+    """The service's shadow_dropped hook, as the server wires it, feeds the counter."""
+    model = "shadow-drops"  # the registry is the process's: a name no test uses
+    hooks = _hooks()
+    hooks.shadow_dropped(model, 3)
+    hooks.shadow_dropped(model, 2)
+    assert REGISTRY.get_sample_value("shipyard_shadow_dropped_total", {"model": model}) == 5

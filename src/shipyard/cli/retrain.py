@@ -29,8 +29,10 @@ def retrain(
 ) -> None:
     """Retrain NAME now on its labelled production rows, with its production version's spec;
     the candidate is promoted only if it beats production on the newest labelled rows.
-    Exits 0 when promoted or kept out by the gate, 1 when the retrain failed, 4 when it
-    was refused (cooldown, one in flight, too few rows, no retrain: section)."""
+    With ``gate.shadow`` set, a winner goes into shadow instead, and the monitor promotes it
+    once live labels say so. Exits 0 when promoted, put in shadow or kept out by the gate,
+    1 when the retrain failed, 4 when it was refused (cooldown, one in flight or in shadow,
+    too few rows, no retrain: section)."""
     from shipyard.monitoring.log import open_prediction_log
     from shipyard.monitoring.monitor import check_log
     from shipyard.monitoring.retraining import MANUAL, Trigger
@@ -56,7 +58,7 @@ def retrain(
     finally:
         for event in outcome.events:
             console.print(f"  {event.kind:<18} {escape(event.key)}")
-    if outcome.status in ("promoted", "lost"):
+    if outcome.status in ("promoted", "lost", "shadowing"):
         console.print(f"{name}: {outcome.status} — {escape(outcome.reason)}")
         return
     err_console.print(

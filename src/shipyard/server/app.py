@@ -46,6 +46,7 @@ def _hooks() -> ServiceHooks:
             name, type(error).__name__
         ).inc(),
         swapped=lambda route, old, new: metrics.SWAPS.labels(route.split("@")[0]).inc(),
+        shadow_dropped=lambda name, rows: metrics.SHADOW_DROPPED.labels(name).inc(rows),
     )
 
 

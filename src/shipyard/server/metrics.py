@@ -84,6 +84,11 @@ PREDICTION_LOG_DROPPED = Counter(
     "Predictions not logged: the log's buffer was full or its store unavailable",
     ["model"],
 )
+SHADOW_DROPPED = Counter(
+    "shipyard_shadow_dropped_total",
+    "Answered rows the model's version in shadow did not score: it fell behind or failed",
+    ["model"],
+)
 BUILD_INFO = Gauge(
     "shipyard_build_info", "Shipyard version of this process", ["version"], multiprocess_mode="max"
 )

@@ -61,6 +61,11 @@ SWAPS = Counter(
     "Alias moves picked up by this worker",
     ["model", "worker"],
 )
+SHADOW_DROPPED = Counter(
+    "shipyard_stream_shadow_dropped_total",
+    "Scored rows the model's version in shadow did not score: it fell behind or failed",
+    ["model", "worker"],
+)
 LOGGED = Counter(
     "shipyard_stream_prediction_log_rows_total",
     "Predictions written to the prediction log before their messages were acked",

@@ -87,7 +87,10 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         max_batch_delay_ms=0,  # batches come whole from the broker
         predict_in_thread=True,
         poll_seconds=settings.swap_poll_seconds,
-        hooks=ServiceHooks(swapped=lambda route, old, new: _swapped(worker, route, old, new)),
+        hooks=ServiceHooks(
+            swapped=lambda route, old, new: _swapped(worker, route, old, new),
+            shadow_dropped=lambda name, rows: metrics.SHADOW_DROPPED.labels(name, worker).inc(rows),
+        ),
     )
     log = open_prediction_log(settings)
     recorder = None
