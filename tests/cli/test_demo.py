@@ -15,13 +15,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from shipyard.children import free_port
-from shipyard.cli.demo.loop import (
-    Channel,
-    LoopRun,
-    demo_spec_text,
-    loop_verdicts,
-    timeline,
-)
+from shipyard.cli.demo.loop import Channel, LoopRun, demo_spec_text
 from shipyard.cli.demo.next_steps import (
     SERVE_PORT,
     next_steps,
@@ -29,6 +23,7 @@ from shipyard.cli.demo.next_steps import (
     write_request,
 )
 from shipyard.cli.demo.scoring import label_metrics
+from shipyard.cli.demo.timeline import loop_verdicts, timeline
 from shipyard.examples import example_spec
 from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline import load_spec, parse_spec

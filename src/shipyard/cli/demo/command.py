@@ -43,14 +43,7 @@ def demo(
     # import, which the other commands and --help skip.
     from rich.table import Table
 
-    from shipyard.cli.demo.loop import (
-        demo_spec_text,
-        gate_table,
-        loop_verdicts,
-        run_loop,
-        timeline_table,
-        traffic_table,
-    )
+    from shipyard.cli.demo.loop import demo_spec_text, run_loop
     from shipyard.cli.demo.next_steps import (
         next_steps,
         print_next_steps,
@@ -60,6 +53,7 @@ def demo(
     from shipyard.cli.demo.scoring import batch_table, comparison_table, score_holdout, shown
     from shipyard.cli.demo.serving import serve_and_swap, swap_table
     from shipyard.cli.demo.streaming import stream_and_count, stream_table
+    from shipyard.cli.demo.timeline import gate_table, loop_verdicts, timeline_table, traffic_table
     from shipyard.cli.pipeline import run_table, run_with_status
     from shipyard.data import get_dataset, read_table, write_table
     from shipyard.errors import ModelNotFoundError
