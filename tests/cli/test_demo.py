@@ -89,6 +89,7 @@ def test_the_demo_spec_is_the_packaged_one_with_the_loops_rules() -> None:
     assert spec.promotion == packaged.promotion
     assert spec.monitoring is not None
     assert spec.monitoring.windows.rows == 6000
+    assert spec.monitoring.drift_config().to_mapping()["threshold"] == 0.25
     rules = spec.retrain
     assert isinstance(rules, RetrainSpec)
     assert rules.triggers.drift

@@ -78,15 +78,18 @@ LOOP_EVENTS = (
 #: ``retrain:`` section (the rest of the spec is the packaged one).
 DEMO_RULES = """\
 # The demo's loop runs in under a minute, so its rules are scaled down from the packaged
-# spec's. Drift is judged over the last 6,000 predictions: by the time enough of them have
-# drifted to be flagged, well over a thousand drifted predictions are labelled. A drop in
-# live performance alone does not retrain here (it shows within a few hundred labels of new
-# fraud, before there are enough to learn it). A retrain learns from the newest 2,000
-# labelled rows plus 2 % of the current version's training rows; the candidate is promoted
-# only if it beats production by 0.05 of average precision on the newest 30 % of those rows,
-# which it did not train on. The cooldown outlasts the demo's run (the packaged spec: 1h).
+# spec's. Drift is judged over the last 6,000 predictions, and a feature counts as drifted
+# once it has moved a quarter of its spread (Evidently's default flags a tenth): so drift is
+# flagged when about half of those predictions have drifted, and some 1,500 of them are
+# labelled by then — enough to learn the new fraud from. A drop in live performance alone
+# does not retrain here: it shows within a few hundred labels of new fraud, too few to learn
+# it. A retrain learns from the newest 2,000 labelled rows plus 2 % of the current version's
+# training rows; the candidate is promoted only if it beats production by 0.05 of average
+# precision on the newest 30 % of those rows, which it did not train on. The cooldown
+# outlasts the demo's loop (the packaged spec's: 1h).
 monitoring:
   windows: {rows: 6000}
+  drift: {method: wasserstein, threshold: 0.25}
 retrain:
   triggers:
     drift.detected: true
