@@ -253,6 +253,7 @@ async def _loop(
     )
     streamed = replace(config, protocol=Protocol.STREAM, users=STREAM_USERS, seed=seed + 1)
     stop = asyncio.Event()
+    monitoring: asyncio.Task[Any] | None = None
     try:
         async with (
             prepared(config, pool, destination, trace=http.trace) as over_http,
@@ -271,6 +272,9 @@ async def _loop(
             await monitoring
     finally:
         stop.set()
+        if monitoring is not None and not monitoring.done():
+            # The step failed midway: the monitor still ends cleanly (releases its lease).
+            await asyncio.wait([monitoring], timeout=settings.retrain_lock_ttl_seconds)
         log.close()
     events = await asyncio.to_thread(
         registry.monitoring.events, MODEL, after_id=after_id, limit=1000
