@@ -105,7 +105,8 @@ def next_steps(shipyard: str, *, model: str, request: Path, previous: str) -> li
         NextStep(
             f"the dashboard (models, versions, live performance, drift, the loop's events): "
             f"open http://{url}/ui in a browser",
-            (f"curl -s -o /dev/null -w '/ui: %{{http_code}} %{{content_type}}\\n' {url}/ui",),
+            # A newline first: the answer printed before it ends without one.
+            (f"curl -s -o /dev/null -w '\\n/ui: %{{http_code}} %{{content_type}}\\n' {url}/ui",),
         ),
         NextStep(
             "score messages: a scorer on the embedded broker, transactions in, results out",
