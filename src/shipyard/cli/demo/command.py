@@ -137,7 +137,9 @@ def demo(
         console.print(stream_table(streamed))
 
         console.rule("[bold]6. the loop: drift → retrain → promote → hot swap, under traffic")
+        loop_started = time.perf_counter()
         loop, ui = run_loop(registry, settings, seed=seed, out=console)
+        loop_seconds = time.perf_counter() - loop_started
         console.print(timeline_table(loop))
         gate = gate_table(loop)
         if gate is not None:
@@ -207,7 +209,8 @@ def demo(
         f"{streamed.percentile_ms(50):.0f} ms, p99 {streamed.percentile_ms(99):.0f} ms "
         f"({stream_workers} worker{'s' * (stream_workers > 1)})",
     )
-    summary.add_row("loop", "; ".join(loop_verdicts(loop)))
+    took = f"the step took {loop_seconds:.1f} s"
+    summary.add_row("loop", "; ".join([*loop_verdicts(loop), took]))
     summary.add_row("dashboard", f"{ui} (while the loop ran; `shipyard serve` shows it again)")
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
