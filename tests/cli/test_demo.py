@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from shipyard.children import free_port
+from shipyard.cli.demo.loop import Channel, LoopRun, demo_spec_text
 from shipyard.cli.demo.next_steps import (
     SERVE_PORT,
     next_steps,
@@ -21,7 +23,12 @@ from shipyard.cli.demo.next_steps import (
     write_request,
 )
 from shipyard.cli.demo.scoring import label_metrics
+from shipyard.cli.demo.timeline import loop_verdicts, timeline
+from shipyard.examples import example_spec
+from shipyard.monitoring.retraining import RetrainSpec
+from shipyard.pipeline import load_spec, parse_spec
 from shipyard.registry import Registry
+from shipyard.registry.monitoring import EventRecord
 from shipyard.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -75,6 +82,70 @@ def test_the_request_holds_the_best_scored_fraud_and_a_legitimate_row(tmp_path: 
     assert json.loads(path.read_text()) == {"instances": [{"a": 1.0}, {"a": 2.0}]}
 
 
+def test_the_demo_spec_is_the_packaged_one_with_the_loops_rules() -> None:
+    packaged, text = load_spec(example_spec("fraud"))
+    spec = parse_spec(demo_spec_text(text))
+    assert spec.model == packaged.model
+    assert spec.promotion == packaged.promotion
+    assert spec.monitoring is not None
+    assert spec.monitoring.windows.rows == 6000
+    assert spec.monitoring.drift_config().to_mapping()["threshold"] == 0.25
+    rules = spec.retrain
+    assert isinstance(rules, RetrainSpec)
+    assert rules.triggers.drift
+    assert rules.triggers.performance is None
+    assert (rules.data.last, rules.data.min_rows, rules.gate.min_delta) == (2000, 1000, 0.05)
+    assert rules.cooldown == 20.0
+    with pytest.raises(ValueError, match="no '# Retraining on evidence' section"):
+        demo_spec_text("name: fraud\n")
+
+
+def _event(n: int, kind: str, at: datetime, **evidence: object) -> EventRecord:
+    return EventRecord(n, "fraud", 2, kind, f"{kind}:{n}", at, dict(evidence))
+
+
+def _loop(new: int | None, errors: int = 0) -> LoopRun:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    http, stream = Channel("HTTP"), Channel("broker")
+    for channel, first in ((http, 30.5), (stream, 31.0)):
+        channel.stats.started_at = 100.0
+        channel.stats.drift_started_at = 108.0
+        channel.stats.requests = 1000
+        if new is not None:
+            channel.first_answer = {"2": 100.1, str(new): 100.0 + first}
+    http.stats.errors["HTTP 503"] = errors
+    events = [
+        _event(1, "drift.detected", start + timedelta(seconds=12), share=0.77),
+        _event(2, "model.promoted", start + timedelta(seconds=30), alias="production"),
+    ]
+    return LoopRun(100.0, start, 2, new, http, stream, events, stopped=135.0)
+
+
+def test_the_timeline_puts_traffic_and_events_on_one_clock() -> None:
+    rows = timeline(_loop(3))
+    assert [(s, what) for s, what, _ in rows] == [
+        (0.0, "traffic started"),
+        (8.0, "drift started"),
+        (12.0, "drift.detected"),
+        (30.0, "model.promoted"),
+        (30.5, "first answer from v3"),
+        (31.0, "first answer from v3"),
+        (35.0, "traffic stopped"),
+    ]
+    assert rows[2][2] == "v2: share 0.77 of features drifted"
+    assert [detail for _, what, detail in rows if what.startswith("first")] == ["HTTP", "broker"]
+
+
+def test_the_verdicts_say_failures_and_a_loop_that_did_not_close() -> None:
+    assert loop_verdicts(_loop(3)) == [
+        "0 failed requests of 2,000 (HTTP and broker)",
+        "drift onset → v3 answering on HTTP and the broker: 23.0 s",
+    ]
+    failed = loop_verdicts(_loop(None, errors=2))
+    assert failed[0] == "2 of 2,000 requests FAILED: {'HTTP 503': 2}"
+    assert failed[1].startswith("no new version was promoted within")
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "VIRTUAL_ENV"))}
     env["PATH"] = f"{BIN}{os.pathsep}/usr/bin:/bin"
@@ -104,7 +175,7 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     """A small demo on a home given by ``--home`` (a relative path with a space); then its
     Next list, as printed, as one bash script from the same folder — only the server's port
     changed to a free one, as 8000 may be taken here."""
-    out = _run([str(BIN / "shipyard"), "--home", "demo home", "demo", *SMALL], tmp_path, 300)
+    out = _run([str(BIN / "shipyard"), "--home", "demo home", "demo", *SMALL], tmp_path, 420)
     home = tmp_path / "demo home"
     with Registry.open(Settings(home=home)) as registry:
         champion = registry.get_version("fraud:1")
@@ -121,11 +192,25 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     ):
         assert shown in batch, f"{shown!r} not in:\n{batch}"
 
-    monitoring = " ".join(out[out.index("6. monitoring") : out.index("summary")].split())
-    assert "ground truth for" in monitoring
-    assert "held-out phase: no drift event" in monitoring
-    assert "drifted phase: 23 of the 23 moved features flagged" in monitoring
-    assert "events: drift.detected" in monitoring
+    loop = " ".join(out[out.index("6. the loop") : out.index("summary")].split())
+    for shown in (
+        "/ui, is there while this step runs",
+        "drift started",
+        "drift.detected",
+        "retrain.triggered",
+        "retrain.trained",
+        "v3 won: average_precision",
+        "production: v2 → v3",
+        "traffic stopped",
+        "the gate: both versions on the same",
+        "0 failed requests of",
+        "drift onset → v3 answering on HTTP and the broker",
+    ):
+        assert shown in loop, f"{shown!r} not in:\n{loop}"
+    firsts = [line for line in out.splitlines() if "first answer from v3" in line]
+    assert len(firsts) == 2
+    assert any("HTTP" in line for line in firsts)
+    assert any("broker" in line for line in firsts)
 
     # Both versions scored the same held-out rows, each through its own verified artifact.
     data = home / "data"
@@ -153,9 +238,10 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     assert "model fraud" in ran  # models show
     assert "wrote 1,000 predictions to scored.csv" in ran
     answer = json.loads(next(line for line in ran.splitlines() if '"predictions"' in line))
-    assert (answer["model"], answer["version"], len(answer["predictions"])) == ("fraud", 2, 2)
+    assert (answer["model"], answer["version"], len(answer["predictions"])) == ("fraud", 3, 2)
+    assert "/ui: 200 text/html" in ran
     results = [json.loads(line) for line in ran.splitlines() if line.startswith('{"id"')]
     assert len(results) == 3
     assert {r["model"] for r in results} == {"fraud"}
-    assert "fraud@production rolled back to v1" in ran
+    assert "fraud@production rolled back to v2" in ran
     assert not (home / "nats" / "server.json").exists()  # the scorer stopped the broker

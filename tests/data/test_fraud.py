@@ -195,6 +195,38 @@ def test_concept_drift_keeps_features_and_hides_new_fraud_from_the_model(
     assert recall(drifted) < recall(live) / 3
 
 
+def test_new_fraud_moves_the_features_of_many_and_adds_fraud_a_retrained_model_learns(
+    base: pd.DataFrame,
+) -> None:
+    """``new-fraud`` shifts what ``many`` shifts and makes the V2-and-V9-high corner fraud:
+    the model of the old world misses it; one trained on labelled drifted rows (fewer than
+    the demo's loop gathers) catches it, on drifted rows it did not train on."""
+    features = FRAUD_SCHEMA.feature_names
+    live = generate_fraud(20_000, seed=7)
+    drifted = drift_fraud(live, "new-fraud", seed=7)
+    many = drift_fraud(live, "many", seed=7)
+    assert drifted_features("new-fraud") == drifted_features("many")
+    pd.testing.assert_frame_equal(drifted[features], many[features])
+    new = (drifted["Class"] == 1) & (live["Class"] == 0)
+    assert new.mean() == pytest.approx(0.03, abs=0.005)
+    corner = drifted.loc[new, ["V2", "V9"]]
+    assert (corner.min() > drifted[["V2", "V9"]].median()).all()
+    assert (drifted["Class"] >= live["Class"]).all()  # no fraud is lost
+
+    old = HistGradientBoostingClassifier(max_iter=60, early_stopping=False, random_state=0)
+    old.fit(base[features], base["Class"])
+    learned, unseen = drifted.iloc[:1500], drifted.iloc[-600:]
+    retrained = HistGradientBoostingClassifier(max_iter=60, early_stopping=False, random_state=0)
+    retrained.fit(learned[features], learned["Class"])
+
+    def ap(model: HistGradientBoostingClassifier) -> float:
+        scores = model.predict_proba(unseen[features])[:, 1]
+        return float(average_precision_score(unseen["Class"], scores))
+
+    assert ap(old) < 0.5
+    assert ap(retrained) > ap(old) + 0.3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -138,6 +138,11 @@ DRIFT_SCENARIOS: dict[str, str] = {
         "label 2% of rows fraud that look like legitimate training rows (a new fraud "
         "pattern the current model misses); the features do not move"
     ),
+    "new-fraud": (
+        "shift the mean of 80% of the features by 0.5 standard deviation (as many) and turn "
+        "the legitimate rows whose V2 and V9 are both high into fraud (about 3% of rows): "
+        "the world moved and fraudsters found a new pattern"
+    ),
 }
 # Per scenario: (strength, share of features). Strength is in standard deviations for the
 # shifts, a factor for variance, the rate of new fraud rows for concept.
@@ -147,7 +152,13 @@ _DRIFT_DEFAULTS: dict[str, tuple[float, float]] = {
     "few": (2.0, 2 / 29),
     "many": (0.5, 0.8),
     "concept": (0.02, 0.0),
+    "new-fraud": (0.5, 0.8),
 }
+# The share of rows ``new-fraud`` turns into fraud. Its pattern is a corner (V2 and V9 both
+# above the quantile that leaves this share of rows in it), which trees learn from a few
+# dozen examples, so a model retrained on labelled drifted rows catches what the old one
+# cannot: the corner holds no fraud in the generator's data.
+_NEW_FRAUD_RATE = 0.03
 # Time is a timestamp, not a feature that drifts. The affected features are the first ones of
 # this fixed order, so a scenario moves the same features whatever the seed.
 _DRIFTABLE = [*_COMPONENTS, "Amount"]
@@ -181,7 +192,10 @@ def drift_fraud(
     column's mean by ``strength``. ``Amount`` moves in log space, so it stays positive.
     ``concept`` leaves every feature as it is and relabels a ``strength`` share of the rows
     fraud, drawn among legitimate rows with a high ``V2`` and ``V9`` (components the
-    generator's fraud never moves): fraud the current model does not see.
+    generator's fraud never moves): fraud the current model does not see. ``new-fraud``
+    moves the features as ``many`` does, then relabels fraud every legitimate row whose
+    ``V2`` and ``V9`` both lie in their top ``sqrt(0.03)`` (about 3 % of the rows): a
+    pattern a model trained on the drifted rows' labels learns and the current one misses.
     """
     features = drifted_features(scenario, share)
     default_strength = _DRIFT_DEFAULTS[scenario][0]
@@ -219,6 +233,14 @@ def drift_fraud(
             sign = 1.0 if amount else rng.choice([-1.0, 1.0])
             values = values + sign * strength * values.std()
         drifted[name] = np.maximum(np.round(np.exp(values), 2), 0.01) if amount else values
+    if scenario == "new-fraud":
+        corner = np.ones(len(drifted), dtype=bool)
+        for name in ("V2", "V9"):
+            column = drifted[name]
+            corner &= (column > column.quantile(1.0 - np.sqrt(_NEW_FRAUD_RATE))).to_numpy()
+        labels = drifted["Class"].to_numpy(copy=True)
+        labels[corner] = 1
+        drifted["Class"] = labels
     return drifted
 
 

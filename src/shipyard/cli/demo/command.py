@@ -3,12 +3,13 @@
 Generates transactions, runs the fraud pipeline (train, evaluate, sign, register, promote),
 scores a held-out file through the production alias's verified artifact and measures it
 against the file's labels, trains a challenger and compares both on those same rows, then
-starts the server, sends single-row requests over Open Inference Protocol and MLflow
-scoring, promotes the challenger mid-traffic, publishes the held-out transactions to the
-embedded broker for scorer processes and reads the results back, sends ground truth for about
-half of those predictions and runs the monitor, sends a drifted set through the server and the
-scorers and runs it again, prints a summary and the commands to try next. A second run on the
-same home registers the next versions.
+starts the server under simulated users and promotes the challenger mid-traffic, publishes
+the held-out transactions to the embedded broker for scorer processes and reads the results
+back. Last, the loop: a server and a scorer under simulated users who label their answers;
+the traffic drifts mid-run, and a monitor detects it, retrains on the labelled rows, gates
+and promotes the candidate, which the server and the scorer swap in without a failed
+request. It prints a summary, the loop's timeline and the commands to try next. A second
+run on the same home registers the next versions.
 """
 
 from __future__ import annotations
@@ -35,16 +36,14 @@ def demo(
     stream_workers: Annotated[
         int, typer.Option(min=1, max=16, help="Scorer processes of the stream step")
     ] = 2,
-    drifted_rows: Annotated[
-        int, typer.Option(min=2000, help="Drifted transactions of the monitoring step")
-    ] = 4_000,
 ) -> None:
-    """Generate data; train, register, score, serve and stream the fraud model."""
+    """Generate data; train, register, score, serve and stream the fraud model; then drift,
+    retrain and promote it under traffic."""
     # Imported here: pandas, scikit-learn, the pipeline and the server take seconds to
     # import, which the other commands and --help skip.
     from rich.table import Table
 
-    from shipyard.cli.demo.monitoring import monitor_phases, monitor_tables, monitor_verdicts
+    from shipyard.cli.demo.loop import demo_spec_text, run_loop
     from shipyard.cli.demo.next_steps import (
         next_steps,
         print_next_steps,
@@ -54,16 +53,19 @@ def demo(
     from shipyard.cli.demo.scoring import batch_table, comparison_table, score_holdout, shown
     from shipyard.cli.demo.serving import serve_and_swap, swap_table
     from shipyard.cli.demo.streaming import stream_and_count, stream_table
+    from shipyard.cli.demo.timeline import gate_table, loop_verdicts, timeline_table, traffic_table
     from shipyard.cli.pipeline import run_table, run_with_status
     from shipyard.data import get_dataset, read_table, write_table
     from shipyard.errors import ModelNotFoundError
     from shipyard.examples import example_spec
-    from shipyard.pipeline import load_spec
+    from shipyard.pipeline import load_spec, parse_spec
 
     started = time.perf_counter()
     settings = settings_of(ctx)
     data_dir = settings.home / "data"
-    spec, text = load_spec(example_spec("fraud"))
+    # The packaged spec with the demo's retrain rules, scaled to a loop of under a minute.
+    text = demo_spec_text(load_spec(example_spec("fraud"))[1])
+    spec = parse_spec(text, source=f"{example_spec('fraud')} (with the demo's retrain rules)")
     fraud = get_dataset("fraud")
     with open_registry(ctx) as registry:
         try:
@@ -125,6 +127,7 @@ def demo(
             fraud.schema.feature_names,
             challenger.version.ref,
             total=requests,
+            seed=seed,
             out=console,
         )
         console.print(swap_table(swap))
@@ -133,18 +136,19 @@ def demo(
         streamed = stream_and_count(settings, holdout, workers=stream_workers, out=console)
         console.print(stream_table(streamed))
 
-        console.rule("[bold]6. monitoring: ground truth, live performance, drift")
-        ids = sorted(streamed.rows, key=streamed.rows.__getitem__)  # in row order: reproducible
-        truth = holdout[target].iloc[[streamed.rows[i] for i in ids]].reset_index(drop=True)
-        monitored = monitor_phases(
-            registry, settings, ids, truth, rows=drifted_rows, seed=seed, out=console
-        )
-        for table in monitor_tables(monitored):
-            console.print(table)
-        for line in monitor_verdicts(monitored):
+        console.rule("[bold]6. the loop: drift → retrain → promote → hot swap, under traffic")
+        loop_started = time.perf_counter()
+        loop, ui = run_loop(registry, settings, seed=seed, out=console)
+        loop_seconds = time.perf_counter() - loop_started
+        console.print(timeline_table(loop))
+        gate = gate_table(loop)
+        if gate is not None:
+            console.print(gate)
+        console.print(traffic_table(loop))
+        for line in loop_verdicts(loop):
             console.print(line)
 
-    # The production version at the end is the challenger: its best-caught fraud shows a score.
+    # The challenger's best-caught held-out fraud: a request whose answer shows a fraud score.
     request = write_request(
         holdout,
         contender.scored["probability"],
@@ -160,9 +164,15 @@ def demo(
     summary.add_row(
         "registered",
         f"{result.version.ref} ({result.rows:,} rows; {verdict}: {result.promotion.reason}), "
-        f"challenger {swap.promoted}",
+        f"challenger {swap.promoted}"
+        + ("" if loop.new is None else f", retrained {spec.model.name}:{loop.new}"),
     )
-    summary.add_row("production", f"{swap.promoted} (promoted mid-traffic)")
+    summary.add_row(
+        "production",
+        f"{swap.promoted} (promoted mid-traffic)"
+        if loop.new is None
+        else f"{spec.model.name}:{loop.new} (retrained on drift and promoted by the monitor)",
+    )
     for name in ("average_precision", "roc_auc"):
         summary.add_row(
             f"test {name}", f"{result.metrics[name]:.4f} ({result.version.ref}, its own test split)"
@@ -199,10 +209,17 @@ def demo(
         f"{streamed.percentile_ms(50):.0f} ms, p99 {streamed.percentile_ms(99):.0f} ms "
         f"({stream_workers} worker{'s' * (stream_workers > 1)})",
     )
-    summary.add_row("monitoring", "; ".join(monitor_verdicts(monitored)))
+    took = f"the step took {loop_seconds:.1f} s"
+    summary.add_row("loop", "; ".join([*loop_verdicts(loop), took]))
+    summary.add_row("dashboard", f"{ui} (while the loop ran; `shipyard serve` shows it again)")
     summary.add_row("wall time", f"{time.perf_counter() - started:.1f} s")
     console.rule("[bold]summary")
     console.print(summary)
     shipyard = shipyard_command(ctx.find_root().params)
-    steps = next_steps(shipyard, model=spec.model.name, request=request, previous=production.ref)
+    steps = next_steps(
+        shipyard,
+        model=spec.model.name,
+        request=request,
+        previous=swap.promoted if loop.new is not None else production.ref,
+    )
     print_next_steps(steps, console)

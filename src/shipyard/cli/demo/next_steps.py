@@ -103,6 +103,12 @@ def next_steps(shipyard: str, *, model: str, request: Path, previous: str) -> li
             ),
         ),
         NextStep(
+            f"the dashboard (models, versions, live performance, drift, the loop's events): "
+            f"open http://{url}/ui in a browser",
+            # A newline first: the answer printed before it ends without one.
+            (f"curl -s -o /dev/null -w '\\n/ui: %{{http_code}} %{{content_type}}\\n' {url}/ui",),
+        ),
+        NextStep(
             "score messages: a scorer on the embedded broker, transactions in, results out",
             (
                 f"{shipyard} stream --model {model} &",
@@ -111,7 +117,7 @@ def next_steps(shipyard: str, *, model: str, request: Path, previous: str) -> li
             ),
         ),
         NextStep(
-            f"undo the demo's promotion: {previous} back in {DEFAULT_ALIAS} (the server and "
+            f"undo the last promotion: {previous} back in {DEFAULT_ALIAS} (the server and "
             "the scorer follow within a second)",
             (f"{shipyard} models rollback {model} --alias {DEFAULT_ALIAS}",),
         ),

@@ -1,75 +1,133 @@
-"""The serving step of ``shipyard demo``: a real server under load, a promotion mid-traffic."""
+"""The serving step of ``shipyard demo``: a real server under load, a promotion mid-traffic.
+
+The load is ``shipyard traffic``'s engine (``traffic.runner``): closed-loop users that send
+their next request when the last is answered, half over Open Inference Protocol, half over
+MLflow scoring, each with its own keep-alive connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from dataclasses import dataclass
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
 from shipyard.registry import DEFAULT_ALIAS, Registry
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
-from shipyard.traffic.load import LoadReport, Request, run_load
+from shipyard.traffic.config import Protocol, TrafficConfig
+from shipyard.traffic.rows import RowPool, Rows
+from shipyard.traffic.runner import Destination, prepared
+from shipyard.traffic.summary import TrafficStats, latency_summary
+from shipyard.traffic.users import Answer, Visit
 
-# More concurrent httpx clients in one process measure the client's own contention, not the
-# server (16 gave p99 ~170 ms where wrk measures 9 ms); 8 keep the server busy.
-CLIENTS = 8
+# More users in this process measure the client's own contention, not the server; 8 (4 per
+# protocol) keep one server worker busy.
+USERS_PER_PROTOCOL = 4
+MODEL = "fraud"
+
+
+@dataclass
+class LoadFigures:
+    """The users' figures over both protocols."""
+
+    seconds: float = 0.0
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    errors: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    """Answers by version (MLflow's answers name none: OIP's only)."""
+
+    @property
+    def sent(self) -> int:
+        """Requests answered or failed."""
+        return len(self.latencies) + sum(self.errors.values())
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second over the run."""
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        """Latency percentile of answered requests, in milliseconds."""
+        found = latency_summary(self.latencies).get(f"p{q:g}")
+        return 0.0 if found is None else found
+
+    def add(self, stats: TrafficStats) -> None:
+        """Count one protocol's users in."""
+        self.latencies.extend(stats.latencies)
+        self.errors.update(stats.errors)
+        self.versions.update(stats.versions)
+        self.seconds = max(self.seconds, stats.elapsed(stats.ended_at or stats.started_at))
 
 
 @dataclass(frozen=True)
 class SwapResult:
     """What the serving demo measured."""
 
-    report: LoadReport
+    report: LoadFigures
     promoted: str
     promoted_after: int
 
 
-def _requests(rows: pd.DataFrame, features: list[str]) -> list[Request]:
-    """Alternate Open Inference Protocol and MLflow single-row requests."""
-    requests = []
-    for values in rows[features].to_numpy(np.float32).tolist():
-        requests.append(
-            Request(
-                "/v2/models/fraud/infer",
-                {"inputs": [{"name": "input", "shape": [1, len(values)], "datatype": "FP32",
-                             "data": values}]},
-                lambda response: str(response["model_version"]),
-            )
-        )  # fmt: skip
-        requests.append(
-            Request("/invocations", {"dataframe_split": {"columns": features, "data": [values]}})
-        )
-    return requests
+def rows_of(frame: pd.DataFrame, features: list[str]) -> RowPool:
+    """A pool of the frame's feature rows, without labels (the serving step sends none)."""
+    values = frame[features].to_numpy(np.float64)
+    return RowPool(Rows(list(features), values, None), source="the held-out rows")
 
 
 async def _traffic_with_swap(
-    registry: Registry, url: str, requests: list[Request], total: int, challenger: str
+    registry: Registry, url: str, pool: RowPool, total: int, challenger: str, seed: int
 ) -> SwapResult:
     halfway = asyncio.Event()
     answered = 0
 
-    def progress(n: int) -> None:
+    def count(_slot: int, _visit: Visit, answer: Answer) -> None:
         nonlocal answered
-        answered += n
-        if answered >= total // 2:
-            halfway.set()
+        if answer.failure is None:
+            answered += 1
+            if answered >= total // 2:
+                halfway.set()
 
-    load = asyncio.create_task(
-        run_load(url, requests, total=total, concurrency=CLIENTS, progress=progress)
-    )
-    waiter = asyncio.create_task(halfway.wait())
-    await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    promoted_after = answered
-    await asyncio.to_thread(registry.promote, challenger, DEFAULT_ALIAS, actor="demo")
-    report = await load
-    return SwapResult(report, challenger, promoted_after)
+    configs = [
+        TrafficConfig(
+            model=MODEL,
+            protocol=protocol,
+            users=USERS_PER_PROTOCOL,
+            requests=total // 2 + (total % 2 if protocol is Protocol.OIP else 0),
+            seed=seed + n,
+        )
+        for n, protocol in enumerate((Protocol.OIP, Protocol.MLFLOW))
+    ]
+    destination = Destination(url=url)
+    figures = LoadFigures()
+    async with (
+        prepared(configs[0], pool, destination, trace=count) as oip,
+        prepared(configs[1], pool, destination, trace=count) as mlflow,
+    ):
+        runs = [asyncio.create_task(run.users.run()) for run in (oip, mlflow)]
+        waiter = asyncio.create_task(halfway.wait())
+        await asyncio.wait([*runs, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        promoted_after = answered
+        await asyncio.to_thread(registry.promote, challenger, DEFAULT_ALIAS, actor="demo")
+        for stats in await asyncio.gather(*runs):
+            figures.add(stats)
+    return SwapResult(figures, challenger, promoted_after)
+
+
+def run_traffic(main: Callable[[], Any]) -> Any:
+    """Run a traffic coroutine function on uvloop, as ``shipyard traffic`` does."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
 
 
 def serve_and_swap(
@@ -80,19 +138,28 @@ def serve_and_swap(
     challenger: str,
     *,
     total: int,
+    seed: int,
     out: Console,
 ) -> SwapResult:
     """Start a server, send ``total`` requests, promote ``challenger`` halfway through."""
     log = settings.home / "logs" / "demo-server.log"
+    pool = rows_of(rows, features)
     with ServerProcess(settings, log=log) as server:
-        out.print(f"server on {server.url}; {total:,} single-row requests from {CLIENTS} clients")
+        out.print(
+            f"server on {server.url}; {total:,} single-row requests from "
+            f"{2 * USERS_PER_PROTOCOL} simulated users (`shipyard traffic`'s engine)"
+        )
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
         gc.collect()
         gc.freeze()
-        return asyncio.run(
-            _traffic_with_swap(registry, server.url, _requests(rows, features), total, challenger)
-        )
+        try:
+            result: SwapResult = run_traffic(
+                lambda: _traffic_with_swap(registry, server.url, pool, total, challenger, seed)
+            )
+        finally:
+            gc.unfreeze()
+        return result
 
 
 def swap_table(result: SwapResult) -> Table:

@@ -1,0 +1,182 @@
+"""What the loop step of ``shipyard demo`` prints: its timeline in seconds since the traffic
+started (the users' clock and the registry's events), the gate's figures, the users' counts,
+and plain verdicts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from shipyard.cli.demo.loop import (
+    HTTP_USERS,
+    LIMIT_S,
+    LOOP_EVENTS,
+    MODEL,
+    SCENARIO,
+    STREAM_USERS,
+    LoopRun,
+)
+from shipyard.traffic.summary import latency_summary
+
+if TYPE_CHECKING:
+    from shipyard.registry.monitoring import EventRecord
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:5.1f}"
+
+
+def _evidence(event: EventRecord) -> str:
+    evidence = event.evidence
+    if event.kind == "drift.detected":
+        share = evidence.get("share")
+        return f"v{event.version}: share {share:.2f} of features drifted" if share else ""
+    if event.kind == "retrain.triggered":
+        labelled = (evidence.get("labelled") or {}).get("rows")
+        trigger = (evidence.get("trigger") or {}).get("kind")
+        return f"by {trigger} on v{evidence.get('production')}; {labelled:,} labelled rows"
+    if event.kind == "retrain.trained":
+        rows = evidence.get("rows") or {}
+        return (
+            f"v{evidence.get('candidate')} trained on {rows.get('train', 0):,} labelled + "
+            f"{rows.get('original', 0):,} original rows; {rows.get('holdout', 0):,} held out"
+        )
+    if event.kind == "retrain.gated":
+        won = "won" if evidence.get("won") else "lost"
+        candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
+        return (
+            f"v{candidate.get('version')} {won}: {evidence.get('metric')} "
+            f"{candidate.get('value', 0):.4f} vs {current.get('value', 0):.4f} "
+            f"(v{current.get('version')})"
+        )
+    if event.kind.startswith("performance.") and "live" in evidence:
+        live, offline = evidence.get("live"), evidence.get("offline")
+        if isinstance(live, float) and isinstance(offline, float):
+            return (
+                f"v{event.version}: {evidence.get('metric')} {live:.4f} live vs "
+                f"{offline:.4f} offline (no retrain on this alone, in the demo)"
+            )
+    if event.kind == "model.promoted":
+        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}"
+    return str(evidence.get("reason") or "")
+
+
+def timeline(run: LoopRun) -> list[tuple[float | None, str, str]]:
+    """(seconds, what, detail) of the loop, in time order."""
+    rows: list[tuple[float | None, str, str]] = [
+        (0.0, "traffic started", f"{HTTP_USERS} users over HTTP, {STREAM_USERS} via the broker"),
+        (run.at(run.drift_started), "drift started", f"{SCENARIO} rows from now on"),
+    ]
+    for event in run.events:
+        rows.append((run.at(event.at), event.kind, _evidence(event)))
+    if run.new is not None:
+        for channel in (run.http, run.stream):
+            first = channel.first_answer.get(str(run.new))
+            rows.append((run.at(first), f"first answer from v{run.new}", f"{channel.name}"))
+    rows.append((run.at(run.stopped), "traffic stopped", ""))
+    return sorted(rows, key=lambda row: float("inf") if row[0] is None else row[0])
+
+
+def timeline_table(run: LoopRun) -> Table:
+    """The loop as seconds since the traffic started."""
+    table = Table(
+        "s",
+        "what",
+        "detail",
+        title="the loop (seconds since the traffic started; events as `shipyard monitor "
+        f"events {MODEL}` shows them)",
+        title_justify="left",
+    )
+    table.columns[0].justify = "right"
+    for seconds, what, detail in timeline(run):
+        style = "bold" if what in LOOP_EVENTS or what.startswith("first answer") else ""
+        table.add_row(_s(seconds), what, detail, style=style)
+    return table
+
+
+def gate_table(run: LoopRun) -> Table | None:
+    """Production and candidate on the same held-out labelled rows (the gate's figures)."""
+    gated = run.event("retrain.gated")
+    if gated is None:
+        return None
+    evidence = gated.evidence
+    candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
+    holdout = evidence.get("holdout") or {}
+    table = Table(
+        title=f"the gate: both versions on the same {holdout.get('rows', 0):,} newest labelled "
+        "rows (the candidate did not train on them)",
+        title_justify="left",
+        caption=f"{evidence.get('metric')} must gain {evidence.get('min_delta')}: "
+        f"{'won' if evidence.get('won') else 'lost'} by {evidence.get('gain', 0):+.4f}",
+        caption_justify="left",
+    )
+    table.add_column()
+    table.add_column(f"v{current.get('version')} (production)", justify="right")
+    table.add_column(f"v{candidate.get('version')} (candidate)", justify="right")
+    old, new = current.get("metrics") or {}, candidate.get("metrics") or {}
+    for name in ("average_precision", "roc_auc", "f1", "precision", "recall"):
+        if name in old or name in new:
+            table.add_row(name, _metric(old.get(name)), _metric(new.get(name)))
+    return table
+
+
+def _metric(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def traffic_table(run: LoopRun) -> Table:
+    """Per channel: requests, failures, latency, labels, answers by version."""
+    table = Table(
+        "users",
+        "requests",
+        "failed",
+        "p50 / p99 ms",
+        "labels sent",
+        "answers by version",
+        title="the users",
+        title_justify="left",
+    )
+    for channel in (run.http, run.stream):
+        stats = channel.stats
+        latency = latency_summary(stats.latencies)
+        p50, p99 = latency["p50"] or 0.0, latency["p99"] or 0.0
+        table.add_row(
+            channel.name,
+            f"{stats.requests:,}",
+            str(sum(stats.errors.values())),
+            f"{p50:.1f} / {p99:.1f}",
+            f"{stats.labels_sent:,}",
+            ", ".join(f"v{v}: {n:,}" for v, n in sorted(channel.stats.versions.items())),
+        )
+    return table
+
+
+def loop_verdicts(run: LoopRun) -> list[str]:
+    """Plain sentences: what the loop did, failures, and how long drift took to be undone."""
+    lines = []
+    drift = run.at(run.drift_started)
+    early = [
+        e for e in run.events if e.kind == "drift.detected" and drift is not None
+        and (run.at(e.at) or 0.0) < drift
+    ]  # fmt: skip
+    if early:
+        lines.append(f"{len(early)} drift event(s) before the drift started — a false alarm")
+    requests = run.http.stats.requests + run.stream.stats.requests
+    if run.failed:
+        errors = dict(run.http.stats.errors + run.stream.stats.errors)
+        lines.append(f"{run.failed:,} of {requests:,} requests FAILED: {errors}")
+    else:
+        lines.append(f"0 failed requests of {requests:,} (HTTP and broker)")
+    if run.new is None:
+        gated = run.event("retrain.gated")
+        why = "the candidate lost the gate" if gated is not None else "no retrain finished"
+        lines.append(f"no new version was promoted within {LIMIT_S:g} s ({why})")
+        return lines
+    served = [c.first_answer.get(str(run.new)) for c in (run.http, run.stream)]
+    if drift is not None and all(s is not None for s in served):
+        last = max(run.at(s) or 0.0 for s in served)
+        lines.append(
+            f"drift onset → v{run.new} answering on HTTP and the broker: {last - drift:.1f} s"
+        )
+    return lines
