@@ -85,6 +85,66 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _block_env(folder: Path) -> dict[str, str]:
+    """What a block's bash script runs with: the folder's home and the installed CLI first."""
+    return _clean_env(SHIPYARD_HOME=str(folder / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
+
+
+class Folders:
+    """The folders the README's blocks leave behind, each made once per module and restored
+    in place for a test. In place because the registry records absolute paths (a run's
+    training file, which retraining reads again): a copy elsewhere would point back here."""
+
+    def __init__(self, root: Path) -> None:
+        self.work = root / "work"
+        self.saved = root / "saved"
+        self.work.mkdir()
+
+    def save(self, name: str) -> None:
+        """Keep the working folder as it is now under ``name``."""
+        shutil.copytree(self.work, self.saved / name, symlinks=True)
+
+    def restore(self, name: str) -> Path:
+        """The working folder as it was when ``name`` was saved."""
+        shutil.rmtree(self.work)
+        shutil.copytree(self.saved / name, self.work, symlinks=True)
+        return self.work
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Folders:
+    """One working folder for the module's end-to-end tests (they run one at a time)."""
+    return Folders(tmp_path_factory.mktemp("readme"))
+
+
+@pytest.fixture(scope="module")
+def trained(folders: Folders) -> list[str]:
+    """The usage block up to the first training run, each line through the installed console
+    script, in an empty folder outside the repository and a fresh home, run once for every
+    test that starts from a trained fraud@production; what each line printed. Saved as
+    "trained"."""
+    env = _clean_env(SHIPYARD_HOME=str(folders.work / "home"))
+    outputs = []
+    for line in TRAIN:
+        args = shlex.split(line)
+        assert args[0] == "shipyard"
+        command = shlex.join([str(BIN / "shipyard"), *args[1:]])
+        outputs.append(_run(command, folders.work, env, timeout=300))
+    folders.save("trained")
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def monitored(folders: Folders, trained: list[str]) -> str:
+    """The monitoring block as one bash script after the training, run once for the
+    monitoring and the dashboard tests; what it printed. Saved as "monitored"."""
+    work = folders.restore("trained")
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{MONITORING}"
+    out = _run(script, work, _block_env(work), timeout=300)
+    folders.save("monitored")
+    return out
+
+
 @pytest.mark.e2e
 def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     """The first command, verbatim, in a copy of the repository with no venv; then again."""
@@ -128,16 +188,19 @@ def test_usage_block_starts_with_the_examples_and_names_both_spec_forms() -> Non
 
 
 @pytest.mark.e2e
-def test_usage_commands_run_in_order(tmp_path: Path) -> None:
+def test_usage_commands_run_in_order(folders: Folders, trained: list[str]) -> None:
     """The usage block, each line through the installed console script, in an empty folder
-    outside the repository and a fresh home."""
+    outside the repository and a fresh home: its first lines ran in ``trained``, the rest
+    run here after them."""
+    tmp_path = folders.restore("trained")
     env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"))
-    outputs = []
-    for line in USAGE_LINES:
+    outputs = list(trained)
+    for line in USAGE_LINES[len(TRAIN) :]:
         args = shlex.split(line)
         assert args[0] == "shipyard"
         command = shlex.join([str(BIN / "shipyard"), *args[1:]])
         outputs.append(_run(command, tmp_path, env, timeout=300))
+    assert len(outputs) == len(USAGE_LINES)
     assert outputs[0].strip() == f"shipyard {shipyard.__version__}"
     assert "fraud" in outputs[1]
     for name in ("pipeline.yaml", "request.json", "oip-request.json", "mlflow-request.json"):
@@ -147,11 +210,10 @@ def test_usage_commands_run_in_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
+def test_serving_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
     """The serving block, after the usage block, as one bash script; the server is stopped."""
-    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in TRAIN:  # the example's request files and a trained fraud@production
-        _run(line, tmp_path, env, timeout=300)
+    tmp_path = folders.restore("trained")  # the example's request files, fraud@production
+    env = _block_env(tmp_path)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n{SERVING}"
     out = _run(script, tmp_path, env, timeout=300)
     assert '{"ready":true}' in out
@@ -164,12 +226,11 @@ def test_serving_commands_run_as_a_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
+def test_streaming_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
     """The streaming block, after the usage block's training, as one bash script on the
     embedded broker; the scorers are stopped at the end."""
-    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in TRAIN:  # a trained fraud@production
-        _run(line, tmp_path, env, timeout=300)
+    tmp_path = folders.restore("trained")  # a trained fraud@production
+    env = _block_env(tmp_path)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{STREAMING}"
     _run(script, tmp_path, env, timeout=300)
     results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -180,16 +241,16 @@ def test_streaming_commands_run_as_a_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_monitoring_and_retraining_commands_run_as_scripts(tmp_path: Path) -> None:
-    """The monitoring block, after the usage block's training, as one bash script: labels
-    for an undrifted and a drifted set, the monitor's verdicts (the drift retrains the
-    model: the example spec has a retrain: section), the report and the route; then the
-    retraining block in the same folder."""
-    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in TRAIN:  # a trained fraud@production
-        _run(line, tmp_path, env, timeout=300)
-    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{MONITORING}"
-    out = " ".join(_run(script, tmp_path, env, timeout=300).split())
+def test_monitoring_and_retraining_commands_run_as_scripts(
+    folders: Folders, monitored: str
+) -> None:
+    """The monitoring block, after the usage block's training, as one bash script (run in
+    ``monitored``): labels for an undrifted and a drifted set, the monitor's verdicts (the
+    drift retrains the model: the example spec has a retrain: section), the report and the
+    route; then the retraining block in the same folder."""
+    tmp_path = folders.restore("monitored")
+    env = _block_env(tmp_path)
+    out = " ".join(monitored.split())
     assert "fraud: received 3,000 labels, accepted 3,000, 0 duplicates" in out
     passes = re.findall(
         r"fraud: ([\d,]+) new predictions, feedback settled: (.*?), events: (\S+)", out
@@ -230,14 +291,13 @@ def test_monitoring_and_retraining_commands_run_as_scripts(tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
-def test_dashboard_commands_run_as_a_script(tmp_path: Path) -> None:
-    """The dashboard block, after the usage block's training and the monitoring block, as
-    one bash script: the page, a version's history, the drift event and the traffic."""
-    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in TRAIN:  # a trained fraud@production
-        _run(line, tmp_path, env, timeout=300)
+def test_dashboard_commands_run_as_a_script(folders: Folders, monitored: str) -> None:
+    """The dashboard block, after the usage block's training and the monitoring block (run
+    in ``monitored``), as one bash script: the page, a version's history, the drift event
+    and the traffic."""
+    tmp_path = folders.restore("monitored")
+    env = _block_env(tmp_path)
     prelude = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
-    _run(prelude + MONITORING, tmp_path, env, timeout=300)
     out = _run(prelude + DASHBOARD, tmp_path, env, timeout=300)
     assert "<title>Shipyard dashboard</title>" in out
     history = json.loads((tmp_path / "history.json").read_text())
@@ -252,12 +312,11 @@ def test_dashboard_commands_run_as_a_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_traffic_commands_run_as_a_script(tmp_path: Path) -> None:
+def test_traffic_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
     """The simulated-users block, after the usage block's training, as one bash script:
     a server, an operator key, a few seconds of labelled, drifting traffic, a monitor pass."""
-    env = _clean_env(SHIPYARD_HOME=str(tmp_path / "home"), PATH=f"{BIN}{os.pathsep}/usr/bin:/bin")
-    for line in TRAIN:  # a trained fraud@production
-        _run(line, tmp_path, env, timeout=300)
+    tmp_path = folders.restore("trained")  # a trained fraud@production
+    env = _block_env(tmp_path)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{TRAFFIC}"
     out = " ".join(_run(script, tmp_path, env, timeout=300).split())
     summary = json.loads((tmp_path / "traffic.json").read_text())

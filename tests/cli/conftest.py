@@ -21,7 +21,9 @@ class Result:
 Cli = Callable[..., Result]
 
 
-def _runner(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
+def runner(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
+    """The CLI in-process on ``home``: each call returns its exit code and what it printed."""
+
     def run(*args: str) -> Result:
         capsys.readouterr()
         try:
@@ -45,10 +47,10 @@ def home_with_model(model_home: Path) -> Path:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
     """The CLI on an empty home."""
-    return _runner(capsys, home)
+    return runner(capsys, home)
 
 
 @pytest.fixture
 def model_cli(capsys: pytest.CaptureFixture[str], home_with_model: Path) -> Cli:
     """The CLI on a home that has fraud v1 in production."""
-    return _runner(capsys, home_with_model)
+    return runner(capsys, home_with_model)

@@ -4,7 +4,9 @@ real ``shipyard serve`` child with labels stored through ``POST /v1/feedback``, 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,16 +16,42 @@ from shipyard.registry.users import Users
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
-from .conftest import Cli
+from .conftest import Cli, runner
+
+
+@dataclass(frozen=True)
+class Served:
+    """A real ``shipyard serve`` shared by the module's runs, its home and an operator key."""
+
+    url: str
+    key: str
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def served(trained_model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A real server over a copy of the trained home, and an operator API key of that home:
+    one per module, as starting one is most of a case's time; the cases only add labels,
+    so each compares the registry's counts before and after its own run."""
+    root = tmp_path_factory.mktemp("traffic")
+    home = root / "home"
+    shutil.copytree(trained_model_home, home)
+    with Registry.open(Settings(home=home)) as registry:
+        _, key = Users(registry).create_api_key("traffic", Role.OPERATOR)
+    with ServerProcess(Settings(home=home), log=root / "server.log") as server:
+        yield Served(server.url, key, home)
 
 
 @pytest.fixture
-def served(home_with_model: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A real server over the trained home, and an operator API key of that home."""
-    with Registry.open(Settings(home=home_with_model)) as registry:
-        _, key = Users(registry).create_api_key("traffic", Role.OPERATOR)
-    with ServerProcess(Settings(home=home_with_model), log=tmp_path / "server.log") as server:
-        yield server.url, key
+def served_cli(capsys: pytest.CaptureFixture[str], served: Served) -> Cli:
+    """The CLI on the shared server's home."""
+    return runner(capsys, served.home)
+
+
+def feedback_counts(home: Path) -> dict[str, int]:
+    """The registry's label totals for fraud."""
+    with Registry.open(Settings(home=home)) as registry:
+        return registry.monitoring.feedback_counts("fraud")
 
 
 @pytest.mark.parametrize(
@@ -79,11 +107,12 @@ def test_a_label_column_the_file_lacks_is_named(cli: Cli, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("protocol", ["oip", "mlflow", "json"])
 def test_a_real_run_labels_predictions_through_the_feedback_route(
-    model_cli: Cli, served: tuple[str, str], tmp_path: Path, home_with_model: Path, protocol: str
+    served_cli: Cli, served: Served, tmp_path: Path, protocol: str
 ) -> None:
-    url, key = served
+    url, key = served.url, served.key
     summary = tmp_path / "summary.json"
-    result = model_cli(
+    before = feedback_counts(served.home)
+    result = served_cli(
         "traffic", "--url", url, "--protocol", protocol, "--users", "4", "--requests", "400",
         "--label-probability", "0.5", "--label-delay-min", "0", "--label-delay-max", "0.3",
         "--api-key", key, "--seed", "3", "-o", str(summary),
@@ -106,41 +135,38 @@ def test_a_real_run_labels_predictions_through_the_feedback_route(
     assert "api_key" not in json.dumps(document)
     assert key not in json.dumps(document)
     # The labels reached the registry, once each, under ids the server gave its answers.
-    with Registry.open(Settings(home=home_with_model)) as registry:
-        counts = registry.monitoring.feedback_counts("fraud")
-    assert counts["accepted"] == document["labels_sent"]
-    assert counts["duplicate"] == 0
+    counts = feedback_counts(served.home)
+    assert counts["accepted"] - before["accepted"] == document["labels_sent"]
+    assert counts["duplicate"] == before["duplicate"] == 0
     assert "400 (400 answered)" in result.out
 
 
 def test_labels_without_credentials_stop_before_the_first_request(
-    model_cli: Cli, served: tuple[str, str]
+    served_cli: Cli, served: Served
 ) -> None:
-    url, _ = served
-    result = model_cli("traffic", "--url", url, "--requests", "10", "--label-probability", "0.5")
+    result = served_cli(
+        "traffic", "--url", served.url, "--requests", "10", "--label-probability", "0.5"
+    )
     assert result.code == 2
     err = " ".join(result.err.split())
     assert "POST /v1/feedback on" in err
     assert "shipyard users api-key create traffic --role operator" in err
 
 
-def test_a_model_the_server_does_not_serve_is_named(
-    model_cli: Cli, served: tuple[str, str]
-) -> None:
-    url, _ = served
-    result = model_cli("traffic", "--url", url, "--model", "other", "--requests", "5")
+def test_a_model_the_server_does_not_serve_is_named(served_cli: Cli, served: Served) -> None:
+    result = served_cli("traffic", "--url", served.url, "--model", "other", "--requests", "5")
     assert result.code == 3
     assert "does not serve 'other'" in " ".join(result.err.split())
 
 
 def test_the_same_seed_sends_the_same_labels_and_delays(
-    model_cli: Cli, served: tuple[str, str], tmp_path: Path
+    served_cli: Cli, served: Served, tmp_path: Path
 ) -> None:
-    url, key = served
+    url, key = served.url, served.key
 
     def run(seed: int, name: str) -> dict[str, object]:
         out = tmp_path / name
-        result = model_cli(
+        result = served_cli(
             "traffic", "--url", url, "--users", "2", "--requests", "300", "--seed", str(seed),
             "--label-probability", "0.4", "--label-delay-max", "0.2", "--label-noise", "0.2",
             "--api-key", key, "--drift", "concept", "--drift-at", "0", "-q", "-o", str(out),

@@ -7,7 +7,8 @@ the root conftest).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shipyard.children import Child
+from shipyard.data import generate_fraud
+from shipyard.examples import example_spec
+from shipyard.pipeline import Runner, load_spec
+from shipyard.registry import Registry
 from shipyard.server.app import create_app
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
@@ -48,3 +53,47 @@ def live_server(model_home: Path, tmp_path: Path) -> Iterator[LiveServer]:
     """``shipyard serve -m fraud`` as a real process; waits until ready, stops after."""
     with ServerProcess(Settings(home=model_home), log=tmp_path / "server.log") as server:
         yield LiveServer(server.url, f"127.0.0.1:{server.port}", model_home, server.process)
+
+
+@pytest.fixture(scope="session")
+def second_version_home(trained_model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained home plus fraud:2, trained on other data and not promoted: trained once
+    a session, as a training run is most of a swap test's time (``register_v2`` copies it)."""
+    home = tmp_path_factory.mktemp("second-version") / "home"
+    shutil.copytree(trained_model_home, home)
+    data = home.parent / "v2.parquet"
+    generate_fraud(4000, seed=21).to_parquet(data)
+    spec, text = load_spec(example_spec("fraud"))
+    spec = spec.model_copy(
+        update={"promotion": spec.promotion.model_copy(update={"require": "never"})}
+    )
+    with Registry.open(Settings(home=home)) as registry:
+        result = Runner(registry).run(spec.with_data_file(data), text)
+    assert result.version.version == 2
+    return home
+
+
+@pytest.fixture
+def register_v2(second_version_home: Path) -> Callable[[Path], None]:
+    """``register_v2(home)``: fraud:2 of ``second_version_home`` (its files, schemas,
+    metrics, profile and tags) registered and signed in ``home``, without promoting it."""
+
+    def register(home: Path) -> None:
+        with Registry.open(Settings(home=second_version_home)) as source:
+            trained = source.get_version("fraud:2")
+            files = source.load_artifact("fraud:2").files
+            profile = source.get_profile("fraud:2")
+        with Registry.open(Settings(home=home)) as registry:
+            registered = registry.register_version(
+                "fraud",
+                files=files,
+                format=trained.format,
+                input_schema=trained.input_schema,
+                output_schema=trained.output_schema,
+                metrics=trained.metrics,
+                reference_profile=profile,
+                tags=trained.tags,
+            )
+        assert registered.version == 2
+
+    return register

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -12,8 +13,6 @@ import numpy as np
 import pytest
 
 from shipyard.data import generate_fraud
-from shipyard.examples import example_spec
-from shipyard.pipeline import Runner, load_spec
 from shipyard.registry import Registry
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
@@ -21,19 +20,6 @@ from shipyard.settings import Settings
 from .conftest import FEATURES, LiveServer
 
 SWAP_BOUND_S = 30  # bounds the wait; the measured delay is printed, not asserted
-
-
-def register_v2(home: Path) -> None:
-    """Train fraud:2 on other data, without promoting it."""
-    data = home.parent / "v2.parquet"
-    generate_fraud(4000, seed=21).to_parquet(data)
-    spec, text = load_spec(example_spec("fraud"))
-    spec = spec.model_copy(
-        update={"promotion": spec.promotion.model_copy(update={"require": "never"})}
-    )
-    with Registry.open(Settings(home=home)) as registry:
-        result = Runner(registry).run(spec.with_data_file(data), text)
-    assert result.version.version == 2
 
 
 def promote(home: Path, ref: str) -> None:
@@ -103,7 +89,9 @@ class Load:
             return sum(self.versions.values())
 
 
-def test_swap_under_load_fails_no_request(live_server: LiveServer) -> None:
+def test_swap_under_load_fails_no_request(
+    live_server: LiveServer, register_v2: Callable[[Path], None]
+) -> None:
     register_v2(live_server.home)
     with Load(live_server.url) as load:
         time.sleep(1.0)
@@ -127,7 +115,7 @@ def test_swap_under_load_fails_no_request(live_server: LiveServer) -> None:
 
 @pytest.mark.parametrize("workers", [2])
 def test_every_worker_process_follows_the_alias(
-    model_home: Path, tmp_path: Path, workers: int
+    model_home: Path, tmp_path: Path, workers: int, register_v2: Callable[[Path], None]
 ) -> None:
     register_v2(model_home)
     settings = Settings(home=model_home)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,6 @@ from fastapi.testclient import TestClient
 from shipyard.registry import Registry, Users
 from shipyard.server.app import create_app
 from shipyard.settings import Settings
-
-from .test_hot_swap import register_v2
 
 ROW = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0.0] * 30}]}
 
@@ -49,7 +47,12 @@ def test_read_routes_are_open(client: TestClient) -> None:
     assert client.get("/v1/registry/models/fraud/versions/9").status_code == 404
 
 
-def test_promote_needs_admin(client: TestClient, model_home: Path, keys: dict[str, str]) -> None:
+def test_promote_needs_admin(
+    client: TestClient,
+    model_home: Path,
+    keys: dict[str, str],
+    register_v2: Callable[[Path], None],
+) -> None:
     register_v2(model_home)
     url = "/v1/registry/models/fraud/aliases/production"
     missing = client.post(url, json={"version": 2})

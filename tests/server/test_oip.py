@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from shipyard.data import generate_fraud
 from shipyard.inference import load_predictor
 from shipyard.inference.predictor import Outputs
 from shipyard.registry import Registry
+from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
 from .conftest import FEATURES, LiveServer
@@ -176,6 +179,18 @@ def test_binary_infer_by_hand(client: TestClient, model_home: Path) -> None:
 
 
 # -- through tritonclient, against a real server -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    trained_model_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One real ``shipyard serve`` for the module (the conftest's is one per test): these
+    tests only read and predict, so they need no fresh server."""
+    home = tmp_path_factory.mktemp("oip") / "home"
+    shutil.copytree(trained_model_home, home)
+    with ServerProcess(Settings(home=home), log=home.parent / "server.log") as server:
+        yield LiveServer(server.url, f"127.0.0.1:{server.port}", home, server.process)
 
 
 def test_tritonclient_health_and_metadata(live_server: LiveServer) -> None:

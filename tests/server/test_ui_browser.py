@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ ROWS = 1000  # per pass: a full count window of --window-rows 500, about 20 frau
 PASSES = [("recent", 11, None), ("later", 12, None), ("drifted", 13, "many")]
 VIEWER = ("vera", "a viewer password")
 WAIT_MS = 60_000  # the longest any page element may take to appear (a shared, busy machine)
+FLUSH_MS = 200  # the server's prediction-log flush: the passes wait for it, so keep it short
+LOG_WAIT_S = 60  # the longest a pass waits for its rows in the log
 
 
 def unavailable(message: str) -> None:
@@ -85,34 +88,41 @@ class Browser:
         return [m for m in self.messages if m[0] in ("error", "pageerror")]
 
 
-@pytest.fixture
-def browser(chromium: Path, tmp_path: Path) -> Iterator[Browser]:
-    """A page of headless Chromium; fails (CI) or skips when it does not launch."""
+@pytest.fixture(scope="module")
+def launched(chromium: Path) -> Iterator[Any]:
+    """Headless Chromium, started once for the module (each test gets a fresh context);
+    fails (CI) or skips when it does not launch."""
     from playwright.sync_api import Error, sync_playwright
 
     with sync_playwright() as playwright:
         try:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),
-                executable_path=str(chromium),
-                args=LAUNCH_ARGS,
-                headless=True,
-                viewport={"width": 1400, "height": 1000},
+            started = playwright.chromium.launch(
+                executable_path=str(chromium), args=LAUNCH_ARGS, headless=True
             )
         except Error as error:
             unavailable(f"Chromium at {chromium} does not start: {error}")
         try:
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            seen = Browser(page)
-            page.on(
-                "console",
-                lambda m: seen.messages.append((m.type, m.text, m.location.get("url", ""))),
-            )
-            page.on("pageerror", lambda e: seen.messages.append(("pageerror", str(e), "")))
-            yield seen
+            yield started
         finally:
-            context.close()
+            started.close()
+
+
+@pytest.fixture
+def browser(launched: Any) -> Iterator[Browser]:
+    """A page in a fresh browser context (no cookies or storage of another test)."""
+    context = launched.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        seen = Browser(page)
+        page.on(
+            "console",
+            lambda m: seen.messages.append((m.type, m.text, m.location.get("url", ""))),
+        )
+        page.on("pageerror", lambda e: seen.messages.append(("pageerror", str(e), "")))
+        yield seen
+    finally:
+        context.close()
 
 
 def shipyard(home: Path, *args: str) -> str:
@@ -152,10 +162,12 @@ def predict_label_and_monitor(home: Path, client: httpx.Client, tmp_path: Path) 
             answer = client.post("/v1/models/fraud:predict", json={"instances": rows})
             assert answer.status_code == 200, answer.text
         sent += ROWS
-        for _ in range(600):  # the server writes its log every second: wait for these rows
+        # The server writes its log every FLUSH_MS: wait (bounded) until it holds these rows;
+        # a count of requests was no bound in time (600 of them can take less than a flush).
+        for _ in range(int(LOG_WAIT_S / 0.05)):
             if logged_rows(client) >= sent:
                 break
-            client.get("/v2/health/live")  # bounded: 600 short requests at most
+            time.sleep(0.05)
         assert logged_rows(client) >= sent
         labels = tmp_path / f"{name}-labels.csv"
         pd.DataFrame({"id": frame["id"], "Class": frame["Class"]}).to_csv(labels, index=False)
@@ -180,7 +192,8 @@ def served(trained_model_home: Path, tmp_path_factory: pytest.TempPathFactory) -
     shutil.copytree(trained_model_home, home)
     with Registry.open(Settings(home=home)) as registry:
         Users(registry).add(*VIEWER, "viewer")
-    with ServerProcess(Settings(home=home), log=root / "server.log") as server:
+    settings = Settings(home=home, prediction_log_flush_ms=FLUSH_MS)
+    with ServerProcess(settings, log=root / "server.log") as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             outputs = predict_label_and_monitor(home, client, root)
         yield Served(home, server.url, outputs)

@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 RUN = 20_000
 CUT = 4_000  # results seen before the worker is killed or the broker restarted
+# The workers' and the test's reading client's: results whose ack a restart refused come
+# back to the reader after this, not after the 30 s default.
 REDELIVERY_MS = 2_000
 QUIET_S = 90  # a run that stops producing results for this long has lost something
 
@@ -88,7 +90,7 @@ async def test_a_worker_killed_mid_run_and_malformed_messages_lose_nothing(
     valid, bodies = transactions(RUN, malformed_every=100)
     malformed = RUN - len(valid)
     assert malformed == RUN // 100
-    client = open_broker(shared_url)
+    client = open_broker(shared_url, redelivery_ms=REDELIVERY_MS)
     await publish_all(client, queue, bodies)
     config = ScorerConfig(model="fraud", queue=queue, results=results)
     killed: list[int] = []
@@ -141,7 +143,7 @@ async def test_a_broker_restarted_mid_run_loses_nothing(
 ) -> None:
     queue, results = names
     valid, bodies = transactions(RUN)
-    client: Broker = open_broker(private_broker.url)
+    client: Broker = open_broker(private_broker.url, redelivery_ms=REDELIVERY_MS)
     await publish_all(client, queue, bodies)
     config = ScorerConfig(model="fraud", queue=queue, results=results)
     restarts: list[threading.Thread] = []
