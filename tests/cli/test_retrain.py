@@ -10,7 +10,7 @@ import pytest
 from retraining import RETRAIN, copy_of_production, serve_traffic
 from shipyard.registry import SHADOW_ALIAS, Registry
 
-from .conftest import Cli, _runner
+from .conftest import Cli, runner
 
 
 def test_retrain_of_an_unknown_model_exits_3(model_cli: Cli) -> None:
@@ -61,7 +61,7 @@ def test_a_retrain_whose_winner_goes_into_shadow_exits_0(
     shadow = RETRAIN.replace("holdout: 0.3}", "holdout: 0.3, shadow: 300}")
     settings = copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "home", shadow)
     serve_traffic(settings, 4000, seed=11, drift="concept", strength=0.05)
-    result = _runner(capsys, settings.home)("retrain", "fraud")
+    result = runner(capsys, settings.home)("retrain", "fraud")
     assert result.code == 0, result.out + result.err
     assert "fraud: shadowing" in result.out
     assert "retrain.shadowing" in result.out

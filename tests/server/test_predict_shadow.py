@@ -4,6 +4,7 @@ shadow scores the same rows off the response path, and the log holds both under 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,13 +17,12 @@ from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
 from .conftest import FEATURES
-from .test_hot_swap import register_v2
 
 BOUND_S = 30  # bounds the wait for the log; nothing is timed
 
 
 def test_production_answers_while_the_shadow_scores_the_same_rows(
-    model_home: Path, tmp_path: Path
+    model_home: Path, tmp_path: Path, register_v2: Callable[[Path], None]
 ) -> None:
     register_v2(model_home)
     settings = Settings(home=model_home)
