@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,8 @@ from retraining import MODEL, RETRAIN, copy_of_production, serve_traffic
 from shipyard.errors import AliasNotFoundError
 from shipyard.monitoring.log import open_prediction_log
 from shipyard.monitoring.retraining import MANUAL, Trigger
+from shipyard.pipeline import shadowing
+from shipyard.pipeline.gate import Verdict, judge
 from shipyard.pipeline.retrain import PipelineRetrainer
 from shipyard.pipeline.shadowing import follow_shadow
 from shipyard.registry import SHADOW_ALIAS, Registry
@@ -201,3 +204,48 @@ def test_a_shadow_moved_there_by_hand_is_abandoned_each_time(production: Setting
                 registry.get_version(f"{MODEL}@{SHADOW_ALIAS}")
         abandoned = registry.monitoring.events(MODEL, kind="retrain.abandoned")
         assert len({e.key for e in abandoned}) == 2
+
+
+def test_a_candidate_that_cannot_be_judged_fails_and_is_never_promoted(
+    production: Settings,
+) -> None:
+    with Registry.open(production) as registry:
+        retraining = into_shadow(production, registry)
+        serve_traffic(production, 300, seed=37, drift="concept", shadow=2, truth="shadow")
+        # v2's artifact is changed in the store: loading it to judge it is refused.
+        candidate = registry.get_version(f"{MODEL}:2")
+        path = registry.store.path_of(candidate.manifest_digest)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        outcome = retraining.follow_shadow(MODEL)
+        assert outcome is not None
+        assert outcome.status == "failed", outcome.reason
+        assert "could not be judged in shadow: Artifact" in outcome.reason
+        assert [e.kind for e in outcome.events] == ["retrain.failed"]
+        assert registry.get_version(f"{MODEL}@production").version == 1
+        with pytest.raises(AliasNotFoundError):
+            registry.get_version(f"{MODEL}@{SHADOW_ALIAS}")
+
+
+def test_production_moved_between_the_verdict_and_the_promotion(
+    production: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Registry.open(production) as registry:
+        retraining = into_shadow(production, registry)
+        serve_traffic(production, 300, seed=38, drift="concept", shadow=2, truth="shadow")
+
+        def judge_then_move(*args: Any, **kwargs: Any) -> Verdict:
+            verdict = judge(*args, **kwargs)  # the real verdict; then a person moves production
+            registry.promote(f"{MODEL}:2", actor="alice")
+            return verdict
+
+        monkeypatch.setattr(shadowing, "judge", judge_then_move)
+        outcome = retraining.follow_shadow(MODEL)
+        assert outcome is not None
+        assert outcome.status == "failed", outcome.reason
+        assert "won in shadow but was not promoted" in outcome.reason
+        assert [e.kind for e in outcome.events] == ["retrain.failed"]
+        assert "model.promoted" not in kinds(registry)  # alice's move was not an event
+        with pytest.raises(AliasNotFoundError):
+            registry.get_version(f"{MODEL}@{SHADOW_ALIAS}")
