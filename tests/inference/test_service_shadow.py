@@ -16,9 +16,9 @@ import pytest
 
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE
-from shipyard.inference.predictor import Features, Outputs, predictor_from_files
+from shipyard.inference.predictor import Features, Outputs, Predictor, predictor_from_files
 from shipyard.inference.service import InferenceService, ServiceHooks, ShadowScored
-from shipyard.registry import SHADOW_ALIAS, Registry
+from shipyard.registry import SHADOW_ALIAS, ModelVersionInfo, Registry
 
 T = TypeVar("T")
 TIMEOUT = 60  # bounds every scenario; no test relies on timing
@@ -238,3 +238,36 @@ def test_a_failing_shadow_is_logged_once_and_its_rows_counted(
     with caplog.at_level(logging.ERROR, logger="shipyard.inference.service"):
         run(scenario())
     assert [r.message for r in caplog.records] == ["shadow m:2 failed on 1 rows"]
+
+
+class CountingService(InferenceService):
+    """Counts the versions it loads (and verifies) from the registry."""
+
+    loads: list[int]
+
+    def _load(self, info: ModelVersionInfo) -> Predictor:
+        self.loads.append(info.version)
+        return super()._load(info)
+
+
+def test_a_promoted_shadow_serves_with_the_predictor_already_loaded(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    register("m", 1, promote=SHADOW_ALIAS)
+
+    async def scenario() -> None:
+        service = CountingService(registry)
+        service.loads = []
+        try:
+            await service.start(["m"])
+            assert service.loads == [1, 2]
+            registry.retraining.close_shadow("m", 2, promote_over=1, actor="t", events=[])
+            await service.refresh()
+            assert (await service.infer("m", lambda layout: layout.check(rows()))).version == 2
+            assert service.shadowing("m") is None
+            assert service.loads == [1, 2]  # v2 was not loaded a second time
+        finally:
+            await service.close()
+
+    run(scenario())

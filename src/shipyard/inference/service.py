@@ -245,11 +245,17 @@ class InferenceService:
         key = (info.name, info.version)
         if key in self._models:
             return self._models[key]
-        try:
-            predictor = await asyncio.to_thread(self._load, info)
-        except ShipyardError as error:
-            self.hooks.load_failed(info.name, error)
-            raise
+        shadow = self._shadows.get(info.name)
+        if shadow is not None and shadow.info.version == info.version:
+            # The shadow promoted: its predictor was loaded and verified already (versions
+            # never change), so production takes it over rather than loading it again.
+            predictor = shadow.predictor
+        else:
+            try:
+                predictor = await asyncio.to_thread(self._load, info)
+            except ShipyardError as error:
+                self.hooks.load_failed(info.name, error)
+                raise
         if key in self._models:  # loaded meanwhile through another ref or by refresh
             return self._models[key]
         loaded = LoadedModel(
@@ -410,8 +416,13 @@ class InferenceService:
                 logger.info("%s no longer scores %s requests in shadow", current.info.ref, name)
             if key in self._refused:
                 continue
+            served = self._models.get(key)
             try:
-                predictor = await asyncio.to_thread(self._load, info)
+                predictor = (
+                    served.predictor
+                    if served is not None
+                    else await asyncio.to_thread(self._load, info)
+                )
             except ShipyardError as error:
                 self._refused.add(key)
                 self.hooks.load_failed(name, error)
