@@ -58,7 +58,8 @@ from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.registry import ModelVersionInfo, Registry
-    from shipyard.registry.monitoring import EventRecord, MonitoringStore
+    from shipyard.registry.events import EventRecord
+    from shipyard.registry.monitoring import MonitoringStore
 
 logger = logging.getLogger(__name__)
 

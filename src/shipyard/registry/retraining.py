@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from shipyard.errors import ConflictError, InvalidInputError, ShipyardError
 from shipyard.registry.database import retrying
-from shipyard.registry.monitoring import EventRecord, add_event
+from shipyard.registry.events import EventRecord, add_event
 from shipyard.registry.queries import find_model, move_alias, resolve
 from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, check_name
 from shipyard.registry.runs import Transactions
