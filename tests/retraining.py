@@ -96,7 +96,9 @@ def serve_traffic(
     """``rows`` transactions predicted by fraud@production, logged over the last ``rows``
     milliseconds, and (``label``) their labels fed back; returns their ids. ``shadow``: the
     same rows scored by that version too, logged under it with the same ids. ``truth``:
-    the labels are the true ones, or the predicted labels of ``production`` or ``shadow``."""
+    the labels are the true ones, or the predicted labels of ``production`` or ``shadow``.
+    With ``shadow`` the rows are logged from now on (after the shadow opened), production's
+    a millisecond before the shadow's, as a server logs them."""
     frame = generate_fraud(rows, seed=seed, fraud_rate=FRAUD_RATE)
     if drift is not None:
         frame = drift_fraud(frame, drift, strength=strength, seed=seed)
@@ -107,8 +109,10 @@ def serve_traffic(
         features = frame_to_features(frame, predictor)
         outputs = predictor.predict(features)
         ids = [f"{prefix}{seed}-{i}" for i in range(rows)]
-        start = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms") - rows
-        times = start + np.arange(rows)  # one a millisecond, ending now
+        start = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms")
+        if shadow is None:
+            start -= rows
+        times = start + np.arange(rows)  # one a millisecond
         table = prediction_table(
             MODEL,
             predictor.version,
@@ -137,7 +141,7 @@ def serve_traffic(
                     rows_of_candidate,
                     scored,
                     1.0,
-                    times,
+                    times + np.timedelta64(1, "ms"),
                 )
             )
         if label:

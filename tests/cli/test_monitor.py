@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shipyard.cli.monitor import _what
 from shipyard.monitoring.log import ParquetLog, prediction_table
 from shipyard.registry import Registry
 from shipyard.settings import Settings
@@ -140,3 +141,18 @@ def test_once_exits_with_the_error_of_a_model_that_failed(
     assert "fraud: InvalidInputError" in result.err
     report = model_cli("monitor", "report", "fraud")
     assert "last error (1 in a row" in report.out
+
+
+def test_a_gate_verdict_in_a_line_names_its_rows_held_out_or_in_shadow() -> None:
+    def gated(**rows: object) -> dict[str, object]:
+        sides = {"candidate": {"version": 2, "value": 0.9}, "current": {"version": 1, "value": 0.8}}
+        evidence = {"won": True, "metric": "average_precision", **sides, **rows}
+        return {"kind": "retrain.gated", "evidence": evidence}
+
+    held_out = _what(gated(holdout={"rows": 600, "share": 0.3}))
+    assert held_out.endswith("on 600 held-out rows")
+    shadow = _what(gated(shadow={"rows": 300, "needed": 300}))
+    assert shadow.endswith("on 300 labelled live rows in shadow")
+    assert _what(gated(shadow=True, holdout={"rows": 400})).endswith(
+        "400 labelled live rows in shadow"
+    )

@@ -12,7 +12,7 @@ import pytest
 from shipyard.errors import ConflictError, InvalidInputError, ModelNotFoundError
 from shipyard.inference import ExportedModel
 from shipyard.registry import Begun, Registry
-from shipyard.registry.retraining import COOLDOWN, IN_FLIGHT
+from shipyard.registry.retraining import COOLDOWN, IN_FLIGHT, SHADOW, Closed
 from shipyard.settings import Settings
 
 
@@ -129,6 +129,96 @@ def test_two_monitors_beginning_at_once_get_one_attempt(registry: Registry) -> N
     started = [r for r in results if r.attempt is not None]
     assert len(started) == 1
     assert [r.refused for r in results if r.attempt is None] == [IN_FLIGHT] * 3
+
+
+def opened(registry: Registry, attempt: str = "a1") -> None:
+    """fraud:2 put in shadow by ``attempt``."""
+    began = registry.retraining.begin(
+        "fraud", attempt=attempt, owner="m", trigger="t", ttl_seconds=60
+    )
+    assert began.attempt is not None, began
+    event = (2, "retrain.shadowing", f"retrain.shadowing:{attempt}", {"candidate": 2})
+    recorded = registry.retraining.open_shadow("fraud", attempt, 2, actor="t", event=event)
+    assert (recorded.version, recorded.kind, recorded.key) == event[:3]
+
+
+def test_a_shadow_opens_with_its_attempt_finished_and_blocks_the_next(
+    registry: Registry,
+) -> None:
+    opened(registry)
+    # Finished in the shadow's own transaction: no later call can be lost to a kill.
+    attempt = registry.retraining.get("fraud")
+    assert attempt is not None
+    assert attempt.finished_at is not None
+    assert (attempt.outcome, attempt.cooled_at) == ("shadowing", None)
+    refused = registry.retraining.begin(
+        "fraud", attempt="a2", owner="m", trigger="t", ttl_seconds=60
+    )
+    assert (refused.attempt, refused.refused, refused.shadow) == (None, SHADOW, 2)
+    assert registry.retraining.shadow("fraud") is not None
+
+
+def test_a_shadow_does_not_replace_another_version_in_shadow(registry: Registry) -> None:
+    registry.retraining.begin("fraud", attempt="a1", owner="m", trigger="t", ttl_seconds=60)
+    registry.promote("fraud:1", "shadow", actor="alice")  # by hand, while a1 trained
+    event = (2, "retrain.shadowing", "retrain.shadowing:a1", {})
+    with pytest.raises(ConflictError, match="is v1, in shadow already"):
+        registry.retraining.open_shadow("fraud", "a1", 2, actor="t", event=event)
+    assert registry.get_version("fraud@shadow").version == 1
+    assert registry.monitoring.events("fraud", kind="retrain.shadowing") == []
+
+
+def test_the_same_version_in_shadow_twice_is_ended_twice(registry: Registry) -> None:
+    ended = (2, "retrain.abandoned", "retrain.abandoned:shadow:v2", {})
+    for _ in range(2):
+        registry.promote("fraud:2", "shadow", actor="alice")
+        closed, events = registry.retraining.close_shadow(
+            "fraud", 2, promote_over=None, actor="t", events=[ended]
+        )
+        assert closed == "closed"
+        assert [e.kind for e in events] == ["retrain.abandoned"]
+    keys = [e.key for e in registry.monitoring.events("fraud", kind="retrain.abandoned")]
+    assert len(set(keys)) == 2
+    assert all(k.startswith("retrain.abandoned:shadow:v2:move:") for k in keys)
+
+
+def test_two_judges_ending_one_shadow_at_once_end_it_once(registry: Registry) -> None:
+    opened(registry)
+    results: list[Closed] = []
+    barrier = threading.Barrier(3)
+    gated = (2, "retrain.gated", "retrain.gated:shadow:v2", {"won": True})
+    promoted = (2, "model.promoted", "model.promoted:v2", {"to": 2})
+
+    def judge() -> None:
+        barrier.wait(timeout=30)
+        closed, _ = registry.retraining.close_shadow(
+            "fraud", 2, promote_over=1, actor="shadow:v2", events=[gated, promoted]
+        )
+        results.append(closed)
+
+    threads = [threading.Thread(target=judge) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == ["closed", "gone", "gone"]
+    assert registry.get_version("fraud@production").version == 2
+    assert len(registry.monitoring.events("fraud", kind="model.promoted")) == 1
+    attempt = registry.retraining.get("fraud")
+    assert attempt is not None
+    assert attempt.cooled_at is not None
+
+
+def test_a_shadow_whose_production_moved_is_not_promoted(registry: Registry) -> None:
+    opened(registry)
+    registry.promote("fraud:2", actor="alice")  # production moved off v1 after the verdict
+    promoted = (2, "model.promoted", "model.promoted:v2", {"to": 2})
+    closed, events = registry.retraining.close_shadow(
+        "fraud", 2, promote_over=1, actor="shadow:v2", events=[promoted]
+    )
+    assert (closed, events) == ("moved", [])
+    assert registry.get_version("fraud@shadow").version == 2  # nothing changed
+    assert registry.monitoring.events("fraud", kind="model.promoted") == []
 
 
 def test_bad_arguments_are_refused_with_the_reason(registry: Registry) -> None:

@@ -195,8 +195,10 @@ def _what(event: dict[str, Any]) -> str:
     if kind == "retrain.gated":
         verdict = "won" if evidence.get("won") else "lost"
         candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
-        rows = (evidence.get("holdout") or {}).get("rows")
-        where = "labelled live rows in shadow" if evidence.get("shadow") else "held-out rows"
+        shadow = evidence.get("shadow")
+        part = shadow if isinstance(shadow, dict) else evidence.get("holdout")
+        rows = (part or {}).get("rows")
+        where = "labelled live rows in shadow" if shadow else "held-out rows"
         return (
             f"{verdict}: {evidence.get('metric')} {_fmt(candidate.get('value'))} (v"
             f"{candidate.get('version')}) vs {_fmt(current.get('value'))} (v"

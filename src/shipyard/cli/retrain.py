@@ -30,7 +30,8 @@ def retrain(
     """Retrain NAME now on its labelled production rows, with its production version's spec;
     the candidate is promoted only if it beats production on the newest labelled rows.
     With ``gate.shadow`` set, a winner goes into shadow instead, and the monitor promotes it
-    once live labels say so. Exits 0 when promoted, put in shadow or kept out by the gate,
+    once live labels say so; a candidate in shadow is judged first here too (printed), as
+    each monitor pass does. Exits 0 when promoted, put in shadow or kept out by the gate,
     1 when the retrain failed, 4 when it was refused (cooldown, one in flight or in shadow,
     too few rows, no retrain: section)."""
     from shipyard.monitoring.log import open_prediction_log
@@ -52,6 +53,13 @@ def retrain(
                 console.print(f"  {mark} {stage:<9} {seconds:7.2f} s")
 
         retrainer = PipelineRetrainer(registry, log, settings, owner=owner, listener=listener)
+        # As the monitor does: a shadow that can be judged (or is past its deadline) is
+        # ended first, so a retrain is not refused for a shadow already decided.
+        judged = retrainer.follow_shadow(name)
+        if judged is not None and judged.status != "shadowing":
+            for event in judged.events:
+                console.print(f"  {event.kind:<18} {escape(event.key)}")
+            console.print(f"{name}: shadow {judged.status} — {escape(judged.reason)}")
         outcome = retrainer.retrain(name, trigger, force=force)
     try:
         log.close()

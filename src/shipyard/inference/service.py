@@ -15,10 +15,12 @@ decoded again for the new version.
 **Shadows.** A served model whose ``shadow`` alias points at a version (a retrained
 candidate, ``retrain.gate.shadow``) has that version loaded too: an adapter that answered a
 request hands its rows and ids to ``shadow``, which queues them (bounded: dropped and counted
-when the shadow falls behind) for a task that scores them with it in a thread and gives the
-outputs to ``hooks.shadowed`` — the adapters log them under the shadow's version with the
-same ids. The answer never waits for the shadow, nor fails with it. The shadow alias is
-followed with the others: moved, the new version is loaded; gone, the shadow is dropped.
+when the shadow falls behind) for a task that scores them with it in a thread — what
+queued meanwhile stacked into one call — and gives the outputs to ``hooks.shadowed``: the
+adapters log them under the shadow's version with the same ids. The answer never waits for
+the shadow, nor fails with it (a failing shadow is logged once, its rows counted). The
+shadow alias is followed with the others: moved, the old version stops at once and the new
+one is loaded; gone, the shadow is dropped.
 
 In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
 what is promoted, not whatever was registered last.
@@ -87,6 +89,10 @@ class Inference(Generic[Decoded]):
     """What the decoder made of the request for that version."""
 
 
+#: Rows a shadow scores in one call at most (queued requests are stacked up to this).
+SHADOW_BATCH_ROWS = 1024
+
+
 @dataclass(frozen=True)
 class ShadowScored:
     """Rows of answered requests as the version in shadow scored them (not answered)."""
@@ -140,6 +146,7 @@ class InferenceService:
     """Requests waiting for the shadow at most; more are dropped and counted."""
     shadow_dropped: int = field(default=0, init=False)
     _shadows: dict[str, _Shadow] = field(default_factory=dict, init=False)
+    _shadow_failed: set[VersionKey] = field(default_factory=set, init=False)
     _shadow_work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]] | None = field(
         default=None, init=False
     )
@@ -238,11 +245,17 @@ class InferenceService:
         key = (info.name, info.version)
         if key in self._models:
             return self._models[key]
-        try:
-            predictor = await asyncio.to_thread(self._load, info)
-        except ShipyardError as error:
-            self.hooks.load_failed(info.name, error)
-            raise
+        shadow = self._shadows.get(info.name)
+        if shadow is not None and shadow.info.version == info.version:
+            # The shadow promoted: its predictor was loaded and verified already (versions
+            # never change), so production takes it over rather than loading it again.
+            predictor = shadow.predictor
+        else:
+            try:
+                predictor = await asyncio.to_thread(self._load, info)
+            except ShipyardError as error:
+                self.hooks.load_failed(info.name, error)
+                raise
         if key in self._models:  # loaded meanwhile through another ref or by refresh
             return self._models[key]
         loaded = LoadedModel(
@@ -332,28 +345,48 @@ class InferenceService:
     async def _score_shadows(
         self, work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]]
     ) -> None:
-        # One request at a time, in a thread: the shadow must never hold the event loop
-        # that answers requests; when it falls behind, ``shadow`` drops what does not fit.
+        # In a thread: the shadow must never hold the event loop that answers requests.
+        # What queued meanwhile is scored in one call per shadow (up to SHADOW_BATCH_ROWS
+        # rows), so a shadow keeps up with many small requests; when it still falls
+        # behind, ``shadow`` drops what does not fit.
         while True:
-            shadow, ids, features = await work.get()
-            started = time.perf_counter()
-            try:
-                outputs = await asyncio.to_thread(shadow.predictor.predict, features)
-                latency_ms = (time.perf_counter() - started) * 1000
-                self.hooks.shadowed(
-                    ShadowScored(
-                        shadow.info.name,
-                        shadow.info.version,
-                        ids,
-                        shadow.layout.names,
-                        features,
-                        outputs,
-                        latency_ms,
-                    )
+            items = [await work.get()]
+            rows = len(items[0][1])
+            while rows < SHADOW_BATCH_ROWS and not work.empty():
+                items.append(work.get_nowait())
+                rows += len(items[-1][1])
+            groups: dict[int, list[tuple[_Shadow, Sequence[str], Features]]] = {}
+            for item in items:
+                groups.setdefault(id(item[0]), []).append(item)
+            for group in groups.values():
+                await self._score_shadow(group)
+
+    async def _score_shadow(self, group: list[tuple[_Shadow, Sequence[str], Features]]) -> None:
+        """Score the queued rows of one shadow in one call and hand them on."""
+        shadow = group[0][0]
+        ids = [i for _, item_ids, _ in group for i in item_ids]
+        features = group[0][2] if len(group) == 1 else np.concatenate([f for *_, f in group])
+        started = time.perf_counter()
+        try:
+            outputs = await asyncio.to_thread(shadow.predictor.predict, features)
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.hooks.shadowed(
+                ShadowScored(
+                    shadow.info.name,
+                    shadow.info.version,
+                    ids,
+                    shadow.layout.names,
+                    features,
+                    outputs,
+                    latency_ms,
                 )
-            except Exception:  # a failing shadow must not stop the next request's
+            )
+        except Exception:  # a failing shadow must not stop the next request's
+            key = (shadow.info.name, shadow.info.version)
+            if key not in self._shadow_failed:  # told once; the drops are counted
+                self._shadow_failed.add(key)
                 logger.exception("shadow %s failed on %d rows", shadow.info.ref, len(ids))
-                self._dropped(shadow.info.name, len(ids))
+            self._dropped(shadow.info.name, len(ids))
 
     async def _follow_shadows(self) -> None:
         """Load the version behind each served model's shadow alias; unload one whose alias
@@ -376,12 +409,20 @@ class InferenceService:
                 continue
             current = self._shadows.get(name)
             key = (info.name, info.version)
-            if (current is not None and current.info.version == info.version) or (
-                key in self._refused
-            ):
+            if current is not None and current.info.version == info.version:
                 continue
+            if current is not None:  # moved: the old version stops now, loaded or not
+                del self._shadows[name]
+                logger.info("%s no longer scores %s requests in shadow", current.info.ref, name)
+            if key in self._refused:
+                continue
+            served = self._models.get(key)
             try:
-                predictor = await asyncio.to_thread(self._load, info)
+                predictor = (
+                    served.predictor
+                    if served is not None
+                    else await asyncio.to_thread(self._load, info)
+                )
             except ShipyardError as error:
                 self._refused.add(key)
                 self.hooks.load_failed(name, error)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from shipyard.monitoring.paging import pages
 
 if TYPE_CHECKING:
-    from shipyard.registry.monitoring import EventRecord, MonitoringStore
+    from shipyard.registry.events import EventRecord
+    from shipyard.registry.monitoring import MonitoringStore
 
 Family = Literal["drift", "performance"]
 

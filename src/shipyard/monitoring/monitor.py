@@ -57,7 +57,7 @@ from shipyard.monitoring.tracker import CycleResult, ModelTracker, TrackerOption
 if TYPE_CHECKING:
     from shipyard.monitoring.log import PredictionLog
     from shipyard.registry import Registry
-    from shipyard.registry.monitoring import EventRecord
+    from shipyard.registry.events import EventRecord
     from shipyard.settings import Settings
 
 logger = logging.getLogger(__name__)

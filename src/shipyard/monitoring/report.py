@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shipyard.registry import Registry
-    from shipyard.registry.monitoring import EventRecord
+    from shipyard.registry.events import EventRecord
 
 STATUS_CURSOR = "monitor"
 """The store cursor where the monitor keeps a model's status: ``{owner, error}``."""

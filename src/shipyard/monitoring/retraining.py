@@ -32,10 +32,11 @@ them), trains, gates and promotes, and records every decision as an event.
 With ``gate.shadow`` the hold-out winner is not promoted: it gets the ``shadow`` alias
 (``retrain.shadowing``), servers and scorers score every answered request with it too and
 log those predictions under its version with the same ids, and each monitor pass asks the
-retrainer to ``follow_shadow``: once N of the requests both versions scored are labelled,
-both are judged on exactly those rows (``model.promoted`` or ``retrain.gated``, lost); at
-``shadow_timeout`` with fewer, ``retrain.abandoned``. No retrain of the model starts while
-its shadow is open; the alias and the event are the state, so a restarted monitor goes on.
+retrainer to ``follow_shadow`` (so does ``shipyard retrain``, before retraining): once N of
+the requests both versions scored are labelled, both are judged on exactly the first N of
+them (``model.promoted`` or ``retrain.gated``, lost); at ``shadow_timeout`` with fewer,
+``retrain.abandoned``. No retrain of the model starts while its shadow is open; the alias
+and the event are the state, so a restarted monitor goes on.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.registry import ModelVersionInfo, Registry
-    from shipyard.registry.monitoring import EventRecord, MonitoringStore
+    from shipyard.registry.events import EventRecord
+    from shipyard.registry.monitoring import MonitoringStore
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,8 @@ from shipyard.registry import ModelRef
 if TYPE_CHECKING:
     from shipyard.monitoring.log import PredictionLog
     from shipyard.registry import ModelVersionInfo, Registry
-    from shipyard.registry.monitoring import EventRecord, FeedbackRecord, FeedbackStatus
+    from shipyard.registry.events import EventRecord
+    from shipyard.registry.monitoring import FeedbackRecord, FeedbackStatus
 
 logger = logging.getLogger(__name__)
 

@@ -46,10 +46,11 @@ def judge(
     candidate: ModelVersionInfo,
     rows: pd.DataFrame,
     *,
-    shadow: bool = False,
+    shadow: int | None = None,
 ) -> Verdict:
     """Score both versions on ``rows`` and compare them on the gate metric (``shadow``: the
-    rows are the labelled live requests both versions answered, not the hold-out)."""
+    rows are the first that many labelled live requests both versions scored, not the
+    hold-out)."""
     metric = gate.metric or spec.retrain_metric
     current = measure(registry, spec, production, rows)
     challenger = measure(registry, spec, candidate, rows)
@@ -60,13 +61,8 @@ def judge(
     comparison = (
         f"{metric} {challenger[metric]:.4f} (v{candidate.version}) vs {current[metric]:.4f} "
         f"(v{production.version}) on the {len(rows):,} "
-        f"{'labelled live requests both answered' if shadow else 'newest labelled rows'}, "
+        f"{'labelled live requests both scored' if shadow else 'newest labelled rows'}, "
         f"min_delta {gate.min_delta}"
-    )
-    note = (
-        "labelled live requests the candidate scored in shadow and production answered"
-        if shadow
-        else "the newest labelled rows, held out of the candidate's training data"
     )
     evidence = {
         "won": won,
@@ -79,10 +75,16 @@ def judge(
         "current": {"version": production.version, "value": current[metric], "metrics": current},
         "gain": gain,
         "min_delta": gate.min_delta,
-        "holdout": {**span(rows), "share": None if shadow else gate.holdout, "note": note},
     }
-    if shadow:
-        evidence["shadow"] = True
+    if shadow is None:
+        note = "the newest labelled rows, held out of the candidate's training data"
+        evidence["holdout"] = {**span(rows), "share": gate.holdout, "note": note}
+    else:
+        note = (
+            f"the first {shadow:,} labelled live requests the candidate scored in shadow "
+            "and production answered"
+        )
+        evidence["shadow"] = {**span(rows), "needed": shadow, "note": note}
     return Verdict(won, comparison, evidence)
 
 

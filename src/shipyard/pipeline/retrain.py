@@ -57,7 +57,7 @@ from shipyard.pipeline.recovery import abandon
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.shadowing import follow_shadow
 from shipyard.pipeline.spec import Spec, parse_spec
-from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef
+from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.monitoring.records import PredictionLog
@@ -113,13 +113,6 @@ class PipelineRetrainer:
         if trigger.kind == MANUAL and not rules.triggers.manual:
             reason = f"the spec of {production.ref} turns manual retrains off"
             return self._skip(model, trigger, "skipped", reason, events)
-        shadow = self._shadow(model)
-        if shadow is not None:
-            reason = (
-                f"{shadow.ref} is in shadow: no retrain starts until it is judged (one "
-                "retrain in flight)"
-            )
-            return self._skip(model, trigger, "waiting", reason, events, suffix="shadow")
         attempt = uuid.uuid4().hex
         locks = self.registry.retraining
         begun = locks.begin(
@@ -132,13 +125,19 @@ class PipelineRetrainer:
         )
         if begun.attempt is None:
             blocking = begun.blocking
-            assert blocking is not None
-            if begun.until is not None:
+            if begun.shadow is not None:
+                reason = (
+                    f"{model}:{begun.shadow} is in shadow: no retrain starts until it is judged "
+                    "(one retrain in flight)"
+                )
+            elif begun.until is not None:
+                assert blocking is not None
                 reason = (
                     f"cooldown: the last retrain ended at {blocking.cooled_at:%H:%M:%S}, the "
                     f"next may start at {begun.until:%H:%M:%S} UTC"
                 )
             else:
+                assert blocking is not None
                 reason = (
                     f"in flight: attempt {blocking.attempt} of {blocking.owner}, started "
                     f"{blocking.started_at:%H:%M:%S} UTC"
@@ -156,7 +155,8 @@ class PipelineRetrainer:
                 self._record(model, None, "retrain.failed", attempt, {"reason": reason}, events)
             if held.lost:
                 reason += " (the lock was lost meanwhile)"
-        # A shadow's cooldown starts once it is judged (``RetrainLocks.close_shadow``).
+        # A shadow's attempt was finished as it opened (``RetrainLocks.open_shadow``); its
+        # cooldown starts once it is judged (``close_shadow``).
         locks.finish(model, attempt, status, cool=status in ("promoted", "lost", "failed"))
         return RetrainOutcome(model, status, reason, candidate, events)
 
@@ -356,12 +356,12 @@ class PipelineRetrainer:
         }
         kind = "retrain.shadowing"
         try:
-            self.registry.retraining.open_shadow(
+            opened = self.registry.retraining.open_shadow(
                 model,
                 attempt,
                 candidate.version,
                 actor=f"retrain:{attempt}",
-                event=(candidate.version, kind, f"{kind}:v{candidate.version}", as_json(evidence)),
+                event=(candidate.version, kind, f"{kind}:{attempt}", as_json(evidence)),
             )
         except ConflictError as error:
             reason = f"{candidate.ref} won the hold-out but could not go into shadow: {error}"
@@ -369,7 +369,7 @@ class PipelineRetrainer:
                 model, candidate.version, "retrain.failed", attempt, {"reason": reason}, events
             )
             return "failed", reason, candidate.version
-        events.extend(self.registry.monitoring.events(model, kind=kind, newest_first=True, limit=1))
+        events.append(opened)
         reason = (
             f"{candidate.ref} won the hold-out; it scores live requests in shadow until "
             f"{needed:,} of them are labelled (by {deadline:%Y-%m-%d %H:%M:%S} UTC)"
@@ -381,12 +381,6 @@ class PipelineRetrainer:
         return follow_shadow(self.registry, self.log, model, self.clock())
 
     # -- pieces -----------------------------------------------------------------------------
-
-    def _shadow(self, model: str) -> ModelVersionInfo | None:
-        try:
-            return self.registry.get_version(ModelRef(model, None, SHADOW_ALIAS))
-        except AliasNotFoundError:
-            return None
 
     def _production(self, model: str) -> ModelVersionInfo | None:
         try:

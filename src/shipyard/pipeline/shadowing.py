@@ -16,26 +16,22 @@ needs lives in the registry (the alias, the event), so a restarted monitor carri
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import (
-    AliasNotFoundError,
-    ConflictError,
-    InvalidInputError,
-    UnavailableError,
-)
+from shipyard.errors import AliasNotFoundError, InvalidInputError, UnavailableError
 from shipyard.monitoring.paging import pages
 from shipyard.monitoring.retraining import GateSpec, RetrainOutcome, Status
-from shipyard.monitoring.windows import EPOCH, LogRows
+from shipyard.monitoring.windows import LogRows
 from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import FEEDBACK_PAGE, TIME
 from shipyard.pipeline.spec import parse_spec
-from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef
+from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.data import TableSchema
@@ -45,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The event that opens a shadow (keyed ``retrain.shadowing:v<candidate>``).
+#: The event that opens a shadow (keyed ``retrain.shadowing:<attempt>``).
 SHADOWING = "retrain.shadowing"
 
 
@@ -53,11 +49,11 @@ def follow_shadow(
     registry: Registry, log: PredictionLog, model: str, now: datetime
 ) -> RetrainOutcome | None:
     """Judge the model's candidate in shadow if it can be; None when none is open."""
-    try:
-        candidate = registry.get_version(ModelRef(model, None, SHADOW_ALIAS))
-    except AliasNotFoundError:
+    shadow = registry.retraining.shadow(model)
+    if shadow is None:
         return None
-    opened = _opening(registry, model, candidate.version)
+    candidate = registry.get_version(ModelRef(model, shadow[0]))
+    opened = _opening(registry, model, candidate.version, shadow[1])
     if opened is None:  # moved there by hand: nothing says what to judge it on
         reason = f"{candidate.ref} is in shadow without a {SHADOWING} event (moved by hand?)"
         return _close(registry, model, candidate, None, "abandoned", reason, reason)
@@ -84,33 +80,34 @@ def follow_shadow(
             spec_text, source=f"the spec of {candidate.ref}", data_file=Path("labelled.csv")
         )
         schema = spec.data.table_schema()
-        rows = shadow_rows(registry, log, model, candidate.version, expected, schema, opened.at)
-        # One class only cannot rank anything (the metric is undefined): wait for more.
-        enough = len(rows) >= needed
-        one_class = enough and spec.task == "classification" and rows[schema.target].nunique() < 2
-        if not enough or one_class:
-            have = f"{len(rows):,} of {needed:,} labelled rows" + (", one class" * one_class)
+        found = shadow_rows(
+            registry, log, model, candidate.version, expected, schema, opened.at, needed
+        )
+        rows = found.rows
+        # One class only cannot rank anything (the metric is undefined): not judged.
+        one_class = (
+            rows is not None and spec.task == "classification" and rows[schema.target].nunique() < 2
+        )
+        if rows is None or one_class:
+            have = found.have(needed) + (" (the first of one class)" * one_class)
             if now < deadline:
                 reason = f"{candidate.ref} in shadow: {have}"
                 return RetrainOutcome(model, "shadowing", reason, candidate.version)
             reason = (
-                f"{candidate.ref} had {len(rows):,} labelled live rows of the {needed:,} its "
-                f"shadow needs{' (of one class)' * one_class} by "
-                f"{deadline:%Y-%m-%d %H:%M:%S} UTC; it stays registered, unpromoted"
+                f"{candidate.ref} had {have} by {deadline:%Y-%m-%d %H:%M:%S} UTC; it stays "
+                "registered, unpromoted"
             )
             return _close(registry, model, candidate, None, "abandoned", reason, reason)
         gate = GateSpec(metric=evidence.get("metric"), min_delta=float(evidence["min_delta"]))
-        verdict = judge(registry, spec, gate, production, candidate, rows, shadow=True)
+        verdict = judge(registry, spec, gate, production, candidate, rows, shadow=needed)
     except UnavailableError:
         raise  # the database or the log is away: try again next pass
     except Exception as error:  # the candidate cannot be judged: it is never promoted
         logger.exception("judging %s in shadow failed", candidate.ref)
         reason = f"{candidate.ref} could not be judged in shadow: {type(error).__name__}: {error}"
-        key = f"retrain.failed:shadow:v{candidate.version}"
-        failed: list[PlannedEvent] = [
-            (candidate.version, "retrain.failed", key, {"reason": reason, "shadow": True})
-        ]
-        return _close(registry, model, candidate, None, "failed", reason, None, failed)
+        return _close(
+            registry, model, candidate, None, "failed", reason, None, [_failed(candidate, reason)]
+        )
     gated = (candidate.version, "retrain.gated", f"retrain.gated:shadow:v{candidate.version}")
     planned: list[PlannedEvent] = [(*gated, as_json(verdict.evidence))]
     if not verdict.won:
@@ -130,6 +127,25 @@ def follow_shadow(
     return _close(registry, model, candidate, expected, "promoted", reason, None, planned)
 
 
+@dataclass(frozen=True)
+class ShadowRows:
+    """What the shadow has to be judged on so far."""
+
+    labels: int
+    """Labels received since the shadow opened."""
+    joined: int | None
+    """Ids both versions scored with a label (None: not counted, too few labels)."""
+    rows: pd.DataFrame | None
+    """The first N of them in time order, with features, label and ``TIME``; None until
+    there are N."""
+
+    def have(self, needed: int) -> str:
+        """How far the shadow is, in words."""
+        if self.joined is None:
+            return f"{self.labels:,} labels since it opened, of the {needed:,} it needs"
+        return f"{self.joined:,} of {needed:,} labelled rows"
+
+
 def shadow_rows(
     registry: Registry,
     log: PredictionLog,
@@ -138,9 +154,12 @@ def shadow_rows(
     production: int,
     schema: TableSchema,
     since: datetime,
-) -> pd.DataFrame:
-    """The labelled rows (labels received since ``since``) both versions predicted, oldest
-    first: the candidate's logged features (one row per id), the label, and ``TIME``."""
+    needed: int,
+) -> ShadowRows:
+    """The first ``needed`` ids (in time order) the candidate scored and production answered
+    since ``since`` (the shadow's opening) and that got a label since: the candidate's
+    logged features (one row per id), the label, and ``TIME``; the log is read only once
+    there are that many labels."""
     truth: dict[str, str] = {}
     for page in pages(
         lambda after: registry.monitoring.feedback_after(
@@ -151,31 +170,30 @@ def shadow_rows(
     ):
         for record in page:
             truth.setdefault(record.id, record.label)
+    if len(truth) < needed:  # fewer labels than rows needed: the log cannot have enough
+        return ShadowRows(len(truth), None, None)
     assert schema.target is not None
     names = tuple(schema.feature_names)
-    empty = pd.DataFrame({**{n: [] for n in names}, schema.target: [], TIME: []})
-    if not truth:
-        return empty
-    # The candidate was never served before its shadow: all its rows are the shadow's. Its
-    # record of a request is written after production's, so production's rows go back no
-    # further than the candidate's first.
-    scored = log.scan(model, version=candidate).get(candidate)
-    if scored is None or not len(scored):
-        return empty
+    # Production's record of a request is written before the shadow's: both are read from
+    # the shadow's opening, so its first requests count too.
+    answered = _ids(log.scan(model, version=production, since=since).get(production))
+    scored = log.scan(model, version=candidate, since=since).get(candidate)
+    if scored is None or not len(scored) or not answered:
+        return ShadowRows(len(truth), 0, None)
     rows = LogRows.from_table(scored)
-    earliest = EPOCH + timedelta(microseconds=int(rows.times.min()))
-    answered = _ids(log.scan(model, version=production, since=earliest).get(production))
-    if not answered:
-        return empty
     wanted = np.fromiter(
         (i in truth and i in answered for i in rows.ids), dtype=bool, count=len(rows)
     )
-    ids, times, features = rows.ids[wanted], rows.times[wanted], rows.aligned(names)[wanted]
+    ids, times = rows.ids[wanted], rows.times[wanted]
     order = np.argsort(times, kind="stable")
-    ids, times, features = ids[order], times[order], features[order]
+    ids, times = ids[order], times[order]
     _, first = np.unique(ids, return_index=True)  # a redelivered request counts once
     keep = np.sort(first)
-    ids, times, features = ids[keep], times[keep], features[keep]
+    if len(keep) < needed:
+        return ShadowRows(len(truth), len(keep), None)
+    chosen = np.flatnonzero(wanted)[order][keep[:needed]]
+    features = rows.aligned(names)[chosen]
+    ids, times = ids[keep[:needed]], times[keep[:needed]]
     frame = pd.DataFrame(features.astype(np.float64), columns=list(names))
     frame[schema.target] = pd.Series([truth[i] for i in ids], dtype=object)
     try:
@@ -183,7 +201,7 @@ def shadow_rows(
     except InvalidInputError as error:
         raise InvalidInputError(f"the labelled shadow rows do not fit the spec: {error}") from error
     frame[TIME] = times
-    return frame
+    return ShadowRows(len(truth), len(keep), frame)
 
 
 def _ids(table: Any) -> set[str]:
@@ -192,9 +210,12 @@ def _ids(table: Any) -> set[str]:
     return {str(i) for i in table.column("id").to_pylist()}
 
 
-def _opening(registry: Registry, model: str, candidate: int) -> EventRecord | None:
-    """The ``retrain.shadowing`` event of ``candidate`` (the newest, should there be more)."""
-    for event in registry.monitoring.events(model, kind=SHADOWING, newest_first=True, limit=20):
+def _opening(registry: Registry, model: str, candidate: int, moved: datetime) -> EventRecord | None:
+    """The ``retrain.shadowing`` event that opened this shadow of ``candidate``: recorded
+    with the alias move (``moved``), so an older one (of an earlier shadow) does not count."""
+    for event in registry.monitoring.events(
+        model, kind=SHADOWING, newest_first=True, limit=1, since=moved
+    ):
         if event.version == candidate:
             return event
     return None
@@ -216,34 +237,29 @@ def _close(
         key = f"retrain.abandoned:shadow:v{candidate.version}"
         evidence = {"candidate": candidate.version, "reason": abandoned, "shadow": True}
         events.append((candidate.version, "retrain.abandoned", key, evidence))
-    try:
-        registry.retraining.close_shadow(
-            model,
-            candidate.version,
-            promote_over=promote_over,
-            actor=f"shadow:v{candidate.version}",
-            events=events,
+    closed, recorded = registry.retraining.close_shadow(
+        model,
+        candidate.version,
+        promote_over=promote_over,
+        actor=f"shadow:v{candidate.version}",
+        events=events,
+    )
+    if closed == "gone":  # another judge (or a person) ended it first: nothing to do
+        reason = f"the shadow of {candidate.ref} was ended already (by another monitor, or by hand)"
+        return RetrainOutcome(model, "skipped", reason, candidate.version)
+    if closed == "moved":  # production moved between the verdict and the promotion
+        failed = (
+            f"{candidate.ref} won in shadow but was not promoted: {model}@{DEFAULT_ALIAS} is no "
+            f"longer v{promote_over}, which it was judged against"
         )
-    except ConflictError as error:
-        if promote_over is None:
-            return RetrainOutcome(model, "skipped", str(error), candidate.version)
-        # Production moved between the verdict and the promotion: not promoted, but ended.
-        failed = f"{candidate.ref} won in shadow but was not promoted: {error}"
-        key = f"retrain.failed:shadow:v{candidate.version}"
         return _close(
-            registry,
-            model,
-            candidate,
-            None,
-            "failed",
-            failed,
-            None,
-            [(candidate.version, "retrain.failed", key, {"reason": failed, "shadow": True})],
+            registry, model, candidate, None, "failed", failed, None, [_failed(candidate, failed)]
         )
-    recorded = [
-        e
-        for e in registry.monitoring.events(model, newest_first=True, limit=len(events))
-        if e.version == candidate.version
-    ][::-1]
     logger.info("%s: shadow of v%d ended %s", model, candidate.version, status)
     return RetrainOutcome(model, status, reason, candidate.version, recorded)
+
+
+def _failed(candidate: ModelVersionInfo, reason: str) -> PlannedEvent:
+    """The ``retrain.failed`` event of a shadow that ends unjudged or unpromoted."""
+    key = f"retrain.failed:shadow:v{candidate.version}"
+    return (candidate.version, "retrain.failed", key, {"reason": reason, "shadow": True})

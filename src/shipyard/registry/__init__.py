@@ -14,8 +14,8 @@ from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef
 
 if TYPE_CHECKING:
     from shipyard.registry.artifacts import ArtifactStore, FileEntry, Manifest, VerifiedArtifact
+    from shipyard.registry.events import EventRecord
     from shipyard.registry.monitoring import (
-        EventRecord,
         FeedbackReceipt,
         FeedbackRecord,
         FeedbackStatus,
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "artifacts": ("ArtifactStore", "FileEntry", "Manifest", "VerifiedArtifact"),
+    "events": ("EventRecord",),
     "monitoring": (
-        "EventRecord",
         "FeedbackReceipt",
         "FeedbackRecord",
         "FeedbackStatus",

@@ -5,7 +5,8 @@ monitor reads it in ``seq`` order (``feedback_after``), says how each label join
 prediction (``settle_feedback``), owns a model by a lease, raises each event once (its
 ``key`` is unique per model) and keeps its latest state per version and how far it has read
 its inputs, so a restarted monitor carries on where the last one stopped. A registry hands
-out its store as ``Registry.monitoring``; each call runs in its own short transaction.
+out its store as ``Registry.monitoring``; each call runs in its own short transaction. The
+events' queries and record are in ``registry/events.py``.
 
 A monitor writes through ``held_by(owner)``: that store's writes of a model's state
 (statuses, snapshots, cursors, events, expiry) check, in the same transaction and with the
@@ -39,13 +40,13 @@ from sqlalchemy.orm import Session
 from shipyard.errors import InvalidInputError, LeaseLostError
 from shipyard.registry.checks import check_json
 from shipyard.registry.database import retrying
+from shipyard.registry.events import EventRecord, insert_event, select_events
 from shipyard.registry.queries import find_model
 from shipyard.registry.runs import Transactions
 from shipyard.registry.tables import (
     FeedbackRow,
     MonitoringCounterRow,
     MonitoringCursorRow,
-    MonitoringEventRow,
     MonitoringHistoryRow,
     MonitoringLeaseRow,
     MonitoringSnapshotRow,
@@ -92,19 +93,6 @@ class FeedbackRecord:
     received_at: datetime
     source: str
     status: FeedbackStatus
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """Something the monitor found, with its evidence; raised once per ``key``."""
-
-    id: int
-    model: str
-    version: int | None
-    kind: str
-    key: str
-    at: datetime
-    evidence: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -350,14 +338,7 @@ class MonitoringStore:
             with self._transaction(write=True) as session:
                 model_id = find_model(session, model).id
                 self._hold(session, model_id, model)
-                exists = session.scalar(
-                    select(MonitoringEventRow.id).where(
-                        MonitoringEventRow.model_id == model_id, MonitoringEventRow.key == key
-                    )
-                )
-                if exists is not None:
-                    return None
-                return add_event(session, model_id, model, version, kind, key, document)
+                return insert_event(session, model_id, model, version, kind, key, document)
         except IntegrityError:
             return None  # another process recorded the same key first
 
@@ -379,18 +360,17 @@ class MonitoringStore:
         _check_range(since, until)
         with self._transaction() as session:
             model_id = find_model(session, model).id
-            query = select(MonitoringEventRow).where(
-                MonitoringEventRow.model_id == model_id, MonitoringEventRow.id > after_id
+            return select_events(
+                session,
+                model_id,
+                model,
+                kind=kind,
+                after_id=after_id,
+                limit=limit,
+                newest_first=newest_first,
+                since=since,
+                until=until,
             )
-            if kind is not None:
-                query = query.where(MonitoringEventRow.kind == kind)
-            if since is not None:
-                query = query.where(MonitoringEventRow.at >= since)
-            if until is not None:
-                query = query.where(MonitoringEventRow.at < until)
-            order = MonitoringEventRow.id.desc() if newest_first else MonitoringEventRow.id
-            rows = session.scalars(query.order_by(order).limit(limit))
-            return [_event(model, row) for row in rows]
 
     # -- the monitor's state --------------------------------------------------------------
 
@@ -735,37 +715,6 @@ def _add_to_counters(session: Session, model_id: int, changes: Mapping[str, int]
                 set_={"value": _COUNTERS.c.value + insert.excluded.value},
             )
         )
-
-
-def add_event(
-    session: Session,
-    model_id: int,
-    model: str,
-    version: int | None,
-    kind: str,
-    key: str,
-    evidence: dict[str, Any],
-) -> EventRecord:
-    """Insert an event in the caller's transaction (so it commits with what it tells of,
-    such as an alias move); the key must be new for the model."""
-    row = MonitoringEventRow(
-        model_id=model_id, version=version, kind=kind, key=key, at=utcnow(), evidence=evidence
-    )
-    session.add(row)
-    session.flush()
-    return _event(model, row)
-
-
-def _event(model: str, row: MonitoringEventRow) -> EventRecord:
-    return EventRecord(
-        id=row.id,
-        model=model,
-        version=row.version,
-        kind=row.kind,
-        key=row.key,
-        at=row.at,
-        evidence=row.evidence,
-    )
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

@@ -42,7 +42,8 @@ from shipyard.registry.artifacts import (
 )
 from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.database import WRITE, connect, retrying, unavailable
-from shipyard.registry.monitoring import MonitoringStore, add_event
+from shipyard.registry.events import add_event
+from shipyard.registry.monitoring import MonitoringStore
 from shipyard.registry.queries import (
     find_model,
     lock_or_create_model,

@@ -25,18 +25,24 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shipyard.errors import ConflictError, InvalidInputError, ShipyardError
 from shipyard.registry.database import retrying
-from shipyard.registry.monitoring import add_event
+from shipyard.registry.events import EventRecord, add_event
 from shipyard.registry.queries import find_model, move_alias, resolve
 from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, check_name
 from shipyard.registry.runs import Transactions
-from shipyard.registry.tables import AliasRow, ModelVersionRow, RetrainLockRow, utcnow
+from shipyard.registry.tables import (
+    AliasEventRow,
+    AliasRow,
+    ModelVersionRow,
+    RetrainLockRow,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,12 @@ PlannedEvent = tuple[int | None, str, str, dict[str, Any]]
 
 IN_FLIGHT = "in flight"
 COOLDOWN = "cooldown"
+SHADOW = "shadow"
+
+#: What ``close_shadow`` did: ended the shadow, or found it ``gone`` (ended by another
+#: judge or by hand: nothing changed), or production ``moved`` off the version the
+#: candidate was judged against (nothing changed).
+Closed = Literal["closed", "gone", "moved"]
 
 
 @dataclass(frozen=True)
@@ -78,13 +90,15 @@ class Begun:
 
     attempt: RetrainAttempt | None
     refused: str | None = None
-    """``in flight`` or ``cooldown``."""
+    """``in flight``, ``cooldown`` or ``shadow`` (a candidate is in shadow, unjudged)."""
     blocking: RetrainAttempt | None = None
     """The attempt in flight, or the last finished one (cooldown)."""
     until: datetime | None = None
     """When the cooldown ends."""
     stale: RetrainAttempt | None = None
     """An attempt that died unfinished, whose lock this one took over."""
+    shadow: int | None = None
+    """The version in shadow (refused ``shadow``)."""
 
 
 class RetrainLocks:
@@ -104,7 +118,8 @@ class RetrainLocks:
         cooldown_seconds: float | None = None,
     ) -> Begun:
         """Take the model's lock for a new ``attempt`` unless one is in flight or (with
-        ``cooldown_seconds``) the last finished attempt ended less than that long ago."""
+        ``cooldown_seconds``) the last finished attempt ended less than that long ago, or
+        while a candidate is in shadow (its judging ends that retrain)."""
         check_name(model)
         _check_text(attempt, "attempt", 32)
         _check_text(owner, "owner", 200)
@@ -120,6 +135,10 @@ class RetrainLocks:
             previous = None if row is None else _attempt(model, row)
             if previous is not None and previous.in_flight(now):
                 return Begun(None, IN_FLIGHT, previous)
+            # Checked under the lock row: a shadow opens only while its attempt holds it.
+            shadow = _alias_version(session, model_id, SHADOW_ALIAS)
+            if shadow is not None:
+                return Begun(None, SHADOW, previous, shadow=shadow)
             if previous is not None and previous.cooled_at is not None and cooldown_seconds:
                 until = previous.cooled_at + timedelta(seconds=cooldown_seconds)
                 if until > now:
@@ -219,20 +238,31 @@ class RetrainLocks:
         *,
         actor: str,
         event: PlannedEvent,
-    ) -> None:
-        """Point the shadow alias at ``version`` and record ``event``, in one transaction
-        and only while ``attempt`` holds the lock (else ``ConflictError``; nothing moves)."""
+    ) -> EventRecord:
+        """Point the shadow alias at ``version``, record ``event`` (returned) and mark the
+        attempt finished (outcome ``shadowing``; its cooldown starts once the shadow is
+        judged), in one transaction and only while ``attempt`` holds the lock and no other
+        version is in shadow (else ``ConflictError``; nothing moves)."""
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> EventRecord:
             model_row, version_row = resolve(session, ModelRef(model, version), lock=True)
             row = _held(session, model, attempt)
             if row is None:
                 raise _lost(model, attempt)
+            current = _alias_version(session, model_row.id, SHADOW_ALIAS)
+            if current is not None and current != version:
+                raise ConflictError(
+                    f"{model}@{SHADOW_ALIAS} is v{current}, in shadow already; {model}:{version} "
+                    "does not replace it before it is judged"
+                )
             move_alias(session, model_row, SHADOW_ALIAS, version_row, actor)
             row.candidate = version
-            add_event(session, model_row.id, model, *event)
+            # Finished here, not by a later call: a process killed in between would leave
+            # an unfinished lock that the next retrain abandons as if it had died.
+            row.finished_at, row.outcome = utcnow(), "shadowing"
+            return add_event(session, model_row.id, model, *event)
 
-        retrying(self._transaction, work)
+        return retrying(self._transaction, work)
 
     def close_shadow(
         self,
@@ -242,14 +272,16 @@ class RetrainLocks:
         promote_over: int | None,
         actor: str,
         events: Sequence[PlannedEvent],
-    ) -> None:
+    ) -> tuple[Closed, list[EventRecord]]:
         """End the shadow of ``candidate`` in one transaction: the shadow alias goes, with
         ``promote_over`` production moves from that version to the candidate, the events
-        are recorded and the model's cooldown starts. A shadow alias no longer at the
-        candidate, or production no longer at ``promote_over``, is a ``ConflictError`` and
+        are recorded (returned) and the model's cooldown starts. Each event's key gets the
+        id of the alias move that opened this shadow, so the same version put in shadow
+        again (by hand, or a retry) is judged again. A shadow alias no longer at the
+        candidate is ``gone``, production no longer at ``promote_over`` is ``moved``; then
         nothing changes."""
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> tuple[Closed, list[EventRecord]]:
             model_row, version_row = resolve(session, ModelRef(model, candidate), lock=True)
             shadow = session.scalar(
                 select(AliasRow)
@@ -257,26 +289,39 @@ class RetrainLocks:
                 .with_for_update()
             )
             if shadow is None or shadow.version_id != version_row.id:
-                raise ConflictError(
-                    f"{model}@{SHADOW_ALIAS} is no longer v{candidate}: its shadow was ended "
-                    "already (by another monitor, or by hand); nothing was changed"
-                )
+                return "gone", []
             if promote_over is not None:
                 current = _alias_version(session, model_row.id, DEFAULT_ALIAS)
                 if current != promote_over:
-                    raise ConflictError(
-                        f"{model}@{DEFAULT_ALIAS} is v{current} now, not v{promote_over}, which "
-                        f"{model}:{candidate} was judged against; it was not promoted"
-                    )
+                    return "moved", []
                 move_alias(session, model_row, DEFAULT_ALIAS, version_row, actor)
+            opening = _opening_move(session, model_row.id, shadow)
             session.delete(shadow)
             lock = session.get(RetrainLockRow, model_row.id, with_for_update=True)
             if lock is not None and lock.finished_at is not None:
                 lock.cooled_at = utcnow()
-            for event in events:
-                add_event(session, model_row.id, model, *event)
+            recorded = [
+                add_event(session, model_row.id, model, version, kind, f"{key}:{opening}", doc)
+                for version, kind, key, doc in events
+            ]
+            return "closed", recorded
 
-        retrying(self._transaction, work)
+        return retrying(self._transaction, work)
+
+    def shadow(self, model: str) -> tuple[int, datetime] | None:
+        """The version in shadow and when the alias moved there; None when none is."""
+        with self._transaction() as session:
+            model_id = find_model(session, model).id
+            version = _alias_version(session, model_id, SHADOW_ALIAS)
+            if version is None:
+                return None
+            moved = session.scalar(
+                select(AliasEventRow.at)
+                .where(AliasEventRow.model_id == model_id, AliasEventRow.alias == SHADOW_ALIAS)
+                .order_by(AliasEventRow.id.desc())
+                .limit(1)
+            )
+            return version, moved or utcnow()
 
     def get(self, model: str) -> RetrainAttempt | None:
         """The model's latest attempt (in flight, finished or stale), if any."""
@@ -343,6 +388,18 @@ def _alias_version(session: Session, model_id: int, alias: str) -> int | None:
         .join(AliasRow, AliasRow.version_id == ModelVersionRow.id)
         .where(AliasRow.model_id == model_id, AliasRow.alias == alias)
     )
+
+
+def _opening_move(session: Session, model_id: int, shadow: AliasRow) -> str:
+    """What names the opening of the shadow ``shadow`` points at: the alias move that put
+    it there (every move is recorded), else the alias row (new each time it is created)."""
+    move = session.scalar(
+        select(AliasEventRow.id)
+        .where(AliasEventRow.model_id == model_id, AliasEventRow.alias == SHADOW_ALIAS)
+        .order_by(AliasEventRow.id.desc())
+        .limit(1)
+    )
+    return f"move:{move}" if move is not None else f"alias:{shadow.id}"
 
 
 def _lost(model: str, attempt: str) -> ConflictError:
