@@ -71,7 +71,7 @@ def test_a_retrain_whose_winner_goes_into_shadow_exits_0(
     # Its live labels are in: the next `shipyard retrain` judges it first, as the monitor
     # would, then asks for a retrain, which the cooldown the verdict started refuses.
     serve_traffic(settings, 300, seed=31, drift="concept", shadow=2, truth="shadow")
-    again = _runner(capsys, settings.home)("retrain", "fraud")
+    again = runner(capsys, settings.home)("retrain", "fraud")
     assert "fraud: shadow promoted — fraud:2 promoted to production" in again.out
     assert "model.promoted" in again.out
     assert again.code == 4, again.out + again.err
