@@ -28,7 +28,7 @@ from shipyard.examples import example_spec
 from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline import load_spec, parse_spec
 from shipyard.registry import Registry
-from shipyard.registry.monitoring import EventRecord
+from shipyard.registry.events import EventRecord
 from shipyard.settings import Settings
 
 BIN = Path(sys.executable).parent

@@ -45,7 +45,7 @@ from shipyard.traffic.summary import TrafficStats
 from shipyard.traffic.users import Answer, Visit
 
 if TYPE_CHECKING:
-    from shipyard.registry.monitoring import EventRecord
+    from shipyard.registry.events import EventRecord
     from shipyard.traffic.rows import RowPool
 
 MODEL = "fraud"

@@ -20,7 +20,7 @@ from shipyard.cli.demo.loop import (
 from shipyard.traffic.summary import latency_summary
 
 if TYPE_CHECKING:
-    from shipyard.registry.monitoring import EventRecord
+    from shipyard.registry.events import EventRecord
 
 
 def _s(value: float | None) -> str:
