@@ -184,6 +184,25 @@ def test_labels_of_one_class_keep_the_shadow_waiting(production: Settings) -> No
         assert registry.get_version(f"{MODEL}@{SHADOW_ALIAS}").version == 2
 
 
+def test_first_labels_of_one_class_run_on_to_the_first_of_the_other(
+    production: Settings,
+) -> None:
+    """Rare fraud: the first 300 labels are all legitimate; the verdict takes the rows on to
+    the first fraud (the 500th) rather than waiting for its deadline."""
+    with Registry.open(production) as registry:
+        retraining = into_shadow(production, registry)
+        first = serve_traffic(production, 200, seed=37, shadow=2, label=False)
+        registry.monitoring.add_feedback(MODEL, [(i, "0") for i in first], source="file")
+        then = serve_traffic(production, 300, seed=38, shadow=2, label=False)
+        labels = [(i, "1" if n == len(then) - 1 else "0") for n, i in enumerate(then)]
+        registry.monitoring.add_feedback(MODEL, labels, source="file")
+        judged = retraining.follow_shadow(MODEL)
+        assert judged is not None
+        assert judged.status in ("promoted", "lost"), judged.reason
+        gated = judged.events[0].evidence
+        assert (gated["shadow"]["rows"], gated["shadow"]["needed"]) == (500, 300)
+
+
 def test_a_shadow_moved_there_by_hand_is_abandoned_each_time(production: Settings) -> None:
     """No retrain.shadowing event says what to judge it on: ended, and again the next time
     the same version is put there (each ending is keyed by the move that opened it)."""

@@ -34,7 +34,8 @@ With ``gate.shadow`` the hold-out winner is not promoted: it gets the ``shadow``
 log those predictions under its version with the same ids, and each monitor pass asks the
 retrainer to ``follow_shadow`` (so does ``shipyard retrain``, before retraining): once N of
 the requests both versions scored are labelled, both are judged on exactly the first N of
-them (``model.promoted`` or ``retrain.gated``, lost); at ``shadow_timeout`` with fewer,
+them, or on to the first label of the other class when those N hold one class only
+(``model.promoted`` or ``retrain.gated``, lost); at ``shadow_timeout`` with fewer,
 ``retrain.abandoned``. No retrain of the model starts while its shadow is open; the alias
 and the event are the state, so a restarted monitor goes on.
 """

@@ -81,7 +81,15 @@ def follow_shadow(
         )
         schema = spec.data.table_schema()
         found = shadow_rows(
-            registry, log, model, candidate.version, expected, schema, opened.at, needed
+            registry,
+            log,
+            model,
+            candidate.version,
+            expected,
+            schema,
+            opened.at,
+            needed,
+            both_classes=spec.task == "classification",
         )
         rows = found.rows
         # One class only cannot rank anything (the metric is undefined): not judged.
@@ -155,11 +163,17 @@ def shadow_rows(
     schema: TableSchema,
     since: datetime,
     needed: int,
+    *,
+    both_classes: bool = False,
 ) -> ShadowRows:
     """The first ``needed`` ids (in time order) the candidate scored and production answered
     since ``since`` (the shadow's opening) and that got a label since: the candidate's
     logged features (one row per id), the label, and ``TIME``; the log is read only once
-    there are that many labels."""
+    there are that many labels.
+
+    ``both_classes``: if the first ``needed`` labels are all of one class (rare fraud in a
+    few hundred rows), the rows run on to the first row of another class, so the verdict
+    waits for labels that can rank rather than for a deadline."""
     truth: dict[str, str] = {}
     for page in pages(
         lambda after: registry.monitoring.feedback_after(
@@ -191,9 +205,14 @@ def shadow_rows(
     keep = np.sort(first)
     if len(keep) < needed:
         return ShadowRows(len(truth), len(keep), None)
-    chosen = np.flatnonzero(wanted)[order][keep[:needed]]
+    count = needed
+    if both_classes:
+        labels = [truth[i] for i in ids[keep]]
+        other = next((n for n, label in enumerate(labels) if label != labels[0]), None)
+        count = len(keep) if other is None else max(needed, other + 1)
+    chosen = np.flatnonzero(wanted)[order][keep[:count]]
     features = rows.aligned(names)[chosen]
-    ids, times = ids[keep[:needed]], times[keep[:needed]]
+    ids, times = ids[keep[:count]], times[keep[:count]]
     frame = pd.DataFrame(features.astype(np.float64), columns=list(names))
     frame[schema.target] = pd.Series([truth[i] for i in ids], dtype=object)
     try:
