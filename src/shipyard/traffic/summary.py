@@ -41,6 +41,9 @@ class TrafficStats:
     """Labels still waiting for their delay when the run was stopped."""
     label_delays: array[float] = field(default_factory=lambda: array("d"))
     started_at: float = 0.0
+    started_at_unix: float | None = None
+    """The start on the wall clock (seconds since the epoch), to line a run up with the
+    events of other processes; None on a fake clock."""
     ended_at: float | None = None
     drift_started_at: float | None = None
     requests_before_drift: int = 0
@@ -135,6 +138,7 @@ def summary(stats: TrafficStats, config: dict[str, Any], now: float) -> dict[str
         "succeeded": stats.succeeded,
         "errors": sum(stats.errors.values()),
         "errors_by_kind": dict(stats.errors.most_common()),
+        "started_at_unix": stats.started_at_unix,
         "duration_s": round(seconds, 3),
         "requests_per_s": round(stats.requests / seconds, 1) if seconds else 0.0,
         "latency_ms": latency_summary(stats.latencies),

@@ -173,6 +173,8 @@ class Users:
         config = self.config
         now = self.clock.now()
         self.stats.started_at = now
+        if type(self.clock) is MonotonicClock:  # a fake clock has no wall-clock start
+            self.stats.started_at_unix = round(time.time(), 3)
         duration = config.bounded_duration_s
         if duration is not None:
             self._deadline = now + duration
