@@ -19,7 +19,8 @@ version, scored offline on the same rows: every post-drift row the users drew fr
 version may have trained on some of them) and fresh post-drift rows no process saw. The
 control run is the same without ``--drift``; it counts retrain events and versions.
 
-    python benchmarks/loop.py [--users 50] [--duration 150] [--drift-at 30] [--no-control]
+    python benchmarks/loop.py [--users 50] [--duration 150] [--drift-at 30] [--scenario concept]
+                              [--no-control] [--keep]
 
 Every child runs in its own process group and is stopped (then killed) in ``finally``; each
 wait is bounded. Nothing here passes or fails: it prints figures and a verdict per target.
@@ -51,7 +52,6 @@ from shipyard.settings import Settings
 from shipyard.traffic.rows import load_pool
 
 MODEL = "fraud"
-SCENARIO = "concept"
 SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
 #: Longest a setup command (data, training) may take.
 STEP_TIMEOUT_S = 600
@@ -140,7 +140,7 @@ def one_run(args: argparse.Namespace, drift: bool, root: Path) -> Outcome:
         "--rows", str(args.rows), "--seed", str(args.seed), "--quiet", "-o", str(summary_file),
     ]  # fmt: skip
     if drift:
-        traffic += ["--drift", SCENARIO, "--drift-at", str(args.drift_at)]
+        traffic += ["--drift", args.scenario, "--drift-at", str(args.drift_at)]
     try:
         server.start(http_ok(f"{url}/v2/health/ready"), timeout_s=120)
         monitor.start(timeout_s=60)
@@ -177,10 +177,10 @@ def average_precisions(outcome: Outcome, args: argparse.Namespace) -> dict[str, 
     """AP of the old and the new version on the users' post-drift rows and on fresh ones."""
     sets = {
         "the users' post-drift rows": load_pool(
-            data=None, rows=args.rows, drift=SCENARIO, seed=args.seed
+            data=None, rows=args.rows, drift=args.scenario, seed=args.seed
         ),
         "fresh post-drift rows": load_pool(
-            data=None, rows=args.rows, drift=SCENARIO, seed=args.seed + 1_000_003
+            data=None, rows=args.rows, drift=args.scenario, seed=args.seed + 1_000_003
         ),
     }
     result: dict[str, tuple[float, ...]] = {}
@@ -225,7 +225,7 @@ def retrains(events: list[dict[str, Any]]) -> list[str]:
 def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> None:
     """Print the table of figures and the verdict per target."""
     summary = loop.summary
-    print("\n== loop run (drift: concept) ==")
+    print(f"\n== loop run (drift: {args.scenario}) ==")
     print(f"traffic: {summary['requests']:,} requests, {summary['requests_per_s']} req/s, "
           f"errors {summary['errors']} {summary['errors_by_kind']}, labels sent "
           f"{summary['labels_sent']:,} (failed {summary['labels_failed']}, unsent "
@@ -235,6 +235,10 @@ def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> 
     print(f"{'event (first of its kind)':34} {'s after drift onset':>20}")
     for kind, seconds in sorted(loop.marks.items(), key=lambda item: item[1]):
         print(f"{kind:34} {seconds:20.1f}")
+    for event in loop.events:
+        if event["kind"] in ("retrain.triggered", "retrain.gated"):
+            evidence = json.dumps(event.get("evidence", event), default=str)
+            print(f"  {event['kind']}: {evidence[:400]}")
     swapped = loop.marks.get("new version answered")
     failed = int(summary["requests"]) - int(summary["succeeded"])
     aps = average_precisions(loop, args) if loop.production_after != loop.versions_before else {}
@@ -278,6 +282,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=150.0)
     parser.add_argument("--drift-at", type=float, default=30.0)
+    parser.add_argument(
+        "--scenario", default="concept", help="drift scenario of shipyard traffic --drift"
+    )
     parser.add_argument("--label-probability", type=float, default=0.5)
     parser.add_argument("--label-delay-min", type=float, default=0.5)
     parser.add_argument("--label-delay-max", type=float, default=2.0)
