@@ -173,7 +173,20 @@ def one_run(args: argparse.Namespace, drift: bool, root: Path) -> Outcome:
     return outcome
 
 
-def average_precisions(outcome: Outcome, args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
+def candidate(outcome: Outcome) -> str | None:
+    """The version the loop made: the new production, else the last gated candidate."""
+    if outcome.production_after != outcome.versions_before:
+        return outcome.production_after
+    gated = [e for e in outcome.events if e["kind"] == "retrain.gated"]
+    if not gated:
+        return None
+    evidence = gated[-1].get("evidence", {})
+    return str(evidence.get("candidate", {}).get("version")) if evidence else None
+
+
+def average_precisions(
+    outcome: Outcome, args: argparse.Namespace, new: str
+) -> dict[str, tuple[float, ...]]:
     """AP of the old and the new version on the users' post-drift rows and on fresh ones."""
     sets = {
         "the users' post-drift rows": load_pool(
@@ -187,7 +200,7 @@ def average_precisions(outcome: Outcome, args: argparse.Namespace) -> dict[str, 
     with Registry.open(Settings(home=outcome.home)) as registry:
         predictors = [
             load_predictor(registry.load_artifact(f"{MODEL}:{version}"))
-            for version in (outcome.versions_before, outcome.production_after)
+            for version in (outcome.versions_before, new)
         ]
         for name, pool in sets.items():
             assert pool.drifted is not None
@@ -241,8 +254,12 @@ def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> 
             print(f"  {event['kind']}: {evidence[:400]}")
     swapped = loop.marks.get("new version answered")
     failed = int(summary["requests"]) - int(summary["succeeded"])
-    aps = average_precisions(loop, args) if loop.production_after != loop.versions_before else {}
-    print(f"\n{'rows':30} {'old AP':>8} {'new AP':>8} {'fraud rate':>10}")
+    made = candidate(loop)
+    aps = average_precisions(loop, args, made) if made is not None else {}
+    promoted = made == loop.production_after
+    print(f"\nversion {loop.versions_before} (old) vs {made} (new, "
+          f"{'promoted' if promoted else 'lost the gate: never served'})")  # fmt: skip
+    print(f"{'rows':30} {'old AP':>8} {'new AP':>8} {'fraud rate':>10}")
     for name, (old, new, rate) in aps.items():
         print(f"{name:30} {old:8.4f} {new:8.4f} {rate:10.4f}")
     print("\n== targets ==")
@@ -255,9 +272,15 @@ def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> 
         ("0 failed requests", str(failed), failed == 0),
     ]
     for name, (old, new, _) in aps.items():
-        verdicts.append((f"new AP > old AP ({name})", f"{new:.4f} vs {old:.4f}", new > old))
+        verdicts.append(
+            (
+                f"new AP > old AP ({name})",
+                f"{new:.4f} vs {old:.4f}" + ("" if promoted else " (candidate not promoted)"),
+                new > old and promoted,
+            )
+        )
     if not aps:
-        verdicts.append(("new AP > old AP", "no new version", False))
+        verdicts.append(("new AP > old AP", "no retrained version", False))
     if control is not None:
         kinds = retrains(control.events)
         versions = f"{control.versions_before} → {control.production_after}"
