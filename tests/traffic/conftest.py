@@ -1,19 +1,24 @@
 """Fakes for the traffic engine: a virtual-time event loop (simulated minutes in
 milliseconds), a clock that records its sleeps, a target that answers at once
-and a sink that keeps the labels it was sent."""
+and a sink that keeps the labels it was sent; and a real feedback server on 127.0.0.1
+that may be down for a while."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import selectors
-from collections.abc import Coroutine, Sequence
+import threading
+import time
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import pytest
 
 from shipyard.traffic.labels import Label, Sent
-from shipyard.traffic.users import Answer, MonotonicClock
+from shipyard.traffic.users import SENDER_TASK, Answer, MonotonicClock
 
 T = TypeVar("T")
 
@@ -53,12 +58,16 @@ class FakeClock(MonotonicClock):
 
     def __init__(self) -> None:
         self.slept: list[float] = []
+        self.sender_slept: list[float] = []
+        """The sleeps of the task that sends the labels (``slept`` has the users')."""
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
     async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
+        task = asyncio.current_task()
+        sender = task is not None and task.get_name() == SENDER_TASK
+        (self.sender_slept if sender else self.slept).append(seconds)
         await super().sleep(seconds)
 
 
@@ -101,3 +110,52 @@ class FakeSink:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@dataclass
+class FeedbackServer:
+    """A real HTTP server on 127.0.0.1 taking ``POST /v1/feedback``: it answers 503 until
+    ``down_until`` (a ``time.perf_counter`` time), then 200, and keeps when each id came."""
+
+    url: str = ""
+    down_until: float = 0.0
+    received: dict[str, float] = field(default_factory=dict)
+    refused: int = 0
+
+
+@pytest.fixture
+def feedback_server() -> Iterator[FeedbackServer]:
+    state = FeedbackServer()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            now = time.perf_counter()
+            with lock:
+                down = now < state.down_until
+                if down:
+                    state.refused += 1
+                else:
+                    for item in json.loads(body)["feedback"]:
+                        state.received.setdefault(item["id"], now)
+            answer = b'{"detail": "down for a while"}' if down else b'{"accepted": 1}'
+            self.send_response(503 if down else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -12,7 +12,7 @@ from shipyard.traffic.summary import TrafficStats, labels_by_delay, summary
 def test_the_summary_has_counts_percentiles_versions_labels_and_the_config() -> None:
     stats = TrafficStats(started_at=10.0)
     for i in range(100):
-        stats.answered((i + 1) / 1000, "2" if i >= 90 else "1")
+        stats.answered((i + 1) / 1000, "2" if i >= 90 else "1", at=10.0 + i / 100)
     stats.failed("HTTP 503")
     stats.failed("timeout")
     stats.failed("timeout")
@@ -32,9 +32,11 @@ def test_the_summary_has_counts_percentiles_versions_labels_and_the_config() -> 
     assert document["latency_ms"]["p50"] == 50.5
     assert document["latency_ms"]["max"] == 100.0
     assert document["versions"] == {"1": 90, "2": 10}
+    assert document["versions_first_answered_after_s"] == {"1": 0.0, "2": 0.9}
     assert document["labels_sent"] == 31
     assert document["labels_wrong"] == 1
     assert document["labels_failed"] == 4
+    assert document["labels_failed_by_reason"] == {"HTTP 500": 4}
     assert document["label_rate"] == 0.4
     assert sum(b["labels"] for b in document["labels_by_delay"]) == 31
     assert document["config"]["label_delay_max_s"] == 3.0

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: Attempts at sending one batch that failed for a reason that may pass (a 5xx, a reset).
-SEND_ATTEMPTS = 3
+#: The first pause after a batch failed for a reason that may pass (a 5xx, a refused
+#: connection); it doubles after each failure up to ``BACKOFF_MAX_S`` and resets on a success.
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+#: How long after the last label was due a failing target is still tried: a server that
+#: is down at the end of a run gets this long to come back, then the rest count as failed.
+LABEL_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class PendingLabels:
             taken.append(heapq.heappop(self._heap)[2])
         return taken
 
+    def next_due(self) -> float | None:
+        """When the earliest waiting label is due; None when none waits."""
+        return self._heap[0][0] if self._heap else None
+
     def drop_all(self) -> int:
         """Forget every label still waiting; returns how many there were."""
         count = len(self._heap)
@@ -74,15 +83,20 @@ class PendingLabels:
         return count
 
 
-async def send_batch(
-    sink: LabelSink, labels: Sequence[Label], pause: Callable[[], Awaitable[None]]
-) -> Sent:
-    """Send ``labels``, again (after ``pause``) while the failure may pass, up to
-    ``SEND_ATTEMPTS`` times."""
-    outcome = Sent()
-    for _ in range(SEND_ATTEMPTS):
-        outcome = await sink.send(labels)
-        if outcome.failure is None or not outcome.retryable or outcome.fatal:
-            return outcome
-        await pause()
-    return outcome
+class Backoff:
+    """Pauses between attempts at a failing target: ``low`` doubling up to ``high``."""
+
+    def __init__(self, low: float = BACKOFF_MIN_S, high: float = BACKOFF_MAX_S) -> None:
+        self.low = low
+        self.high = high
+        self._next = low
+
+    def pause(self) -> float:
+        """The pause before the next attempt (each call doubles the following one)."""
+        pause = self._next
+        self._next = min(pause * 2, self.high)
+        return pause
+
+    def reset(self) -> None:
+        """The target answered: the next failure starts again from ``low``."""
+        self._next = self.low

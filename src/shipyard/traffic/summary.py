@@ -25,6 +25,8 @@ class TrafficStats:
     succeeded: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    versions_first: dict[str, float] = field(default_factory=dict)
+    """When each version first answered (clock time): when a swap reached the users."""
     latencies: array[float] = field(default_factory=lambda: array("d"))
     labels_chosen: int = 0
     """Answered predictions the users chose to label (with --label-probability)."""
@@ -32,20 +34,28 @@ class TrafficStats:
     labels_wrong: int = 0
     """Labels sent wrong on purpose (--label-noise)."""
     labels_failed: int = 0
+    labels_failed_by_reason: Counter[str] = field(default_factory=Counter)
+    label_retries: int = 0
+    """Batches sent again after a failure that may pass."""
     labels_unsent: int = 0
     """Labels still waiting for their delay when the run was stopped."""
     label_delays: array[float] = field(default_factory=lambda: array("d"))
     started_at: float = 0.0
+    started_at_unix: float | None = None
+    """The start on the wall clock (seconds since the epoch), to line a run up with the
+    events of other processes; None on a fake clock."""
     ended_at: float | None = None
     drift_started_at: float | None = None
     requests_before_drift: int = 0
 
-    def answered(self, latency_s: float, version: str | None) -> None:
-        """Count one answered request."""
+    def answered(self, latency_s: float, version: str | None, at: float | None = None) -> None:
+        """Count one answered request (answered at clock time ``at``, when known)."""
         self.requests += 1
         self.succeeded += 1
         self.latencies.append(latency_s)
         if version is not None:
+            if version not in self.versions and at is not None:
+                self.versions_first[version] = at
             self.versions[version] += 1
 
     def failed(self, kind: str) -> None:
@@ -57,6 +67,7 @@ class TrafficStats:
         """Count a batch of ``Label`` sent (``failure`` None) or given up on."""
         if failure is not None:
             self.labels_failed += len(labels)
+            self.labels_failed_by_reason[failure] += len(labels)
             self.errors[f"labels: {failure}"] += len(labels)
             return
         self.labels_sent += len(labels)
@@ -127,14 +138,21 @@ def summary(stats: TrafficStats, config: dict[str, Any], now: float) -> dict[str
         "succeeded": stats.succeeded,
         "errors": sum(stats.errors.values()),
         "errors_by_kind": dict(stats.errors.most_common()),
+        "started_at_unix": stats.started_at_unix,
         "duration_s": round(seconds, 3),
         "requests_per_s": round(stats.requests / seconds, 1) if seconds else 0.0,
         "latency_ms": latency_summary(stats.latencies),
         "versions": dict(sorted(stats.versions.items())),
+        "versions_first_answered_after_s": {
+            version: round(at - stats.started_at, 3)
+            for version, at in sorted(stats.versions_first.items(), key=lambda item: item[1])
+        },
         "labels_chosen": stats.labels_chosen,
         "labels_sent": stats.labels_sent,
         "labels_wrong": stats.labels_wrong,
         "labels_failed": stats.labels_failed,
+        "labels_failed_by_reason": dict(stats.labels_failed_by_reason.most_common()),
+        "label_retries": stats.label_retries,
         "labels_unsent": stats.labels_unsent,
         "label_rate": round(stats.labels_chosen / stats.succeeded, 4) if stats.succeeded else None,
         "labels_by_delay": labels_by_delay(stats.label_delays, low, high),

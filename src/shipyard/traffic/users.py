@@ -21,11 +21,13 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from shipyard.traffic.config import TrafficConfig
-from shipyard.traffic.labels import Label, LabelSink, PendingLabels, send_batch
+from shipyard.traffic.labels import LABEL_GRACE_S, Backoff, Label, LabelSink, PendingLabels
 from shipyard.traffic.summary import TrafficStats
 
 #: Most labels sent in one batch (the server's default SHIPYARD_MAX_FEEDBACK_ITEMS).
 LABEL_BATCH = 10_000
+#: The name of the task that sends the labels (the tests tell its sleeps from the users').
+SENDER_TASK = "traffic-labels"
 
 
 class Clock(Protocol):
@@ -132,6 +134,7 @@ class Users:
         *,
         clock: Clock | None = None,
         trace: Callable[[int, Visit, Answer], None] | None = None,
+        label_grace_s: float = LABEL_GRACE_S,
     ) -> None:
         self.config = config
         self.target = target
@@ -141,6 +144,8 @@ class Users:
         self.sink = sink
         self.clock = clock or MonotonicClock()
         self.trace = trace
+        self.label_grace_s = label_grace_s
+        """How long after the last label was due a failing sink is still tried."""
         self.stats = TrafficStats()
         self.pending = PendingLabels()
         self.fatal: str | None = None
@@ -168,11 +173,13 @@ class Users:
         config = self.config
         now = self.clock.now()
         self.stats.started_at = now
+        if type(self.clock) is MonotonicClock:  # a fake clock has no wall-clock start
+            self.stats.started_at_unix = round(time.time(), 3)
         duration = config.bounded_duration_s
         if duration is not None:
             self._deadline = now + duration
         seeds = np.random.SeedSequence(config.seed).spawn(config.users + 1)
-        sender = asyncio.create_task(self._send_labels())
+        sender = asyncio.create_task(self._send_labels(), name=SENDER_TASK)
         try:
             if config.rate is None:
                 await asyncio.gather(
@@ -278,7 +285,7 @@ class Users:
         if answer.failure is not None:
             self.stats.failed(answer.failure)
             return
-        self.stats.answered(finished - started, answer.version)
+        self.stats.answered(finished - started, answer.version, finished)
         if visit.labelled and answer.id is not None:
             label = self._label(visit, drifted, answer.id)
             if label is not None:
@@ -298,29 +305,60 @@ class Users:
         return Label(prediction_id, label, visit.delay_s)
 
     async def _send_labels(self) -> None:
-        """Every ``label_interval_s``, send the labels that are due in batches; after the
-        visits, until none waits (a stop or refused credentials drop the rest)."""
+        """Every ``label_interval_s``, send the labels that are due in one batch; after the
+        visits, until none waits (a stop drops the labels not due yet).
+
+        A batch that failed for a reason that may pass goes back to wait and is tried again
+        (with the labels that came due meanwhile) after a pause of 0.1 s doubling to 2 s,
+        for as long as the run lasts and ``label_grace_s`` after the last label was due;
+        then what could not be sent counts as failed, with the last failure's kind."""
         interval = self.config.label_interval_s
-
-        async def pause() -> None:
-            await self.clock.sleep(interval)
-
+        backoff = Backoff()
+        start, ticks = self.clock.now(), 0
         while True:
-            batch = self.pending.take_due(self.clock.now(), LABEL_BATCH)
+            now = self.clock.now()
+            batch = self.pending.take_due(now, LABEL_BATCH)
             if batch:
                 if self.sink is None or self.fatal is not None:
                     self.stats.labels_unsent += len(batch)
                     continue
-                sent = await send_batch(self.sink, batch, pause)
-                self.stats.labels_done(batch, sent.failure)
-                if sent.fatal is not None:
-                    self.fatal = sent.fatal
-                    self.stop()
+                sent = await self.sink.send(batch)
+                if sent.failure is None:
+                    backoff.reset()
+                    self.stats.labels_done(batch, None)
+                elif sent.retryable and not sent.fatal and not self._giving_up():
+                    self.stats.label_retries += 1
+                    for label in batch:
+                        self.pending.add(now, label)
+                    await self.clock.sleep(backoff.pause())
+                    start, ticks = self.clock.now(), 0
+                    continue
+                else:
+                    self.stats.labels_done(batch, sent.failure)
+                    if sent.fatal is not None:
+                        self.fatal = sent.fatal
+                        self.stop()
                 continue
             if self._visits_done and (not self.pending or self._stop.is_set()):
                 self.stats.labels_unsent += self.pending.drop_all()
                 return
-            await self.clock.sleep(interval)
+            # Ticks keep their period whatever a send took, so a label waits at most one
+            # interval past its delay (plus a send that outlasts the interval).
+            ticks += 1
+            wait = start + ticks * interval - self.clock.now()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            else:
+                start, ticks = self.clock.now(), 0
+
+    def _giving_up(self) -> bool:
+        """Whether a failing sink has had its grace: the visits are over and the last
+        label was due more than ``label_grace_s`` ago."""
+        ended = self.stats.ended_at
+        if not self._visits_done or ended is None:
+            return False
+        last_due = ended + self.config.label_delay_max_s
+        return self.clock.now() > last_due + self.label_grace_s
 
 
 def _release(free: asyncio.Queue[int], slot: int, _: asyncio.Task[None]) -> None:
