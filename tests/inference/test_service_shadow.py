@@ -7,40 +7,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE
-from shipyard.inference.predictor import Features, Outputs, Predictor, predictor_from_files
+from shipyard.inference.predictor import Outputs, Predictor
 from shipyard.inference.service import InferenceService, ServiceHooks, ShadowScored
 from shipyard.registry import SHADOW_ALIAS, ModelVersionInfo, Registry
 
-T = TypeVar("T")
-TIMEOUT = 60  # bounds every scenario; no test relies on timing
-Register = Callable[..., Any]
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, TIMEOUT)
-
-    return asyncio.run(bounded())
-
-
-def rows(n: int = 2, seed: int = 0) -> npt.NDArray[np.float32]:
-    return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
-
-
-def expected(model: ExportedModel, features: Features) -> Outputs:
-    predictor = predictor_from_files(
-        "direct", 1, model.format, model.files, model.input_schema, model.output_schema
-    )
-    return predictor.predict(features)
+from .test_service import Register, expected, rows, run
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:

@@ -55,6 +55,22 @@ class Labelled:
         return span(self.frame)
 
 
+def labels_since(registry: Registry, model: str, since: datetime | None) -> dict[str, str]:
+    """The model's labels received since ``since`` (all when None), by prediction id; an id
+    labelled twice keeps its first label, as the monitor does."""
+    truth: dict[str, str] = {}
+    for page in pages(
+        lambda after: registry.monitoring.feedback_after(
+            model, after, limit=FEEDBACK_PAGE, since=since
+        ),
+        lambda record: record.seq,
+        size=FEEDBACK_PAGE,
+    ):
+        for record in page:
+            truth.setdefault(record.id, record.label)
+    return truth
+
+
 def span(frame: pd.DataFrame) -> dict[str, Any]:
     """``{rows, first, last}`` of a labelled table."""
     if frame.empty:
@@ -83,16 +99,7 @@ def labelled_rows(
     message) counts once, as its latest record. The log is read newest first, only ids,
     times and features, and no further back than those ``rules.last`` need."""
     since = now - timedelta(seconds=rules.since) if rules.since is not None else None
-    truth: dict[str, str] = {}
-    for page in pages(
-        lambda after: registry.monitoring.feedback_after(
-            model, after, limit=FEEDBACK_PAGE, since=since
-        ),
-        lambda record: record.seq,
-        size=FEEDBACK_PAGE,
-    ):
-        for record in page:
-            truth.setdefault(record.id, record.label)
+    truth = labels_since(registry, model, since)
     assert schema.target is not None
     names = tuple(schema.feature_names)
     empty = pd.DataFrame({**{n: [] for n in names}, schema.target: [], TIME: []})

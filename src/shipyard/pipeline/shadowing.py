@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 
 from shipyard.errors import AliasNotFoundError, InvalidInputError, UnavailableError
-from shipyard.monitoring.paging import pages
 from shipyard.monitoring.retraining import GateSpec, RetrainOutcome, Status
 from shipyard.monitoring.windows import LogRows
 from shipyard.pipeline.gate import as_json, judge
-from shipyard.pipeline.labelled import FEEDBACK_PAGE, TIME
+from shipyard.pipeline.labelled import TIME, labels_since
 from shipyard.pipeline.spec import parse_spec
 from shipyard.registry import DEFAULT_ALIAS, ModelRef
 
@@ -174,16 +173,7 @@ def shadow_rows(
     ``both_classes``: if the first ``needed`` labels are all of one class (rare fraud in a
     few hundred rows), the rows run on to the first row of another class, so the verdict
     waits for labels that can rank rather than for a deadline."""
-    truth: dict[str, str] = {}
-    for page in pages(
-        lambda after: registry.monitoring.feedback_after(
-            model, after, limit=FEEDBACK_PAGE, since=since
-        ),
-        lambda record: record.seq,
-        size=FEEDBACK_PAGE,
-    ):
-        for record in page:
-            truth.setdefault(record.id, record.label)
+    truth = labels_since(registry, model, since)
     if len(truth) < needed:  # fewer labels than rows needed: the log cannot have enough
         return ShadowRows(len(truth), None, None)
     assert schema.target is not None
