@@ -156,3 +156,18 @@ def test_a_gate_verdict_in_a_line_names_its_rows_held_out_or_in_shadow() -> None
     assert _what(gated(shadow=True, holdout={"rows": 400})).endswith(
         "400 labelled live rows in shadow"
     )
+
+
+def test_metrics_on_every_interface_or_a_clear_error_for_an_address_not_here(
+    model_cli: Cli,
+) -> None:
+    """--metrics-host 0.0.0.0 lets a Prometheus elsewhere scrape the monitor; an address
+    this machine does not have is refused before any pass runs."""
+    wide = model_cli("monitor", "--once", "--metrics-port", "0", "--metrics-host", "0.0.0.0")
+    assert wide.code == 0, wide.err
+    assert "metrics on http://0.0.0.0:" in wide.err
+    bad = model_cli("monitor", "--once", "--metrics-port", "0", "--metrics-host", "192.0.2.1")
+    assert bad.code == 2, bad.err
+    assert "cannot serve metrics on 192.0.2.1:0" in " ".join(bad.err.split())
+    assert "--metrics-host" in bad.err
+    assert "new predictions" not in bad.out

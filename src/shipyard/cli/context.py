@@ -23,6 +23,8 @@ from shipyard import __version__
 from shipyard.messaging.backends import CLIENT_LOGGERS
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from shipyard.registry import Registry
     from shipyard.settings import Settings
 
@@ -36,6 +38,16 @@ err_console = Console(stderr=True, highlight=False)
 #: Help width when the output is no terminal (a pipe, a file, a test): wide enough that no
 #: option name is cut. A terminal's own width wins; so does TERMINAL_WIDTH or COLUMNS.
 HELP_WIDTH = 100
+
+MetricsHostOption = Annotated[
+    str,
+    typer.Option(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="Address --metrics-port listens on (0.0.0.0: every interface, for a "
+        "Prometheus on another machine)",
+    ),
+]
 
 
 class _Argument(TyperArgument):
@@ -187,3 +199,19 @@ def open_registry(ctx: typer.Context) -> Iterator[Registry]:
         yield registry
     finally:
         registry.close()
+
+
+def serve_metrics(port: int, host: str, registry: CollectorRegistry | None = None) -> int:
+    """Serve Prometheus metrics on ``host:port`` (0: any free port) in a thread; the port."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from shipyard.errors import InvalidInputError
+
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry or REGISTRY)
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}; give an "
+            "address of this machine with --metrics-host and a free port with --metrics-port"
+        ) from error
+    return int(server.server_port)

@@ -12,7 +12,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from shipyard.cli.context import Command, Group, console, err_console, open_registry, settings_of
+from shipyard.cli.context import (
+    Command,
+    Group,
+    MetricsHostOption,
+    console,
+    err_console,
+    open_registry,
+    serve_metrics,
+    settings_of,
+)
 from shipyard.cli.queues import BrokerOption
 from shipyard.errors import ShipyardError
 
@@ -38,8 +47,11 @@ def monitor(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(metavar="PORT", help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any)"),
+        typer.Option(
+            metavar="PORT", help="Serve Prometheus metrics on --metrics-host:PORT (0: any)"
+        ),
     ] = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     broker: BrokerOption = None,
     no_broker: Annotated[
         bool,
@@ -77,7 +89,6 @@ def monitor(
     performance, drift, snapshots and events until stopped (Ctrl-C, SIGTERM)."""
     if ctx.invoked_subcommand is not None:
         return
-    from prometheus_client import start_http_server
 
     from shipyard.messaging.embedded import broker_url
     from shipyard.monitoring.log import open_prediction_log
@@ -92,8 +103,8 @@ def monitor(
     log = check_log(open_prediction_log(settings))
     metrics = MonitorMetrics()
     if metrics_port is not None:
-        server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-        err_console.print(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
+        bound = serve_metrics(metrics_port, metrics_host, metrics.registry)
+        err_console.print(f"metrics on http://{metrics_host}:{bound}/metrics")
     with contextlib.ExitStack() as stack:
         # Like `shipyard stream` and `publish`: the home's embedded NATS when none is given.
         url = None if no_broker else stack.enter_context(broker_url(settings))

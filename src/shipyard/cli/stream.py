@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shipyard.cli.context import err_console, settings_of, verbose_of
+from shipyard.cli.context import (
+    MetricsHostOption,
+    err_console,
+    serve_metrics,
+    settings_of,
+    verbose_of,
+)
 from shipyard.cli.queues import BrokerOption
 from shipyard.errors import ConfigurationError
 from shipyard.registry.reference import DEFAULT_ALIAS
@@ -70,13 +76,13 @@ def stream(
             metavar="PORT",
             min=0,
             max=65535,
-            help="Serve Prometheus metrics on 127.0.0.1:PORT(+rank)",
+            help="Serve Prometheus metrics on --metrics-host:PORT(+rank)",
         ),
     ] = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     worker_id: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Score messages from QUEUE with the model; results to RESULTS; bad ones to dead-letter."""
-    from prometheus_client import start_http_server
 
     from shipyard.messaging import shown_url
     from shipyard.messaging.embedded import broker_url
@@ -106,7 +112,7 @@ def stream(
     with broker_url(settings) as url:
         if workers == 1:
             if metrics_port:
-                start_http_server(metrics_port + int(settings.mpi_rank or 0), "127.0.0.1")
+                serve_metrics(metrics_port + int(settings.mpi_rank or 0), metrics_host)
             run_worker(settings, config, url, redelivery_ms=redelivery_ms)
             return
         err_console.print(
@@ -114,7 +120,14 @@ def stream(
             "Ctrl-C stops them"
         )
         code = _run_pool(
-            settings, config, url, redelivery_ms, workers, metrics_port, verbose_of(ctx)
+            settings,
+            config,
+            url,
+            redelivery_ms,
+            workers,
+            metrics_port,
+            metrics_host,
+            verbose_of(ctx),
         )
     if code:
         raise typer.Exit(code)
@@ -138,9 +151,10 @@ def _run_pool(
     redelivery_ms: float,
     workers: int,
     metrics_port: int | None,
+    metrics_host: str,
     verbose: bool,
 ) -> int:
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import CollectorRegistry, multiprocess
 
     from shipyard.stream.workers import WorkerPool
 
@@ -153,7 +167,7 @@ def _run_pool(
     if metrics_port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
-        start_http_server(metrics_port, "127.0.0.1", registry=registry)
+        serve_metrics(metrics_port, metrics_host, registry)
     pool = WorkerPool(
         lambda index: _worker_command(config, redelivery_ms, index, verbose),
         workers,
