@@ -127,7 +127,7 @@ def test_a_real_run_labels_predictions_through_the_feedback_route(
     assert document["labels_unsent"] == document["labels_failed"] == 0
     latency = document["latency_ms"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
-    assert document["versions"] == ({} if protocol == "mlflow" else {"1": 400})
+    assert document["versions"] == {"1": 400}
     assert sum(b["labels"] for b in document["labels_by_delay"]) == document["labels_sent"]
     assert document["duration_s"] > 0
     assert document["config"]["protocol"] == protocol

@@ -129,6 +129,7 @@ def test_an_id_column_names_the_predictions(
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["ids"] == ["a", "b"]
+    assert (answer["model"], answer["version"]) == ("fraud", 1)  # the version that answered
     direct = score_directly(model_home, MATRIX[:1])
     assert answer["predictions"][0]["probability"] == pytest.approx(float(direct["probability"][0]))
 

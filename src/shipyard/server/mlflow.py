@@ -2,9 +2,10 @@
 
 ``/invocations`` serves the server's default model (the first of ``--models``). It reads
 ``dataframe_split``, ``dataframe_records``, ``instances`` and ``inputs`` JSON, or CSV with a
-header row, and answers ``{"predictions": [{output: value, …}, …], "ids": [...]}``: a
-column (or record field) named ``id`` is each row's prediction id, not a feature; rows
-without one get a new UUIDv7. MLflow's clients read ``predictions`` and ignore ``ids``.
+header row, and answers ``{"predictions": [{output: value, …}, …], "ids": [...], "model": NAME,
+"version": N}``: a column (or record field) named ``id`` is each row's prediction id, not a
+feature; rows without one get a new UUIDv7; ``version`` is the one that answered (the alias
+may move between two requests). MLflow's clients read ``predictions`` and ignore the rest.
 """
 
 from __future__ import annotations
@@ -214,4 +215,11 @@ async def invocations(request: Request) -> Response:
         )
     ids = fill_ids(given, len(result.decoded))
     state.log_predictions(result, ids, result.decoded, started)
-    return json_response({"predictions": records(result.outputs), "ids": ids})
+    return json_response(
+        {
+            "predictions": records(result.outputs),
+            "ids": ids,
+            "model": result.model,
+            "version": result.version,
+        }
+    )

@@ -82,14 +82,14 @@ def message_tails(rows: Rows) -> list[bytes]:
 
 
 def read_answer(protocol: Protocol, body: bytes) -> Answer:
-    """The prediction id and version a 200 answer names (MLflow's names no version)."""
+    """The prediction id and version a 200 answer names."""
     try:
         answer = orjson.loads(body)
         if protocol is Protocol.OIP:
             ids = next(o["data"] for o in answer["outputs"] if o["name"] == "id")
             return Answer(id=str(ids[0]), version=str(answer["model_version"]))
         if protocol is Protocol.MLFLOW:
-            return Answer(id=str(answer["ids"][0]))
+            return Answer(id=str(answer["ids"][0]), version=str(answer["version"]))
         prediction = answer["predictions"][0]
         return Answer(id=str(prediction["id"]), version=str(answer["version"]))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, StopIteration):

@@ -44,7 +44,7 @@ class LoadFigures:
     latencies: array[float] = field(default_factory=lambda: array("d"))
     errors: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
-    """Answers by version (MLflow's answers name none: OIP's only)."""
+    """Answers by version, over both protocols."""
 
     @property
     def sent(self) -> int:
@@ -176,5 +176,5 @@ def swap_table(result: SwapResult) -> Table:
         f" ({dict(report.errors)})" if report.errors else ""))  # fmt: skip
     table.add_row("promoted", f"{result.promoted} after {result.promoted_after:,} answers")
     versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(report.versions.items()))
-    table.add_row("OIP answers by version", versions)
+    table.add_row("answers by version", versions)
     return table
