@@ -8,11 +8,20 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
 
 from shipyard.errors import ConflictError, InvalidInputError, ModelNotFoundError
 from shipyard.inference import ExportedModel
 from shipyard.registry import Begun, Registry
-from shipyard.registry.retraining import COOLDOWN, IN_FLIGHT, SHADOW, Closed
+from shipyard.registry.retraining import (
+    COOLDOWN,
+    IN_FLIGHT,
+    SHADOW,
+    Abandonment,
+    Closed,
+    Leftovers,
+    PlannedEvent,
+)
 from shipyard.settings import Settings
 
 
@@ -90,6 +99,90 @@ def test_a_dead_attempt_is_taken_over_and_handed_back_as_stale(registry: Registr
     with pytest.raises(ConflictError, match="no longer holds the model's retrain lock"):
         registry.retraining.progress("fraud", "dead", candidate=2)
     assert not registry.retraining.finish("fraud", "dead", "failed")
+
+
+def told(left: Leftovers) -> list[PlannedEvent]:
+    """One event telling what ``begin`` found of a stale attempt."""
+    found = {"run_failed": left.run_failed, "candidate": left.candidate, "promoted": left.promoted}
+    return [(left.candidate, "retrain.abandoned", f"retrain.abandoned:{left.stale.attempt}", found)]
+
+
+ABANDON = Abandonment(tag="attempt", actor=lambda attempt: f"by:{attempt}", events=told)
+
+
+def died(registry: Registry, *, candidate: int | None = None) -> str:
+    """Attempt ``dead`` began, started a real run (returned) and died: its lease expired."""
+    dead = registry.retraining.begin(
+        "fraud", attempt="dead", owner="m1", trigger="manual:1", ttl_seconds=0.2
+    )
+    assert dead.attempt is not None
+    run_id = registry.runs.start("fraud", "spec", {})
+    registry.retraining.progress("fraud", "dead", run_id=run_id, candidate=candidate)
+    return run_id
+
+
+def take_over(registry: Registry) -> Begun:
+    """Attempt ``next`` takes the lock, once the dead attempt's lease has run out."""
+    time.sleep(0.3)  # the lease is wall-clock by design; only its expiry is waited for
+    begun = registry.retraining.begin(
+        "fraud", attempt="next", owner="m2", trigger="manual:1", ttl_seconds=60, abandon=ABANDON
+    )
+    assert begun.attempt is not None
+    return begun
+
+
+def test_a_takeover_abandons_the_stale_attempt_in_its_own_transaction(
+    registry: Registry, exported_models: list[ExportedModel]
+) -> None:
+    run_id = died(registry)
+    # Registered, then killed before the lock recorded it: found by its attempt tag.
+    exported = exported_models[0]
+    registry.register_version(
+        "fraud",
+        files=exported.files,
+        format=exported.format,
+        input_schema=exported.input_schema,
+        output_schema=exported.output_schema,
+        metrics={"average_precision": 0.5},
+        tags={"attempt": "dead"},
+    )
+    begun = take_over(registry)
+    assert [(e.version, e.key) for e in begun.abandoned] == [(3, "retrain.abandoned:dead")]
+    assert begun.abandoned[0].evidence == {"run_failed": True, "candidate": 3, "promoted": False}
+    run = registry.get_run(run_id)
+    assert run.status == "failed"
+    assert run.error == "abandoned: retrain attempt dead stopped (its lock expired)"
+    assert registry.monitoring.events("fraud") == list(begun.abandoned)
+
+
+def test_a_takeover_whose_record_fails_takes_nothing_over(registry: Registry) -> None:
+    run_id = died(registry, candidate=2)
+    # A real constraint the abandonment's event breaks: one retrain.abandoned per model,
+    # and there is one already.
+    with registry.transaction(write=True) as session:
+        session.execute(
+            text(
+                "CREATE UNIQUE INDEX one_abandonment ON monitoring_events (model_id) "
+                "WHERE kind = 'retrain.abandoned'"
+            )
+        )
+    registry.monitoring.record_event("fraud", None, "retrain.abandoned", "earlier", {})
+    time.sleep(0.3)
+    with pytest.raises(ConflictError):
+        registry.retraining.begin(
+            "fraud", attempt="next", owner="m2", trigger="t", ttl_seconds=60, abandon=ABANDON
+        )
+    attempt = registry.retraining.get("fraud")
+    assert attempt is not None
+    assert (attempt.attempt, attempt.run_id, attempt.candidate) == ("dead", run_id, 2)
+    assert registry.get_run(run_id).status == "running"
+    assert [e.key for e in registry.monitoring.events("fraud")] == ["earlier"]
+    # Once the event can be recorded, the takeover and its record land together.
+    with registry.transaction(write=True) as session:
+        session.execute(text("DROP INDEX one_abandonment"))
+    begun = take_over(registry)
+    assert [e.key for e in begun.abandoned] == ["retrain.abandoned:dead"]
+    assert registry.get_run(run_id).status == "failed"
 
 
 def test_promotion_needs_the_lock_and_the_version_it_was_judged_against(

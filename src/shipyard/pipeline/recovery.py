@@ -1,46 +1,37 @@
 """After a retrain attempt whose process died (SIGKILL, a lost machine) holding its lock.
 
-The next attempt to take the lock gets the stale attempt back (``RetrainLocks.begin``) and
+The next attempt to take the lock finds the stale attempt (``RetrainLocks.begin``) and
 **abandons** it before it retrains afresh: the run it left ``running`` is marked failed; a
 candidate it registered (the lock's ``candidate``, or the version tagged with its attempt,
 for a kill between registering and recording it) stays registered and is never promoted —
 unless its promotion had landed before the kill, in which case that promotion is what
 happened and is recorded as such (under the version's key, so once). Registering is one
 transaction, so there is never half a version to clean.
+
+All of it happens in the transaction that takes the lock over: the takeover overwrites the
+only row naming the stale attempt, so a process killed right after must not be left with
+the takeover but no record of what it abandoned. The registry reads the rows
+(``Leftovers``); this module names the conventions it reads them by and decides the events
+(``ABANDONMENT``), without a registry call of its own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from shipyard.monitoring.retraining import ATTEMPT_TAG
-from shipyard.registry import DEFAULT_ALIAS, ModelRef
-
-if TYPE_CHECKING:
-    from shipyard.registry import Registry, RetrainAttempt
-
-Planned = tuple[int | None, str, str, dict[str, Any]]
-"""An event to record: (version, kind, what follows the kind in its key, evidence)."""
+from shipyard.registry import DEFAULT_ALIAS
+from shipyard.registry.retraining import Abandonment, Leftovers, PlannedEvent
 
 
-def abandon(registry: Registry, model: str, stale: RetrainAttempt) -> list[Planned]:
-    """Clean up what ``stale`` left; the events that say so."""
-    run_note = None
-    if stale.run_id is not None and registry.get_run(stale.run_id).status == "running":
-        reason = f"abandoned: retrain attempt {stale.attempt} stopped (its lock expired)"
-        registry.runs.finish(stale.run_id, "failed", reason)
-        run_note = "marked failed"
-    candidate = stale.candidate
-    if candidate is None:
-        tagged = [
-            v for v in registry.list_versions(model) if v.tags.get(ATTEMPT_TAG) == stale.attempt
-        ]
-        candidate = tagged[-1].version if tagged else None
-    events: list[Planned] = []
-    promoted = False
-    if candidate is not None:
-        promoted = DEFAULT_ALIAS in registry.get_version(ModelRef(model, candidate, None)).aliases
-    if promoted:
+def retrain_actor(attempt: str) -> str:
+    """The actor a retrain attempt's alias moves are recorded with."""
+    return f"retrain:{attempt}"
+
+
+def abandonment_events(left: Leftovers) -> list[PlannedEvent]:
+    """The events that tell what abandoning a stale attempt found and did."""
+    stale, candidate = left.stale, left.candidate
+    events: list[PlannedEvent] = []
+    if left.promoted:
         resolution = "its candidate was promoted before it stopped"
         evidence = {
             "alias": DEFAULT_ALIAS,
@@ -48,7 +39,7 @@ def abandon(registry: Registry, model: str, stale: RetrainAttempt) -> list[Plann
             "attempt": stale.attempt,
             "recovered": True,
         }
-        events.append((candidate, "model.promoted", f"v{candidate}", evidence))
+        events.append((candidate, "model.promoted", f"model.promoted:v{candidate}", evidence))
     elif candidate is not None:
         resolution = f"v{candidate} stays registered and is never promoted; the retrain runs again"
     else:
@@ -60,10 +51,14 @@ def abandon(registry: Registry, model: str, stale: RetrainAttempt) -> list[Plann
         "started_at": stale.started_at.isoformat(),
         "expired_at": stale.expires_at.isoformat(),
         "run_id": stale.run_id,
-        "run": run_note,
+        "run": "marked failed" if left.run_failed else None,
         "candidate": candidate,
-        "promoted": promoted,
+        "promoted": left.promoted,
         "resolution": resolution,
     }
-    events.append((candidate, "retrain.abandoned", stale.attempt, evidence))
+    events.append((candidate, "retrain.abandoned", f"retrain.abandoned:{stale.attempt}", evidence))
     return events
+
+
+ABANDONMENT = Abandonment(tag=ATTEMPT_TAG, actor=retrain_actor, events=abandonment_events)
+"""How ``PipelineRetrainer`` has ``begin`` abandon a stale attempt."""

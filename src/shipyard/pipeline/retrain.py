@@ -53,7 +53,7 @@ from shipyard.monitoring.retraining import (
 )
 from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
-from shipyard.pipeline.recovery import abandon
+from shipyard.pipeline.recovery import ABANDONMENT
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.shadowing import follow_shadow
 from shipyard.pipeline.spec import Spec, parse_spec
@@ -122,6 +122,7 @@ class PipelineRetrainer:
             trigger=trigger.key,
             ttl_seconds=self.ttl,
             cooldown_seconds=None if force else rules.cooldown,
+            abandon=ABANDONMENT,
         )
         if begun.attempt is None:
             blocking = begun.blocking
@@ -143,9 +144,9 @@ class PipelineRetrainer:
                     f"{blocking.started_at:%H:%M:%S} UTC"
                 )
             return self._skip(model, trigger, "waiting", reason, events, suffix=begun.refused)
-        if begun.stale is not None:
-            for version, kind, key, evidence in abandon(self.registry, model, begun.stale):
-                self._record(model, version, kind, key, evidence, events)
+        for event in begun.abandoned:  # recorded with the takeover (``pipeline/recovery.py``)
+            events.append(event)
+            logger.info("%s v%s: %s %s", model, event.version, event.kind, event.key)
         with locks.holding(model, attempt, self.ttl) as held:
             try:
                 status, reason, candidate = self._attempt(model, trigger, attempt, events)

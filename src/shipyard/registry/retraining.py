@@ -5,8 +5,10 @@ judged against.
 One row per model (``retrain_locks``). ``begin`` takes it in one transaction, with the row
 locked: refused while another attempt is in flight (unfinished, its lease ahead) or while
 the cooldown after the last finished attempt runs; an attempt that expired unfinished (its
-process died) is *stale*: ``begin`` takes the row over and hands the stale attempt back so
-the caller can abandon what it left (its run, an unjudged candidate). The holder renews
+process died) is *stale*: ``begin`` takes the row over and, in the same transaction,
+abandons what it left (``Abandonment``: its run marked failed, its candidate found, the
+events that tell of it) — so a process killed right after never loses the record of the
+stale attempt, whose row the takeover overwrites. The holder renews
 the lease (``renew``) while it works. A registry hands out its locks as
 ``Registry.retraining``; each call runs in its own short transaction.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -32,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from shipyard.errors import ConflictError, InvalidInputError, ShipyardError
 from shipyard.registry.database import retrying
-from shipyard.registry.events import EventRecord, add_event
+from shipyard.registry.events import EventRecord, add_event, insert_event
 from shipyard.registry.queries import find_model, move_alias, resolve
 from shipyard.registry.reference import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, check_name
 from shipyard.registry.runs import Transactions
@@ -41,6 +43,8 @@ from shipyard.registry.tables import (
     AliasRow,
     ModelVersionRow,
     RetrainLockRow,
+    RunRow,
+    TagRow,
     utcnow,
 )
 
@@ -99,6 +103,38 @@ class Begun:
     """An attempt that died unfinished, whose lock this one took over."""
     shadow: int | None = None
     """The version in shadow (refused ``shadow``)."""
+    abandoned: tuple[EventRecord, ...] = ()
+    """The events that told of abandoning ``stale``, recorded with the takeover."""
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a stale attempt left, as ``begin`` found it in the transaction taking its lock."""
+
+    stale: RetrainAttempt
+    run_failed: bool
+    """Its run was still ``running``; ``begin`` marked it failed."""
+    candidate: int | None
+    """The version it registered: the lock's, else the newest tagged with its attempt (a
+    kill between registering and recording it)."""
+    promoted: bool
+    """Its promotion of the candidate landed before it stopped."""
+
+
+@dataclass(frozen=True)
+class Abandonment:
+    """How ``begin`` abandons a stale attempt, in the transaction that takes its lock over.
+
+    The registry reads and changes rows; the caller names its conventions and decides what
+    the events say (``pipeline/recovery.py``), with no registry call of its own.
+    """
+
+    tag: str
+    """The version tag whose value is the attempt that registered the version."""
+    actor: Callable[[str], str]
+    """The actor an attempt's alias moves are recorded with."""
+    events: Callable[[Leftovers], Sequence[PlannedEvent]]
+    """The events to record (each key whole; one already recorded is skipped)."""
 
 
 class RetrainLocks:
@@ -116,10 +152,12 @@ class RetrainLocks:
         trigger: str,
         ttl_seconds: float,
         cooldown_seconds: float | None = None,
+        abandon: Abandonment | None = None,
     ) -> Begun:
         """Take the model's lock for a new ``attempt`` unless one is in flight or (with
         ``cooldown_seconds``) the last finished attempt ended less than that long ago, or
-        while a candidate is in shadow (its judging ends that retrain)."""
+        while a candidate is in shadow (its judging ends that retrain); a stale attempt is
+        abandoned (``abandon``) in the same transaction."""
         check_name(model)
         _check_text(attempt, "attempt", 32)
         _check_text(owner, "owner", 200)
@@ -160,9 +198,16 @@ class RetrainLocks:
             else:
                 for name, value in values.items():
                     setattr(row, name, value)
-            session.flush()
             stale = previous if previous is not None and previous.stale(now) else None
-            return Begun(_attempt(model, row), stale=stale)
+            recorded: list[EventRecord] = []
+            if stale is not None and abandon is not None:
+                left = _leftovers(session, model_id, stale, abandon, now)
+                for version, kind, key, evidence in abandon.events(left):
+                    event = insert_event(session, model_id, model, version, kind, key, evidence)
+                    if event is not None:  # else recorded already (by the stale attempt)
+                        recorded.append(event)
+            session.flush()
+            return Begun(_attempt(model, row), stale=stale, abandoned=tuple(recorded))
 
         return retrying(self._transaction, work)
 
@@ -380,6 +425,34 @@ def _held(
     if not expired_too and row.expires_at <= utcnow():
         return None
     return row
+
+
+def _leftovers(
+    session: Session, model_id: int, stale: RetrainAttempt, abandon: Abandonment, now: datetime
+) -> Leftovers:
+    """Find what ``stale`` left and mark its run failed, in the caller's transaction."""
+    run = None if stale.run_id is None else session.get(RunRow, stale.run_id)
+    run_failed = run is not None and run.status == "running"
+    if run is not None and run_failed:
+        run.status, run.finished_at = "failed", now
+        run.error = f"abandoned: retrain attempt {stale.attempt} stopped (its lock expired)"
+    candidate = stale.candidate
+    if candidate is None:
+        candidate = session.scalar(
+            select(ModelVersionRow.version)
+            .join(TagRow, TagRow.version_id == ModelVersionRow.id)
+            .where(
+                ModelVersionRow.model_id == model_id,
+                TagRow.key == abandon.tag,
+                TagRow.value == stale.attempt,
+            )
+            .order_by(ModelVersionRow.version.desc())
+            .limit(1)
+        )
+    promoted = (
+        candidate is not None and _alias_version(session, model_id, DEFAULT_ALIAS) == candidate
+    )
+    return Leftovers(stale, run_failed, candidate, promoted)
 
 
 def _alias_version(session: Session, model_id: int, alias: str) -> int | None:
