@@ -185,6 +185,26 @@ def test_a_takeover_whose_record_fails_takes_nothing_over(registry: Registry) ->
     assert registry.get_run(run_id).status == "failed"
 
 
+def test_a_promotion_rolled_back_by_hand_since_is_still_the_stale_attempts(
+    registry: Registry,
+) -> None:
+    died(registry)
+    registry.retraining.promote("fraud", "dead", 2, "production", expected=1, actor="by:dead")
+    registry.promote("fraud:1", actor="alice")  # by hand, before the next attempt
+    begun = take_over(registry)
+    assert begun.abandoned[0].evidence == {"run_failed": True, "candidate": 2, "promoted": True}
+
+
+def test_a_candidate_promoted_by_hand_was_not_promoted_by_the_stale_attempt(
+    registry: Registry,
+) -> None:
+    died(registry, candidate=2)
+    registry.promote("fraud:2", actor="alice")
+    begun = take_over(registry)
+    assert begun.abandoned[0].evidence == {"run_failed": True, "candidate": 2, "promoted": False}
+    assert registry.get_version("fraud@production").version == 2  # left as alice put it
+
+
 def test_promotion_needs_the_lock_and_the_version_it_was_judged_against(
     registry: Registry,
 ) -> None:

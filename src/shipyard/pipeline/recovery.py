@@ -5,8 +5,11 @@ The next attempt to take the lock finds the stale attempt (``RetrainLocks.begin`
 candidate it registered (the lock's ``candidate``, or the version tagged with its attempt,
 for a kill between registering and recording it) stays registered and is never promoted —
 unless its promotion had landed before the kill, in which case that promotion is what
-happened and is recorded as such (under the version's key, so once). Registering is one
-transaction, so there is never half a version to clean.
+happened and is recorded as such (under the version's key, so once). Whether it landed is
+read from the alias history — production moved to the candidate by the attempt's actor
+(``retrain_actor``) after it started — not from where production points now: a promotion
+rolled back by hand since did happen, and one made by hand was not the retrain's.
+Registering is one transaction, so there is never half a version to clean.
 
 All of it happens in the transaction that takes the lock over: the takeover overwrites the
 only row naming the stale attempt, so a process killed right after must not be left with

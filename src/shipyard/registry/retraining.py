@@ -118,7 +118,9 @@ class Leftovers:
     """The version it registered: the lock's, else the newest tagged with its attempt (a
     kill between registering and recording it)."""
     promoted: bool
-    """Its promotion of the candidate landed before it stopped."""
+    """Its promotion of the candidate landed before it stopped: production moved to the
+    candidate by the attempt's actor between its start and the takeover (whether or not
+    production still points there)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class Abandonment:
     tag: str
     """The version tag whose value is the attempt that registered the version."""
     actor: Callable[[str], str]
-    """The actor an attempt's alias moves are recorded with."""
+    """The actor an attempt's alias moves are recorded with (``promote``'s ``actor``)."""
     events: Callable[[Leftovers], Sequence[PlannedEvent]]
     """The events to record (each key whole; one already recorded is skipped)."""
 
@@ -449,10 +451,25 @@ def _leftovers(
             .order_by(ModelVersionRow.version.desc())
             .limit(1)
         )
-    promoted = (
-        candidate is not None and _alias_version(session, model_id, DEFAULT_ALIAS) == candidate
+    # From the alias history, not where the alias points now: a promotion rolled back by
+    # hand since still happened, and a promotion by hand was not the attempt's.
+    promotion = (
+        None
+        if candidate is None
+        else session.scalar(
+            select(AliasEventRow.id)
+            .where(
+                AliasEventRow.model_id == model_id,
+                AliasEventRow.alias == DEFAULT_ALIAS,
+                AliasEventRow.to_version == candidate,
+                AliasEventRow.actor == abandon.actor(stale.attempt),
+                AliasEventRow.at >= stale.started_at,
+                AliasEventRow.at <= now,
+            )
+            .limit(1)
+        )
     )
-    return Leftovers(stale, run_failed, candidate, promoted)
+    return Leftovers(stale, run_failed, candidate, promotion is not None)
 
 
 def _alias_version(session: Session, model_id: int, alias: str) -> int | None:
