@@ -53,7 +53,7 @@ from shipyard.monitoring.retraining import (
 )
 from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
-from shipyard.pipeline.recovery import ABANDONMENT
+from shipyard.pipeline.recovery import ABANDONMENT, retrain_actor
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.shadowing import follow_shadow
 from shipyard.pipeline.spec import Spec, parse_spec
@@ -305,7 +305,7 @@ class PipelineRetrainer:
                 candidate.version,
                 alias,
                 expected=production.version,
-                actor=f"retrain:{attempt}",
+                actor=retrain_actor(attempt),
             )
         except ConflictError as error:
             reason = f"{candidate.ref} won the gate but was not promoted: {error}"
@@ -361,7 +361,7 @@ class PipelineRetrainer:
                 model,
                 attempt,
                 candidate.version,
-                actor=f"retrain:{attempt}",
+                actor=retrain_actor(attempt),
                 event=(candidate.version, kind, f"{kind}:{attempt}", as_json(evidence)),
             )
         except ConflictError as error:
