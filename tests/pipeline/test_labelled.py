@@ -16,7 +16,7 @@ from shipyard.data import get_dataset
 from shipyard.monitoring.log import prediction_table
 from shipyard.monitoring.retraining import RetrainDataSpec
 from shipyard.monitoring.sql import SqlLog
-from shipyard.pipeline.labelled import TIME, labelled_rows, split_holdout
+from shipyard.pipeline.labelled import TIME, drop_copies, labelled_rows, split_holdout
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 
@@ -44,6 +44,22 @@ def test_without_copies_the_split_is_by_time_only() -> None:
     train, holdout, dropped = split_holdout(frame, 0.3, ["a"])
     assert (len(train), len(holdout), dropped) == (7, 3, 0)
     assert list(holdout[TIME]) == [7, 8, 9]
+
+
+def test_original_training_rows_are_matched_to_their_logged_float32_copies() -> None:
+    """``data.original`` rows come from the training file (float64); a held-out row is a
+    logged copy of one (float32): still the same row, so it is dropped from training."""
+    rng = np.random.default_rng(1)
+    original = pd.DataFrame({"a": rng.normal(size=6), "b": rng.normal(size=6), "label": 0})
+    logged = (
+        original.iloc[[1, 4]]
+        .astype({"a": np.float32, "b": np.float32})
+        .astype({"a": np.float64, "b": np.float64})
+    )  # what the log gives back for rows 1 and 4
+    assert not np.array_equal(logged["a"].to_numpy(), original["a"].iloc[[1, 4]].to_numpy())
+    kept, dropped = drop_copies(original, logged, ["a", "b"])
+    assert dropped == 2
+    assert kept["a"].tolist() == original["a"].iloc[[0, 2, 3, 5]].tolist()
 
 
 class PagedLog(SqlLog):

@@ -58,6 +58,7 @@ def test_concept_drift_retrains_and_the_candidate_wins_the_gate(production: Sett
             "original": 0,
             "holdout": 1200,
             "dropped_as_holdout_copies": 0,
+            "original_dropped_as_holdout_copies": 0,
         }
         candidate = registry.get_version(f"{MODEL}:2")
         assert candidate.tags["retrained_from"] == "1"

@@ -168,12 +168,30 @@ def split_holdout(
     held = max(1, round(len(frame) * share))
     train = frame.iloc[: len(frame) - held].reset_index(drop=True)
     holdout = frame.iloc[len(frame) - held :].reset_index(drop=True)
-    # Traffic may send the same features again (a replayed request, sampled data): a copy
-    # in training would let the candidate score rows it has seen, so the gate overstates it.
-    cols = list(features)
-    seen = pd.util.hash_pandas_object(holdout[cols], index=False)
-    copies = pd.util.hash_pandas_object(train[cols], index=False).isin(seen).to_numpy()
-    return train[~copies].reset_index(drop=True), holdout, int(copies.sum())
+    train, copies = drop_copies(train, holdout, features)
+    return train, holdout, copies
+
+
+def drop_copies(
+    rows: pd.DataFrame, holdout: pd.DataFrame, features: Sequence[str]
+) -> tuple[pd.DataFrame, int]:
+    """``rows`` without those whose features are a held-out row's, and how many went.
+
+    Traffic may send the same features again (a replayed request, rows sampled from the
+    training file): a copy in training would let the candidate score rows it has seen, so
+    the gate would overstate it. Numbers are compared as the log keeps them (float32), so a
+    training file's row matches its logged copy."""
+    seen = _feature_hashes(holdout, features)
+    copies = _feature_hashes(rows, features).isin(seen).to_numpy()
+    return rows[~copies].reset_index(drop=True), int(copies.sum())
+
+
+def _feature_hashes(frame: pd.DataFrame, features: Sequence[str]) -> pd.Series[Any]:
+    part = frame[list(features)]
+    numeric = part.select_dtypes("number").columns
+    return pd.util.hash_pandas_object(
+        part.astype({name: np.float32 for name in numeric}), index=False
+    )
 
 
 def original_sample(

@@ -52,7 +52,14 @@ from shipyard.monitoring.retraining import (
     Trigger,
 )
 from shipyard.pipeline.gate import as_json, judge
-from shipyard.pipeline.labelled import TIME, labelled_rows, original_sample, span, split_holdout
+from shipyard.pipeline.labelled import (
+    TIME,
+    drop_copies,
+    labelled_rows,
+    original_sample,
+    span,
+    split_holdout,
+)
 from shipyard.pipeline.recovery import ABANDONMENT, retrain_actor
 from shipyard.pipeline.runner import Runner, StageListener
 from shipyard.pipeline.shadowing import follow_shadow
@@ -237,6 +244,9 @@ class PipelineRetrainer:
         original, found = original_sample(
             run, schema, rules.data.original, seed=spec.split.random_state
         )
+        original_copies = 0
+        if original is not None:
+            original, original_copies = drop_copies(original, holdout, schema.feature_names)
         parts = [train.drop(columns=[TIME])] + ([original] if original is not None else [])
         table = pd.concat(parts, ignore_index=True)
         path = self._data_file(model, attempt, table)
@@ -271,6 +281,7 @@ class PipelineRetrainer:
                     "original": 0 if original is None else len(original),
                     "holdout": len(holdout),
                     "dropped_as_holdout_copies": overlap,
+                    "original_dropped_as_holdout_copies": original_copies,
                 },
                 "original": found,
                 "labelled": span(frame),
