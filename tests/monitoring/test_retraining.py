@@ -49,6 +49,13 @@ def test_durations_read_as_seconds() -> None:
         seconds("6 hours")
 
 
+def test_after_trigger_is_a_count_of_rows_zero_by_default() -> None:
+    assert RetrainSpec().data.after_trigger == 0
+    assert RetrainSpec.model_validate({"data": {"after_trigger": 300}}).data.after_trigger == 300
+    with pytest.raises(ValueError, match="after_trigger"):
+        RetrainSpec.model_validate({"data": {"after_trigger": -1}})
+
+
 def test_the_section_round_trips_through_its_tag_with_the_event_names_as_keys() -> None:
     spec = RetrainSpec.model_validate(
         {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from retraining import MODEL, copy_of_production, serve_traffic
+from retraining import MODEL, RETRAIN, copy_of_production, serve_traffic
 from shipyard.monitoring.log import open_prediction_log
 from shipyard.monitoring.retraining import MANUAL, Trigger
 from shipyard.pipeline.retrain import PipelineRetrainer
@@ -137,6 +138,42 @@ def test_too_few_labelled_rows_wait_and_the_same_trigger_retrains_once_they_come
         assert "retrain.triggered" in kinds(registry)
         [triggered] = registry.monitoring.events(MODEL, kind="retrain.triggered")
         assert triggered.evidence["trigger"]["key"] == "drift.detected:v1:1"
+
+
+def test_a_trigger_waits_for_labelled_rows_predicted_after_it(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """data.after_trigger: a drift seen just now has no labelled row of the new regime yet,
+    so the retrain waits for them instead of training on the old one."""
+    rules = RETRAIN.replace("data: {min_rows: 500}", "data: {min_rows: 500, after_trigger: 300}")
+    assert "after_trigger: 300" in rules
+    settings = copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "home", rules)
+    serve_traffic(settings, 1000, seed=17, drift="concept", strength=0.05)
+    seen = datetime.now(UTC) + timedelta(hours=1)  # after every row logged
+    with Registry.open(settings) as registry:
+        early = Trigger("drift.detected", "drift.detected:v1:1", 1, at=seen)
+        outcome = retrainer(registry, settings).retrain(MODEL, early)
+        assert outcome.status == "waiting"
+        assert not outcome.done
+        assert outcome.reason.startswith(
+            "too few rows after the trigger: 0 labelled predictions made since"
+        )
+        assert outcome.reason.endswith("(drift.detected), data.after_trigger is 300")
+        [skipped] = registry.monitoring.events(MODEL)
+        assert skipped.key == "retrain.skipped:drift.detected:v1:1:too-few-after"
+        assert skipped.evidence["after"] == 0
+        assert len(registry.list_versions(MODEL)) == 1
+        # A hand or a schedule has no regime to wait for.
+        by_hand = retrainer(registry, settings).retrain(MODEL, manual())
+        assert by_hand.status in ("promoted", "lost"), by_hand.reason
+    # The same drift seen an hour earlier: all 1,000 rows came after it.
+    settings = copy_of_production(tmp_path_factory.getbasetemp(), tmp_path / "again", rules)
+    serve_traffic(settings, 1000, seed=17, drift="concept", strength=0.05)
+    with Registry.open(settings) as registry:
+        seen = datetime.now(UTC) - timedelta(hours=1)
+        late = Trigger("drift.detected", "drift.detected:v1:1", 1, at=seen)
+        outcome = retrainer(registry, settings).retrain(MODEL, late)
+        assert outcome.status in ("promoted", "lost"), outcome.reason
 
 
 def test_cooldown_and_in_flight_refuse_until_forced(production: Settings) -> None:

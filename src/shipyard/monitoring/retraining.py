@@ -15,6 +15,8 @@ version's rules without its spec file::
         since: 7d          # ... made within this long (default: the whole retained log)
         original: 0.2      # plus this share of the current version's training rows
         min_rows: 500      # fewer labelled rows: skipped
+        after_trigger: 0   # a drift/performance trigger waits for this many labelled
+                           # predictions made after its event (default: none)
       gate:
         metric: average_precision   # default: the spec's promotion metric
         min_delta: 0.01    # the candidate must beat production by this much ...
@@ -144,6 +146,12 @@ class RetrainDataSpec(_Strict):
         default=0.0, ge=0, le=1, description="share of the current version's training rows"
     )
     min_rows: int = Field(default=500, gt=1, description="fewer labelled rows: no retrain")
+    after_trigger: int = Field(
+        default=0,
+        ge=0,
+        description="a drift or performance trigger waits until this many of the labelled "
+        "rows are predictions made after its event, so the candidate learns what changed",
+    )
 
 
 class GateSpec(_Strict):
@@ -199,6 +207,8 @@ class Trigger:
     key: str
     version: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    at: datetime | None = None
+    """When the triggering event was recorded (None for a schedule or a hand)."""
 
     def document(self) -> dict[str, Any]:
         """As recorded in the events' evidence."""
@@ -265,7 +275,8 @@ class RetrainWatch:
         found = [e for e in events if e.version == production.version and _wanted(e, rules)]
         if found:
             event = found[-1]  # the newest evidence stands for the older
-            return Trigger(event.kind, event.key, event.version, dict(event.evidence)), moved
+            trigger = Trigger(event.kind, event.key, event.version, dict(event.evidence), event.at)
+            return trigger, moved
         if moved is not None:  # nothing wanted among them: move past at once
             store.save_cursor(model, CURSOR, {"id": moved})
         if rules is not None and rules.triggers.schedule is not None:

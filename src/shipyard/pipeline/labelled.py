@@ -116,7 +116,7 @@ def labelled_rows(
             # Every row still unread is older than the floor: once the rows at or above it
             # hold ``last`` labelled predictions, the newest ``last`` are all read.
             if rules.last is not None and parts:
-                above = _micros(floor)
+                above = micros(floor)
                 ids = np.concatenate([p.ids[p.times >= above] for p in parts])
                 if len(np.unique(ids)) >= rules.last:
                     break
@@ -155,7 +155,7 @@ def _rows(table: pa.Table) -> LogRows:
     )
 
 
-def _micros(when: datetime) -> int:
+def micros(when: datetime) -> int:
     """``when`` as the log's times: microseconds since the epoch."""
     return (when - EPOCH) // timedelta(microseconds=1)
 

@@ -45,6 +45,8 @@ import pandas as pd
 from shipyard.errors import AliasNotFoundError, ConflictError, NotFoundError, ShipyardError
 from shipyard.monitoring.retraining import (
     ATTEMPT_TAG,
+    DEGRADED,
+    DRIFT,
     MANUAL,
     RetrainOutcome,
     RetrainSpec,
@@ -56,6 +58,7 @@ from shipyard.pipeline.labelled import (
     TIME,
     drop_copies,
     labelled_rows,
+    micros,
     original_sample,
     span,
     split_holdout,
@@ -216,6 +219,9 @@ class PipelineRetrainer:
             key = f"{trigger.key}:too-few-rows"
             self._record(model, None, "retrain.skipped", key, evidence, events)
             return "waiting", reason, None
+        waiting = self._before_trigger(model, trigger, rules.data.after_trigger, frame, events)
+        if waiting is not None:
+            return "waiting", waiting, None
         train, holdout, overlap = split_holdout(frame, rules.gate.holdout, schema.feature_names)
         target = schema.target
         assert target is not None
@@ -399,6 +405,31 @@ class PipelineRetrainer:
             return self.registry.get_version(ModelRef(model, None, DEFAULT_ALIAS))
         except AliasNotFoundError:
             return None
+
+    def _before_trigger(
+        self,
+        model: str,
+        trigger: Trigger,
+        needed: int,
+        frame: pd.DataFrame,
+        events: list[EventRecord],
+    ) -> str | None:
+        """Why the retrain waits (``data.after_trigger``): too few of its labelled rows were
+        predicted after the drift or degradation was seen; None when it may go on."""
+        if not needed or trigger.at is None or trigger.kind not in (DRIFT, DEGRADED):
+            return None
+        after = int((frame[TIME] >= micros(trigger.at)).sum())
+        if after >= needed:
+            return None
+        reason = (
+            f"too few rows after the trigger: {after:,} labelled predictions made since "
+            f"{trigger.at:%H:%M:%S} UTC ({trigger.kind}), data.after_trigger is {needed:,}"
+        )
+        evidence = {"reason": reason, "trigger": trigger.document(), "after": after}
+        # Waiting, keyed by the trigger: told once, asked again each pass as labels come.
+        key = f"{trigger.key}:too-few-after"
+        self._record(model, None, "retrain.skipped", key, evidence, events)
+        return reason
 
     def _spec(self, production: ModelVersionInfo) -> tuple[Spec, str, RunInfo]:
         """The spec that trained the production version (from its run), and the run."""
