@@ -7,10 +7,19 @@ retrain.
 
 Each run has its own temporary SHIPYARD_HOME and runs the installed CLI on 127.0.0.1:
 ``shipyard examples copy fraud``, ``shipyard data generate fraud``, ``shipyard pipeline run``
-(fraud@production, the example spec with its ``retrain:`` section), ``shipyard serve``,
-``shipyard monitor`` (retraining on, SHIPYARD_MONITOR_INTERVAL_SECONDS=--interval) and
-``shipyard traffic --users 50 --drift concept --drift-at T --label-probability P -o FILE``
-(its labels with an operator API key from ``shipyard users api-key create``).
+(fraud@production from the example spec), ``shipyard serve``, ``shipyard monitor``
+(retraining on, SHIPYARD_MONITOR_INTERVAL_SECONDS=--interval) and ``shipyard traffic
+--users 50 --drift new-fraud --drift-at T --label-probability P -o FILE`` (its labels with an
+operator API key from ``shipyard users api-key create``).
+
+The spec's monitoring and retrain rules are, by default (``--rules demo``), those of ``shipyard
+demo`` (``demo_spec_text``: drift triggers alone, judged over the last 6,000 predictions with
+a 0.25 Wasserstein threshold; train on the newest 2,000 labelled rows + 2 % of the original;
+gate min_delta 0.05; cooldown 20 s), unchanged: at the benchmark's ~240 req/s that window is
+~25 s of traffic, so drift is flagged once some 1,500 post-drift rows are labelled.
+``--rules example`` keeps the example spec's own ``retrain:`` section (a 0.05 AP degradation
+also triggers; last 50,000 rows + a fifth of the original; min_delta 0.01; cooldown 1 h),
+whose early performance trigger trains on no post-drift row. The rules are printed.
 Figures: the drift onset (the traffic summary's drift start), the times of drift.detected /
 performance.degraded / retrain.* / model.promoted (``shipyard monitor events fraud --json``),
 the first answer of the new version (the summary's ``versions_first_answered_after_s``), all
@@ -19,8 +28,8 @@ version, scored offline on the same rows: every post-drift row the users drew fr
 version may have trained on some of them) and fresh post-drift rows no process saw. The
 control run is the same without ``--drift``; it counts retrain events and versions.
 
-    python benchmarks/loop.py [--users 50] [--duration 150] [--drift-at 30] [--scenario concept]
-                              [--no-control] [--keep]
+    python benchmarks/loop.py [--users 50] [--duration 150] [--drift-at 30] [--scenario new-fraud]
+                              [--rules demo|example] [--no-control] [--keep]
 
 Every child runs in its own process group and is stopped (then killed) in ``finally``; each
 wait is bounded. Nothing here passes or fails: it prints figures and a verdict per target.
@@ -46,6 +55,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from shipyard.children import Child, free_port, http_ok, stop_all
+from shipyard.cli.demo.loop import demo_spec_text
+from shipyard.examples import example_spec
 from shipyard.inference.predictor import frame_to_features, load_predictor
 from shipyard.registry import Registry
 from shipyard.settings import Settings
@@ -104,6 +115,9 @@ def one_run(args: argparse.Namespace, drift: bool, root: Path) -> Outcome:
     }
     print(f"[{'drift' if drift else 'control'}] training fraud@production …", flush=True)
     run_step([SHIPYARD, "examples", "copy", MODEL], env, work)
+    spec = work / "examples" / MODEL / "pipeline.yaml"
+    if args.rules == "demo":
+        spec.write_text(demo_spec_text(spec.read_text()))
     data = work / "fraud.parquet"
     run_step(
         [SHIPYARD, "data", "generate", MODEL, "-o", str(data), "--rows", str(args.train_rows),
@@ -111,8 +125,7 @@ def one_run(args: argparse.Namespace, drift: bool, root: Path) -> Outcome:
         env, work,
     )  # fmt: skip
     run_step(
-        [SHIPYARD, "pipeline", "run", str(work / "examples" / MODEL / "pipeline.yaml"),
-         "--data", str(data)],
+        [SHIPYARD, "pipeline", "run", str(spec), "--data", str(data)],
         env, work,
     )  # fmt: skip
     before = production(home)
@@ -166,10 +179,15 @@ def one_run(args: argparse.Namespace, drift: bool, root: Path) -> Outcome:
     for event in events:
         at = datetime.fromisoformat(str(event["at"]).replace("Z", "+00:00")).timestamp()
         outcome.marks.setdefault(str(event["kind"]), at - zero)
-    new = outcome.production_after
-    first = summary.get("versions_first_answered_after_s", {}).get(new)
-    if new != before and first is not None:
-        outcome.marks["new version answered"] = start + first - zero
+    # The first answer of any version but the one serving at the start (the first
+    # promotion's, should a second promotion follow it).
+    firsts = [
+        seconds
+        for version, seconds in summary.get("versions_first_answered_after_s", {}).items()
+        if version != before and seconds is not None
+    ]
+    if firsts:
+        outcome.marks["new version answered"] = start + min(firsts) - zero
     return outcome
 
 
@@ -235,9 +253,24 @@ def retrains(events: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def alarms(events: list[dict[str, Any]]) -> list[str]:
+    """The kinds of the drift and performance events of a run."""
+    return [str(e["kind"]) for e in events if str(e["kind"]).startswith(("drift.", "performance."))]
+
+
+def rules_text(args: argparse.Namespace) -> str:
+    """The spec's monitoring and retrain rules the runs use, as written in the spec."""
+    original = example_spec(MODEL).read_text()
+    text = demo_spec_text(original) if args.rules == "demo" else original
+    # Both specs are the example's text up to its retrain comment, then their rules.
+    head = original.partition("# Retraining on evidence")[0]
+    return text[len(head) :].strip()
+
+
 def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> None:
     """Print the table of figures and the verdict per target."""
     summary = loop.summary
+    print(f"\n== rules ({args.rules}) ==\n{rules_text(args)}")
     print(f"\n== loop run (drift: {args.scenario}) ==")
     print(f"traffic: {summary['requests']:,} requests, {summary['requests_per_s']} req/s, "
           f"errors {summary['errors']} {summary['errors_by_kind']}, labels sent "
@@ -283,12 +316,20 @@ def report(args: argparse.Namespace, loop: Outcome, control: Outcome | None) -> 
         verdicts.append(("new AP > old AP", "no retrained version", False))
     if control is not None:
         kinds = retrains(control.events)
+        alarmed = alarms(control.events)
         versions = f"{control.versions_before} → {control.production_after}"
         verdicts.append(
             (
                 f"control run ({args.duration:g} s, no drift): no retrain",
                 f"{len(kinds)} retrain events, production {versions}",
                 not kinds and control.versions_before == control.production_after,
+            )
+        )
+        verdicts.append(
+            (
+                "control run: no drift/performance event",
+                f"{len(alarmed)} events {sorted(set(alarmed))}",
+                not alarmed,
             )
         )
         print(f"control traffic: {control.summary['requests']:,} requests, errors "
@@ -306,7 +347,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=150.0)
     parser.add_argument("--drift-at", type=float, default=30.0)
     parser.add_argument(
-        "--scenario", default="concept", help="drift scenario of shipyard traffic --drift"
+        "--scenario", default="new-fraud", help="drift scenario of shipyard traffic --drift"
+    )
+    parser.add_argument(
+        "--rules",
+        choices=("demo", "example"),
+        default="demo",
+        help="monitoring/retrain rules: shipyard demo's (default) or the example spec's own",
     )
     parser.add_argument("--label-probability", type=float, default=0.5)
     parser.add_argument("--label-delay-min", type=float, default=0.5)
