@@ -33,7 +33,8 @@ def generate(
             metavar="SCENARIO",
             help=(
                 "Make the table drift from the training data: mean-shift, variance, few, "
-                "many (covariate drift) or concept (a new fraud pattern the model misses)"
+                "many (covariate drift), concept (a new fraud pattern the model misses) or "
+                "new-fraud (both: many's shift and a new, learnable fraud pattern)"
             ),
         ),
     ] = None,

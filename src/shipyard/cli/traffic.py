@@ -67,8 +67,8 @@ def traffic(
         str | None,
         typer.Option(
             metavar="SCENARIO",
-            help="Drifted rows to switch to: mean-shift, variance, few, many or concept "
-            "(as `shipyard data generate --drift`)",
+            help="Drifted rows to switch to: mean-shift, variance, few, many, concept or "
+            "new-fraud (as `shipyard data generate --drift`)",
         ),
     ] = None,
     drift_at: Annotated[
