@@ -451,3 +451,38 @@ def test_labels_wait_out_a_real_server_that_is_down_for_a_while(
     assert stats.labels_failed == 0
     assert stats.labels_sent == stats.labels_chosen == len(target.answered_at)
     assert set(feedback_server.received) == set(target.answered_at)
+
+
+def test_a_stop_while_a_real_server_is_down_counts_the_due_labels_failed_and_the_rest_unsent(
+    feedback_server: FeedbackServer,
+) -> None:
+    feedback_server.down_until = float("inf")
+    config = TrafficConfig(
+        users=2, duration_s=60.0, label_probability=1.0, label_delay_max_s=1.0,
+        think_min_s=0.02, think_max_s=0.05,
+    )  # fmt: skip
+    target = TimedTarget()
+
+    async def main() -> Users:
+        async with httpx.AsyncClient(base_url=feedback_server.url, timeout=5.0) as client:
+            users = Users(
+                config.check(), target, (ROWS, None), LabelSource(TRUTH, None),
+                HttpFeedback(client, "fraud"), label_grace_s=0.5,
+            )  # fmt: skip
+            task = asyncio.create_task(users.run())
+            while users.stats.labels_chosen < 20:  # bounded: the users label every answer
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # some labels come due and are refused
+            users.stop()
+            await task
+        return users
+
+    stats = asyncio.run(asyncio.wait_for(main(), timeout=60)).stats
+    assert feedback_server.refused >= 1
+    assert 0 < stats.label_retries < feedback_server.refused  # the last try gave up
+    assert stats.labels_sent == 0
+    assert stats.labels_failed > 0
+    assert stats.labels_failed_by_reason.keys() == {"HTTP 503"}
+    assert stats.labels_unsent > 0
+    assert stats.labels_chosen == stats.labels_failed + stats.labels_unsent
+    assert stats.errors == {}
