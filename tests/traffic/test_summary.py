@@ -25,8 +25,9 @@ def test_the_summary_has_counts_percentiles_versions_labels_and_the_config() -> 
     document = summary(stats, config, now=99.0)
     assert document["requests"] == 103
     assert document["succeeded"] == 100
-    assert document["errors"] == 7  # 3 requests and 4 labels
-    assert document["errors_by_kind"] == {"labels: HTTP 500": 4, "timeout": 2, "HTTP 503": 1}
+    assert document["errors"] == 3  # failed requests only: the labels are apart
+    assert document["errors_by_kind"] == {"timeout": 2, "HTTP 503": 1}
+    assert document["requests"] - document["succeeded"] == document["errors"]
     assert document["duration_s"] == 2.0
     assert document["requests_per_s"] == 51.5
     assert document["latency_ms"]["p50"] == 50.5

@@ -4,6 +4,7 @@ retries; and labels sent over HTTP to a real server that may be down for a while
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from dataclasses import replace
@@ -241,10 +242,118 @@ def test_a_sink_still_down_after_the_grace_counts_its_labels_failed_with_the_rea
     assert stats.labels_failed == stats.labels_chosen
     assert stats.labels_failed_by_reason == {"HTTP 503": stats.labels_chosen}
     assert stats.labels_sent == stats.labels_unsent == 0
-    # Tried all along the run and the grace, at most every 2 s after the first pauses.
+    # Tried all along the run and 5 s after the last label was due (answered in the last
+    # think time of 0.5 s, due at most 1 s later), at most every 2 s after the first
+    # pauses; the last pause ends with the grace.
     assert stats.ended_at is not None
-    assert stats.ended_at + 1.0 + 5.0 < gave_up <= stats.ended_at + 1.0 + 5.0 + 2.0 + 1e-6
+    assert stats.ended_at - 0.5 + 5.0 <= gave_up <= stats.ended_at + 1.0 + 5.0 + 1e-6
     assert 12 <= len(sink.batches) <= 25
+
+
+def stopped_during_an_outage(
+    clock: FakeClock, *, cancel_after_s: float | None = None
+) -> tuple[Users, FakeSink, float, float]:
+    """Users whose sink is always down, stopped at 30 s of a 100-s run whose labels wait up
+    to an hour (and, with ``cancel_after_s``, interrupted that long after the stop); the
+    users, the sink, and the clock at the stop and when ``run`` returned."""
+    retry = Sent(failure="connection: ConnectError", retryable=True)
+    sink = FakeSink(outcomes=[retry] * 100_000)
+    config = TrafficConfig(
+        users=2, duration_s=100.0, label_probability=1.0, label_delay_min_s=0.0,
+        label_delay_max_s=3600.0, think_min_s=0.5, think_max_s=0.5,
+    )  # fmt: skip
+    users = Users(
+        config, FakeTarget(), (ROWS, None), LabelSource(TRUTH, None), sink, clock=clock,
+        label_grace_s=5.0,
+    )  # fmt: skip
+
+    async def main() -> tuple[float, float]:
+        task = asyncio.create_task(users.run())
+        await asyncio.sleep(30.0)
+        stopped = clock.now()
+        users.stop()
+        if cancel_after_s is not None:
+            await asyncio.sleep(cancel_after_s)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return stopped, clock.now()
+
+    stopped, returned = run_virtual(main())
+    return users, sink, stopped, returned
+
+
+def test_a_stop_during_an_outage_ends_within_the_grace_and_drops_the_labels_not_due(
+    clock: FakeClock,
+) -> None:
+    users, sink, stopped, returned = stopped_during_an_outage(clock)
+    stats = users.stats
+    assert stopped < returned <= stopped + 5.0 + 1e-6  # not the hour of the longest delay
+    # Labels due by the stop were tried all along and failed; the others were never tried.
+    assert stats.labels_failed > 0
+    assert stats.labels_failed_by_reason == {"connection: ConnectError": stats.labels_failed}
+    assert stats.labels_unsent > 10 * stats.labels_failed  # delays of up to an hour
+    assert stats.labels_sent == 0
+    assert stats.labels_chosen == stats.labels_failed + stats.labels_unsent
+    assert len({label.id for label in sink.labels}) == stats.labels_failed
+
+
+def test_an_interrupt_after_the_stop_counts_the_labels_it_held_unsent(clock: FakeClock) -> None:
+    users, sink, stopped, returned = stopped_during_an_outage(clock, cancel_after_s=2.0)
+    stats = users.stats
+    assert returned == pytest.approx(stopped + 2.0)
+    assert stats.labels_failed == stats.labels_sent == 0
+    assert stats.labels_unsent == stats.labels_chosen > 0
+    assert sink.batches  # the due labels were being retried when interrupted
+
+
+ENDINGS = ["the bound", "a stop", "a stop during an outage", "an interrupt"]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_every_chosen_label_is_sent_failed_or_unsent_whatever_the_ending(
+    clock: FakeClock, ending: str
+) -> None:
+    """labels_chosen == labels_sent + labels_failed + labels_unsent, however the run ends."""
+    down = ending in ("a stop during an outage", "an interrupt")
+    retry = Sent(failure="HTTP 503", retryable=True)
+    # Down for the first 10 attempts (the bound: they go out later) or for good.
+    sink = FakeSink(outcomes=[retry] * (100_000 if down else 10))
+    config = TrafficConfig(
+        users=3, duration_s=40.0, label_probability=0.7, label_delay_min_s=1.0,
+        label_delay_max_s=30.0, think_min_s=0.2, think_max_s=0.8,
+    )  # fmt: skip
+    users = Users(
+        config, FakeTarget(), (ROWS, None), LabelSource(TRUTH, None), sink, clock=clock,
+        label_grace_s=5.0,
+    )  # fmt: skip
+
+    async def main() -> None:
+        task = asyncio.create_task(users.run())
+        if ending != "the bound":
+            await asyncio.sleep(20.0)
+            users.stop()
+            if ending == "an interrupt":
+                await asyncio.sleep(1.0)
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    stats = users.stats
+    assert stats.labels_chosen > 50
+    assert stats.labels_chosen == stats.labels_sent + stats.labels_failed + stats.labels_unsent
+    assert stats.errors == {}  # label failures are not request errors
+    if ending == "the bound":
+        assert stats.labels_sent == stats.labels_chosen
+    elif ending == "a stop":
+        assert stats.labels_sent > 0
+        assert stats.labels_unsent > 0
+    elif ending == "a stop during an outage":
+        assert stats.labels_failed > 0
+        assert stats.labels_unsent > 0
+    else:
+        assert stats.labels_unsent == stats.labels_chosen
 
 
 def test_refused_credentials_stop_the_run(clock: FakeClock) -> None:
@@ -294,63 +403,37 @@ class TimedTarget(FakeTarget):
         return answer
 
 
-def run_real(
-    config: TrafficConfig, server: FeedbackServer
-) -> tuple[Users, TimedTarget, list[tuple[float, float]]]:
-    """Users on the real clock whose labels go to ``server`` over HTTP; also the stalls
-    of the process (spans where a 10 ms sleep overran by more than 20 ms: the machine was
-    too busy to keep time, whatever the scheduler does)."""
+def run_real(config: TrafficConfig, server: FeedbackServer) -> tuple[Users, TimedTarget]:
+    """Users on the real clock whose labels go to ``server`` over HTTP."""
     target = TimedTarget()
-    stalls: list[tuple[float, float]] = []
-
-    async def watch() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            after = time.perf_counter()
-            if after - before > 0.03:
-                stalls.append((before, after))
 
     async def main() -> Users:
-        watcher = asyncio.create_task(watch())
         async with httpx.AsyncClient(base_url=server.url, timeout=5.0) as client:
             users = Users(
                 config.check(), target, (ROWS, None), LabelSource(TRUTH, None),
                 HttpFeedback(client, "fraud"), label_grace_s=5.0,
             )  # fmt: skip
             await users.run()
-        watcher.cancel()
         return users
 
-    return asyncio.run(main()), target, stalls
+    return asyncio.run(main()), target
 
 
-def test_labels_reach_a_real_server_within_their_delay_and_the_documented_slack(
+def test_labels_reach_a_real_server_all_of_them_and_none_before_its_delay(
     feedback_server: FeedbackServer,
 ) -> None:
+    # How late past the maximum a label may be is a matter of the machine's speed: the fake
+    # clock checks the scheduler's slack (one interval); here, only what speed cannot change.
     config = TrafficConfig(
-        users=4, duration_s=3.0, label_probability=1.0, label_delay_min_s=0.2,
+        users=4, duration_s=2.0, label_probability=1.0, label_delay_min_s=0.2,
         label_delay_max_s=0.6, think_min_s=0.02, think_max_s=0.05,
     )  # fmt: skip
-    users, target, stalls = run_real(config, feedback_server)
+    users, target = run_real(config, feedback_server)
     received = feedback_server.received
-    assert users.stats.labels_sent == users.stats.labels_chosen == len(received) > 100
-    answered = target.answered_at
-    delays = {id_: at - answered[id_] for id_, at in received.items()}
-    assert sum(d < config.label_delay_min_s for d in delays.values()) == 0
-    # Past the maximum by more than one sender interval (the documented slack) only when
-    # the process stalled between the label's due time and its receipt (a busy machine).
-    slack = config.label_interval_s
-    late = [id_ for id_, d in delays.items() if d > config.label_delay_max_s + slack]
-    unexplained = [
-        id_
-        for id_ in late
-        if not any(
-            end > answered[id_] + config.label_delay_min_s and start < received[id_]
-            for start, end in stalls
-        )
-    ]
-    assert len(unexplained) <= 0.01 * len(delays), sorted(delays[id_] for id_ in unexplained)
+    assert users.stats.labels_sent == users.stats.labels_chosen == len(received) > 10
+    assert set(received) == set(target.answered_at)
+    early = [i for i, at in received.items() if at - target.answered_at[i] < 0.2]
+    assert early == []
 
 
 def test_labels_wait_out_a_real_server_that_is_down_for_a_while(
@@ -361,10 +444,45 @@ def test_labels_wait_out_a_real_server_that_is_down_for_a_while(
         users=2, duration_s=2.0, label_probability=1.0, label_delay_max_s=0.1,
         think_min_s=0.05, think_max_s=0.1,
     )  # fmt: skip
-    users, target, _ = run_real(config, feedback_server)
+    users, target = run_real(config, feedback_server)
     stats = users.stats
     assert feedback_server.refused >= 2
     assert stats.label_retries == feedback_server.refused
     assert stats.labels_failed == 0
     assert stats.labels_sent == stats.labels_chosen == len(target.answered_at)
     assert set(feedback_server.received) == set(target.answered_at)
+
+
+def test_a_stop_while_a_real_server_is_down_counts_the_due_labels_failed_and_the_rest_unsent(
+    feedback_server: FeedbackServer,
+) -> None:
+    feedback_server.down_until = float("inf")
+    config = TrafficConfig(
+        users=2, duration_s=60.0, label_probability=1.0, label_delay_max_s=1.0,
+        think_min_s=0.02, think_max_s=0.05,
+    )  # fmt: skip
+    target = TimedTarget()
+
+    async def main() -> Users:
+        async with httpx.AsyncClient(base_url=feedback_server.url, timeout=5.0) as client:
+            users = Users(
+                config.check(), target, (ROWS, None), LabelSource(TRUTH, None),
+                HttpFeedback(client, "fraud"), label_grace_s=0.5,
+            )  # fmt: skip
+            task = asyncio.create_task(users.run())
+            while users.stats.labels_chosen < 20:  # bounded: the users label every answer
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # some labels come due and are refused
+            users.stop()
+            await task
+        return users
+
+    stats = asyncio.run(asyncio.wait_for(main(), timeout=60)).stats
+    assert feedback_server.refused >= 1
+    assert 0 < stats.label_retries < feedback_server.refused  # the last try gave up
+    assert stats.labels_sent == 0
+    assert stats.labels_failed > 0
+    assert stats.labels_failed_by_reason.keys() == {"HTTP 503"}
+    assert stats.labels_unsent > 0
+    assert stats.labels_chosen == stats.labels_failed + stats.labels_unsent
+    assert stats.errors == {}

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 #: connection); it doubles after each failure up to ``BACKOFF_MAX_S`` and resets on a success.
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
-#: How long after the last label was due a failing target is still tried: a server that
-#: is down at the end of a run gets this long to come back, then the rest count as failed.
+#: How long a failing target is still tried once the users are done: after the last label
+#: was due (a run that reached its bound) or after the stop (``stop`` drops the labels not
+#: due yet); then what is left counts as failed.
 LABEL_GRACE_S = 10.0
 
 
@@ -65,12 +66,26 @@ class PendingLabels:
         """Hold ``label`` until ``due`` (a clock time)."""
         heapq.heappush(self._heap, (due, next(self._order), label))
 
-    def take_due(self, now: float, limit: int) -> list[Label]:
-        """Up to ``limit`` labels due at ``now``, the earliest first."""
-        taken: list[Label] = []
+    def take_due(self, now: float, limit: int) -> list[tuple[float, Label]]:
+        """Up to ``limit`` labels due at ``now`` with their due times, the earliest first."""
+        taken: list[tuple[float, Label]] = []
         while self._heap and self._heap[0][0] <= now and len(taken) < limit:
-            taken.append(heapq.heappop(self._heap)[2])
+            due, _, label = heapq.heappop(self._heap)
+            taken.append((due, label))
         return taken
+
+    def last_due(self) -> float | None:
+        """When the latest waiting label is due; None when none waits."""
+        return max(due for due, _, _ in self._heap) if self._heap else None
+
+    def drop_after(self, now: float) -> int:
+        """Forget the labels not due at ``now``; returns how many there were."""
+        kept = [entry for entry in self._heap if entry[0] <= now]
+        dropped = len(self._heap) - len(kept)
+        if dropped:
+            heapq.heapify(kept)
+            self._heap = kept
+        return dropped
 
     def next_due(self) -> float | None:
         """When the earliest waiting label is due; None when none waits."""

@@ -24,6 +24,7 @@ class TrafficStats:
     """Requests answered or failed."""
     succeeded: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    """Failed requests by kind (labels that could not be sent are in ``labels_failed``)."""
     versions: Counter[str] = field(default_factory=Counter)
     versions_first: dict[str, float] = field(default_factory=dict)
     """When each version first answered (clock time): when a swap reached the users."""
@@ -38,7 +39,8 @@ class TrafficStats:
     label_retries: int = 0
     """Batches sent again after a failure that may pass."""
     labels_unsent: int = 0
-    """Labels still waiting for their delay when the run was stopped."""
+    """Labels not due yet when the run was stopped, and those still held when it was
+    interrupted: chosen = sent + failed + unsent once the run ended."""
     label_delays: array[float] = field(default_factory=lambda: array("d"))
     started_at: float = 0.0
     started_at_unix: float | None = None
@@ -68,7 +70,6 @@ class TrafficStats:
         if failure is not None:
             self.labels_failed += len(labels)
             self.labels_failed_by_reason[failure] += len(labels)
-            self.errors[f"labels: {failure}"] += len(labels)
             return
         self.labels_sent += len(labels)
         self.labels_wrong += sum(1 for label in labels if label.wrong)

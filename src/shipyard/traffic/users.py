@@ -145,17 +145,22 @@ class Users:
         self.clock = clock or MonotonicClock()
         self.trace = trace
         self.label_grace_s = label_grace_s
-        """How long after the last label was due a failing sink is still tried."""
+        """How long a failing sink is still tried once the visits are over: after the last
+        label was due, or after the stop."""
         self.stats = TrafficStats()
         self.pending = PendingLabels()
         self.fatal: str | None = None
         """Why the run stopped early (the feedback credentials were refused)."""
         self._stop = asyncio.Event()
+        self._stopped_at: float | None = None
         self._deadline = float("inf")
         self._visits_done = False
 
     def stop(self) -> None:
-        """End the run: users finish their request and stop; due labels are still sent."""
+        """End the run: users finish their request and stop; the labels already due are
+        still sent (for ``label_grace_s`` at most), the others count as unsent."""
+        if self._stopped_at is None:
+            self._stopped_at = self.clock.now()
         self._stop.set()
 
     @property
@@ -187,9 +192,14 @@ class Users:
                 )
             else:
                 await self._arrivals(np.random.default_rng(seeds[-1]))
+        except asyncio.CancelledError:
+            # Interrupted (a second Ctrl-C): the labels still held count as unsent.
+            sender.cancel()
+            raise
         finally:
             self.stats.ended_at = self.clock.now()
             self._visits_done = True
+            # Cancelling this await (an interrupt during the grace) cancels the sender too.
             await sender
         return self.stats
 
@@ -306,35 +316,53 @@ class Users:
 
     async def _send_labels(self) -> None:
         """Every ``label_interval_s``, send the labels that are due in one batch; after the
-        visits, until none waits (a stop drops the labels not due yet).
+        visits, until none waits. A stop drops the labels not due yet (counted unsent), even
+        while a failing batch is being retried, so a stop ends within the grace.
 
         A batch that failed for a reason that may pass goes back to wait and is tried again
         (with the labels that came due meanwhile) after a pause of 0.1 s doubling to 2 s,
-        for as long as the run lasts and ``label_grace_s`` after the last label was due;
-        then what could not be sent counts as failed, with the last failure's kind."""
+        for as long as the visits last and then ``label_grace_s`` after the last label was
+        due or after the stop; then what could not be sent counts as failed, with the last
+        failure's kind. Cancelled, it counts the labels it still held as unsent."""
+        held: list[tuple[float, Label]] = []
+        try:
+            await self._send_loop(held)
+        except asyncio.CancelledError:
+            self.stats.labels_unsent += len(held) + self.pending.drop_all()
+            raise
+
+    async def _send_loop(self, held: list[tuple[float, Label]]) -> None:
+        """The sender's ticks; ``held`` is the batch being sent (for a cancellation)."""
         interval = self.config.label_interval_s
         backoff = Backoff()
         start, ticks = self.clock.now(), 0
         while True:
             now = self.clock.now()
+            if self._stop.is_set():
+                self.stats.labels_unsent += self.pending.drop_after(now)
             batch = self.pending.take_due(now, LABEL_BATCH)
             if batch:
+                labels = [label for _, label in batch]
                 if self.sink is None or self.fatal is not None:
                     self.stats.labels_unsent += len(batch)
                     continue
-                sent = await self.sink.send(batch)
+                held[:] = batch
+                sent = await self.sink.send(labels)
+                held.clear()
+                give_up_at = self._give_up_at(batch)
                 if sent.failure is None:
                     backoff.reset()
-                    self.stats.labels_done(batch, None)
-                elif sent.retryable and not sent.fatal and not self._giving_up():
+                    self.stats.labels_done(labels, None)
+                elif sent.retryable and not sent.fatal and self.clock.now() < give_up_at:
                     self.stats.label_retries += 1
-                    for label in batch:
-                        self.pending.add(now, label)
-                    await self.clock.sleep(backoff.pause())
+                    for due, label in batch:
+                        self.pending.add(due, label)
+                    # The last pause ends at the grace's end: one more try, then give up.
+                    pause = min(backoff.pause(), give_up_at - self.clock.now())
+                    await self.clock.sleep(pause)
                     start, ticks = self.clock.now(), 0
-                    continue
                 else:
-                    self.stats.labels_done(batch, sent.failure)
+                    self.stats.labels_done(labels, sent.failure)
                     if sent.fatal is not None:
                         self.fatal = sent.fatal
                         self.stop()
@@ -351,14 +379,20 @@ class Users:
             else:
                 start, ticks = self.clock.now(), 0
 
-    def _giving_up(self) -> bool:
-        """Whether a failing sink has had its grace: the visits are over and the last
-        label was due more than ``label_grace_s`` ago."""
-        ended = self.stats.ended_at
-        if not self._visits_done or ended is None:
-            return False
-        last_due = ended + self.config.label_delay_max_s
-        return self.clock.now() > last_due + self.label_grace_s
+    def _give_up_at(self, batch: list[tuple[float, Label]]) -> float:
+        """When a failing sink has had its grace: ``label_grace_s`` after the last label
+        (of ``batch`` or still waiting) was due, or after the stop when that is later (a
+        stop drops the labels not due yet, so the last due is no later than the stop plus
+        the users' last requests); never while the visits last."""
+        if not self._visits_done:
+            return float("inf")
+        dues = [due for due, _ in batch]
+        waiting = self.pending.last_due()
+        if waiting is not None:
+            dues.append(waiting)
+        if self._stopped_at is not None:
+            dues.append(self._stopped_at)
+        return max(dues, default=self.clock.now()) + self.label_grace_s
 
 
 def _release(free: asyncio.Queue[int], slot: int, _: asyncio.Task[None]) -> None:
