@@ -3,7 +3,9 @@ its closing "Next" list works on the home it leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from shipyard.cli.demo.loop import (
     Channel,
     LoopRun,
     _not_answering,
+    _quiet_event_lines,
+    _until_swapped,
     demo_spec_text,
 )
 from shipyard.cli.demo.next_steps import (
@@ -37,13 +41,16 @@ from shipyard.cli.demo.timeline import (
     timeline,
     traffic_table,
 )
+from shipyard.errors import UnavailableError
 from shipyard.examples import example_spec
+from shipyard.monitoring.monitor import Monitor
 from shipyard.monitoring.report import event_document, event_line
 from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline import load_spec, parse_spec
 from shipyard.registry import Registry
 from shipyard.registry.events import EventRecord
 from shipyard.settings import Settings
+from shipyard.traffic.summary import TrafficStats
 
 from .conftest import Cli
 
@@ -354,3 +361,38 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     assert {r["model"] for r in results} == {"fraud"}
     assert "fraud@production rolled back to v2" in ran
     assert not (home / "nats" / "server.json").exists()  # the scorer stopped the broker
+
+
+def test_a_failed_user_task_ends_the_wait_for_a_promotion_at_once() -> None:
+    """A user task that failed stops the loop's wait with its error, before the registry is
+    read (none is given here), not after the users' 100 s bound."""
+
+    async def broken() -> TrafficStats:
+        raise UnavailableError("the broker went away")
+
+    async def main() -> None:
+        users = [asyncio.create_task(broken())]
+        monitoring = asyncio.create_task(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        try:
+            with pytest.raises(UnavailableError, match="the broker went away"):
+                await _until_swapped(None, 2, users, monitoring, (Channel("HTTP"),))  # type: ignore[arg-type]
+        finally:
+            monitoring.cancel()
+            await asyncio.gather(monitoring, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_the_monitors_event_lines_are_quiet_during_the_loop_and_its_warnings_are_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger(Monitor.__module__)
+    with caplog.at_level(logging.WARNING), _quiet_event_lines():
+        log.warning("%s v%s: %s %s", "fraud", 2, "performance.degraded", "k")
+        log.warning("%s: retrain %s: %s", "fraud", "skipped", "cooldown")
+        log.warning("monitor cycle failed, trying again: %s", "boom")
+    assert [r.getMessage() for r in caplog.records] == ["monitor cycle failed, trying again: boom"]
+    with caplog.at_level(logging.WARNING):
+        log.warning("%s v%s: %s %s", "fraud", 2, "drift.detected", "k")
+    assert caplog.records[-1].getMessage() == "fraud v2: drift.detected k"
