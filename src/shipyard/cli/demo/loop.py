@@ -313,7 +313,8 @@ async def _loop(
             stop.set()
             await monitoring
             for outcome in outcomes:
-                if isinstance(outcome, BaseException):
+                # A user cancelled past STOP_WAIT_S is no error of the loop's; a failed one is.
+                if isinstance(outcome, Exception):
                     raise outcome
     finally:
         stop.set()
