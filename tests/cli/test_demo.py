@@ -3,7 +3,9 @@ its closing "Next" list works on the home it leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +17,16 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from shipyard.children import free_port
-from shipyard.cli.demo.loop import Channel, LoopRun, demo_spec_text
+from shipyard.cli.demo.loop import (
+    ANSWER_WAIT_S,
+    LIMIT_S,
+    Channel,
+    LoopRun,
+    _not_answering,
+    _quiet_event_lines,
+    _until_swapped,
+    demo_spec_text,
+)
 from shipyard.cli.demo.next_steps import (
     SERVE_PORT,
     next_steps,
@@ -23,13 +34,25 @@ from shipyard.cli.demo.next_steps import (
     write_request,
 )
 from shipyard.cli.demo.scoring import label_metrics
-from shipyard.cli.demo.timeline import loop_verdicts, timeline
+from shipyard.cli.demo.timeline import (
+    gate_table,
+    loop_failure,
+    loop_verdicts,
+    timeline,
+    traffic_table,
+)
+from shipyard.errors import UnavailableError
 from shipyard.examples import example_spec
+from shipyard.monitoring.monitor import Monitor
+from shipyard.monitoring.report import event_document, event_line
 from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline import load_spec, parse_spec
 from shipyard.registry import Registry
 from shipyard.registry.events import EventRecord
 from shipyard.settings import Settings
+from shipyard.traffic.summary import TrafficStats
+
+from .conftest import Cli
 
 BIN = Path(sys.executable).parent
 SMALL = ["--rows", "4000", "--holdout-rows", "1000", "--requests", "200", "--stream-workers", "1"]
@@ -104,20 +127,41 @@ def _event(n: int, kind: str, at: datetime, **evidence: object) -> EventRecord:
     return EventRecord(n, "fraud", 2, kind, f"{kind}:{n}", at, dict(evidence))
 
 
-def _loop(new: int | None, errors: int = 0) -> LoopRun:
+def _loop(
+    new: int | None, errors: int = 0, label_failures: int = 0, gated: bool | None = None
+) -> LoopRun:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     http, stream = Channel("HTTP"), Channel("broker")
     for channel, first in ((http, 30.5), (stream, 31.0)):
         channel.stats.started_at = 100.0
         channel.stats.drift_started_at = 108.0
-        channel.stats.requests = 1000
+        channel.stats.requests = channel.stats.succeeded = 1000
+        channel.stats.versions_first = {"2": 100.1}
         if new is not None:
-            channel.first_answer = {"2": 100.1, str(new): 100.0 + first}
-    http.stats.errors["HTTP 503"] = errors
-    events = [
-        _event(1, "drift.detected", start + timedelta(seconds=12), share=0.77),
-        _event(2, "model.promoted", start + timedelta(seconds=30), alias="production"),
-    ]
+            channel.stats.versions_first[str(new)] = 100.0 + first
+    for _ in range(errors):
+        http.stats.succeeded -= 1
+        http.stats.errors["HTTP 503"] += 1
+    # Label batches given up on: today counted in ``errors`` too, under "labels: ...".
+    http.stats.labels_failed = label_failures
+    if label_failures:
+        http.stats.errors["labels: HTTP 500"] = label_failures
+    events = [_event(1, "drift.detected", start + timedelta(seconds=12), share=0.77)]
+    if gated is not None:
+        for n, (candidate, won) in enumerate(((3, False), (4, gated)), start=2):
+            sides = {
+                "candidate": {"version": candidate, "value": 0.9, "metrics": {}},
+                "current": {"version": 2, "value": 0.8, "metrics": {}},
+                "metric": "average_precision",
+                "holdout": {"rows": 600},
+            }
+            events.append(
+                _event(n, "retrain.gated", start + timedelta(seconds=10 * n), won=won, **sides)
+            )
+    if new is not None:
+        events.append(
+            _event(9, "model.promoted", start + timedelta(seconds=30), alias="production")
+        )
     return LoopRun(100.0, start, 2, new, http, stream, events, stopped=135.0)
 
 
@@ -132,8 +176,19 @@ def test_the_timeline_puts_traffic_and_events_on_one_clock() -> None:
         (31.0, "first answer from v3"),
         (35.0, "traffic stopped"),
     ]
-    assert rows[2][2] == "v2: share 0.77 of features drifted"
+    assert rows[2][2] == "v2: share 0.7700 of features drifted"
     assert [detail for _, what, detail in rows if what.startswith("first")] == ["HTTP", "broker"]
+
+
+def test_the_timeline_shows_events_as_shipyard_monitor_events_does() -> None:
+    run = _loop(4, gated=True)
+    details = {what: detail for _, what, detail in timeline(run)}
+    gated = run.gated()
+    assert gated is not None
+    assert details["retrain.gated"] == f"v4 {event_line(event_document(gated))}"
+    assert details["retrain.gated"] == (
+        "v4 won: average_precision 0.9000 (v4) vs 0.8000 (v2) on 600 held-out rows"
+    )
 
 
 def test_the_verdicts_say_failures_and_a_loop_that_did_not_close() -> None:
@@ -143,7 +198,68 @@ def test_the_verdicts_say_failures_and_a_loop_that_did_not_close() -> None:
     ]
     failed = loop_verdicts(_loop(None, errors=2))
     assert failed[0] == "2 of 2,000 requests FAILED: {'HTTP 503': 2}"
-    assert failed[1].startswith("no new version was promoted within")
+    assert failed[1] == f"no new version was promoted within {LIMIT_S:g} s (no retrain finished)"
+
+
+def test_label_failures_are_not_failed_requests() -> None:
+    run = _loop(3, errors=1, label_failures=5)
+    assert (run.failed, run.labels_failed) == (1, 5)
+    verdicts = loop_verdicts(run)
+    assert verdicts[0] == "1 of 2,000 requests FAILED: {'HTTP 503': 1}"
+    assert verdicts[1] == "5 labels could not be sent"
+    assert loop_failure(_loop(3, label_failures=5)) is None
+    cells = [column._cells for column in traffic_table(run).columns]
+    assert cells[2] == ["1", "0"]  # failed
+    assert cells[5] == ["5", "0"]  # labels failed
+
+
+def test_the_gate_shown_is_the_promoted_candidates_and_its_verdict_is_its_own() -> None:
+    """Two gates: the first candidate (v3) lost, the second (v4) won; v4 is promoted."""
+    run = _loop(4, gated=True)
+    gated = run.gated()
+    assert gated is not None
+    assert gated.evidence["candidate"]["version"] == 4
+    table = gate_table(run)
+    assert table is not None
+    assert [c.header for c in table.columns][2] == "v4 (candidate)"
+    assert str(table.caption).endswith(": won by +0.0000")  # its own verdict, not the first
+    # No promotion: the last gate decides what is said; a won gate is not "lost".
+    won_unpromoted = loop_verdicts(_loop(None, gated=True))
+    assert won_unpromoted[-1].endswith("(the candidate won the gate but was not promoted)")
+    lost = loop_verdicts(_loop(None, gated=False))
+    assert lost[-1].endswith("(the candidate lost the gate)")
+
+
+def test_a_loop_that_did_not_close_says_why() -> None:
+    assert loop_failure(_loop(3)) is None
+    assert loop_failure(_loop(None)) == f"no new version was promoted within {LIMIT_S:g} s"
+    assert loop_failure(_loop(3, errors=2)) == "2 requests failed"
+    silent = _loop(3)
+    silent.stream.stats.versions_first.pop("3")
+    silent.problems.extend(_not_answering(3, (silent.http, silent.stream)))
+    assert loop_failure(silent) == f"v3 never answered over the broker within {ANSWER_WAIT_S:g} s"
+
+
+def test_the_demo_exits_non_zero_when_the_loop_did_not_close(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps 1–5 at their smallest, real; the loop replaced by one that promoted nothing
+    and lost requests: the summary prints, then the exit status and a line say why."""
+    import shipyard.cli.demo.loop as loop_module
+
+    def no_loop(*_: object, **__: object) -> tuple[LoopRun, str]:
+        return _loop(None, errors=3), "http://127.0.0.1:1/ui"
+
+    monkeypatch.setattr(loop_module, "run_loop", no_loop)
+    tiny = ["--rows", "4000", "--holdout-rows", "200", "--requests", "100"]
+    result = cli("demo", *tiny, "--stream-workers", "1")
+    assert result.code == 1, result.out + result.err
+    assert "summary" in result.out
+    assert "3 of 2,000 requests FAILED" in result.out
+    assert (
+        f"the demo's loop did not close: no new version was promoted within {LIMIT_S:g} s; "
+        "3 requests failed"
+    ) in " ".join(result.err.split())
 
 
 def _env() -> dict[str, str]:
@@ -245,3 +361,38 @@ def test_the_demo_reports_its_steps_and_every_next_command_works(tmp_path: Path)
     assert {r["model"] for r in results} == {"fraud"}
     assert "fraud@production rolled back to v2" in ran
     assert not (home / "nats" / "server.json").exists()  # the scorer stopped the broker
+
+
+def test_a_failed_user_task_ends_the_wait_for_a_promotion_at_once() -> None:
+    """A user task that failed stops the loop's wait with its error, before the registry is
+    read (none is given here), not after the users' 100 s bound."""
+
+    async def broken() -> TrafficStats:
+        raise UnavailableError("the broker went away")
+
+    async def main() -> None:
+        users = [asyncio.create_task(broken())]
+        monitoring = asyncio.create_task(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        try:
+            with pytest.raises(UnavailableError, match="the broker went away"):
+                await _until_swapped(None, 2, users, monitoring, (Channel("HTTP"),))  # type: ignore[arg-type]
+        finally:
+            monitoring.cancel()
+            await asyncio.gather(monitoring, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_the_monitors_event_lines_are_quiet_during_the_loop_and_its_warnings_are_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger(Monitor.__module__)
+    with caplog.at_level(logging.WARNING), _quiet_event_lines():
+        log.warning("%s v%s: %s %s", "fraud", 2, "performance.degraded", "k")
+        log.warning("%s: retrain %s: %s", "fraud", "skipped", "cooldown")
+        log.warning("monitor cycle failed, trying again: %s", "boom")
+    assert [r.getMessage() for r in caplog.records] == ["monitor cycle failed, trying again: boom"]
+    with caplog.at_level(logging.WARNING):
+        log.warning("%s v%s: %s %s", "fraud", 2, "drift.detected", "k")
+    assert caplog.records[-1].getMessage() == "fraud v2: drift.detected k"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shipyard.cli.monitor import _what
 from shipyard.monitoring.log import ParquetLog, prediction_table
+from shipyard.monitoring.report import event_line
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 
@@ -149,11 +149,11 @@ def test_a_gate_verdict_in_a_line_names_its_rows_held_out_or_in_shadow() -> None
         evidence = {"won": True, "metric": "average_precision", **sides, **rows}
         return {"kind": "retrain.gated", "evidence": evidence}
 
-    held_out = _what(gated(holdout={"rows": 600, "share": 0.3}))
+    held_out = event_line(gated(holdout={"rows": 600, "share": 0.3}))
     assert held_out.endswith("on 600 held-out rows")
-    shadow = _what(gated(shadow={"rows": 300, "needed": 300}))
+    shadow = event_line(gated(shadow={"rows": 300, "needed": 300}))
     assert shadow.endswith("on 300 labelled live rows in shadow")
-    assert _what(gated(shadow=True, holdout={"rows": 400})).endswith(
+    assert event_line(gated(shadow=True, holdout={"rows": 400})).endswith(
         "400 labelled live rows in shadow"
     )
 

@@ -174,7 +174,7 @@ def events(
 ) -> None:
     """The model's events, newest last: drift and performance episodes, and every retrain
     decision (triggered, skipped and why, trained, gated, promoted) with its evidence."""
-    from shipyard.monitoring.report import event_document
+    from shipyard.monitoring.report import event_document, event_line
 
     with open_registry(ctx) as registry:
         found = registry.monitoring.events(name, kind=kind, limit=limit, newest_first=True)[::-1]
@@ -194,48 +194,9 @@ def events(
             document["at"][:19].replace("T", " "),
             _fmt(document["version"]),
             document["kind"],
-            escape(_what(document)),
+            escape(event_line(document)),
         )
     console.print(table)
-
-
-def _what(event: dict[str, Any]) -> str:
-    """An event's evidence in a line."""
-    evidence = event["evidence"]
-    kind = event["kind"]
-    if kind == "retrain.gated":
-        verdict = "won" if evidence.get("won") else "lost"
-        candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
-        shadow = evidence.get("shadow")
-        part = shadow if isinstance(shadow, dict) else evidence.get("holdout")
-        rows = (part or {}).get("rows")
-        where = "labelled live rows in shadow" if shadow else "held-out rows"
-        return (
-            f"{verdict}: {evidence.get('metric')} {_fmt(candidate.get('value'))} (v"
-            f"{candidate.get('version')}) vs {_fmt(current.get('value'))} (v"
-            f"{current.get('version')}) on {rows} {where}"
-        )
-    if kind == "retrain.shadowing":
-        return (
-            f"v{evidence.get('candidate')} in shadow beside v{evidence.get('production')} "
-            f"until {evidence.get('labelled')} labelled, by {evidence.get('deadline')}"
-        )
-    if kind in ("model.promoted", "model.rolled_back"):
-        by = f" by {evidence['actor']}" if evidence.get("actor") else ""
-        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}{by}"
-    if kind == "retrain.trained":
-        rows = evidence.get("rows") or {}
-        total = (rows.get("train") or 0) + (rows.get("original") or 0)
-        return f"run {str(evidence.get('run_id'))[:12]}, trained on {total:,} rows"
-    if kind == "retrain.triggered":
-        trigger = evidence.get("trigger") or {}
-        return f"by {trigger.get('kind')} ({trigger.get('key')})"
-    if kind.startswith("drift.") and "share" in evidence:
-        return f"share {_fmt(evidence.get('share'))} of features drifted"
-    if kind.startswith("performance.") and "live" in evidence:
-        live, offline = _fmt(evidence.get("live")), _fmt(evidence.get("offline"))
-        return f"{evidence.get('metric')} {live} live vs {offline} offline"
-    return str(evidence.get("reason") or evidence.get("resolution") or "")
 
 
 @app.command("report", cls=Command)

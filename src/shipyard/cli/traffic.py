@@ -214,10 +214,9 @@ def traffic(
 def _run(
     config: TrafficConfig, pool: RowPool, destination: Destination, quiet: bool
 ) -> dict[str, Any]:
-    import uvloop
+    from shipyard.traffic.runner import run_on_uvloop
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_traffic(config, pool, destination, quiet))
+    return run_on_uvloop(lambda: _traffic(config, pool, destination, quiet))
 
 
 async def _traffic(

@@ -75,3 +75,51 @@ def monitoring_report(
             "(or `--once` for a single pass) while its predictions are logged"
         )
     return document
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """An event's evidence in a line (an ``event_document``), as ``shipyard monitor events``
+    shows it."""
+    evidence = event["evidence"]
+    kind = event["kind"]
+    if kind == "retrain.gated":
+        verdict = "won" if evidence.get("won") else "lost"
+        candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
+        shadow = evidence.get("shadow")
+        part = shadow if isinstance(shadow, dict) else evidence.get("holdout")
+        rows = (part or {}).get("rows")
+        where = "labelled live rows in shadow" if shadow else "held-out rows"
+        return (
+            f"{verdict}: {evidence.get('metric')} {_shown(candidate.get('value'))} (v"
+            f"{candidate.get('version')}) vs {_shown(current.get('value'))} (v"
+            f"{current.get('version')}) on {rows} {where}"
+        )
+    if kind == "retrain.shadowing":
+        return (
+            f"v{evidence.get('candidate')} in shadow beside v{evidence.get('production')} "
+            f"until {evidence.get('labelled')} labelled, by {evidence.get('deadline')}"
+        )
+    if kind in ("model.promoted", "model.rolled_back"):
+        by = f" by {evidence['actor']}" if evidence.get("actor") else ""
+        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}{by}"
+    if kind == "retrain.trained":
+        rows = evidence.get("rows") or {}
+        total = (rows.get("train") or 0) + (rows.get("original") or 0)
+        return f"run {str(evidence.get('run_id'))[:12]}, trained on {total:,} rows"
+    if kind == "retrain.triggered":
+        trigger = evidence.get("trigger") or {}
+        return f"by {trigger.get('kind')} ({trigger.get('key')})"
+    if kind.startswith("drift.") and "share" in evidence:
+        return f"share {_shown(evidence.get('share'))} of features drifted"
+    if kind.startswith("performance.") and "live" in evidence:
+        live, offline = _shown(evidence.get("live")), _shown(evidence.get("offline"))
+        return f"{evidence.get('metric')} {live} live vs {offline} offline"
+    return str(evidence.get("reason") or evidence.get("resolution") or "")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

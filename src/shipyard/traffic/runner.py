@@ -5,10 +5,10 @@ them, and say what happened (``TrafficRun``); ``shipyard traffic`` and the bench
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +28,8 @@ from shipyard.traffic.targets import (
     check_server,
 )
 from shipyard.traffic.users import LabelSource, Target, Users
+
+T = TypeVar("T")
 
 #: Seconds a request to check the server (metadata, credentials) may take.
 CHECK_TIMEOUT_S = 10.0
@@ -184,3 +186,12 @@ def install_stop(users: Users) -> Callable[[], None]:
         loop.remove_signal_handler(signal.SIGINT)
 
     return remove
+
+
+def run_on_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a traffic coroutine function to its end on a new uvloop event loop (the users'
+    client sends more requests per core on it than on asyncio's)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())

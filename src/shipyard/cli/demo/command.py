@@ -53,10 +53,16 @@ def demo(
     from shipyard.cli.demo.scoring import batch_table, comparison_table, score_holdout, shown
     from shipyard.cli.demo.serving import serve_and_swap, swap_table
     from shipyard.cli.demo.streaming import stream_and_count, stream_table
-    from shipyard.cli.demo.timeline import gate_table, loop_verdicts, timeline_table, traffic_table
+    from shipyard.cli.demo.timeline import (
+        gate_table,
+        loop_failure,
+        loop_verdicts,
+        timeline_table,
+        traffic_table,
+    )
     from shipyard.cli.pipeline import run_table, run_with_status
     from shipyard.data import get_dataset, read_table, write_table
-    from shipyard.errors import ModelNotFoundError
+    from shipyard.errors import ModelNotFoundError, ShipyardError
     from shipyard.examples import example_spec
     from shipyard.pipeline import load_spec, parse_spec
 
@@ -223,3 +229,7 @@ def demo(
         previous=swap.promoted if loop.new is not None else production.ref,
     )
     print_next_steps(steps, console)
+    failure = loop_failure(loop)
+    if failure is not None:
+        # The summary and the steps above are printed; the exit status says the loop failed.
+        raise ShipyardError(f"the demo's loop did not close: {failure}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from shipyard.cli.demo.serving import run_traffic
 from shipyard.errors import NotFoundError
 from shipyard.messaging.embedded import broker_url
 from shipyard.monitoring.log import open_prediction_log
@@ -40,9 +40,8 @@ from shipyard.stream.process import StreamProcess
 from shipyard.stream.scorer import ScorerConfig
 from shipyard.traffic.config import Protocol, TrafficConfig
 from shipyard.traffic.rows import load_pool
-from shipyard.traffic.runner import Destination, prepared
+from shipyard.traffic.runner import Destination, prepared, run_on_uvloop
 from shipyard.traffic.summary import TrafficStats
-from shipyard.traffic.users import Answer, Visit
 
 if TYPE_CHECKING:
     from shipyard.registry.events import EventRecord
@@ -65,6 +64,10 @@ LIMIT_S = 100.0
 #: Transactions the users draw from (with replacement), before and after the drift.
 POOL_ROWS = 20_000
 POLL_S = 0.25
+#: Seconds each channel has, after the promotion, to answer from the new version.
+ANSWER_WAIT_S = 30.0
+#: Seconds stopped users have to finish their requests and send their due labels.
+STOP_WAIT_S = 15.0
 #: The timeline's events: the loop's; a monitor may add others (performance.*, skips).
 LOOP_EVENTS = (
     "drift.detected",
@@ -116,13 +119,25 @@ class Channel:
 
     name: str
     stats: TrafficStats = field(default_factory=TrafficStats)
-    first_answer: dict[str, float] = field(default_factory=dict)
-    """The first time (``perf_counter``) each version answered."""
 
-    def trace(self, _slot: int, _visit: Visit, answer: Answer) -> None:
-        """Note the first answer of each version."""
-        if answer.version is not None and answer.version not in self.first_answer:
-            self.first_answer[answer.version] = time.perf_counter()
+    @property
+    def over(self) -> str:
+        """The channel in a sentence: "over {over}"."""
+        return "the broker" if self.name == "broker" else self.name
+
+    def first_answer(self, version: int | None) -> float | None:
+        """When (``perf_counter``) a version first answered these users; None: never."""
+        return None if version is None else self.stats.versions_first.get(str(version))
+
+    @property
+    def failed(self) -> int:
+        """Requests that got no answer (label batches given up on are not requests)."""
+        return self.stats.requests - self.stats.succeeded
+
+    @property
+    def request_errors(self) -> dict[str, int]:
+        """Failed requests by kind (without the label failures the stats may count in)."""
+        return {k: n for k, n in self.stats.errors.items() if not k.startswith("labels: ")}
 
 
 @dataclass
@@ -138,6 +153,8 @@ class LoopRun:
     stream: Channel
     events: list[EventRecord]
     stopped: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    """What went wrong on the way (a channel that never answered from the new version)."""
 
     def at(self, when: float | datetime | None) -> float | None:
         """Seconds since the users started."""
@@ -151,11 +168,28 @@ class LoopRun:
     @property
     def failed(self) -> int:
         """Requests of both channels that got no answer."""
-        return sum(self.http.stats.errors.values()) + sum(self.stream.stats.errors.values())
+        return self.http.failed + self.stream.failed
+
+    @property
+    def labels_failed(self) -> int:
+        """Labels of both channels given up on."""
+        return self.http.stats.labels_failed + self.stream.stats.labels_failed
 
     def event(self, kind: str) -> EventRecord | None:
         """The first event of a kind."""
         return next((e for e in self.events if e.kind == kind), None)
+
+    def gated(self) -> EventRecord | None:
+        """The gate that decided the promotion: the ``retrain.gated`` event of the new
+        version's candidate, else the last one."""
+        gates = [e for e in self.events if e.kind == "retrain.gated"]
+        for event in gates:
+            if (
+                self.new is not None
+                and (event.evidence.get("candidate") or {}).get("version") == self.new
+            ):
+                return event
+        return gates[-1] if gates else None
 
     @property
     def drift_started(self) -> float | None:
@@ -222,7 +256,8 @@ def run_loop(
                 soft_wrap=True,
             )
             destination = Destination(url=server.url, broker_url=url, api_key=key)
-            run: LoopRun = run_traffic(lambda: _loop(registry, live, destination, pool, seed))
+            with _quiet_event_lines():
+                run = run_on_uvloop(lambda: _loop(registry, live, destination, pool, seed))
     return run, ui
 
 
@@ -254,22 +289,33 @@ async def _loop(
     streamed = replace(config, protocol=Protocol.STREAM, users=STREAM_USERS, seed=seed + 1)
     stop = asyncio.Event()
     monitoring: asyncio.Task[Any] | None = None
+    problems: list[str] = []
     try:
         async with (
-            prepared(config, pool, destination, trace=http.trace) as over_http,
-            prepared(streamed, pool, destination, trace=stream.trace) as queued,
+            prepared(config, pool, destination) as over_http,
+            prepared(streamed, pool, destination) as queued,
         ):
             http.stats, stream.stats = over_http.users.stats, queued.users.stats
             started_at, started = datetime.now(UTC), time.perf_counter()
             monitoring = asyncio.create_task(monitor.run(stop=stop))
             users = [asyncio.create_task(r.users.run()) for r in (over_http, queued)]
-            new = await _until_swapped(registry, old, users, monitoring, (http, stream))
-            for run in (over_http, queued):
-                run.users.stop()
-            await asyncio.gather(*users)
+            try:
+                new = await _until_swapped(registry, old, users, monitoring, (http, stream))
+                problems = _not_answering(new, (http, stream))
+                if new is not None and not problems:
+                    await _run_on(users, AFTER_SWAP_S)
+            finally:
+                # Also on an error or Ctrl-C: no user outlives its connections.
+                for run in (over_http, queued):
+                    run.users.stop()
+                outcomes = await _ended(users)
             stopped = time.perf_counter()
             stop.set()
             await monitoring
+            for outcome in outcomes:
+                # A user cancelled past STOP_WAIT_S is no error of the loop's; a failed one is.
+                if isinstance(outcome, Exception):
+                    raise outcome
     finally:
         stop.set()
         if monitoring is not None and not monitoring.done():
@@ -279,7 +325,7 @@ async def _loop(
     events = await asyncio.to_thread(
         registry.monitoring.events, MODEL, after_id=after_id, limit=1000
     )
-    return LoopRun(started, started_at, old, new, http, stream, events, stopped)
+    return LoopRun(started, started_at, old, new, http, stream, events, stopped, problems)
 
 
 async def _until_swapped(
@@ -289,10 +335,12 @@ async def _until_swapped(
     monitoring: asyncio.Task[Any],
     channels: tuple[Channel, Channel],
 ) -> int | None:
-    """Wait for a new production version, then until both channels answered from it and
-    ``AFTER_SWAP_S`` more; the new version (None: none came before the users' bound)."""
+    """Wait for a new production version, then until both channels answered from it (at
+    most ``ANSWER_WAIT_S``); the new version (None: none came before the users' bound).
+    Raises what a user task or the monitor failed with, as soon as it does."""
     new = None
     while new is None:
+        _raise_failed([*users, monitoring])
         if all(task.done() for task in users) or monitoring.done():
             return None
         await asyncio.sleep(POLL_S)
@@ -302,10 +350,60 @@ async def _until_swapped(
             continue
         if current != old:
             new = current
-    deadline = time.perf_counter() + 30.0
+    deadline = time.perf_counter() + ANSWER_WAIT_S
     while time.perf_counter() < deadline and not all(task.done() for task in users):
-        if all(str(new) in channel.first_answer for channel in channels):
+        _raise_failed(users)
+        if all(channel.first_answer(new) is not None for channel in channels):
             break
         await asyncio.sleep(POLL_S)
-    await asyncio.sleep(AFTER_SWAP_S)
     return new
+
+
+def _not_answering(new: int | None, channels: tuple[Channel, ...]) -> list[str]:
+    """A sentence per channel that never answered from the new version."""
+    if new is None:
+        return []
+    return [
+        f"v{new} never answered over {channel.over} within {ANSWER_WAIT_S:g} s"
+        for channel in channels
+        if channel.first_answer(new) is None
+    ]
+
+
+def _raise_failed(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise error
+
+
+async def _run_on(users: list[asyncio.Task[TrafficStats]], seconds: float) -> None:
+    """Let the users go on for ``seconds``; raise at once if one of them fails."""
+    done, _ = await asyncio.wait(users, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
+    _raise_failed(list(done))
+
+
+async def _ended(tasks: list[asyncio.Task[TrafficStats]]) -> list[Any]:
+    """Wait for stopped users (cancel them past ``STOP_WAIT_S``); their results or errors."""
+    _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+    for task in pending:
+        task.cancel()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _quiet_event_lines() -> Iterator[None]:
+    """Drop the monitor's log lines about events while the step runs: its timeline shows
+    them, and they would land in the middle of the step's output. Other warnings show."""
+    lines = {"%s v%s: %s %s", "%s: retrain %s: %s"}
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.msg not in lines
+
+    monitor_log = logging.getLogger(Monitor.__module__)
+    monitor_log.addFilter(keep)
+    try:
+        yield
+    finally:
+        monitor_log.removeFilter(keep)

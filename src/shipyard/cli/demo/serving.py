@@ -11,13 +11,10 @@ import asyncio
 import gc
 from array import array
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +23,7 @@ from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.config import Protocol, TrafficConfig
 from shipyard.traffic.rows import RowPool, Rows
-from shipyard.traffic.runner import Destination, prepared
+from shipyard.traffic.runner import Destination, prepared, run_on_uvloop
 from shipyard.traffic.summary import TrafficStats, latency_summary
 from shipyard.traffic.users import Answer, Visit
 
@@ -124,12 +121,6 @@ async def _traffic_with_swap(
     return SwapResult(figures, challenger, promoted_after)
 
 
-def run_traffic(main: Callable[[], Any]) -> Any:
-    """Run a traffic coroutine function on uvloop, as ``shipyard traffic`` does."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
-
-
 def serve_and_swap(
     registry: Registry,
     settings: Settings,
@@ -154,7 +145,7 @@ def serve_and_swap(
         gc.collect()
         gc.freeze()
         try:
-            result: SwapResult = run_traffic(
+            result = run_on_uvloop(
                 lambda: _traffic_with_swap(registry, server.url, pool, total, challenger, seed)
             )
         finally:

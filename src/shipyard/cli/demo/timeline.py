@@ -17,6 +17,7 @@ from shipyard.cli.demo.loop import (
     STREAM_USERS,
     LoopRun,
 )
+from shipyard.monitoring.report import event_document, event_line
 from shipyard.traffic.summary import latency_summary
 
 if TYPE_CHECKING:
@@ -28,38 +29,19 @@ def _s(value: float | None) -> str:
 
 
 def _evidence(event: EventRecord) -> str:
+    """The event's line as ``shipyard monitor events`` shows it, with the version where
+    that line leaves it out."""
+    line = event_line(event_document(event))
     evidence = event.evidence
-    if event.kind == "drift.detected":
-        share = evidence.get("share")
-        return f"v{event.version}: share {share:.2f} of features drifted" if share else ""
-    if event.kind == "retrain.triggered":
-        labelled = (evidence.get("labelled") or {}).get("rows")
-        trigger = (evidence.get("trigger") or {}).get("kind")
-        return f"by {trigger} on v{evidence.get('production')}; {labelled:,} labelled rows"
-    if event.kind == "retrain.trained":
-        rows = evidence.get("rows") or {}
-        return (
-            f"v{evidence.get('candidate')} trained on {rows.get('train', 0):,} labelled + "
-            f"{rows.get('original', 0):,} original rows; {rows.get('holdout', 0):,} held out"
-        )
-    if event.kind == "retrain.gated":
-        won = "won" if evidence.get("won") else "lost"
-        candidate, current = evidence.get("candidate") or {}, evidence.get("current") or {}
-        return (
-            f"v{candidate.get('version')} {won}: {evidence.get('metric')} "
-            f"{candidate.get('value', 0):.4f} vs {current.get('value', 0):.4f} "
-            f"(v{current.get('version')})"
-        )
+    if event.kind.startswith(("drift.", "performance.")):
+        line = f"v{event.version}: {line}"
+    elif event.kind == "retrain.trained" and evidence.get("candidate") is not None:
+        line = f"v{evidence['candidate']}: {line}"
+    elif event.kind == "retrain.gated":
+        line = f"v{(evidence.get('candidate') or {}).get('version')} {line}"
     if event.kind.startswith("performance.") and "live" in evidence:
-        live, offline = evidence.get("live"), evidence.get("offline")
-        if isinstance(live, float) and isinstance(offline, float):
-            return (
-                f"v{event.version}: {evidence.get('metric')} {live:.4f} live vs "
-                f"{offline:.4f} offline (no retrain on this alone, in the demo)"
-            )
-    if event.kind == "model.promoted":
-        return f"{evidence.get('alias')}: v{evidence.get('from')} → v{evidence.get('to')}"
-    return str(evidence.get("reason") or "")
+        line += " (no retrain on this alone, in the demo)"
+    return line
 
 
 def timeline(run: LoopRun) -> list[tuple[float | None, str, str]]:
@@ -72,7 +54,7 @@ def timeline(run: LoopRun) -> list[tuple[float | None, str, str]]:
         rows.append((run.at(event.at), event.kind, _evidence(event)))
     if run.new is not None:
         for channel in (run.http, run.stream):
-            first = channel.first_answer.get(str(run.new))
+            first = channel.first_answer(run.new)
             rows.append((run.at(first), f"first answer from v{run.new}", f"{channel.name}"))
     rows.append((run.at(run.stopped), "traffic stopped", ""))
     return sorted(rows, key=lambda row: float("inf") if row[0] is None else row[0])
@@ -97,7 +79,7 @@ def timeline_table(run: LoopRun) -> Table:
 
 def gate_table(run: LoopRun) -> Table | None:
     """Production and candidate on the same held-out labelled rows (the gate's figures)."""
-    gated = run.event("retrain.gated")
+    gated = run.gated()
     if gated is None:
         return None
     evidence = gated.evidence
@@ -133,6 +115,7 @@ def traffic_table(run: LoopRun) -> Table:
         "failed",
         "p50 / p99 ms",
         "labels sent",
+        "labels failed",
         "answers by version",
         title="the users",
         title_justify="left",
@@ -144,9 +127,10 @@ def traffic_table(run: LoopRun) -> Table:
         table.add_row(
             channel.name,
             f"{stats.requests:,}",
-            str(sum(stats.errors.values())),
+            f"{channel.failed:,}",
             f"{p50:.1f} / {p99:.1f}",
             f"{stats.labels_sent:,}",
+            f"{stats.labels_failed:,}",
             ", ".join(f"v{v}: {n:,}" for v, n in sorted(channel.stats.versions.items())),
         )
     return table
@@ -164,19 +148,40 @@ def loop_verdicts(run: LoopRun) -> list[str]:
         lines.append(f"{len(early)} drift event(s) before the drift started — a false alarm")
     requests = run.http.stats.requests + run.stream.stats.requests
     if run.failed:
-        errors = dict(run.http.stats.errors + run.stream.stats.errors)
+        errors = {**run.http.request_errors}
+        for kind, n in run.stream.request_errors.items():
+            errors[kind] = errors.get(kind, 0) + n
         lines.append(f"{run.failed:,} of {requests:,} requests FAILED: {errors}")
     else:
         lines.append(f"0 failed requests of {requests:,} (HTTP and broker)")
+    if run.labels_failed:
+        lines.append(f"{run.labels_failed:,} labels could not be sent")
     if run.new is None:
-        gated = run.event("retrain.gated")
-        why = "the candidate lost the gate" if gated is not None else "no retrain finished"
+        gated = run.gated()
+        if gated is None:
+            why = "no retrain finished"
+        elif gated.evidence.get("won"):
+            why = "the candidate won the gate but was not promoted"
+        else:
+            why = "the candidate lost the gate"
         lines.append(f"no new version was promoted within {LIMIT_S:g} s ({why})")
         return lines
-    served = [c.first_answer.get(str(run.new)) for c in (run.http, run.stream)]
+    lines.extend(run.problems)
+    served = [c.first_answer(run.new) for c in (run.http, run.stream)]
     if drift is not None and all(s is not None for s in served):
         last = max(run.at(s) or 0.0 for s in served)
         lines.append(
             f"drift onset → v{run.new} answering on HTTP and the broker: {last - drift:.1f} s"
         )
     return lines
+
+
+def loop_failure(run: LoopRun) -> str | None:
+    """Why the loop did not close, in a line; None when it did."""
+    reasons = []
+    if run.new is None:
+        reasons.append(f"no new version was promoted within {LIMIT_S:g} s")
+    if run.failed:
+        reasons.append(f"{run.failed:,} requests failed")
+    reasons.extend(run.problems)
+    return "; ".join(reasons) if reasons else None
