@@ -82,3 +82,22 @@ def test_ids_give_each_row_an_id_column(cli, tmp_path: Path) -> None:
     refused = cli("data", "generate", "fraud", "--rows", "5", "--ids", " ", "-o", str(out))
     assert refused.code == 2
     assert "--ids needs a non-empty PREFIX" in refused.err
+
+
+def test_generate_housing_reports_the_price_range(cli, tmp_path: Path) -> None:
+    out = tmp_path / "housing.csv"
+    result = cli("data", "generate", "housing", "--rows", "2000", "--seed", "1", "-o", str(out))
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())
+    assert "wrote 2,000 rows of housing" in text
+    assert "(price: median " in text
+    assert "5–95 %" in text
+    assert len(pd.read_csv(out)) == 2000
+
+
+def test_housing_has_no_drift_scenarios(cli, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = cli("data", "generate", "housing", "--rows", "50", "--drift", "many", "-o", str(out))
+    assert result.code == 2
+    assert "dataset 'housing' has no drift scenarios" in result.err
+    assert not out.exists()

@@ -15,7 +15,7 @@ app = typer.Typer(cls=Group, help="Generate datasets.", no_args_is_help=True)
 @app.command(cls=Command)
 def generate(
     dataset: Annotated[
-        str, typer.Argument(metavar="DATASET", help="Dataset to generate, e.g. fraud")
+        str, typer.Argument(metavar="DATASET", help="Dataset to generate: fraud or housing")
     ],
     output: Annotated[
         Path,
@@ -86,9 +86,11 @@ def generate(
     summary = f"wrote {len(frame):,} rows of {spec.name} to {output}"
     if drift is not None:
         summary += f", drifted by {drift}"
-    if spec.schema.target is not None:
-        rates = frame[spec.schema.target].value_counts(normalize=True).sort_index()
-        summary += (
-            " (" + ", ".join(f"{spec.schema.target}={k}: {v:.2%}" for k, v in rates.items()) + ")"
-        )
+    target = spec.schema.target
+    if target is not None and spec.schema.column(target).dtype == "float64":
+        low, median, high = frame[target].quantile([0.05, 0.5, 0.95]).tolist()
+        summary += f" ({target}: median {median:,.0f}, 5–95 % {low:,.0f}–{high:,.0f})"
+    elif target is not None:
+        rates = frame[target].value_counts(normalize=True).sort_index()
+        summary += " (" + ", ".join(f"{target}={k}: {v:.2%}" for k, v in rates.items()) + ")"
     console.print(summary)

@@ -18,6 +18,7 @@ from shipyard.data.fraud import (
     drifted_features,
     generate_fraud,
 )
+from shipyard.data.housing import HOUSING_SCHEMA, generate_housing
 from shipyard.data.profile import profile_frame, profile_values
 from shipyard.data.schema import Column, TableSchema
 from shipyard.data.table import file_sha256, read_table, write_table
@@ -27,6 +28,7 @@ __all__ = [
     "DATASETS",
     "DRIFT_SCENARIOS",
     "FRAUD_SCHEMA",
+    "HOUSING_SCHEMA",
     "Column",
     "Dataset",
     "TableSchema",
@@ -34,6 +36,7 @@ __all__ = [
     "drifted_features",
     "file_sha256",
     "generate_fraud",
+    "generate_housing",
     "get_dataset",
     "profile_frame",
     "profile_values",
@@ -61,6 +64,10 @@ def _generate_fraud(rows: int, seed: int) -> pd.DataFrame:
     return generate_fraud(rows, seed=seed)
 
 
+def _generate_housing(rows: int, seed: int) -> pd.DataFrame:
+    return generate_housing(rows, seed=seed)
+
+
 def _drift_fraud(
     frame: pd.DataFrame, scenario: str, strength: float | None, share: float | None, seed: int
 ) -> pd.DataFrame:
@@ -78,6 +85,15 @@ DATASETS: dict[str, Dataset] = {
         generate=_generate_fraud,
         drift=_drift_fraud,
         drift_scenarios=DRIFT_SCENARIOS,
+    ),
+    "housing": Dataset(
+        name="housing",
+        description=(
+            "House sales in one city: area_m2, rooms, age_years, floor, latitude, longitude, "
+            "distance_km -> price (euros; non-linear in location, size and age)"
+        ),
+        schema=HOUSING_SCHEMA,
+        generate=_generate_housing,
     ),
 }
 
