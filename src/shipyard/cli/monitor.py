@@ -24,6 +24,7 @@ from shipyard.cli.context import (
 )
 from shipyard.cli.queues import BrokerOption
 from shipyard.errors import ShipyardError
+from shipyard.monitoring.report import shown_value
 
 if TYPE_CHECKING:
     from shipyard.monitoring.monitor import CycleReport
@@ -192,7 +193,7 @@ def events(
         table.add_row(
             str(document["id"]),
             document["at"][:19].replace("T", " "),
-            _fmt(document["version"]),
+            shown_value(document["version"]),
             document["kind"],
             escape(event_line(document)),
         )
@@ -215,14 +216,6 @@ def report(
         console.print_json(json.dumps(document))
         return
     _print_report(document, top)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def _severity(feature: dict[str, Any]) -> float:
@@ -281,9 +274,9 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
     for metric in names:
         table.add_row(
             metric,
-            _fmt(offline.get(metric)),
+            shown_value(offline.get(metric)),
             *(
-                _fmt(((performance.get(p) or {}).get("metrics") or {}).get(metric))
+                shown_value(((performance.get(p) or {}).get("metrics") or {}).get(metric))
                 for p in ("all", "rows", "time")
             ),
         )
@@ -298,10 +291,10 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
         verdict = (snapshot.get("dataset_drift") or {}).get(kind)
         windows.add_row(
             kind,
-            _fmt(part.get("predicted")),
-            _fmt(part.get("labelled")),
-            _fmt(part.get("coverage")),
-            f"{_fmt(delay.get('p50_s'))}/{_fmt(delay.get('p90_s'))}",
+            shown_value(part.get("predicted")),
+            shown_value(part.get("labelled")),
+            shown_value(part.get("coverage")),
+            f"{shown_value(delay.get('p50_s'))}/{shown_value(delay.get('p90_s'))}",
             bounds.get("start") or "-",
             bounds.get("end") or "-",
             "-" if verdict is None else ("DRIFT" if verdict else "ok"),
@@ -328,8 +321,8 @@ def _print_version(model: str, entry: dict[str, Any], top: int) -> None:
                 kind,
                 feature["feature"],
                 feature["method"],
-                _fmt(feature.get("statistic")),
-                _fmt(feature.get("threshold")),
+                shown_value(feature.get("statistic")),
+                shown_value(feature.get("threshold")),
             )
         console.print(table)
     for event in entry["events"]:

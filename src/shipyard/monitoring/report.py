@@ -90,8 +90,8 @@ def event_line(event: dict[str, Any]) -> str:
         rows = (part or {}).get("rows")
         where = "labelled live rows in shadow" if shadow else "held-out rows"
         return (
-            f"{verdict}: {evidence.get('metric')} {_shown(candidate.get('value'))} (v"
-            f"{candidate.get('version')}) vs {_shown(current.get('value'))} (v"
+            f"{verdict}: {evidence.get('metric')} {shown_value(candidate.get('value'))} (v"
+            f"{candidate.get('version')}) vs {shown_value(current.get('value'))} (v"
             f"{current.get('version')}) on {rows} {where}"
         )
     if kind == "retrain.shadowing":
@@ -110,14 +110,15 @@ def event_line(event: dict[str, Any]) -> str:
         trigger = evidence.get("trigger") or {}
         return f"by {trigger.get('kind')} ({trigger.get('key')})"
     if kind.startswith("drift.") and "share" in evidence:
-        return f"share {_shown(evidence.get('share'))} of features drifted"
+        return f"share {shown_value(evidence.get('share'))} of features drifted"
     if kind.startswith("performance.") and "live" in evidence:
-        live, offline = _shown(evidence.get("live")), _shown(evidence.get("offline"))
+        live, offline = shown_value(evidence.get("live")), shown_value(evidence.get("offline"))
         return f"{evidence.get('metric')} {live} live vs {offline} offline"
     return str(evidence.get("reason") or evidence.get("resolution") or "")
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A figure as the reports print it: 4 decimals, "-" for none."""
     if value is None:
         return "-"
     if isinstance(value, float):
