@@ -30,6 +30,7 @@ Shipyard is defined here and drawn here.
     ├── BatcherClosedError             503  exit 1  retried  the version was replaced mid-request
     └── UnavailableError               503  exit 6  retried  a database or broker is unreachable
         ├── BackpressureError          503  exit 6  retried  a queue is full; names what it refused
+        ├── ClusterError               503  exit 6  retried  the Dask scheduler is unreachable or lost
         └── PredictionLogError         503  exit 6  retried  the prediction log cannot be written
 """
 
@@ -173,6 +174,11 @@ class BackpressureError(UnavailableError):
     def __init__(self, message: str, refused: Sequence[int]) -> None:
         super().__init__(message)
         self.refused = tuple(refused)
+
+
+class ClusterError(UnavailableError):
+    """The Dask scheduler cannot be reached, or was lost while it ran work; what finished
+    before is kept (``--resume``)."""
 
 
 class PredictionLogError(UnavailableError):

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
     every third of this while it works); a retrain whose process died is taken over and
     abandoned once it expires."""
 
+    scheduler: str = ""
+    """Address of a Dask scheduler (``tcp://host:8786``) that trains ensembles and scores
+    files; empty means a ``LocalCluster`` of ``cluster_workers`` processes on this machine."""
+
+    cluster_workers: int = Field(default=2, gt=0)
+    """Worker processes of the local Dask cluster (one thread each)."""
+
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "SHIPYARD_PROMETHEUS_DIR"),
