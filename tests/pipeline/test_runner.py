@@ -126,3 +126,13 @@ def test_the_spec_monitoring_section_is_stored_with_the_version(registry: Regist
     stored = MonitoringSpec.from_tags(registry.get_version(result.version.ref).tags)
     assert stored.windows.rows == 300
     assert stored.performance.margin == 0.1
+
+
+def test_a_queued_run_is_carried_on_under_its_own_id(registry: Registry) -> None:
+    queued = registry.runs.start("small-fraud", SPEC, {}, status="queued")
+    result = Runner(registry).run(parse_spec(SPEC), SPEC, run_id=queued)
+    assert result.run_id == queued
+    assert registry.get_version("fraud:1").run_id == queued
+    run = registry.runs.get(queued)
+    assert run.status == "succeeded"
+    assert len(run.stages) == 8

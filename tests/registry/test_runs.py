@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shipyard.errors import InvalidInputError, NotFoundError
+from shipyard.errors import ConflictError, InvalidInputError, NotFoundError
 from shipyard.registry import Registry, Runs
 
 
@@ -64,3 +64,39 @@ def test_run_errors(registry: Registry) -> None:
         runs.log_metrics(run_id, {"f1": float("inf")})
     assert runs.get(run_id).stages == []
     assert runs.get(run_id).metrics == {}
+
+
+def test_a_queued_or_failed_run_reopens_and_keeps_its_stages(registry: Registry) -> None:
+    runs = registry.runs
+    queued = runs.start("spec", "name: spec", {}, status="queued")
+    assert runs.get(queued).status == "queued"
+    assert runs.reopen(queued).status == "queued"  # as it was
+    assert runs.get(queued).status == "running"
+    runs.record_stage(queued, "ingest", "failed", datetime.now(UTC), 0.1, "OSError: gone")
+    runs.finish(queued, "failed", "ingest: OSError: gone")
+    runs.reopen(queued)
+    again = runs.get(queued)
+    assert (again.status, again.error, again.finished_at) == ("running", None, None)
+    assert [s.status for s in again.stages] == ["failed"]
+    runs.finish(queued, "succeeded")
+    with pytest.raises(ConflictError, match="succeeded; only a queued or failed run"):
+        runs.reopen(queued)
+    running = runs.start("spec", "", {})
+    with pytest.raises(ConflictError, match="is running"):
+        runs.reopen(running)
+    assert runs.get(running).status == "running"
+    with pytest.raises(NotFoundError):
+        runs.reopen("missing")
+    with pytest.raises(InvalidInputError, match="'running' or 'queued'"):
+        runs.start("spec", "", {}, status="failed")  # type: ignore[arg-type]
+
+
+def test_recent_runs_are_newest_first_and_filter_by_spec(registry: Registry) -> None:
+    runs = registry.runs
+    ids = [runs.start(name, "", {}) for name in ("a", "b", "a")]
+    assert [run.id for run in runs.recent()] == ids[::-1]
+    assert [run.id for run in runs.recent("a")] == [ids[2], ids[0]]
+    assert [run.id for run in runs.recent(limit=1)] == [ids[2]]
+    assert runs.recent("nothing") == []
+    with pytest.raises(InvalidInputError, match="at least 1"):
+        runs.recent(limit=0)

@@ -59,11 +59,13 @@ class Runner:
         *,
         tags: Mapping[str, str] | None = None,
         on_start: Callable[[str], None] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """Execute the spec; raises the failing stage's error after recording it.
 
         ``tags`` go on the registered version beside the spec's; ``on_start`` is called
-        with the run's id once the run is recorded, before the first stage."""
+        with the run's id once the run is recorded, before the first stage. ``run_id``
+        names a queued or failed run to carry on instead of recording a new one."""
         params = {
             "task": spec.task,
             "model": spec.model.type,
@@ -73,7 +75,10 @@ class Runner:
             "data": data_source(spec),
             "shipyard": __version__,
         }
-        run_id = self.registry.runs.start(spec.name, spec_text, params)
+        if run_id is None:
+            run_id = self.registry.runs.start(spec.name, spec_text, params)
+        else:
+            self.registry.runs.reopen(run_id)
         ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id, tags=dict(tags or {}))
         if on_start is not None:
             on_start(run_id)

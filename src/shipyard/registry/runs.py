@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shipyard import __version__
-from shipyard.errors import InvalidInputError, NotFoundError
+from shipyard.errors import ConflictError, InvalidInputError, NotFoundError
 from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.records import RunInfo, StageInfo
 from shipyard.registry.tables import RunMetricRow, RunRow, RunStageRow, utcnow
@@ -41,9 +41,14 @@ class Runs:
         spec_text: str,
         params: dict[str, Any],
         dataset_sha256: str | None = None,
+        *,
+        status: Literal["running", "queued"] = "running",
     ) -> str:
-        """Record a new running run; returns its id."""
+        """Record a new run, running or queued (to be started by another process with
+        ``reopen``); returns its id."""
         check_json(params, "run params")
+        if status not in ("running", "queued"):
+            raise InvalidInputError(f"a run starts 'running' or 'queued', not {status!r}")
         run_id = uuid.uuid4().hex
         with self._transaction(write=True) as session:
             session.add(
@@ -51,7 +56,7 @@ class Runs:
                     id=run_id,
                     spec_name=spec_name,
                     spec_text=spec_text,
-                    status="running",
+                    status=status,
                     params=params,
                     dataset_sha256=dataset_sha256,
                     package_version=__version__,
@@ -59,6 +64,32 @@ class Runs:
                 )
             )
         return run_id
+
+    def reopen(self, run_id: str) -> RunInfo:
+        """Mark a queued or failed run running again (its stages so far are kept); returns
+        it as it was. A running or succeeded run is refused with ``ConflictError``."""
+        with self._transaction(write=True) as session:
+            run = find_run(session, run_id)
+            if run.status not in ("queued", "failed"):
+                raise ConflictError(
+                    f"run {run_id} is {run.status}; only a queued or failed run can be "
+                    "started or resumed (`shipyard runs show` shows its state)"
+                )
+            info = run_infos(session, [run])[0]
+            run.status = "running"
+            run.error = None
+            run.finished_at = None
+        return info
+
+    def recent(self, spec_name: str | None = None, *, limit: int = 50) -> list[RunInfo]:
+        """The newest runs first, of one spec or of all."""
+        if limit < 1:
+            raise InvalidInputError(f"limit must be at least 1, not {limit}")
+        with self._transaction() as session:
+            query = select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id).limit(limit)
+            if spec_name is not None:
+                query = query.where(RunRow.spec_name == spec_name)
+            return run_infos(session, list(session.scalars(query)))
 
     def record_stage(
         self,
