@@ -30,7 +30,7 @@ Shipyard is defined here and drawn here.
     ├── BatcherClosedError             503  exit 1  retried  the version was replaced mid-request
     └── UnavailableError               503  exit 6  retried  a database or broker is unreachable
         ├── BackpressureError          503  exit 6  retried  a queue is full; names what it refused
-        ├── ClusterError               503  exit 6  retried  the Dask scheduler is unreachable or lost
+        ├── ClusterError               503  exit 6  retried  the Dask scheduler is unreachable, lost
         └── PredictionLogError         503  exit 6  retried  the prediction log cannot be written
 """
 
