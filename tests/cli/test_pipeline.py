@@ -123,3 +123,44 @@ def test_a_spec_with_columns_and_no_path_reads_the_data_option(cli, tmp_path: Pa
     result = cli("pipeline", "run", str(spec), "--data", str(rows))
     assert result.code == 0, result.err
     assert "cols:1" in result.out
+
+
+def test_resume_carries_on_a_failed_run_under_its_id(cli, home: Path, tmp_path: Path) -> None:
+    good = tmp_path / "f.csv"
+    assert cli("data", "generate", "fraud", "--rows", "3000", "-o", str(good)).code == 0
+    broken = tmp_path / "broken.csv"
+    broken.write_text("not,the,columns\n1,2,3\n")
+    spec = str(example_spec("fraud"))
+    failed = cli("pipeline", "run", spec, "--data", str(broken))
+    assert failed.code == 2
+    with Registry.open(Settings(home=home)) as registry:
+        (run,) = registry.runs.recent()
+    assert run.status == "failed"
+    resumed = cli("pipeline", "run", spec, "--data", str(good), "--resume", run.id)
+    assert resumed.code == 0, resumed.err
+    assert f"run {run.id}" in resumed.out
+    with Registry.open(Settings(home=home)) as registry:
+        after = registry.runs.get(run.id)
+        assert registry.get_version("fraud:1").run_id == run.id
+    assert after.status == "succeeded"
+    assert [s.status for s in after.stages][:2] == ["succeeded", "failed"]  # the first attempt
+    again = cli("pipeline", "run", spec, "--data", str(good), "--resume", run.id)
+    assert again.code == 4
+    assert "succeeded; only a queued or failed run" in again.err
+    assert _versions(home) == [(1, ["production"])]
+
+
+def test_resume_refuses_another_specs_run_and_an_unknown_id(
+    cli, home: Path, tmp_path: Path
+) -> None:
+    with Registry.open(Settings(home=home)) as registry:
+        other = registry.runs.start("housing", "", {}, status="queued")
+    spec = str(example_spec("fraud"))
+    mixed = cli("pipeline", "run", spec, "--resume", other)
+    assert mixed.code == 2
+    assert "ran spec 'housing', not 'fraud'" in mixed.err
+    unknown = cli("pipeline", "run", spec, "--resume", "nosuchrun")
+    assert unknown.code == 3
+    assert "no run with id 'nosuchrun'" in unknown.err
+    with Registry.open(Settings(home=home)) as registry:
+        assert registry.runs.get(other).status == "queued"

@@ -33,18 +33,41 @@ def run(
         Path | None,
         typer.Option(metavar="FILE", help="Read the table from this file instead of the spec's"),
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN",
+            help="Carry on this failed or queued run of the same spec (shipyard runs list)",
+        ),
+    ] = None,
 ) -> None:
     """Ingest, validate, split, train, evaluate, export, register and maybe promote a model."""
     from shipyard.pipeline import load_spec
 
     spec, text = load_spec(spec_source, data_file=data)
     with open_registry(ctx) as registry:
-        result = run_with_status(registry, spec, text, console)
+        if resume is not None:
+            check_resumable(registry, resume, spec)
+        result = run_with_status(registry, spec, text, console, run_id=resume)
     console.print(run_table(result))
 
 
-def run_with_status(registry: Registry, spec: Spec, text: str, out: Console) -> RunResult:
-    """Run a spec while a status line names the stage in progress."""
+def check_resumable(registry: Registry, run_id: str, spec: Spec) -> None:
+    """Refuse to carry on a run of another spec (its lineage would lie)."""
+    from shipyard.errors import InvalidInputError
+
+    run = registry.runs.get(run_id)
+    if run.spec_name != spec.name:
+        raise InvalidInputError(
+            f"run {run_id} ran spec {run.spec_name!r}, not {spec.name!r}; resume it with "
+            "its own spec (`shipyard runs show` prints it) or leave --resume out"
+        )
+
+
+def run_with_status(
+    registry: Registry, spec: Spec, text: str, out: Console, *, run_id: str | None = None
+) -> RunResult:
+    """Run a spec (or carry on run ``run_id``) while a status line names the stage."""
     from shipyard.pipeline import Runner
 
     with out.status("starting") as status:
@@ -56,7 +79,7 @@ def run_with_status(registry: Registry, spec: Spec, text: str, out: Console) -> 
                 mark = "[green]✓[/]" if state == "succeeded" else "[red]✗[/]"
                 out.print(f"  {mark} {name:<9} {seconds:7.2f} s")
 
-        return Runner(registry, listener=listener).run(spec, text)
+        return Runner(registry, listener=listener).run(spec, text, run_id=run_id)
 
 
 def run_table(result: RunResult) -> Table:
