@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shipyard.errors import ClusterError
+from shipyard.errors import ClusterError, ShipyardError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -82,10 +82,12 @@ def fit_on_cluster(
                 logger.warning("learner %d failed: %s: %s", index, type(failure).__name__, failure)
                 on_error(index, failure)
             future.release()
-    except ClusterError:
-        raise
+    except ShipyardError:
+        raise  # the callbacks' own (a registry that cannot be written, …)
     except Exception as error:
-        if client.status not in ("running", "connecting") or _cancelled(error):
+        # A result being fetched when the scheduler dies fails with CommClosedError (an
+        # OSError), a future cancelled by the lost connection with FutureCancelledError.
+        if isinstance(error, OSError) or _cancelled(error) or client.status != "running":
             raise _lost(client) from error
         raise
     finally:
