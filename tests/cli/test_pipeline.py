@@ -298,3 +298,21 @@ def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_m
         assert np.array_equal(
             _house_prices(registry, "houses:1"), _house_prices(registry, "houses:2")
         )
+
+
+def test_an_ensemble_runs_on_a_local_cluster_of_the_workers_asked_for(
+    cli, home: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "houses.yaml"
+    spec.write_text(
+        ENSEMBLE_SPEC.replace("rows: 12000", "rows: 1500").replace("learners: 16", "learners: 4")
+    )
+    result = cli("pipeline", "run", str(spec), "--workers", "1")
+    assert result.code == 0, result.err
+    assert "learners: 4 fitted" in result.out
+    assert "houses:1" in result.out
+    with Registry.open(Settings(home=home)) as registry:
+        (run,) = registry.runs.recent()
+    assert run.params["cluster"].startswith("1 workers at tcp://127.0.0.1:")
+    assert run.params["ensemble"]["learners"] == 4
+    assert run.metrics["learners"] == 4

@@ -23,7 +23,7 @@ def _fit(data: list[int], recipe: int, index: int) -> int:
 def client() -> Iterator[Client]:
     # Threads in this process: the reporting logic is what is tested here, not processes.
     with (
-        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster, set_as_default=False) as opened,
     ):
         yield opened
@@ -52,7 +52,7 @@ def test_nothing_to_fit_sends_nothing(client: Client) -> None:
 
 def test_a_cluster_without_workers_says_what_to_start() -> None:
     with (
-        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster, set_as_default=False) as empty,
         pytest.raises(ClusterError, match=r"no worker after 0.5 s; start one \(`dask worker"),
     ):

@@ -178,7 +178,7 @@ def cluster() -> Iterator[tuple[LocalCluster, Client]]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit=0,
         ) as local,
         Client(local, set_as_default=False) as client,

@@ -51,7 +51,10 @@ def open_cluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        # Dask serves /metrics (and a dashboard if bokeh is installed) whatever this says;
+        # None means its fixed port 8787, which a second cluster on the machine finds taken
+        # (a warning, then an error under warnings-as-errors): a free port instead.
+        dashboard_address="127.0.0.1:0",
         memory_limit=0,  # no pausing or killing of workers by Dask's memory monitor
         silence_logs=logging.ERROR,
     )
