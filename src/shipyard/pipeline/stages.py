@@ -274,6 +274,8 @@ class Export:
         problem = self._check(ctx, exported)
         if problem is not None and exported.format == "onnx" and spec.model.format == "auto":
             logger.warning("%s; exporting with skops instead", problem)
+            key = "export_agreement" if spec.task == "regression" else "export_label_agreement"
+            ctx.metrics["export_onnx_agreement"] = ctx.metrics[key]  # why it is skops
             exported = self._export(ctx, "skops")
             problem = self._check(ctx, exported)
         if problem is not None:
