@@ -243,7 +243,7 @@ def train_ensemble(
         classes, encoded = np.unique(target, return_inverse=True)
         data = TrainingData(features, encoded.astype(np.int64), n_classes=len(classes))
     total = ensemble.learners
-    learners = _stored_learners(registry, run_id, fingerprint, recipe, data)
+    learners = _stored_learners(registry, run_id, fingerprint, recipe, data, total)
     resumed = len(learners)
     failures: dict[int, BaseException] = {}
 
@@ -296,12 +296,19 @@ def train_ensemble(
 
 
 def _stored_learners(
-    registry: Registry, run_id: str, fingerprint: str, recipe: LearnerRecipe, data: TrainingData
+    registry: Registry,
+    run_id: str,
+    fingerprint: str,
+    recipe: LearnerRecipe,
+    data: TrainingData,
+    total: int,
 ) -> dict[int, Learner]:
-    """The learners a failed attempt of this run stored, loaded from verified bytes by skops
-    with its trusted types (never unpickled)."""
+    """The learners (of the first ``total``) a failed attempt of this run stored, loaded
+    from verified bytes by skops with its trusted types (never unpickled)."""
     learners: dict[int, Learner] = {}
     for index, digest in sorted(registry.runs.learners(run_id, fingerprint).items()):
+        if index >= total:  # the spec now asks for fewer learners
+            continue
         blob = registry.store.get(digest)  # re-hashed: a modified blob is refused
         estimator = skops_io().loads(blob, trusted=skops_trusted_types(blob))
         _, features = learner_draw(recipe, index, data.rows, data.features.shape[1])
