@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,9 @@ from sklearn.ensemble import BaggingClassifier, BaggingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from shipyard.data import get_dataset
-from shipyard.errors import InvalidInputError
+from shipyard.errors import ArtifactError, ArtifactTamperedError, InvalidInputError
 from shipyard.inference import export_model
+from shipyard.inference.formats import skops_io
 from shipyard.inference.predictor import load_predictor, predictor_from_files
 from shipyard.pipeline import ClusterOptions, Runner, parse_spec
 from shipyard.pipeline.ensemble import (
@@ -25,6 +27,7 @@ from shipyard.pipeline.ensemble import (
     FITTED_ATTRIBUTES,
     LearnerRecipe,
     TrainingData,
+    _stored_learners,
     assemble,
     fit_learner,
     learner_draw,
@@ -141,6 +144,30 @@ def test_a_learner_whose_sample_misses_a_class_fails_saying_what_to_change(
     )
     with pytest.raises(InvalidInputError, match=r"drew 1 of the 2 classes.*sample_fraction"):
         fit_learner(TrainingData(x, target, n_classes=2), recipe, 0)
+
+
+def test_stored_learners_reload_only_from_verified_bytes(housing: Any, registry: Registry) -> None:
+    x, y = housing
+    data = TrainingData(x, y)
+    learner = fit_learner(data, RECIPE, 1)
+    run_id = registry.runs.start("houses", "", {})
+    digest = registry.store.put(skops_io().dumps(learner.estimator))
+    registry.runs.add_learner(run_id, "f" * 64, 1, digest)
+    registry.runs.add_learner(run_id, "f" * 64, 7, digest)  # beyond the 4 asked for: ignored
+    (reloaded,) = _stored_learners(registry, run_id, "f" * 64, RECIPE, data, 4).values()
+    assert np.array_equal(reloaded.features, learner.features)
+    assert np.array_equal(
+        reloaded.estimator.predict(x[:, reloaded.features]),
+        learner.estimator.predict(x[:, learner.features]),
+    )
+    path = registry.store.path_of(digest)
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    with pytest.raises(ArtifactTamperedError, match="modified after it was stored"):
+        _stored_learners(registry, run_id, "f" * 64, RECIPE, data, 4)
+    untrusted = registry.store.put(skops_io().dumps(Fraction(1, 3)))
+    registry.runs.add_learner(run_id, "e" * 64, 0, untrusted)
+    with pytest.raises(ArtifactError, match="outside the allow-list"):
+        _stored_learners(registry, run_id, "e" * 64, RECIPE, data, 4)
 
 
 # -- whole runs on a cluster ----------------------------------------------------------------
