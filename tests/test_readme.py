@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import shipyard
 from debian_packages import require_tools
@@ -40,6 +41,7 @@ RETRAINING = _block_under("## Retraining")
 DASHBOARD = _block_under("## Dashboard")
 TRAFFIC = _block_under("## Simulated users")
 DEPLOY = _block_under("## Prometheus and Grafana")
+CONTAINERS = _block_under("## Containers")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -339,3 +341,29 @@ def test_deploy_commands_run_in_the_repository() -> None:
     assert "is valid prometheus config file syntax" in out
     assert "SUCCESS: 12 rules found" in out  # the rule files the configuration loads
     assert "Unit Testing:  deploy/prometheus/tests/shipyard.yml\n  SUCCESS" in out
+
+
+def test_containers_block_makes_every_secret_the_compose_file_names(tmp_path: Path) -> None:
+    """The secrets block, in an empty folder: exactly the files deploy/compose.yaml's
+    secrets and configs name, none empty, readable by the containers' users in a folder
+    closed to others; one RabbitMQ password in both files, a signing key and its .pub."""
+    from shipyard.registry.signing import Signer, TrustedKeys
+
+    _run(f"set -euo pipefail\n{CONTAINERS}", tmp_path, _block_env(tmp_path), timeout=120)
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    named = {
+        Path(e["file"]).name for kind in ("secrets", "configs") for e in compose[kind].values()
+    }
+    made = tmp_path / "deploy" / "secrets"
+    assert {p.name for p in made.iterdir()} == named
+    assert made.stat().st_mode & 0o777 == 0o700
+    for path in made.iterdir():
+        assert path.stat().st_size > 0, path.name
+        assert path.stat().st_mode & 0o004, f"{path.name}: the containers' users cannot read it"
+    broker = re.fullmatch(
+        r"amqp://shipyard:(\w+)@rabbitmq:5672/", (made / "broker_url").read_text().strip()
+    )
+    assert broker is not None
+    assert f"default_pass = {broker[1]}\n" in (made / "rabbitmq_user.conf").read_text()
+    signer = Signer.load(made / "signing.key")
+    TrustedKeys.load(made).verify(b"x", signer.sign(b"x"), signer.key_id)
