@@ -222,8 +222,10 @@ def ordered_output(path: Path) -> Iterator[OrderedWriter]:
     try:
         with partial.open("wb") as file:
             writer = OrderedWriter(file, kind)
-            yield writer
-            writer.close()
+            try:
+                yield writer
+            finally:  # a Parquet writer left open complains when collected
+                writer.close()
         partial.replace(path)
     finally:
         with suppress(FileNotFoundError):
