@@ -132,11 +132,12 @@ def score_file_on_cluster(
     """Verify the model, then score the file on a Dask cluster (``scheduler``'s, or a local
     one of ``workers`` processes) with a progress bar; the number of rows written."""
     from shipyard.cluster import cluster_description, open_cluster
-    from shipyard.cluster.partitions import plan_file
+    from shipyard.cluster.partitions import output_kind, plan_file
     from shipyard.cluster.scoring import score_file_on_cluster as score_on
 
     artifact = registry.load_artifact(model)  # verified before any worker sees a byte
     plan = plan_file(input, partition_rows)
+    output_kind(output)  # an unsupported suffix is refused before a cluster starts
     label = f"{artifact.manifest.name}:{artifact.manifest.version}"
     with _progress() as progress:
         task = progress.add_task(f"starting the cluster for {label}", total=plan.total, rows=0)

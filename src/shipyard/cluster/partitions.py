@@ -165,33 +165,55 @@ def _lines_starting_in(path: Path, start: int, stop: int) -> bytes:
         return file.read(end - begin)
 
 
+@dataclass(frozen=True)
+class EncodedPart:
+    """Scored rows as the output file holds them, encoded where they were scored (on a
+    worker, in parallel): CSV or JSON Lines text (``header``: the CSV header line), or an
+    Arrow table for Parquet."""
+
+    rows: int
+    header: bytes = b""
+    body: bytes = b""
+    table: pa.Table | None = None
+
+
+def encode_part(frame: pd.DataFrame, kind: str) -> EncodedPart:
+    """``frame`` encoded as ``data.write_table`` writes a file of ``kind``."""
+    if kind == "CSV":
+        header = frame.iloc[:0].to_csv(index=False).encode()
+        return EncodedPart(len(frame), header, frame.to_csv(index=False, header=False).encode())
+    if kind == "JSON Lines":
+        body = frame.to_json(orient="records", lines=True).encode() if len(frame) else b""
+        return EncodedPart(len(frame), body=body)
+    return EncodedPart(len(frame), table=pa.Table.from_pandas(frame, preserve_index=False))
+
+
 class OrderedWriter:
-    """Appends scored partitions, in order, to one CSV, Parquet or JSON Lines file: the same
+    """Appends encoded partitions, in order, to one CSV, Parquet or JSON Lines file: the same
     bytes (CSV, JSON Lines) or the same table (Parquet) as ``data.write_table`` of them all."""
 
     def __init__(self, file: IO[bytes], kind: str) -> None:
         self._file = file
-        self._kind = kind
+        self.kind = kind
         self._parquet: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self.rows = 0
         self._written = False
 
-    def write(self, frame: pd.DataFrame) -> None:
-        """Append ``frame``'s rows."""
-        if self._kind == "CSV":
-            text = frame.to_csv(index=False, header=not self._written)
-            self._file.write(text.encode())
-        elif self._kind == "JSON Lines":
-            if len(frame):
-                self._file.write(frame.to_json(orient="records", lines=True).encode())
+    def write(self, part: EncodedPart | pd.DataFrame) -> None:
+        """Append a partition's rows (encoded, or a table to encode here)."""
+        if isinstance(part, pd.DataFrame):
+            part = encode_part(part, self.kind)
+        if part.table is not None:
+            self._write_parquet(part.table)
         else:
-            self._write_parquet(frame)
-        self.rows += len(frame)
+            if not self._written:
+                self._file.write(part.header)
+            self._file.write(part.body)
+        self.rows += part.rows
         self._written = True
 
-    def _write_parquet(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+    def _write_parquet(self, table: pa.Table) -> None:
         if self._parquet is None:
             self._schema = table.schema
             self._parquet = pq.ParquetWriter(self._file, table.schema)
@@ -209,6 +231,12 @@ class OrderedWriter:
         """Finish the file (a Parquet footer)."""
         if self._parquet is not None:
             self._parquet.close()
+            self._parquet = None
+
+
+def output_kind(path: Path) -> str:
+    """``CSV``, ``Parquet`` or ``JSON Lines`` by the suffix; an unsupported one is refused."""
+    return _kind(Path(path))
 
 
 @contextmanager

@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from shipyard.cluster.partitions import FilePart, FilePlan, ordered_output, plan_file, read_part
+from shipyard.cluster.partitions import (
+    EncodedPart,
+    FilePart,
+    FilePlan,
+    encode_part,
+    ordered_output,
+    output_kind,
+    plan_file,
+    read_part,
+)
 from shipyard.errors import ArtifactTamperedError, ClusterError
 from shipyard.inference.batch import (
     DEFAULT_BATCH_ROWS,
@@ -112,17 +121,18 @@ def worker_predictor(model: ModelFiles) -> Predictor:
 
 @dataclass(frozen=True)
 class ScoredPart:
-    """A partition's outcome: its rows scored, or its first value that is no number (``row``
-    counted within the partition)."""
+    """A partition's outcome: its rows scored and encoded for the output file, or its first
+    value that is no number (``row`` counted within the partition)."""
 
     number: int
     rows: int
-    scored: pd.DataFrame | None
+    encoded: EncodedPart | None
     bad: NonNumber | None
 
 
-def score_part(part: FilePart, model: ModelFiles, batch_rows: int) -> ScoredPart:
-    """Read, check and score one partition (a task on a worker: pure, so recomputable)."""
+def score_part(part: FilePart, model: ModelFiles, batch_rows: int, kind: str) -> ScoredPart:
+    """Read, check, score and encode (as output ``kind``) one partition: a task on a worker,
+    pure, so recomputable."""
     frame = read_part(part)
     if frame.empty and not len(frame.columns):  # a JSON Lines range with no line
         return ScoredPart(part.number, 0, None, None)
@@ -130,9 +140,8 @@ def score_part(part: FilePart, model: ModelFiles, batch_rows: int) -> ScoredPart
     bad = first_non_number(frame, predictor.input_schema["features"])
     if bad is not None:
         return ScoredPart(part.number, len(frame), None, bad)
-    return ScoredPart(
-        part.number, len(frame), score_frame(predictor, frame, batch_rows=batch_rows), None
-    )
+    scored = score_frame(predictor, frame, batch_rows=batch_rows)
+    return ScoredPart(part.number, len(frame), encode_part(scored, kind), None)
 
 
 def _files(model: ModelFiles) -> ModelFiles:
@@ -161,22 +170,25 @@ def score_file_on_cluster(
     files = client.submit(_files, model, key=f"shipyard-model-{model.digest}")
     window = 2 * max(1, sum(client.nthreads().values())) + 2
     before = 0  # rows of the partitions already written
-    last_empty: pd.DataFrame | None = None
+    last_empty: EncodedPart | None = None
+    kind = output_kind(output)
     with (
         ordered_output(output) as writer,
-        closing(_in_order(client, plan.parts, files, batch_rows, window, progress)) as results,
+        closing(
+            _in_order(client, plan.parts, files, batch_rows, kind, window, progress)
+        ) as results,
     ):
         for result in results:
             if result.bad is not None:
                 bad = result.bad
                 raise non_number_error(input, NonNumber(before + bad.row, bad.column, bad.value))
             before += result.rows
-            if result.scored is None:
+            if result.encoded is None:
                 continue
             if result.rows:
-                writer.write(result.scored)
+                writer.write(result.encoded)
             else:  # written only if the file has no row at all: the header of the output
-                last_empty = result.scored
+                last_empty = result.encoded
         if not writer.rows and last_empty is not None:
             writer.write(last_empty)
     files.release()
@@ -196,6 +208,7 @@ def _in_order(
     parts: list[FilePart],
     files: Future[ModelFiles],
     batch_rows: int,
+    kind: str,
     window: int,
     progress: Progress | None,
 ) -> Generator[ScoredPart]:
@@ -211,7 +224,9 @@ def _in_order(
     def top_up() -> None:
         nonlocal submitted
         while submitted < len(parts) and submitted < yielded + window:
-            future = client.submit(score_part, parts[submitted], files, batch_rows, pure=False)
+            future = client.submit(
+                score_part, parts[submitted], files, batch_rows, kind, pure=False
+            )
             pending[submitted] = future
             queue.add(future)
             submitted += 1
