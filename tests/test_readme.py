@@ -208,6 +208,10 @@ def test_usage_commands_run_in_order(folders: Folders, trained: list[str]) -> No
     for name in ("pipeline.yaml", "request.json", "oip-request.json", "mlflow-request.json"):
         assert (tmp_path / "examples" / "fraud" / name).is_file()
     assert (tmp_path / "scored.csv").exists()
+    # On a local cluster of 2 workers: the same bytes as in-process.
+    assert (tmp_path / "scored-on-2-workers.csv").read_bytes() == (
+        tmp_path / "scored.csv"
+    ).read_bytes()
     assert (tmp_path / "other-keys" / "signing.pub").exists()
 
 

@@ -52,6 +52,9 @@ def open_cluster(
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
+        # The scheduler serves its health routes over HTTP even with the dashboard off, on
+        # 8787 unless told otherwise: another cluster there would make it warn and move.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         memory_limit=0,  # no pausing or killing of workers by Dask's memory monitor
         silence_logs=logging.ERROR,
     )
