@@ -38,8 +38,8 @@ def open_cluster(
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {scheduler} within "
                 f"{connect_timeout_s:g} s ({error}); start it (`dask scheduler`, and "
-                "`dask worker ADDRESS` on each machine) or leave --scheduler out to run "
-                "on a local cluster"
+                "`dask worker ADDRESS` on each machine) or leave --scheduler (and "
+                "SHIPYARD_SCHEDULER) out to work on this machine alone"
             ) from error
         try:
             yield client
