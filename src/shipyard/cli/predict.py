@@ -51,6 +51,7 @@ def score_file(
     from shipyard.data import read_table, write_table
     from shipyard.inference import load_predictor
     from shipyard.inference.batch import score_frame
+    from shipyard.inference.numbers import check_numbers
 
     predictor = load_predictor(registry.load_artifact(model))
     frame = read_table(input)
@@ -70,37 +71,3 @@ def score_file(
         )
     write_table(scored, output)
     return scored
-
-
-def check_numbers(frame: pd.DataFrame, features: list[str], path: Path) -> None:
-    """SchemaError naming the column, the row (1-based, and the line of a CSV or JSON Lines
-    file) and the value of the first feature value, in file order, that is not a number."""
-    import numpy as np
-    import pandas as pd
-
-    from shipyard.errors import SchemaError
-
-    first: tuple[int, str] | None = None
-    for name in features:
-        if name not in frame.columns:
-            continue  # missing columns are named all together by the predictor
-        column = frame[name]
-        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
-            continue
-        # Text that spells a number ("1.5") converts, as the predictor converts it.
-        bad = pd.to_numeric(column, errors="coerce").isna().to_numpy() & column.notna().to_numpy()
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            if first is None or index < first[0]:
-                first = (index, name)
-    if first is None:
-        return
-    index, name = first
-    value = frame[name].iloc[index]
-    shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
-    # Line numbers of a text file: a CSV has its header line first; JSON Lines has none.
-    line = {".csv": index + 2, ".jsonl": index + 1, ".ndjson": index + 1}.get(path.suffix.lower())
-    where = f"row {index + 1}" + (f" (line {line})" if line is not None else "")
-    raise SchemaError(
-        f"{path}: feature {name!r} in {where} must be a number, got {shown}; fix or drop that row"
-    )
