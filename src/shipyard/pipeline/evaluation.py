@@ -89,7 +89,7 @@ def evaluate_frame(
         found = np.unique(y_true)
         if len(found) < 2:
             raise SchemaError(
-                f"{source}: the target {target!r} holds only class {found[0]!r}; the "
+                f"{source}: the target {target!r} holds only class {found.tolist()[0]!r}; the "
                 f"metrics of {named} ({', '.join(spec.metrics)}) need rows of two classes"
             )
         scores = joined["probability"] if "probability" in joined else joined["probabilities"]
