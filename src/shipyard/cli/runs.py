@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from shipyard.cli.context import Command, Group, console, open_registry, settings_of
 
@@ -43,14 +43,27 @@ def list_runs(
         which = f"of {spec!r} " if spec is not None else ""
         console.print(f"no runs {which}yet; start one with `shipyard pipeline run SPEC`")
         return
-    table = Table("id", "spec", "status", "started", "duration", "version")
+    # No rules, one space between columns: the whole id (what `runs show` takes) and the
+    # rest fit in 80 columns.
+    table = Table(
+        Column("id", no_wrap=True),
+        "spec",
+        Column("status", no_wrap=True),
+        Column("started", no_wrap=True),
+        Column("duration", no_wrap=True),
+        "version",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     for run in runs:
         version = versions.get(run.id)
         table.add_row(
             run.id,
             run.spec_name,
             _status(run.status),
-            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{run.started_at:%m-%d %H:%M}",
             _duration(run),
             version.ref if version is not None else "-",
         )
