@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -53,6 +54,13 @@ def operator(keys: dict[str, str]) -> dict[str, str]:
 def runs_of(home: Path, name: str = "fraud") -> list[str]:
     with Registry.open(Settings(home=home)) as registry:
         return [run.id for run in registry.runs.recent(name)]
+
+
+def stop_training(home: Path, run_id: str) -> int:
+    """SIGKILL the training child of ``run_id`` (named in its owner file); its pid."""
+    pid = int(json.loads((home / "runs" / f"{run_id}.json").read_text())["pid"])
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def follow(client: TestClient | httpx.Client, location: str) -> dict[str, Any]:
@@ -118,15 +126,35 @@ def test_a_training_process_that_dies_fails_its_run_with_its_log(
     answer = client.post("/v1/pipelines/fraud/runs", json={"spec": generating}, headers=operator)
     assert answer.status_code == 202, answer.text
     run_id = answer.json()["id"]
-    owner = (model_home / "runs" / f"{run_id}.json").read_text()
-    pid = int(owner.split('"pid": ')[1].split(",")[0])
-    os.kill(pid, signal.SIGKILL)  # before it can record anything but, at most, its start
+    pid = stop_training(model_home, run_id)  # before it records anything but, maybe, its start
     run = follow(client, answer.headers["location"])
     assert run["status"] == "failed"
     assert f"the training process (pid {pid} on " in run["error"]
     assert f"{run_id}.log" in run["error"]
     assert not (model_home / "runs" / f"{run_id}.json").exists()  # judged once
     assert run["version"] is None
+
+
+def test_a_table_alone_trains_the_last_runs_spec_on_it(
+    client: TestClient, operator: dict[str, str], model_home: Path, table: bytes
+) -> None:
+    with Registry.open(Settings(home=model_home)) as registry:
+        (last,) = registry.runs.recent("fraud")
+        last_text = registry.runs.spec_text(last.id)
+    files = {"data": ("fraud.parquet", _parquet(table))}
+    answer = client.post("/v1/pipelines/fraud/runs", files=files, headers=operator)
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["id"]
+    # Stopped at once: what matters is what was queued, not another training.
+    stop_training(model_home, run_id)
+    with Registry.open(Settings(home=model_home)) as registry:
+        run = registry.runs.get(run_id)
+        assert registry.runs.spec_text(run_id) == last_text
+    stored = run.params["data"]["path"]
+    assert stored.endswith(".parquet")
+    assert stored != last.params["data"]["path"]
+    assert Path(stored).read_bytes() == _parquet(table)
+    assert follow(client, answer.headers["location"])["status"] == "failed"
 
 
 @pytest.fixture
