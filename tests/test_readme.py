@@ -20,13 +20,11 @@ from debian_packages import require_tools
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING = (
     BLOCKS[0].strip(),
     BLOCKS[1].strip(),
     BLOCKS[2],
     BLOCKS[3],
-    BLOCKS[4],
-    BLOCKS[5],
 )
 BIN = Path(sys.executable).parent
 
@@ -37,6 +35,9 @@ def _block_under(heading: str) -> str:
     return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
 
 
+TRAINING = _block_under("## Training and evaluating over HTTP")
+STREAMING = _block_under("## Streaming")
+MONITORING = _block_under("## Monitoring")
 RETRAINING = _block_under("## Retraining")
 DASHBOARD = _block_under("## Dashboard")
 TRAFFIC = _block_under("## Simulated users")
@@ -229,6 +230,42 @@ def test_serving_commands_run_as_a_script(folders: Folders, trained: list[str]) 
     assert '"model_name":"fraud","model_version":"1"' in out
     assert '{"predictions":[' in out
     assert '"token_type":"bearer"' in out
+
+
+def _json_documents(text: str) -> list[dict[str, object]]:
+    """The JSON objects in what a script printed (curl ends none of them with a newline)."""
+    decoder, found, start = json.JSONDecoder(), [], text.find('{"')
+    while start != -1:
+        document, end = decoder.raw_decode(text, start)
+        found.append(document)
+        start = text.find('{"', end)
+    return found
+
+
+@pytest.mark.e2e
+def test_training_over_http_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
+    """The training-over-HTTP block, after the usage block's training, as one bash script: a
+    run from an upload followed to its version, an evaluation and a prediction by that
+    version, a run again from the last one's spec and data, the runs listed."""
+    tmp_path = folders.restore("trained")  # the example's files, fraud:1 in production
+    env = _block_env(tmp_path)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{TRAINING}"
+    out = _run(script, tmp_path, env, timeout=600)
+    answers = _json_documents(out)
+    first, evaluated, predicted, again = answers[1:]
+    assert answers[0] == {"ready": True}
+    assert (first["status"], first["version"]["ref"]) == ("succeeded", "fraud:2"), first
+    assert [stage["status"] for stage in first["stages"]] == ["succeeded"] * 8
+    assert first["data"]["path"].endswith(f"uploads/{first['dataset_sha256']}.csv")
+    assert (evaluated["model"], evaluated["version"], evaluated["rows"]) == ("fraud", 2, 4000)
+    assert set(evaluated["metrics"]) == set(evaluated["recorded_metrics"]) >= {"roc_auc", "f1"}
+    assert predicted["version"] == 2
+    assert (again["status"], again["version"]["ref"]) == ("succeeded", "fraud:3"), again
+    assert (again["data"], again["dataset_sha256"]) == (first["data"], first["dataset_sha256"])
+    listed = out[out.rindex("}") + 1 :]
+    for run in (first, again):
+        assert run["id"] in listed
+    assert "fraud:3" in listed
 
 
 @pytest.mark.e2e

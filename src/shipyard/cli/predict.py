@@ -100,7 +100,7 @@ def score_file(
     """Verify and load the model, score the file with a progress bar, write the result."""
     from shipyard.data import read_table, write_table
     from shipyard.inference import load_predictor
-    from shipyard.inference.batch import score_frame
+    from shipyard.inference.batch import check_numbers, score_frame
 
     predictor = load_predictor(registry.load_artifact(model))
     frame = read_table(input)
@@ -174,13 +174,3 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
-
-
-def check_numbers(frame: pd.DataFrame, features: list[str], path: Path) -> None:
-    """SchemaError naming the column, the row (1-based, and the line of a CSV or JSON Lines
-    file) and the value of the first feature value, in file order, that is not a number."""
-    from shipyard.inference.batch import first_non_number, non_number_error
-
-    bad = first_non_number(frame, features)
-    if bad is not None:
-        raise non_number_error(path, bad)

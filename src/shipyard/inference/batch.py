@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -69,12 +69,21 @@ def first_non_number(frame: pd.DataFrame, features: Sequence[str]) -> NonNumber 
     return NonNumber(index, name, frame[name].iloc[index])
 
 
-def non_number_error(path: Path, bad: NonNumber) -> SchemaError:
+def check_numbers(frame: pd.DataFrame, features: Sequence[str], source: str | PurePath) -> None:
+    """SchemaError naming the column, the row (1-based, and the line of a CSV or JSON Lines
+    file) and the value of the first feature value, in file order, that is not a number;
+    ``source`` names the file (its suffix tells how rows map to lines)."""
+    bad = first_non_number(frame, features)
+    if bad is not None:
+        raise non_number_error(source, bad)
+
+
+def non_number_error(path: str | PurePath, bad: NonNumber) -> SchemaError:
     """The error naming the column, the row (1-based, and the line of a CSV or JSON Lines
     file) and the value of ``bad``, whose ``row`` counts from the file's first row."""
     shown = repr(bad.value) if len(repr(bad.value)) <= 60 else f"{repr(bad.value)[:60]}…"
     # Line numbers of a text file: a CSV has its header line first; JSON Lines has none.
-    suffix = Path(path).suffix.lower()
+    suffix = PurePath(path).suffix.lower()
     line = {".csv": bad.row + 2, ".jsonl": bad.row + 1, ".ndjson": bad.row + 1}.get(suffix)
     where = f"row {bad.row + 1}" + (f" (line {line})" if line is not None else "")
     return SchemaError(
