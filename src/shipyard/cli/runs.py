@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -83,6 +84,9 @@ def show(
         run = settle(registry, home, registry.runs.get(run_id))
         version = registry.versions_of_runs([run.id]).get(run.id)
     console.print(_summary(run, version))
+    data = run.params.get("data")
+    if isinstance(data, dict) and "path" in data:
+        console.print(f"data file: {escape(str(data['path']))}", soft_wrap=True)
     if run.stages:
         stages = Table("stage", "status", "started", "seconds", "error", title="stages")
         for stage in run.stages:
@@ -117,7 +121,9 @@ def _summary(run: RunInfo, version: ModelVersionInfo | None) -> Table:
     table.add_row("version", version.ref if version is not None else "-")
     data = run.params.get("data")
     if isinstance(data, dict) and "path" in data:
-        table.add_row("data", escape(str(data["path"])))
+        # The file's name in the table (a long path would be cut to the terminal's width);
+        # the whole path is printed below it.
+        table.add_row("data", escape(PurePath(str(data["path"])).name))
     elif isinstance(data, dict) and "generate" in data:
         table.add_row("data", escape(f"generated: {data['generate']}"))
     table.add_row("dataset sha256", run.dataset_sha256 or "-")
