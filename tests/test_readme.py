@@ -16,6 +16,7 @@ import yaml
 
 import shipyard
 from debian_packages import require_tools
+from shipyard.children import stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -43,6 +44,7 @@ DASHBOARD = _block_under("## Dashboard")
 TRAFFIC = _block_under("## Simulated users")
 DEPLOY = _block_under("## Prometheus and Grafana")
 CONTAINERS = _block_under("## Containers")
+BALANCERS = _block_under("## Replicas behind nginx")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -408,3 +410,29 @@ def test_containers_block_makes_every_secret_the_compose_file_names(tmp_path: Pa
     assert f"default_pass = {broker[1]}\n" in (made / "rabbitmq_user.conf").read_text()
     signer = Signer.load(made / "signing.key")
     TrustedKeys.load(made).verify(b"x", signer.sign(b"x"), signer.key_id)
+
+
+@pytest.mark.e2e
+def test_balancer_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
+    """The replicas-behind-nginx block, after the usage block's training, in a folder with
+    the clone's deploy/ (as in a clone's root), with Debian's nginx: two replicas, two
+    balancers, users with both addresses; then the primary stopped and the users on the
+    backup. The balancers are stopped afterwards whatever the block did (they daemonize)."""
+    nginx = Path(require_tools("nginx", "nginx")["nginx"])
+    work = folders.restore("trained")
+    (work / "deploy").symlink_to(REPO / "deploy")
+    env = _block_env(work)
+    env["PATH"] += os.pathsep + str(nginx.parent)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{BALANCERS}"
+    try:
+        _run(script, work, env, timeout=300)
+    finally:
+        for pid_file in (work / "run" / "nginx.pid", work / "backup" / "nginx.pid"):
+            if pid_file.exists():
+                stop_pid(int(pid_file.read_text()))
+    balanced = json.loads((work / "balanced.json").read_text())
+    assert balanced["errors"] == 0
+    assert balanced["answered_by"] == {"http://127.0.0.1:8080": 400}
+    failed_over = json.loads((work / "failed-over.json").read_text())
+    assert failed_over["errors"] == 0
+    assert failed_over["answered_by"] == {"http://127.0.0.1:8081": 400}
