@@ -16,6 +16,11 @@ prints requests/s, p50, p99, errors and the CPU the server used for:
 - ``POST /bench/naive``: pydantic model of 30 fields → one-row DataFrame → scikit-learn
   ``predict_proba`` per request (what most FastAPI model servers do);
 
+- OIP JSON through nginx: the shipped ``deploy/nginx/nginx.conf`` (listen and upstream ports
+  rewritten, 1 worker process) in front of the same server, nginx pinned to core 0 beside
+  wrk, so the server keeps its core as in the direct runs and the ratio to OIP JSON is what
+  the extra hop costs (``serve/balancer.py``; needs Debian's nginx);
+
 then OIP JSON again on two unpinned servers, one with 1 and one with ``--workers`` processes,
 to show how it scales (wrk stays on core 0, so on 2 cores it competes with the server).
 
@@ -66,6 +71,7 @@ APP_DIR = HERE / "serve"
 SERVER_CORE = "1"
 CLIENT_CORE = "0"
 SAMPLE_ROWS = 16
+NGINX_LABEL = "OIP JSON through nginx"
 WRK_TIMEOUT_S = 2  # wrk counts slower responses as timeout errors
 
 
@@ -92,6 +98,7 @@ class Measurement:
     socket_errors: int
     server_cores: float = 0.0  # CPU seconds of the server's processes per wall second
     client_cores: float = 0.0  # the same for wrk
+    proxy_cores: float = 0.0  # the same for nginx, when the requests go through it
     other_cores: float = 0.0  # the same for everything else on the machine (neighbours)
 
     @property
@@ -217,6 +224,8 @@ class Server:
 
     url: str
     child: Child
+    proxy: Child | None = None
+    """nginx, when ``url`` is its address in front of ``child``."""
 
 
 def busy_cpu_seconds() -> float:
@@ -390,6 +399,7 @@ def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -
         target.url,
     ]
     server_before = target.child.cpu_seconds()
+    proxy_before = target.proxy.cpu_seconds() if target.proxy is not None else 0.0
     busy_before = busy_cpu_seconds()
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -397,6 +407,7 @@ def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -
     wall = time.perf_counter() - start
     client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = target.child.cpu_seconds() - server_before
+    proxy_cpu = (target.proxy.cpu_seconds() - proxy_before) if target.proxy is not None else 0.0
     busy = busy_cpu_seconds() - busy_before
     client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
         client_before.ru_utime + client_before.ru_stime
@@ -405,7 +416,8 @@ def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -
         parse_wrk(done.stdout),
         server_cores=server_cpu / wall,
         client_cores=client_cpu / wall,
-        other_cores=max(busy - server_cpu - client_cpu, 0.0) / wall,
+        proxy_cores=proxy_cpu / wall,
+        other_cores=max(busy - server_cpu - client_cpu - proxy_cpu, 0.0) / wall,
     )
 
 
@@ -511,6 +523,11 @@ def main() -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed; this benchmark needs it")
+    sys.path.insert(0, str(APP_DIR))
+    from balancer import balancer, nginx_path
+
+    if not (args.traffic or args.log_ratio):
+        nginx_path()  # or exit saying how to install it, before the training
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("this benchmark pins the server and wrk to different cores; it needs 2")
 
@@ -537,11 +554,22 @@ def main() -> None:
             f"one server process on core {SERVER_CORE}, wrk -t1 -c{args.connections} on core "
             f"{CLIENT_CORE}; {args.rounds} round(s) of {args.duration:g} s per target"
         )
-        with server(home, workers=1, cores=SERVER_CORE, naive_estimator=estimator_path) as one:
-            answers = {t.label: check(one.url, t) for t in all_targets}
-            jobs = [Job(t.label, one, scripts[t.label]) for t in all_targets]
-            results = measure(jobs, **timing)
         oip_json = next(t for t in all_targets if t.label == "OIP JSON")
+        with (
+            server(home, workers=1, cores=SERVER_CORE, naive_estimator=estimator_path) as one,
+            # nginx shares wrk's core: the server keeps its own core to itself, as in the
+            # direct runs, so the ratio is the cost of the hop, not of a stolen core.
+            balancer(Path(tmp), [int(one.url.rsplit(":", 1)[1])], workers=1, cores=CLIENT_CORE) as (
+                nginx_url,
+                nginx,
+            ),
+        ):
+            answers = {t.label: check(one.url, t) for t in all_targets}
+            proxied = Server(nginx_url, one.child, proxy=nginx)
+            check(proxied.url, oip_json)
+            jobs = [Job(t.label, one, scripts[t.label]) for t in all_targets]
+            jobs.insert(3, Job(NGINX_LABEL, proxied, scripts[oip_json.label]))
+            results = measure(jobs, **timing)
         scaling: dict[str, Measurement] = {}
         if args.workers > 1:
             log(f"scaling: OIP JSON, servers unpinned (both cores), wrk on core {CLIENT_CORE}")
@@ -581,6 +609,15 @@ def main() -> None:
         f"\nOIP JSON: {ours.requests_per_s / ceiling:.2f} of the ceiling (target ≥ 0.50), "
         f"{ours.requests_per_s / naive:.1f}x the naive route (target ≥ 4x), "
         f"p99 {ours.p99_ms:.1f} ms (target ≤ 25 ms)"
+    )
+    proxied = results[NGINX_LABEL]
+    print(
+        f"OIP JSON through nginx: {proxied.requests_per_s / ours.requests_per_s:.2f} of direct "
+        f"OIP JSON's req/s (target ≥ 0.85: nginx costs ≤ 15 %), p99 {proxied.p99_ms:.1f} ms "
+        f"vs {ours.p99_ms:.1f} ms; nginx (1 worker, core {CLIENT_CORE} with wrk) used "
+        f"{proxied.proxy_cores:.2f} of a core, wrk {proxied.client_cores:.2f}, the server "
+        f"{proxied.server_cores:.2f} (direct: wrk {ours.client_cores:.2f}, server "
+        f"{ours.server_cores:.2f})"
     )
     if scaling:
         print(

@@ -12,20 +12,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import shipyard
 from debian_packages import require_tools
+from shipyard.children import stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-INSTALL_AND_DEMO, CHECK, USAGE, SERVING, STREAMING, MONITORING = (
+INSTALL_AND_DEMO, CHECK, USAGE, SERVING = (
     BLOCKS[0].strip(),
     BLOCKS[1].strip(),
     BLOCKS[2],
     BLOCKS[3],
-    BLOCKS[4],
-    BLOCKS[5],
 )
 BIN = Path(sys.executable).parent
 
@@ -36,10 +36,15 @@ def _block_under(heading: str) -> str:
     return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
 
 
+TRAINING = _block_under("## Training and evaluating over HTTP")
+STREAMING = _block_under("## Streaming")
+MONITORING = _block_under("## Monitoring")
 RETRAINING = _block_under("## Retraining")
 DASHBOARD = _block_under("## Dashboard")
 TRAFFIC = _block_under("## Simulated users")
 DEPLOY = _block_under("## Prometheus and Grafana")
+CONTAINERS = _block_under("## Containers")
+BALANCERS = _block_under("## Replicas behind nginx")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -206,6 +211,10 @@ def test_usage_commands_run_in_order(folders: Folders, trained: list[str]) -> No
     for name in ("pipeline.yaml", "request.json", "oip-request.json", "mlflow-request.json"):
         assert (tmp_path / "examples" / "fraud" / name).is_file()
     assert (tmp_path / "scored.csv").exists()
+    # On a local cluster of 2 workers: the same bytes as in-process.
+    assert (tmp_path / "scored-on-2-workers.csv").read_bytes() == (
+        tmp_path / "scored.csv"
+    ).read_bytes()
     assert (tmp_path / "other-keys" / "signing.pub").exists()
 
 
@@ -223,6 +232,42 @@ def test_serving_commands_run_as_a_script(folders: Folders, trained: list[str]) 
     assert '"model_name":"fraud","model_version":"1"' in out
     assert '{"predictions":[' in out
     assert '"token_type":"bearer"' in out
+
+
+def _json_documents(text: str) -> list[dict[str, object]]:
+    """The JSON objects in what a script printed (curl ends none of them with a newline)."""
+    decoder, found, start = json.JSONDecoder(), [], text.find('{"')
+    while start != -1:
+        document, end = decoder.raw_decode(text, start)
+        found.append(document)
+        start = text.find('{"', end)
+    return found
+
+
+@pytest.mark.e2e
+def test_training_over_http_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
+    """The training-over-HTTP block, after the usage block's training, as one bash script: a
+    run from an upload followed to its version, an evaluation and a prediction by that
+    version, a run again from the last one's spec and data, the runs listed."""
+    tmp_path = folders.restore("trained")  # the example's files, fraud:1 in production
+    env = _block_env(tmp_path)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{TRAINING}"
+    out = _run(script, tmp_path, env, timeout=600)
+    answers = _json_documents(out)
+    first, evaluated, predicted, again = answers[1:]
+    assert answers[0] == {"ready": True}
+    assert (first["status"], first["version"]["ref"]) == ("succeeded", "fraud:2"), first
+    assert [stage["status"] for stage in first["stages"]] == ["succeeded"] * 8
+    assert first["data"]["path"].endswith(f"uploads/{first['dataset_sha256']}.csv")
+    assert (evaluated["model"], evaluated["version"], evaluated["rows"]) == ("fraud", 2, 4000)
+    assert set(evaluated["metrics"]) == set(evaluated["recorded_metrics"]) >= {"roc_auc", "f1"}
+    assert predicted["version"] == 2
+    assert (again["status"], again["version"]["ref"]) == ("succeeded", "fraud:3"), again
+    assert (again["data"], again["dataset_sha256"]) == (first["data"], first["dataset_sha256"])
+    listed = out[out.rindex("}") + 1 :]
+    for run in (first, again):
+        assert run["id"] in listed
+    assert "fraud:3" in listed
 
 
 @pytest.mark.e2e
@@ -339,3 +384,55 @@ def test_deploy_commands_run_in_the_repository() -> None:
     assert "is valid prometheus config file syntax" in out
     assert "SUCCESS: 12 rules found" in out  # the rule files the configuration loads
     assert "Unit Testing:  deploy/prometheus/tests/shipyard.yml\n  SUCCESS" in out
+
+
+def test_containers_block_makes_every_secret_the_compose_file_names(tmp_path: Path) -> None:
+    """The secrets block, in an empty folder: exactly the files deploy/compose.yaml's
+    secrets and configs name, none empty, readable by the containers' users in a folder
+    closed to others; one RabbitMQ password in both files, a signing key and its .pub."""
+    from shipyard.registry.signing import Signer, TrustedKeys
+
+    _run(f"set -euo pipefail\n{CONTAINERS}", tmp_path, _block_env(tmp_path), timeout=120)
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    named = {
+        Path(e["file"]).name for kind in ("secrets", "configs") for e in compose[kind].values()
+    }
+    made = tmp_path / "deploy" / "secrets"
+    assert {p.name for p in made.iterdir()} == named
+    assert made.stat().st_mode & 0o777 == 0o700
+    for path in made.iterdir():
+        assert path.stat().st_size > 0, path.name
+        assert path.stat().st_mode & 0o004, f"{path.name}: the containers' users cannot read it"
+    broker = re.fullmatch(
+        r"amqp://shipyard:(\w+)@rabbitmq:5672/", (made / "broker_url").read_text().strip()
+    )
+    assert broker is not None
+    assert f"default_pass = {broker[1]}\n" in (made / "rabbitmq_user.conf").read_text()
+    signer = Signer.load(made / "signing.key")
+    TrustedKeys.load(made).verify(b"x", signer.sign(b"x"), signer.key_id)
+
+
+@pytest.mark.e2e
+def test_balancer_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
+    """The replicas-behind-nginx block, after the usage block's training, in a folder with
+    the clone's deploy/ (as in a clone's root), with Debian's nginx: two replicas, two
+    balancers, users with both addresses; then the primary stopped and the users on the
+    backup. The balancers are stopped afterwards whatever the block did (they daemonize)."""
+    nginx = Path(require_tools("nginx", "nginx")["nginx"])
+    work = folders.restore("trained")
+    (work / "deploy").symlink_to(REPO / "deploy")
+    env = _block_env(work)
+    env["PATH"] += os.pathsep + str(nginx.parent)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{BALANCERS}"
+    try:
+        _run(script, work, env, timeout=300)
+    finally:
+        for pid_file in (work / "run" / "nginx.pid", work / "backup" / "nginx.pid"):
+            if pid_file.exists():
+                stop_pid(int(pid_file.read_text()))
+    balanced = json.loads((work / "balanced.json").read_text())
+    assert balanced["errors"] == 0
+    assert balanced["answered_by"] == {"http://127.0.0.1:8080": 400}
+    failed_over = json.loads((work / "failed-over.json").read_text())
+    assert failed_over["errors"] == 0
+    assert failed_over["answered_by"] == {"http://127.0.0.1:8081": 400}

@@ -179,3 +179,44 @@ def test_the_same_seed_sends_the_same_labels_and_delays(
     keys = ("labels_chosen", "labels_wrong", "labels_by_delay", "requests")
     assert {k: first[k] for k in keys} == {k: again[k] for k in keys}
     assert {k: first[k] for k in keys} != {k: other[k] for k in keys}
+
+
+def test_a_client_with_two_addresses_fails_over_from_one_that_refuses(
+    served_cli: Cli, served: Served, tmp_path: Path
+) -> None:
+    from shipyard.children import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    summary = tmp_path / "summary.json"
+    result = served_cli(
+        "traffic", "--url", down, "--url", served.url, "--users", "3", "--requests", "60",
+        "--label-probability", "0.5", "--api-key", served.key, "-o", str(summary),
+    )  # fmt: skip
+    assert result.code == 0, result
+    document = json.loads(summary.read_text())
+    assert document["errors"] == 0
+    assert document["succeeded"] == 60
+    # The check found the second address answering: the users started there, none moved.
+    assert document["failovers"] == 0
+    assert document["answered_by"] == {served.url: 60}
+    assert document["labels_failed"] == 0
+    assert document["config"]["target"] == f"{down} or {served.url}"
+    assert "failovers" in result.out
+
+
+def test_every_address_down_is_one_unavailable_error_naming_each(cli: Cli) -> None:
+    from shipyard.children import free_port
+
+    first, second = (f"http://127.0.0.1:{port}" for port in (free_port(), free_port()))
+    result = cli("traffic", "--url", first, "--url", second, "--requests", "5", "-q")
+    assert result.code == 6
+    err = " ".join(result.err.split())
+    assert f"nothing answers at {first} (" in err
+    assert f"nor at {second} (" in err
+
+
+def test_the_same_address_twice_is_refused(cli: Cli) -> None:
+    url = "http://127.0.0.1:8000"
+    result = cli("traffic", "--url", url, "--url", url + "/", "--requests", "5")
+    assert result.code == 2
+    assert f"--url {url} is given twice" in " ".join(result.err.split())

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from shipyard.errors import SchemaError
 from shipyard.inference import export_model
-from shipyard.inference.batch import score_frame
+from shipyard.inference.batch import NonNumber, first_non_number, non_number_error, score_frame
 from shipyard.inference.predictor import Predictor, predictor_from_files
 
 NAMES = ["a", "b", "c"]
@@ -49,3 +51,21 @@ def test_missing_feature_column_is_named(predictor: Predictor) -> None:
 def test_text_in_a_feature_column_is_a_schema_error(predictor: Predictor) -> None:
     with pytest.raises(SchemaError, match="must be numeric"):
         score_frame(predictor, pd.DataFrame({"a": ["x"], "b": [1.0], "c": [2.0]}))
+
+
+def test_the_first_non_number_is_the_earliest_row_of_any_feature() -> None:
+    frame = pd.DataFrame(
+        {"a": ["1.5", "x", "2"], "b": [1.0, 2.0, 3.0], "c": ["1", "2", None], "id": ["q", "r", "s"]}
+    )
+    assert first_non_number(frame, NAMES) == NonNumber(1, "a", "x")
+    frame.loc[0, "c"] = "y"
+    assert first_non_number(frame, NAMES) == NonNumber(0, "c", "y")
+    assert first_non_number(frame[["b", "id"]], NAMES) is None  # text outside the features
+
+
+def test_a_non_number_error_names_the_line_of_a_text_file() -> None:
+    bad = NonNumber(9, "a", "x" * 80)
+    message = str(non_number_error(Path("in.csv"), bad))
+    assert message.startswith("in.csv: feature 'a' in row 10 (line 11) must be a number, got 'x")
+    assert "…; fix or drop that row" in message
+    assert "in row 10 must" in str(non_number_error(Path("in.parquet"), bad))

@@ -42,6 +42,19 @@ def test_the_summary_has_counts_percentiles_versions_labels_and_the_config() -> 
     assert sum(b["labels"] for b in document["labels_by_delay"]) == 31
     assert document["config"]["label_delay_max_s"] == 3.0
     assert document["drift"] is None
+    assert document["failovers"] == 0
+    assert document["answered_by"] == {}  # one address: answers are not told apart
+
+
+def test_answers_are_counted_by_address_and_failovers_summed() -> None:
+    stats = TrafficStats(started_at=0.0)
+    stats.answered(0.001, "1", address="http://a")
+    stats.answered(0.001, "1", address="http://b")
+    stats.answered(0.001, "1", address="http://b")
+    stats.failovers = 4
+    document = summary(stats, TrafficConfig().as_dict(), now=1.0)
+    assert document["answered_by"] == {"http://b": 2, "http://a": 1}
+    assert document["failovers"] == 4
 
 
 def test_labels_by_delay_has_ten_buckets_or_one() -> None:

@@ -22,6 +22,7 @@ from shipyard.cli import (
     predict,
     queues,
     retrain,
+    runs,
     serve,
     stream,
     traffic,
@@ -43,6 +44,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(examples.app, name="examples")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.add_typer(monitor.app, name="monitor")

@@ -7,16 +7,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shipyard.cli.context import console, open_registry
+from shipyard.cli.context import console, open_registry, settings_of
 
 if TYPE_CHECKING:
     import pandas as pd
+    from rich.progress import Progress
 
     from shipyard.registry import Registry
 
 #: Rows per predictor call unless --batch-rows says otherwise (``inference.batch``'s default,
 #: written out so that ``--help`` does not import the inference stack).
 BATCH_ROWS = 8192
+
+
+#: Rows per partition on a cluster (``cluster.scoring``'s default, for the same reason).
+PARTITION_ROWS = 100_000
 
 
 def predict(
@@ -35,72 +40,137 @@ def predict(
     batch_rows: Annotated[
         int, typer.Option(metavar="N", min=1, help="Rows per predictor call")
     ] = BATCH_ROWS,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Score on the Dask cluster of this scheduler (tcp://HOST:8786); the input "
+            "must be at the same path on every worker \\[env: SHIPYARD_SCHEDULER]",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", min=1, help="Score on a local Dask cluster of N worker processes"
+        ),
+    ] = None,
+    partition_rows: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Rows per task on a cluster (about: a CSV or JSON Lines file is cut by "
+            "bytes, a Parquet file at row groups)",
+        ),
+    ] = PARTITION_ROWS,
 ) -> None:
-    """Score every row of a file; output keeps the input's other columns (ids, labels)."""
+    """Score every row of a file; output keeps the input's other columns (ids, labels).
+
+    In this process by default; partition by partition on a Dask cluster with --scheduler
+    or --workers (same output, same errors).
+    """
+    from shipyard.errors import InvalidInputError
+
+    address = settings_of(ctx).scheduler if scheduler is None else scheduler
+    if address and workers is not None:
+        raise InvalidInputError(
+            f"--workers starts a local cluster and --scheduler (or SHIPYARD_SCHEDULER) names "
+            f"one at {address}: give one of them"
+        )
     with open_registry(ctx) as registry:
-        scored = score_file(registry, model, input, output, batch_rows=batch_rows)
-    console.print(f"wrote {len(scored):,} predictions to {output}")
+        if address or workers is not None:
+            rows = score_file_on_cluster(
+                registry,
+                model,
+                input,
+                output,
+                scheduler=address,
+                workers=workers or 1,
+                batch_rows=batch_rows,
+                partition_rows=partition_rows,
+            )
+        else:
+            rows = len(score_file(registry, model, input, output, batch_rows=batch_rows))
+    console.print(f"wrote {rows:,} predictions to {output}")
 
 
 def score_file(
     registry: Registry, model: str, input: Path, output: Path, *, batch_rows: int
 ) -> pd.DataFrame:
     """Verify and load the model, score the file with a progress bar, write the result."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from shipyard.data import read_table, write_table
     from shipyard.inference import load_predictor
-    from shipyard.inference.batch import score_frame
+    from shipyard.inference.batch import check_numbers, score_frame
 
     predictor = load_predictor(registry.load_artifact(model))
     frame = read_table(input)
     check_numbers(frame, predictor.input_schema["features"], input)
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with _progress() as progress:
         task = progress.add_task(
-            f"scoring with {predictor.name}:{predictor.version}", total=len(frame)
+            f"scoring with {predictor.name}:{predictor.version}", total=len(frame), rows=0
         )
-        scored = score_frame(
-            predictor, frame, batch_rows=batch_rows, progress=lambda n: progress.advance(task, n)
-        )
+
+        def advance(rows: int) -> None:
+            progress.update(task, advance=rows, rows=progress.tasks[0].fields["rows"] + rows)
+
+        scored = score_frame(predictor, frame, batch_rows=batch_rows, progress=advance)
     write_table(scored, output)
     return scored
 
 
-def check_numbers(frame: pd.DataFrame, features: list[str], path: Path) -> None:
-    """SchemaError naming the column, the row (1-based, and the line of a CSV or JSON Lines
-    file) and the value of the first feature value, in file order, that is not a number."""
-    import numpy as np
-    import pandas as pd
+def score_file_on_cluster(
+    registry: Registry,
+    model: str,
+    input: Path,
+    output: Path,
+    *,
+    scheduler: str,
+    workers: int,
+    batch_rows: int,
+    partition_rows: int,
+) -> int:
+    """Verify the model, then score the file on a Dask cluster (``scheduler``'s, or a local
+    one of ``workers`` processes) with a progress bar; the number of rows written."""
+    from shipyard.cluster import cluster_description, open_cluster
+    from shipyard.cluster.partitions import output_kind, plan_file
+    from shipyard.cluster.scoring import score_file_on_cluster as score_on
 
-    from shipyard.errors import SchemaError
+    artifact = registry.load_artifact(model)  # verified before any worker sees a byte
+    plan = plan_file(input, partition_rows)
+    output_kind(output)  # an unsupported suffix is refused before a cluster starts
+    label = f"{artifact.manifest.name}:{artifact.manifest.version}"
+    with _progress() as progress:
+        task = progress.add_task(f"starting the cluster for {label}", total=plan.total, rows=0)
+        with open_cluster(scheduler, workers=workers) as client:
+            progress.update(
+                task, description=f"scoring with {label} on {cluster_description(client)}"
+            )
 
-    first: tuple[int, str] | None = None
-    for name in features:
-        if name not in frame.columns:
-            continue  # missing columns are named all together by the predictor
-        column = frame[name]
-        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
-            continue
-        # Text that spells a number ("1.5") converts, as the predictor converts it.
-        bad = pd.to_numeric(column, errors="coerce").isna().to_numpy() & column.notna().to_numpy()
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            if first is None or index < first[0]:
-                first = (index, name)
-    if first is None:
-        return
-    index, name = first
-    value = frame[name].iloc[index]
-    shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:60]}…"
-    # Line numbers of a text file: a CSV has its header line first; JSON Lines has none.
-    line = {".csv": index + 2, ".jsonl": index + 1, ".ndjson": index + 1}.get(path.suffix.lower())
-    where = f"row {index + 1}" + (f" (line {line})" if line is not None else "")
-    raise SchemaError(
-        f"{path}: feature {name!r} in {where} must be a number, got {shown}; fix or drop that row"
+            def advance(rows: int, size: int) -> None:
+                shown = progress.tasks[0]
+                progress.update(task, advance=size, rows=shown.fields["rows"] + rows)
+
+            return score_on(
+                client,
+                artifact,
+                input,
+                output,
+                partition_rows=partition_rows,
+                batch_rows=batch_rows,
+                plan=plan,
+                progress=advance,
+            )
+
+
+def _progress() -> Progress:
+    """A transient bar of rows done (a cluster's bar over a text file advances by bytes)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +13,9 @@ import typer
 from shipyard.cli.context import console, settings_of
 from shipyard.cli.queues import BrokerOption
 from shipyard.traffic.config import Protocol
+
+#: Where the users go without --url.
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 if TYPE_CHECKING:
     from shipyard.traffic.config import TrafficConfig
@@ -35,8 +39,15 @@ def traffic(
         ),
     ] = Protocol.OIP,
     url: Annotated[
-        str, typer.Option(metavar="URL", help="Server of the HTTP protocols")
-    ] = "http://127.0.0.1:8000",
+        list[str] | None,
+        typer.Option(
+            metavar="URL",
+            help="Server of the HTTP protocols; repeat it for more addresses of the same "
+            "service (a backup load balancer): a user whose address refuses or drops its "
+            "connection moves on to the next and sends the request again there "
+            "\\[default: http://127.0.0.1:8000]",
+        ),
+    ] = None,
     broker: BrokerOption = None,
     queue: Annotated[
         str, typer.Option(metavar="QUEUE", help="Input queue of --protocol stream")
@@ -188,7 +199,10 @@ def traffic(
         drift_features=drift_features,
         seed=seed,
     )
-    destination = Destination(url=url, queue=queue, results=results, api_key=key)
+    first, *fallbacks = url or [DEFAULT_URL]
+    destination = Destination(
+        url=first, queue=queue, results=results, api_key=key, fallback_urls=tuple(fallbacks)
+    )
     if config.protocol.is_http:
         document = _run(config, pool, destination, quiet)
     else:
@@ -197,9 +211,7 @@ def traffic(
         if broker is not None:
             settings = settings.model_copy(update={"broker_url": broker})
         with broker_url(settings) as found:
-            destination = Destination(
-                url=url, broker_url=found, queue=queue, results=results, api_key=key
-            )
+            destination = replace(destination, broker_url=found)
             document = _run(config, pool, destination, quiet)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

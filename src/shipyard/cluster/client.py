@@ -38,8 +38,8 @@ def open_cluster(
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {scheduler} within "
                 f"{connect_timeout_s:g} s ({error}); start it (`dask scheduler`, and "
-                "`dask worker ADDRESS` on each machine) or leave --scheduler out to run "
-                "on a local cluster"
+                "`dask worker ADDRESS` on each machine) or leave --scheduler (and "
+                "SHIPYARD_SCHEDULER) out to work on this machine alone"
             ) from error
         try:
             yield client
@@ -51,10 +51,10 @@ def open_cluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        # Dask serves /metrics (and a dashboard if bokeh is installed) whatever this says;
-        # None means its fixed port 8787, which a second cluster on the machine finds taken
-        # (a warning, then an error under warnings-as-errors): a free port instead.
-        dashboard_address="127.0.0.1:0",
+        dashboard_address=None,
+        # The scheduler serves its health routes over HTTP even with the dashboard off, on
+        # 8787 unless told otherwise: another cluster there would make it warn and move.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         memory_limit=0,  # no pausing or killing of workers by Dask's memory monitor
         silence_logs=logging.ERROR,
     )

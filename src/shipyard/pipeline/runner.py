@@ -89,6 +89,9 @@ class Runner:
             run_id = self.registry.runs.start(spec.name, spec_text, params)
         else:
             self.registry.runs.reopen(run_id)
+            # What this attempt runs with (the data file given now, the ensemble, the
+            # cluster) replaces what the queued or failed attempt recorded.
+            self.registry.runs.update_params(run_id, params)
         ctx = RunContext(
             spec=spec,
             registry=self.registry,

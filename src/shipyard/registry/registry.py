@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +158,31 @@ class Registry:
     def get_run(self, run_id: str) -> RunInfo:
         """One run with its stages and metrics (``runs.get``)."""
         return self.runs.get(run_id)
+
+    def versions_of_runs(self, run_ids: Sequence[str]) -> dict[str, ModelVersionInfo]:
+        """The version each of these runs registered, by run id (runs that registered none
+        are left out; a run registers at most one)."""
+        with self._transaction() as session:
+            rows = list(
+                session.scalars(
+                    select(ModelVersionRow)
+                    .where(ModelVersionRow.run_id.in_(list(run_ids)))
+                    .order_by(ModelVersionRow.id)
+                )
+            )
+            names: dict[int, str] = {
+                model_id: name
+                for model_id, name in session.execute(
+                    select(ModelRow.id, ModelRow.name).where(
+                        ModelRow.id.in_({row.model_id for row in rows})
+                    )
+                )
+            }
+            found: dict[str, ModelVersionInfo] = {}
+            for row in rows:
+                assert row.run_id is not None
+                found[row.run_id] = version_infos(session, names[row.model_id], [row])[0]
+            return found
 
     # -- models and versions --------------------------------------------------------------
 

@@ -22,12 +22,14 @@ from shipyard.registry import SHADOW_ALIAS, Registry
 from shipyard.server import (
     auth,
     dashboard,
+    evaluation,
     feedback,
     metrics,
     mlflow,
     models,
     monitoring,
     oip,
+    pipelines,
     predict,
     queues,
 )
@@ -149,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring.router)
     app.include_router(queues.router)
     app.include_router(feedback.router)
+    app.include_router(pipelines.router)
+    app.include_router(evaluation.router)
     app.include_router(auth.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.data)

@@ -63,6 +63,22 @@ class Endpoint:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+class ConnectTimeoutError(TimeoutError):
+    """No connection within the timeout: the request was never sent."""
+
+
+#: Failures that say nothing answers at an address any more (refused, reset, cut, never
+#: connected), as opposed to a server that answered late or with garbage: a client with
+#: several addresses of one service moves on to the next when it meets one of these.
+UNREACHABLE = (
+    ConnectionRefusedError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ConnectTimeoutError,
+)
+
+
 class _Exchange(asyncio.Protocol):
     """One connection: a request goes out, its response is parsed as it comes in."""
 
@@ -115,7 +131,8 @@ class _Exchange(asyncio.Protocol):
 class Connections:
     """A keep-alive connection per slot to one endpoint, opened on first use and again
     after the server closed it; ``exchange`` raises ``OSError`` (``TimeoutError`` after
-    ``timeout_s``) when no response comes."""
+    ``timeout_s``, ``ConnectTimeoutError`` when not even the connection was made in time) when
+    no response comes."""
 
     def __init__(self, endpoint: Endpoint, slots: int, timeout_s: float) -> None:
         self.endpoint = endpoint
@@ -150,7 +167,10 @@ class Connections:
             ssl=self._tls,
             server_hostname=endpoint.host if self._tls else None,
         )
-        _, exchange = await asyncio.wait_for(connecting, self.timeout_s)
+        try:
+            _, exchange = await asyncio.wait_for(connecting, self.timeout_s)
+        except TimeoutError:
+            raise ConnectTimeoutError(f"no connection within {self.timeout_s:g} s") from None
         self._open[slot] = exchange
         return exchange
 

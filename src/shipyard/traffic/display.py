@@ -1,5 +1,6 @@
 """The live view of a run in the terminal (Rich): requests and their rate, latency, errors
-by kind, labels, versions seen, drift; the same table once more at the end."""
+by kind, labels, failovers between addresses, versions seen, drift; the same table once
+more at the end."""
 
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def view(run: TrafficRun, now: float, rate: float | None, title: str) -> Table:
             f"{stats.labels_sent:,} sent, {len(run.users.pending):,} waiting for their delay, "
             f"{stats.labels_failed:,} failed"
             + (f", {stats.labels_wrong:,} wrong on purpose" if config.label_noise else ""),
+        )
+    if len(run.destination.urls) > 1 and config.protocol.is_http:
+        answered = ", ".join(f"{url}: {n:,}" for url, n in stats.addresses.most_common())
+        table.add_row(
+            "failovers", f"{stats.failovers:,}" + (f" (answered by {answered})" if answered else "")
         )
     versions = ", ".join(f"v{v}: {n:,}" for v, n in sorted(stats.versions.items()))
     table.add_row(

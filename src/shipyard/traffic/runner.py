@@ -37,18 +37,26 @@ CHECK_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class Destination:
-    """Where the run sends its requests: a server's URL, or a broker and its queues."""
+    """Where the run sends its requests: a server's URL (and more addresses of the same
+    service to fail over to), or a broker and its queues."""
 
     url: str = "http://127.0.0.1:8000"
     broker_url: str | None = None
     queue: str = "transactions"
     results: str = "results"
     api_key: str | None = None
+    fallback_urls: tuple[str, ...] = ()
+    """Other addresses of the service at ``url`` (a backup load balancer), in order."""
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every address of the HTTP service, the first one first."""
+        return (self.url, *self.fallback_urls)
 
     def shown(self, http: bool) -> str:
         """The destination as the display and the summary name it (no secrets)."""
         if http:
-            return self.url
+            return " or ".join(self.urls)
         assert self.broker_url is not None
         return f"{shown_url(self.broker_url)} ({self.queue} → {self.results})"
 
@@ -104,29 +112,36 @@ async def prepared(
         sink: LabelSink | None = None
         version = None
         if config.protocol.is_http:
-            endpoint = Endpoint.parse(destination.url)
-            client = httpx.AsyncClient(
-                base_url=endpoint.url,
-                headers=auth_headers(destination.api_key),
-                timeout=CHECK_TIMEOUT_S,
-            )
-            stack.push_async_callback(client.aclose)
-            served = await check_server(client, config.protocol, config.model, labels=labelled)
+            endpoints = _endpoints(destination.urls)
+            clients = []
+            for endpoint in endpoints:
+                client = httpx.AsyncClient(
+                    base_url=endpoint.url,
+                    headers=auth_headers(destination.api_key),
+                    timeout=CHECK_TIMEOUT_S,
+                )
+                stack.push_async_callback(client.aclose)
+                clients.append(client)
+            served = await check_server(clients, config.protocol, config.model, labels=labelled)
             version = served.version
             pool = pool.select(served.features)
             http = HttpTarget(
-                endpoint,
+                endpoints,
                 config.protocol,
                 config.model,
                 (pool.normal, pool.drifted),
                 slots=config.users,
                 timeout_s=config.timeout_s,
                 headers=auth_headers(destination.api_key),
+                start=served.address,
             )
             stack.push_async_callback(http.close)
             target = http
             if labelled:
-                sink = HttpFeedback(client, config.model)
+                at = served.address
+                sink = HttpFeedback(
+                    clients[at], config.model, fallbacks=[*clients[at + 1 :], *clients[:at]]
+                )
         else:
             if destination.broker_url is None:
                 raise InvalidInputError("--protocol stream needs a broker: --broker URL")
@@ -150,6 +165,20 @@ async def prepared(
         rows = (len(pool.normal), None if pool.drifted is None else len(pool.drifted))
         users = Users(config, target, rows, labels, sink, trace=trace)
         yield TrafficRun(config, pool, destination, users, version)
+
+
+def _endpoints(urls: tuple[str, ...]) -> list[Endpoint]:
+    """Each address parsed; ``InvalidInputError`` for a malformed or repeated one."""
+    endpoints = [Endpoint.parse(url) for url in urls]
+    seen: set[tuple[str, int, str]] = set()
+    for endpoint in endpoints:
+        where = (endpoint.host, endpoint.port, endpoint.prefix)
+        if where in seen:
+            raise InvalidInputError(
+                f"--url {endpoint.url} is given twice; list each address of the service once"
+            )
+        seen.add(where)
+    return endpoints
 
 
 async def _probe(target: BrokerTarget, config: TrafficConfig, destination: Destination) -> None:

@@ -29,6 +29,10 @@ class TrafficStats:
     versions_first: dict[str, float] = field(default_factory=dict)
     """When each version first answered (clock time): when a swap reached the users."""
     latencies: array[float] = field(default_factory=lambda: array("d"))
+    failovers: int = 0
+    """Times a user moved on to the next address of the service (several --url)."""
+    addresses: Counter[str] = field(default_factory=Counter)
+    """Answered requests by the address that answered, when the target has several."""
     labels_chosen: int = 0
     """Answered predictions the users chose to label (with --label-probability)."""
     labels_sent: int = 0
@@ -50,11 +54,20 @@ class TrafficStats:
     drift_started_at: float | None = None
     requests_before_drift: int = 0
 
-    def answered(self, latency_s: float, version: str | None, at: float | None = None) -> None:
-        """Count one answered request (answered at clock time ``at``, when known)."""
+    def answered(
+        self,
+        latency_s: float,
+        version: str | None,
+        at: float | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Count one answered request (answered at clock time ``at`` by ``address``, when
+        known)."""
         self.requests += 1
         self.succeeded += 1
         self.latencies.append(latency_s)
+        if address is not None:
+            self.addresses[address] += 1
         if version is not None:
             if version not in self.versions and at is not None:
                 self.versions_first[version] = at
@@ -143,6 +156,8 @@ def summary(stats: TrafficStats, config: dict[str, Any], now: float) -> dict[str
         "duration_s": round(seconds, 3),
         "requests_per_s": round(stats.requests / seconds, 1) if seconds else 0.0,
         "latency_ms": latency_summary(stats.latencies),
+        "failovers": stats.failovers,
+        "answered_by": dict(stats.addresses.most_common()),
         "versions": dict(sorted(stats.versions.items())),
         "versions_first_answered_after_s": {
             version: round(at - stats.started_at, 3)

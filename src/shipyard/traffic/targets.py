@@ -3,9 +3,15 @@
 Over HTTP each row's request is encoded once, before the run, in the chosen protocol (Open
 Inference Protocol, MLflow ``/invocations`` or the plain JSON route); the server assigns
 each prediction its id and every answer carries it, which the labels quote back through
-``POST /v1/feedback``. Over a broker each request is an input message with an id of its
-own (the stream's message format: the features and an ``id``), its answer the result
-that names that id; labels go to ``<model>.feedback``.
+``POST /v1/feedback``. A service may have several addresses (two load balancers in front of
+the same replicas): a user whose address stops answering — a connection refused, reset or
+not made in time — moves on to the next and sends the request again there, since a
+prediction changes nothing; each address is tried once per request. An address that
+answers, even with a 502 or 503, keeps its users: the balancer behind it is alive.
+
+Over a broker each request is an input message with an id of its own (the stream's message
+format: the features and an ``id``), its answer the result that names that id; labels go
+to ``<model>.feedback``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import functools
 import itertools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -32,7 +38,7 @@ from shipyard.errors import (
 from shipyard.messaging import Broker, QueueSpec, publish_patiently
 from shipyard.monitoring.monitor import feedback_queue
 from shipyard.traffic.config import Protocol
-from shipyard.traffic.connection import Connections, Endpoint
+from shipyard.traffic.connection import UNREACHABLE, Connections, Endpoint
 from shipyard.traffic.labels import Label, Sent
 from shipyard.traffic.rows import Rows
 from shipyard.traffic.users import Answer
@@ -110,11 +116,13 @@ def failure_kind(error: BaseException) -> str:
 
 
 class HttpTarget:
-    """Single-row predictions from a server's route, a keep-alive connection per user."""
+    """Single-row predictions from a server's route, a keep-alive connection per user and
+    address; each user sends to its current address and moves on to the next when that one
+    is unreachable (every user starts on the address ``start``)."""
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoints: Sequence[Endpoint],
         protocol: Protocol,
         model: str,
         rows: tuple[Rows, Rows | None],
@@ -122,31 +130,53 @@ class HttpTarget:
         slots: int,
         timeout_s: float,
         headers: dict[str, str] | None = None,
+        start: int = 0,
     ) -> None:
         self.protocol = protocol
-        self.connections = Connections(endpoint, slots, timeout_s)
+        self.endpoints = list(endpoints)
+        self.connections = [Connections(endpoint, slots, timeout_s) for endpoint in endpoints]
+        self._at = [start] * slots
         path = route(protocol, model)
         head = {"Content-Type": JSON, **(headers or {})}
+        bodies = [http_bodies(part, protocol) if part is not None else [] for part in rows]
+        # Per address: the Host header differs (and the URL's path prefix may).
         self._requests = [
-            [endpoint.request(path, body, head) for body in http_bodies(part, protocol)]
-            if part is not None
-            else []
-            for part in rows
+            [[endpoint.request(path, body, head) for body in part] for part in bodies]
+            for endpoint in endpoints
         ]
 
     async def predict(self, row: int, drifted: bool, slot: int) -> Answer:
-        """One request on ``slot``'s connection."""
-        try:
-            status, body = await self.connections.exchange(slot, self._requests[drifted][row])
-        except OSError as error:  # TimeoutError and ConnectionError included
-            return Answer(failure=failure_kind(error))
+        """One request on ``slot``'s connection to its address, then to the next ones."""
+        count = len(self.endpoints)
+        at = self._at[slot]
+        failovers = 0
+        while True:
+            try:
+                status, body = await self.connections[at].exchange(
+                    slot, self._requests[at][drifted][row]
+                )
+                break
+            except OSError as error:  # TimeoutError and ConnectionError included
+                if not isinstance(error, UNREACHABLE) or failovers == count - 1:
+                    return Answer(
+                        failure=failure_kind(error),
+                        failovers=failovers,
+                        address=self.endpoints[at].url if count > 1 else None,
+                    )
+                failovers += 1
+                at = self._at[slot] = (at + 1) % count
         if status != 200:
-            return Answer(failure=f"HTTP {status}")
-        return read_answer(self.protocol, body)
+            answer = Answer(failure=f"HTTP {status}")
+        else:
+            answer = read_answer(self.protocol, body)
+        if count == 1:  # the common case, on the path every request takes: no copy
+            return answer
+        return replace(answer, failovers=failovers, address=self.endpoints[at].url)
 
     async def close(self) -> None:
         """Close the connections."""
-        self.connections.close()
+        for connections in self.connections:
+            connections.close()
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
@@ -160,22 +190,43 @@ class ServedModel:
 
     features: list[str]
     version: str
+    address: int = 0
+    """Which of the addresses answered (the first that did)."""
 
 
 async def check_server(
-    client: httpx.AsyncClient, protocol: Protocol, model: str, *, labels: bool
+    clients: Sequence[httpx.AsyncClient], protocol: Protocol, model: str, *, labels: bool
 ) -> ServedModel:
-    """The model's features and version from ``GET /v2/models/MODEL``, after checking that
-    the server answers, serves the model (the default one, for MLflow) and, when labels
-    are sent, takes the credentials for ``POST /v1/feedback``; a clear error otherwise."""
-    url = str(client.base_url).rstrip("/")
-    try:
-        response = await client.get(f"/v2/models/{model}")
-    except httpx.HTTPError as error:
-        raise UnavailableError(
-            f"nothing answers at {url} ({type(error).__name__}: {error}); start a server "
-            f"there (`shipyard serve --models {model}`) or point --url at one"
-        ) from error
+    """The model's features and version from ``GET /v2/models/MODEL`` at the first of the
+    service's addresses that answers, after checking that it serves the model (the default
+    one, for MLflow) and, when labels are sent, takes the credentials for ``POST
+    /v1/feedback``; a clear error otherwise. Addresses that do not answer are left for the
+    users to fail over from: a backup balancer may be down when the run starts."""
+    unreachable = []
+    for address, client in enumerate(clients):
+        url = str(client.base_url).rstrip("/")
+        try:
+            response = await client.get(f"/v2/models/{model}")
+        except httpx.HTTPError as error:
+            unreachable.append(f"{url} ({type(error).__name__}: {error})")
+            continue
+        served = await _check_answer(client, response, url, protocol, model, labels=labels)
+        return replace(served, address=address)
+    raise UnavailableError(
+        f"nothing answers at {' nor at '.join(unreachable)}; start a server there "
+        f"(`shipyard serve --models {model}`) or point --url at one"
+    )
+
+
+async def _check_answer(
+    client: httpx.AsyncClient,
+    response: httpx.Response,
+    url: str,
+    protocol: Protocol,
+    model: str,
+    *,
+    labels: bool,
+) -> ServedModel:
     _raise_for_access(response, url, "inference", "viewer")
     if response.status_code == 404:
         raise ModelNotFoundError(
@@ -223,24 +274,42 @@ def _raise_for_access(response: httpx.Response, url: str, what: str, role: str) 
         )
 
 
-class HttpFeedback:
-    """Labels as ``POST /v1/feedback`` batches."""
+#: An HTTP client's failures that say nothing answers at an address (see ``UNREACHABLE``).
+HTTP_UNREACHABLE = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
-    def __init__(self, client: httpx.AsyncClient, model: str) -> None:
-        self.client = client
+
+class HttpFeedback:
+    """Labels as ``POST /v1/feedback`` batches, to ``client``'s server or, once it stops
+    answering, to the next of ``fallbacks`` (other addresses of the same service)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        model: str,
+        *,
+        fallbacks: Sequence[httpx.AsyncClient] = (),
+    ) -> None:
+        self.clients = [client, *fallbacks]
         self.model = model
+        self._at = 0
 
     async def send(self, labels: Sequence[Label]) -> Sent:
         """One batch; a 5xx or a lost connection may pass, 401/403 stop the run."""
         items = [{"id": label.id, "label": label.label} for label in labels]
-        try:
-            response = await self.client.post(
-                "/v1/feedback",
-                content=orjson.dumps({"model": self.model, "feedback": items}),
-                headers={"Content-Type": JSON},
-            )
-        except httpx.HTTPError as error:
-            return Sent(failure=f"connection: {type(error).__name__}", retryable=True)
+        content = orjson.dumps({"model": self.model, "feedback": items})
+        for tried in range(len(self.clients)):
+            try:
+                response = await self.clients[self._at].post(
+                    "/v1/feedback", content=content, headers={"Content-Type": JSON}
+                )
+                break
+            except HTTP_UNREACHABLE as error:
+                if tried == len(self.clients) - 1:
+                    return Sent(failure=f"connection: {type(error).__name__}", retryable=True)
+                # A batch the server took before the cut comes again: it counts duplicates.
+                self._at = (self._at + 1) % len(self.clients)
+            except httpx.HTTPError as error:
+                return Sent(failure=f"connection: {type(error).__name__}", retryable=True)
         status = response.status_code
         if status == 200:
             return Sent()
@@ -252,8 +321,9 @@ class HttpFeedback:
         return Sent(failure, retryable=status >= 500 or status == 429)
 
     async def close(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
+        """Close the HTTP clients."""
+        for client in self.clients:
+            await client.aclose()
 
 
 @dataclass

@@ -63,6 +63,10 @@ class Answer:
     version: str | None = None
     failure: str | None = None
     """The kind of failure (``HTTP 503``, ``timeout``, ``refused``…); None when answered."""
+    failovers: int = 0
+    """How many times the request moved on to another address of the service."""
+    address: str | None = None
+    """The address that answered (or was tried last), when the target has several."""
 
 
 class Target(Protocol):
@@ -292,10 +296,11 @@ class Users:
         finished = self.clock.now()
         if self.trace is not None:
             self.trace(slot, visit, answer)
+        self.stats.failovers += answer.failovers
         if answer.failure is not None:
             self.stats.failed(answer.failure)
             return
-        self.stats.answered(finished - started, answer.version, finished)
+        self.stats.answered(finished - started, answer.version, finished, answer.address)
         if visit.labelled and answer.id is not None:
             label = self._label(visit, drifted, answer.id)
             if label is not None:
