@@ -1,9 +1,21 @@
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from distributed import Client
+from sqlalchemy import func, select
 
+from shipyard.children import Child, free_port, tcp_open
+from shipyard.data import get_dataset
 from shipyard.examples import example_spec
+from shipyard.inference.predictor import load_predictor
 from shipyard.registry import Registry
+from shipyard.registry.tables import RunLearnerRow
 from shipyard.settings import Settings
 
 
@@ -164,3 +176,143 @@ def test_resume_refuses_another_specs_run_and_an_unknown_id(
     assert "no run with id 'nosuchrun'" in unknown.err
     with Registry.open(Settings(home=home)) as registry:
         assert registry.runs.get(other).status == "queued"
+
+
+# -- an ensemble on a real Dask cluster whose scheduler is killed -------------------------
+
+DASK = Path(sys.executable).with_name("dask")
+ENSEMBLE_SPEC = """\
+name: houses
+data:
+  generate: {dataset: housing, rows: 12000, seed: 5}
+  target: price
+task: regression
+model: {name: houses, type: DecisionTreeRegressor, params: {min_samples_leaf: 2}}
+ensemble: {learners: 16, features: 6, seed: 2}
+metrics: [r2, rmse, mae]
+promotion: {require: always}
+"""
+LEARNERS = 16
+
+
+@contextmanager
+def dask_cluster(folder: Path, name: str) -> Iterator[tuple[str, Child]]:
+    """A `dask scheduler` and two single-threaded `dask worker` processes on 127.0.0.1."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = Child(
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        log=folder / f"{name}-scheduler.log",
+    )
+    workers = [
+        Child(
+            [DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+            log=folder / f"{name}-worker-{i}.log",
+        )
+        for i in range(2)
+    ]
+    try:
+        scheduler.start(tcp_open(port), timeout_s=60)
+        for worker in workers:
+            worker.start()
+        with Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, scheduler
+    finally:
+        # Killed, not stopped: a worker whose scheduler is gone keeps reconnecting and
+        # answers SIGTERM only after its own timeouts.
+        for child in (*workers, scheduler):
+            child.kill()
+
+
+def _shipyard(home: Path, folder: Path, *args: str) -> subprocess.Popen[bytes]:
+    with (folder / "out.log").open("wb") as out, (folder / "err.log").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shipyard", "--home", str(home), *args],
+            stdout=out,
+            stderr=err,
+            cwd=folder,
+        )
+
+
+def _learners_stored(registry: Registry) -> int:
+    with registry.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(RunLearnerRow)) or 0)
+
+
+def _house_prices(registry: Registry, ref: str) -> np.ndarray:
+    dataset = get_dataset("housing")
+    rows = dataset.generate(1000, 42)[dataset.schema.feature_names].to_numpy(np.float32)
+    return load_predictor(registry.load_artifact(ref)).predict(rows)["prediction"]
+
+
+def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_missing(
+    home: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "houses.yaml"
+    spec.write_text(ENSEMBLE_SPEC)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with Registry.open(Settings(home=home)) as registry:  # migrated before the child opens it
+        with dask_cluster(first, "a") as (address, scheduler):
+            command = _shipyard(home, first, "pipeline", "run", str(spec), "--scheduler", address)
+            deadline = time.monotonic() + 120
+            while _learners_stored(registry) < 3 and time.monotonic() < deadline:
+                assert command.poll() is None, (first / "err.log").read_text()
+                time.sleep(0.05)
+            scheduler.kill()
+            code = command.wait(timeout=120)
+        kept = _learners_stored(registry)  # a result on its way as the scheduler died counts
+        assert 3 <= kept < LEARNERS
+        err = (first / "err.log").read_text()
+        assert code == 6, err
+        (run,) = registry.runs.recent()
+        assert f"error: lost the Dask scheduler at {address} while fitting learners" in err
+        assert f"--resume {run.id}` fits only the {LEARNERS - kept} learners it lacks" in err
+        assert "Traceback" not in err
+        assert run.status == "failed"
+        assert run.error is not None
+        assert run.error.startswith("train: ClusterError: lost the Dask scheduler")
+        assert registry.list_models() == []
+
+        with dask_cluster(second, "b") as (address, _):
+            resume = ["pipeline", "run", str(spec), "--scheduler", address, "--resume", run.id]
+            assert _shipyard(home, second, *resume).wait(timeout=180) == 0, (
+                second / "err.log"
+            ).read_text()
+            assert (
+                f"{LEARNERS} fitted, {kept} kept from the failed attempt"
+                in (second / "out.log").read_text()
+            )
+            fresh = _shipyard(home, second, "pipeline", "run", str(spec), "--scheduler", address)
+            assert fresh.wait(timeout=180) == 0, (second / "err.log").read_text()
+        resumed = registry.runs.get(run.id)
+        assert resumed.status == "succeeded"
+        assert resumed.metrics["learners"] == LEARNERS
+        assert resumed.metrics["learners_resumed"] == kept
+        assert resumed.params["cluster"] == f"2 workers at {address}"
+        assert registry.get_version("houses:1").run_id == run.id
+        undisturbed = registry.runs.get(registry.get_version("houses:2").run_id or "")
+        assert undisturbed.metrics["learners_resumed"] == 0
+        assert np.array_equal(
+            _house_prices(registry, "houses:1"), _house_prices(registry, "houses:2")
+        )
+
+
+def test_an_ensemble_runs_on_a_local_cluster_of_the_workers_asked_for(
+    cli, home: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "houses.yaml"
+    spec.write_text(
+        ENSEMBLE_SPEC.replace("rows: 12000", "rows: 1500").replace("learners: 16", "learners: 4")
+    )
+    result = cli("pipeline", "run", str(spec), "--workers", "1")
+    assert result.code == 0, result.err
+    assert "learners: 4 fitted" in result.out
+    assert "houses:1" in result.out
+    with Registry.open(Settings(home=home)) as registry:
+        (run,) = registry.runs.recent()
+    assert run.params["cluster"].startswith("1 workers at tcp://127.0.0.1:")
+    assert run.params["ensemble"]["learners"] == 4
+    assert run.metrics["learners"] == 4

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shipyard.errors import ConflictError, InvalidInputError, NotFoundError
 from shipyard.examples import copy_example, example_names, example_spec, get_example
+from shipyard.inference.predictor import load_predictor
+from shipyard.pipeline import Runner, load_spec
+from shipyard.registry import Registry
+from shipyard.settings import Settings
 
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PACKAGED = Path(__file__).resolve().parents[2] / "src" / "shipyard" / "examples"
@@ -70,3 +76,38 @@ def test_copy_into_a_file_is_refused(tmp_path: Path) -> None:
     target.write_text("x")
     with pytest.raises(InvalidInputError, match="is a file"):
         copy_example("fraud", target)
+
+
+def test_housing_ships_an_ensemble_spec_and_request_bodies() -> None:
+    example = get_example("housing")
+    assert example.files == (
+        "pipeline.yaml",
+        "mlflow-request.json",
+        "oip-request.json",
+        "request.json",
+    )
+    spec, _ = load_spec(example_spec("housing"))
+    assert spec.task == "regression"
+    assert spec.ensemble is not None
+    assert spec.metrics == ["r2", "rmse", "mae"]
+    features = spec.data.table_schema().feature_names
+    body = json.loads((PACKAGED / "housing" / "request.json").read_text())
+    assert [list(row) for row in body["instances"]] == [features, features]
+    oip = json.loads((PACKAGED / "housing" / "oip-request.json").read_text())
+    assert oip["inputs"][0]["shape"] == [2, len(features)]
+
+
+def test_the_housing_example_trains_a_good_ensemble_that_predicts_its_request(
+    home: Path,
+) -> None:
+    spec, text = load_spec(example_spec("housing"))
+    with Registry.open(Settings(home=home)) as registry:  # the embedded defaults: one database
+        result = Runner(registry).run(spec, text)
+        assert result.metrics["r2"] > 0.85
+        assert result.version.format == "onnx"
+        assert result.version.tags["learners"] == "32"
+        predictor = load_predictor(registry.load_artifact("housing@production"))
+    body = json.loads((PACKAGED / "housing" / "request.json").read_text())
+    rows = np.array([list(row.values()) for row in body["instances"]], dtype=np.float32)
+    prices = predictor.predict(rows)["prediction"]
+    assert ((prices > 50_000) & (prices < 2_000_000)).all()

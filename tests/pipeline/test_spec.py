@@ -232,3 +232,64 @@ def test_a_bad_shadow_gate_names_field_and_line(gate: str, named: str) -> None:
     with pytest.raises(SpecError, match=r"s.yaml:1[12]: ") as caught:
         parse_spec(VALID + "retrain:\n  gate: " + gate + "\n", source="s.yaml")
     assert named in str(caught.value)
+
+
+ENSEMBLE = """\
+name: houses
+data:
+  generate: {dataset: housing, rows: 100}
+  target: price
+task: regression
+model: {name: houses, type: DecisionTreeRegressor, params: {max_depth: 4}}
+metrics: [r2]
+ensemble:
+  learners: 8
+"""
+
+
+def test_an_ensemble_section_validates_with_defaults() -> None:
+    ensemble = parse_spec(ENSEMBLE).ensemble
+    assert ensemble is not None
+    assert (ensemble.learners, ensemble.bootstrap, ensemble.sample_fraction) == (8, True, 1.0)
+    assert ensemble.required == 8  # min_learners defaults to all of them
+    assert ensemble.feature_count(7) == 7
+    share = parse_spec(ENSEMBLE + "  features: 0.5\n  min_learners: 6\n").ensemble
+    assert share is not None
+    assert (share.feature_count(7), share.required) == (4, 6)
+    count = parse_spec(ENSEMBLE + "  features: 3\n").ensemble
+    assert count is not None
+    assert count.feature_count(7) == 3
+    assert parse_spec(VALID).ensemble is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            "  min_learners: 9\n",
+            ":10: ensemble.min_learners: min_learners 9 is more than the 8 learners",
+        ),
+        ("  min_learners: 0\n", ":10: ensemble.min_learners: Input should be greater than"),
+        ("  features: 1.5\n", ":10: ensemble.features: a share of the features is in (0, 1]"),
+        ("  features: 0\n", ":10: ensemble.features: a count of features is at least 1, not 0"),
+        ("  features: 8\n", ":10: ensemble.features: features 8 is more than the 7 features"),
+        ("  features: many\n", ":10: ensemble.features: give a share of the features"),
+        ("  sample_fraction: 0\n", ":10: ensemble.sample_fraction: Input should be greater"),
+        ("  sample_fraction: 1.2\n", ":10: ensemble.sample_fraction: Input should be less"),
+        ("  seed: -1\n", ":10: ensemble.seed: Input should be greater than or equal to 0"),
+        ("  bootstrap: maybe\n", ":10: ensemble.bootstrap: Input should be a valid boolean"),
+        ("  lerners: 3\n", ":10: ensemble.lerners: unknown field"),
+    ],
+)
+def test_a_bad_ensemble_section_names_field_and_line(lines: str, expected: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_spec(ENSEMBLE + lines, source="s.yaml")
+    assert f"s.yaml{expected}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("learners", "expected"), [("0", "greater than or equal to 1"), ("x", "integer")]
+)
+def test_an_ensemble_needs_at_least_one_learner(learners: str, expected: str) -> None:
+    with pytest.raises(SpecError, match=rf"s.yaml:9: ensemble.learners: .*{expected}"):
+        parse_spec(ENSEMBLE.replace("learners: 8", f"learners: {learners}"), source="s.yaml")

@@ -100,3 +100,20 @@ def test_recent_runs_are_newest_first_and_filter_by_spec(registry: Registry) -> 
     assert runs.recent("nothing") == []
     with pytest.raises(InvalidInputError, match="at least 1"):
         runs.recent(limit=0)
+
+
+def test_a_runs_learners_are_kept_per_fingerprint_and_its_params_updated(
+    registry: Registry,
+) -> None:
+    runs = registry.runs
+    run_id = runs.start("houses", "", {"cluster": "local (2 workers)", "model": "tree"})
+    runs.add_learner(run_id, "f" * 64, 3, "a" * 64)
+    runs.add_learner(run_id, "f" * 64, 3, "a" * 64)  # a result delivered twice
+    runs.add_learner(run_id, "f" * 64, 0, "b" * 64)
+    runs.add_learner(run_id, "e" * 64, 1, "c" * 64)  # another recipe or data
+    assert runs.learners(run_id, "f" * 64) == {0: "b" * 64, 3: "a" * 64}
+    assert runs.learners(run_id, "d" * 64) == {}
+    runs.update_params(run_id, {"cluster": "2 workers at tcp://127.0.0.1:1"})
+    assert runs.get(run_id).params == {"cluster": "2 workers at tcp://127.0.0.1:1", "model": "tree"}
+    with pytest.raises(NotFoundError):
+        runs.learners("nosuchrun", "f" * 64)

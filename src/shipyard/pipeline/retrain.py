@@ -53,6 +53,7 @@ from shipyard.monitoring.retraining import (
     Status,
     Trigger,
 )
+from shipyard.pipeline.ensemble import ClusterOptions
 from shipyard.pipeline.gate import as_json, judge
 from shipyard.pipeline.labelled import (
     TIME,
@@ -257,7 +258,8 @@ class PipelineRetrainer:
         table = pd.concat(parts, ignore_index=True)
         path = self._data_file(model, attempt, table)
         never = spec.promotion.model_copy(update={"require": "never"})
-        result = Runner(self.registry, listener=self.listener).run(
+        cluster = ClusterOptions(self.settings.scheduler, self.settings.cluster_workers)
+        result = Runner(self.registry, listener=self.listener, cluster=cluster).run(
             spec.with_data_file(path).model_copy(update={"promotion": never}),
             spec_text,
             tags={

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shipyard import __version__
+from shipyard.pipeline.ensemble import ClusterOptions, LearnerListener
 from shipyard.pipeline.spec import Spec
 from shipyard.pipeline.stages import STAGES, Promotion, RunContext, Stage
 from shipyard.registry import ModelVersionInfo, Registry
@@ -47,10 +48,14 @@ class Runner:
         *,
         stages: Sequence[type[Stage]] = STAGES,
         listener: StageListener | None = None,
+        cluster: ClusterOptions | None = None,
+        learner_listener: LearnerListener | None = None,
     ) -> None:
         self.registry = registry
         self.stages = stages
         self.listener = listener
+        self.cluster = cluster or ClusterOptions()
+        self.learner_listener = learner_listener
 
     def run(
         self,
@@ -75,11 +80,26 @@ class Runner:
             "data": data_source(spec),
             "shipyard": __version__,
         }
+        if spec.ensemble is not None:
+            params["ensemble"] = spec.ensemble.model_dump()
+            # Which cluster fitted the learners; the train stage replaces it by what it
+            # found there (``N workers at ADDRESS``).
+            params["cluster"] = self.cluster.scheduler or f"local ({self.cluster.workers} workers)"
         if run_id is None:
             run_id = self.registry.runs.start(spec.name, spec_text, params)
         else:
             self.registry.runs.reopen(run_id)
-        ctx = RunContext(spec=spec, registry=self.registry, run_id=run_id, tags=dict(tags or {}))
+            # What this attempt runs with (the data file given now, the ensemble, the
+            # cluster) replaces what the queued or failed attempt recorded.
+            self.registry.runs.update_params(run_id, params)
+        ctx = RunContext(
+            spec=spec,
+            registry=self.registry,
+            run_id=run_id,
+            tags=dict(tags or {}),
+            cluster=self.cluster,
+            learner_listener=self.learner_listener,
+        )
         if on_start is not None:
             on_start(run_id)
         timings: list[StageTiming] = []

@@ -15,7 +15,10 @@ parameters, how to split, which metrics to compute, and when to promote the new 
     promotion: {alias: production, metric: average_precision, require: beats_current}
     monitoring: {windows: {rows: 1000, minutes: 60}, drift: {drift_share: 0.5}}  # optional
     retrain: {triggers: {drift.detected: true}, gate: {min_delta: 0.01}, cooldown: 1h}  # optional
+    ensemble: {learners: 32, features: 0.8, seed: 1}  # optional: bag `model` on a Dask cluster
 
+``ensemble`` (``EnsembleSpec``) makes ``model`` the learner of a bagged ensemble whose learners
+are fitted as tasks on a Dask cluster (``pipeline/ensemble.py``).
 ``monitoring`` (``monitoring/config.py``) and ``retrain`` (``monitoring/retraining.py``) are
 stored with each registered version, as JSON in its ``monitoring`` and ``retrain`` tags, for
 ``shipyard monitor``; they live below the pipeline so that the monitor reads them without it.
@@ -164,6 +167,67 @@ class PromotionSpec(_Strict):
     min_value: float | None = None
 
 
+class EnsembleSpec(_Strict):
+    """``learners`` copies of the spec's model, each fitted on its own sample of the training
+    rows and subset of the features with its own seed, averaged (regression) or soft-voted
+    (classification) into one model."""
+
+    learners: int = Field(ge=1, le=10_000)
+    bootstrap: bool = True
+    """Draw each learner's rows with replacement (bagging); without, a subsample."""
+    sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    """The share of the training rows each learner draws."""
+    features: int | float = 1.0
+    """Per learner: a share of the features (a number with a point, in (0, 1]) or a count
+    (a whole number, at least 1)."""
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    """Seeds every learner's sample, features and estimator: same seed, same ensemble."""
+    min_learners: int | None = Field(default=None, ge=1)
+    """How many learners must fit for the run to succeed (default: all of them)."""
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _share_or_count(cls, value: object) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"give a share of the features (e.g. 0.8) or a count (e.g. 5), not {value!r}"
+            )
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"a count of features is at least 1, not {value}")
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError(
+                f"a share of the features is in (0, 1], not {value}; "
+                "for a count write a whole number"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _enough(self) -> Self:
+        if self.min_learners is not None and self.min_learners > self.learners:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "min_learners {minimum} is more than the {learners} learners the ensemble "
+                "fits; lower ensemble.min_learners or raise ensemble.learners",
+                {
+                    "at": "ensemble.min_learners",
+                    "minimum": self.min_learners,
+                    "learners": self.learners,
+                },
+            )
+        return self
+
+    @property
+    def required(self) -> int:
+        """How many learners must fit (``min_learners``, all by default)."""
+        return self.learners if self.min_learners is None else self.min_learners
+
+    def feature_count(self, available: int) -> int:
+        """How many of ``available`` features each learner sees."""
+        if isinstance(self.features, float):
+            return max(1, round(self.features * available))
+        return self.features
+
+
 class Spec(_Strict):
     """A whole pipeline spec."""
 
@@ -177,10 +241,12 @@ class Spec(_Strict):
     promotion: PromotionSpec = PromotionSpec()
     monitoring: MonitoringSpec | None = None
     retrain: RetrainSpec | None = None
+    ensemble: EnsembleSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         task_type = ESTIMATORS[self.model.type].task
+        self._check_ensemble()
         if task_type != self.task:
             raise ValueError(f"model type {self.model.type} is for {task_type}, not {self.task}")
         for metric in self.metrics:
@@ -213,6 +279,24 @@ class Spec(_Strict):
                 },
             )
         return self
+
+    def _check_ensemble(self) -> None:
+        ensemble = self.ensemble
+        if ensemble is None or not isinstance(ensemble.features, int):
+            return
+        # A count of features needs the schema; a spec whose columns come with --data only
+        # is checked when the train stage knows them.
+        try:
+            available = len(self.data.table_schema().feature_names)
+        except SpecError:
+            return
+        if ensemble.features > available:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "features {count} is more than the {available} features of the data; give a "
+                "count up to {available} or a share such as 0.8",
+                {"at": "ensemble.features", "count": ensemble.features, "available": available},
+            )
 
     def with_data_file(self, path: Path) -> Spec:
         """The same spec reading its table from ``path`` instead of its own source."""

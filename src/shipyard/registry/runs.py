@@ -20,7 +20,7 @@ from shipyard import __version__
 from shipyard.errors import ConflictError, InvalidInputError, NotFoundError
 from shipyard.registry.checks import check_json, check_metrics
 from shipyard.registry.records import RunInfo, StageInfo
-from shipyard.registry.tables import RunMetricRow, RunRow, RunStageRow, utcnow
+from shipyard.registry.tables import RunLearnerRow, RunMetricRow, RunRow, RunStageRow, utcnow
 
 
 class Transactions(Protocol):
@@ -136,6 +136,43 @@ class Runs:
                     existing[key].value = value
                 else:
                     session.add(RunMetricRow(run_id=run_id, key=key, value=value))
+
+    def update_params(self, run_id: str, changes: Mapping[str, Any]) -> None:
+        """Set (or replace) some of a run's params, e.g. the cluster a resumed run ran on."""
+        check_json(dict(changes), "run params")
+        with self._transaction(write=True) as session:
+            run = find_run(session, run_id)
+            run.params = {**run.params, **changes}
+
+    def add_learner(self, run_id: str, fingerprint: str, learner: int, sha256: str) -> None:
+        """Record that learner ``learner`` of the ensemble ``fingerprint`` names is fitted
+        and stored at ``sha256`` in the artifact store; recording it again is a no-op."""
+        with self._transaction(write=True) as session:
+            find_run(session, run_id)
+            exists = session.scalar(
+                select(RunLearnerRow.id).where(
+                    RunLearnerRow.run_id == run_id,
+                    RunLearnerRow.fingerprint == fingerprint,
+                    RunLearnerRow.learner == learner,
+                )
+            )
+            if exists is None:
+                session.add(
+                    RunLearnerRow(
+                        run_id=run_id, fingerprint=fingerprint, learner=learner, sha256=sha256
+                    )
+                )
+
+    def learners(self, run_id: str, fingerprint: str) -> dict[int, str]:
+        """The stored learners of a run's ensemble ``fingerprint``: index → blob digest."""
+        with self._transaction() as session:
+            find_run(session, run_id)
+            rows = session.scalars(
+                select(RunLearnerRow).where(
+                    RunLearnerRow.run_id == run_id, RunLearnerRow.fingerprint == fingerprint
+                )
+            )
+            return {row.learner: row.sha256 for row in rows}
 
     def set_dataset(self, run_id: str, dataset_sha256: str) -> None:
         """Record the SHA-256 of the data a run trained on."""

@@ -190,6 +190,22 @@ class RunMetricRow(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class RunLearnerRow(Base):
+    """A learner of an ensemble run, fitted and kept in the artifact store (its skops bytes
+    at ``sha256``), so that a resumed run fits only the learners it lacks. ``fingerprint``
+    names the recipe and data it was fitted from: a resume with others does not reuse it."""
+
+    __tablename__ = "run_learners"
+    __table_args__ = (UniqueConstraint("run_id", "fingerprint", "learner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    learner: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class UserRow(Base):
     """A person who signs in with a password; only its argon2 hash is kept."""
 
