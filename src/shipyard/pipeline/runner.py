@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from shipyard import __version__
 from shipyard.pipeline.ensemble import ClusterOptions, LearnerListener
@@ -71,17 +72,8 @@ class Runner:
         ``tags`` go on the registered version beside the spec's; ``on_start`` is called
         with the run's id once the run is recorded, before the first stage. ``run_id``
         names a queued or failed run to carry on instead of recording a new one."""
-        params = {
-            "task": spec.task,
-            "model": spec.model.type,
-            "params": spec.model.params,
-            "scale": spec.model.scale,
-            "split": spec.split.model_dump(),
-            "data": data_source(spec),
-            "shipyard": __version__,
-        }
+        params = run_params(spec)
         if spec.ensemble is not None:
-            params["ensemble"] = spec.ensemble.model_dump()
             # Which cluster fitted the learners; the train stage replaces it by what it
             # found there (``N workers at ADDRESS``).
             params["cluster"] = self.cluster.scheduler or f"local ({self.cluster.workers} workers)"
@@ -142,6 +134,23 @@ class Runner:
     def _tell(self, name: str, status: str, seconds: float) -> None:
         if self.listener is not None:
             self.listener(name, status, seconds)
+
+
+def run_params(spec: Spec) -> dict[str, Any]:
+    """What a run of ``spec`` records as its params: the estimator and its parameters, the
+    split, where the data came from and the ensemble (a queued run records the same)."""
+    params: dict[str, Any] = {
+        "task": spec.task,
+        "model": spec.model.type,
+        "params": spec.model.params,
+        "scale": spec.model.scale,
+        "split": spec.split.model_dump(),
+        "data": data_source(spec),
+        "shipyard": __version__,
+    }
+    if spec.ensemble is not None:
+        params["ensemble"] = spec.ensemble.model_dump()
+    return params
 
 
 def data_source(spec: Spec) -> dict[str, object]:

@@ -24,11 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shipyard import __version__
 from shipyard.children import Child, log_tail, pid_running
 from shipyard.errors import UnavailableError
 from shipyard.files import write_whole
-from shipyard.pipeline.runner import data_source
+from shipyard.pipeline.runner import run_params
 from shipyard.pipeline.spec import Spec
 from shipyard.registry import Registry, RunInfo
 from shipyard.settings import Settings
@@ -58,16 +57,7 @@ def queue_run(registry: Registry, spec: Spec, spec_text: str) -> str:
     """Record a queued run of ``spec`` (with its data source already final) and return its
     id; its params are those ``Runner.run`` records, so that a later run — a retrain, an
     empty-bodied ``POST …/runs`` — finds the same data again through ``params["data"]``."""
-    params: dict[str, Any] = {
-        "task": spec.task,
-        "model": spec.model.type,
-        "params": spec.model.params,
-        "scale": spec.model.scale,
-        "split": spec.split.model_dump(),
-        "data": data_source(spec),
-        "shipyard": __version__,
-    }
-    return registry.runs.start(spec.name, spec_text, params, status="queued")
+    return registry.runs.start(spec.name, spec_text, run_params(spec), status="queued")
 
 
 class TrainingProcesses:
