@@ -1,16 +1,13 @@
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from distributed import Client
 from sqlalchemy import func, select
 
-from shipyard.children import Child, free_port, tcp_open
+from dask_processes import dask_cluster
 from shipyard.data import get_dataset
 from shipyard.examples import example_spec
 from shipyard.inference.predictor import load_predictor
@@ -180,7 +177,6 @@ def test_resume_refuses_another_specs_run_and_an_unknown_id(
 
 # -- an ensemble on a real Dask cluster whose scheduler is killed -------------------------
 
-DASK = Path(sys.executable).with_name("dask")
 ENSEMBLE_SPEC = """\
 name: houses
 data:
@@ -193,36 +189,6 @@ metrics: [r2, rmse, mae]
 promotion: {require: always}
 """
 LEARNERS = 16
-
-
-@contextmanager
-def dask_cluster(folder: Path, name: str) -> Iterator[tuple[str, Child]]:
-    """A `dask scheduler` and two single-threaded `dask worker` processes on 127.0.0.1."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = Child(
-        [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        log=folder / f"{name}-scheduler.log",
-    )
-    workers = [
-        Child(
-            [DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny"],
-            log=folder / f"{name}-worker-{i}.log",
-        )
-        for i in range(2)
-    ]
-    try:
-        scheduler.start(tcp_open(port), timeout_s=60)
-        for worker in workers:
-            worker.start()
-        with Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address, scheduler
-    finally:
-        # Killed, not stopped: a worker whose scheduler is gone keeps reconnecting and
-        # answers SIGTERM only after its own timeouts.
-        for child in (*workers, scheduler):
-            child.kill()
 
 
 def _shipyard(home: Path, folder: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -255,7 +221,8 @@ def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_m
     first.mkdir()
     second.mkdir()
     with Registry.open(Settings(home=home)) as registry:  # migrated before the child opens it
-        with dask_cluster(first, "a") as (address, scheduler):
+        with dask_cluster(first, "a") as cluster:
+            address, scheduler = cluster.address, cluster.scheduler
             command = _shipyard(home, first, "pipeline", "run", str(spec), "--scheduler", address)
             deadline = time.monotonic() + 120
             while _learners_stored(registry) < 3 and time.monotonic() < deadline:
@@ -276,7 +243,8 @@ def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_m
         assert run.error.startswith("train: ClusterError: lost the Dask scheduler")
         assert registry.list_models() == []
 
-        with dask_cluster(second, "b") as (address, _):
+        with dask_cluster(second, "b") as cluster:
+            address = cluster.address
             resume = ["pipeline", "run", str(spec), "--scheduler", address, "--resume", run.id]
             assert _shipyard(home, second, *resume).wait(timeout=180) == 0, (
                 second / "err.log"

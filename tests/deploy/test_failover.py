@@ -26,14 +26,20 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import func, select
 
+from dask_processes import dask_cluster
 from debian_packages import require_tools
 from shipyard.children import Child, free_ports, http_ok
+from shipyard.registry import Registry, Users
+from shipyard.registry.tables import RunLearnerRow
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.config import TrafficConfig
@@ -116,20 +122,20 @@ def replicas(trained_model_home: Path, tmp_path: Path) -> Iterator[list[ServerPr
             server.stop()
 
 
-@pytest.fixture
-def balancers(
-    nginx: str, replicas: list[ServerProcess], tmp_path: Path
+@contextmanager
+def running_balancers(
+    nginx: str, replicas: Sequence[int], folder: Path
 ) -> Iterator[list[Balancer]]:
-    """A primary and a backup nginx, each from its own prefix folder, in front of both
-    replicas; stopped (and killed if they linger) afterwards."""
+    """A primary and a backup nginx, each from its own prefix folder under ``folder``, in
+    front of the replicas on ports ``replicas``; stopped (and killed if they linger) after."""
     running: list[Balancer] = []
     try:
         for name, port in zip(("primary", "backup"), free_ports(2), strict=True):
-            prefix = tmp_path / name
+            prefix = folder / name
             (prefix / "logs").mkdir(parents=True)
             (prefix / "tmp").mkdir()
             config = prefix / "nginx.conf"
-            config.write_text(balancer_config(port, [r.port for r in replicas]))
+            config.write_text(balancer_config(port, replicas))
             url = f"http://127.0.0.1:{port}"
             child = Child(
                 # Not a daemon: the child is nginx's master, its workers in its group.
@@ -145,6 +151,15 @@ def balancers(
     finally:
         for balancer in running:
             balancer.child.stop(10, signum=signal.SIGQUIT)  # nginx's graceful shutdown
+
+
+@pytest.fixture
+def balancers(
+    nginx: str, replicas: list[ServerProcess], tmp_path: Path
+) -> Iterator[list[Balancer]]:
+    """A primary and a backup nginx in front of both replicas."""
+    with running_balancers(nginx, [r.port for r in replicas], tmp_path) as running:
+        yield running
 
 
 @dataclass
@@ -288,3 +303,97 @@ def test_users_with_both_balancers_keep_getting_answers_when_the_primary_is_kill
     answered = summary["answered_by"]
     assert set(answered) == {primary.url, backup.url}
     assert answered[backup.url] >= len(after)
+
+
+# -- a fit started over HTTP, losing a Dask worker and the primary balancer ---------------
+
+FIT_SPEC = """\
+name: houses
+data:
+  generate: {dataset: housing, rows: 12000, seed: 5}
+  target: price
+task: regression
+model: {name: houses, type: DecisionTreeRegressor, params: {min_samples_leaf: 2}}
+ensemble: {learners: 24, features: 6, seed: 2}
+metrics: [r2, rmse, mae]
+promotion: {require: always}
+"""
+FIT_LEARNERS = 24
+
+
+def _learners_stored(registry: Registry, run_id: str) -> int:
+    with registry.transaction() as session:
+        query = select(func.count()).select_from(RunLearnerRow)
+        return int(session.scalar(query.where(RunLearnerRow.run_id == run_id)) or 0)
+
+
+def _get_from_either(urls: Sequence[str], path: str) -> tuple[str, httpx.Response]:
+    """GET ``path`` from the first balancer that takes the connection (a client that knows
+    both addresses); the address that answered and its answer."""
+    for url in urls:
+        try:
+            return url, httpx.get(f"{url}{path}", timeout=30)
+        except httpx.TransportError:
+            continue
+    raise AssertionError(f"no balancer of {list(urls)} answered {path}")
+
+
+@pytest.mark.e2e
+def test_a_fit_over_http_completes_when_a_dask_worker_and_the_primary_nginx_die(
+    nginx: str, trained_model_home: Path, tmp_path: Path, record_property: Any
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(trained_model_home, home)
+    with dask_cluster(tmp_path, "fit") as cluster:
+        settings = Settings(home=home, scheduler=cluster.address)
+        with Registry.open(settings) as registry:
+            key = Users(registry).create_api_key("trainer", "operator")[1]
+            servers = [ServerProcess(settings, log=tmp_path / f"fit-{n}.log") for n in (1, 2)]
+            try:
+                for server in servers:
+                    server.start()
+                ports = [server.port for server in servers]
+                with running_balancers(nginx, ports, tmp_path / "lb") as (primary, backup):
+                    urls = (primary.url, backup.url)
+                    started = time.monotonic()
+                    answer = httpx.post(
+                        f"{primary.url}/v1/pipelines/houses/runs",
+                        json={"spec": FIT_SPEC},
+                        headers={"X-API-Key": key},
+                        timeout=30,
+                    )
+                    assert answer.status_code == 202, answer.text
+                    run_id = answer.json()["id"]
+                    deadline = time.monotonic() + 120
+                    while _learners_stored(registry, run_id) < 2:
+                        assert time.monotonic() < deadline, "no learner was fitted in 120 s"
+                        time.sleep(0.05)
+                    kept_before_kills = _learners_stored(registry, run_id)
+                    cluster.workers[0].kill()  # SIGKILL: its tasks go to the other worker
+                    kill_group(primary.child)  # master and workers of the primary nginx
+                    primary.child.kill()  # reaped
+                    run: dict[str, Any] = {"status": "queued"}
+                    answered_by: set[str] = set()
+                    deadline = time.monotonic() + 240
+                    while run["status"] in ("queued", "running"):
+                        assert time.monotonic() < deadline, f"the run is still {run['status']}"
+                        url, reply = _get_from_either(urls, f"/v1/pipelines/runs/{run_id}?wait=5")
+                        assert reply.status_code == 200, reply.text
+                        answered_by.add(url)
+                        run = reply.json()
+                    seconds = time.monotonic() - started
+            finally:
+                for server in servers:
+                    server.stop()
+        figure = (
+            f"fit over HTTP ({FIT_LEARNERS} learners) with a Dask worker and the primary nginx "
+            f"SIGKILLed after {kept_before_kills} learners: {run['status']} in {seconds:.1f} s, "
+            f"learners {run.get('learners')}, followed through {sorted(answered_by)}"
+        )
+        record_property("figure", figure)
+        print(figure)
+        assert run["status"] == "succeeded", run.get("error")
+        assert run["learners"] == {"done": FIT_LEARNERS, "failed": 0}
+        assert run["version"]["ref"] == "houses:1"
+        assert answered_by == {backup.url}  # the primary was dead for every read
+        assert run["metrics"]["r2"] > 0.5

@@ -73,11 +73,19 @@ def fit_on_cluster(
     try:
         for future in as_completed(futures, loop=client.loop):
             index = futures[future]
-            if future.status == "finished":
-                on_result(index, future.result())
-            elif future.status == "cancelled":
+            if future.status == "cancelled":
                 raise _lost(client)
-            else:
+            if future.status != "error":
+                # "finished" — or "lost": the worker holding a finished result died before
+                # it was fetched, and the scheduler computes it again for this future.
+                try:
+                    on_result(index, future.result())
+                except ShipyardError:
+                    raise
+                except Exception:
+                    if future.status != "error":
+                        raise
+            if future.status == "error":
                 failure = future.exception()
                 logger.warning("learner %d failed: %s: %s", index, type(failure).__name__, failure)
                 on_error(index, failure)
