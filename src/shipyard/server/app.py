@@ -74,7 +74,6 @@ LINKS = {
     "predict": "/v1/models/{name}:predict",
     "evaluate": "/v1/models/{name}:evaluate",
     "pipeline_runs": "/v1/pipelines/{name}/runs",
-    "run": "/v1/pipelines/runs/{id}",
     "mlflow_invocations": "/invocations",
     "registry": "/v1/registry/models",
     "monitoring": "/v1/monitoring/models/{name}",
