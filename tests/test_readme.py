@@ -17,6 +17,8 @@ import yaml
 import shipyard
 from debian_packages import require_tools
 from shipyard.children import stop_pid
+from shipyard.registry import Registry
+from shipyard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -37,6 +39,7 @@ def _block_under(heading: str) -> str:
 
 
 TRAINING = _block_under("## Training and evaluating over HTTP")
+CLUSTER = _block_under("## Training on a cluster")
 STREAMING = _block_under("## Streaming")
 MONITORING = _block_under("## Monitoring")
 RETRAINING = _block_under("## Retraining")
@@ -245,29 +248,78 @@ def _json_documents(text: str) -> list[dict[str, object]]:
 
 
 @pytest.mark.e2e
-def test_training_over_http_commands_run_as_a_script(folders: Folders, trained: list[str]) -> None:
-    """The training-over-HTTP block, after the usage block's training, as one bash script: a
-    run from an upload followed to its version, an evaluation and a prediction by that
-    version, a run again from the last one's spec and data, the runs listed."""
-    tmp_path = folders.restore("trained")  # the example's files, fraud:1 in production
+def test_training_over_http_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The training-over-HTTP block, in an empty folder and a fresh home, as one bash script:
+    the housing ensemble fitted from an upload and followed to its version, evaluated on
+    fresh labelled sales, asked for the example's prices, fitted again from the last run's
+    spec and data (the same model), the runs listed and the last one shown."""
     env = _block_env(tmp_path)
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{TRAINING}"
     out = _run(script, tmp_path, env, timeout=600)
     answers = _json_documents(out)
     first, evaluated, predicted, again = answers[1:]
     assert answers[0] == {"ready": True}
-    assert (first["status"], first["version"]["ref"]) == ("succeeded", "fraud:2"), first
+    assert (first["status"], first["version"]["ref"]) == ("succeeded", "housing:1"), first
+    assert first["version"]["aliases"] == ["production"]
     assert [stage["status"] for stage in first["stages"]] == ["succeeded"] * 8
+    assert first["learners"] == {"done": 32, "failed": 0}  # the example's ensemble, whole
     assert first["data"]["path"].endswith(f"uploads/{first['dataset_sha256']}.csv")
-    assert (evaluated["model"], evaluated["version"], evaluated["rows"]) == ("fraud", 2, 4000)
-    assert set(evaluated["metrics"]) == set(evaluated["recorded_metrics"]) >= {"roc_auc", "f1"}
-    assert predicted["version"] == 2
-    assert (again["status"], again["version"]["ref"]) == ("succeeded", "fraud:3"), again
+    assert first["metrics"]["r2"] > 0.8  # 0.88 on these 4,000 sales
+    assert (evaluated["model"], evaluated["version"], evaluated["rows"]) == ("housing", 1, 2000)
+    assert set(evaluated["metrics"]) == set(evaluated["recorded_metrics"]) == {"r2", "rmse", "mae"}
+    assert evaluated["metrics"]["r2"] > 0.8  # on sales it never saw
+    prices = [p["prediction"] for p in predicted["predictions"]]
+    assert (predicted["version"], len(prices)) == (1, 2)
+    assert all(20_000 < price < 2_000_000 for price in prices), prices
+    assert (again["status"], again["version"]["ref"]) == ("succeeded", "housing:2"), again
     assert (again["data"], again["dataset_sha256"]) == (first["data"], first["dataset_sha256"])
+    # The same spec, data and seeds give the same ensemble: the same figures, not promoted.
+    assert again["metrics"] == first["metrics"]
+    assert again["version"]["aliases"] == []
     listed = out[out.rindex("}") + 1 :]
     for run in (first, again):
         assert run["id"] in listed
-    assert "fraud:3" in listed
+    assert "housing:2" in listed
+    assert "learners: 32 done, 0 failed" in listed  # shipyard runs show
+    assert f"dataset sha256 │ {first['dataset_sha256']}" in listed
+
+
+def test_the_ensemble_section_shown_is_the_housing_examples() -> None:
+    """The `ensemble:` section the README explains key by key is the packaged example's, and
+    names every key the spec accepts."""
+    from shipyard.pipeline.spec import EnsembleSpec
+
+    section = README.split("\n## Training on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    (shown,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    example = yaml.safe_load((REPO / "examples" / "housing" / "pipeline.yaml").read_text())
+    assert yaml.safe_load(shown) == {"ensemble": example["ensemble"]}
+    assert set(example["ensemble"]) == set(EnsembleSpec.model_fields)
+
+
+@pytest.mark.e2e
+def test_cluster_training_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The training-on-a-cluster block, in an empty folder and a fresh home, as one bash
+    script: the housing ensemble on a local cluster of 2 workers, then on a scheduler and 2
+    workers started by hand (stopped at the end) — every learner fitted both times, and the
+    same model."""
+    env = _block_env(tmp_path)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{CLUSTER}"
+    out = _run(script, tmp_path, env, timeout=600)
+    assert out.count("learners: 32 fitted\n") == 2, out
+    r2 = [float(value) for value in re.findall(r"│ r2 +│ ([\d.]+)", out)]
+    assert len(r2) == 2, out
+    assert r2[0] == r2[1] > 0.8, r2  # the same model wherever it was fitted
+    assert "not promoted to production (r2" in out
+    with Registry.open(Settings(home=tmp_path / "home", database_url="")) as registry:
+        local, remote = reversed(registry.runs.recent("housing"))
+    assert local.params["cluster"].startswith("2 workers at tcp://127.0.0.1:")
+    assert remote.params["cluster"] == "2 workers at tcp://127.0.0.1:8786"
+    for run in (local, remote):
+        assert run.status == "succeeded"
+        assert (run.metrics["learners"], run.metrics["learners_failed"]) == (32, 0)
+    listed = out[out.rindex("└") :]
+    assert local.id in listed
+    assert remote.id in listed
 
 
 @pytest.mark.e2e

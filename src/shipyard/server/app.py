@@ -72,6 +72,8 @@ LINKS = {
     "open_inference_protocol": "/v2",
     "ready": "/v2/health/ready",
     "predict": "/v1/models/{name}:predict",
+    "evaluate": "/v1/models/{name}:evaluate",
+    "pipeline_runs": "/v1/pipelines/{name}/runs",
     "mlflow_invocations": "/invocations",
     "registry": "/v1/registry/models",
     "monitoring": "/v1/monitoring/models/{name}",
