@@ -154,6 +154,7 @@ def monitored(folders: Folders, trained: list[str]) -> str:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1500)  # a fresh venv's install, then the demo twice: its own bounds below
 def test_install_and_demo_command_in_a_fresh_copy(tmp_path: Path) -> None:
     """The first command, verbatim, in a copy of the repository with no venv; then again."""
     copy = tmp_path / "shipyard"

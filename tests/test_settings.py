@@ -73,6 +73,8 @@ def everything_set(tmp_path: Path) -> Settings:
         monitor_index_rows=1000,
         feedback_grace_seconds=0.0,
         retrain_lock_ttl_seconds=5.0,
+        scheduler="tcp://127.0.0.1:8786",
+        cluster_workers=3,
     )
 
 

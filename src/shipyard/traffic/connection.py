@@ -11,6 +11,7 @@ path makes ~15,000. Everything that is not a user's request (metadata, feedback)
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 from dataclasses import dataclass
 from typing import cast
@@ -63,20 +64,18 @@ class Endpoint:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class ConnectTimeoutError(TimeoutError):
-    """No connection within the timeout: the request was never sent."""
-
-
-#: Failures that say nothing answers at an address any more (refused, reset, cut, never
-#: connected), as opposed to a server that answered late or with garbage: a client with
-#: several addresses of one service moves on to the next when it meets one of these.
-UNREACHABLE = (
-    ConnectionRefusedError,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    BrokenPipeError,
-    ConnectTimeoutError,
-)
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says nothing answers at an address any more (refused, reset, cut,
+    never connected), as opposed to a server that answered late or with garbage: a client
+    with several addresses of one service moves on to the next when it meets one of these.
+    A connection not made in time is a ``TimeoutError`` with ``errno.ETIMEDOUT``, as the
+    kernel's own; a late answer's has none."""
+    if isinstance(error, TimeoutError):
+        return error.errno == errno.ETIMEDOUT
+    return isinstance(
+        error,
+        ConnectionRefusedError | ConnectionResetError | ConnectionAbortedError | BrokenPipeError,
+    )
 
 
 class _Exchange(asyncio.Protocol):
@@ -130,9 +129,9 @@ class _Exchange(asyncio.Protocol):
 
 class Connections:
     """A keep-alive connection per slot to one endpoint, opened on first use and again
-    after the server closed it; ``exchange`` raises ``OSError`` (``TimeoutError`` after
-    ``timeout_s``, ``ConnectTimeoutError`` when not even the connection was made in time) when
-    no response comes."""
+    after the server closed it; ``exchange`` raises ``OSError`` when no response comes
+    (``TimeoutError`` after ``timeout_s``; with ``errno.ETIMEDOUT`` when not even the
+    connection was made in time)."""
 
     def __init__(self, endpoint: Endpoint, slots: int, timeout_s: float) -> None:
         self.endpoint = endpoint
@@ -170,7 +169,9 @@ class Connections:
         try:
             _, exchange = await asyncio.wait_for(connecting, self.timeout_s)
         except TimeoutError:
-            raise ConnectTimeoutError(f"no connection within {self.timeout_s:g} s") from None
+            raise TimeoutError(
+                errno.ETIMEDOUT, f"no connection within {self.timeout_s:g} s"
+            ) from None
         self._open[slot] = exchange
         return exchange
 

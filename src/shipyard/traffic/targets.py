@@ -38,7 +38,7 @@ from shipyard.errors import (
 from shipyard.messaging import Broker, QueueSpec, publish_patiently
 from shipyard.monitoring.monitor import feedback_queue
 from shipyard.traffic.config import Protocol
-from shipyard.traffic.connection import UNREACHABLE, Connections, Endpoint
+from shipyard.traffic.connection import Connections, Endpoint, unreachable
 from shipyard.traffic.labels import Label, Sent
 from shipyard.traffic.rows import Rows
 from shipyard.traffic.users import Answer
@@ -157,7 +157,7 @@ class HttpTarget:
                 )
                 break
             except OSError as error:  # TimeoutError and ConnectionError included
-                if not isinstance(error, UNREACHABLE) or failovers == count - 1:
+                if not unreachable(error) or failovers == count - 1:
                     return Answer(
                         failure=failure_kind(error),
                         failovers=failovers,
@@ -274,7 +274,7 @@ def _raise_for_access(response: httpx.Response, url: str, what: str, role: str) 
         )
 
 
-#: An HTTP client's failures that say nothing answers at an address (see ``UNREACHABLE``).
+#: An HTTP client's failures that say nothing answers at an address (``unreachable``).
 HTTP_UNREACHABLE = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
