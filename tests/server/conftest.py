@@ -38,6 +38,16 @@ def client(server_settings: Settings) -> Iterator[TestClient]:
     """The app in-process, started (models loaded) and stopped around the test."""
     with TestClient(create_app(server_settings)) as test_client:
         yield test_client
+        assert_trainings_ended(test_client)
+
+
+def assert_trainings_ended(client: TestClient, timeout_s: float = 240) -> None:
+    """Wait for the training children the in-process server started: a run is recorded
+    finished a moment before its process exits, and a process still running when its handle
+    is collected is a ResourceWarning in whichever later test collects it."""
+    trainings = getattr(client.app.state, "trainings", None)
+    if trainings is not None:
+        assert trainings.wait(timeout_s) == []
 
 
 @dataclass

@@ -23,6 +23,8 @@ from shipyard.server.app import create_app
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 
+from .conftest import assert_trainings_ended
+
 STAGES = ["ingest", "validate", "split", "train", "evaluate", "export", "register", "promote"]
 SPEC = example_spec("fraud").read_text()
 #: Seconds a test waits for a training child at most (a few seconds when the machine is idle).
@@ -162,6 +164,7 @@ def small(model_home: Path) -> Iterator[TestClient]:
     """A server whose request bodies may hold at most 2,000 bytes."""
     with TestClient(create_app(Settings(home=model_home, max_body_bytes=2000))) as client:
         yield client
+        assert_trainings_ended(client)
 
 
 def _parquet(frame_bytes: bytes) -> bytes:

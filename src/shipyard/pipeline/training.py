@@ -15,10 +15,12 @@ only when its owner file names this host, and otherwise leaves the run as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +113,18 @@ class TrainingProcesses:
             for run_id in ended:
                 del self._children[run_id]
         return ended
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """Wait at most ``timeout_s`` in all for the children to exit (a run is recorded
+        finished a moment before its process ends); ids of the runs whose child still runs."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            children = dict(self._children)
+        for child in children.values():
+            with contextlib.suppress(TimeoutError):
+                child.wait(max(0.0, deadline - time.monotonic()))
+        self.reap()
+        return self.running()
 
     def running(self) -> list[str]:
         """Ids of the runs whose child still runs."""
