@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shipyard.data.table import SUPPORTED_SUFFIXES
+from shipyard.data.table import SUPPORTED_SUFFIXES, UNREADABLE
 from shipyard.errors import InvalidInputError
 
 #: Bytes of a text file read to estimate its bytes per row.
@@ -131,17 +131,7 @@ def read_part(part: FilePart) -> pd.DataFrame:
             f"a Dask worker cannot read {path}: {error.strerror}; on a cluster of other "
             "machines the input must be at the same path on each (a shared folder)"
         ) from error
-    # As in data.read_table: the parsers' many exception types all mean a file that cannot
-    # be used as it is.
-    except (
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        csv.Error,
-        UnicodeDecodeError,
-        pa.ArrowException,
-        OSError,
-        ValueError,
-    ) as error:
+    except UNREADABLE as error:
         reason = str(error).strip() or type(error).__name__
         raise InvalidInputError(
             f"cannot read {path} as {part.kind} (bytes or row groups {part.start}–{part.stop}): "

@@ -13,6 +13,18 @@ import pyarrow as pa
 from shipyard.data.schema import TableSchema
 from shipyard.errors import InvalidInputError
 
+#: What the CSV, Parquet and JSON parsers raise for a file that cannot be used as it is
+#: (bad input comes through many exception types; all mean the same to the caller).
+UNREADABLE: tuple[type[Exception], ...] = (
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+    csv.Error,
+    UnicodeDecodeError,
+    pa.ArrowException,
+    OSError,
+    ValueError,
+)
+
 _CSV = (".csv",)
 _PARQUET = (".parquet", ".pq")
 _JSONL = (".jsonl", ".ndjson")
@@ -44,17 +56,7 @@ def read_table(
             frame = pd.read_parquet(path)
         else:  # values keep their JSON types: an id "007" stays text
             frame = pd.read_json(path, lines=True, dtype=False)
-    # Parsers report bad input through many exception types; all of them mean the same to the
-    # caller: this file cannot be used as it is.
-    except (
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        csv.Error,
-        UnicodeDecodeError,
-        pa.ArrowException,
-        OSError,
-        ValueError,
-    ) as error:
+    except UNREADABLE as error:
         reason = str(error).strip() or type(error).__name__
         raise InvalidInputError(
             f"cannot read {path} as {kind}: {reason}; check the file is a complete {kind} table"
