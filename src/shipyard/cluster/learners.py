@@ -71,24 +71,21 @@ def fit_on_cluster(
         for index in wanted
     }
     try:
-        for future in as_completed(futures, loop=client.loop):
+        # Results are fetched in the background as tasks finish (with_results), not one
+        # round trip per learner in this loop; a failed learner comes as its exception.
+        completed = as_completed(futures, loop=client.loop, with_results=True, raise_errors=False)
+        for future, outcome in completed:
             index = futures[future]
             if future.status == "cancelled":
                 raise _lost(client)
-            if future.status != "error":
-                # "finished" — or "lost": the worker holding a finished result died before
-                # it was fetched, and the scheduler computes it again for this future.
-                try:
-                    on_result(index, future.result())
-                except ShipyardError:
-                    raise
-                except Exception:
-                    if future.status != "error":
-                        raise
-            if future.status == "error":
-                failure = future.exception()
+            if future.status == "error" or isinstance(outcome, BaseException):
+                failure = outcome if isinstance(outcome, BaseException) else future.exception()
+                if _cancelled(failure) or isinstance(failure, OSError):
+                    raise _lost(client) from failure
                 logger.warning("learner %d failed: %s: %s", index, type(failure).__name__, failure)
                 on_error(index, failure)
+            else:
+                on_result(index, outcome)
             future.release()
     except ShipyardError:
         raise  # the callbacks' own (a registry that cannot be written, …)
