@@ -1,5 +1,6 @@
 """A real Dask cluster for tests: a ``dask scheduler`` and single-threaded ``dask worker``
-processes on free 127.0.0.1 ports, each a ``shipyard.children.Child`` that a test may kill.
+processes on free 127.0.0.1 ports, each a ``shipyard.children.Child`` that a test may kill;
+the house-price ensemble spec the cluster tests train, and how many learners a run stored.
 
     with dask_cluster(tmp_path, "a") as cluster:
         ... cluster.address ...
@@ -17,12 +18,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distributed import Client
+from sqlalchemy import func, select
 
 from shipyard.children import Child, free_port, tcp_open
+from shipyard.registry import Registry
+from shipyard.registry.tables import RunLearnerRow
 
 DASK = Path(sys.executable).with_name("dask")
 #: The workers import this module's task functions by name from here.
 TESTS = Path(__file__).parent
+
+
+def houses_spec(
+    *, rows: int, data_seed: int, learners: int, features: int, seed: int, metrics: str
+) -> str:
+    """A spec bagging regression trees on generated house sales, always promoted."""
+    return f"""\
+name: houses
+data:
+  generate: {{dataset: housing, rows: {rows}, seed: {data_seed}}}
+  target: price
+task: regression
+model: {{name: houses, type: DecisionTreeRegressor, params: {{min_samples_leaf: 2}}}}
+ensemble: {{learners: {learners}, features: {features}, seed: {seed}}}
+metrics: [{metrics}]
+promotion: {{require: always}}
+"""
+
+
+def learners_stored(registry: Registry, run_id: str | None = None) -> int:
+    """Learners stored for resume: of run ``run_id``, or of every run."""
+    query = select(func.count()).select_from(RunLearnerRow)
+    if run_id is not None:
+        query = query.where(RunLearnerRow.run_id == run_id)
+    with registry.transaction() as session:
+        return int(session.scalar(query) or 0)
 
 
 def slow_pow(data: int, recipe: int, index: int) -> int:

@@ -5,14 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
 
-from dask_processes import dask_cluster
+from dask_processes import dask_cluster, houses_spec, learners_stored
 from shipyard.data import get_dataset
 from shipyard.examples import example_spec
 from shipyard.inference.predictor import load_predictor
 from shipyard.registry import Registry
-from shipyard.registry.tables import RunLearnerRow
 from shipyard.settings import Settings
 
 
@@ -177,17 +175,9 @@ def test_resume_refuses_another_specs_run_and_an_unknown_id(
 
 # -- an ensemble on a real Dask cluster whose scheduler is killed -------------------------
 
-ENSEMBLE_SPEC = """\
-name: houses
-data:
-  generate: {dataset: housing, rows: 12000, seed: 5}
-  target: price
-task: regression
-model: {name: houses, type: DecisionTreeRegressor, params: {min_samples_leaf: 2}}
-ensemble: {learners: 16, features: 6, seed: 2}
-metrics: [r2, rmse, mae]
-promotion: {require: always}
-"""
+ENSEMBLE_SPEC = houses_spec(
+    rows=12000, data_seed=5, learners=16, features=6, seed=2, metrics="r2, rmse, mae"
+)
 LEARNERS = 16
 
 
@@ -199,11 +189,6 @@ def _shipyard(home: Path, folder: Path, *args: str) -> subprocess.Popen[bytes]:
             stderr=err,
             cwd=folder,
         )
-
-
-def _learners_stored(registry: Registry) -> int:
-    with registry.transaction() as session:
-        return int(session.scalar(select(func.count()).select_from(RunLearnerRow)) or 0)
 
 
 def _house_prices(registry: Registry, ref: str) -> np.ndarray:
@@ -225,12 +210,12 @@ def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_m
             address, scheduler = cluster.address, cluster.scheduler
             command = _shipyard(home, first, "pipeline", "run", str(spec), "--scheduler", address)
             deadline = time.monotonic() + 120
-            while _learners_stored(registry) < 3 and time.monotonic() < deadline:
+            while learners_stored(registry) < 3 and time.monotonic() < deadline:
                 assert command.poll() is None, (first / "err.log").read_text()
                 time.sleep(0.05)
             scheduler.kill()
             code = command.wait(timeout=120)
-        kept = _learners_stored(registry)  # a result on its way as the scheduler died counts
+        kept = learners_stored(registry)  # a result on its way as the scheduler died counts
         assert 3 <= kept < LEARNERS
         err = (first / "err.log").read_text()
         assert code == 6, err

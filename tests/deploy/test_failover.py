@@ -33,13 +33,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
-from dask_processes import dask_cluster
+from dask_processes import dask_cluster, houses_spec, learners_stored
 from debian_packages import require_tools
 from shipyard.children import Child, free_ports, http_ok
 from shipyard.registry import Registry, Users
-from shipyard.registry.tables import RunLearnerRow
 from shipyard.server.process import ServerProcess
 from shipyard.settings import Settings
 from shipyard.traffic.config import TrafficConfig
@@ -307,24 +305,10 @@ def test_users_with_both_balancers_keep_getting_answers_when_the_primary_is_kill
 
 # -- a fit started over HTTP, losing a Dask worker and the primary balancer ---------------
 
-FIT_SPEC = """\
-name: houses
-data:
-  generate: {dataset: housing, rows: 12000, seed: 5}
-  target: price
-task: regression
-model: {name: houses, type: DecisionTreeRegressor, params: {min_samples_leaf: 2}}
-ensemble: {learners: 24, features: 6, seed: 2}
-metrics: [r2, rmse, mae]
-promotion: {require: always}
-"""
+FIT_SPEC = houses_spec(
+    rows=12000, data_seed=5, learners=24, features=6, seed=2, metrics="r2, rmse, mae"
+)
 FIT_LEARNERS = 24
-
-
-def _learners_stored(registry: Registry, run_id: str) -> int:
-    with registry.transaction() as session:
-        query = select(func.count()).select_from(RunLearnerRow)
-        return int(session.scalar(query.where(RunLearnerRow.run_id == run_id)) or 0)
 
 
 def _get_from_either(urls: Sequence[str], path: str) -> tuple[str, httpx.Response]:
@@ -365,10 +349,10 @@ def test_a_fit_over_http_completes_when_a_dask_worker_and_the_primary_nginx_die(
                     assert answer.status_code == 202, answer.text
                     run_id = answer.json()["id"]
                     deadline = time.monotonic() + 120
-                    while _learners_stored(registry, run_id) < 2:
+                    while learners_stored(registry, run_id) < 2:
                         assert time.monotonic() < deadline, "no learner was fitted in 120 s"
                         time.sleep(0.05)
-                    kept_before_kills = _learners_stored(registry, run_id)
+                    kept_before_kills = learners_stored(registry, run_id)
                     cluster.workers[0].kill()  # SIGKILL: its tasks go to the other worker
                     kill_group(primary.child)  # master and workers of the primary nginx
                     primary.child.kill()  # reaped

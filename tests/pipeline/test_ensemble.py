@@ -16,6 +16,7 @@ from distributed import Client, LocalCluster
 from sklearn.ensemble import BaggingClassifier, BaggingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from dask_processes import houses_spec
 from shipyard.data import get_dataset
 from shipyard.errors import ArtifactError, ArtifactTamperedError, InvalidInputError
 from shipyard.inference import export_model
@@ -172,17 +173,9 @@ def test_stored_learners_reload_only_from_verified_bytes(housing: Any, registry:
 
 # -- whole runs on a cluster ----------------------------------------------------------------
 
-REGRESSION = """\
-name: houses
-data:
-  generate: {dataset: housing, rows: 6000, seed: 3}
-  target: price
-task: regression
-model: {name: houses, type: DecisionTreeRegressor, params: {min_samples_leaf: 2}}
-ensemble: {learners: 10, features: 5, seed: 4}
-metrics: [r2, rmse]
-promotion: {require: always}
-"""
+REGRESSION = houses_spec(
+    rows=6000, data_seed=3, learners=10, features=5, seed=4, metrics="r2, rmse"
+)
 
 # 0.5 % fraud: a learner drawing 2 % of 3,000 training rows often draws no fraud at all.
 RARE_CLASS = """\
