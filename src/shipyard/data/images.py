@@ -16,16 +16,27 @@ here rather than later.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from shipyard.data.schema import TableSchema
+from shipyard.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ShipyardError,
+    UnsupportedMediaTypeError,
+)
 
 #: The most pixels (width × height) an image to classify may have unless a caller says
 #: otherwise: 4096 × 4096. Decoding is what costs, so larger images are refused unread.
@@ -148,3 +159,114 @@ def features_image(features: npt.NDArray[Any], fmt: ImageFormat) -> Image.Image:
     scaled = np.clip(np.rint(values * (255.0 / fmt.max_value)), 0, 255).astype(np.uint8)
     shape = (fmt.height, fmt.width) if fmt.mode == "L" else (fmt.height, fmt.width, 3)
     return Image.fromarray(scaled.reshape(shape), mode=fmt.mode)
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images as a model's features with a label each: ``pixels`` is rows × ``fmt.size``
+    (channel-last, 0–``max_value``), ``labels`` one class per row."""
+
+    pixels: npt.NDArray[np.float32]
+    labels: npt.NDArray[Any]
+    fmt: ImageFormat
+
+    def frame(self, target: str = "label") -> pd.DataFrame:
+        """The images as a table: columns ``pixel_0 …`` then ``target``."""
+        frame = pd.DataFrame(
+            self.pixels.astype(np.float64, copy=False), columns=self.fmt.feature_names()
+        )
+        frame[target] = self.labels
+        return frame
+
+    def digest(self) -> str:
+        """The sha256 of the format, pixels and labels, for a run's lineage."""
+        digest = hashlib.sha256(self.fmt.model_dump_json().encode())
+        digest.update(np.ascontiguousarray(self.pixels, dtype=np.float32).tobytes())
+        digest.update("\n".join(str(label) for label in self.labels.tolist()).encode())
+        return digest.hexdigest()
+
+
+#: The format of scikit-learn's ``digits``: 8×8 grey, values 0–16.
+DIGITS_FORMAT = ImageFormat(width=8, height=8, mode="L", max_value=16)
+
+
+def load_digits() -> LabelledImages:
+    """scikit-learn's 1,797 handwritten digits (shipped with it; nothing is downloaded),
+    labelled 0–9."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    pixels = np.asarray(bunch.data, dtype=np.float32)
+    return LabelledImages(pixels, np.asarray(bunch.target, dtype=np.int64), DIGITS_FORMAT)
+
+
+def read_image_folder(folder: Path, fmt: ImageFormat) -> LabelledImages:
+    """A folder with one sub-folder of PNG or JPEG files per class, each image decoded by
+    ``open_image`` and turned into ``fmt``'s features by ``image_features`` — exactly what a
+    model served with ``fmt`` receives. The sub-folder names are the labels; files and
+    folders whose names start with a dot are skipped."""
+    if not folder.is_dir():
+        raise NotFoundError(
+            f"no image folder at {folder.absolute()}; give a folder with one sub-folder of "
+            "PNG or JPEG files per class"
+        )
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        found = ", ".join(p.name for p in classes) or "none"
+        raise InvalidInputError(
+            f"{folder} has {len(classes)} class folder(s) ({found}); a classifier needs at "
+            "least 2: put each class's images in a sub-folder named after the class"
+        )
+    rows: list[npt.NDArray[np.float32]] = []
+    labels: list[str] = []
+    for class_folder in classes:
+        files = sorted(
+            p for p in class_folder.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise InvalidInputError(
+                f"class folder {class_folder} holds no image; add PNG or JPEG files or "
+                "remove the folder"
+            )
+        for path in files:
+            try:
+                image = open_image(path.read_bytes())
+            except ShipyardError as error:
+                raise InvalidInputError(
+                    f"{path}: {error}; remove it from the image folder"
+                ) from error
+            rows.append(image_features(image, fmt))
+            labels.append(class_folder.name)
+    pixels = np.stack(rows).astype(np.float32, copy=False)
+    return LabelledImages(pixels, np.asarray(labels, dtype=object), fmt)
+
+
+def write_image_folder(images: LabelledImages, folder: Path) -> list[Path]:
+    """Write each image as ``folder/LABEL/NUMBER.png`` (the layout ``read_image_folder``
+    reads); the files written."""
+    written = []
+    for index, (row, label) in enumerate(zip(images.pixels, images.labels.tolist(), strict=True)):
+        class_folder = folder / str(label)
+        class_folder.mkdir(parents=True, exist_ok=True)
+        path = class_folder / f"{index:05d}.png"
+        features_image(row, images.fmt).save(path, format="PNG")
+        written.append(path)
+    return written
+
+
+#: The most pixel columns an image model's reference profile keeps. Profiling all 3,072
+#: columns of 32×32 RGB images took 2.8 s for 1,600 rows and about 5 KB of JSON per column;
+#: an evenly spaced sample tells drift (brightness, contrast, framing) as well.
+PROFILED_PIXELS = 64
+
+
+def profiled_schema(schema: TableSchema) -> TableSchema:
+    """``schema`` with at most ``PROFILED_PIXELS`` evenly spaced pixel features (and its
+    target): the columns an image model's reference profile describes."""
+    features = schema.features
+    if len(features) <= PROFILED_PIXELS:
+        return schema
+    keep = {int(i) for i in np.linspace(0, len(features) - 1, PROFILED_PIXELS).round()}
+    columns = [column for index, column in enumerate(features) if index in keep]
+    target = [schema.column(schema.target)] if schema.target is not None else []
+    return TableSchema(columns=[*columns, *target], target=schema.target)

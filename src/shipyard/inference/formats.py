@@ -3,6 +3,9 @@
 ONNX (skl2onnx export, ONNX Runtime inference) is the default. Estimators that skl2onnx cannot
 convert fall back to skops, whose loader refuses any type outside an allow-list. Both formats
 record an input schema (feature names, dtype) and an output schema (task, classes, outputs).
+An image model's input schema also records its ``ImageFormat`` under ``"image"``; an
+estimator with its own ``to_onnx(input_name) -> bytes`` (the PyTorch network of
+``pipeline/vision.py``) is exported by it instead of by skl2onnx.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from shipyard.data.images import ImageFormat
 from shipyard.errors import ArtifactError, ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -63,8 +67,10 @@ def export_model(
     task: Task,
     format: Format = "auto",
     columns: list[dict[str, Any]] | None = None,
+    image: ImageFormat | None = None,
 ) -> ExportedModel:
-    """Export a fitted estimator to ONNX, or to skops when ONNX cannot express it."""
+    """Export a fitted estimator to ONNX, or to skops when ONNX cannot express it;
+    ``image`` is the format of an image model's images."""
     input_schema: dict[str, Any] = {
         "name": INPUT_NAME,
         "dtype": "float32",
@@ -73,6 +79,8 @@ def export_model(
     }
     if columns is not None:
         input_schema["columns"] = columns
+    if image is not None:
+        input_schema["image"] = image.model_dump()
     output_schema = output_schema_for(estimator, task)
     if format in ("auto", "onnx"):
         try:
@@ -92,6 +100,10 @@ def export_model(
 
 
 def _to_onnx(estimator: Any, n_features: int, task: Task) -> bytes:
+    own = getattr(estimator, "to_onnx", None)
+    if callable(own):
+        data: bytes = own(INPUT_NAME)
+        return data
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -106,8 +118,8 @@ def _to_onnx(estimator: Any, n_features: int, task: Task) -> bytes:
         options=options,
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    data: bytes = model.SerializeToString()
-    return data
+    serialised: bytes = model.SerializeToString()
+    return serialised
 
 
 def skops_io() -> Any:

@@ -1,7 +1,10 @@
 """The estimators a spec may name and the metrics it may ask for.
 
 Only listed scikit-learn estimators can be built from a spec: each of them exports to ONNX,
-so a spec cannot smuggle in an arbitrary import path.
+so a spec cannot smuggle in an arbitrary import path. Two short names are for image
+pipelines (``task: image_classification``): ``mlp`` (scikit-learn's ``MLPClassifier``, no
+extra) and ``cnn`` (``pipeline/vision.py``'s PyTorch network, which needs the image size
+and so only image pipelines can train).
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn import ensemble, linear_model, metrics, tree
+from sklearn import ensemble, linear_model, metrics, neural_network, tree
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+
+from shipyard.data.images import ImageFormat
+from shipyard.pipeline.vision import ConvNetClassifier
 
 Task = Literal["classification", "regression"]
 
@@ -25,6 +31,8 @@ class EstimatorInfo:
 
     cls: type[Any]
     task: Task
+    images_only: bool = False
+    """Trains on images only (it needs their size): a spec with task image_classification."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ _ESTIMATOR_CLASSES: list[tuple[type[Any], Task]] = [
 ESTIMATORS: dict[str, EstimatorInfo] = {
     cls.__name__: EstimatorInfo(cls, task) for cls, task in _ESTIMATOR_CLASSES
 }
+ESTIMATORS["mlp"] = EstimatorInfo(neural_network.MLPClassifier, "classification")
+ESTIMATORS["cnn"] = EstimatorInfo(ConvNetClassifier, "classification", images_only=True)
 
 
 def _rmse(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
@@ -86,13 +96,26 @@ METRICS: dict[str, MetricInfo] = {
 
 
 def build_estimator(
-    type_name: str, params: dict[str, Any], *, scale: bool, random_state: int
+    type_name: str,
+    params: dict[str, Any],
+    *,
+    scale: bool,
+    random_state: int,
+    image: ImageFormat | None = None,
 ) -> Any:
-    """Construct the named estimator; ``random_state`` is set explicitly when it takes one."""
+    """Construct the named estimator; ``random_state`` is set explicitly when it takes one,
+    and an image model's size from ``image``, the format of its images."""
     cls = ESTIMATORS[type_name].cls
     estimator = cls(**params)
     if "random_state" in estimator.get_params() and "random_state" not in params:
         estimator.set_params(random_state=random_state)
+    if image is not None and "channels" in estimator.get_params():
+        estimator.set_params(
+            height=image.height,
+            width=image.width,
+            channels=image.channels,
+            max_value=image.max_value,
+        )
     if scale:
         return Pipeline([("scale", StandardScaler()), ("model", estimator)])
     return estimator

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from shipyard import __version__
@@ -158,5 +159,8 @@ def data_source(spec: Spec) -> dict[str, object]:
     training data of the version it replaces: ``{"path": absolute}`` or ``{"generate": …}``."""
     if spec.data.path is not None:
         return {"path": str(spec.data.path.absolute())}
+    if spec.data.images is not None:
+        images = spec.data.images.relative_to(Path.cwd())
+        return {"images": images.model_dump(mode="json", exclude_unset=True)}
     assert spec.data.generate is not None
     return {"generate": spec.data.generate.model_dump()}

@@ -17,6 +17,18 @@ parameters, how to split, which metrics to compute, and when to promote the new 
     retrain: {triggers: {drift.detected: true}, gate: {min_delta: 0.01}, cooldown: 1h}  # optional
     ensemble: {learners: 32, features: 0.8, seed: 1}  # optional: bag `model` on a Dask cluster
 
+An image classifier reads labelled images instead of a table (``ImagesSpec``)::
+
+    data:
+      images: {dataset: digits}        # or {dataset: shapes, rows: 3000, seed: 1}
+                                       # or {cifar: DIR}: a CIFAR-10 binary folder
+                                       # or {folder: DIR, width: 32, height: 32, mode: RGB}
+    task: image_classification
+    model: {name: digits, type: cnn}   # or mlp (no extra), or any other classifier
+
+Its table has the columns ``pixel_0 …`` of the images' format (``data/images.py``) and the
+target ``label`` (the default of ``data.target`` here), so every stage treats it as a table.
+
 ``ensemble`` (``EnsembleSpec``) makes ``model`` the learner of a bagged ensemble whose learners
 are fitted as tasks on a Dask cluster (``pipeline/ensemble.py``).
 ``monitoring`` (``monitoring/config.py``) and ``retrain`` (``monitoring/retraining.py``) are
@@ -43,18 +55,30 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shipyard.data import DATASETS, Column, TableSchema, get_dataset
+from shipyard.data import (
+    DATASETS,
+    IMAGE_DATASETS,
+    Column,
+    ImageFormat,
+    LabelledImages,
+    TableSchema,
+    get_dataset,
+)
+from shipyard.data.cifar import CIFAR_FORMAT, read_cifar
+from shipyard.data.images import read_image_folder
 from shipyard.errors import NotFoundError, SpecError
 from shipyard.examples import example_names, example_spec
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.retraining import RetrainSpec
-from shipyard.pipeline.estimators import ESTIMATORS, METRICS
+from shipyard.pipeline.estimators import ESTIMATORS, METRICS, Task
 from shipyard.registry import DEFAULT_ALIAS
 
 #: The pydantic error type of an estimator parameter the estimator does not take.
 _UNKNOWN_PARAMETER = "unknown_parameter"
 #: The pydantic error type of a whole-spec rule about one field (``ctx["at"]``: its path).
 _AT_FIELD = "at_field"
+#: The parameters of an image model that its images' format sets.
+_IMAGE_SIZE_PARAMS = ("height", "width", "channels", "max_value")
 
 
 class _Strict(BaseModel):
@@ -75,17 +99,123 @@ class GenerateSpec(_Strict):
     seed: int = 0
 
 
+def _known_image_dataset(name: str | None) -> str | None:
+    if name is not None and name not in IMAGE_DATASETS:
+        raise ValueError(
+            f"unknown image dataset {name!r}; known image datasets: {', '.join(IMAGE_DATASETS)}"
+        )
+    return name
+
+
+class ImagesSpec(_Strict):
+    """Labelled images as a pipeline's data: a built-in set (``dataset``), a CIFAR-10 binary
+    folder (``cifar``) or a folder with one sub-folder of PNG/JPEG files per class
+    (``folder``, whose images are scaled to ``width`` × ``height`` in ``mode``)."""
+
+    dataset: Annotated[str | None, AfterValidator(_known_image_dataset)] = None
+    rows: int | None = Field(default=None, gt=0)
+    """Images a generated dataset makes (default: its own number)."""
+    seed: int = 0
+    cifar: Path | None = None
+    folder: Path | None = None
+    width: int | None = Field(default=None, ge=1, le=4096)
+    height: int | None = Field(default=None, ge=1, le=4096)
+    mode: Literal["L", "RGB"] = "RGB"
+    max_value: float = Field(default=255.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        sources = [name for name in ("dataset", "cifar", "folder") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(
+                "give exactly one of `dataset` (" + ", ".join(IMAGE_DATASETS) + "), `cifar` "
+                "(a CIFAR-10 binary folder) or `folder` (one sub-folder of images per class)"
+            )
+        described = {"width", "height", "mode", "max_value"} & self.model_fields_set
+        if self.folder is None and described:
+            raise ValueError(
+                f"{', '.join(sorted(described))}: only an image `folder` is given a format; "
+                "a dataset and CIFAR-10 files have their own"
+            )
+        if self.folder is not None and (self.width is None or self.height is None):
+            raise ValueError(
+                "an image folder needs the size its images are scaled to: `width` and "
+                "`height` (and `mode`: L or RGB, default RGB)"
+            )
+        generated = self.dataset is not None and IMAGE_DATASETS[self.dataset].default_rows
+        if not generated and {"rows", "seed"} & self.model_fields_set:
+            raise ValueError(
+                "`rows` and `seed` are for a generated image dataset ("
+                + ", ".join(n for n, d in IMAGE_DATASETS.items() if d.default_rows)
+                + "); the others have a fixed set of images"
+            )
+        return self
+
+    def image_format(self) -> ImageFormat:
+        """The format the model consumes and its manifest records."""
+        if self.dataset is not None:
+            return IMAGE_DATASETS[self.dataset].fmt
+        if self.cifar is not None:
+            return CIFAR_FORMAT
+        assert self.width is not None
+        assert self.height is not None
+        return ImageFormat(
+            width=self.width, height=self.height, mode=self.mode, max_value=self.max_value
+        )
+
+    def columns(self, target: str) -> list[Column]:
+        """The table's columns: the pixels, then the label (0–9 for digits, else names)."""
+        label = "int64" if self.dataset == "digits" else "string"
+        pixels = [Column(name=name) for name in self.image_format().feature_names()]
+        return [*pixels, Column(name=target, dtype=label)]
+
+    def load(self) -> LabelledImages:
+        """Generate or read the images."""
+        if self.dataset is not None:
+            return IMAGE_DATASETS[self.dataset].load(self.rows, self.seed)
+        if self.cifar is not None:
+            return read_cifar(self.cifar)
+        assert self.folder is not None
+        return read_image_folder(self.folder, self.image_format())
+
+    def relative_to(self, folder: Path) -> ImagesSpec:
+        """The same images with a relative ``cifar`` or ``folder`` taken from ``folder``."""
+        update = {
+            name: folder / path
+            for name in ("cifar", "folder")
+            if (path := getattr(self, name)) is not None and not path.is_absolute()
+        }
+        return self.model_copy(update=update) if update else self
+
+
 class DataSpec(_Strict):
     """Where the table comes from and what its columns must be."""
 
     path: Path | None = None
     generate: GenerateSpec | None = None
+    images: ImagesSpec | None = None
+    """Labelled images; with ``path`` too, only their format: the table of their pixels is
+    read from ``path`` (as ``--data FILE`` does)."""
     dataset: Annotated[str | None, AfterValidator(_known_dataset)] = None
     columns: list[Column] | None = None
     target: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _label_target(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("images") is not None and "target" not in data:
+            return {**data, "target": "label"}
+        return data
+
     @model_validator(mode="after")
     def _one_source_one_schema(self) -> Self:
+        if self.images is not None:
+            if self.generate is not None or self.dataset is not None or self.columns is not None:
+                raise ValueError(
+                    "`images` is both the source and the schema: leave out `generate`, "
+                    "`dataset` and `columns`"
+                )
+            return self
         if (self.path is None) == (self.generate is None):
             raise ValueError(
                 "give exactly one of `path` (a CSV/Parquet file) or `generate`, "
@@ -100,7 +230,9 @@ class DataSpec(_Strict):
 
     def table_schema(self) -> TableSchema:
         """The table schema this spec declares, with its target."""
-        if self.columns is not None:
+        if self.images is not None:
+            columns = self.images.columns(self.target)
+        elif self.columns is not None:
             columns = self.columns
         else:
             name = self.dataset or (self.generate.dataset if self.generate else "")
@@ -138,6 +270,8 @@ class ModelSpec(_Strict):
         if type_name not in ESTIMATORS:
             return value  # the type's own error says what is wrong
         known = sorted(ESTIMATORS[type_name].cls().get_params())
+        if ESTIMATORS[type_name].images_only:
+            known = [name for name in known if name not in _IMAGE_SIZE_PARAMS]
         for name in value:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
@@ -234,7 +368,7 @@ class Spec(_Strict):
     name: str
     description: str = ""
     data: DataSpec
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "image_classification"] = "classification"
     model: ModelSpec
     split: SplitSpec = SplitSpec()
     metrics: list[str] = Field(default_factory=lambda: ["average_precision", "roc_auc"])
@@ -246,12 +380,13 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         task_type = ESTIMATORS[self.model.type].task
+        self._check_images()
         self._check_ensemble()
-        if task_type != self.task:
+        if task_type != self.estimator_task:
             raise ValueError(f"model type {self.model.type} is for {task_type}, not {self.task}")
         for metric in self.metrics:
-            if metric not in METRICS or METRICS[metric].task != self.task:
-                known = sorted(m for m, d in METRICS.items() if d.task == self.task)
+            if metric not in METRICS or METRICS[metric].task != self.estimator_task:
+                known = sorted(m for m, d in METRICS.items() if d.task == self.estimator_task)
                 raise ValueError(
                     f"unknown {self.task} metric {metric!r}; choose from {', '.join(known)}"
                 )
@@ -280,6 +415,35 @@ class Spec(_Strict):
             )
         return self
 
+    def _check_images(self) -> None:
+        images = self.task == "image_classification"
+        if images and self.data.images is None:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "task image_classification trains on images: give `data.images` (e.g. "
+                "{dataset: digits}, {cifar: DIR} or {folder: DIR, width: 32, height: 32})",
+                {"at": "data"},
+            )
+        if not images and self.data.images is not None:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "data.images needs `task: image_classification`, not {task}",
+                {"at": "task", "task": self.task},
+            )
+        if not images and ESTIMATORS[self.model.type].images_only:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "model type {type} trains on images: set `task: image_classification` and "
+                "`data.images`",
+                {"at": "model.type", "type": self.model.type},
+            )
+        if images and self.ensemble is not None:
+            raise PydanticCustomError(
+                _AT_FIELD,
+                "an image classifier is not bagged into an ensemble; remove `ensemble:`",
+                {"at": "ensemble"},
+            )
+
     def _check_ensemble(self) -> None:
         ensemble = self.ensemble
         if ensemble is None or not isinstance(ensemble.features, int):
@@ -304,6 +468,17 @@ class Spec(_Strict):
         dataset = data.dataset or (data.generate.dataset if data.generate else None)
         update = {"path": path, "generate": None, "dataset": dataset}
         return self.model_copy(update={"data": data.model_copy(update=update)})
+
+    @property
+    def estimator_task(self) -> Task:
+        """What the estimator does: an image classifier is a classifier of pixel rows."""
+        return "regression" if self.task == "regression" else "classification"
+
+    @property
+    def image_format(self) -> ImageFormat | None:
+        """The format of an image classifier's images; None for a table model."""
+        images = self.data.images
+        return images.image_format() if images is not None else None
 
     @property
     def promotion_metric(self) -> str:
@@ -352,9 +527,11 @@ def load_spec(source: str | Path, *, data_file: Path | None = None) -> tuple[Spe
     data = spec.data
     if data_file is None and data.path is not None and not data.path.is_absolute():
         # Relative data paths are relative to the spec file, not to wherever the CLI runs.
-        spec = spec.model_copy(
-            update={"data": data.model_copy(update={"path": path.parent / data.path})}
-        )
+        data = data.model_copy(update={"path": path.parent / data.path})
+    if data.images is not None:
+        data = data.model_copy(update={"images": data.images.relative_to(path.parent)})
+    if data is not spec.data:
+        spec = spec.model_copy(update={"data": data})
     return spec, text
 
 

@@ -19,6 +19,7 @@ from sklearn.preprocessing import label_binarize
 from sklearn.utils._param_validation import InvalidParameterError
 
 from shipyard.data import TableSchema, file_sha256, get_dataset, profile_frame, read_table
+from shipyard.data.images import profiled_schema
 from shipyard.errors import AliasNotFoundError, InvalidInputError, SpecError
 from shipyard.inference import ExportedModel, export_model
 from shipyard.inference.predictor import predictor_from_files
@@ -109,6 +110,10 @@ class Ingest:
             ctx.frame = read_table(data.path)
             ctx.dataset_sha256 = file_sha256(data.path)
             return
+        if data.images is not None:
+            images = data.images.load()
+            ctx.frame, ctx.dataset_sha256 = images.frame(data.target), images.digest()
+            return
         assert data.generate is not None
         generate = data.generate
         ctx.frame = get_dataset(generate.dataset).generate(generate.rows, generate.seed)
@@ -130,7 +135,7 @@ class Validate:
         target = frame[ctx.spec.data.target]
         if len(frame) < 10:
             raise InvalidInputError(f"only {len(frame)} rows; a pipeline needs at least 10")
-        if ctx.spec.task == "classification":
+        if ctx.spec.estimator_task == "classification":
             counts = target.value_counts()
             if len(counts) < 2:
                 raise InvalidInputError(
@@ -155,7 +160,7 @@ class Split:
         assert ctx.frame is not None
         split = ctx.spec.split
         stratify = None
-        if ctx.spec.task == "classification" and split.stratify:
+        if ctx.spec.estimator_task == "classification" and split.stratify:
             stratify = ctx.frame[ctx.spec.data.target]
         train, test = train_test_split(
             ctx.frame,
@@ -184,6 +189,7 @@ class Train:
                 model.params,
                 scale=model.scale,
                 random_state=ctx.spec.split.random_state,
+                image=ctx.spec.image_format,
             )
             features, target = ctx.split_xy(ctx.train)
             ctx.estimator = estimator.fit(features, target.to_numpy())
@@ -288,9 +294,10 @@ class Export:
         return export_model(
             ctx.estimator,
             feature_names=ctx.schema.feature_names,
-            task=ctx.spec.task,
+            task=ctx.spec.estimator_task,
             format=format,
             columns=[column.model_dump() for column in ctx.schema.features],
+            image=ctx.spec.image_format,
         )
 
     @staticmethod
@@ -340,6 +347,8 @@ class Register:
         assert ctx.exported is not None
         assert ctx.train is not None
         exported = ctx.exported
+        # An image model's profile describes a sample of its pixels (data/images.py).
+        profiled = ctx.schema if ctx.spec.image_format is None else profiled_schema(ctx.schema)
         ctx.version = ctx.registry.register_version(
             ctx.spec.model.name,
             files=exported.files,
@@ -347,7 +356,7 @@ class Register:
             input_schema=exported.input_schema,
             output_schema=exported.output_schema,
             metrics=ctx.metrics,
-            reference_profile=profile_frame(ctx.train, ctx.schema, scores=training_scores(ctx)),
+            reference_profile=profile_frame(ctx.train, profiled, scores=training_scores(ctx)),
             run_id=ctx.run_id,
             tags={**_tags(ctx.spec), **ctx.tags},
             description=ctx.spec.description or None,
