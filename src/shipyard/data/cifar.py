@@ -62,7 +62,8 @@ def read_cifar(folder: Path) -> LabelledImages:
     if not folder.is_dir():
         raise NotFoundError(
             f"no CIFAR-10 folder at {folder.absolute()}; give the folder holding "
-            f"{TRAIN_FILES[0]} … {TEST_FILE} and {META_FILE}"
+            f"{TRAIN_FILES[0]} … {TEST_FILE} and {META_FILE} (`shipyard data generate "
+            "shapes -o DIR` writes a generated stand-in)"
         )
     meta = folder / META_FILE
     if not meta.is_file():
@@ -99,7 +100,8 @@ def _records(path: Path) -> npt.NDArray[np.uint8]:
         whole, extra = divmod(data.size, RECORD_BYTES)
         raise InvalidInputError(
             f"{path} holds {data.size:,} bytes, not a whole number of {RECORD_BYTES:,}-byte "
-            f"CIFAR-10 records ({whole:,} records and {extra:,} bytes over): the file is "
-            "truncated or not in the binary format (1 label byte + 3,072 pixel bytes)"
+            f"CIFAR-10 records ({whole:,} records, then a record {RECORD_BYTES - extra:,} "
+            "bytes short): the file is truncated or not in the binary format (1 label byte "
+            "+ 3,072 pixel bytes per record)"
         )
     return data.reshape(-1, RECORD_BYTES)

@@ -182,7 +182,10 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 parts.append(self.network_(chunk).numpy().astype(np.float64))
         if not parts:
             return np.empty((0, len(self.classes_)), dtype=np.float64)
-        return np.concatenate(parts)
+        proba = np.concatenate(parts)
+        # float32 softmax rows sum to 1 within 1e-7; metrics such as log_loss want float64's.
+        normalised: npt.NDArray[np.float64] = proba / proba.sum(axis=1, keepdims=True)
+        return normalised
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:  # noqa: N803
         """The most probable class of each row."""
