@@ -45,4 +45,4 @@ def test_copy_into_a_given_folder_and_conflicts(cli: Cli, tmp_path: Path) -> Non
 def test_copy_of_an_unknown_example_names_the_known_ones(cli: Cli, tmp_path: Path) -> None:
     result = cli("examples", "copy", "nope", str(tmp_path))
     assert result.code == 3
-    assert "examples: fraud" in result.err
+    assert "examples: cifar, digits, fraud" in result.err

@@ -110,7 +110,7 @@ def test_an_unknown_spec_name_lists_the_examples(cli, tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)
     result = cli("pipeline", "run", "frod")
     assert result.code == 2
-    assert "no packaged example of that name; examples: fraud" in result.err
+    assert "no packaged example of that name; examples: cifar, digits, fraud" in result.err
 
 
 def test_a_spec_with_columns_and_no_path_reads_the_data_option(cli, tmp_path: Path) -> None:

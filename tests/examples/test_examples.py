@@ -48,7 +48,9 @@ def test_fraud_ships_its_spec_and_request_bodies() -> None:
 
 
 def test_an_unknown_example_names_the_known_ones() -> None:
-    with pytest.raises(NotFoundError, match="no packaged example named 'nope'; examples: fraud"):
+    with pytest.raises(
+        NotFoundError, match="no packaged example named 'nope'; examples: cifar, digits, fraud"
+    ):
         get_example("nope")
 
 

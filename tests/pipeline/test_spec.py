@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_an_unknown_name_lists_the_examples(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError) as raised:
         find_spec("frod")
-    assert "no packaged example of that name; examples: fraud" in str(raised.value)
+    assert "no packaged example of that name; examples: cifar, digits, fraud" in str(raised.value)
     assert "shipyard examples list" in str(raised.value)
 
 
@@ -293,3 +294,104 @@ def test_a_bad_ensemble_section_names_field_and_line(lines: str, expected: str) 
 def test_an_ensemble_needs_at_least_one_learner(learners: str, expected: str) -> None:
     with pytest.raises(SpecError, match=rf"s.yaml:9: ensemble.learners: .*{expected}"):
         parse_spec(ENSEMBLE.replace("learners: 8", f"learners: {learners}"), source="s.yaml")
+
+
+IMAGES = """\
+name: pictures
+data:
+  images: {images}
+task: {task}
+model: {{name: pictures, type: {type}}}
+metrics: [accuracy]
+"""
+
+
+def _images_spec(images: str, *, task: str = "image_classification", type: str = "cnn") -> str:
+    return IMAGES.format(images=images, task=task, type=type)
+
+
+def test_an_image_spec_is_a_table_of_pixels_with_a_label() -> None:
+    spec = parse_spec(_images_spec("{dataset: digits}", type="mlp"))
+    schema = spec.data.table_schema()
+    assert schema.target == "label"
+    assert schema.feature_names[:2] == ["pixel_0", "pixel_1"]
+    assert len(schema.feature_names) == 64
+    assert schema.column("label").dtype == "int64"
+    assert spec.image_format is not None
+    assert spec.image_format.max_value == 16
+    assert spec.estimator_task == "classification"
+
+
+def test_cifar_and_folder_specs_name_their_format_and_label_by_name(tmp_path: Path) -> None:
+    cifar = parse_spec(_images_spec("{cifar: batches}"))
+    assert cifar.image_format is not None
+    assert (cifar.image_format.width, cifar.image_format.mode) == (32, "RGB")
+    assert cifar.data.table_schema().column("label").dtype == "string"
+    folder = parse_spec(_images_spec("{folder: pics, width: 28, height: 28, mode: L}"))
+    assert folder.image_format is not None
+    assert folder.image_format.size == 28 * 28
+    # Relative folders are relative to the spec file, as data.path is.
+    (tmp_path / "spec.yaml").write_text(_images_spec("{folder: pics, width: 8, height: 8}"))
+    loaded, _ = load_spec(tmp_path / "spec.yaml")
+    assert loaded.data.images is not None
+    assert loaded.data.images.folder == tmp_path / "pics"
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ("{dataset: digits, cifar: x}", "give exactly one of `dataset`"),
+        ("{}", "give exactly one of `dataset`"),
+        ("{dataset: cats}", "unknown image dataset 'cats'; known image datasets: digits, shapes"),
+        ("{folder: pics}", "an image folder needs the size its images are scaled to"),
+        ("{cifar: x, width: 32}", "width: only an image `folder` is given a format"),
+        ("{dataset: digits, rows: 100}", "`rows` and `seed` are for a generated image dataset"),
+        ("{folder: pics, width: 8, height: 8, mode: CMYK}", "Input should be 'L' or 'RGB'"),
+    ],
+)
+def test_bad_image_sources_say_what_to_give(images: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)) as raised:
+        parse_spec(_images_spec(images))
+    assert "data.images" in str(raised.value)
+
+
+def test_task_images_and_cnn_go_together() -> None:
+    with pytest.raises(SpecError, match=r":2: data: task image_classification trains on images"):
+        parse_spec(VALID.replace("metrics:", "task: image_classification\nmetrics:"))
+    with pytest.raises(SpecError, match=r"task: data.images needs `task: image_classification`"):
+        parse_spec(_images_spec("{dataset: digits}", task="classification", type="mlp"))
+    cnn_on_a_table = VALID.replace("HistGradientBoostingClassifier", "cnn").replace(
+        "params: {max_iter: 10}", "params: {}"
+    )
+    with pytest.raises(SpecError, match=r"model.type: model type cnn trains on images"):
+        parse_spec(cnn_on_a_table)
+    bagged = _images_spec("{dataset: digits}") + "ensemble: {learners: 2}\n"
+    with pytest.raises(SpecError, match="an image classifier is not bagged"):
+        parse_spec(bagged)
+
+
+def test_the_image_size_of_a_cnn_comes_from_its_images() -> None:
+    plain = _images_spec("{dataset: digits}")
+    text = plain.replace("type: cnn}", "type: cnn, params: {height: 9}}")
+    with pytest.raises(SpecError, match="unknown parameter 'height' for cnn"):
+        parse_spec(text)
+    text = plain.replace("type: cnn}", "type: cnn, params: {epoch: 3}}")
+    with pytest.raises(SpecError, match="did you mean 'epochs'"):
+        parse_spec(text)
+
+
+def test_an_image_spec_run_with_a_data_file_keeps_its_image_format(tmp_path: Path) -> None:
+    spec = parse_spec(_images_spec("{dataset: digits}"), data_file=tmp_path / "pixels.csv")
+    assert spec.data.path == tmp_path / "pixels.csv"
+    assert spec.image_format is not None
+    assert spec.image_format.width == 8
+    assert spec.with_data_file(tmp_path / "other.csv").image_format == spec.image_format
+
+
+def test_the_image_examples_are_valid() -> None:
+    digits, _ = load_spec(example_spec("digits"))
+    assert (digits.task, digits.model.type) == ("image_classification", "mlp")
+    cifar, _ = load_spec(example_spec("cifar"))
+    assert cifar.model.type == "cnn"
+    assert cifar.data.images is not None
+    assert cifar.data.images.cifar == example_spec("cifar").parent / "cifar-10-batches-bin"
