@@ -101,3 +101,52 @@ def test_housing_has_no_drift_scenarios(cli, tmp_path: Path) -> None:
     assert result.code == 2
     assert "dataset 'housing' has no drift scenarios" in result.err
     assert not out.exists()
+
+
+def test_generate_shapes_writes_a_cifar_10_folder(cli, tmp_path: Path) -> None:
+    from shipyard.data.cifar import read_cifar
+
+    out = tmp_path / "cifar-10-batches-bin"
+    result = cli("data", "generate", "shapes", "--rows", "120", "--seed", "2", "-o", str(out))
+    assert result.code == 0, result.err
+    assert "wrote 120 images of shapes (32×32 RGB" in result.out
+    assert "CIFAR-10 binary format" in result.out
+    images = read_cifar(out)
+    assert images.pixels.shape == (120, 3072)
+    assert len(set(images.labels.tolist())) == 10
+
+
+def test_generate_digits_writes_a_png_folder_per_class(cli, tmp_path: Path) -> None:
+    out = tmp_path / "digits"
+    result = cli("data", "generate", "digits", "-o", str(out))
+    assert result.code == 0, result.err
+    assert "wrote 1,797 images of digits" in result.out
+    assert sorted(p.name for p in out.iterdir()) == [str(n) for n in range(10)]
+    assert len(list((out / "0").glob("*.png"))) == 178
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("digits", "--layout", "cifar"), "the CIFAR-10 format holds 32×32 RGB only"),
+        (("digits", "--rows", "10"), "digits is a fixed set of images; leave out --rows"),
+        (("shapes", "--layout", "tiles"), "unknown --layout 'tiles'; choose cifar or folder"),
+        (("shapes", "--drift", "many"), "image dataset 'shapes' has no drift scenarios"),
+        (("fraud", "--layout", "cifar"), "--layout is for image datasets"),
+    ],
+)
+def test_image_options_that_do_not_fit_are_refused(
+    cli, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = cli("data", "generate", *args, "-o", str(tmp_path / "out"))
+    assert result.code == 2
+    assert message in result.err.replace("\n", " ")
+    assert "Traceback" not in result.err
+
+
+def test_images_are_not_written_over_a_folder_in_use(cli, tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    result = cli("data", "generate", "shapes", "--rows", "10", "-o", str(tmp_path / "busy"))
+    assert result.code == 2
+    assert "is not an empty folder" in result.err

@@ -10,9 +10,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from shipyard.data.images import ImageFormat
 from shipyard.errors import ArtifactError, ConfigurationError
 from shipyard.inference import export_model
-from shipyard.inference.formats import skops_trusted_types
+from shipyard.inference.formats import ONNX_FILE, skops_trusted_types
 from shipyard.inference.predictor import predictor_from_files
 
 
@@ -87,3 +88,27 @@ def test_skops_refuses_types_outside_the_allow_list() -> None:
 def test_onnx_only_export_of_an_unconvertible_estimator_says_what_to_do() -> None:
     with pytest.raises(ConfigurationError, match="format: skops"):
         export_model(Smuggled(), feature_names=["a"], task="regression", format="onnx")
+
+
+def test_an_image_model_records_its_image_format_and_exports_its_own_graph() -> None:
+    """An estimator with ``to_onnx`` (the CNN) is exported by it; ``image`` is recorded."""
+
+    class OwnGraph:
+        classes_ = np.array(["a", "b"], dtype=object)
+
+        def to_onnx(self, input_name: str) -> bytes:
+            return f"graph reading {input_name}".encode()
+
+    fmt = ImageFormat(width=2, height=2, mode="L", max_value=16)
+    exported = export_model(
+        OwnGraph(), feature_names=fmt.feature_names(), task="classification", image=fmt
+    )
+    assert exported.files == {ONNX_FILE: b"graph reading input"}
+    assert exported.input_schema["image"] == {
+        "width": 2,
+        "height": 2,
+        "mode": "L",
+        "max_value": 16.0,
+    }
+    assert ImageFormat.of_schema(exported.input_schema) == fmt
+    assert exported.output_schema["classes"] == ["a", "b"]
