@@ -48,6 +48,7 @@ TRAFFIC = _block_under("## Simulated users")
 DEPLOY = _block_under("## Prometheus and Grafana")
 CONTAINERS = _block_under("## Containers")
 BALANCERS = _block_under("## Replicas behind nginx")
+IMAGES = _block_under("## Image models")
 USAGE_LINES = USAGE.strip().splitlines()
 # Up to the first training run: a fresh folder then has the example files and fraud@production.
 TRAIN = USAGE_LINES[: next(i for i, line in enumerate(USAGE_LINES) if " pipeline run " in line) + 1]
@@ -489,3 +490,23 @@ def test_balancer_commands_run_as_a_script(folders: Folders, trained: list[str])
     failed_over = json.loads((work / "failed-over.json").read_text())
     assert failed_over["errors"] == 0
     assert failed_over["answered_by"] == {"http://127.0.0.1:8081": 400}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_image_model_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The image-models block, in an empty folder and a fresh home, as one bash script: the
+    digits MLP (no extra), then the CNN on a generated CIFAR-10 folder; both promoted, at
+    the accuracy the section's models are for."""
+    pytest.importorskip("torch")
+    script = f"set -euo pipefail\n{IMAGES}"
+    out = _run(script, tmp_path, _block_env(tmp_path), timeout=540)
+    accuracy = [float(value) for value in re.findall(r"│ accuracy +│ ([\d.]+)", out)]
+    assert len(accuracy) == 2, out
+    assert accuracy[0] >= 0.97, out  # digits, mlp
+    assert accuracy[1] >= 0.95, out  # generated shapes in CIFAR-10 files, cnn
+    assert (tmp_path / "examples" / "cifar" / "cifar-10-batches-bin" / "test_batch.bin").is_file()
+    with Registry.open(Settings(home=tmp_path / "home", database_url="")) as registry:
+        for name, mode in (("digits", "L"), ("cifar", "RGB")):
+            version = registry.get_version(f"{name}@production")
+            assert version.input_schema["image"]["mode"] == mode
