@@ -205,11 +205,14 @@ def _normalized(name: str) -> str:
 
 
 def _declared() -> set[str]:
-    """The distributions pyproject.toml's ``dependencies`` name (extras dropped)."""
+    """The distributions pyproject.toml's ``dependencies`` and ``vision`` extra name (extras
+    of a requirement dropped): ``vision`` is the extra src imports on first use only
+    (``model.type: cnn``), with an error naming the extra when it is missing."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    vision = project.get("optional-dependencies", {}).get("vision", [])
     return {
         _normalized(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
-        for requirement in project["dependencies"]
+        for requirement in [*project["dependencies"], *vision]
     }
 
 
