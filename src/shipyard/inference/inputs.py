@@ -13,8 +13,10 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+from PIL.Image import Image
 
-from shipyard.errors import InvalidInputError
+from shipyard.data.images import ImageFormat, image_features
+from shipyard.errors import InvalidInputError, SchemaError
 from shipyard.inference.predictor import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -38,6 +40,8 @@ class FeatureLayout:
 
     def __init__(self, input_schema: Mapping[str, Any]) -> None:
         self.names: list[str] = list(input_schema["features"])
+        self.image = ImageFormat.of_schema(dict(input_schema))
+        """The image format of an image model (its features are pixels), else None."""
         self.index = {name: i for i, name in enumerate(self.names)}
         columns = {c["name"]: c for c in input_schema.get("columns", [])}
         self.nullable = np.array(
@@ -97,6 +101,28 @@ class FeatureLayout:
             except (TypeError, ValueError, OverflowError) as error:
                 raise _bad_value(record, self.names, row) from error
         return self.check(matrix)
+
+    def from_images(self, images: Sequence[Image]) -> Features:
+        """Decoded images as the pixel rows of an image model (``SchemaError``, 422, for a
+        model that is not one)."""
+        if self.image is None:
+            raise SchemaError(
+                "the model is not an image model (its manifest records no image format); "
+                "send it its features instead"
+            )
+        if not images:
+            raise InvalidInputError("no image to classify; send at least one")
+        pixels = np.stack([image_features(image, self.image) for image in images])
+        pixel_names = self.image.feature_names()
+        if self.names != pixel_names:  # a model that orders (or names) its pixels otherwise
+            position = {name: i for i, name in enumerate(pixel_names)}
+            if any(name not in position for name in self.names):
+                raise SchemaError(
+                    f"the model's features ({_preview(self.names)}) are not the pixels of its "
+                    f"{self.image.width}×{self.image.height} {self.image.mode} image format"
+                )
+            pixels = pixels[:, [position[name] for name in self.names]]
+        return self.check(pixels)
 
     def check_records(self, records: Sequence[Any]) -> CheckedRecords:
         """``{feature: value}`` objects checked each on its own, so one bad record refuses
