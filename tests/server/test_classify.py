@@ -74,6 +74,23 @@ def classify(
     return client.post(path, **kwargs)  # type: ignore[arg-type]
 
 
+def raw(client: TestClient, path: str, body: bytes = PNG, kind: str = "png") -> httpx.Response:
+    """The image as the request body, typed ``image/{kind}``."""
+    return client.post(path, content=body, headers={"content-type": f"image/{kind}"})
+
+
+def binary_bytes(blob: bytes) -> tuple[bytes, dict[str, str]]:
+    """An OIP binary-extension body of one BYTES input holding ``blob``, and its headers."""
+    tensor = {"name": "image", "shape": [1], "datatype": "BYTES"}
+    parameters = {"binary_data_size": len(blob)}
+    header = orjson.dumps({"inputs": [tensor | {"parameters": parameters}]})
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+    return header + blob, headers
+
+
 def test_an_uploaded_png_gets_its_label_and_top_five(client: TestClient) -> None:
     response = classify(client, files={"file": ("digit.png", PNG, "image/png")})
     assert response.status_code == 200, response.text
@@ -89,23 +106,19 @@ def test_an_uploaded_png_gets_its_label_and_top_five(client: TestClient) -> None
 
 
 def test_a_raw_png_or_jpeg_body_and_top_k(client: TestClient) -> None:
-    raw = classify(client, "/v1/models/digits:classify?top_k=3", content=PNG,
-                   headers={"content-type": "image/png"})  # fmt: skip
-    assert raw.status_code == 200, raw.text
-    assert (raw.json()["label"], len(raw.json()["top_k"])) == (LABEL, 3)
-    bounded = classify(client, "/v1/models/digits@production:classify?top_k=50",
-                       content=jpeg(IMAGE.resize((64, 64))), headers={"content-type": "image/jpeg"})  # fmt: skip
+    three = raw(client, "/v1/models/digits:classify?top_k=3")
+    assert three.status_code == 200, three.text
+    assert (three.json()["label"], len(three.json()["top_k"])) == (LABEL, 3)
+    big_jpeg = jpeg(IMAGE.resize((64, 64)))
+    bounded = raw(client, "/v1/models/digits@production:classify?top_k=50", big_jpeg, "jpeg")
     assert bounded.status_code == 200, bounded.text
     assert len(bounded.json()["top_k"]) == 10  # the model has ten classes
-    by_version = classify(client, "/v1/models/digits:1:classify", content=PNG,
-                          headers={"content-type": "image/png"})  # fmt: skip
-    assert by_version.json()["version"] == 1
+    assert raw(client, "/v1/models/digits:1:classify").json()["version"] == 1
 
 
 @pytest.mark.parametrize("top_k", ["0", "-1", "two", "100000"])
 def test_a_bad_top_k_is_refused(client: TestClient, top_k: str) -> None:
-    response = classify(client, f"/v1/models/digits:classify?top_k={top_k}", content=PNG,
-                        headers={"content-type": "image/png"})  # fmt: skip
+    response = raw(client, f"/v1/models/digits:classify?top_k={top_k}")
     assert response.status_code == 400
     assert "top_k must be a whole number from 1" in response.json()["error"]
 
@@ -195,15 +208,14 @@ def test_requests_without_an_image(
 
 
 def test_a_table_model_is_not_an_image_model(client: TestClient) -> None:
-    response = classify(client, "/v1/models/table:classify", content=PNG,
-                        headers={"content-type": "image/png"})  # fmt: skip
+    response = raw(client, "/v1/models/table:classify")
     assert response.status_code == 422
     assert "table is not an image model" in response.json()["error"]
 
 
 def test_classify_needs_a_token_when_inference_is_protected(image_home: Path) -> None:
     with TestClient(create_app(image_settings(image_home, protect_inference=True))) as client:
-        response = classify(client, content=PNG, headers={"content-type": "image/png"})
+        response = raw(client, "/v1/models/digits:classify")
     assert response.status_code == 401
 
 
@@ -221,16 +233,10 @@ def test_concurrent_images_are_batched(image_home: Path) -> None:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await asyncio.gather(
-                    *(
-                        client.post(
-                            "/v1/models/digits:classify",
-                            content=PNG,
-                            headers={"content-type": "image/png"},
-                        )  # fmt: skip
-                        for _ in range(40)
-                    )
-                )
+                headers = {"content-type": "image/png"}
+                path = "/v1/models/digits:classify"
+                requests = [client.post(path, content=PNG, headers=headers) for _ in range(40)]
+                return await asyncio.gather(*requests)
 
     before = calls()
     responses = asyncio.run(asyncio.wait_for(burst(), 60))
@@ -255,17 +261,8 @@ def test_oip_bytes_json_base64_images(client: TestClient) -> None:
 
 
 def test_oip_bytes_binary_tensor_extension(client: TestClient) -> None:
-    blob = struct.pack("<I", len(PNG)) + PNG
-    header = orjson.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                       "parameters": {"binary_data_size": len(blob)}}]})  # fmt: skip
-    response = client.post(
-        "/v2/models/digits/infer",
-        content=header + blob,
-        headers={
-            "content-type": "application/octet-stream",
-            "inference-header-content-length": str(len(header)),
-        },  # fmt: skip
-    )
+    body, headers = binary_bytes(struct.pack("<I", len(PNG)) + PNG)
+    response = client.post("/v2/models/digits/infer", content=body, headers=headers)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert outputs["label"]["data"] == [LABEL]
@@ -292,14 +289,8 @@ def test_oip_bad_bytes_inputs(
 
 
 def test_oip_binary_bytes_with_a_bad_length_prefix(client: TestClient) -> None:
-    blob = struct.pack("<I", 1000) + PNG[:10]
-    header = orjson.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                       "parameters": {"binary_data_size": len(blob)}}]})  # fmt: skip
-    response = client.post(
-        "/v2/models/digits/infer",
-        content=header + blob,
-        headers={"inference-header-content-length": str(len(header))},
-    )
+    body, headers = binary_bytes(struct.pack("<I", 1000) + PNG[:10])
+    response = client.post("/v2/models/digits/infer", content=body, headers=headers)
     assert response.status_code == 400
     assert "element 0 says 1000 bytes" in response.json()["error"]
 
