@@ -42,6 +42,21 @@ class FeatureLayout:
         self.names: list[str] = list(input_schema["features"])
         self.image = ImageFormat.of_schema(dict(input_schema))
         """The image format of an image model (its features are pixels), else None."""
+        # Where each feature is among the image's pixels, worked out once: naming 3,072
+        # pixels costs more than classifying the image.
+        self._pixel_order: list[int] | None = None
+        self._pixel_problem: str | None = None
+        if self.image is not None:
+            pixel_names = self.image.feature_names()
+            if self.names != pixel_names:
+                position = {name: i for i, name in enumerate(pixel_names)}
+                if all(name in position for name in self.names):
+                    self._pixel_order = [position[name] for name in self.names]
+                else:
+                    self._pixel_problem = (
+                        f"the model's features ({_preview(self.names)}) are not the pixels of "
+                        f"its {self.image.width}×{self.image.height} {self.image.mode} image"
+                    )
         self.index = {name: i for i, name in enumerate(self.names)}
         columns = {c["name"]: c for c in input_schema.get("columns", [])}
         self.nullable = np.array(
@@ -110,19 +125,19 @@ class FeatureLayout:
                 "the model is not an image model (its manifest records no image format); "
                 "send it its features instead"
             )
+        if self._pixel_problem is not None:
+            raise SchemaError(self._pixel_problem)
         if not images:
             raise InvalidInputError("no image to classify; send at least one")
-        pixels = np.stack([image_features(image, self.image) for image in images])
-        pixel_names = self.image.feature_names()
-        if self.names != pixel_names:  # a model that orders (or names) its pixels otherwise
-            position = {name: i for i, name in enumerate(pixel_names)}
-            if any(name not in position for name in self.names):
-                raise SchemaError(
-                    f"the model's features ({_preview(self.names)}) are not the pixels of its "
-                    f"{self.image.width}×{self.image.height} {self.image.mode} image format"
-                )
-            pixels = pixels[:, [position[name] for name in self.names]]
-        return self.check(pixels)
+        fmt = self.image
+        if len(images) == 1:
+            pixels = image_features(images[0], fmt).reshape(1, -1)
+        else:
+            pixels = np.stack([image_features(image, fmt) for image in images])
+        if self._pixel_order is not None:  # a model that orders its pixels otherwise
+            pixels = pixels[:, self._pixel_order]
+        # Pixels are finite float32 numbers from 0 to max_value: nothing for ``check`` to find.
+        return np.ascontiguousarray(pixels, dtype=np.float32)
 
     def check_records(self, records: Sequence[Any]) -> CheckedRecords:
         """``{feature: value}`` objects checked each on its own, so one bad record refuses
