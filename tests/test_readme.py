@@ -510,3 +510,32 @@ def test_image_model_commands_run_as_a_script(tmp_path: Path) -> None:
         for name, mode in (("digits", "L"), ("cifar", "RGB")):
             version = registry.get_version(f"{name}@production")
             assert version.input_schema["image"]["mode"] == mode
+
+
+CLASSIFYING = re.findall(
+    r"```bash\n(.*?)```",
+    README.split("\n### Classifying images\n", 1)[1].split("\n## ", 1)[0],
+    flags=re.S,
+)[0]
+
+
+@pytest.mark.e2e
+def test_image_classification_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The image block as one bash script, in a folder whose home has a digits model in
+    production and a held-out digit as ``digit.png``: the upload and the URL (served by a
+    local web server on the allow-list) are both classified as that digit."""
+    from digits import digit, png, register_digits
+
+    with Registry.open(Settings(home=tmp_path / "home")) as registry:
+        register_digits(registry)
+    label, image = digit(-1)
+    (tmp_path / "digit.png").write_bytes(png(image))
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{CLASSIFYING}"
+    out = _run(script, tmp_path, _block_env(tmp_path), timeout=300)
+    ready, uploaded, fetched = _json_documents(out)
+    assert ready == {"ready": True}
+    assert (uploaded["model"], uploaded["version"], uploaded["label"]) == ("digits", 1, label)
+    assert [c["label"] for c in uploaded["top_k"]][:1] == [label]
+    assert len(uploaded["top_k"]) == 3
+    assert fetched["label"] == label
+    assert len(fetched["top_k"]) == 5

@@ -75,6 +75,11 @@ def everything_set(tmp_path: Path) -> Settings:
         retrain_lock_ttl_seconds=5.0,
         scheduler="tcp://127.0.0.1:8786",
         cluster_workers=3,
+        image_url_hosts=["images.example.com", "127.0.0.1:8080"],
+        image_url_max_bytes=1000,
+        image_url_timeout_seconds=2.5,
+        image_url_max_redirects=1,
+        image_max_pixels=4096,
     )
 
 

@@ -17,7 +17,9 @@ Shipyard is defined here and drawn here.
     │   ├── SchemaError                422  exit 2           columns missing or mistyped
     │   ├── SpecError                  400  exit 2           a pipeline spec that does not validate
     │   ├── PayloadTooLargeError       413  exit 2           a request body over the size limit
-    │   └── UnsupportedMediaTypeError  415  exit 2           a body type the route does not read
+    │   ├── UnsupportedMediaTypeError  415  exit 2           a body type the route does not read
+    │   └── FetchError                 502  exit 2           a URL the caller named gave no image
+    │       └── FetchTimeoutError      504  exit 2           … not within the time allowed
     ├── NotFoundError                  404  exit 3
     │   ├── ModelNotFoundError         404  exit 3
     │   ├── VersionNotFoundError       404  exit 3
@@ -101,6 +103,19 @@ class UnsupportedMediaTypeError(InvalidInputError):
     """The body's content type is not one this route reads."""
 
     status_code = 415
+
+
+class FetchError(InvalidInputError):
+    """A URL the caller named (an image to classify) could not be fetched: refused, an
+    error status, a broken connection. The caller's input, so a stream dead-letters it."""
+
+    status_code = 502
+
+
+class FetchTimeoutError(FetchError):
+    """A URL the caller named did not connect, answer or finish within the time allowed."""
+
+    status_code = 504
 
 
 class NotFoundError(ShipyardError):

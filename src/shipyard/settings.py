@@ -177,6 +177,25 @@ class Settings(BaseSettings):
     )
     """Shared metrics folder of several server workers (prometheus-client multiprocess mode)."""
 
+    # Images
+    image_url_hosts: list[str] = Field(default_factory=list)
+    """Hosts an image to classify may be fetched from by URL (``images.example.com``, or
+    ``host:port`` for one port only), every redirect included; empty: URLs are refused.
+    As JSON in the environment: ``SHIPYARD_IMAGE_URL_HOSTS='["images.example.com"]'``."""
+
+    image_url_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    """The largest image fetched by URL; reading stops there (413)."""
+
+    image_url_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Time for a URL's image, from connecting to the last byte, redirects included (504)."""
+
+    image_url_max_redirects: int = Field(default=3, ge=0)
+    """Redirects followed for an image URL, each to a host on ``image_url_hosts``."""
+
+    image_max_pixels: int = Field(default=16_777_216, gt=0)
+    """The most pixels (width × height) an image to classify may have; larger ones are
+    refused (413) before they are decoded."""
+
     @field_validator("prediction_log")
     @classmethod
     def _prediction_log_kind(cls, value: str) -> str:

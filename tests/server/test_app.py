@@ -30,6 +30,10 @@ def test_every_link_of_the_root_exists(client: TestClient) -> None:
         path = link.replace("{name}", "fraud")
         if path in ("/invocations", "/v1/models/fraud:predict"):
             assert client.post(path, json={"inputs": [[0.0] * 30]}).status_code == 200, path
+        elif path == "/v1/models/fraud:classify":  # there, and asking for an image model
+            response = client.post(path)
+            assert response.status_code == 422, path
+            assert "fraud is not an image model" in response.json()["error"]
         elif path == "/v1/models/fraud:evaluate":  # there, and asking for a table
             response = client.post(path)
             assert response.status_code == 415, path

@@ -98,8 +98,15 @@ BAD = [
         "oip-unsupported-datatype",
         INFER,
         400,
-        "datatype 'BYTES' is not supported",
-        {"json": tensor(datatype="BYTES")},
+        "datatype 'STRING' is not supported",
+        {"json": tensor(datatype="STRING")},
+    ),
+    Bad(
+        "oip-bytes-for-a-table-model",
+        INFER,
+        422,
+        "fraud is not an image model, so it takes no BYTES input",
+        {"json": tensor(datatype="BYTES", shape=[1], data=["aW1hZ2U="])},
     ),
     Bad(
         "oip-missing-input-name",

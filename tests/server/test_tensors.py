@@ -108,10 +108,11 @@ def one_input(**tensor: Any) -> dict[str, Any]:
         (orjson.dumps(one_input(shape=[-1, 2], data=[1, 2])), None, "non-negative integers"),
         (orjson.dumps(one_input(shape="1,2", data=[1, 2])), None, "non-negative integers"),
         (
-            orjson.dumps(one_input(datatype="BYTES", data=["a", "b"])),
+            orjson.dumps(one_input(datatype="STRING", data=["a", "b"])),
             None,
-            "'BYTES' is not supported",
+            "'STRING' is not supported",
         ),
+        (orjson.dumps(one_input(datatype="BYTES", data=[1, 2])), None, "list of strings"),
         (orjson.dumps(one_input(datatype=["FP32"], data=[1, 2])), None, "is not supported"),
         (orjson.dumps(one_input(data=["a", "b"])), None, "must hold only numbers"),
         (orjson.dumps(one_input(data=[1, 2, 3])), None, "needs 2 values, `data` has 3"),
@@ -226,3 +227,23 @@ def test_unknown_requested_output_is_refused() -> None:
     )
     with pytest.raises(InvalidInputError, match="unknown output"):
         encode_response("fraud", 1, request, outputs())
+
+
+def test_bytes_inputs_decode_to_byte_strings() -> None:
+    """JSON strings (nested as the shape says) and length-prefixed binary elements."""
+    request = decode_request(
+        orjson.dumps(one_input(datatype="BYTES", shape=[2, 1], data=[["aGk="], ["eW8="]])), None
+    )
+    assert request.inputs["input"].tolist() == [["aGk="], ["eW8="]]
+    blob = struct.pack("<I", 2) + b"hi" + struct.pack("<I", 0)
+    header = orjson.dumps(
+        one_input(datatype="BYTES", shape=[2], parameters={"binary_data_size": len(blob)})
+    )
+    binary = decode_request(header + blob, str(len(header)))
+    assert binary.inputs["input"].tolist() == [b"hi", b""]
+    short = struct.pack("<I", 2) + b"hi" + b"\0\0"
+    header = orjson.dumps(
+        one_input(datatype="BYTES", shape=[2], parameters={"binary_data_size": len(short)})
+    )
+    with pytest.raises(InvalidInputError, match="element 1 lacks its 4-byte length prefix"):
+        decode_request(header + short, str(len(header)))

@@ -13,8 +13,10 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+from PIL.Image import Image
 
-from shipyard.errors import InvalidInputError
+from shipyard.data.images import ImageFormat, image_features
+from shipyard.errors import InvalidInputError, SchemaError
 from shipyard.inference.predictor import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -38,6 +40,23 @@ class FeatureLayout:
 
     def __init__(self, input_schema: Mapping[str, Any]) -> None:
         self.names: list[str] = list(input_schema["features"])
+        self.image = ImageFormat.of_schema(dict(input_schema))
+        """The image format of an image model (its features are pixels), else None."""
+        # Where each feature is among the image's pixels, worked out once: naming 3,072
+        # pixels costs more than classifying the image.
+        self._pixel_order: list[int] | None = None
+        self._pixel_problem: str | None = None
+        if self.image is not None:
+            pixel_names = self.image.feature_names()
+            if self.names != pixel_names:
+                position = {name: i for i, name in enumerate(pixel_names)}
+                if all(name in position for name in self.names):
+                    self._pixel_order = [position[name] for name in self.names]
+                else:
+                    self._pixel_problem = (
+                        f"the model's features ({_preview(self.names)}) are not the pixels of "
+                        f"its {self.image.width}×{self.image.height} {self.image.mode} image"
+                    )
         self.index = {name: i for i, name in enumerate(self.names)}
         columns = {c["name"]: c for c in input_schema.get("columns", [])}
         self.nullable = np.array(
@@ -97,6 +116,28 @@ class FeatureLayout:
             except (TypeError, ValueError, OverflowError) as error:
                 raise _bad_value(record, self.names, row) from error
         return self.check(matrix)
+
+    def from_images(self, images: Sequence[Image]) -> Features:
+        """Decoded images as the pixel rows of an image model (``SchemaError``, 422, for a
+        model that is not one)."""
+        if self.image is None:
+            raise SchemaError(
+                "the model is not an image model (its manifest records no image format); "
+                "send it its features instead"
+            )
+        if self._pixel_problem is not None:
+            raise SchemaError(self._pixel_problem)
+        if not images:
+            raise InvalidInputError("no image to classify; send at least one")
+        fmt = self.image
+        if len(images) == 1:
+            pixels = image_features(images[0], fmt).reshape(1, -1)
+        else:
+            pixels = np.stack([image_features(image, fmt) for image in images])
+        if self._pixel_order is not None:  # a model that orders its pixels otherwise
+            pixels = pixels[:, self._pixel_order]
+        # Pixels are finite float32 numbers from 0 to max_value: nothing for ``check`` to find.
+        return np.ascontiguousarray(pixels, dtype=np.float32)
 
     def check_records(self, records: Sequence[Any]) -> CheckedRecords:
         """``{feature: value}`` objects checked each on its own, so one bad record refuses

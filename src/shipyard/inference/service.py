@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -87,6 +87,8 @@ class Inference(Generic[Decoded]):
     """The feature layout of the version that answered."""
     decoded: Decoded
     """What the decoder made of the request for that version."""
+    classes: Sequence[Any] = ()
+    """The version's classes, in the order of its probabilities (none for a regressor)."""
 
 
 #: Rows a shadow scores in one call at most (queued requests are stacked up to this).
@@ -299,7 +301,9 @@ class InferenceService:
                 outputs = await loaded.batcher.submit(features) if len(features) else {}
             except BatcherClosedError:
                 continue  # swapped between lookup and submit: decode for the new version
-            return Inference(loaded.info.name, loaded.info.version, outputs, loaded.layout, decoded)
+            info = loaded.info
+            classes = info.output_schema.get("classes", ())
+            return Inference(info.name, info.version, outputs, loaded.layout, decoded, classes)
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 
     # -- shadow scoring ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import SHADOW_ALIAS, Registry
 from shipyard.server import (
     auth,
+    classify,
     dashboard,
     evaluation,
     feedback,
@@ -72,6 +73,7 @@ LINKS = {
     "open_inference_protocol": "/v2",
     "ready": "/v2/health/ready",
     "predict": "/v1/models/{name}:predict",
+    "classify": "/v1/models/{name}:classify",
     "evaluate": "/v1/models/{name}:evaluate",
     "pipeline_runs": "/v1/pipelines/{name}/runs",
     "mlflow_invocations": "/invocations",
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.recorder.close()  # after the last request: writes what is buffered
                 state.recorder.log.close()
             await state.close_broker()
+            await state.fetcher.close()
             registry.close()
 
     app = FastAPI(
@@ -147,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.router, dependencies=guard)
     app.include_router(mlflow.router, dependencies=guard)
     app.include_router(predict.router, dependencies=guard)
+    app.include_router(classify.router, dependencies=guard)
     app.include_router(oip.health)
     app.include_router(mlflow.health)
     app.include_router(models.router)
@@ -197,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             fast("/invocations", mlflow.invocations, methods=["POST"]),
             fast("/v1/models/{name}:predict", predict.predict_endpoint, methods=["POST"]),
+            fast("/v1/models/{name}:classify", classify.classify_endpoint, methods=["POST"]),
         ]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)

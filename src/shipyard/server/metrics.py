@@ -37,6 +37,7 @@ INFERENCE_ROUTES = frozenset(
         "/v2/models/{model}/versions/{version}/infer",
         "/invocations",
         "/v1/models/{name}:predict",
+        "/v1/models/{name}:classify",
     }
 )
 

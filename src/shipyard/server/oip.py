@@ -10,17 +10,29 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shipyard import __version__
-from shipyard.errors import ShipyardError
+from shipyard.data.images import sniff
+from shipyard.errors import InvalidInputError, SchemaError, ShipyardError
 from shipyard.inference.formats import INPUT_NAME
+from shipyard.inference.images import base64_image, decode_image
 from shipyard.inference.service import LoadedModel
+from shipyard.server.classify import image_format
 from shipyard.server.responses import (
     json_response,
     model_ref,
     require_media_type,
 )
-from shipyard.server.state import state_of
-from shipyard.server.tensors import HEADER_LENGTH, decode_request, encode_response, row_ids
+from shipyard.server.state import ServerState, state_of
+from shipyard.server.tensors import (
+    BYTES,
+    HEADER_LENGTH,
+    InferRequest,
+    decode_request,
+    encode_response,
+    row_ids,
+)
 
+IMAGE_INPUT = "image"
+"""The input an image model's metadata names for its images (any name is accepted)."""
 ID_OUTPUT = "id"
 """The output tensor (BYTES, one per row) that names each row's prediction id."""
 
@@ -30,7 +42,10 @@ TENSOR_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT64", "INT32", "BOOL"]},
+        "datatype": {
+            "type": "string",
+            "enum": ["FP32", "FP64", "INT64", "INT32", "BOOL", "BYTES"],
+        },
         "parameters": {"type": "object"},
         "data": {"type": "array"},
     },
@@ -102,13 +117,19 @@ def _metadata(loaded: LoadedModel, model: str) -> dict[str, Any]:
         if output["name"] == "probabilities":
             outputs[-1]["shape"] = [-1, len(info.output_schema.get("classes", []))]
     outputs.append({"name": ID_OUTPUT, "datatype": "BYTES", "shape": [-1]})
+    inputs: list[dict[str, Any]] = [
+        {"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, loaded.layout.width]}
+    ]
+    if loaded.layout.image is not None:  # or the image files themselves
+        image = {"image": loaded.layout.image.model_dump()}
+        inputs.append({"name": IMAGE_INPUT, "datatype": BYTES, "shape": [-1], "parameters": image})
     return {
         "name": model,
         "versions": [str(info.version)],
         "platform": {"onnx": "onnxruntime_onnx", "skops": "scikit-learn_skops"}.get(
             info.format, info.format
         ),
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, loaded.layout.width]}],
+        "inputs": inputs,
         "outputs": outputs,
         "parameters": {
             "version": info.version,
@@ -169,9 +190,13 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
     body = await request.body()
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
     state = state_of(request)
-    result = await state.service.infer(
-        ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME)
-    )
+    if any(array.dtype.kind == "O" for array in decoded.inputs.values()):
+        images = await _images(state, ref, model, decoded)
+        result = await state.service.infer(ref, lambda layout: layout.from_images(images))
+    else:
+        result = await state.service.infer(
+            ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME)
+        )
     ids = row_ids(decoded.id, len(result.decoded))
     state.log_predictions(result, ids, result.decoded, started)
     outputs = {**result.outputs, ID_OUTPUT: np.array(ids, dtype=object)}
@@ -183,6 +208,35 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(header_length)},
     )
+
+
+async def _images(state: ServerState, ref: str, model: str, decoded: InferRequest) -> list[Any]:
+    """The decoded images of a request whose input is ``BYTES``, for an image model: each
+    element a PNG or JPEG file, raw (binary tensors) or base64 (JSON strings)."""
+    loaded = await state.service.model(ref)
+    names = ", ".join(decoded.inputs)
+    if loaded.layout.image is None:
+        raise SchemaError(
+            f"{model} is not an image model, so it takes no BYTES input ({names}); send its "
+            f"features as FP32 input {INPUT_NAME!r} of shape [rows, {loaded.layout.width}]"
+        )
+    image_format(loaded.layout.image, loaded.info.output_schema, model)
+    if len(decoded.inputs) != 1:
+        raise InvalidInputError(
+            f"an image model takes one BYTES input holding the images; got {names}"
+        )
+    (elements,) = decoded.inputs.values()
+    max_pixels = state.settings.image_max_pixels
+    images = []
+    for position, element in enumerate(elements.ravel().tolist()):
+        what = f"image {position}"
+        data = element if isinstance(element, bytes) and sniff(element) else None
+        data = data or base64_image(element, f"{what} (BYTES: a PNG or JPEG, base64 in JSON)")
+        try:
+            images.append(await decode_image(data, max_pixels=max_pixels))
+        except InvalidInputError as error:  # 400, 413, 415: which image it was
+            raise type(error)(f"{what}: {error}") from error
+    return images
 
 
 async def infer_endpoint(request: Request) -> Response:

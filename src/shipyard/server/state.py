@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from shipyard.inference.images import ImageFetcher
 from shipyard.inference.predictor import Features
 from shipyard.inference.service import Inference, InferenceService
 from shipyard.messaging import Broker, QueueSpec, open_broker
@@ -30,10 +31,15 @@ class ServerState:
     recorder: PredictionRecorder | None = None
     """Where answered predictions are logged (None: logging is off)."""
     ready: bool = False
+    fetcher: ImageFetcher = field(init=False)
+    """Fetches the images named by URL, within the ``image_url_*`` settings."""
     _broker: Broker | None = field(default=None, init=False)
     _embedded: EmbeddedNats | None = field(default=None, init=False)
     _declared: set[str] = field(default_factory=set, init=False)
     _broker_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.fetcher = ImageFetcher.from_settings(self.settings)
 
     async def broker_for(self, queue: str) -> Broker:
         """The broker the publishing route uses, connected on first use (the home's

@@ -1,5 +1,10 @@
 """Open Inference Protocol (KServe V2) tensors: JSON and the binary tensor extension.
 
+An input of datatype ``BYTES`` (an image model's images) holds one byte string per element:
+in JSON a string each (base64 for binary data such as images), in binary the elements one
+after another, each prefixed by its length (4 bytes, little-endian); it decodes to an object
+array of ``str`` (JSON) or ``bytes`` (binary).
+
 A request body is JSON, or — with the ``Inference-Header-Content-Length: N`` header — N bytes
 of JSON followed by the raw bytes of every input whose ``parameters.binary_data_size`` says
 how many are its own, in input order. Responses use the same layout for outputs the client
@@ -35,6 +40,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
 }
+BYTES = "BYTES"
 OUTPUT_DATATYPES = {"f": "FP32", "i": "INT64", "u": "UINT64", "b": "BOOL"}
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -131,18 +137,20 @@ def _decode_tensor(
     ):
         raise InvalidInputError(f"input {name!r}: `shape` must be a list of non-negative integers")
     datatype = tensor.get("datatype")
-    if not isinstance(datatype, str) or datatype not in DATATYPES:
+    if not isinstance(datatype, str) or (datatype not in DATATYPES and datatype != BYTES):
         raise InvalidInputError(
             f"input {name!r}: datatype {datatype!r} is not supported; use one of "
-            f"{', '.join(DATATYPES)}"
+            f"{', '.join(DATATYPES)} or {BYTES} (images)"
         )
-    dtype = DATATYPES[datatype]
     count = math.prod(shape)
     parameters = tensor.get("parameters") or {}
     size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise InvalidInputError(f"input {name!r}: binary_data_size must be a whole number")
+    if datatype == BYTES:
+        return _decode_bytes(tensor, name, shape, count, size, binary, offset)
+    dtype = DATATYPES[datatype]
     if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidInputError(f"input {name!r}: binary_data_size must be a whole number")
         if size != count * dtype.itemsize:
             raise InvalidInputError(
                 f"input {name!r}: binary_data_size {size} does not match shape {shape} of "
@@ -162,6 +170,69 @@ def _decode_tensor(
             f"input {name!r}: shape {shape} needs {count} values, `data` has {array.size}"
         )
     return name, array.reshape(shape), 0
+
+
+def _decode_bytes(
+    tensor: dict[str, Any],
+    name: str,
+    shape: list[int],
+    count: int,
+    size: int | None,
+    binary: bytes,
+    offset: int,
+) -> tuple[str, npt.NDArray[Any], int]:
+    """A ``BYTES`` input: JSON strings, or length-prefixed elements of the binary part."""
+    elements: list[Any] = []
+    if size is not None:
+        if offset + size > len(binary):
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size {size} runs past the end of the body"
+            )
+        view, at, end = memoryview(binary), offset, offset + size
+        while at < end:
+            if at + 4 > end:
+                raise InvalidInputError(
+                    f"input {name!r}: element {len(elements)} lacks its 4-byte length prefix"
+                )
+            (length,) = struct.unpack_from("<I", binary, at)
+            if at + 4 + length > end:
+                raise InvalidInputError(
+                    f"input {name!r}: element {len(elements)} says {length} bytes but "
+                    f"binary_data_size leaves {end - at - 4}"
+                )
+            elements.append(bytes(view[at + 4 : at + 4 + length]))
+            at += 4 + length
+    elif "data" in tensor:
+        data = tensor["data"]
+        elements = _flatten(data) if isinstance(data, list) else []
+        if not isinstance(data, list) or not all(isinstance(e, str) for e in elements):
+            raise InvalidInputError(
+                f"input {name!r}: BYTES `data` must be a list of strings (base64 for images)"
+            )
+    else:
+        raise InvalidInputError(f"input {name!r} has neither `data` nor binary_data_size")
+    if len(elements) != count:
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} needs {count} elements, {len(elements)} were sent"
+        )
+    array = np.empty(count, dtype=object)
+    array[:] = elements
+    return name, array.reshape(shape), size or 0
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    """Nested lists' items in row-major order."""
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        item = next(stack[-1], stack)
+        if item is stack:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            flat.append(item)
+    return flat
 
 
 def row_ids(request_id: str | None, rows: int) -> list[str]:

@@ -156,7 +156,7 @@ def _parse_slowly(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
             continue
         message_id = record.get(ID)
         if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID_LENGTH:
-            refused.append(Refusal(position, BAD_ID, _id_problem(message_id)))
+            refused.append(Refusal(position, BAD_ID, id_problem(message_id)))
             continue
         records.append(record)
         positions.append(position)
@@ -164,7 +164,8 @@ def _parse_slowly(bodies: Sequence[bytes], layout: FeatureLayout) -> Inputs:
     return _checked(layout.check_records(records), positions, ids, refused)
 
 
-def _id_problem(value: Any) -> str:
+def id_problem(value: Any) -> str:
+    """Why ``value`` is not a message id."""
     if value is None:
         return "no `id`: every message needs an `id` string to match its result"
     if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
@@ -199,8 +200,15 @@ def result_bodies(
     attempts: Sequence[int],
     worker: str,
     scored_at: float,
+    top_k: Sequence[list[dict[str, Any]]] | None = None,
 ) -> list[bytes]:
-    """The result message of each scored row."""
+    """The result message of each scored row; with ``top_k`` (an image model's), each
+    carries its most probable classes too."""
+    if top_k is not None:  # rare and dwarfed by decoding images: the plain results, extended
+        plain = result_bodies(ids, model, version, outputs, published_at, attempts, worker,
+                              scored_at)  # fmt: skip
+        return [orjson.dumps(orjson.loads(body) | {"top_k": top})
+                for body, top in zip(plain, top_k, strict=True)]  # fmt: skip
     scores, labels = scores_and_labels(outputs)
     when = timestamp(scored_at)
     return [

@@ -19,6 +19,10 @@ unacked messages go to another consumer, at worst scored twice under the same ``
 - **Broker outages.** Operations that fail because the broker is unreachable are retried
   with back-off until it is back (the clients reconnect); an ack that cannot be delivered
   is given up after a few tries: the broker redelivers that message.
+- **Images.** For an image model, messages carry an image (``image_url`` or
+  ``image_base64``, see ``shipyard.stream.images``): ``images`` fetches and decodes them
+  before the batch is scored, refusing the messages without a usable one; results name the
+  ``top_k`` classes too. A table model's batches never go there.
 - **Hot swap.** The service follows the model's alias; each result names the version
   that scored it.
 - **Prediction log.** With a ``PredictionRecorder``, a batch's log records are written
@@ -41,12 +45,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from shipyard.errors import InvalidInputError, ShipyardError, UnavailableError
+from shipyard.inference.images import ranked_classes
+from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs
 from shipyard.inference.service import InferenceService
 from shipyard.messaging import (
@@ -59,9 +65,11 @@ from shipyard.messaging import (
 from shipyard.monitoring.log import STREAM
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.stream import metrics
+from shipyard.stream.images import ImageBatch, ImageReader
 from shipyard.stream.messages import (
     BAD_FEATURES,
     MODEL_ERROR,
+    Inputs,
     parse_inputs,
     result_bodies,
 )
@@ -102,6 +110,8 @@ class ScorerConfig:
     results_max_length: int | None = None
     in_flight: int = 2
     worker: str = "0"
+    top_k: int = 5
+    """Classes an image model's results name, most probable first."""
     stop_grace_s: float = 10.0
     """On stop, how long to keep retrying a broker that is down before leaving the
     in-flight batches unacked (the broker redelivers them)."""
@@ -137,11 +147,14 @@ class Scorer:
         service: InferenceService,
         config: ScorerConfig,
         recorder: PredictionRecorder | None = None,
+        images: ImageReader | None = None,
     ) -> None:
         self.broker = broker
         self.service = service
         self.config = config
         self.recorder = recorder
+        self.images = images or ImageReader()
+        """Reads the messages of an image model (default: base64 only, no URL allowed)."""
         self.stats = ScorerStats()
         self._stopping = False
         self._give_up_at: float | None = None
@@ -271,9 +284,12 @@ class Scorer:
             return
         # Resolved and loaded apart from scoring (a no-op once loaded): a model that cannot
         # be loaded is no fault of these messages, which must not be split and dead-lettered.
-        await self._persist("load model", lambda: self.service.model(self.config.model))
+        loaded = await self._persist("load model", lambda: self.service.model(self.config.model))
+        images = None
+        if loaded.layout.image is not None:  # an image model: fetch and decode first
+            images = await self.images.read([d.body for d in fresh])
         records: list[_Record] = []
-        results, done = await self._score(fresh, records)
+        results, done = await self._score(fresh, records, images)
         if results:
             await self._publish(results)
             confirmed = time.time()
@@ -342,25 +358,25 @@ class Scorer:
         self.service.shadow(record.model, record.version, record.ids, record.names, record.features)
 
     async def _score(
-        self, deliveries: list[Delivery], records: list[_Record]
+        self, deliveries: list[Delivery], records: list[_Record], images: ImageBatch | None = None
     ) -> tuple[list[bytes], list[Delivery]]:
         """Result bodies and the deliveries they answer. The bodies are parsed and checked for
         the version that scores them; refused messages, and rows the model fails on (the
         batch is split to find them), are dead-lettered."""
         bodies = [d.body for d in deliveries]
+        decode: Callable[[FeatureLayout], Inputs] = (
+            (lambda layout: parse_inputs(bodies, layout)) if images is None else images.inputs
+        )
         try:
             inference = await self._persist(
-                "score",
-                lambda: self.service.infer(
-                    self.config.model, lambda layout: parse_inputs(bodies, layout)
-                ),
+                "score", lambda: self.service.infer(self.config.model, decode)
             )
         except InvalidInputError as error:  # rows the model refuses: find which
-            return await self._score_each(deliveries, error, records)
+            return await self._score_each(deliveries, error, records, images)
         except ShipyardError:
             raise  # not about these rows: the worker stops, the broker redelivers them
         except Exception as error:  # the model's own failure: find the rows it fails on
-            return await self._score_each(deliveries, error, records)
+            return await self._score_each(deliveries, error, records, images)
         inputs = inference.decoded
         for refusal in inputs.refused:
             await self._dead_letter(deliveries[refusal.position], refusal.kind, refusal.reason)
@@ -381,12 +397,19 @@ class Scorer:
                     ((time.time() - published) * 1000).astype(np.float32),
                 )
             )
+        top_k = None
+        if images is not None:
+            top_k = ranked_classes(inference.outputs, inference.classes, self.config.top_k)
         return self._results(
-            scored, inputs.ids, inference.model, inference.version, inference.outputs
+            scored, inputs.ids, inference.model, inference.version, inference.outputs, top_k
         )
 
     async def _score_each(
-        self, deliveries: list[Delivery], error: Exception, records: list[_Record]
+        self,
+        deliveries: list[Delivery],
+        error: Exception,
+        records: list[_Record],
+        images: ImageBatch | None,
     ) -> tuple[list[bytes], list[Delivery]]:
         if len(deliveries) == 1:
             kind = BAD_FEATURES if isinstance(error, InvalidInputError) else MODEL_ERROR
@@ -395,8 +418,9 @@ class Scorer:
         logger.info("batch failed (%s); scoring its messages one by one", error)
         results: list[bytes] = []
         done: list[Delivery] = []
-        for delivery in deliveries:
-            more, answered = await self._score([delivery], records)
+        for position, delivery in enumerate(deliveries):
+            one = images.take(position) if images is not None else None
+            more, answered = await self._score([delivery], records, one)
             results += more
             done += answered
         return results, done
@@ -408,6 +432,7 @@ class Scorer:
         model: str,
         version: int,
         outputs: Outputs,
+        top_k: list[list[dict[str, Any]]] | None = None,
     ) -> tuple[list[bytes], list[Delivery]]:
         bodies = result_bodies(
             ids,
@@ -418,6 +443,7 @@ class Scorer:
             [d.attempts for d in deliveries],
             self.config.worker,
             time.time(),
+            top_k,
         )
         self.stats.scored += len(bodies)
         self.stats.versions[version] += len(bodies)

@@ -29,6 +29,7 @@ from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.settings import Settings
 from shipyard.stream import metrics
+from shipyard.stream.images import ImageReader
 from shipyard.stream.scorer import Scorer, ScorerConfig, ScorerStats
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         service.hooks.shadowed = recorder.shadow_logger(STREAM)
     else:
         service.shadow_alias = None  # nothing would keep what a shadow scores
-    scorer = Scorer(broker, service, config, recorder)
+    images = ImageReader.from_settings(settings)
+    scorer = Scorer(broker, service, config, recorder, images)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, scorer.stop)
@@ -132,6 +134,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         await asyncio.gather(*watchers, return_exceptions=True)
         gc.unfreeze()  # a process that goes on (a test) collects them again
         await service.close()
+        await images.close()
         if recorder is not None:
             recorder.close()  # every batch waited for its records: nothing is left to lose
             recorder.log.close()
