@@ -75,6 +75,7 @@ def everything_set(tmp_path: Path) -> Settings:
         retrain_lock_ttl_seconds=5.0,
         scheduler="tcp://127.0.0.1:8786",
         cluster_workers=3,
+        secret_key=tmp_path / "keys" / "artifacts.secret",
     )
 
 

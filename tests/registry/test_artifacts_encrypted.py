@@ -1,5 +1,6 @@
 """The artifact store with a secret key: blobs sealed at rest under their plaintext's address."""
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from shipyard.registry import ArtifactStore, Registry
 from shipyard.registry.artifacts import sha256_hex
 from shipyard.registry.secrets import MAGIC, SecretKey, generate_secret_key
 from shipyard.settings import Settings
+
 from .conftest import register
 
 
@@ -186,3 +188,33 @@ def test_a_registered_version_without_the_key_cannot_be_loaded(
     assert "fraud:1" in str(caught.value)
     assert key.key_id in str(caught.value)
     assert "SHIPYARD_SECRET_KEY" in str(caught.value)
+
+
+def _encrypted_home(home: Path, key: SecretKey) -> Settings:
+    done = ArtifactStore(home / "artifacts").reencrypt(key)
+    assert done.encrypted > 0
+    assert done.failures == []
+    return Settings(home=home, secret_key=key.path)
+
+
+def test_an_encrypted_version_is_served_with_the_key_and_refused_without(
+    model_home: Path, key: SecretKey
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from shipyard.examples import example_spec
+    from shipyard.server.app import create_app
+
+    settings = _encrypted_home(model_home, key)
+    request = json.loads((example_spec("fraud").parent / "request.json").read_text())
+    served = settings.model_copy(update={"serve_models": ["fraud"]})
+    with TestClient(create_app(served)) as client:
+        answer = client.post("/v1/models/fraud:predict", json=request)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == len(request["instances"])
+    locked = settings.model_copy(update={"secret_key": None})
+    with TestClient(create_app(locked)) as client:
+        refused = client.post("/v1/models/fraud:predict", json=request)
+    assert refused.status_code == ArtifactError.status_code, refused.text
+    assert key.key_id in refused.json()["error"]
+    assert "SHIPYARD_SECRET_KEY" in refused.json()["error"]

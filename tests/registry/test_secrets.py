@@ -106,9 +106,7 @@ def test_the_key_is_never_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture
     assert settings.to_env()["SHIPYARD_SECRET_KEY"] == str(path)
 
 
-def test_an_empty_setting_means_no_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_empty_setting_means_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPYARD_SECRET_KEY", "")
     assert Settings(home=tmp_path).secret_key is None
     monkeypatch.setenv("SHIPYARD_SECRET_KEY", "~/keys/artifacts.secret")

@@ -61,12 +61,15 @@ def _generate_secret(path: Path, *, force: bool) -> None:
     from shipyard.registry.secrets import SETTING, generate_secret_key
 
     made = generate_secret_key(path, force=force)
-    console.print(f"secret key: {made.path} (owner-only; keep it secret and backed up)")
-    console.print(f"key id:     {made.key_id}")
-    console.print(
-        f"to encrypt new artifacts with it: {SETTING}={made.path.resolve()}; to encrypt the "
-        f"ones already stored: shipyard keys rotate --secret {made.path}"
-    )
+    _say(f"secret key: {made.path} (owner-only; keep it secret and backed up)")
+    _say(f"key id:     {made.key_id}")
+    _say(f"encrypt the artifacts stored so far: shipyard keys rotate --secret {made.path}")
+    _say(f"then encrypt new ones with it too:   {SETTING}={made.path.resolve()}")
+
+
+def _say(line: str) -> None:
+    """Print ``line`` as it is: paths and commands unwrapped, brackets not markup."""
+    console.print(line, soft_wrap=True, markup=False)
 
 
 @app.command(cls=Command)
@@ -100,14 +103,12 @@ def rotate(
     store = ArtifactStore(settings.artifacts_path, previous)
     digests = list(store.digests())
     was = "plain" if previous is None else f"key {previous.key_id}"
-    console.print(
-        f"re-encrypting {len(digests)} blobs under {store.root} ({was}) with key {new.key_id}"
-    )
+    _say(f"re-encrypting {len(digests)} blobs under {store.root} ({was}) with key {new.key_id}")
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("blobs", total=len(digests))
         done = store.reencrypt(new, digests, on_blob=lambda _: bar.advance(task))
-    console.print(
+    _say(
         f"encrypted {done.encrypted} plain blobs, re-encrypted {done.reencrypted}, skipped "
         f"{done.skipped} already under key {new.key_id}"
     )
@@ -119,8 +120,6 @@ def rotate(
             f"give the key they are encrypted with as --old, then run `shipyard keys rotate "
             f"--secret {secret}` again: blobs already under key {new.key_id} are skipped"
         )
-    console.print(
-        f"now set {SETTING}={new.path.resolve() if new.path else secret}: "
-        + ("" if previous is None else f"key {previous.key_id} no longer reads them, ")
-        + "every blob needs the new key"
-    )
+    if previous is not None:
+        _say(f"key {previous.key_id} no longer reads them; every blob needs key {new.key_id}")
+    _say(f"now set {SETTING}={secret.resolve()}")
