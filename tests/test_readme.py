@@ -539,3 +539,38 @@ def test_image_classification_commands_run_as_a_script(tmp_path: Path) -> None:
     assert len(uploaded["top_k"]) == 3
     assert fetched["label"] == label
     assert len(fetched["top_k"]) == 5
+
+
+SECRETS = _block_under("## Safety")
+
+
+def test_secret_key_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The secrets-at-rest block, in a folder whose home holds a plain version: encrypted
+    with the first key, then re-encrypted with the second, which alone reads it after."""
+    from shipyard.errors import ArtifactError
+    from shipyard.registry.secrets import SecretKey
+
+    home = Settings(home=tmp_path / "home", database_url="")
+    with Registry.open(home) as registry:
+        registry.register_version(
+            "fraud",
+            files={"model.onnx": b"model bytes"},
+            format="onnx",
+            input_schema={"features": ["a"]},
+            output_schema={},
+            metrics={},
+        )
+    blobs = [path for path in (tmp_path / "home" / "artifacts").rglob("*") if path.is_file()]
+    out = _run(f"set -euo pipefail\n{SECRETS}", tmp_path, _block_env(tmp_path), timeout=120)
+    keys = tmp_path / "keys"
+    first, second = (SecretKey.load(keys / n) for n in ("artifacts.secret", "artifacts-2.secret"))
+    assert f"encrypted {len(blobs)} plain blobs, re-encrypted 0, skipped 0" in out
+    assert f"encrypted 0 plain blobs, re-encrypted {len(blobs)}, skipped 0" in out
+    assert f"key {first.key_id} no longer reads them" in out
+    with Registry.open(home.model_copy(update={"secret_key": second.path})) as registry:
+        assert registry.load_artifact("fraud:1").files == {"model.onnx": b"model bytes"}
+    with (
+        Registry.open(home.model_copy(update={"secret_key": first.path})) as registry,
+        pytest.raises(ArtifactError, match=second.key_id),
+    ):
+        registry.load_artifact("fraud:1")

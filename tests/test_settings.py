@@ -80,6 +80,7 @@ def everything_set(tmp_path: Path) -> Settings:
         image_url_timeout_seconds=2.5,
         image_url_max_redirects=1,
         image_max_pixels=4096,
+        secret_key=tmp_path / "keys" / "artifacts.secret",
     )
 
 

@@ -280,6 +280,20 @@ class Settings(BaseSettings):
         assert self.trusted_keys_dir is not None
         return self.trusted_keys_dir
 
+    # Secrets at rest
+
+    secret_key: Path | None = None
+    """Secret key file (``shipyard keys generate --secret PATH``) that encrypts every artifact
+    blob the store writes and decrypts the blobs it reads; none keeps new blobs plain. Only
+    the path is a setting: the key itself is never in the environment or printed."""
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _secret_key_path(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # SHIPYARD_SECRET_KEY= (empty) means no key
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
 
 def _variables(name: str, field: FieldInfo) -> list[str]:
     """The environment variables a field is read from, the one ``to_env`` writes first:

@@ -1,6 +1,7 @@
 """Content-addressed artifact files, and the signed manifest that ties them to a model version.
 
 A blob lives at ``root/sha256/ab/<digest>``; writing is atomic and idempotent, reading re-hashes.
+With a secret key, blobs are sealed at rest under the same addresses (``registry.secrets``).
 A version's manifest (name, version, file digests, schemas, metrics, key id) is stored as a blob
 too. Its digest and Ed25519 signature live in the database; loading checks the manifest digest,
 then the signature, then every file's digest and size, and only then hands out bytes. Nothing
@@ -14,17 +15,22 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipyard.errors import ArtifactError, ArtifactTamperedError, SignatureError
+from shipyard.registry.secrets import SETTING as SECRET_SETTING
+from shipyard.registry.secrets import SecretKey, is_sealed, sealed_key_id
 from shipyard.registry.signing import Signer, TrustedKeys
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+Rekeyed = Literal["encrypted", "reencrypted", "skipped"]
+"""What re-encrypting did to one blob: the ``Reencryption`` count it adds to."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -33,10 +39,16 @@ def sha256_hex(data: bytes) -> str:
 
 
 class ArtifactStore:
-    """Blobs on disk, named by the SHA-256 of their bytes."""
+    """Blobs on disk, named by the SHA-256 of their bytes; sealed at rest when given a key.
 
-    def __init__(self, root: Path) -> None:
+    With ``secret``, every blob the store writes is sealed (``registry.secrets``) but keeps
+    the address of its plaintext, so manifests, signatures and dedup do not change; reading
+    opens it, then re-hashes. Plain blobs written before a key was set still read.
+    """
+
+    def __init__(self, root: Path, secret: SecretKey | None = None) -> None:
         self.root = root
+        self.secret = secret
 
     def path_of(self, digest: str) -> Path:
         """Where the blob with this digest is (or would be) stored."""
@@ -45,32 +57,63 @@ class ArtifactStore:
         return self.root / "sha256" / digest[:2] / digest
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` and return its digest; storing the same bytes twice is a no-op."""
+        """Store ``data`` and return its digest; storing the same bytes twice is a no-op
+        (a blob already there is kept as it is, plain or sealed)."""
         digest = sha256_hex(data)
         path = self.path_of(digest)
         if path.exists():
             return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{digest}.{uuid.uuid4().hex}.tmp")
-        try:
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(path)
-        except OSError as error:
-            temporary.unlink(missing_ok=True)
-            raise ArtifactError(
-                f"cannot write artifact blob {digest} under {self.root} ({error}); check that "
-                "the folder is writable and the disk is not full"
-            ) from error
+        self._write(path, data if self.secret is None else self.secret.seal(data))
         return digest
 
     def get(self, digest: str) -> bytes:
         """The blob's bytes, re-hashed: ``ArtifactTamperedError`` if they no longer match."""
         path = self.path_of(digest)
+        return self._verified(self._read(path, digest), digest, path)
+
+    def digests(self) -> Iterator[str]:
+        """The digest of every blob in the store, in order (temporary files left out)."""
+        for path in sorted(self.root.glob("sha256/*/*")):
+            if DIGEST.match(path.name) and path.parent.name == path.name[:2]:
+                yield path.name
+
+    def reencrypt(
+        self,
+        new: SecretKey,
+        digests: Iterable[str] | None = None,
+        on_blob: Callable[[str], None] | None = None,
+    ) -> Reencryption:
+        """Seal every blob (or those of ``digests``) with ``new``: plain ones, and ones this
+        store's key opens; ``on_blob`` is told each digest once it is done.
+
+        Each blob is replaced in one step (temporary file, then rename), so an interrupted
+        run leaves every blob whole; blobs already sealed with ``new`` are skipped, so
+        running again finishes the job. A blob that cannot be opened or no longer matches
+        its digest is left as it is and listed in ``failures``."""
+        outcome = Reencryption()
+        for digest in self.digests() if digests is None else digests:
+            outcome.count(self._reencrypt(digest, new))
+            if on_blob is not None:
+                on_blob(digest)
+        return outcome
+
+    def _reencrypt(self, digest: str, new: SecretKey) -> Rekeyed | ArtifactError:
+        """Seal one blob with ``new``: what was done (a ``Reencryption`` field), or why not."""
+        path = self.path_of(digest)
         try:
-            data = path.read_bytes()
+            raw = self._read(path, digest)
+            sealed = is_sealed(raw) and sha256_hex(raw) != digest
+            if sealed and sealed_key_id(raw, f"artifact blob {path}") == new.key_id:
+                return "skipped"
+            data = self._verified(raw, digest, path)
+            self._write(path, new.seal(data))
+        except ArtifactError as error:
+            return error
+        return "reencrypted" if sealed else "encrypted"
+
+    def _read(self, path: Path, digest: str) -> bytes:
+        try:
+            return path.read_bytes()
         except FileNotFoundError as error:
             raise ArtifactError(
                 f"artifact blob {digest} is missing from {self.root}; point SHIPYARD_ARTIFACTS_DIR "
@@ -80,6 +123,10 @@ class ArtifactStore:
             raise ArtifactError(
                 f"cannot read artifact blob {digest} at {path} ({error}); check its permissions"
             ) from error
+
+    def _verified(self, raw: bytes, digest: str, path: Path) -> bytes:
+        """A blob's plaintext, checked against its digest."""
+        data = self._plaintext(raw, digest, path)
         actual = sha256_hex(data)
         if actual != digest:
             raise ArtifactTamperedError(
@@ -87,6 +134,58 @@ class ArtifactStore:
                 "was stored and is refused"
             )
         return data
+
+    def _plaintext(self, raw: bytes, digest: str, path: Path) -> bytes:
+        """A blob's plaintext: ``raw`` itself for a plain blob, else ``raw`` opened."""
+        # A plain blob may start with the magic bytes by chance: its own hash tells.
+        if not is_sealed(raw) or sha256_hex(raw) == digest:
+            return raw
+        where = f"artifact blob {path}"
+        if self.secret is None:
+            needed = sealed_key_id(raw, where)
+            raise ArtifactError(
+                f"{where} is encrypted with secret key {needed} and no secret key is set; "
+                f"set {SECRET_SETTING} to the path of key {needed}'s file to load it"
+            )
+        return self.secret.open(raw, where)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write ``data`` at ``path`` whole or not at all (temporary file, then rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise ArtifactError(
+                f"cannot write artifact blob {path.name} under {self.root} ({error}); check "
+                "that the folder is writable and the disk is not full"
+            ) from error
+
+
+@dataclass
+class Reencryption:
+    """What ``ArtifactStore.reencrypt`` did: blob counts, and why blobs were left alone."""
+
+    encrypted: int = 0
+    """Plain blobs now sealed."""
+    reencrypted: int = 0
+    """Blobs sealed with the old key, now with the new one."""
+    skipped: int = 0
+    """Blobs already sealed with the new key (an earlier, interrupted run)."""
+    failures: list[str] = field(default_factory=list)
+    """Why each blob left as it was could not be re-encrypted."""
+
+    def count(self, done: Rekeyed | ArtifactError) -> None:
+        """Count one blob's outcome."""
+        if isinstance(done, ArtifactError):
+            self.failures.append(str(done))
+        else:
+            setattr(self, done, getattr(self, done) + 1)
 
 
 class FileEntry(BaseModel):

@@ -57,6 +57,7 @@ from shipyard.registry.records import ModelInfo, ModelVersionInfo, RunInfo
 from shipyard.registry.reference import DEFAULT_ALIAS, ModelRef, check_name
 from shipyard.registry.retraining import RetrainLocks
 from shipyard.registry.runs import Runs, find_run
+from shipyard.registry.secrets import SecretKey
 from shipyard.registry.signing import Signer, TrustedKeys
 from shipyard.registry.tables import (
     AliasEventRow,
@@ -95,10 +96,12 @@ class Registry:
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:
-        """Connect to (and migrate) the settings' database and open the artifact store."""
+        """Connect to (and migrate) the settings' database and open the artifact store
+        (sealed at rest with the settings' secret key, when one is named)."""
+        secret = None if settings.secret_key is None else SecretKey.load(settings.secret_key)
         return cls(
             connect(settings.database_url),
-            ArtifactStore(settings.artifacts_path),
+            ArtifactStore(settings.artifacts_path, secret),
             signing_key_path=settings.signing_key_path,
             trusted_keys_path=settings.trusted_keys_path,
         )
