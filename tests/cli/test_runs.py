@@ -85,4 +85,5 @@ def test_show_names_the_worker_and_attempts_of_each_stage(cli: Cli, home: Path) 
     for text in ("worker", "attempts", "host-b:34"):
         assert text in result.out
     ingest = next(line for line in result.out.splitlines() if "ingest" in line)
-    assert "succeeded" in ingest and "2" in ingest.split("host-b:34")[1]
+    assert "succeeded" in ingest
+    assert "2" in ingest.split("host-b:34")[1]

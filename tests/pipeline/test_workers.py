@@ -64,7 +64,8 @@ async def test_a_submitted_run_ends_as_the_same_run_in_process(
     assert {(stage.status, stage.worker, stage.attempts) for stage in run.stages} == {
         ("succeeded", "test:1", 1)
     }
-    assert run.stages[0].outputs is not None and "frame" in run.stages[0].outputs
+    assert run.stages[0].outputs is not None
+    assert "frame" in run.stages[0].outputs
     assert worker.stats.succeeded == len(STAGE_NAMES)
     version = registry.versions_of_runs([run_id])[run_id]
     assert version.aliases == ["production"]  # promoted: no version had the alias
@@ -200,7 +201,8 @@ async def test_a_failing_stage_fails_the_run_with_the_reason(
     async with running_worker(url, registry, config()) as worker:
         run = await until_ended(registry, run_id)
     assert run.status == "failed"
-    assert run.error is not None and run.error.startswith("validate: InvalidInputError: target")
+    assert run.error is not None
+    assert run.error.startswith("validate: InvalidInputError: target")
     assert [(s.name, s.status) for s in run.stages] == [
         ("ingest", "succeeded"),
         ("validate", "failed"),

@@ -130,7 +130,8 @@ async def test_a_worker_killed_mid_stage_leaves_the_stage_to_another(
         assert run.status == "succeeded", (run.error, (tmp_path / "survivor.log").read_text())
         train = next(s for s in run.stages if s.name == "train")
         assert train.attempts == 2
-        assert train.worker is not None and train.worker.endswith(" survivor")
+        assert train.worker is not None
+        assert train.worker.endswith(" survivor")
         assert [s.name for s in run.stages] == list(STAGE_NAMES)  # each stage recorded once
     finally:
         doomed.kill()
