@@ -75,6 +75,12 @@ def everything_set(tmp_path: Path) -> Settings:
         retrain_lock_ttl_seconds=5.0,
         scheduler="tcp://127.0.0.1:8786",
         cluster_workers=3,
+        stage_queue_prefix="stages",
+        stage_redelivery_ms=2000.0,
+        stage_lease_seconds=10.0,
+        stage_max_deliveries=3,
+        stage_defer_seconds=0.5,
+        pipeline_submit=True,
     )
 
 

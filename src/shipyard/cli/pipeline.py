@@ -222,7 +222,7 @@ def follow(registry: Registry, run_id: str, timeout_s: float) -> None:
         if run.status == "succeeded":
             version = registry.versions_of_runs([run_id]).get(run_id)
             ref = version.ref if version is not None else "-"
-            console.print(f"run {run_id} succeeded: {ref}")
+            err_console.print(f"run {run_id} [green]succeeded[/]: {ref}")
             return
         if run.status == "failed":
             err_console.print(f"[red]run {run_id} failed:[/] {run.error}")
