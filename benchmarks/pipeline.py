@@ -55,7 +55,7 @@ async def submitted(registry: Registry, url: str, text: str) -> float:
             return time.perf_counter() - start
         if run.status == "failed":
             raise SystemExit(f"the submitted run failed: {run.error}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
     raise SystemExit(f"the submitted run did not end within {WAIT_S:.0f} s")
 
 

@@ -12,6 +12,10 @@ the parts it wrote (``keep``); a stage event carries only their digests. The par
 - ``files.NAME`` — the exported model's files;
 - ``state`` — JSON of the small things: metrics, tags, the dataset digest, the estimator's
   kind, the export's format and schemas, the registered version and the promotion.
+
+A worker keeps the last few tables and estimators it stored or loaded in memory by digest
+(``Recent``): a blob's digest names its bytes, so one found there is the one in the store,
+and a worker that runs several stages of a run in a row reads none of them back.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import importlib
 import io
 import json
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -43,6 +50,37 @@ ESTIMATOR_CLASSES: dict[str, str] = {}
 the weights). One row per class, e.g. ``"cnn": "shipyard.pipeline.images:CNNClassifier"``."""
 
 FILE_PREFIX = "files."
+RECENT_ITEMS = 8
+
+
+class Recent:
+    """The last ``size`` objects stored or loaded, by the digest of their bytes."""
+
+    def __init__(self, size: int = RECENT_ITEMS) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, load: Callable[[], Any]) -> Any:
+        """The object of ``digest``, loaded by ``load`` unless it is here."""
+        with self._lock:
+            if digest in self._items:
+                self._items.move_to_end(digest)
+                return self._items[digest]
+        value = load()
+        self.add(digest, value)
+        return value
+
+    def add(self, digest: str, value: Any) -> None:
+        """Keep ``value`` as the object of ``digest``."""
+        with self._lock:
+            self._items[digest] = value
+            self._items.move_to_end(digest)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+RECENT = Recent()
 
 # What each stage reads beyond ``state`` (which every stage reads and writes).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -134,10 +172,12 @@ def restore(
             path.write_bytes(store.get(_digest(inputs, "data")))
             ctx.spec = ctx.spec.with_data_file(path)
         elif part in ("frame", "train", "test"):
-            setattr(ctx, part, load_frame(store.get(_digest(inputs, part))))
+            digest = _digest(inputs, part)
+            setattr(ctx, part, RECENT.get(digest, partial(_frame_blob, store, digest)))
         elif part == "estimator":
             kind = str(state.get("estimator_kind") or SKOPS)
-            ctx.estimator = load_estimator(kind, store.get(_digest(inputs, "estimator")))
+            digest = _digest(inputs, "estimator")
+            ctx.estimator = RECENT.get(digest, partial(_estimator_blob, store, kind, digest))
         elif part == "exported":
             exported = state.get("exported")
             if not isinstance(exported, dict):
@@ -166,9 +206,11 @@ def keep(
             frame = getattr(ctx, part)
             assert frame is not None
             outputs[part] = store.put(dump_frame(frame))
+            RECENT.add(outputs[part], frame)
         elif part == "estimator":
             kind, data = dump_estimator(ctx.estimator)
             outputs["estimator"] = store.put(data)
+            RECENT.add(outputs["estimator"], ctx.estimator)
             state["estimator_kind"] = kind
         elif part == "exported":
             assert ctx.exported is not None
@@ -196,6 +238,14 @@ def first_state(data_name: str | None, tags: Mapping[str, str] | None = None) ->
     """The ``state`` a submitted run starts with: the data file's name (its suffix tells
     CSV from Parquet) and the tags its version gets."""
     return json.dumps({"data_name": data_name, "tags": dict(tags or {})}, sort_keys=True).encode()
+
+
+def _frame_blob(store: ArtifactStore, digest: str) -> pd.DataFrame:
+    return load_frame(store.get(digest))
+
+
+def _estimator_blob(store: ArtifactStore, kind: str, digest: str) -> Any:
+    return load_estimator(kind, store.get(digest))
 
 
 def _digest(inputs: Mapping[str, str], part: str) -> str:
