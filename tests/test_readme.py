@@ -574,3 +574,25 @@ def test_secret_key_commands_run_as_a_script(tmp_path: Path) -> None:
         pytest.raises(ArtifactError, match=second.key_id),
     ):
         registry.load_artifact("fraud:1")
+
+
+STAGE_WORKERS = _block_under("## Stage workers")
+
+
+@pytest.mark.e2e
+def test_stage_worker_commands_run_as_a_script(tmp_path: Path) -> None:
+    """The stage-workers block, in an empty folder and a fresh home, as one bash script: a
+    run queued before any worker, two workers on the embedded broker (stopped at the end),
+    a second run followed to its end, and the first run's stages with their workers."""
+    env = _block_env(tmp_path)
+    script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{STAGE_WORKERS}"
+    out = _run(script, tmp_path, env, timeout=600)
+    with Registry.open(Settings(home=tmp_path / "home", database_url="")) as registry:
+        second, run = registry.runs.recent("fraud")
+    assert (run.status, second.status) == ("succeeded", "succeeded"), (run.error, second.error)
+    assert f"run {run.id}" in out
+    workers = {stage.name: stage.worker or "" for stage in run.stages}
+    assert workers["split"].endswith(" data")
+    assert workers["promote"].endswith(" model")
+    assert "attempts" in out
+    assert "fraud:1" in out

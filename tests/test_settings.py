@@ -81,6 +81,12 @@ def everything_set(tmp_path: Path) -> Settings:
         image_url_max_redirects=1,
         image_max_pixels=4096,
         secret_key=tmp_path / "keys" / "artifacts.secret",
+        stage_queue_prefix="stages",
+        stage_redelivery_ms=2000.0,
+        stage_lease_seconds=10.0,
+        stage_max_deliveries=3,
+        stage_defer_seconds=0.5,
+        pipeline_submit=True,
     )
 
 

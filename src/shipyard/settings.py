@@ -196,6 +196,29 @@ class Settings(BaseSettings):
     """The most pixels (width × height) an image to classify may have; larger ones are
     refused (413) before they are decoded."""
 
+    # Pipeline stage workers
+    stage_queue_prefix: str = Field(default="pipeline", pattern=r"^[A-Za-z0-9_-]+$")
+    """Stage events go to one queue per stage, ``<prefix>.<stage>`` (``pipeline.train``)."""
+
+    stage_redelivery_ms: float = Field(default=30_000.0, gt=0)
+    """How long a stage event taken by a worker that then died waits before the broker
+    hands it to another worker."""
+
+    stage_lease_seconds: float = Field(default=30.0, gt=0)
+    """A running stage's lease in the registry database, renewed every third of it; a
+    redelivered event is deferred while a live worker holds its stage."""
+
+    stage_max_deliveries: int = Field(default=5, gt=0)
+    """A stage event delivered more times (it crashed every worker that took it) is
+    dead-lettered with the reason and its run failed."""
+
+    stage_defer_seconds: float = Field(default=1.0, ge=0)
+    """How long a worker waits before putting back an event whose stage another worker holds."""
+
+    pipeline_submit: bool = False
+    """``POST /v1/pipelines/{name}/runs`` puts runs on the broker for stage workers instead
+    of training them in a child process (a request's ``"submit"`` field overrides it)."""
+
     @field_validator("prediction_log")
     @classmethod
     def _prediction_log_kind(cls, value: str) -> str:

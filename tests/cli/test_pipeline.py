@@ -269,3 +269,40 @@ def test_an_ensemble_runs_on_a_local_cluster_of_the_workers_asked_for(
     assert run.params["cluster"].startswith("1 workers at tcp://127.0.0.1:")
     assert run.params["ensemble"]["learners"] == 4
     assert run.metrics["learners"] == 4
+
+
+SUBMITTED_SPEC = """\
+name: fraud
+data:
+  generate: {dataset: fraud, rows: 2000, seed: 7}
+  dataset: fraud
+  target: Class
+task: classification
+model: {name: fraud, type: HistGradientBoostingClassifier, params: {max_iter: 20}}
+metrics: [average_precision]
+"""
+
+
+def test_submit_queues_the_run_and_prints_its_id(cli, home: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SUBMITTED_SPEC)
+    broker = "memory://cli-submit"
+    result = cli("pipeline", "run", str(spec), "--submit", "--broker", broker)
+    assert result.code == 0, result.err
+    run_id = result.out.strip()
+    assert "submitted to the stage workers" in result.err
+    with Registry.open(Settings(home=home)) as registry:
+        run = registry.runs.get(run_id)
+    assert (run.status, run.spec_name, run.stages) == ("queued", "fraud", [])
+    waited = cli("pipeline", "run", str(spec), "--submit", "--broker", broker, "--wait", "0")
+    assert waited.code == 6
+    assert "is still queued after 0 s; it goes on" in waited.err
+
+
+def test_wait_and_broker_go_with_submit(cli, tmp_path: Path) -> None:
+    result = cli("pipeline", "run", "fraud", "--wait", "5")
+    assert result.code == 2
+    assert "--wait and --broker go with --submit" in result.err
+    result = cli("pipeline", "run", "fraud", "--submit", "--resume", "abc")
+    assert result.code == 2
+    assert "leave it out with --submit" in result.err

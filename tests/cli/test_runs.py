@@ -67,3 +67,23 @@ def test_an_unknown_run_exits_3_saying_so(model_cli: Cli) -> None:
     result = model_cli("runs", "show", "nope")
     assert result.code == 3
     assert "no run with id 'nope'" in result.err
+
+
+def test_show_names_the_worker_and_attempts_of_each_stage(cli: Cli, home: Path) -> None:
+    with Registry.open(Settings(home=home)) as registry:
+        run_id = registry.runs.start("fraud", "name: fraud", {}, status="queued")
+        first = registry.runs.claim_stage(run_id, "ingest", "host-a:12", 30)
+        assert first.stage_id is not None
+        registry.runs.release_stage(first.stage_id, "host-a:12")
+        again = registry.runs.claim_stage(run_id, "ingest", "host-b:34", 30)
+        assert again.stage_id is not None
+        registry.runs.end_stage(again.stage_id, "host-b:34", "succeeded", 0.5)
+        registry.runs.claim_stage(run_id, "validate", "host-b:34", 30)
+    result = cli("runs", "show", run_id)
+    assert result.code == 0, result.err
+    assert "running" in result.out
+    for text in ("worker", "attempts", "host-b:34"):
+        assert text in result.out
+    ingest = next(line for line in result.out.splitlines() if "ingest" in line)
+    assert "succeeded" in ingest
+    assert "2" in ingest.split("host-b:34")[1]

@@ -3,7 +3,9 @@ model whose manifest records the image format, at the accuracy the issue asks fo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +18,13 @@ from shipyard.data.shapes import SHAPE_CLASSES, generate_shapes
 from shipyard.errors import InvalidInputError
 from shipyard.examples import example_spec
 from shipyard.inference.predictor import load_predictor
+from shipyard.messaging import open_broker
 from shipyard.pipeline import Runner, load_spec, parse_spec
 from shipyard.pipeline.runner import RunResult
-from shipyard.registry import Registry
+from shipyard.pipeline.workers import WorkerConfig
+from shipyard.registry import Registry, RunInfo
 from shipyard.settings import Settings
+from stage_runs import running_worker, submit, until_ended
 
 SPEC = """\
 name: {name}
@@ -63,12 +68,36 @@ def test_the_digits_example_trains_an_mlp_of_97_percent(registry: Registry) -> N
 
 
 @pytest.mark.timeout(300)
-def test_a_cnn_on_digits_reaches_97_percent(registry: Registry) -> None:
+def test_a_cnn_on_digits_reaches_97_percent_through_stage_workers(registry: Registry) -> None:
+    """Submitted to stage workers: the fitted network goes from the train stage to the
+    evaluate, export and register stages through its own bytes (no pickle), and the run
+    ends as in-process."""
     pytest.importorskip("torch")
-    result = _run(registry, "digits-cnn", "{dataset: digits}", "cnn", "{filters: 32}")
-    assert result.metrics["accuracy"] >= 0.97, result.metrics
-    assert result.metrics["export_label_agreement"] >= 0.995
-    assert result.version.input_schema["image"]["max_value"] == 16.0
+    text = SPEC.format(
+        name="digits-cnn",
+        images="{dataset: digits}",
+        type="cnn",
+        scale="false",
+        params="{filters: 32}",
+    )
+    url = f"memory://images-{uuid.uuid4().hex}"
+
+    async def through_workers() -> RunInfo:
+        broker = open_broker(url)
+        run_id = await submit(registry, broker, "pipeline", text)
+        config = WorkerConfig(prefix="pipeline", worker="test:1", poll_ms=50)
+        async with running_worker(url, registry, config):
+            run = await until_ended(registry, run_id, timeout_s=240)
+        await broker.close()
+        return run
+
+    run = asyncio.run(through_workers())
+    assert run.status == "succeeded", run.error
+    assert run.metrics["accuracy"] >= 0.97, run.metrics
+    version = registry.versions_of_runs([run.id])[run.id]
+    assert version.metrics["export_label_agreement"] >= 0.995
+    assert version.input_schema["image"]["max_value"] == 16.0
+    assert version.format == "onnx"
 
 
 @pytest.mark.timeout(300)

@@ -13,7 +13,7 @@ def test_migrated_schema_matches_the_orm(database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0007"
+            assert context.get_current_revision() == "0008"
     finally:
         engine.dispose()
 
@@ -45,3 +45,4 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (folder / "versions" / "0005_retraining.py").is_file()
     assert (folder / "versions" / "0006_snapshot_history.py").is_file()
     assert (folder / "versions" / "0007_run_learners.py").is_file()
+    assert (folder / "versions" / "0008_stage_workers.py").is_file()

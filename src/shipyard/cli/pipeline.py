@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shipyard.cli.context import Command, Group, console, open_registry, settings_of
+from shipyard.cli.context import Command, Group, console, err_console, open_registry, settings_of
+from shipyard.cli.queues import BrokerOption
 
 if TYPE_CHECKING:  # imported when a command runs: scikit-learn takes a second to import
     from rich.console import Console
 
     from shipyard.pipeline import ClusterOptions, RunResult, Spec
     from shipyard.registry import Registry
+    from shipyard.settings import Settings
 
 app = typer.Typer(cls=Group, help="Run pipelines.", no_args_is_help=True)
 
@@ -55,14 +57,42 @@ def run(
             help="Worker processes of the local cluster (default the cluster_workers setting)",
         ),
     ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit",
+            help="Queue the run for stage workers (shipyard pipeline worker) on the broker "
+            "and print its id, instead of running it here",
+        ),
+    ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            help="With --submit: follow the run until it ends, at most SECONDS",
+        ),
+    ] = None,
+    broker: BrokerOption = None,
 ) -> None:
     """Ingest, validate, split, train, evaluate, export, register and maybe promote a model.
 
-    A spec with an `ensemble:` section fits its learners as tasks on a Dask cluster."""
+    A spec with an `ensemble:` section fits its learners as tasks on a Dask cluster. With
+    --submit the stages run on stage workers instead (`shipyard pipeline worker`)."""
+    from shipyard.errors import InvalidInputError
     from shipyard.pipeline import ClusterOptions, load_spec
 
     spec, text = load_spec(spec_source, data_file=data)
     settings = settings_of(ctx)
+    if broker is not None:
+        settings = settings.model_copy(update={"broker_url": broker})
+    if not submit and (wait is not None or broker is not None):
+        raise InvalidInputError("--wait and --broker go with --submit")
+    if submit:
+        if resume is not None:
+            raise InvalidInputError("--resume runs here; leave it out with --submit")
+        submit_and_follow(ctx, settings, spec, text, wait)
+        return
     cluster = ClusterOptions(
         scheduler=settings.scheduler if scheduler is None else scheduler,
         workers=settings.cluster_workers if workers is None else workers,
@@ -141,3 +171,121 @@ def run_table(result: RunResult) -> Table:
     table.add_row("promotion", f"{verdict} {promotion.alias} ({promotion.reason})")
     table.add_row("artifact", f"{result.version.format} sha256:{result.version.manifest_digest}")
     return table
+
+
+def submit_and_follow(
+    ctx: typer.Context, settings: Settings, spec: Spec, text: str, wait: float | None
+) -> None:
+    """Submit a run to the stage workers, print its id and, with ``wait``, follow it."""
+    import asyncio
+
+    from shipyard.messaging import open_broker, shown_url
+    from shipyard.messaging.embedded import broker_url
+    from shipyard.pipeline.events import submit_run
+
+    async def submitted(registry: Registry, url: str) -> str:
+        broker = open_broker(url, redelivery_ms=settings.stage_redelivery_ms)
+        try:
+            return await submit_run(
+                registry, broker, spec, text, prefix=settings.stage_queue_prefix
+            )
+        finally:
+            await broker.close()
+
+    with open_registry(ctx) as registry, broker_url(settings) as url:
+        run_id = asyncio.run(submitted(registry, url))
+        # The id alone on stdout, for RUN=$(shipyard pipeline run SPEC --submit).
+        print(run_id)
+        err_console.print(
+            f"run {run_id} of {spec.name} submitted to the stage workers on {shown_url(url)}; "
+            f"`shipyard runs show {run_id}` follows it"
+        )
+        if wait is not None:
+            follow(registry, run_id, wait)
+
+
+def follow(registry: Registry, run_id: str, timeout_s: float) -> None:
+    """Print each stage of a run as it ends until the run ends (exit 1 if it failed) or
+    ``timeout_s`` passes (exit 6: it goes on)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    shown = 0
+    while True:
+        run = registry.runs.get(run_id)
+        ended = [stage for stage in run.stages if stage.status in ("succeeded", "failed")]
+        for stage in ended[shown:]:
+            mark = "[green]✓[/]" if stage.status == "succeeded" else "[red]✗[/]"
+            worker = f"  {stage.worker}" if stage.worker else ""
+            err_console.print(f"  {mark} {stage.name:<9} {stage.duration_s:7.2f} s{worker}")
+        shown = len(ended)
+        if run.status == "succeeded":
+            version = registry.versions_of_runs([run_id]).get(run_id)
+            ref = version.ref if version is not None else "-"
+            err_console.print(f"run {run_id} [green]succeeded[/]: {ref}")
+            return
+        if run.status == "failed":
+            err_console.print(f"[red]run {run_id} failed:[/] {run.error}")
+            raise typer.Exit(1)
+        if time.monotonic() >= deadline:
+            err_console.print(
+                f"run {run_id} is still {run.status} after {timeout_s:g} s; it goes on "
+                f"(`shipyard runs show {run_id}`)"
+            )
+            raise typer.Exit(6)
+        time.sleep(0.2)
+
+
+@app.command(cls=Command)
+def worker(
+    ctx: typer.Context,
+    stages: Annotated[
+        str,
+        typer.Option(
+            metavar="NAMES",
+            help="Comma-separated stages this worker runs",
+        ),
+    ] = "ingest,validate,split,train,evaluate,export,register,promote",
+    broker: BrokerOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Recorded beside host:pid on the stages it runs"),
+    ] = None,
+) -> None:
+    """Run the stages of submitted runs (`shipyard pipeline run SPEC --submit`) from the
+    broker, until Ctrl-C or SIGTERM. Start as many as you like, on any host that shares
+    the registry database and artifact store."""
+    import asyncio
+    import logging
+    import sys
+
+    from shipyard.messaging import open_broker, shown_url
+    from shipyard.messaging.embedded import broker_url
+    from shipyard.pipeline import ClusterOptions
+    from shipyard.pipeline.workers import WorkerConfig, serve, worker_identity
+
+    settings = settings_of(ctx)
+    if broker is not None:
+        settings = settings.model_copy(update={"broker_url": broker})
+    config = WorkerConfig(
+        stages=tuple(part.strip() for part in stages.split(",") if part.strip()),
+        prefix=settings.stage_queue_prefix,
+        worker=worker_identity(name),
+        lease_s=settings.stage_lease_seconds,
+        max_deliveries=settings.stage_max_deliveries,
+        defer_s=settings.stage_defer_seconds,
+        cluster=ClusterOptions(scheduler=settings.scheduler, workers=settings.cluster_workers),
+    )
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker={config.worker} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with open_registry(ctx) as registry, broker_url(settings) as url:
+        err_console.print(
+            f"stage worker {config.worker}: {', '.join(config.stages)} from "
+            f"{shown_url(url)} ({settings.stage_queue_prefix}.*); Ctrl-C stops it"
+        )
+        opened = open_broker(url, redelivery_ms=settings.stage_redelivery_ms)
+        asyncio.run(serve(opened, registry, config))

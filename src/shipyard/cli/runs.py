@@ -88,13 +88,17 @@ def show(
     if isinstance(data, dict) and "path" in data:
         console.print(f"data file: {escape(str(data['path']))}", soft_wrap=True)
     if run.stages:
-        stages = Table("stage", "status", "started", "seconds", "error", title="stages")
+        stages = Table(
+            "stage", "status", "started", "seconds", "worker", "attempts", "error", title="stages"
+        )
         for stage in run.stages:
             stages.add_row(
                 stage.name,
                 _status(stage.status),
                 f"{stage.started_at:%H:%M:%S}",
-                f"{stage.duration_s:.2f}",
+                f"{stage.duration_s:.2f}" if stage.status != "running" else "…",
+                escape(stage.worker or "in-process"),
+                str(stage.attempts),
                 escape(stage.error or ""),
             )
         console.print(stages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,30 @@ class ModelVersionInfo:
 
 @dataclass(frozen=True)
 class StageInfo:
-    """How one stage of a run ended."""
+    """How one stage of a run ended (or, run by a stage worker, that it runs): which worker
+    ran it, how many times it was started, and the artifact-store digests it produced."""
 
     name: str
     status: str
     started_at: datetime
     duration_s: float
     error: str | None
+    worker: str | None = None
+    attempts: int = 1
+    outputs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StageClaim:
+    """What ``Runs.claim_stage`` found: ``claimed`` (the caller now holds the stage, row
+    ``stage_id``), ``done`` (it succeeded before: ``outputs``), ``busy`` (a live worker holds
+    it) or ``finished`` (the run ended: nothing is left to do)."""
+
+    outcome: Literal["claimed", "done", "busy", "finished"]
+    stage_id: int | None = None
+    attempts: int = 0
+    outputs: dict[str, Any] | None = None
+    worker: str | None = None
 
 
 @dataclass(frozen=True)

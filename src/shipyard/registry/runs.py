@@ -3,6 +3,14 @@
 A run is the lineage of the versions it registers (``ModelVersionInfo.run_id``). ``Runs``
 records and reads them in the registry database; a registry hands out its own as
 ``Registry.runs``. Each call runs in its own short transaction.
+
+Stage workers (``shipyard.pipeline.workers``) run a run's stages in separate processes:
+``claim_stage`` takes a stage for one worker under a lease (or says it is done, held by a
+live worker, or that the run has ended), ``renew_stage`` extends the lease while it runs,
+``end_stage`` records its outcome only while the worker still holds it (else
+``LeaseLostError``), and ``release_stage`` lets a redelivered event take it at once. The
+decision is made with the run's row locked (PostgreSQL ``FOR UPDATE``; SQLite writes one
+transaction at a time), so two workers never both hold a stage.
 """
 
 from __future__ import annotations
@@ -10,16 +18,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shipyard import __version__
-from shipyard.errors import ConflictError, InvalidInputError, NotFoundError
+from shipyard.errors import ConflictError, InvalidInputError, LeaseLostError, NotFoundError
 from shipyard.registry.checks import check_json, check_metrics
-from shipyard.registry.records import RunInfo, StageInfo
+from shipyard.registry.records import RunInfo, StageClaim, StageInfo
 from shipyard.registry.tables import RunLearnerRow, RunMetricRow, RunRow, RunStageRow, utcnow
 
 
@@ -118,6 +126,121 @@ class Runs:
                     duration_s=float(duration_s),
                     error=error,
                 )
+            )
+
+    def claim_stage(self, run_id: str, name: str, worker: str, lease_s: float) -> StageClaim:
+        """Take stage ``name`` of run ``run_id`` for ``worker`` for ``lease_s`` seconds.
+
+        ``done`` when the stage succeeded before (its outputs are returned), ``busy`` while
+        another start of it holds an unexpired lease, ``finished`` once the run has ended;
+        else the stage is recorded running (a start whose worker let its lease expire is
+        taken over, one attempt more) and a queued run becomes running."""
+        if lease_s <= 0:
+            raise InvalidInputError(f"a stage lease lasts more than 0 seconds, not {lease_s}")
+        now = utcnow()
+        with self._transaction(write=True) as session:
+            run = session.get(RunRow, run_id, with_for_update=True)
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id!r} in this registry")
+            if run.status in ("succeeded", "failed"):
+                return StageClaim("finished")
+            latest = session.scalar(
+                select(RunStageRow)
+                .where(RunStageRow.run_id == run_id, RunStageRow.name == name)
+                .order_by(RunStageRow.position.desc())
+                .limit(1)
+            )
+            if latest is not None and latest.status == "succeeded":
+                return StageClaim(
+                    "done", latest.id, latest.attempts, latest.outputs or {}, latest.worker
+                )
+            if latest is not None and latest.status == "running":
+                expires = latest.lease_expires_at
+                if expires is not None and expires > now:
+                    return StageClaim("busy", latest.id, latest.attempts, None, latest.worker)
+                latest.attempts += 1
+                latest.worker, latest.started_at = worker, now
+                latest.lease_expires_at = now + timedelta(seconds=lease_s)
+                row = latest
+            else:
+                count = session.scalar(
+                    select(func.count())
+                    .select_from(RunStageRow)
+                    .where(RunStageRow.run_id == run_id)
+                )
+                row = RunStageRow(
+                    run_id=run_id,
+                    position=(count or 0) + 1,
+                    name=name,
+                    status="running",
+                    started_at=now,
+                    duration_s=0.0,
+                    worker=worker,
+                    attempts=1,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+                session.add(row)
+            if run.status == "queued":
+                run.status = "running"
+            session.flush()
+            return StageClaim("claimed", row.id, row.attempts, None, worker)
+
+    def renew_stage(self, stage_id: int, worker: str, lease_s: float) -> bool:
+        """Extend ``worker``'s lease on a running stage; False if it no longer holds it."""
+        with self._transaction(write=True) as session:
+            result = session.execute(
+                update(RunStageRow)
+                .where(
+                    RunStageRow.id == stage_id,
+                    RunStageRow.worker == worker,
+                    RunStageRow.status == "running",
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def end_stage(
+        self,
+        stage_id: int,
+        worker: str,
+        status: Literal["succeeded", "failed"],
+        duration_s: float,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record how a claimed stage ended; ``LeaseLostError`` if ``worker`` lost it (its
+        lease expired and another worker took the stage over)."""
+        if outputs is not None:
+            check_json(dict(outputs), "stage outputs")
+        with self._transaction(write=True) as session:
+            row = session.get(RunStageRow, stage_id, with_for_update=True)
+            if row is None or row.worker != worker or row.status != "running":
+                raise LeaseLostError(
+                    f"{worker} no longer holds stage {stage_id}: its lease expired and another "
+                    "worker took the stage over (raise SHIPYARD_STAGE_LEASE_SECONDS if the "
+                    "database was slow to answer)"
+                )
+            row.status = status
+            row.duration_s = float(duration_s)
+            row.outputs = dict(outputs) if outputs is not None else None
+            row.error = error
+            row.lease_expires_at = None
+
+    def release_stage(self, stage_id: int, worker: str) -> None:
+        """Give up ``worker``'s lease on a stage it could not finish for now (the database
+        or broker was unavailable), so that the event's redelivery takes it at once."""
+        with self._transaction(write=True) as session:
+            session.execute(
+                update(RunStageRow)
+                .where(
+                    RunStageRow.id == stage_id,
+                    RunStageRow.worker == worker,
+                    RunStageRow.status == "running",
+                )
+                .values(lease_expires_at=utcnow())
+                .execution_options(synchronize_session=False)
             )
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
@@ -222,7 +345,16 @@ def run_infos(session: Session, runs: list[RunRow]) -> list[RunInfo]:
             .order_by(RunStageRow.position, RunStageRow.id)
         ):
             stages[stage.run_id].append(
-                StageInfo(stage.name, stage.status, stage.started_at, stage.duration_s, stage.error)
+                StageInfo(
+                    stage.name,
+                    stage.status,
+                    stage.started_at,
+                    stage.duration_s,
+                    stage.error,
+                    stage.worker,
+                    stage.attempts,
+                    stage.outputs,
+                )
             )
         for metric in session.scalars(select(RunMetricRow).where(RunMetricRow.run_id.in_(ids))):
             metrics[metric.run_id][metric.key] = metric.value

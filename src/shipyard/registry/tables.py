@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -164,7 +165,10 @@ class TagRow(Base):
 
 
 class RunStageRow(Base):
-    """How one stage of a run ended and how long it took."""
+    """How one stage of a run ended and how long it took. A stage a stage worker runs is
+    recorded when it starts (``running``, held by ``worker`` until ``lease_expires_at``,
+    renewed while it runs) and updated when it ends, with the artifact-store digests of what
+    it produced (``outputs``); ``attempts`` counts how many times it was started."""
 
     __tablename__ = "run_stages"
 
@@ -176,6 +180,10 @@ class RunStageRow(Base):
     started_at: Mapped[datetime]
     duration_s: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    outputs: Mapped[dict[str, Any] | None]
+    lease_expires_at: Mapped[datetime | None]
 
 
 class RunMetricRow(Base):

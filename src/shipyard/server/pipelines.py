@@ -1,6 +1,8 @@
 """Training over HTTP: ``POST /v1/pipelines/{name}/runs`` (operator) queues a run and starts
-its training in a child process, ``GET /v1/pipelines/runs/{id}`` follows it,
-``GET /v1/pipelines/{name}/runs`` lists a pipeline's runs.
+its training in a child process — or, with ``"submit": true`` (or the ``pipeline_submit``
+setting), puts it on the broker for the stage workers (``shipyard pipeline worker``) —
+``GET /v1/pipelines/runs/{id}`` follows it, ``GET /v1/pipelines/{name}/runs`` lists a
+pipeline's runs.
 
 A run is started from the spec and the table in the request (multipart fields ``spec`` and
 ``data``), from a spec that generates its data (``{"spec": "..."}``), or — with an empty
@@ -25,6 +27,9 @@ from shipyard.errors import (
     NotFoundError,
     UnsupportedMediaTypeError,
 )
+from shipyard.messaging import open_broker
+from shipyard.messaging.embedded import EmbeddedNats
+from shipyard.pipeline.events import submit_run
 from shipyard.pipeline.spec import Spec, parse_spec
 from shipyard.pipeline.training import (
     UNFINISHED,
@@ -42,7 +47,8 @@ from shipyard.server.uploads import MULTIPART, Upload, form_of, form_table, form
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[Depends(inference)])
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
-FIELDS = frozenset({"spec", "data"})
+FIELDS = frozenset({"spec", "data", "submit"})
+SUBMIT_VALUES = {"true": True, "false": False}
 #: Longest a ``GET …/runs/{id}?wait=`` holds the request for the run to finish.
 MAX_WAIT_S = 300.0
 WAIT_POLL_S = 0.25
@@ -64,6 +70,11 @@ RUN_BODY: dict[str, Any] = {
                             "description": "The table (CSV or Parquet); without it, the "
                             "data of the last run (with a spec that names no data source)",
                         },
+                        "submit": {
+                            "type": "string",
+                            "enum": ["true", "false"],
+                            "description": "true: run on the stage workers",
+                        },
                     },
                 }
             },
@@ -71,7 +82,15 @@ RUN_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["spec"],
-                    "properties": {"spec": {"type": "string"}},
+                    "properties": {
+                        "spec": {"type": "string"},
+                        "submit": {
+                            "type": "boolean",
+                            "description": "Run on the stage workers (shipyard pipeline "
+                            "worker) instead of a child process; default the "
+                            "pipeline_submit setting",
+                        },
+                    },
                 },
                 "example": {"spec": "name: fraud\ndata: {generate: {dataset: fraud, rows: 5000}…"},
             },
@@ -86,6 +105,7 @@ class RunRequest:
 
     spec_text: str | None
     upload: Upload | None
+    submit: bool | None = None
 
 
 def trainings_of(request: Request) -> TrainingProcesses:
@@ -103,7 +123,10 @@ def trainings_of(request: Request) -> TrainingProcesses:
     status_code=202,
     openapi_extra=RUN_BODY,
     responses={
-        202: {"description": "Queued; its training runs in a child process (`Location`)"},
+        202: {
+            "description": "Queued; its training runs in a child process or on the stage "
+            "workers (`Location`)"
+        },
         400: {"model": ErrorBody, "description": "A bad spec, table or body"},
         404: {"model": ErrorBody, "description": "An empty body, and the pipeline never ran"},
         409: {"model": ErrorBody, "description": "The last run's data file is gone"},
@@ -121,16 +144,29 @@ async def start_run(request: Request, name: str, principal: Operator) -> Respons
     Send the spec and its table as multipart fields ``spec`` and ``data`` (a CSV or Parquet
     file; ``data`` alone: the last run's spec on this table), or ``{"spec": "..."}`` for a
     spec that generates its data, or nothing: again from the last run's spec and data.
+    ``submit`` (a JSON field or a form field ``true``) runs it on the stage workers.
     Needs the operator role."""
     check_name(name, "pipeline name")
     asked = await _run_request(request)
     state = state_of(request)
     trainings = trainings_of(request)
     await asyncio.to_thread(_settle_ended, state, trainings)
-    run_id = await asyncio.to_thread(_queue, state, trainings, name, asked)
+    submit = state.settings.pipeline_submit if asked.submit is None else asked.submit
+    if submit:
+        spec, text, _ = await asyncio.to_thread(_checked, state, name, asked)
+        run_id = await _submit(state, spec, text)
+    else:
+        run_id = await asyncio.to_thread(_queue, state, trainings, name, asked)
     location = f"{router.prefix}/runs/{run_id}"
     response = json_response(
-        {"id": run_id, "pipeline": name, "status": "queued", "run": location}, 202
+        {
+            "id": run_id,
+            "pipeline": name,
+            "status": "queued",
+            "run": location,
+            "runs_on": "stage workers" if submit else "a child process",
+        },
+        202,
     )
     response.headers["Location"] = location
     return response
@@ -240,7 +276,11 @@ async def _run_request(request: Request) -> RunRequest:
                 raise InvalidInputError(
                     f"unknown multipart fields {', '.join(extra)}; send `spec` and/or `data`"
                 )
-            asked = RunRequest(await form_text(form, "spec"), await form_table(form, "data"))
+            asked = RunRequest(
+                await form_text(form, "spec"),
+                await form_table(form, "data"),
+                _submit_field(await form_text(form, "submit")),
+            )
         if asked.spec_text is None and asked.upload is None:
             raise InvalidInputError(
                 "the form has neither `spec` nor `data`; send -F spec=@pipeline.yaml "
@@ -258,17 +298,55 @@ async def _run_request(request: Request) -> RunRequest:
     payload = parse_json(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("spec"), str):
         raise InvalidInputError('the JSON body is {"spec": "<the spec as YAML text>"}')
-    extra = sorted(payload.keys() - {"spec"})
+    extra = sorted(payload.keys() - {"spec", "submit"})
     if extra:
         raise InvalidInputError(
-            f'unknown fields {", ".join(extra)}; the JSON body is {{"spec": "..."}} (send '
-            f"a table as multipart field `data`)"
+            f'unknown fields {", ".join(extra)}; the JSON body is {{"spec": "...", '
+            '"submit": false}} (send a table as multipart field `data`)'
         )
-    return RunRequest(payload["spec"], None)
+    submit = payload.get("submit")
+    if submit is not None and not isinstance(submit, bool):
+        raise InvalidInputError(f'"submit" is true or false, not {submit!r}')
+    return RunRequest(payload["spec"], None, submit)
+
+
+def _submit_field(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.strip().lower() not in SUBMIT_VALUES:
+        raise InvalidInputError(f"form field `submit` is true or false, not {value!r}")
+    return SUBMIT_VALUES[value.strip().lower()]
+
+
+async def _submit(state: ServerState, spec: Spec, text: str) -> str:
+    """Queue the run on the broker for the stage workers (the embedded NATS server of the
+    home when no broker URL is set)."""
+    settings = state.settings
+    url, embedded = settings.broker_url, None
+    if not url:
+        embedded = EmbeddedNats(settings.home)
+        url = await asyncio.to_thread(embedded.start)
+    broker = open_broker(url, redelivery_ms=settings.stage_redelivery_ms)
+    try:
+        return await submit_run(
+            state.registry, broker, spec, text, prefix=settings.stage_queue_prefix
+        )
+    finally:
+        await broker.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 def _queue(state: ServerState, trainings: TrainingProcesses, name: str, asked: RunRequest) -> str:
     """Check the request, keep its table, queue the run and start its training."""
+    spec, text, data = _checked(state, name, asked)
+    run_id = queue_run(state.registry, spec, text)
+    trainings.start(state.registry, run_id, text, data)
+    return run_id
+
+
+def _checked(state: ServerState, name: str, asked: RunRequest) -> tuple[Spec, str, Path | None]:
+    """The request's spec, its text and its data file (an upload kept under the home)."""
     registry, home = state.registry, state.settings.home
     uploads = (home / "uploads").absolute()
     text = asked.spec_text
@@ -292,9 +370,7 @@ def _queue(state: ServerState, trainings: TrainingProcesses, name: str, asked: R
     if asked.upload is not None:
         _check_table(spec, asked.upload)
         asked.upload.store(uploads)
-    run_id = queue_run(registry, spec, text)
-    trainings.start(registry, run_id, text, data)
-    return run_id
+    return spec, text, data
 
 
 def _last_run(registry: Registry, name: str, *, again: bool) -> tuple[str, Path | None]:

@@ -1,0 +1,111 @@
+"""A pipeline run in-process against the same run submitted to stage workers.
+
+Runs the packaged fraud spec (60,000 generated transactions unless ``--rows`` says
+otherwise) alternately in this process (``Runner``) and through ``submit_run`` to stage
+worker processes (``shipyard pipeline worker``) already running on the home's embedded NATS
+server, ``--repeat`` times each, on one fresh home (SQLite, local artifact store). Prints
+each run's seconds (submit to the run recorded ``succeeded``), the medians and the overhead
+of the workers over in-process: what the handoff through the artifact store (Parquet,
+skops), the stage events and the database records cost. No pass/fail: the target is an
+overhead of at most 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shipyard.children import Child
+from shipyard.examples import example_spec
+from shipyard.messaging import open_broker
+from shipyard.messaging.embedded import EmbeddedNats
+from shipyard.pipeline import Runner, parse_spec
+from shipyard.pipeline.events import submit_run
+from shipyard.registry import Registry
+from shipyard.settings import Settings
+
+WAIT_S = 600.0
+
+
+def spec_text(rows: int | None) -> str:
+    """The packaged fraud spec, with ``rows`` generated rows if given."""
+    text = example_spec("fraud").read_text()
+    if rows is not None:
+        text = text.replace("rows: 60000", f"rows: {rows}")
+    return text
+
+
+async def submitted(registry: Registry, url: str, text: str) -> float:
+    """Seconds from submitting the run to its record ``succeeded``."""
+    broker = open_broker(url)
+    start = time.perf_counter()
+    try:
+        run_id = await submit_run(registry, broker, parse_spec(text), text, prefix="pipeline")
+    finally:
+        await broker.close()
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        run = registry.runs.get(run_id)
+        if run.status == "succeeded":
+            return time.perf_counter() - start
+        if run.status == "failed":
+            raise SystemExit(f"the submitted run failed: {run.error}")
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"the submitted run did not end within {WAIT_S:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind")
+    parser.add_argument("--rows", type=int, default=None, help="generated rows (default 60,000)")
+    parser.add_argument("--workers", type=int, default=1, help="stage worker processes")
+    options = parser.parse_args()
+    text = spec_text(options.rows)
+    spec = parse_spec(text)
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings(home=Path(folder) / "home")
+        with Registry.open(settings) as registry, EmbeddedNats(settings.home) as url:
+            workers = [
+                Child(
+                    [sys.executable, "-m", "shipyard", "pipeline", "worker", "--broker", url],
+                    env=settings.child_env(),
+                    log=settings.home / f"worker-{index}.log",
+                    name=f"stage worker {index}",
+                ).start()
+                for index in range(options.workers)
+            ]
+            try:
+                # A warm-up of each kind: imports, the first ONNX export, the queues.
+                Runner(registry).run(spec, text)
+                asyncio.run(submitted(registry, url, text))
+                local: list[float] = []
+                remote: list[float] = []
+                for repetition in range(options.repeat):
+                    start = time.perf_counter()
+                    Runner(registry).run(spec, text)
+                    local.append(time.perf_counter() - start)
+                    remote.append(asyncio.run(submitted(registry, url, text)))
+                    print(
+                        f"repetition {repetition + 1}: in-process {local[-1]:6.2f} s, "
+                        f"stage workers {remote[-1]:6.2f} s"
+                    )
+            finally:
+                for worker in workers:
+                    worker.stop(30)
+    rows = options.rows or 60_000
+    in_process, on_workers = statistics.median(local), statistics.median(remote)
+    print(
+        f"fraud spec, {rows:,} rows, {options.workers} stage worker(s), {options.repeat} runs each"
+    )
+    print(f"in-process     median {in_process:6.2f} s  (min {min(local):.2f})")
+    print(f"stage workers  median {on_workers:6.2f} s  (min {min(remote):.2f})")
+    print(f"overhead       {on_workers / in_process - 1:+.1%}  (target at most +10 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""Stage workers: broker consumers that run the stages of submitted runs, one event at a time.
+
+A worker consumes the queues of its stages (``pipeline.ingest`` … ``pipeline.promote``;
+several workers on a queue share its events). For each event it takes the stage in the
+registry database (``Runs.claim_stage``), restores the stage's inputs from the artifact
+store (``handoff.restore``), runs the same stage class the in-process ``Runner`` runs,
+keeps its outputs (``handoff.keep``), records the stage ``succeeded`` with its worker,
+timing and outputs, publishes the next stage's event, and only then acks. The last stage
+finishes the run; a stage that raises fails the run with the reason.
+
+- **At least once, idempotent.** An event whose stage already succeeded is acked without
+  running it again, after publishing the next stage's event if that stage never started
+  (the worker died between the two). Register reuses the version an earlier attempt of the
+  run registered; promote does not move an alias that already points at the version.
+- **Leases.** While a stage runs its worker renews a lease on it; an event redelivered
+  meanwhile (the stage outlasted the broker's redelivery delay) finds it ``busy`` and is
+  put back after ``defer_s`` as a fresh message. A worker killed mid-stage lets its lease
+  expire, and the event's redelivery takes the stage over (one attempt more).
+- **Poison and strays.** An event delivered more than ``max_deliveries`` times (it killed
+  every worker that took it) is dead-lettered with the reason and its run failed; so, at
+  once, is an event that does not parse or names a run the registry does not have.
+- **Transient errors.** A database that is unreachable releases the stage and puts the
+  event back; a broker that is unreachable leaves it unacked: the broker redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipyard.errors import (
+    AliasNotFoundError,
+    InvalidInputError,
+    LeaseLostError,
+    NotFoundError,
+    ShipyardError,
+)
+from shipyard.messaging import Broker, Delivery, publish_patiently
+from shipyard.pipeline import handoff
+from shipyard.pipeline.ensemble import ClusterOptions
+from shipyard.pipeline.events import STAGE_NAMES, StageEvent, publish_event, stage_queue
+from shipyard.pipeline.spec import parse_spec
+from shipyard.pipeline.stages import STAGES, Promotion, RunContext, Stage
+from shipyard.registry import ModelRef, Registry
+
+logger = logging.getLogger(__name__)
+
+STAGE_CLASSES: dict[str, type[Stage]] = {stage.name: stage for stage in STAGES}
+MAX_BACKOFF_S = 2.0
+
+
+def worker_identity(name: str | None = None) -> str:
+    """How a worker is recorded on the stages it runs: ``host:pid`` (and its name)."""
+    identity = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{identity} {name}" if name else identity
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a stage worker consumes and how it holds and gives up stages."""
+
+    stages: tuple[str, ...] = STAGE_NAMES
+    prefix: str = "pipeline"
+    worker: str = field(default_factory=worker_identity)
+    lease_s: float = 30.0
+    max_deliveries: int = 5
+    defer_s: float = 1.0
+    poll_ms: float = 1000.0
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+
+    def __post_init__(self) -> None:
+        unknown = [stage for stage in self.stages if stage not in STAGE_NAMES]
+        if unknown or not self.stages:
+            raise InvalidInputError(
+                f"unknown stages {', '.join(unknown) or '(none given)'}; choose among "
+                f"{','.join(STAGE_NAMES)}"
+            )
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did since it started."""
+
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    dead_lettered: int = 0
+
+
+class StageWorker:
+    """Consumes stage events from ``broker`` and runs them against ``registry``."""
+
+    def __init__(self, broker: Broker, registry: Registry, config: WorkerConfig) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.config = config
+        self.stats = WorkerStats()
+        self._stopping = asyncio.Event()
+        self._slot = asyncio.Lock()  # one stage at a time: a stage uses a core
+
+    def stop(self) -> None:
+        """Finish the stage in hand, then return from ``run``."""
+        self._stopping.set()
+
+    async def run(self) -> WorkerStats:
+        """Declare the queues and consume every stage's queue until ``stop``."""
+        for stage in STAGE_NAMES:  # the next stage's too: this worker publishes to it
+            await self.broker.declare(stage_queue(self.config.prefix, stage))
+        tasks = [asyncio.create_task(self._consume(stage)) for stage in self.config.stages]
+        try:
+            await self._stopping.wait()
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self.stats
+
+    async def _consume(self, stage: str) -> None:
+        queue = stage_queue(self.config.prefix, stage).name
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                deliveries = await self.broker.consume(queue, 1, self.config.poll_ms)
+            except ShipyardError as error:
+                logger.warning("cannot consume %s: %s; retrying", queue, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            delay = 0.05
+            for delivery in deliveries:
+                async with self._slot:
+                    await self.handle(stage, queue, delivery)
+
+    async def handle(self, stage: str, queue: str, delivery: Delivery) -> None:
+        """Run (or skip, defer, dead-letter) one delivered stage event."""
+        if delivery.attempts > self.config.max_deliveries:
+            reason = (
+                f"delivered {delivery.attempts} times, more than {self.config.max_deliveries} "
+                "(SHIPYARD_STAGE_MAX_DELIVERIES): every worker that took it died before "
+                "finishing its stage; see the workers' logs"
+            )
+            await self._fail_poison(stage, delivery, reason)
+            await self._dead_letter(queue, delivery, reason)
+            return
+        try:
+            event = StageEvent.parse(delivery.body, stage)
+        except InvalidInputError as error:
+            await self._dead_letter(queue, delivery, str(error))
+            return
+        runs = self.registry.runs
+        worker = self.config.worker
+        try:
+            claim = await asyncio.to_thread(
+                runs.claim_stage, event.run, stage, worker, self.config.lease_s
+            )
+        except NotFoundError:
+            reason = (
+                f"run {event.run} is not in this registry: submit runs to workers that share "
+                "its database (SHIPYARD_DATABASE_URL), or remove the stray event"
+            )
+            await self._dead_letter(queue, delivery, reason)
+            return
+        except ShipyardError as error:
+            if not error.retryable:
+                raise
+            logger.warning("run %s %s: %s; putting the event back", event.run, stage, error)
+            await self._defer(queue, delivery)
+            return
+        if claim.outcome == "finished":
+            self.stats.skipped += 1
+            await self._ack(queue, delivery)
+            return
+        if claim.outcome == "busy":
+            logger.info("run %s %s is held by %s; deferring", event.run, stage, claim.worker)
+            await self._defer(queue, delivery)
+            return
+        if claim.outcome == "done":
+            self.stats.skipped += 1
+            await self._after(event, claim.outputs or {}, republish=False)
+            await self._ack(queue, delivery)
+            return
+        assert claim.stage_id is not None
+        await self._execute(event, claim.stage_id, queue, delivery)
+
+    async def _execute(
+        self, event: StageEvent, stage_id: int, queue: str, delivery: Delivery
+    ) -> None:
+        runs, worker = self.registry.runs, self.config.worker
+        renewing = asyncio.create_task(self._renew(stage_id))
+        start = time.perf_counter()
+        try:
+            outputs = await asyncio.to_thread(self._run_stage, event)
+        except ShipyardError as error:
+            if not error.retryable:
+                await self._fail(event, stage_id, time.perf_counter() - start, error)
+                await self._ack(queue, delivery)
+                return
+            logger.warning("run %s %s: %s; putting the event back", event.run, event.stage, error)
+            with contextlib.suppress(ShipyardError):
+                await asyncio.to_thread(runs.release_stage, stage_id, worker)
+            await self._defer(queue, delivery)
+            return
+        except Exception as error:
+            await self._fail(event, stage_id, time.perf_counter() - start, error)
+            await self._ack(queue, delivery)
+            return
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        duration = time.perf_counter() - start
+        try:
+            await asyncio.to_thread(
+                runs.end_stage, stage_id, worker, "succeeded", duration, outputs=outputs
+            )
+        except LeaseLostError as error:
+            logger.warning("run %s %s: %s", event.run, event.stage, error)
+            await self._ack(queue, delivery)  # the worker that took it over finishes it
+            return
+        self.stats.succeeded += 1
+        logger.info("run %s %s succeeded in %.2f s", event.run, event.stage, duration)
+        await self._after(event, outputs, republish=True)
+        await self._ack(queue, delivery)
+
+    def _run_stage(self, event: StageEvent) -> dict[str, str]:
+        """Restore the stage's inputs, run it, keep its outputs (in a worker thread)."""
+        registry = self.registry
+        run = registry.runs.get(event.run)
+        source = run.params.get("data")
+        path = source.get("path") if isinstance(source, dict) else None
+        spec = parse_spec(
+            registry.runs.spec_text(event.run),
+            source=f"the spec of run {event.run}",
+            data_file=Path(path) if isinstance(path, str) else None,
+        )
+        ctx = RunContext(spec=spec, registry=registry, run_id=event.run)
+        ctx.cluster = self.config.cluster
+        folder = handoff.restore(ctx, event.stage, event.inputs, registry.store)
+        try:
+            if not self._done_before(ctx, event.stage):
+                STAGE_CLASSES[event.stage]().run(ctx)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        if event.stage == "ingest" and ctx.dataset_sha256 is not None:
+            registry.runs.set_dataset(event.run, ctx.dataset_sha256)
+        return handoff.keep(ctx, event.stage, event.inputs, registry.store)
+
+    @staticmethod
+    def _done_before(ctx: RunContext, stage: str) -> bool:
+        """Whether an earlier attempt of this stage left its effect in the registry (it died
+        before recording the stage): the version it registered, the alias it moved."""
+        registry = ctx.registry
+        if stage == "register":
+            version = registry.versions_of_runs([ctx.run_id]).get(ctx.run_id)
+            if version is not None:
+                ctx.version = version
+                return True
+        if stage == "promote" and ctx.version is not None:
+            alias = ctx.spec.promotion.alias
+            try:
+                current = registry.get_version(ModelRef(ctx.version.name, None, alias))
+            except AliasNotFoundError:
+                return False
+            if current.version == ctx.version.version:
+                reason = "promoted by an earlier attempt of this stage"
+                ctx.promotion = Promotion(True, alias, reason)
+                return True
+        return False
+
+    async def _after(self, event: StageEvent, outputs: dict[str, str], *, republish: bool) -> None:
+        """Publish the next stage's event, or finish the run after the last stage. A
+        redelivered event (``republish`` false) publishes it only if that stage never
+        started: its first publication was lost."""
+        following = event.next(outputs)
+        runs = self.registry.runs
+        if following is None:
+            run = await asyncio.to_thread(runs.get, event.run)
+            if run.status not in ("succeeded", "failed"):
+                await asyncio.to_thread(runs.finish, event.run, "succeeded")
+            return
+        if not republish:
+            run = await asyncio.to_thread(runs.get, event.run)
+            if any(stage.name == following.stage for stage in run.stages):
+                return
+        await publish_event(self.broker, self.config.prefix, following)
+
+    async def _fail(
+        self, event: StageEvent, stage_id: int, duration: float, error: BaseException
+    ) -> None:
+        """Record the stage failed and the run failed with the reason."""
+        self.stats.failed += 1
+        message = f"{type(error).__name__}: {error}"
+        logger.error("run %s %s failed: %s", event.run, event.stage, message)
+        runs = self.registry.runs
+        try:
+            await asyncio.to_thread(
+                runs.end_stage, stage_id, self.config.worker, "failed", duration, error=message
+            )
+        except LeaseLostError:
+            return  # another worker runs it now; its outcome counts
+        await asyncio.to_thread(runs.finish, event.run, "failed", f"{event.stage}: {message}")
+
+    async def _fail_poison(self, stage: str, delivery: Delivery, reason: str) -> None:
+        """Fail the run of an event that kept killing workers (if it names one)."""
+        try:
+            event = StageEvent.parse(delivery.body, stage)
+            run = await asyncio.to_thread(self.registry.runs.get, event.run)
+        except ShipyardError:
+            return
+        if run.status not in ("succeeded", "failed"):
+            message = f"{stage}: its event was dead-lettered: {reason}"
+            await asyncio.to_thread(self.registry.runs.finish, event.run, "failed", message)
+
+    async def _dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
+        self.stats.dead_lettered += 1
+        logger.error("dead-lettering an event of %s: %s", queue, reason)
+        await self.broker.reject(queue, delivery, reason)
+
+    async def _defer(self, queue: str, delivery: Delivery) -> None:
+        """Put the event back as a fresh message after ``defer_s`` (a broker that keeps a
+        live consumer's unacked message, as RabbitMQ does, would never hand it out again)."""
+        self.stats.deferred += 1
+        await asyncio.sleep(self.config.defer_s)
+        tries = iter(range(20))
+        await publish_patiently(
+            self.broker, queue, [delivery.body], give_up=lambda: next(tries, None) is None
+        )
+        await self._ack(queue, delivery)
+
+    async def _ack(self, queue: str, delivery: Delivery) -> None:
+        try:
+            await self.broker.ack(queue, [delivery])
+        except ShipyardError as error:
+            # Done already: a redelivery finds the stage done and is only acked.
+            logger.warning("cannot ack an event of %s (%s); it may come again", queue, error)
+
+    async def _renew(self, stage_id: int) -> None:
+        """Renew the stage's lease every third of it while it runs."""
+        runs, config = self.registry.runs, self.config
+        while True:
+            await asyncio.sleep(config.lease_s / 3)
+            try:
+                held = await asyncio.to_thread(
+                    runs.renew_stage, stage_id, config.worker, config.lease_s
+                )
+            except ShipyardError as error:
+                logger.warning("cannot renew the lease of stage %d: %s", stage_id, error)
+                continue
+            if not held:
+                logger.warning("lost the lease of stage %d to another worker", stage_id)
+                return
+
+
+async def serve(
+    broker: Broker,
+    registry: Registry,
+    config: WorkerConfig,
+    *,
+    ready: Callable[[], None] | None = None,
+) -> WorkerStats:
+    """Run one stage worker until SIGTERM or SIGINT; closes the broker after."""
+    worker = StageWorker(broker, registry, config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        if ready is not None:
+            loop.call_soon(ready)
+        stats = await worker.run()
+        logger.info(
+            "stopped: %d stages succeeded, %d failed, %d skipped, %d dead-lettered",
+            stats.succeeded,
+            stats.failed,
+            stats.skipped,
+            stats.dead_lettered,
+        )
+        return stats
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await broker.close()

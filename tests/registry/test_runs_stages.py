@@ -1,0 +1,83 @@
+"""Stage claims: one worker at a time holds a run's stage, by a lease in the database."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from shipyard.errors import InvalidInputError, LeaseLostError, NotFoundError
+from shipyard.registry import Registry
+
+
+def test_a_claim_runs_the_stage_once_and_then_hands_its_outputs(registry: Registry) -> None:
+    runs = registry.runs
+    run_id = runs.start("spec", "", {}, status="queued")
+    claim = runs.claim_stage(run_id, "ingest", "host:1", 30)
+    assert claim.outcome == "claimed"
+    assert claim.attempts == 1
+    assert runs.get(run_id).status == "running"  # the first stage starts the queued run
+    stage = runs.get(run_id).stages[0]
+    assert (stage.name, stage.status, stage.worker, stage.attempts) == (
+        "ingest",
+        "running",
+        "host:1",
+        1,
+    )
+    # While host:1 holds it, a redelivered event finds it busy, even in host:1 itself.
+    assert runs.claim_stage(run_id, "ingest", "host:2", 30).outcome == "busy"
+    assert runs.claim_stage(run_id, "ingest", "host:1", 30).outcome == "busy"
+    assert claim.stage_id is not None
+    assert runs.renew_stage(claim.stage_id, "host:1", 30)
+    assert not runs.renew_stage(claim.stage_id, "host:2", 30)
+    runs.end_stage(claim.stage_id, "host:1", "succeeded", 0.25, outputs={"frame": "ab" * 32})
+    done = runs.claim_stage(run_id, "ingest", "host:2", 30)
+    assert (done.outcome, done.outputs, done.worker) == ("done", {"frame": "ab" * 32}, "host:1")
+    stage = runs.get(run_id).stages[0]
+    assert (stage.status, stage.duration_s, stage.outputs) == (
+        "succeeded",
+        0.25,
+        {"frame": "ab" * 32},
+    )
+    runs.finish(run_id, "succeeded")
+    assert runs.claim_stage(run_id, "train", "host:2", 30).outcome == "finished"
+
+
+def test_a_stage_whose_worker_let_go_is_taken_over_and_the_old_worker_cannot_end_it(
+    registry: Registry,
+) -> None:
+    runs = registry.runs
+    run_id = runs.start("spec", "", {}, status="queued")
+    first = runs.claim_stage(run_id, "train", "host:1", 30)
+    assert first.stage_id is not None
+    runs.release_stage(first.stage_id, "host:1")  # as an expired lease would
+    second = runs.claim_stage(run_id, "train", "host:2", 30)
+    assert (second.outcome, second.stage_id, second.attempts) == ("claimed", first.stage_id, 2)
+    with pytest.raises(LeaseLostError, match="host:1 no longer holds stage"):
+        runs.end_stage(first.stage_id, "host:1", "succeeded", 1.0)
+    runs.end_stage(first.stage_id, "host:2", "failed", 1.0, error="ValueError: bad")
+    [stage] = runs.get(run_id).stages
+    assert (stage.status, stage.worker, stage.attempts, stage.error) == (
+        "failed",
+        "host:2",
+        2,
+        "ValueError: bad",
+    )
+
+
+def test_workers_claiming_at_once_get_the_stage_once(registry: Registry) -> None:
+    run_id = registry.runs.start("spec", "", {}, status="queued")
+    with ThreadPoolExecutor(4) as pool:
+        claims = list(
+            pool.map(
+                lambda i: registry.runs.claim_stage(run_id, "split", f"host:{i}", 30), range(8)
+            )
+        )
+    assert sorted(claim.outcome for claim in claims) == ["busy"] * 7 + ["claimed"]
+    assert len(registry.runs.get(run_id).stages) == 1
+
+
+def test_claims_refuse_unknown_runs_and_bad_leases(registry: Registry) -> None:
+    with pytest.raises(NotFoundError, match="no run with id 'nope'"):
+        registry.runs.claim_stage("nope", "ingest", "host:1", 30)
+    run_id = registry.runs.start("spec", "", {})
+    with pytest.raises(InvalidInputError, match="more than 0 seconds"):
+        registry.runs.claim_stage(run_id, "ingest", "host:1", 0)
