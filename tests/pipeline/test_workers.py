@@ -66,6 +66,9 @@ async def test_a_submitted_run_ends_as_the_same_run_in_process(
     }
     assert run.stages[0].outputs is not None
     assert "frame" in run.stages[0].outputs
+    # Validation changed nothing in the generated table: the same blob goes on, not a copy.
+    assert run.stages[1].outputs is not None
+    assert run.stages[1].outputs["frame"] == run.stages[0].outputs["frame"]
     assert worker.stats.succeeded == len(STAGE_NAMES)
     version = registry.versions_of_runs([run_id])[run_id]
     assert version.aliases == ["production"]  # promoted: no version had the alias

@@ -5,7 +5,7 @@ A stage worker restores the parts its stage reads (``restore``), runs the stage,
 the parts it wrote (``keep``); a stage event carries only their digests. The parts:
 
 - ``data`` — the table file a submitted run reads (put in the store at submit);
-- ``frame``, ``train``, ``test`` — tables as Parquet;
+- ``frame``, ``train``, ``test`` — tables as Arrow IPC (Feather v2, uncompressed);
 - ``estimator`` — the fitted estimator: scikit-learn's through skops, loaded with the
   allow-list of ``inference.formats`` (``skops_trusted_types``); an estimator class listed in
   ``ESTIMATOR_CLASSES`` through its own ``to_bytes()`` / ``from_bytes()``;
@@ -33,6 +33,8 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+from pyarrow import feather
 
 from shipyard.errors import ArtifactError
 from shipyard.inference import ExportedModel
@@ -73,6 +75,11 @@ class Recent:
         self.add(digest, value)
         return value
 
+    def peek(self, digest: str) -> Any:
+        """The object of ``digest`` if it is here, else None (nothing is loaded)."""
+        with self._lock:
+            return self._items.get(digest)
+
     def add(self, digest: str, value: Any) -> None:
         """Keep ``value`` as the object of ``digest``."""
         with self._lock:
@@ -109,15 +116,18 @@ MAKES: dict[str, tuple[str, ...]] = {
 
 
 def dump_frame(frame: pd.DataFrame) -> bytes:
-    """A table as Parquet bytes (its index left out, as every stage resets it)."""
+    """A table as Arrow IPC (Feather v2) bytes, uncompressed (its index left out, as every
+    stage resets it): a copy of the columns' memory, about ten times faster to write than
+    Parquet for a table that lives only between two stages of one run."""
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    feather.write_feather(frame.reset_index(drop=True), buffer, compression="uncompressed")
     return buffer.getvalue()
 
 
 def load_frame(data: bytes) -> pd.DataFrame:
     """The table of ``dump_frame``'s bytes."""
-    return pd.read_parquet(io.BytesIO(data))
+    table: pd.DataFrame = feather.read_feather(pa.BufferReader(data))
+    return table
 
 
 def estimator_kind(estimator: Any) -> str:
@@ -207,6 +217,12 @@ def keep(
         if part in ("frame", "train", "test"):
             frame = getattr(ctx, part)
             assert frame is not None
+            before = inputs.get(part)
+            earlier = RECENT.peek(before) if before is not None else None
+            if before is not None and isinstance(earlier, pd.DataFrame) and frame.equals(earlier):
+                # Unchanged (a table validation only checked): the same blob, not a copy.
+                RECENT.add(before, frame)
+                continue
             outputs[part] = store.put(dump_frame(frame))
             RECENT.add(outputs[part], frame)
         elif part == "estimator":
