@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,20 @@ def test_unsupported_backend_is_a_configuration_error() -> None:
 def test_masked_hides_the_password() -> None:
     assert masked("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert masked("not a url") == "<malformed database URL>"
+
+
+def test_processes_opening_a_fresh_sqlite_home_at_once_all_migrate_it(tmp_path: Path) -> None:
+    """Six processes connect to one new SQLite file together (a worker and a submit started
+    side by side): each waits for the write lock instead of failing with "database is
+    locked", and the schema is made once."""
+    url = f"sqlite:///{tmp_path / 'home' / 'registry.db'}"
+    code = f"from shipyard.registry.database import connect\nconnect({url!r}).dispose()"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    errors = [process.communicate(timeout=120)[1].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 6, errors
+    engine = connect(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    engine.dispose()

@@ -93,8 +93,10 @@ def migrations_config(connection: Connection) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database to ``revision`` (default the newest)."""
-    with engine.begin() as connection:
+    """Migrate the database to ``revision`` (default the newest). On SQLite the migration
+    takes the write lock first (``BEGIN IMMEDIATE``): processes opening a fresh home at once
+    then wait their turn (and find it migrated) instead of failing on a lock upgrade."""
+    with engine.connect().execution_options(**WRITE) as connection, connection.begin():
         if connection.dialect.name == "postgresql":
             # Two processes starting at once must not both create the tables.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7426358011)")
