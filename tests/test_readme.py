@@ -521,23 +521,23 @@ CLASSIFYING = re.findall(
 
 @pytest.mark.e2e
 def test_image_classification_commands_run_as_a_script(tmp_path: Path) -> None:
-    """The image block as one bash script, in a folder whose home has a digits model in
-    production and a held-out digit as ``digit.png``: the upload and the URL (served by a
-    local web server on the allow-list) are both classified as that digit."""
-    from digits import digit, png, register_digits
-
-    with Registry.open(Settings(home=tmp_path / "home")) as registry:
-        register_digits(registry)
-    label, image = digit(-1)
-    (tmp_path / "digit.png").write_bytes(png(image))
+    """The image block as one bash script in an empty folder and a fresh home: the digits
+    example trained through a stage worker on the embedded broker, then a digit's PNG
+    classified as an upload and by URL (a local web server on the allow-list) as that digit."""
     script = f"set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{CLASSIFYING}"
-    out = _run(script, tmp_path, _block_env(tmp_path), timeout=300)
-    ready, uploaded, fetched = _json_documents(out)
+    out = _run(script, tmp_path, _block_env(tmp_path), timeout=600)
+    with Registry.open(Settings(home=tmp_path / "home", database_url="")) as registry:
+        (run,) = registry.runs.recent("digits")
+    assert run.status == "succeeded", run.error
+    assert {stage.attempts for stage in run.stages} == {1}
+    assert all(stage.worker for stage in run.stages)  # every stage ran on the worker
+    assert run.id in out  # --submit printed the run's id
+    ready, uploaded, fetched = _json_documents(out.split(run.id, 1)[1])
     assert ready == {"ready": True}
-    assert (uploaded["model"], uploaded["version"], uploaded["label"]) == ("digits", 1, label)
-    assert [c["label"] for c in uploaded["top_k"]][:1] == [label]
+    assert (uploaded["model"], uploaded["version"], uploaded["label"]) == ("digits", 1, 3)
+    assert [c["label"] for c in uploaded["top_k"]][:1] == [3]
     assert len(uploaded["top_k"]) == 3
-    assert fetched["label"] == label
+    assert fetched["label"] == 3
     assert len(fetched["top_k"]) == 5
 
 
