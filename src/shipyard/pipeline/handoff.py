@@ -5,7 +5,9 @@ A stage worker restores the parts its stage reads (``restore``), runs the stage,
 the parts it wrote (``keep``); a stage event carries only their digests. The parts:
 
 - ``data`` — the table file a submitted run reads (put in the store at submit);
-- ``frame``, ``train``, ``test`` — tables as Arrow IPC (Feather v2, uncompressed);
+- ``frame`` — the table as Arrow IPC (Feather v2, uncompressed); ``rows`` — the split's
+  training and held-out row positions in it (``numpy.savez``), from which ``train`` and
+  ``test`` are taken;
 - ``estimator`` — the fitted estimator: scikit-learn's through skops, loaded with the
   allow-list of ``inference.formats`` (``skops_trusted_types``); an estimator class listed in
   ``ESTIMATOR_CLASSES`` through its own ``to_bytes()`` / ``from_bytes()``;
@@ -32,6 +34,7 @@ from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
@@ -106,7 +109,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 MAKES: dict[str, tuple[str, ...]] = {
     "ingest": ("frame",),
     "validate": ("frame",),
-    "split": ("train", "test"),
+    "split": ("rows",),
     "train": ("estimator",),
     "evaluate": (),
     "export": ("exported",),
@@ -183,7 +186,11 @@ def restore(
             path = folder / name
             path.write_bytes(store.get(_digest(inputs, "data")))
             ctx.spec = ctx.spec.with_data_file(path)
-        elif part in ("frame", "train", "test"):
+        elif part in ("train", "test"):
+            rows = _digest(inputs, "rows")
+            key = f"{rows}:{part}"
+            setattr(ctx, part, RECENT.get(key, partial(_split_frame, store, inputs, part)))
+        elif part == "frame":
             digest = _digest(inputs, part)
             setattr(ctx, part, RECENT.get(digest, partial(_frame_blob, store, digest)))
         elif part == "estimator":
@@ -225,6 +232,13 @@ def keep(
                 continue
             outputs[part] = store.put(dump_frame(frame))
             RECENT.add(outputs[part], frame)
+        elif part == "rows":
+            assert ctx.split_rows is not None
+            buffer = io.BytesIO()
+            np.savez(buffer, train=ctx.split_rows[0], test=ctx.split_rows[1])
+            outputs["rows"] = store.put(buffer.getvalue())
+            RECENT.add(f"{outputs['rows']}:train", ctx.train)
+            RECENT.add(f"{outputs['rows']}:test", ctx.test)
         elif part == "estimator":
             kind, data = dump_estimator(ctx.estimator)
             outputs["estimator"] = store.put(data)
@@ -260,6 +274,16 @@ def first_state(data_name: str | None, tags: Mapping[str, str] | None = None) ->
 
 def _frame_blob(store: ArtifactStore, digest: str) -> pd.DataFrame:
     return load_frame(store.get(digest))
+
+
+def _split_frame(store: ArtifactStore, inputs: Mapping[str, str], part: str) -> pd.DataFrame:
+    """The training or held-out table: the rows ``rows`` names of the table ``frame``."""
+    frame_digest = _digest(inputs, "frame")
+    frame: pd.DataFrame = RECENT.get(frame_digest, partial(_frame_blob, store, frame_digest))
+    with np.load(io.BytesIO(store.get(_digest(inputs, "rows"))), allow_pickle=False) as rows:
+        positions = rows[part]
+    table: pd.DataFrame = frame.iloc[positions].reset_index(drop=True)
+    return table
 
 
 def _estimator_blob(store: ArtifactStore, kind: str, digest: str) -> Any:

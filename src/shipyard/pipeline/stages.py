@@ -73,6 +73,8 @@ class RunContext:
     promotion: Promotion | None = None
     tags: dict[str, str] = field(default_factory=dict)
     """Tags the registered version gets beside the spec's (e.g. the retrain attempt)."""
+    split_rows: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None = None
+    """The positions in ``frame`` of the training and the held-out rows."""
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
     """Where an ensemble's learners are fitted (only a spec with ``ensemble:`` uses it)."""
     learner_listener: LearnerListener | None = None
@@ -162,13 +164,17 @@ class Split:
         stratify = None
         if ctx.spec.estimator_task == "classification" and split.stratify:
             stratify = ctx.frame[ctx.spec.data.target]
-        train, test = train_test_split(
-            ctx.frame,
+        # The row positions are split (the same shuffle as splitting the table itself), so a
+        # stage worker hands on two index arrays rather than a copy of the table.
+        train_rows, test_rows = train_test_split(
+            np.arange(len(ctx.frame)),
             test_size=split.test_size,
             random_state=split.random_state,
             stratify=stratify,
         )
-        ctx.train, ctx.test = train.reset_index(drop=True), test.reset_index(drop=True)
+        ctx.split_rows = (train_rows, test_rows)
+        ctx.train = ctx.frame.iloc[train_rows].reset_index(drop=True)
+        ctx.test = ctx.frame.iloc[test_rows].reset_index(drop=True)
 
 
 class Train:
