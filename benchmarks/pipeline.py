@@ -5,7 +5,7 @@ otherwise) alternately in this process (``Runner``) and through ``submit_run`` t
 worker processes (``shipyard pipeline worker``) already running on the home's embedded NATS
 server, ``--repeat`` times each, on one fresh home (SQLite, local artifact store). Prints
 each run's seconds (submit to the run recorded ``succeeded``), the medians and the overhead
-of the workers over in-process: what the handoff through the artifact store (Parquet,
+of the workers over in-process: what the handoff through the artifact store (Arrow IPC,
 skops), the stage events and the database records cost. No pass/fail: the target is an
 overhead of at most 10 %.
 """
