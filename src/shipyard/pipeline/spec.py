@@ -17,7 +17,8 @@ parameters, how to split, which metrics to compute, and when to promote the new 
     retrain: {triggers: {drift.detected: true}, gate: {min_delta: 0.01}, cooldown: 1h}  # optional
     ensemble: {learners: 32, features: 0.8, seed: 1}  # optional: bag `model` on a Dask cluster
 
-An image classifier reads labelled images instead of a table (``ImagesSpec``)::
+An image classifier reads labelled images instead of a table (``ImagesSpec``,
+``pipeline/images.py``)::
 
     data:
       images: {dataset: digits}        # or {dataset: shapes, rows: 3000, seed: 1}
@@ -55,22 +56,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shipyard.data import (
-    DATASETS,
-    IMAGE_DATASETS,
-    Column,
-    ImageFormat,
-    LabelledImages,
-    TableSchema,
-    get_dataset,
-)
-from shipyard.data.cifar import CIFAR_FORMAT, read_cifar
-from shipyard.data.images import read_image_folder
+from shipyard.data import DATASETS, Column, ImageFormat, TableSchema, get_dataset
 from shipyard.errors import NotFoundError, SpecError
 from shipyard.examples import example_names, example_spec
 from shipyard.monitoring.config import MonitoringSpec
 from shipyard.monitoring.retraining import RetrainSpec
 from shipyard.pipeline.estimators import ESTIMATORS, METRICS, Task
+from shipyard.pipeline.images import ImagesSpec
 from shipyard.registry import DEFAULT_ALIAS
 
 #: The pydantic error type of an estimator parameter the estimator does not take.
@@ -97,95 +89,6 @@ class GenerateSpec(_Strict):
     dataset: Annotated[str, AfterValidator(_known_dataset)]
     rows: int = Field(gt=0)
     seed: int = 0
-
-
-def _known_image_dataset(name: str | None) -> str | None:
-    if name is not None and name not in IMAGE_DATASETS:
-        raise ValueError(
-            f"unknown image dataset {name!r}; known image datasets: {', '.join(IMAGE_DATASETS)}"
-        )
-    return name
-
-
-class ImagesSpec(_Strict):
-    """Labelled images as a pipeline's data: a built-in set (``dataset``), a CIFAR-10 binary
-    folder (``cifar``) or a folder with one sub-folder of PNG/JPEG files per class
-    (``folder``, whose images are scaled to ``width`` × ``height`` in ``mode``)."""
-
-    dataset: Annotated[str | None, AfterValidator(_known_image_dataset)] = None
-    rows: int | None = Field(default=None, gt=0)
-    """Images a generated dataset makes (default: its own number)."""
-    seed: int = 0
-    cifar: Path | None = None
-    folder: Path | None = None
-    width: int | None = Field(default=None, ge=1, le=4096)
-    height: int | None = Field(default=None, ge=1, le=4096)
-    mode: Literal["L", "RGB"] = "RGB"
-    max_value: float = Field(default=255.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        sources = [name for name in ("dataset", "cifar", "folder") if getattr(self, name)]
-        if len(sources) != 1:
-            raise ValueError(
-                "give exactly one of `dataset` (" + ", ".join(IMAGE_DATASETS) + "), `cifar` "
-                "(a CIFAR-10 binary folder) or `folder` (one sub-folder of images per class)"
-            )
-        described = {"width", "height", "mode", "max_value"} & self.model_fields_set
-        if self.folder is None and described:
-            raise ValueError(
-                f"{', '.join(sorted(described))}: only an image `folder` is given a format; "
-                "a dataset and CIFAR-10 files have their own"
-            )
-        if self.folder is not None and (self.width is None or self.height is None):
-            raise ValueError(
-                "an image folder needs the size its images are scaled to: `width` and "
-                "`height` (and `mode`: L or RGB, default RGB)"
-            )
-        generated = self.dataset is not None and IMAGE_DATASETS[self.dataset].default_rows
-        if not generated and {"rows", "seed"} & self.model_fields_set:
-            raise ValueError(
-                "`rows` and `seed` are for a generated image dataset ("
-                + ", ".join(n for n, d in IMAGE_DATASETS.items() if d.default_rows)
-                + "); the others have a fixed set of images"
-            )
-        return self
-
-    def image_format(self) -> ImageFormat:
-        """The format the model consumes and its manifest records."""
-        if self.dataset is not None:
-            return IMAGE_DATASETS[self.dataset].fmt
-        if self.cifar is not None:
-            return CIFAR_FORMAT
-        assert self.width is not None
-        assert self.height is not None
-        return ImageFormat(
-            width=self.width, height=self.height, mode=self.mode, max_value=self.max_value
-        )
-
-    def columns(self, target: str) -> list[Column]:
-        """The table's columns: the pixels, then the label (0–9 for digits, else names)."""
-        label = "int64" if self.dataset == "digits" else "string"
-        pixels = [Column(name=name) for name in self.image_format().feature_names()]
-        return [*pixels, Column(name=target, dtype=label)]
-
-    def load(self) -> LabelledImages:
-        """Generate or read the images."""
-        if self.dataset is not None:
-            return IMAGE_DATASETS[self.dataset].load(self.rows, self.seed)
-        if self.cifar is not None:
-            return read_cifar(self.cifar)
-        assert self.folder is not None
-        return read_image_folder(self.folder, self.image_format())
-
-    def relative_to(self, folder: Path) -> ImagesSpec:
-        """The same images with a relative ``cifar`` or ``folder`` taken from ``folder``."""
-        update = {
-            name: folder / path
-            for name in ("cifar", "folder")
-            if (path := getattr(self, name)) is not None and not path.is_absolute()
-        }
-        return self.model_copy(update=update) if update else self
 
 
 class DataSpec(_Strict):
