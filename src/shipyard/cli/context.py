@@ -215,3 +215,9 @@ def serve_metrics(port: int, host: str, registry: CollectorRegistry | None = Non
             "address of this machine with --metrics-host and a free port with --metrics-port"
         ) from error
     return int(server.server_port)
+
+
+def stage_line(name: str, status: str, seconds: float) -> str:
+    """How an ended stage is printed: a green tick or a red cross, its name and seconds."""
+    mark = "[green]✓[/]" if status == "succeeded" else "[red]✗[/]"
+    return f"  {mark} {name:<9} {seconds:7.2f} s"

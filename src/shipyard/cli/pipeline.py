@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from shipyard.cli.context import Command, Group, console, err_console, open_registry, settings_of
+from shipyard.cli.context import (
+    Command,
+    Group,
+    console,
+    err_console,
+    open_registry,
+    settings_of,
+    stage_line,
+)
 from shipyard.cli.queues import BrokerOption
 
 if TYPE_CHECKING:  # imported when a command runs: scikit-learn takes a second to import
@@ -135,8 +143,7 @@ def run_with_status(
             if state == "running":
                 status.update(f"pipeline {spec.name}: {name}…")
             else:
-                mark = "[green]✓[/]" if state == "succeeded" else "[red]✗[/]"
-                out.print(f"  {mark} {name:<9} {seconds:7.2f} s")
+                out.print(stage_line(name, state, seconds))
 
         def learners(done: int, failed: int, total: int) -> None:
             lost = f", {failed} failed" if failed else ""
@@ -215,9 +222,8 @@ def follow(registry: Registry, run_id: str, timeout_s: float) -> None:
         run = registry.runs.get(run_id)
         ended = [stage for stage in run.stages if stage.status in ("succeeded", "failed")]
         for stage in ended[shown:]:
-            mark = "[green]✓[/]" if stage.status == "succeeded" else "[red]✗[/]"
-            worker = f"  {stage.worker}" if stage.worker else ""
-            err_console.print(f"  {mark} {stage.name:<9} {stage.duration_s:7.2f} s{worker}")
+            line = stage_line(stage.name, stage.status, stage.duration_s)
+            err_console.print(f"{line}  {stage.worker}" if stage.worker else line)
         shown = len(ended)
         if run.status == "succeeded":
             version = registry.versions_of_runs([run_id]).get(run_id)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from shipyard.cli.context import console, err_console, open_registry, settings_of
+from shipyard.cli.context import console, err_console, open_registry, settings_of, stage_line
 
 #: Exit codes of outcomes that are not the promotion or a lost gate.
 EXIT_FAILED = 1
@@ -49,8 +49,7 @@ def retrain(
             if state == "running":
                 status.update(f"retraining {name}: {stage}…")
             else:
-                mark = "[green]✓[/]" if state == "succeeded" else "[red]✗[/]"
-                console.print(f"  {mark} {stage:<9} {seconds:7.2f} s")
+                console.print(stage_line(stage, state, seconds))
 
         retrainer = PipelineRetrainer(registry, log, settings, owner=owner, listener=listener)
         # As the monitor does: a shadow that can be judged (or is past its deadline) is
