@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def test_put_is_content_addressed_and_idempotent(store: ArtifactStore) -> None:
     assert store.put(b"hello") == digest
     assert store.get(digest) == b"hello"
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_scratch_put_skips_the_sync_and_a_durable_put_of_it_syncs(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    digest = store.put(memoryview(b"between two stages"), durable=False)
+    assert (store.get(digest), synced) == (b"between two stages", [])
+    # The same bytes registered durably later: on disk before put returns, though no
+    # new file is written.
+    assert store.put(b"between two stages") == digest
+    assert len(synced) == 1
+    store.put(b"another blob")
+    assert len(synced) == 2
 
 
 def test_get_refuses_modified_bytes(store: ArtifactStore) -> None:

@@ -33,7 +33,7 @@ Rekeyed = Literal["encrypted", "reencrypted", "skipped"]
 """What re-encrypting did to one blob: the ``Reencryption`` count it adds to."""
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | memoryview) -> str:
     """The SHA-256 of ``data`` as lowercase hex."""
     return hashlib.sha256(data).hexdigest()
 
@@ -56,14 +56,22 @@ class ArtifactStore:
             raise ArtifactError(f"{digest!r} is not a sha256 hex digest")
         return self.root / "sha256" / digest[:2] / digest
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes | memoryview, *, durable: bool = True) -> str:
         """Store ``data`` and return its digest; storing the same bytes twice is a no-op
-        (a blob already there is kept as it is, plain or sealed)."""
+        (a blob already there is kept as it is, plain or sealed).
+
+        A durable put returns once the blob is on disk (fsync), whoever wrote it first.
+        ``durable=False`` leaves that to the operating system: for scratch blobs that only
+        live between two steps of one job (a stage worker's handoff), where a power cut
+        losing one makes the next read fail loudly (``get`` re-hashes) and nothing stored
+        durably depends on it."""
         digest = sha256_hex(data)
         path = self.path_of(digest)
         if path.exists():
+            if durable:
+                self._sync(path)
             return digest
-        self._write(path, data if self.secret is None else self.secret.seal(data))
+        self._write(path, data if self.secret is None else self.secret.seal(bytes(data)), durable)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -149,21 +157,38 @@ class ArtifactStore:
             )
         return self.secret.open(raw, where)
 
-    def _write(self, path: Path, data: bytes) -> None:
-        """Write ``data`` at ``path`` whole or not at all (temporary file, then rename)."""
+    def _write(self, path: Path, data: bytes | memoryview, durable: bool = True) -> None:
+        """Write ``data`` at ``path`` whole or not at all (temporary file, then rename),
+        on disk before the rename when ``durable``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             with temporary.open("wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             temporary.replace(path)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             raise ArtifactError(
                 f"cannot write artifact blob {path.name} under {self.root} ({error}); check "
                 "that the folder is writable and the disk is not full"
+            ) from error
+
+    def _sync(self, path: Path) -> None:
+        """Make sure a blob that is already there is on disk (a scratch put may have left it
+        to the operating system)."""
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            raise ArtifactError(
+                f"cannot sync artifact blob {path.name} under {self.root} ({error}); check "
+                "that the folder is readable and the disk is healthy"
             ) from error
 
 
