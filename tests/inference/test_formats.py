@@ -1,3 +1,5 @@
+import io
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from shipyard.data.images import ImageFormat
 from shipyard.errors import ArtifactError, ConfigurationError
 from shipyard.inference import export_model
-from shipyard.inference.formats import ONNX_FILE, skops_trusted_types
+from shipyard.inference.formats import ONNX_FILE, skops_dumps, skops_trusted_types
 from shipyard.inference.predictor import predictor_from_files
 
 
@@ -72,6 +74,17 @@ def test_skops_format_round_trips_without_unpickling() -> None:
         model.predict_proba(x.astype(np.float32))[:, 1],
         rtol=1e-5,
     )
+
+
+def test_skops_dumps_writes_what_skops_reads_with_the_same_types() -> None:
+    x, y = make_classification(300, 4, random_state=1)
+    model = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    data = skops_dumps(model)
+    assert skops_trusted_types(data) == skops_trusted_types(skops.io.dumps(model))
+    loaded = skops.io.loads(data, trusted=skops_trusted_types(data))
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:  # compact JSON, not indented
+        assert b"\n" not in archive.read("schema.json")
 
 
 @dataclass

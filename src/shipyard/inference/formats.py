@@ -10,7 +10,10 @@ estimator with its own ``to_onnx(input_name) -> bytes`` (the PyTorch network of
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,9 +97,7 @@ def export_model(
             logger.warning("ONNX export failed (%s); falling back to skops", error)
         else:
             return ExportedModel("onnx", {ONNX_FILE: onnx_bytes}, input_schema, output_schema)
-    return ExportedModel(
-        "skops", {SKOPS_FILE: skops_io().dumps(estimator)}, input_schema, output_schema
-    )
+    return ExportedModel("skops", {SKOPS_FILE: skops_dumps(estimator)}, input_schema, output_schema)
 
 
 def _to_onnx(estimator: Any, n_features: int, task: Task) -> bytes:
@@ -128,6 +129,28 @@ def skops_io() -> Any:
     import skops.io
 
     return skops.io
+
+
+def skops_dumps(estimator: Any) -> bytes:
+    """``skops.io.dumps(estimator)`` with its ``schema.json`` written as compact JSON by the
+    C encoder: skops writes it indented, which Python can only do in pure Python, over half
+    the time of dumping a gradient-boosted model (a 71-tree one: 33 ms → 21 ms). The same
+    archive otherwise, read by ``skops.io.loads``. This builds the archive from skops'
+    ``SaveContext`` and ``get_state`` as ``skops.io._persist._save`` does, which is why
+    ``pyproject.toml`` pins skops to one minor release."""
+    skops_io()  # registers skops' get_state functions
+    import skops
+    from skops.io._utils import SaveContext, get_state
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        context = SaveContext(zip_file=archive)
+        state = get_state(estimator, context)
+        context.clear_memo()
+        state["protocol"] = context.protocol
+        state["_skops_version"] = skops.__version__
+        archive.writestr("schema.json", json.dumps(state, separators=(",", ":")))
+    return buffer.getvalue()
 
 
 def skops_trusted_types(data: bytes) -> list[str]:

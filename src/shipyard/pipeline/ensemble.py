@@ -29,7 +29,7 @@ from sklearn.ensemble import BaggingClassifier, BaggingRegressor
 from shipyard.cluster import cluster_description, open_cluster
 from shipyard.cluster.learners import fit_on_cluster
 from shipyard.errors import ClusterError, InvalidInputError, SpecError
-from shipyard.inference.formats import skops_io, skops_trusted_types
+from shipyard.inference.formats import skops_dumps, skops_io, skops_trusted_types
 from shipyard.pipeline.estimators import build_estimator
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ def train_ensemble(
             listener(len(learners), len(failures), total)
 
     def fitted(index: int, learner: Learner) -> None:
-        digest = registry.store.put(skops_io().dumps(learner.estimator))
+        digest = registry.store.put(skops_dumps(learner.estimator))
         registry.runs.add_learner(run_id, fingerprint, index, digest)
         learners[index] = learner
         tell()
