@@ -82,3 +82,14 @@ def test_a_missing_input_is_named(tmp_path: Path) -> None:
     digest = store.put(b"[1, 2]")
     with pytest.raises(ArtifactError, match="is not a JSON object"):
         handoff._state({"state": digest}, store)
+
+
+def test_a_lost_scratch_blob_fails_with_what_to_do(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    frame = pd.DataFrame({"a": [1.0, 2.0]})
+    digest = store.put(handoff.dump_frame(frame), durable=False)
+    store.path_of(digest).unlink()  # as a power cut before the cache reached the disk may
+    with pytest.raises(
+        ArtifactError, match=r"an earlier stage of this run handed on.*submit the run again"
+    ):
+        handoff._frame_blob(store, digest)
