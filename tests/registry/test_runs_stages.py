@@ -81,3 +81,59 @@ def test_claims_refuse_unknown_runs_and_bad_leases(registry: Registry) -> None:
     run_id = registry.runs.start("spec", "", {})
     with pytest.raises(InvalidInputError, match="more than 0 seconds"):
         registry.runs.claim_stage(run_id, "ingest", "host:1", 0)
+
+
+def test_ending_a_stage_can_claim_the_next_and_the_last_ends_the_run(registry: Registry) -> None:
+    runs = registry.runs
+    run_id = runs.start("spec", "", {}, status="queued")
+    first = runs.claim_stage(run_id, "ingest", "host:1", 30)
+    assert first.stage_id is not None
+    following = runs.end_stage(
+        first.stage_id, "host:1", "succeeded", 0.1, claim_next="validate", lease_s=30
+    )
+    assert following is not None
+    assert (following.outcome, following.attempts, following.worker) == ("claimed", 1, "host:1")
+    # The next stage is held: its event, delivered to another worker, finds it busy.
+    assert runs.claim_stage(run_id, "validate", "host:2", 30).outcome == "busy"
+    assert following.stage_id is not None
+    # A failed stage claims nothing.
+    assert (
+        runs.end_stage(
+            following.stage_id,
+            "host:1",
+            "failed",
+            0.1,
+            error="boom",
+            claim_next="split",
+            lease_s=30,
+        )
+        is None
+    )
+    assert [(s.name, s.status) for s in runs.get(run_id).stages] == [
+        ("ingest", "succeeded"),
+        ("validate", "failed"),
+    ]
+    with pytest.raises(InvalidInputError, match="more than 0 seconds"):
+        runs.end_stage(following.stage_id, "host:1", "succeeded", 0.1, claim_next="split")
+    # The last stage's end marks the run succeeded in the same transaction.
+    last = runs.claim_stage(run_id, "promote", "host:1", 30)
+    assert last.stage_id is not None
+    assert runs.end_stage(last.stage_id, "host:1", "succeeded", 0.1, last=True) is None
+    run = runs.get(run_id)
+    assert (run.status, run.finished_at is not None) == ("succeeded", True)
+    [*_, promote] = run.stages
+    assert (promote.name, promote.status, promote.worker) == ("promote", "succeeded", "host:1")
+
+
+def test_the_next_stage_held_elsewhere_is_not_claimed_again(registry: Registry) -> None:
+    runs = registry.runs
+    run_id = runs.start("spec", "", {}, status="queued")
+    elsewhere = runs.claim_stage(run_id, "validate", "host:2", 30)
+    first = runs.claim_stage(run_id, "ingest", "host:1", 30)
+    assert first.stage_id is not None
+    following = runs.end_stage(
+        first.stage_id, "host:1", "succeeded", 0.1, claim_next="validate", lease_s=30
+    )
+    assert following is not None
+    assert (following.outcome, following.worker) == ("busy", "host:2")
+    assert elsewhere.outcome == "claimed"

@@ -135,55 +135,12 @@ class Runs:
         another start of it holds an unexpired lease, ``finished`` once the run has ended;
         else the stage is recorded running (a start whose worker let its lease expire is
         taken over, one attempt more) and a queued run becomes running."""
-        if lease_s <= 0:
-            raise InvalidInputError(f"a stage lease lasts more than 0 seconds, not {lease_s}")
-        now = utcnow()
+        _check_lease(lease_s)
         with self._transaction(write=True) as session:
             run = session.get(RunRow, run_id, with_for_update=True)
             if run is None:
                 raise NotFoundError(f"no run with id {run_id!r} in this registry")
-            if run.status in ("succeeded", "failed"):
-                return StageClaim("finished")
-            latest = session.scalar(
-                select(RunStageRow)
-                .where(RunStageRow.run_id == run_id, RunStageRow.name == name)
-                .order_by(RunStageRow.position.desc())
-                .limit(1)
-            )
-            if latest is not None and latest.status == "succeeded":
-                return StageClaim(
-                    "done", latest.id, latest.attempts, latest.outputs or {}, latest.worker
-                )
-            if latest is not None and latest.status == "running":
-                expires = latest.lease_expires_at
-                if expires is not None and expires > now:
-                    return StageClaim("busy", latest.id, latest.attempts, None, latest.worker)
-                latest.attempts += 1
-                latest.worker, latest.started_at = worker, now
-                latest.lease_expires_at = now + timedelta(seconds=lease_s)
-                row = latest
-            else:
-                count = session.scalar(
-                    select(func.count())
-                    .select_from(RunStageRow)
-                    .where(RunStageRow.run_id == run_id)
-                )
-                row = RunStageRow(
-                    run_id=run_id,
-                    position=(count or 0) + 1,
-                    name=name,
-                    status="running",
-                    started_at=now,
-                    duration_s=0.0,
-                    worker=worker,
-                    attempts=1,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                )
-                session.add(row)
-            if run.status == "queued":
-                run.status = "running"
-            session.flush()
-            return StageClaim("claimed", row.id, row.attempts, None, worker)
+            return _claim(session, run, name, worker, lease_s)
 
     def renew_stage(self, stage_id: int, worker: str, lease_s: float) -> bool:
         """Extend ``worker``'s lease on a running stage; False if it no longer holds it."""
@@ -209,14 +166,25 @@ class Runs:
         *,
         outputs: Mapping[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
+        last: bool = False,
+        claim_next: str | None = None,
+        lease_s: float = 0.0,
+    ) -> StageClaim | None:
         """Record how a claimed stage ended; ``LeaseLostError`` if ``worker`` lost it (its
-        lease expired and another worker took the stage over)."""
+        lease expired and another worker took the stage over). In the same transaction:
+        with ``last`` (it was the run's last stage), a success also marks the run succeeded
+        unless it ended already; with ``claim_next``, a success also claims that stage for
+        ``worker`` for ``lease_s`` seconds, as ``claim_stage`` would, and returns the claim."""
         if outputs is not None:
             check_json(dict(outputs), "stage outputs")
+        if claim_next is not None:
+            _check_lease(lease_s)
         with self._transaction(write=True) as session:
+            # The run's row first, then the stage's, in the order claim_stage locks them.
+            run_id = session.scalar(select(RunStageRow.run_id).where(RunStageRow.id == stage_id))
+            run = session.get(RunRow, run_id, with_for_update=True) if run_id else None
             row = session.get(RunStageRow, stage_id, with_for_update=True)
-            if row is None or row.worker != worker or row.status != "running":
+            if run is None or row is None or row.worker != worker or row.status != "running":
                 raise LeaseLostError(
                     f"{worker} no longer holds stage {stage_id}: its lease expired and another "
                     "worker took the stage over (raise SHIPYARD_STAGE_LEASE_SECONDS if the "
@@ -227,6 +195,14 @@ class Runs:
             row.outputs = dict(outputs) if outputs is not None else None
             row.error = error
             row.lease_expires_at = None
+            if status != "succeeded":
+                return None
+            if last and run.status not in ("succeeded", "failed"):
+                run.status, run.finished_at = "succeeded", utcnow()
+            if claim_next is None:
+                return None
+            session.flush()  # the ended stage counts in the next one's position
+            return _claim(session, run, claim_next, worker, lease_s)
 
     def release_stage(self, stage_id: int, worker: str) -> None:
         """Give up ``worker``'s lease on a stage it could not finish for now (the database
@@ -323,6 +299,60 @@ class Runs:
         """The spec text the run executed, as it was written (its lineage)."""
         with self._transaction() as session:
             return find_run(session, run_id).spec_text
+
+    def spec_and_params(self, run_id: str) -> tuple[str, dict[str, Any]]:
+        """The run's spec text and its parameters, in one read."""
+        with self._transaction() as session:
+            run = find_run(session, run_id)
+            return run.spec_text, dict(run.params or {})
+
+
+def _check_lease(lease_s: float) -> None:
+    if lease_s <= 0:
+        raise InvalidInputError(f"a stage lease lasts more than 0 seconds, not {lease_s}")
+
+
+def _claim(session: Session, run: RunRow, name: str, worker: str, lease_s: float) -> StageClaim:
+    """``Runs.claim_stage`` within a transaction that holds the run's row."""
+    now = utcnow()
+    if run.status in ("succeeded", "failed"):
+        return StageClaim("finished")
+    latest = session.scalar(
+        select(RunStageRow)
+        .where(RunStageRow.run_id == run.id, RunStageRow.name == name)
+        .order_by(RunStageRow.position.desc())
+        .limit(1)
+    )
+    if latest is not None and latest.status == "succeeded":
+        return StageClaim("done", latest.id, latest.attempts, latest.outputs or {}, latest.worker)
+    if latest is not None and latest.status == "running":
+        expires = latest.lease_expires_at
+        if expires is not None and expires > now:
+            return StageClaim("busy", latest.id, latest.attempts, None, latest.worker)
+        latest.attempts += 1
+        latest.worker, latest.started_at = worker, now
+        latest.lease_expires_at = now + timedelta(seconds=lease_s)
+        row = latest
+    else:
+        count = session.scalar(
+            select(func.count()).select_from(RunStageRow).where(RunStageRow.run_id == run.id)
+        )
+        row = RunStageRow(
+            run_id=run.id,
+            position=(count or 0) + 1,
+            name=name,
+            status="running",
+            started_at=now,
+            duration_s=0.0,
+            worker=worker,
+            attempts=1,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+        )
+        session.add(row)
+    if run.status == "queued":
+        run.status = "running"
+    session.flush()
+    return StageClaim("claimed", row.id, row.attempts, None, worker)
 
 
 def find_run(session: Session, run_id: str) -> RunRow:
