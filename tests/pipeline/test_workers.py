@@ -82,6 +82,28 @@ async def test_a_submitted_run_ends_as_the_same_run_in_process(
     await broker.close()
 
 
+async def test_a_worker_goes_on_with_the_stages_it_runs_and_drains_their_events(
+    registry: Registry, url: str
+) -> None:
+    """A worker that runs the next stage too claims it as it records the last one and goes
+    on; every stage's event is still published, and taken off its queue once found done."""
+    broker = open_broker(url)
+    run_id = await submit(registry, broker, "pipeline")
+    async with running_worker(url, registry, config()) as worker:
+        run = await until_ended(registry, run_id)
+        for _ in range(200):  # the published events of the stages it went on with
+            if worker.stats.skipped == len(STAGE_NAMES) - 1:
+                break
+            await asyncio.sleep(0.05)
+    assert run.status == "succeeded", run.error
+    assert worker.stats.succeeded == len(STAGE_NAMES)
+    assert worker.stats.skipped == len(STAGE_NAMES) - 1
+    assert worker.stats.deferred == 0
+    for stage in STAGE_NAMES:
+        assert await broker.backlog(f"pipeline.{stage}") == 0, stage
+    await broker.close()
+
+
 async def test_a_submitted_data_file_goes_through_the_store(
     registry: Registry, url: str, tmp_path: Path
 ) -> None:

@@ -86,11 +86,15 @@ def stage_queue(prefix: str, stage: str) -> QueueSpec:
     return QueueSpec(f"{prefix}.{stage}")
 
 
-async def publish_event(broker: Broker, prefix: str, event: StageEvent) -> None:
-    """Put ``event`` on its stage's queue (declared first); waits while the queue is full
-    and retries an unreachable broker for a few seconds before raising."""
+async def publish_event(
+    broker: Broker, prefix: str, event: StageEvent, *, declare: bool = True
+) -> None:
+    """Put ``event`` on its stage's queue (declared first unless ``declare`` is false: a
+    stage worker declares every stage's queue once, when it starts); waits while the queue
+    is full and retries an unreachable broker for a few seconds before raising."""
     spec = stage_queue(prefix, event.stage)
-    await broker.declare(spec)
+    if declare:
+        await broker.declare(spec)
     tries = iter(range(20))
     await publish_patiently(
         broker, spec.name, [event.to_bytes()], give_up=lambda: next(tries, None) is None

@@ -8,6 +8,12 @@ keeps its outputs (``handoff.keep``), records the stage ``succeeded`` with its w
 timing and outputs, publishes the next stage's event, and only then acks. The last stage
 finishes the run; a stage that raises fails the run with the reason.
 
+- **Going on.** When the worker runs the next stage too, the transaction that records a
+  stage also claims the next (``Runs.end_stage(claim_next=…)``) and the worker runs it at
+  once, saving a claim and a trip through the broker per stage. The next stage's event is
+  published all the same: it is what another worker takes the stage over from if this one
+  dies; whoever it reaches finds the stage held (and puts it back, in the background) or
+  done (and acks it).
 - **At least once, idempotent.** An event whose stage already succeeded is acked without
   running it again, after publishing the next stage's event if that stage never started
   (the worker died between the two). Register reuses the version an earlier attempt of the
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -37,7 +44,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from shipyard.errors import (
     AliasNotFoundError,
@@ -115,7 +124,10 @@ class StageWorker:
         # on the default pool's changing threads left idle teams competing with the running
         # one (a 1 s fit took 3 s).
         self._stage_thread = ThreadPoolExecutor(1, thread_name_prefix="stage")
-        self._specs: OrderedDict[str, Spec] = OrderedDict()  # by run id, on the stage thread
+        self._deferring: set[asyncio.Task[None]] = set()  # events waiting to be put back
+        # Specs by run id and by (text digest, data file), used on the stage thread only.
+        self._specs: OrderedDict[Any, Spec] = OrderedDict()
+        self._parsed: OrderedDict[Any, Spec] = OrderedDict()
 
     def stop(self) -> None:
         """Finish the stage in hand, then return from ``run``."""
@@ -130,6 +142,9 @@ class StageWorker:
             await self._stopping.wait()
         finally:
             await asyncio.gather(*tasks, return_exceptions=True)
+            for task in list(self._deferring):  # unacked, their events come again
+                task.cancel()
+            await asyncio.gather(*self._deferring, return_exceptions=True)
             self._stage_thread.shutdown(wait=False)
         return self.stats
 
@@ -198,50 +213,94 @@ class StageWorker:
             await self._ack(queue, delivery)
             return
         assert claim.stage_id is not None
-        await self._execute(event, claim.stage_id, queue, delivery)
+        await self._execute(event, claim.stage_id, claim.attempts, queue, delivery)
 
     async def _execute(
-        self, event: StageEvent, stage_id: int, queue: str, delivery: Delivery
+        self, event: StageEvent, stage_id: int, attempt: int, queue: str, delivery: Delivery
     ) -> None:
+        """Run a claimed stage, then each following stage this worker runs too: the next
+        stage's claim is taken in the transaction that records this one's end, so the run
+        goes on here at once. Its event is published all the same, as the record another
+        worker takes the stage over from should this one die (whoever it reaches finds the
+        stage held, then done); only ``delivery`` is acked."""
+        step: tuple[StageEvent, int, int] | None = (event, stage_id, attempt)
+        held: Delivery | None = delivery
+        while step is not None:
+            step = await self._step(*step, queue, held)
+            held = None
+
+    async def _step(
+        self,
+        event: StageEvent,
+        stage_id: int,
+        attempt: int,
+        queue: str,
+        delivery: Delivery | None,
+    ) -> tuple[StageEvent, int, int] | None:
+        """Run one claimed stage and record it; the next stage's event and claim if this
+        worker goes on with it."""
         runs, worker = self.registry.runs, self.config.worker
         renewing = asyncio.create_task(self._renew(stage_id))
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._stage_thread, self._run_stage, event)
+            outputs = await loop.run_in_executor(
+                self._stage_thread, self._run_stage, event, attempt
+            )
         except ShipyardError as error:
             if not error.retryable:
                 await self._fail(event, stage_id, time.perf_counter() - start, error)
                 await self._ack(queue, delivery)
-                return
+                return None
             logger.warning("run %s %s: %s; putting the event back", event.run, event.stage, error)
             with contextlib.suppress(ShipyardError):
                 await asyncio.to_thread(runs.release_stage, stage_id, worker)
-            await self._defer(queue, delivery)
-            return
+            if delivery is not None:  # else its published event is already on the queue
+                await self._defer(queue, delivery)
+            return None
         except Exception as error:
             await self._fail(event, stage_id, time.perf_counter() - start, error)
             await self._ack(queue, delivery)
-            return
+            return None
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
         duration = time.perf_counter() - start
+        following = event.next(outputs)
+        go_on = (
+            following is not None
+            and following.stage in self.config.stages
+            and not self._stopping.is_set()
+        )
         try:
-            await asyncio.to_thread(
-                runs.end_stage, stage_id, worker, "succeeded", duration, outputs=outputs
+            claim = await asyncio.to_thread(
+                partial(
+                    runs.end_stage,
+                    outputs=outputs,
+                    last=following is None,
+                    claim_next=following.stage if go_on and following is not None else None,
+                    lease_s=self.config.lease_s,
+                ),
+                stage_id,
+                worker,
+                "succeeded",
+                duration,
             )
         except LeaseLostError as error:
             logger.warning("run %s %s: %s", event.run, event.stage, error)
             await self._ack(queue, delivery)  # the worker that took it over finishes it
-            return
+            return None
         self.stats.succeeded += 1
         logger.info("run %s %s succeeded in %.2f s", event.run, event.stage, duration)
         await self._after(event, outputs, republish=True)
         await self._ack(queue, delivery)
+        if following is None or claim is None or claim.outcome != "claimed":
+            return None
+        assert claim.stage_id is not None
+        return following, claim.stage_id, claim.attempts
 
-    def _run_stage(self, event: StageEvent) -> dict[str, str]:
+    def _run_stage(self, event: StageEvent, attempt: int) -> dict[str, str]:
         """Restore the stage's inputs, run it, keep its outputs (in a worker thread)."""
         registry = self.registry
         spec = self._spec(event.run)
@@ -249,7 +308,8 @@ class StageWorker:
         ctx.cluster = self.config.cluster
         folder = handoff.restore(ctx, event.stage, event.inputs, registry.store)
         try:
-            if not self._done_before(ctx, event.stage):
+            # Only a later attempt can find what an earlier one did.
+            if attempt == 1 or not self._done_before(ctx, event.stage):
                 STAGE_CLASSES[event.stage]().run(ctx)
         finally:
             if folder is not None:
@@ -259,23 +319,28 @@ class StageWorker:
         return handoff.keep(ctx, event.stage, event.inputs, registry.store)
 
     def _spec(self, run_id: str) -> Spec:
-        """The run's spec (with the data file it was given), parsed once per run: the spec
-        text of a run never changes, and parsing it costs more than a stage's bookkeeping."""
+        """The run's spec (with the data file it was given), read once per run and parsed
+        once per text and data file: parsing costs more than a stage's bookkeeping, a run's
+        spec never changes, and a parsed ``Spec`` is immutable, so runs of one spec share it."""
         spec = self._specs.get(run_id)
         if spec is not None:
             return spec
-        registry = self.registry
-        run = registry.runs.get(run_id)
-        source = run.params.get("data")
+        text, params = self.registry.runs.spec_and_params(run_id)
+        source = params.get("data")
         path = source.get("path") if isinstance(source, dict) else None
-        spec = parse_spec(
-            registry.runs.spec_text(run_id),
-            source=f"the spec of run {run_id}",
-            data_file=Path(path) if isinstance(path, str) else None,
-        )
-        self._specs[run_id] = spec
-        while len(self._specs) > SPECS_KEPT:
-            self._specs.popitem(last=False)
+        key = (hashlib.sha256(text.encode()).hexdigest(), path if isinstance(path, str) else None)
+        spec = self._parsed.get(key)
+        if spec is None:
+            spec = parse_spec(
+                text,
+                source=f"the spec of run {run_id}",
+                data_file=Path(key[1]) if key[1] is not None else None,
+            )
+        for cache, name in ((self._specs, run_id), (self._parsed, key)):
+            cache[name] = spec
+            cache.move_to_end(name)
+            while len(cache) > SPECS_KEPT:
+                cache.popitem(last=False)
         return spec
 
     @staticmethod
@@ -303,10 +368,13 @@ class StageWorker:
     async def _after(self, event: StageEvent, outputs: dict[str, str], *, republish: bool) -> None:
         """Publish the next stage's event, or finish the run after the last stage. A
         redelivered event (``republish`` false) publishes it only if that stage never
-        started: its first publication was lost."""
+        started: its first publication was lost; and finishes the run if the last stage's
+        record did not (the worker died first)."""
         following = event.next(outputs)
         runs = self.registry.runs
         if following is None:
+            if republish:
+                return  # the last stage's end_stage marked the run succeeded
             run = await asyncio.to_thread(runs.get, event.run)
             if run.status not in ("succeeded", "failed"):
                 await asyncio.to_thread(runs.finish, event.run, "succeeded")
@@ -315,7 +383,7 @@ class StageWorker:
             run = await asyncio.to_thread(runs.get, event.run)
             if any(stage.name == following.stage for stage in run.stages):
                 return
-        await publish_event(self.broker, self.config.prefix, following)
+        await publish_event(self.broker, self.config.prefix, following, declare=False)
 
     async def _fail(
         self, event: StageEvent, stage_id: int, duration: float, error: BaseException
@@ -351,16 +419,29 @@ class StageWorker:
 
     async def _defer(self, queue: str, delivery: Delivery) -> None:
         """Put the event back as a fresh message after ``defer_s`` (a broker that keeps a
-        live consumer's unacked message, as RabbitMQ does, would never hand it out again)."""
+        live consumer's unacked message, as RabbitMQ does, would never hand it out again).
+        In the background: the worker takes other events meanwhile."""
         self.stats.deferred += 1
+        task = asyncio.create_task(self._put_back(queue, delivery))
+        self._deferring.add(task)
+        task.add_done_callback(self._deferring.discard)
+
+    async def _put_back(self, queue: str, delivery: Delivery) -> None:
         await asyncio.sleep(self.config.defer_s)
         tries = iter(range(20))
-        await publish_patiently(
-            self.broker, queue, [delivery.body], give_up=lambda: next(tries, None) is None
-        )
+        try:
+            await publish_patiently(
+                self.broker, queue, [delivery.body], give_up=lambda: next(tries, None) is None
+            )
+        except ShipyardError as error:
+            # Unacked, the broker hands it out again after SHIPYARD_STAGE_REDELIVERY_MS.
+            logger.warning("cannot put an event of %s back (%s); it comes again", queue, error)
+            return
         await self._ack(queue, delivery)
 
-    async def _ack(self, queue: str, delivery: Delivery) -> None:
+    async def _ack(self, queue: str, delivery: Delivery | None) -> None:
+        if delivery is None:
+            return
         try:
             await self.broker.ack(queue, [delivery])
         except ShipyardError as error:
