@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +104,22 @@ def test_a_truncated_image_is_named(folder: Path) -> None:
     (folder / "blue" / "9.png").write_bytes(_png((1, 2, 3), (40, 40))[:60])
     with pytest.raises(InvalidInputError, match=r"9.png: .*cannot be decoded"):
         read_image_folder(folder, SMALL)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda png: png[:8],  # the signature alone
+        lambda png: png[:8] + b"\x00\x00\x00\x0dIHDX" + png[16:],  # no IHDR chunk first
+        lambda png: png[:20],  # IHDR cut short
+        lambda png: png[:33] + b"\x00\x00\x00\x05IDAT" + b"\xff" * 9,  # pixels not zlib
+        lambda png: b"\xff\xd8\xff\xe0" + b"\x00" * 40,  # a JPEG start and nothing else
+    ],
+    ids=["signature-only", "no-ihdr", "short-ihdr", "bad-idat", "empty-jpeg"],
+)
+def test_a_damaged_image_is_bad_input_not_a_crash(damage: Any) -> None:
+    with pytest.raises(InvalidInputError, match=r"cannot be decoded.*truncated or corrupt"):
+        open_image(damage(_png((1, 2, 3), (40, 40))))
 
 
 def test_an_image_profile_keeps_a_sample_of_the_pixels() -> None:
