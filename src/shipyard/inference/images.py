@@ -239,8 +239,8 @@ def ranked_classes(
     probable first: ``{"label": …, "probability": …}``."""
     probabilities = class_probabilities(outputs)
     k = min(top_k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k].tolist()
     return [
-        [{"label": classes[j], "probability": float(row[j])} for j in indices.tolist()]
-        for row, indices in zip(probabilities, order, strict=True)
+        [{"label": classes[j], "probability": row[j]} for j in indices]
+        for row, indices in zip(probabilities.tolist(), order, strict=True)
     ]

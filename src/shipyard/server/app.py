@@ -143,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Predictions from signed, registered models: Open Inference Protocol, "
         "MLflow scoring and plain JSON over one batched inference core.",
         lifespan=lifespan,
+        # Shipyard's metrics are Prometheus' (/metrics); FastAPI's own OpenTelemetry hooks,
+        # on by default, would only look up the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Open inference adds no per-request auth work; protected inference needs any role.
     # Inference routes come first: each route matched before them costs every request.

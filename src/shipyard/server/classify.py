@@ -76,7 +76,8 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 async def classify(request: Request, name: str) -> Response:
     """Classify one PNG or JPEG image with an image model: its label and top-k classes."""
     started = time.perf_counter()
-    top_k = _top_k(request.query_params.get("top_k"))
+    query = request.scope["query_string"]  # most requests have none: no parsing then
+    top_k = _top_k(request.query_params.get("top_k")) if query else DEFAULT_TOP_K
     ref = model_ref(name)
     state = state_of(request)
     loaded = await state.service.model(ref)

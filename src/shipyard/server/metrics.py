@@ -7,6 +7,7 @@ request id. With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` (set by
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from datetime import UTC, datetime
@@ -164,8 +165,16 @@ class MetricsMiddleware:
             IN_FLIGHT.dec()
             route = scope.get("route")
             template = seen.get("path") or getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(template, str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - start)
+            count, latency = request_metrics(template, status)
+            count.inc()
+            latency.observe(time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=4096)  # routes × statuses: a few dozen in practice
+def request_metrics(template: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one route template and status: looked
+    up by their labels once, not on every request."""
+    return REQUESTS.labels(template, str(status)), LATENCY.labels(template)
 
 
 def _registry(settings: Settings) -> CollectorRegistry:

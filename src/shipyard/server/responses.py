@@ -3,6 +3,7 @@ request checks every inference route shares."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -51,8 +52,10 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInputError(f"malformed JSON: {error}") from error
 
 
+@functools.lru_cache(maxsize=4096)  # a bad name raises, and is not kept
 def model_ref(model: str, version: str | None = None) -> str:
-    """The served reference a URL names, checked before it reaches the registry (400 if bad)."""
+    """The served reference a URL names, checked before it reaches the registry (400 if bad);
+    the answers for the names seen lately are kept, as every request names one."""
     if version is not None:
         if not (version.isascii() and version.isdigit()):
             raise InvalidInputError(f"version must be a number, got {version!r}")
