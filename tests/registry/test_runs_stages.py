@@ -89,10 +89,17 @@ def test_ending_a_stage_can_claim_the_next_and_the_last_ends_the_run(registry: R
     first = runs.claim_stage(run_id, "ingest", "host:1", 30)
     assert first.stage_id is not None
     following = runs.end_stage(
-        first.stage_id, "host:1", "succeeded", 0.1, claim_next="validate", lease_s=30
+        first.stage_id,
+        "host:1",
+        "succeeded",
+        0.1,
+        claim_next="validate",
+        lease_s=30,
+        dataset_sha256="cd" * 32,
     )
     assert following is not None
     assert (following.outcome, following.attempts, following.worker) == ("claimed", 1, "host:1")
+    assert runs.get(run_id).dataset_sha256 == "cd" * 32
     # The next stage is held: its event, delivered to another worker, finds it busy.
     assert runs.claim_stage(run_id, "validate", "host:2", 30).outcome == "busy"
     assert following.stage_id is not None

@@ -19,7 +19,8 @@ Tables, row positions, estimators and states are scratch blobs, put without wait
 the disk (``ArtifactStore.put(durable=False)``), as the in-process run keeps them only in
 memory: a worker killed mid-stage leaves them in the operating system's cache for the next
 worker, and one lost to a power cut fails the run with a message saying so (every read
-re-hashes). The exported files are put durably: they become the registered version's files.
+re-hashes). So are the exported files: registering them, a durable put of the same bytes,
+syncs them to disk before the version is recorded.
 
 A worker keeps the last few tables and estimators it stored or loaded in memory by digest
 (``Recent``): a blob's digest names its bytes, so one found there is the one in the store,
@@ -256,8 +257,8 @@ def keep(
         elif part == "exported":
             assert ctx.exported is not None
             exported = ctx.exported
-            for name, data in exported.files.items():  # durable: the version's own files
-                outputs[FILE_PREFIX + name] = store.put(data)
+            for name, data in exported.files.items():  # register's durable put syncs them
+                outputs[FILE_PREFIX + name] = store.put(data, durable=False)
             state["exported"] = {
                 "format": exported.format,
                 "files": sorted(exported.files),

@@ -244,7 +244,7 @@ class StageWorker:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(
+            outputs, dataset = await loop.run_in_executor(
                 self._stage_thread, self._run_stage, event, attempt
             )
         except ShipyardError as error:
@@ -278,6 +278,7 @@ class StageWorker:
                 partial(
                     runs.end_stage,
                     outputs=outputs,
+                    dataset_sha256=dataset,
                     last=following is None,
                     claim_next=following.stage if go_on and following is not None else None,
                     lease_s=self.config.lease_s,
@@ -300,8 +301,9 @@ class StageWorker:
         assert claim.stage_id is not None
         return following, claim.stage_id, claim.attempts
 
-    def _run_stage(self, event: StageEvent, attempt: int) -> dict[str, str]:
-        """Restore the stage's inputs, run it, keep its outputs (in a worker thread)."""
+    def _run_stage(self, event: StageEvent, attempt: int) -> tuple[dict[str, str], str | None]:
+        """Restore the stage's inputs, run it, keep its outputs (in a worker thread); the
+        outputs, and the digest of the data the run reads once ingest has it."""
         registry = self.registry
         spec = self._spec(event.run)
         ctx = RunContext(spec=spec, registry=registry, run_id=event.run)
@@ -314,9 +316,8 @@ class StageWorker:
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-        if event.stage == "ingest" and ctx.dataset_sha256 is not None:
-            registry.runs.set_dataset(event.run, ctx.dataset_sha256)
-        return handoff.keep(ctx, event.stage, event.inputs, registry.store)
+        dataset = ctx.dataset_sha256 if event.stage == "ingest" else None
+        return handoff.keep(ctx, event.stage, event.inputs, registry.store), dataset
 
     def _spec(self, run_id: str) -> Spec:
         """The run's spec (with the data file it was given), read once per run and parsed

@@ -169,12 +169,14 @@ class Runs:
         last: bool = False,
         claim_next: str | None = None,
         lease_s: float = 0.0,
+        dataset_sha256: str | None = None,
     ) -> StageClaim | None:
         """Record how a claimed stage ended; ``LeaseLostError`` if ``worker`` lost it (its
         lease expired and another worker took the stage over). In the same transaction:
         with ``last`` (it was the run's last stage), a success also marks the run succeeded
         unless it ended already; with ``claim_next``, a success also claims that stage for
-        ``worker`` for ``lease_s`` seconds, as ``claim_stage`` would, and returns the claim."""
+        ``worker`` for ``lease_s`` seconds, as ``claim_stage`` would, and returns the claim;
+        ``dataset_sha256`` records the data the run reads (``set_dataset``)."""
         if outputs is not None:
             check_json(dict(outputs), "stage outputs")
         if claim_next is not None:
@@ -197,6 +199,8 @@ class Runs:
             row.lease_expires_at = None
             if status != "succeeded":
                 return None
+            if dataset_sha256 is not None:
+                run.dataset_sha256 = dataset_sha256
             if last and run.status not in ("succeeded", "failed"):
                 run.status, run.finished_at = "succeeded", utcnow()
             if claim_next is None:
