@@ -153,7 +153,8 @@ async def test_an_event_whose_stage_a_live_worker_holds_is_deferred(
     broker = open_broker(url)
     run_id = await submit(registry, broker, "pipeline")
     held = registry.runs.claim_stage(run_id, "ingest", "elsewhere:9", 600)
-    async with running_worker(url, registry, config(defer_s=0.01)) as worker:
+    # Held back until the holder's lease would lapse, at most one lease of this worker's.
+    async with running_worker(url, registry, config(defer_s=0.01, lease_s=0.3)) as worker:
         for _ in range(200):
             if worker.stats.deferred >= 2:
                 break

@@ -1,6 +1,7 @@
 """Stage claims: one worker at a time holds a run's stage, by a lease in the database."""
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -143,4 +144,8 @@ def test_the_next_stage_held_elsewhere_is_not_claimed_again(registry: Registry) 
     )
     assert following is not None
     assert (following.outcome, following.worker) == ("busy", "host:2")
+    assert following.lease_expires_at is not None  # how long to hold its event back
+    assert (
+        datetime.now(UTC) < following.lease_expires_at <= datetime.now(UTC) + timedelta(seconds=30)
+    )
     assert elsewhere.outcome == "claimed"

@@ -12,16 +12,17 @@ finishes the run; a stage that raises fails the run with the reason.
   stage also claims the next (``Runs.end_stage(claim_next=…)``) and the worker runs it at
   once, saving a claim and a trip through the broker per stage. The next stage's event is
   published all the same: it is what another worker takes the stage over from if this one
-  dies; whoever it reaches finds the stage held (and puts it back, in the background) or
-  done (and acks it).
+  dies; whoever it reaches finds the stage held (and holds the event back until the lease
+  would lapse, in the background) or done (and acks it).
 - **At least once, idempotent.** An event whose stage already succeeded is acked without
   running it again, after publishing the next stage's event if that stage never started
   (the worker died between the two). Register reuses the version an earlier attempt of the
   run registered; promote does not move an alias that already points at the version.
 - **Leases.** While a stage runs its worker renews a lease on it; an event redelivered
   meanwhile (the stage outlasted the broker's redelivery delay) finds it ``busy`` and is
-  put back after ``defer_s`` as a fresh message. A worker killed mid-stage lets its lease
-  expire, and the event's redelivery takes the stage over (one attempt more).
+  put back as a fresh message once the lease would lapse (at least ``defer_s``, at most
+  ``lease_s`` later). A worker killed mid-stage lets its lease expire, and the event's
+  redelivery takes the stage over (one attempt more).
 - **Poison and strays.** An event delivered more than ``max_deliveries`` times (it killed
   every worker that took it) is dead-lettered with the reason and its run failed; so, at
   once, is an event that does not parse or names a run the registry does not have.
@@ -44,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from shipyard.pipeline.events import STAGE_NAMES, StageEvent, publish_event, sta
 from shipyard.pipeline.spec import Spec, parse_spec
 from shipyard.pipeline.stages import STAGES, Promotion, RunContext, Stage
 from shipyard.registry import ModelRef, Registry
+from shipyard.registry.records import StageClaim
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +208,7 @@ class StageWorker:
             return
         if claim.outcome == "busy":
             logger.info("run %s %s is held by %s; deferring", event.run, stage, claim.worker)
-            await self._defer(queue, delivery)
+            await self._defer(queue, delivery, self._until_lapse(claim))
             return
         if claim.outcome == "done":
             self.stats.skipped += 1
@@ -418,17 +421,31 @@ class StageWorker:
         logger.error("dead-lettering an event of %s: %s", queue, reason)
         await self.broker.reject(queue, delivery, reason)
 
-    async def _defer(self, queue: str, delivery: Delivery) -> None:
-        """Put the event back as a fresh message after ``defer_s`` (a broker that keeps a
-        live consumer's unacked message, as RabbitMQ does, would never hand it out again).
-        In the background: the worker takes other events meanwhile."""
+    def _until_lapse(self, claim: StageClaim) -> float:
+        """How long to hold back an event whose stage a live worker holds: until its lease
+        would lapse (a worker that goes on with a run's stages holds each next one while its
+        event is out; nothing can take it before), at least ``defer_s``, at most a lease of
+        this worker's."""
+        expires = claim.lease_expires_at
+        if expires is None:
+            return self.config.defer_s
+        if expires.tzinfo is None:  # the registry keeps times in UTC
+            expires = expires.replace(tzinfo=UTC)
+        remaining = (expires - datetime.now(UTC)).total_seconds()
+        return max(self.config.defer_s, min(remaining, self.config.lease_s))
+
+    async def _defer(self, queue: str, delivery: Delivery, wait_s: float | None = None) -> None:
+        """Put the event back as a fresh message after ``wait_s`` (default ``defer_s``): a
+        broker that keeps a live consumer's unacked message, as RabbitMQ does, would never
+        hand it out again. In the background: the worker takes other events meanwhile."""
         self.stats.deferred += 1
-        task = asyncio.create_task(self._put_back(queue, delivery))
+        wait = self.config.defer_s if wait_s is None else wait_s
+        task = asyncio.create_task(self._put_back(queue, delivery, wait))
         self._deferring.add(task)
         task.add_done_callback(self._deferring.discard)
 
-    async def _put_back(self, queue: str, delivery: Delivery) -> None:
-        await asyncio.sleep(self.config.defer_s)
+    async def _put_back(self, queue: str, delivery: Delivery, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
         tries = iter(range(20))
         try:
             await publish_patiently(

@@ -61,13 +61,15 @@ class StageInfo:
 class StageClaim:
     """What ``Runs.claim_stage`` found: ``claimed`` (the caller now holds the stage, row
     ``stage_id``), ``done`` (it succeeded before: ``outputs``), ``busy`` (a live worker holds
-    it) or ``finished`` (the run ended: nothing is left to do)."""
+    it: until ``lease_expires_at`` unless it renews) or ``finished`` (the run ended: nothing
+    is left to do)."""
 
     outcome: Literal["claimed", "done", "busy", "finished"]
     stage_id: int | None = None
     attempts: int = 0
     outputs: dict[str, Any] | None = None
     worker: str | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -332,7 +332,7 @@ def _claim(session: Session, run: RunRow, name: str, worker: str, lease_s: float
     if latest is not None and latest.status == "running":
         expires = latest.lease_expires_at
         if expires is not None and expires > now:
-            return StageClaim("busy", latest.id, latest.attempts, None, latest.worker)
+            return StageClaim("busy", latest.id, latest.attempts, None, latest.worker, expires)
         latest.attempts += 1
         latest.worker, latest.started_at = worker, now
         latest.lease_expires_at = now + timedelta(seconds=lease_s)
