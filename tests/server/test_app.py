@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +59,21 @@ def test_a_guarded_server_keeps_its_model_names_for_callers_with_a_token(
     assert body["name"] == "shipyard"
     assert "models" not in body
     assert body["links"] == LINKS
+
+
+def test_the_server_imports_no_training_library() -> None:
+    """``shipyard serve`` is ready in well under 2 s: scikit-learn, SciPy, skl2onnx, Dask and
+    PyTorch (over a second together) are imported by what trains or evaluates, when it does."""
+    training = ["dask", "distributed", "scipy", "skl2onnx", "sklearn", "torch"]
+    script = (
+        "import sys\n"
+        "from shipyard.server.app import create_app\n"
+        "from shipyard.settings import Settings\n"
+        "create_app(Settings())\n"
+        f"print(sorted(m for m in {training!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr

@@ -34,14 +34,28 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
-from scipy.spatial import distance
 
 from shipyard.data.profile import sketch_levels
 from shipyard.errors import InvalidInputError
 
 DriftMethod = Literal["ks", "wasserstein", "chisquare", "jensenshannon", "psi", "z"]
 FeatureKind = Literal["numeric", "categorical"]
+
+
+def scipy_stats() -> Any:
+    """``scipy.stats``, imported on first use (about half a second): a server that only
+    predicts need not spend it at start."""
+    from scipy import stats
+
+    return stats
+
+
+def scipy_distance() -> Any:
+    """``scipy.spatial.distance``, imported on first use."""
+    from scipy.spatial import distance
+
+    return distance
+
 
 METHODS: tuple[DriftMethod, ...] = get_args(DriftMethod)
 # Evidently's default threshold of each method: a p-value for ks, chisquare and z (drift
@@ -462,7 +476,7 @@ def _statistic(
     else:
         ref_share, cur_share = _binned_shares(reference, current)
     if method == "jensenshannon":
-        return float(distance.jensenshannon(ref_share, cur_share))
+        return float(scipy_distance().jensenshannon(ref_share, cur_share))
     ref_share, cur_share = _fill_zeros(ref_share), _fill_zeros(cur_share)
     return float(np.sum((ref_share - cur_share) * np.log(ref_share / cur_share)))
 
@@ -473,7 +487,7 @@ def _ks_p_value(reference: _Reference, current: Float64Array) -> float:
         # falls back to the asymptotic one, with a warning, when the exact one fails).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return float(stats.ks_2samp(reference.values, current).pvalue)
+            return float(scipy_stats().ks_2samp(reference.values, current).pvalue)
     n = current.size
     steps = np.arange(1, n + 1) / n
     above = steps - _cdf(reference, current, "right")
@@ -481,7 +495,7 @@ def _ks_p_value(reference: _Reference, current: Float64Array) -> float:
     statistic = max(float(above.max()), float(below.max()), 0.0)
     larger, smaller = max(reference.count, n), min(reference.count, n)
     effective = round(larger * smaller / (larger + smaller))
-    return float(np.clip(stats.kstwo.sf(statistic, effective), 0.0, 1.0))
+    return float(np.clip(scipy_stats().kstwo.sf(statistic, effective), 0.0, 1.0))
 
 
 def _cdf(reference: _Reference, x: Float64Array, side: Literal["left", "right"]) -> Float64Array:
@@ -500,7 +514,7 @@ def _wasserstein(reference: _Reference, current: Float64Array) -> float:
     """W1 = ∫₀¹ |F⁻¹(u) − G⁻¹(u)| du, exact for the reference's piecewise-linear quantile
     function against the window's step one."""
     if reference.values is not None:
-        return float(stats.wasserstein_distance(reference.values, current))
+        return float(scipy_stats().wasserstein_distance(reference.values, current))
     n = current.size
     grid = np.union1d(reference.levels, np.arange(n + 1) / n)
     start, end = grid[:-1], grid[1:]
@@ -559,7 +573,7 @@ def _chisquare_p_value(ref_counts: Float64Array, cur_counts: Float64Array) -> fl
         return 0.0
     seen = expected > 0
     statistic = float(np.sum((cur_counts[seen] - expected[seen]) ** 2 / expected[seen]))
-    return float(stats.chi2.sf(statistic, ref_counts.size - 1))
+    return float(scipy_stats().chi2.sf(statistic, ref_counts.size - 1))
 
 
 def _z_p_value(ref_counts: Float64Array, cur_counts: Float64Array) -> float:
@@ -573,4 +587,4 @@ def _z_p_value(ref_counts: Float64Array, cur_counts: Float64Array) -> float:
     if pooled in (0.0, 1.0):
         return 1.0
     z = (p_ref - p_cur) / math.sqrt(pooled * (1 - pooled) * (1 / n_ref + 1 / n_cur))
-    return float(2 * (1 - stats.norm.cdf(abs(z))))
+    return float(2 * (1 - scipy_stats().norm.cdf(abs(z))))

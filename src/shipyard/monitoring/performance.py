@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn import metrics
 
 from shipyard.monitoring.feedback import label_text
 
@@ -97,11 +96,11 @@ def _regression(
     if truth.size == 0:
         return {}
     result = {
-        "mae": float(metrics.mean_absolute_error(truth, predicted)),
-        "rmse": float(math.sqrt(metrics.mean_squared_error(truth, predicted))),
+        "mae": float(sk_metrics().mean_absolute_error(truth, predicted)),
+        "rmse": float(math.sqrt(sk_metrics().mean_squared_error(truth, predicted))),
     }
     if truth.size >= 2 and np.ptp(truth) > 0:  # R² is undefined on constant truth
-        result["r2"] = float(metrics.r2_score(truth, predicted))
+        result["r2"] = float(sk_metrics().r2_score(truth, predicted))
     return result
 
 
@@ -112,30 +111,35 @@ def _classification(
     predicted: Sequence[str | None],
 ) -> dict[str, float]:
     labels = np.asarray(["" if p is None else p for p in predicted], dtype=object)
-    result = {"accuracy": float(metrics.accuracy_score(truth, labels))}
+    result = {"accuracy": float(sk_metrics().accuracy_score(truth, labels))}
     positive = info.positive
     if positive is None:  # multiclass: macro averages over the classes seen
         for name, function in _LABEL_METRICS.items():
-            result[name] = float(function(truth, labels, average="macro", zero_division=0))
+            score = getattr(sk_metrics(), function)
+            result[name] = float(score(truth, labels, average="macro", zero_division=0))
         return result
     y_true = truth == positive
     y_pred = labels == positive
     for name, function in _LABEL_METRICS.items():
-        result[name] = float(function(y_true, y_pred, zero_division=0))
+        result[name] = float(getattr(sk_metrics(), function)(y_true, y_pred, zero_division=0))
     finite = np.isfinite(scores)
     if finite.all() and y_true.any() and not y_true.all():
-        result["roc_auc"] = float(metrics.roc_auc_score(y_true, scores))
-        result["average_precision"] = float(metrics.average_precision_score(y_true, scores))
+        result["roc_auc"] = float(sk_metrics().roc_auc_score(y_true, scores))
+        result["average_precision"] = float(sk_metrics().average_precision_score(y_true, scores))
     if finite.all():
-        result["brier"] = float(metrics.brier_score_loss(y_true, np.clip(scores, 0.0, 1.0)))
+        result["brier"] = float(sk_metrics().brier_score_loss(y_true, np.clip(scores, 0.0, 1.0)))
     return result
 
 
-_LABEL_METRICS = {
-    "precision": metrics.precision_score,
-    "recall": metrics.recall_score,
-    "f1": metrics.f1_score,
-}
+_LABEL_METRICS = {"precision": "precision_score", "recall": "recall_score", "f1": "f1_score"}
+
+
+def sk_metrics() -> Any:
+    """``sklearn.metrics``, imported on first use: importing scikit-learn takes about a
+    second, which a server that only predicts need not spend at start."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def delay_quantiles(delays_s: npt.NDArray[np.float64]) -> dict[str, float] | None:
@@ -296,9 +300,9 @@ class Cumulative:
         if self.nonfinite == 0:
             result["brier"] = self.brier_sum / n
             if self.positive.any() and not self.positive.all():
-                result["roc_auc"] = float(metrics.roc_auc_score(self.positive, self.scores))
+                result["roc_auc"] = float(sk_metrics().roc_auc_score(self.positive, self.scores))
                 result["average_precision"] = float(
-                    metrics.average_precision_score(self.positive, self.scores)
+                    sk_metrics().average_precision_score(self.positive, self.scores)
                 )
         return result
 

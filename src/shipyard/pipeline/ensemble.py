@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import BaggingClassifier, BaggingRegressor
 
 from shipyard.cluster import cluster_description, open_cluster
 from shipyard.cluster.learners import fit_on_cluster
@@ -33,6 +32,8 @@ from shipyard.inference.formats import skops_dumps, skops_io, skops_trusted_type
 from shipyard.pipeline.estimators import build_estimator
 
 if TYPE_CHECKING:
+    from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+
     from shipyard.pipeline.spec import Spec
     from shipyard.registry import Registry
 
@@ -156,6 +157,8 @@ def assemble(
         "bootstrap": recipe.bootstrap,
         "random_state": recipe.seed,
     }
+    from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+
     bagging: BaggingRegressor | BaggingClassifier
     if classes is None:
         bagging = BaggingRegressor(**options)

@@ -9,89 +9,111 @@ and so only image pipelines can train).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn import ensemble, linear_model, metrics, neural_network, tree
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from shipyard.data.images import ImageFormat
-from shipyard.pipeline.vision import ConvNetClassifier
 
 Task = Literal["classification", "regression"]
 
 
 @dataclass(frozen=True)
 class EstimatorInfo:
-    """A scikit-learn estimator class and the task it solves."""
+    """A scikit-learn estimator class (by ``module:Class``, imported when first used: a spec
+    is checked by processes, such as the server, that may never train) and its task."""
 
-    cls: type[Any]
+    path: str
     task: Task
     images_only: bool = False
     """Trains on images only (it needs their size): a spec with task image_classification."""
 
+    @property
+    def cls(self) -> type[Any]:
+        """The class itself."""
+        module, name = self.path.split(":")
+        found: type[Any] = getattr(importlib.import_module(module), name)
+        return found
+
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """A metric: its function, its task, and whether it reads scores or hard labels."""
+    """A metric: its function (by name in ``sklearn.metrics``, or a callable), its task, and
+    whether it reads scores or hard labels."""
 
-    function: Callable[..., float]
+    name: str | Callable[..., float]
     task: Task
     uses: Literal["score", "label"]
     greater_is_better: bool = True
+    zero_division: bool = False
+    """Precision/recall/F1: count 0/0 as 0 instead of warning (warnings are errors)."""
+
+    @property
+    def function(self) -> Callable[..., float]:
+        """The function, scikit-learn's imported on first use."""
+        if callable(self.name):
+            return self.name
+        function: Callable[..., float] = getattr(sklearn_metrics(), self.name)
+        if not self.zero_division:
+            return function
+
+        def call(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
+            return float(function(y_true, y_pred, zero_division=0))
+
+        return call
 
 
-_ESTIMATOR_CLASSES: list[tuple[type[Any], Task]] = [
-    (ensemble.HistGradientBoostingClassifier, "classification"),
-    (ensemble.RandomForestClassifier, "classification"),
-    (ensemble.ExtraTreesClassifier, "classification"),
-    (ensemble.GradientBoostingClassifier, "classification"),
-    (linear_model.LogisticRegression, "classification"),
-    (tree.DecisionTreeClassifier, "classification"),
-    (ensemble.HistGradientBoostingRegressor, "regression"),
-    (ensemble.RandomForestRegressor, "regression"),
-    (ensemble.ExtraTreesRegressor, "regression"),
-    (ensemble.GradientBoostingRegressor, "regression"),
-    (linear_model.Ridge, "regression"),
-    (linear_model.LinearRegression, "regression"),
-    (tree.DecisionTreeRegressor, "regression"),
+def sklearn_metrics() -> Any:
+    """``sklearn.metrics``, imported on first use (scikit-learn takes about a second)."""
+    from sklearn import metrics
+
+    return metrics
+
+
+_ESTIMATOR_CLASSES: list[tuple[str, Task]] = [
+    ("sklearn.ensemble:HistGradientBoostingClassifier", "classification"),
+    ("sklearn.ensemble:RandomForestClassifier", "classification"),
+    ("sklearn.ensemble:ExtraTreesClassifier", "classification"),
+    ("sklearn.ensemble:GradientBoostingClassifier", "classification"),
+    ("sklearn.linear_model:LogisticRegression", "classification"),
+    ("sklearn.tree:DecisionTreeClassifier", "classification"),
+    ("sklearn.ensemble:HistGradientBoostingRegressor", "regression"),
+    ("sklearn.ensemble:RandomForestRegressor", "regression"),
+    ("sklearn.ensemble:ExtraTreesRegressor", "regression"),
+    ("sklearn.ensemble:GradientBoostingRegressor", "regression"),
+    ("sklearn.linear_model:Ridge", "regression"),
+    ("sklearn.linear_model:LinearRegression", "regression"),
+    ("sklearn.tree:DecisionTreeRegressor", "regression"),
 ]
 ESTIMATORS: dict[str, EstimatorInfo] = {
-    cls.__name__: EstimatorInfo(cls, task) for cls, task in _ESTIMATOR_CLASSES
+    path.split(":")[1]: EstimatorInfo(path, task) for path, task in _ESTIMATOR_CLASSES
 }
-ESTIMATORS["mlp"] = EstimatorInfo(neural_network.MLPClassifier, "classification")
-ESTIMATORS["cnn"] = EstimatorInfo(ConvNetClassifier, "classification", images_only=True)
+ESTIMATORS["mlp"] = EstimatorInfo("sklearn.neural_network:MLPClassifier", "classification")
+ESTIMATORS["cnn"] = EstimatorInfo(
+    "shipyard.pipeline.vision:ConvNetClassifier", "classification", images_only=True
+)
 
 
 def _rmse(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
-    return float(np.sqrt(metrics.mean_squared_error(y_true, y_pred)))
-
-
-def _zero(metric: Callable[..., float]) -> Callable[..., float]:
-    """Precision/recall/F1 that count 0/0 as 0 instead of warning (warnings are errors)."""
-
-    def call(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
-        return float(metric(y_true, y_pred, zero_division=0))
-
-    return call
+    return float(np.sqrt(sklearn_metrics().mean_squared_error(y_true, y_pred)))
 
 
 METRICS: dict[str, MetricInfo] = {
-    "average_precision": MetricInfo(metrics.average_precision_score, "classification", "score"),
-    "roc_auc": MetricInfo(metrics.roc_auc_score, "classification", "score"),
-    "log_loss": MetricInfo(metrics.log_loss, "classification", "score", greater_is_better=False),
-    "accuracy": MetricInfo(metrics.accuracy_score, "classification", "label"),
-    "balanced_accuracy": MetricInfo(metrics.balanced_accuracy_score, "classification", "label"),
-    "precision": MetricInfo(_zero(metrics.precision_score), "classification", "label"),
-    "recall": MetricInfo(_zero(metrics.recall_score), "classification", "label"),
-    "f1": MetricInfo(_zero(metrics.f1_score), "classification", "label"),
+    "average_precision": MetricInfo("average_precision_score", "classification", "score"),
+    "roc_auc": MetricInfo("roc_auc_score", "classification", "score"),
+    "log_loss": MetricInfo("log_loss", "classification", "score", greater_is_better=False),
+    "accuracy": MetricInfo("accuracy_score", "classification", "label"),
+    "balanced_accuracy": MetricInfo("balanced_accuracy_score", "classification", "label"),
+    "precision": MetricInfo("precision_score", "classification", "label", zero_division=True),
+    "recall": MetricInfo("recall_score", "classification", "label", zero_division=True),
+    "f1": MetricInfo("f1_score", "classification", "label", zero_division=True),
     "rmse": MetricInfo(_rmse, "regression", "label", greater_is_better=False),
-    "mae": MetricInfo(metrics.mean_absolute_error, "regression", "label", greater_is_better=False),
-    "r2": MetricInfo(metrics.r2_score, "regression", "label"),
+    "mae": MetricInfo("mean_absolute_error", "regression", "label", greater_is_better=False),
+    "r2": MetricInfo("r2_score", "regression", "label"),
 }
 
 
@@ -117,5 +139,8 @@ def build_estimator(
             max_value=image.max_value,
         )
     if scale:
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         return Pipeline([("scale", StandardScaler()), ("model", estimator)])
     return estimator

@@ -14,9 +14,6 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import label_binarize
-from sklearn.utils._param_validation import InvalidParameterError
 
 from shipyard.data import TableSchema, file_sha256, get_dataset, profile_frame, read_table
 from shipyard.data.images import profiled_schema
@@ -31,6 +28,17 @@ from shipyard.pipeline.spec import Spec
 from shipyard.registry import ModelRef, ModelVersionInfo, Registry
 
 logger = logging.getLogger(__name__)
+
+
+def _sklearn_error() -> type[Exception]:
+    """scikit-learn's error for bad estimator parameters. scikit-learn is imported where a
+    stage uses it, not with this module: the server imports the stage names to queue runs,
+    and importing scikit-learn takes about a second of its start."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    error: type[Exception] = InvalidParameterError
+    return error
+
 
 # An exported model whose labels disagree with the trained estimator on more held-out rows
 # than this is refused: the artifact would not be the model that was evaluated.
@@ -164,6 +172,8 @@ class Split:
         stratify = None
         if ctx.spec.estimator_task == "classification" and split.stratify:
             stratify = ctx.frame[ctx.spec.data.target]
+        from sklearn.model_selection import train_test_split  # see _sklearn_error
+
         # The row positions are split (the same shuffle as splitting the table itself), so a
         # stage worker hands on two index arrays rather than a copy of the table.
         train_rows, test_rows = train_test_split(
@@ -199,7 +209,7 @@ class Train:
             )
             features, target = ctx.split_xy(ctx.train)
             ctx.estimator = estimator.fit(features, target.to_numpy())
-        except (TypeError, InvalidParameterError) as error:
+        except (TypeError, _sklearn_error()) as error:
             raise SpecError(f"model.params for {model.type}: {error}") from error
 
     @staticmethod
@@ -240,6 +250,8 @@ def score_metrics(
         elif scores.ndim == 2 and name == "roc_auc":
             value = metric.function(y_true, scores, multi_class="ovr")
         elif scores.ndim == 2 and name == "average_precision":
+            from sklearn.preprocessing import label_binarize  # see _sklearn_error
+
             value = metric.function(label_binarize(y_true, classes=np.unique(y_true)), scores)
         else:
             value = metric.function(y_true, scores)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from shipyard.inference import load_predictor
-from shipyard.pipeline.evaluation import evaluate_frame, trained_spec
 from shipyard.registry import ModelRef, Registry
 from shipyard.server.auth import inference
 from shipyard.server.responses import ErrorBody, json_response, model_ref
@@ -75,6 +74,10 @@ async def evaluate(request: Request, ref: str) -> Response:
 
 
 def _evaluate(registry: Registry, ref: ModelRef, upload: Upload) -> dict[str, Any]:
+    # Imported here, in the thread: the pipeline's stages import scikit-learn (about a
+    # second), which a server that only predicts would otherwise spend at start.
+    from shipyard.pipeline.evaluation import evaluate_frame, trained_spec
+
     version = registry.get_version(ref)
     spec = trained_spec(registry, version)
     predictor = load_predictor(registry.load_artifact(version.ref))
