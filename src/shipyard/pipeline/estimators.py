@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shipyard.data.images import ImageFormat
+from shipyard.monitoring.performance import sk_metrics
 
 Task = Literal["classification", "regression"]
 
@@ -57,7 +58,7 @@ class MetricInfo:
         """The function, scikit-learn's imported on first use."""
         if callable(self.name):
             return self.name
-        function: Callable[..., float] = getattr(sklearn_metrics(), self.name)
+        function: Callable[..., float] = getattr(sk_metrics(), self.name)
         if not self.zero_division:
             return function
 
@@ -65,13 +66,6 @@ class MetricInfo:
             return float(function(y_true, y_pred, zero_division=0))
 
         return call
-
-
-def sklearn_metrics() -> Any:
-    """``sklearn.metrics``, imported on first use (scikit-learn takes about a second)."""
-    from sklearn import metrics
-
-    return metrics
 
 
 _ESTIMATOR_CLASSES: list[tuple[str, Task]] = [
@@ -99,7 +93,7 @@ ESTIMATORS["cnn"] = EstimatorInfo(
 
 
 def _rmse(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
-    return float(np.sqrt(sklearn_metrics().mean_squared_error(y_true, y_pred)))
+    return float(np.sqrt(sk_metrics().mean_squared_error(y_true, y_pred)))
 
 
 METRICS: dict[str, MetricInfo] = {

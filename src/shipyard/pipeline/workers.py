@@ -429,8 +429,6 @@ class StageWorker:
         expires = claim.lease_expires_at
         if expires is None:
             return self.config.defer_s
-        if expires.tzinfo is None:  # the registry keeps times in UTC
-            expires = expires.replace(tzinfo=UTC)
         remaining = (expires - datetime.now(UTC)).total_seconds()
         return max(self.config.defer_s, min(remaining, self.config.lease_s))
 
