@@ -256,7 +256,9 @@ class Crew:
                 raise TimeoutError(f"{self.acked():,} of {expected:,} acked in time")
             for worker in self.workers:
                 if worker.child.poll() is not None:
-                    raise RuntimeError(f"a worker exited with {worker.child.returncode}")
+                    raise RuntimeError(
+                        f"a worker exited with {worker.child.returncode}:\n{worker.child.tail()}"
+                    )
             time.sleep(0.002)
 
 

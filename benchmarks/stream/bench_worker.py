@@ -35,7 +35,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,13 @@ class PassThrough(Scorer):
 
     result = b""
 
-    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+    async def handle(
+        self, deliveries: Sequence[Delivery], published: Callable[[], None] = lambda: None
+    ) -> None:
         """Publish a result per delivery (confirmed, as the scorer does), then ack."""
         self.stats.scored += len(deliveries)
         await self._publish([self.result] * len(deliveries))
+        published()
         await self._ack(deliveries)
 
 

@@ -271,9 +271,11 @@ def test_a_cancelled_caller_does_not_break_the_batch_for_others() -> None:
 
     async def scenario() -> list[Outputs]:
         batcher = Batcher(predict, max_batch_size=64, max_batch_delay_ms=60_000)
-        impatient = asyncio.ensure_future(asyncio.wait_for(batcher.submit(rows(-1)), 0.01))
+        impatient = asyncio.ensure_future(batcher.submit(rows(-1)))
         others = [asyncio.ensure_future(batcher.submit(rows(float(i)))) for i in range(3)]
-        with pytest.raises(TimeoutError):
+        await asyncio.sleep(0)  # every request is queued; the batch has not formed yet
+        impatient.cancel()  # its caller gives up (a client that went away)
+        with pytest.raises(asyncio.CancelledError):
             await impatient
         await batcher.close()  # drains the others, long before their delay ends
         return [task.result() for task in others]
@@ -331,3 +333,43 @@ def test_a_failing_request_in_a_thread_does_not_fail_its_neighbours() -> None:
         good = results[i]
         assert isinstance(good, dict)
         np.testing.assert_array_equal(good["rows"], requests[i])
+
+
+def test_a_request_without_company_runs_at_once_rather_than_waiting_out_the_delay() -> None:
+    # A delay far beyond the test's bound: the request can only finish if the batcher stops
+    # waiting once the event loop had its turns and no other request came.
+    predict = Recorder()
+
+    async def scenario() -> Outputs:
+        batcher = Batcher(predict, max_batch_size=16, max_batch_delay_ms=3_600_000)
+        try:
+            return await batcher.submit(rows(1.0))
+        finally:
+            await batcher.close()
+
+    result = run(scenario())
+    np.testing.assert_array_equal(result["double"], [2.0])
+    assert predict.sizes == [1]
+
+
+def test_requests_that_arrive_while_the_loop_turns_still_share_the_batch() -> None:
+    # Callers that submit a turn or two after the first (as request tasks started by the
+    # same socket reads do) join its batch.
+    predict = Recorder()
+
+    async def late(batcher: Batcher, turns: int, value: float) -> Outputs:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await batcher.submit(rows(value))
+
+    async def scenario() -> list[Outputs]:
+        batcher = Batcher(predict, max_batch_size=16, max_batch_delay_ms=3_600_000)
+        try:
+            return await asyncio.gather(*(late(batcher, i % 3, float(i)) for i in range(6)))
+        finally:
+            await batcher.close()
+
+    results = run(scenario())
+    assert predict.sizes == [6]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["double"], [2.0 * i])

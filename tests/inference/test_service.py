@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -323,14 +324,17 @@ def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
     hooks = ServiceHooks(swapped=lambda ref, old, new: swaps.append((ref, old, new)))
 
     async def scenario() -> None:
-        # A long batch delay holds a request in v1's batcher until something drains it.
-        service = InferenceService(registry, max_batch_delay_ms=60_000, hooks=hooks)
+        # v1's predictor (in a thread) holds a request until the swap is done.
+        service = InferenceService(registry, predict_in_thread=True, hooks=hooks)
         try:
             old = await service.model("m")
             old_predict = old.batcher._predict
             served_when_v1_predicted: list[int] = []
+            entered, release = threading.Event(), threading.Event()
 
             def recording(features: Features) -> Outputs:
+                entered.set()
+                assert release.wait(30)
                 now = service.loaded("m")
                 assert now is not None
                 served_when_v1_predicted.append(now.info.version)
@@ -338,7 +342,7 @@ def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
 
             old.batcher._predict = recording
             held = asyncio.ensure_future(service.infer("m", matrix(rows(3))))
-            await asyncio.sleep(0)  # let it reach v1's queue
+            assert await asyncio.to_thread(entered.wait, 30)  # in v1's predictor
             assert not held.done()
 
             await asyncio.to_thread(registry.promote, "m:2", "production")
@@ -346,7 +350,7 @@ def test_refresh_swaps_while_a_request_in_flight_finishes_on_the_old_version(
             new = service.loaded("m")
             assert new is not None
             assert new.info.version == 2
-            new.batcher.max_batch_delay = 0  # no need to wait for company from here on
+            release.set()
 
             in_flight = await held
             assert in_flight.version == 1

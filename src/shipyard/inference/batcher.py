@@ -1,7 +1,12 @@
 """Micro-batching: single requests in, one predictor call per batch, results split back.
 
 A ``Batcher`` serves one loaded model version. Requests (each a few rows) wait at most
-``max_batch_delay_ms`` for company, up to ``max_batch_size`` rows per call. When a batch
+``max_batch_delay_ms`` for company, up to ``max_batch_size`` rows per call, and no longer
+than company keeps coming: once the event loop has had ``IDLE_TURNS`` turns without a new
+request (every request whose bytes had arrived has reached the queue), the batch runs.
+Waiting on would leave the core idle: under load the callers are all in this batch, and
+their next requests come only after its answers. Batches still form on their own, from the
+requests that arrive while the previous one computes. When a batch
 fails, its requests are retried one by one, so one bad request never fails its neighbours.
 With ``predict_in_thread`` the predictor runs in a thread (ONNX Runtime releases the GIL),
 so the event loop parses and publishes the next batch while the model computes this one:
@@ -22,6 +27,11 @@ from shipyard.errors import BatcherClosedError
 from shipyard.inference.predictor import Features, Outputs
 
 logger = logging.getLogger(__name__)
+
+IDLE_TURNS = 3
+"""Event-loop turns without a new request after which a batch stops waiting for company:
+one for the socket reads that are ready, one for the request tasks they start, one to
+spare for a route that awaits once more before it submits."""
 
 BatchObserver = Callable[[int, float], None]
 """Told (rows in the batch, seconds the oldest request waited) for each batch."""
@@ -96,17 +106,17 @@ class Batcher:
             return None
         batch, rows = [first], len(first.features)
         deadline = first.enqueued + self.max_batch_delay
+        idle = 0
         while rows < self.max_batch_size:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if idle >= IDLE_TURNS or time.perf_counter() >= deadline:
                     break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
+                idle += 1
+                await asyncio.sleep(0)  # one turn of the loop: reads, then request tasks
+                continue
+            idle = 0
             if item is None:  # closing: finish this batch, then stop
                 self._queue.put_nowait(None)
                 break

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 Counted = Callable[[str, int], None]
 
+SMALL_BLOCK_ROWS = 8
+"""Below this many rows a block on average, the writer stacks blocks in one C call."""
+
 
 @dataclass
 class _Pending:
@@ -314,7 +317,13 @@ def _joined(entries: list[_Pending]) -> pa.Table:
 
 def _transposed(blocks: list[npt.NDArray[Any]], rows: int) -> npt.NDArray[Any]:
     """The row blocks stacked, as the transpose of a C-ordered float32 (feature, row)
-    matrix: one strided copy, which ``prediction_table`` then takes column by column."""
+    matrix: one strided copy, which ``prediction_table`` then takes column by column.
+
+    Blocks of a few rows (one-row HTTP requests: thousands a second) are stacked in one
+    ``np.concatenate`` instead: a copy per block from Python would hold the GIL for
+    milliseconds, a stall of every request the server is answering meanwhile."""
+    if len(blocks) * SMALL_BLOCK_ROWS > rows:
+        return np.ascontiguousarray(np.concatenate(blocks, dtype=np.float32).T).T
     columns = np.empty((blocks[0].shape[1], rows), np.float32)
     start = 0
     for block in blocks:
