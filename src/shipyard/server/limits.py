@@ -8,6 +8,45 @@ from shipyard.errors import PayloadTooLargeError
 from shipyard.server.responses import error_response
 
 
+class BodyTooLargeError(PayloadTooLargeError):
+    """A request body over the server's limit (not an image over its own)."""
+
+
+def too_large(size: int, max_bytes: int) -> BodyTooLargeError:
+    """The 413 of a body of ``size`` bytes."""
+    return BodyTooLargeError(
+        f"request body of {size} bytes exceeds the limit of {max_bytes}; "
+        "send fewer rows per request or raise SHIPYARD_MAX_BODY_BYTES"
+    )
+
+
+def check_declared(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request declares its ``Content-Length`` (the server then holds the body
+    to it); raises ``PayloadTooLargeError`` when the declared length is over the limit."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > max_bytes:
+                raise too_large(int(value), max_bytes)
+            return True
+    return False
+
+
+def counting(receive: Receive, max_bytes: int) -> Receive:
+    """``receive``, raising ``PayloadTooLargeError`` once the body's bytes pass the limit."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise too_large(seen, max_bytes)
+        return message
+
+    return counted
+
+
 class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length, then counts streamed bytes."""
 
@@ -19,39 +58,17 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    await self._refuse(scope, receive, send, self._too_large(int(value)))
-                    return
-                break
-        seen = 0
-        refused: PayloadTooLargeError | None = None
-
-        async def counting_receive() -> Message:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    refused = self._too_large(seen)
-                    raise refused
-            return message
-
         try:
-            await self.app(scope, counting_receive, send)
+            check_declared(scope, self.max_bytes)
         except PayloadTooLargeError as error:
-            # The app's ShipyardError handler usually answers it; an app without one gets the
-            # same answer here. Only our own refusal is answered: anything else propagates.
-            if error is not refused:
-                raise
             await self._refuse(scope, receive, send, error)
-
-    def _too_large(self, size: int) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"request body of {size} bytes exceeds the limit of {self.max_bytes}; "
-            "send fewer rows per request or raise SHIPYARD_MAX_BODY_BYTES"
-        )
+            return
+        try:
+            await self.app(scope, counting(receive, self.max_bytes), send)
+        except BodyTooLargeError as error:
+            # The app's ShipyardError handler usually answers it; an app without one gets the
+            # same answer here. Only the body's size is refused here: anything else propagates.
+            await self._refuse(scope, receive, send, error)
 
     @staticmethod
     async def _refuse(

@@ -1,0 +1,125 @@
+"""``ShipyardApp``: the inference routes answered ahead of the middleware stack behave as the
+stack would answer them (metrics, errors, body limit), and everything else still goes
+through the stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shipyard.server import mlflow, oip
+from shipyard.server.app import create_app
+from shipyard.settings import Settings
+
+from .test_bad_input import tensor
+from .test_metrics import value
+
+INFER = "/v2/models/{model}/infer"
+
+
+def count(client: TestClient, route: str, status: str) -> float:
+    return value(client, "shipyard_http_requests_total", route=route, status=status)
+
+
+def test_the_inference_routes_are_answered_ahead_of_the_stack(client: TestClient) -> None:
+    app = client.app
+    assert [route.template for route in app.hot] == [  # type: ignore[attr-defined]
+        INFER,
+        "/v2/models/{model}/versions/{version}/infer",
+        "/invocations",
+        "/v1/models/{name}:predict",
+        "/v1/models/{name}:classify",
+    ]
+
+
+def test_answers_errors_and_metrics_are_those_of_the_stack(client: TestClient) -> None:
+    before = {status: count(client, INFER, status) for status in ("200", "400", "404", "415")}
+    latency_before = value(client, "shipyard_http_request_duration_seconds_count", route=INFER)
+
+    ok = client.post("/v2/models/fraud/infer", json=tensor())
+    bad = client.post("/v2/models/fraud/infer", content=b"{not json")
+    unknown = client.post("/v2/models/nope/infer", json=tensor())
+    plain = client.post(
+        "/v2/models/fraud/infer", content=b"a,b", headers={"content-type": "text/csv"}
+    )
+
+    assert ok.status_code == 200
+    assert ok.headers["content-type"] == "application/json"
+    assert ok.json()["model_name"] == "fraud"
+    assert bad.status_code == 400
+    assert bad.json()["error"].startswith("malformed JSON")
+    assert unknown.status_code == 404
+    assert set(unknown.json()) == {"error"}
+    assert plain.status_code == 415
+    assert "not accepted here" in plain.json()["error"]
+    for status in ("200", "400", "404", "415"):
+        assert count(client, INFER, status) == before[status] + 1
+    latency_after = value(client, "shipyard_http_request_duration_seconds_count", route=INFER)
+    assert latency_after == latency_before + 4
+    assert value(client, "shipyard_http_requests_in_flight") == 1  # the /metrics request
+
+
+def test_other_methods_on_an_inference_path_go_through_the_stack(client: TestClient) -> None:
+    response = client.get("/v2/models/fraud/infer")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert set(response.json()) == {"error"}
+
+
+def test_a_path_under_a_root_path_is_matched_as_the_router_matches_it(
+    server_settings: Settings,
+) -> None:
+    with TestClient(create_app(server_settings), root_path="/api") as client:
+        response = client.post("/api/v2/models/fraud/infer", json=tensor())
+    assert response.status_code == 200, response.text
+    assert response.json()["model_name"] == "fraud"
+
+
+@pytest.fixture
+def failing_client(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    """A server whose OIP and MLflow handlers fail in a way no handler foresees."""
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(oip, "infer_endpoint", broken)
+    monkeypatch.setattr(mlflow, "invocations", broken)
+    with TestClient(create_app(server_settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_an_unforeseen_error_is_a_plain_500_and_counted(failing_client: TestClient) -> None:
+    before = count(failing_client, "/invocations", "500")
+    response = failing_client.post("/invocations", json={"instances": [[0.0]]})
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert count(failing_client, "/invocations", "500") == before + 1
+
+
+def test_the_unforeseen_error_reaches_the_server(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(oip, "infer_endpoint", broken)
+    with (
+        TestClient(create_app(server_settings)) as client,
+        pytest.raises(RuntimeError, match="a bug"),
+    ):
+        client.post("/v2/models/fraud/infer", json=tensor())
+
+
+def test_protected_inference_goes_through_the_stack_and_its_role_check(
+    model_home: Path,
+) -> None:
+    settings = Settings(home=model_home, serve_models=["fraud"], protect_inference=True)
+    with TestClient(create_app(settings)) as client:
+        assert not client.app.hot  # type: ignore[attr-defined]
+        response = client.post("/v2/models/fraud/infer", json=tensor())
+    assert response.status_code == 401
