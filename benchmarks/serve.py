@@ -9,6 +9,9 @@ warmed up, then run ``--rounds`` times for ``--duration`` seconds, round-robin w
 others, and reported by its fastest run (a neighbour only slows runs down). In one run it
 prints requests/s, p50, p99, errors and the CPU the server used for:
 
+- the bar: ``POST /empty`` of a bare ``FastAPI()`` app (``serve/plain_app.py``: no
+  middleware, no Shipyard import, a constant ``Response``) in its own uvicorn process with
+  the same flags, pinned to the same core and idle while the others run;
 - ``POST /bench/empty`` on the same app and middleware (the ceiling: no parsing, no model);
 - Open Inference Protocol ``/v2/models/fraud/infer`` with JSON tensors;
 - the same with the binary tensor extension (JSON header + 120 raw float32 bytes);

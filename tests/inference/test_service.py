@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import threading
@@ -31,7 +32,13 @@ from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, predictor_from_files
-from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.inference.service import (
+    FULL_COLLECTION_EVERY,
+    InferenceService,
+    ServiceHooks,
+    freeze_heap,
+    thaw_heap,
+)
 from shipyard.registry import Registry, VerifiedArtifact
 from shipyard.settings import Settings
 
@@ -718,3 +725,16 @@ def test_a_decoded_request_of_no_rows_is_not_predicted(
 
     result = run(scenario())
     assert (result.version, result.outputs) == (1, {})
+
+
+def test_freeze_heap_makes_full_collections_rare_and_thaw_heap_undoes_it() -> None:
+    before = gc.get_threshold()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of every collection
+        assert gc.get_threshold() == (*before[:2], FULL_COLLECTION_EVERY)
+        freeze_heap()  # twice (a test server after a test scorer): thawing still restores
+    finally:
+        thaw_heap()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before

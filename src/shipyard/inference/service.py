@@ -29,6 +29,7 @@ what is promoted, not whatever was registered last.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,44 @@ class Inference(Generic[Decoded]):
 
 
 #: Rows a shadow scores in one call at most (queued requests are stacked up to this).
+FULL_COLLECTION_EVERY = 1000
+"""Collections of the middle generation between two full ones, once start-up is frozen
+(Python's own default is 10)."""
+_thawed_threshold: int | None = None
+
+
+def freeze_heap() -> None:
+    """Leave what start-up made (libraries, models) out of the garbage collector's full
+    collections, and make those rare: for a process that serves predictions, once loaded.
+
+    A full collection walks every object the collector tracks, and stops the process while
+    it does. Frozen, start-up's objects are no longer walked; but Python then counts no
+    long-lived objects, so its rule of a full collection only when the long-lived grew by a
+    quarter no longer holds one back, and one came every tenth middle collection: 2.5 a
+    second on a server answering 12,000 requests a second with the prediction log on (its
+    buffered records reach the oldest generation), 7–33 ms each, which set the p99 latency.
+    Every ``FULL_COLLECTION_EVERY`` middle collections instead, it comes about once a
+    minute there. Cycles among young objects are still collected as before.
+    """
+    global _thawed_threshold
+    gc.collect()
+    gc.freeze()
+    young, middle, oldest = gc.get_threshold()
+    if _thawed_threshold is None:
+        _thawed_threshold = oldest
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
+def thaw_heap() -> None:
+    """Undo ``freeze_heap``, for a process that goes on after serving (a test)."""
+    global _thawed_threshold
+    gc.unfreeze()
+    if _thawed_threshold is not None:
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, _thawed_threshold)
+        _thawed_threshold = None
+
+
 SHADOW_BATCH_ROWS = 1024
 
 

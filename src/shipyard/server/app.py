@@ -3,7 +3,6 @@ auth, ``/metrics``; errors as ``{"error": "..."}`` with the status each error cl
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,12 @@ from starlette.responses import Response
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
-from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.inference.service import (
+    InferenceService,
+    ServiceHooks,
+    freeze_heap,
+    thaw_heap,
+)
 from shipyard.monitoring.log import HTTP, open_prediction_log
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import SHADOW_ALIAS, Registry
@@ -123,13 +127,11 @@ def create_app(settings: Settings | None = None) -> ShipyardApp:
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))
         try:
             await service.start(settings.serve_models)
-            # Everything loaded so far (libraries, models) lives as long as the process:
-            # keep it out of the collector's full passes, which otherwise stall requests.
-            gc.collect()
-            gc.freeze()
+            freeze_heap()  # start-up's objects out of full collections, which stall requests
             state.ready = True
             yield
         finally:
+            thaw_heap()
             await service.close()
             if state.recorder is not None:
                 state.recorder.close()  # after the last request: writes what is buffered

@@ -293,9 +293,10 @@ class Scorer:
         if results:
             await self._publish(results)
             confirmed = time.time()
-            for delivery in done:
-                if delivery.published_at is not None:
-                    self._latency.observe(max(0.0, confirmed - delivery.published_at))
+            metrics.observe_many(
+                self._latency,
+                [max(0.0, confirmed - d.published_at) for d in done if d.published_at is not None],
+            )
         del results  # not held while the batch waits for the log: a cooler heap
         published()
         if self.recorder is None:

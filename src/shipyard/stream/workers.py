@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -21,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from shipyard.children import Child, stop_all
 from shipyard.errors import ConfigurationError, ShipyardError
-from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.inference.service import InferenceService, ServiceHooks, freeze_heap, thaw_heap
 from shipyard.messaging import Broker, open_broker
 from shipyard.messaging.backends import CLIENT_LOGGERS
 from shipyard.monitoring.log import STREAM, open_prediction_log
@@ -114,7 +113,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
     try:
         await service.start()
         await scorer.start()
-        _freeze_startup_objects()
+        freeze_heap()  # with the log on, waiting messages reach the oldest generation
         _show_client_warnings()
         watchers = [
             loop.create_task(_watch_backlog(scorer)),
@@ -132,7 +131,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
-        gc.unfreeze()  # a process that goes on (a test) collects them again
+        thaw_heap()  # a process that goes on (a test) collects them again
         await service.close()
         await images.close()
         if recorder is not None:
@@ -140,16 +139,6 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
             recorder.log.close()
         await broker.close()
         registry.close()
-
-
-def _freeze_startup_objects() -> None:
-    """Leave what start-up made (libraries, the model) out of the garbage collector's full
-    collections. With the prediction log on, the messages waiting for a group write live long
-    enough to reach the oldest generation and trigger full collections, each of which walked
-    every object of the process (~80 ms, a tenth of a Redis scorer's time); frozen, a full
-    collection walks only what was made since."""
-    gc.collect()
-    gc.freeze()
 
 
 def _show_client_warnings() -> None:

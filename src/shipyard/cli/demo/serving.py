@@ -8,7 +8,6 @@ MLflow scoring, each with its own keep-alive connection.
 from __future__ import annotations
 
 import asyncio
-import gc
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -142,14 +141,15 @@ def serve_and_swap(
         )
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
-        gc.collect()
-        gc.freeze()
+        from shipyard.inference.service import freeze_heap, thaw_heap
+
+        freeze_heap()
         try:
             result = run_on_uvloop(
                 lambda: _traffic_with_swap(registry, server.url, pool, total, challenger, seed)
             )
         finally:
-            gc.unfreeze()
+            thaw_heap()
         return result
 
 
