@@ -210,13 +210,15 @@ def test_a_killed_scheduler_fails_the_run_cleanly_and_resume_fits_only_what_is_m
             address, scheduler = cluster.address, cluster.scheduler
             command = _shipyard(home, first, "pipeline", "run", str(spec), "--scheduler", address)
             deadline = time.monotonic() + 120
-            while learners_stored(registry) < 3 and time.monotonic() < deadline:
+            # Killed as soon as the first learner is stored: on a busy machine, waiting for a
+            # few more let all of them finish before the kill.
+            while learners_stored(registry) < 1 and time.monotonic() < deadline:
                 assert command.poll() is None, (first / "err.log").read_text()
-                time.sleep(0.05)
+                time.sleep(0.01)
             scheduler.kill()
             code = command.wait(timeout=120)
         kept = learners_stored(registry)  # a result on its way as the scheduler died counts
-        assert 3 <= kept < LEARNERS
+        assert 1 <= kept < LEARNERS
         err = (first / "err.log").read_text()
         assert code == 6, err
         (run,) = registry.runs.recent()

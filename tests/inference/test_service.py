@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -34,10 +35,11 @@ from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, predictor_from_files
 from shipyard.inference.service import (
     FULL_COLLECTION_EVERY,
+    SWITCH_INTERVAL_S,
     InferenceService,
     ServiceHooks,
-    freeze_heap,
-    thaw_heap,
+    ordinary_runtime,
+    serving_runtime,
 )
 from shipyard.registry import Registry, VerifiedArtifact
 from shipyard.settings import Settings
@@ -727,14 +729,16 @@ def test_a_decoded_request_of_no_rows_is_not_predicted(
     assert (result.version, result.outputs) == (1, {})
 
 
-def test_freeze_heap_makes_full_collections_rare_and_thaw_heap_undoes_it() -> None:
-    before = gc.get_threshold()
+def test_serving_runtime_freezes_start_up_and_ordinary_runtime_undoes_it() -> None:
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
     try:
-        freeze_heap()
+        serving_runtime()
         assert gc.get_freeze_count() > 0  # start-up's objects are out of every collection
-        assert gc.get_threshold() == (*before[:2], FULL_COLLECTION_EVERY)
-        freeze_heap()  # twice (a test server after a test scorer): thawing still restores
+        assert gc.get_threshold() == (*threshold[:2], FULL_COLLECTION_EVERY)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        serving_runtime()  # twice (a test server after a test scorer): undoing still restores
     finally:
-        thaw_heap()
+        ordinary_runtime()
     assert gc.get_freeze_count() == 0
-    assert gc.get_threshold() == before
+    assert gc.get_threshold() == threshold
+    assert sys.getswitchinterval() == interval

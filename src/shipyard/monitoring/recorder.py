@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 Counted = Callable[[str, int], None]
 
+WRITER_NICE = 10
+"""The writer thread's niceness (Linux): on a busy core, the event loop of the process
+(answering requests, scoring batches) comes first, and the writer — a few per cent of a
+core — takes its share around it rather than half the core for the length of a write."""
 SMALL_BLOCK_ROWS = 8
 """Below this many rows a block on average, the writer stacks blocks in one C call."""
 
@@ -209,6 +214,8 @@ class PredictionRecorder:
         return max(0.0, due - now)
 
     def _run(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread is a task
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
         last_flush = time.monotonic()
         while True:
             with self._wake:

@@ -17,8 +17,8 @@ from shipyard.errors import ShipyardError
 from shipyard.inference.service import (
     InferenceService,
     ServiceHooks,
-    freeze_heap,
-    thaw_heap,
+    ordinary_runtime,
+    serving_runtime,
 )
 from shipyard.monitoring.log import HTTP, open_prediction_log
 from shipyard.monitoring.recorder import PredictionRecorder
@@ -127,11 +127,11 @@ def create_app(settings: Settings | None = None) -> ShipyardApp:
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))
         try:
             await service.start(settings.serve_models)
-            freeze_heap()  # start-up's objects out of full collections, which stall requests
+            serving_runtime()  # start-up frozen, rare full collections, a short GIL switch
             state.ready = True
             yield
         finally:
-            thaw_heap()
+            ordinary_runtime()
             await service.close()
             if state.recorder is not None:
                 state.recorder.close()  # after the last request: writes what is buffered

@@ -20,7 +20,12 @@ from threadpoolctl import threadpool_limits
 
 from shipyard.children import Child, stop_all
 from shipyard.errors import ConfigurationError, ShipyardError
-from shipyard.inference.service import InferenceService, ServiceHooks, freeze_heap, thaw_heap
+from shipyard.inference.service import (
+    InferenceService,
+    ServiceHooks,
+    ordinary_runtime,
+    serving_runtime,
+)
 from shipyard.messaging import Broker, open_broker
 from shipyard.messaging.backends import CLIENT_LOGGERS
 from shipyard.monitoring.log import STREAM, open_prediction_log
@@ -113,7 +118,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
     try:
         await service.start()
         await scorer.start()
-        freeze_heap()  # with the log on, waiting messages reach the oldest generation
+        serving_runtime()  # with the log on, waiting messages reach the oldest generation
         _show_client_warnings()
         watchers = [
             loop.create_task(_watch_backlog(scorer)),
@@ -131,7 +136,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
-        thaw_heap()  # a process that goes on (a test) collects them again
+        ordinary_runtime()  # a process that goes on (a test) collects them again
         await service.close()
         await images.close()
         if recorder is not None:

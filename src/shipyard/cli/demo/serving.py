@@ -141,15 +141,15 @@ def serve_and_swap(
         )
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
-        from shipyard.inference.service import freeze_heap, thaw_heap
+        from shipyard.inference.service import ordinary_runtime, serving_runtime
 
-        freeze_heap()
+        serving_runtime()
         try:
             result = run_on_uvloop(
                 lambda: _traffic_with_swap(registry, server.url, pool, total, challenger, seed)
             )
         finally:
-            thaw_heap()
+            ordinary_runtime()
         return result
 
 
