@@ -102,7 +102,7 @@ SWITCH_INTERVAL_S = 0.001
 _ordinary: tuple[int, float] | None = None
 
 
-def serving_runtime() -> None:
+def serving_runtime(*, switch_interval_s: float | None = SWITCH_INTERVAL_S) -> None:
     """Tune the interpreter for a process that serves predictions, once it has loaded.
 
     - **Start-up's objects frozen** (libraries, models): out of every garbage collection.
@@ -114,10 +114,11 @@ def serving_runtime() -> None:
       (its buffered records reach the oldest generation), 7–33 ms each. Every
       ``FULL_COLLECTION_EVERY`` middle collections instead, it comes about once a minute
       there. Cycles among young objects are still collected as before.
-    - **A short GIL switch interval.** The prediction log's writer builds a second's worth
-      of records at once; holding the GIL for Python's default 5 ms at a time, it stalled
-      the event loop long enough to set the p99 latency (18 → 10–12 ms at 1 ms, measured
-      with wrk on one core).
+    - **A short GIL switch interval** (``switch_interval_s``; None: Python's). The
+      prediction log's writer builds a second's worth of records at once; holding the GIL
+      for Python's default 5 ms at a time, it stalled the event loop long enough to set
+      the p99 latency (18 → 10–12 ms at 1 ms, measured with wrk on one core). A process
+      that works for throughput rather than latency (a stream scorer) keeps Python's.
     """
     global _ordinary
     gc.collect()
@@ -126,7 +127,8 @@ def serving_runtime() -> None:
     if _ordinary is None:
         _ordinary = (oldest, sys.getswitchinterval())
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if switch_interval_s is not None:
+        sys.setswitchinterval(switch_interval_s)
 
 
 def ordinary_runtime() -> None:

@@ -118,7 +118,9 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
     try:
         await service.start()
         await scorer.start()
-        serving_runtime()  # with the log on, waiting messages reach the oldest generation
+        # With the log on, waiting messages reach the oldest generation. Batches of hundreds
+        # of rows: Python's GIL switch interval (throughput first).
+        serving_runtime(switch_interval_s=None)
         _show_client_warnings()
         watchers = [
             loop.create_task(_watch_backlog(scorer)),
