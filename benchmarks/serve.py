@@ -194,9 +194,7 @@ def targets(samples: pd.DataFrame, features: list[str], outputs: list[str]) -> l
     return [
         Target(BAR_LABEL, "/empty", json_type, [oip(r) for r in rows]),
         Target("empty route (ceiling)", "/bench/empty", json_type, [oip(r) for r in rows]),
-        Target(
-            "empty plain Starlette route", "/bench/empty-plain", json_type, [oip(r) for r in rows]
-        ),
+        Target("empty hot route", "/bench/empty-hot", json_type, [oip(r) for r in rows]),
         Target("OIP JSON", "/v2/models/fraud/infer", json_type, [oip(r) for r in rows]),
         Target(
             "OIP binary tensors",

@@ -24,7 +24,6 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shipyard import __version__
@@ -122,22 +121,9 @@ def batch_observer(model: str, version: int) -> BatchObserver:
     return observe
 
 
-ROUTE_KEY = "shipyard.route"
-
-
-class MeasuredRoute(Route):
-    """A plain Starlette route that tells ``MetricsMiddleware`` its path template."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Record the template, then handle as usual."""
-        seen = scope.get(ROUTE_KEY)
-        if isinstance(seen, dict):
-            seen["path"] = self.path
-        await super().handle(scope, receive, send)
-
-
 class MetricsMiddleware:
-    """Counts and times every request by its route template (pure ASGI: cheap per request)."""
+    """Counts and times every request by its route template (pure ASGI: cheap per request);
+    the inference routes are counted alike by ``ShipyardApp`` (``server/hot.py``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -155,16 +141,13 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        # Routers may match on a copy of the scope; this shared dict survives shallow copies.
-        seen: dict[str, str] = {}
-        scope[ROUTE_KEY] = seen
         IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
             IN_FLIGHT.dec()
             route = scope.get("route")
-            template = seen.get("path") or getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or "unmatched"
             count, latency = request_metrics(template, status)
             count.inc()
             latency.observe(time.perf_counter() - start)
