@@ -17,6 +17,7 @@ Shipyard is defined here and drawn here.
     │   ├── SchemaError                422  exit 2           columns missing or mistyped
     │   ├── SpecError                  400  exit 2           a pipeline spec that does not validate
     │   ├── PayloadTooLargeError       413  exit 2           a request body over the size limit
+    │   │   └── BodyTooLargeError      413  exit 2           … the server's limit, not an image's
     │   ├── UnsupportedMediaTypeError  415  exit 2           a body type the route does not read
     │   └── FetchError                 502  exit 2           a URL the caller named gave no image
     │       └── FetchTimeoutError      504  exit 2           … not within the time allowed
@@ -97,6 +98,10 @@ class PayloadTooLargeError(InvalidInputError):
     """A request body is larger than ``max_body_bytes``."""
 
     status_code = 413
+
+
+class BodyTooLargeError(PayloadTooLargeError):
+    """A request body over the server's ``max_body_bytes`` (not an image over its own limit)."""
 
 
 class UnsupportedMediaTypeError(InvalidInputError):

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shipyard.errors import PayloadTooLargeError
+from shipyard.errors import BodyTooLargeError, PayloadTooLargeError
 from shipyard.server.responses import error_response
-
-
-class BodyTooLargeError(PayloadTooLargeError):
-    """A request body over the server's limit (not an image over its own)."""
 
 
 def too_large(size: int, max_bytes: int) -> BodyTooLargeError:
