@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -33,14 +31,7 @@ from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, predictor_from_files
-from shipyard.inference.service import (
-    FULL_COLLECTION_EVERY,
-    SWITCH_INTERVAL_S,
-    InferenceService,
-    ServiceHooks,
-    ordinary_runtime,
-    serving_runtime,
-)
+from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry, VerifiedArtifact
 from shipyard.settings import Settings
 
@@ -727,18 +718,3 @@ def test_a_decoded_request_of_no_rows_is_not_predicted(
 
     result = run(scenario())
     assert (result.version, result.outputs) == (1, {})
-
-
-def test_serving_runtime_freezes_start_up_and_ordinary_runtime_undoes_it() -> None:
-    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
-    try:
-        serving_runtime()
-        assert gc.get_freeze_count() > 0  # start-up's objects are out of every collection
-        assert gc.get_threshold() == (*threshold[:2], FULL_COLLECTION_EVERY)
-        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
-        serving_runtime()  # twice (a test server after a test scorer): undoing still restores
-    finally:
-        ordinary_runtime()
-    assert gc.get_freeze_count() == 0
-    assert gc.get_threshold() == threshold
-    assert sys.getswitchinterval() == interval

@@ -14,12 +14,8 @@ from starlette.responses import Response
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
-from shipyard.inference.service import (
-    InferenceService,
-    ServiceHooks,
-    ordinary_runtime,
-    serving_runtime,
-)
+from shipyard.inference.runtime import ordinary_runtime, serving_runtime
+from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.monitoring.log import HTTP, open_prediction_log
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import SHADOW_ALIAS, Registry

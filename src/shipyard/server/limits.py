@@ -18,7 +18,7 @@ def too_large(size: int, max_bytes: int) -> BodyTooLargeError:
 
 def check_declared(scope: Scope, max_bytes: int) -> bool:
     """Whether the request declares its ``Content-Length`` (the server then holds the body
-    to it); raises ``PayloadTooLargeError`` when the declared length is over the limit."""
+    to it); raises ``BodyTooLargeError`` when the declared length is over the limit."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > max_bytes:
@@ -28,7 +28,7 @@ def check_declared(scope: Scope, max_bytes: int) -> bool:
 
 
 def counting(receive: Receive, max_bytes: int) -> Receive:
-    """``receive``, raising ``PayloadTooLargeError`` once the body's bytes pass the limit."""
+    """``receive``, raising ``BodyTooLargeError`` once the body's bytes pass the limit."""
     seen = 0
 
     async def counted() -> Message:
@@ -56,7 +56,7 @@ class BodySizeLimit:
             return
         try:
             check_declared(scope, self.max_bytes)
-        except PayloadTooLargeError as error:
+        except BodyTooLargeError as error:
             await self._refuse(scope, receive, send, error)
             return
         try:

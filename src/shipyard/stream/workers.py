@@ -20,12 +20,8 @@ from threadpoolctl import threadpool_limits
 
 from shipyard.children import Child, stop_all
 from shipyard.errors import ConfigurationError, ShipyardError
-from shipyard.inference.service import (
-    InferenceService,
-    ServiceHooks,
-    ordinary_runtime,
-    serving_runtime,
-)
+from shipyard.inference.runtime import ordinary_runtime, serving_runtime
+from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.messaging import Broker, open_broker
 from shipyard.messaging.backends import CLIENT_LOGGERS
 from shipyard.monitoring.log import STREAM, open_prediction_log

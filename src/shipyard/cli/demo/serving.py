@@ -141,9 +141,9 @@ def serve_and_swap(
         )
         # The client's own full garbage collections (pandas, models in this process) would
         # otherwise show up as server latency.
-        from shipyard.inference.service import ordinary_runtime, serving_runtime
+        from shipyard.inference.runtime import ordinary_runtime, serving_runtime
 
-        serving_runtime()
+        serving_runtime(switch_interval_s=None)  # as before: only the collector's settings
         try:
             result = run_on_uvloop(
                 lambda: _traffic_with_swap(registry, server.url, pool, total, challenger, seed)
