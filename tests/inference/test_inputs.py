@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pytest
 
 from shipyard.errors import InvalidInputError
-from shipyard.inference.inputs import FeatureLayout, to_float32
+from shipyard.inference.inputs import MAX_COLUMN_ORDERS, FeatureLayout, to_float32
 
 NAMES = ["a", "b", "c"]
 
@@ -225,7 +226,28 @@ def test_columns_order_is_respected(layout: FeatureLayout) -> None:
     np.testing.assert_array_equal(features, [[1, 2, 3], [4, 5, 6]])
 
 
-@pytest.mark.parametrize("columns", ["a,b,c", None, ["a", 2, "c"]], ids=str)
+def test_a_list_of_columns_seen_before_is_ordered_the_same(layout: FeatureLayout) -> None:
+    for _ in range(2):  # the second time from what the first remembered
+        features = layout.from_columns(["c", "a", "b"], [[3, 1, 2]])
+        np.testing.assert_array_equal(features, [[1, 2, 3]])
+        np.testing.assert_array_equal(
+            layout.from_columns(["a", "b", "c"], [[1, 2, 3]]), [[1, 2, 3]]
+        )
+    for _ in range(2):  # a refused list is not remembered as good
+        with pytest.raises(InvalidInputError, match="more than once"):
+            layout.from_columns(["a", "b", "c", "a"], [[1, 2, 3, 9]])
+
+
+def test_the_column_orders_remembered_are_bounded(layout: FeatureLayout) -> None:
+    wide = FeatureLayout({"features": [f"f{i}" for i in range(6)]})
+    for order in itertools.islice(itertools.permutations(range(6)), MAX_COLUMN_ORDERS + 10):
+        columns = [f"f{i}" for i in order]
+        features = wide.from_columns(columns, [list(order)])
+        np.testing.assert_array_equal(features, [list(range(6))])
+    assert len(wide._orders) == MAX_COLUMN_ORDERS
+
+
+@pytest.mark.parametrize("columns", ["a,b,c", None, ["a", 2, "c"], [["a"], "b", "c"]], ids=str)
 def test_columns_must_be_a_list_of_names(layout: FeatureLayout, columns: Any) -> None:
     with pytest.raises(InvalidInputError, match="`columns` must be a list of feature names"):
         layout.from_columns(columns, [[1, 2, 3]])

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from shipyard import __version__
 from shipyard.data import generate_fraud
 from shipyard.server.app import create_app
+from shipyard.server.mlflow import plain_split
 from shipyard.settings import Settings
 
 from .conftest import FEATURES
@@ -74,6 +75,14 @@ def test_csv_with_a_header_row(client: TestClient, model_home: Path) -> None:
         ({"dataframe_records": [{"V1": 1}]}, "missing feature(s) in row 0: Time"),
         ({"inputs": {c: [1, 2] if c != "V2" else [3] for c in FEATURES}}, "only numbers"),
         ({"instances": [["a"] * 30]}, "must hold only numbers"),
+        # dataframe_split the typed pass takes, yet the features refuse
+        ({"dataframe_split": {"columns": [*FEATURES, "Time"], "data": [[0] * 31]}}, "Time more"),
+        ({"dataframe_split": {"columns": FEATURES, "data": [[0] * 29]}}, "rows of 30 values"),
+        ({"dataframe_split": {"columns": ["x", *FEATURES], "data": [[0] * 31]}}, "unknown"),
+        # and what it leaves to the general way
+        ({"dataframe_split": {"columns": FEATURES, "data": [[1e39] + [0] * 29]}}, "float32"),
+        ({"dataframe_split": {"columns": FEATURES, "data": [[0] * 30, [0]]}}, "equal length"),
+        ({"dataframe_split": {"columns": FEATURES, "data": [["a"] * 30]}}, "only numbers"),
     ],
 )
 def test_bad_payloads_are_400(client: TestClient, body: Any, message: str) -> None:
@@ -170,3 +179,22 @@ def test_pandas_split_json_with_integer_ids_is_taken_as_their_text(client: TestC
     records = orjson.loads(frame.to_json(orient="records"))
     response = client.post("/invocations", json={"dataframe_records": records})
     assert response.json()["ids"] == ["7", "12"]
+
+
+def test_the_typed_pass_takes_plain_dataframe_split_only() -> None:
+    rows = [[1, 2.5], [3, -4]]
+    split = plain_split(orjson.dumps({"dataframe_split": {"columns": ["a", "b"], "data": rows}}))
+    assert split is not None
+    columns, matrix = split
+    assert columns == ["a", "b"]
+    assert matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, rows)
+    for other in (
+        {"dataframe_split": {"columns": ["id", "b"], "data": rows}},  # ids are not features
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[True, 1]]}},
+        {"dataframe_split": {"columns": ["a", "b"], "data": rows, "index": [0, 1]}},
+        {"dataframe_split": {"columns": ["a", "b"], "data": []}},
+        {"dataframe_split": {"columns": ["é", "b"], "data": rows}},
+        {"dataframe_records": [{"a": 1, "b": 2}]},
+    ):
+        assert plain_split(orjson.dumps(other)) is None, other

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from shipyard.errors import InvalidInputError
+from shipyard.server import tensors
 from shipyard.server.tensors import decode_request, encode_response
 
 
@@ -247,3 +248,66 @@ def test_bytes_inputs_decode_to_byte_strings() -> None:
     )
     with pytest.raises(InvalidInputError, match="element 1 lacks its 4-byte length prefix"):
         decode_request(header + short, str(len(header)))
+
+
+PLAIN = {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2.5, -3]}
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"inputs": [PLAIN]},
+        {"id": "r-1", "inputs": [PLAIN]},
+        {"id": 42, "inputs": [PLAIN]},
+        {"inputs": [{**PLAIN, "datatype": "FP64", "shape": [3]}]},
+        {"inputs": [{**PLAIN, "shape": [0, 3], "data": []}]},
+        {"inputs": [{**PLAIN, "data": [3.4028234e38, -3.4028234e38, 1e-45]}]},
+        {"inputs": [{**PLAIN, "name": "a", "shape": [3]}, {**PLAIN, "name": "b", "shape": [3]}]},
+        # the general way only: the typed pass leaves each of these to it
+        {"inputs": [{**PLAIN, "data": [[1, 2.5, -3]]}]},
+        {"inputs": [{**PLAIN, "data": [True, 2.5, -3]}]},
+        {"inputs": [{**PLAIN, "data": [None, 2.5, -3]}]},
+        {"inputs": [PLAIN], "outputs": [{"name": "label"}]},
+        {"inputs": [PLAIN], "parameters": {"binary_data_output": True}},
+        {"inputs": [{**PLAIN, "name": "é"}]},
+        {"inputs": [{**PLAIN, "data": [3.40283e38, 1, 2]}]},
+    ],
+)
+def test_the_typed_pass_decodes_as_the_general_way_does(request_body: dict[str, Any]) -> None:
+    body = orjson.dumps(request_body)
+    fast = tensors._plain_request(body)
+    if fast is None:
+        return  # decode_request then goes the general way
+    general = tensors._decode_request(body, b"")
+    assert (fast.id, fast.outputs, fast.binary_outputs, fast.binary_all) == (
+        general.id,
+        general.outputs,
+        general.binary_outputs,
+        general.binary_all,
+    )
+    assert fast.inputs.keys() == general.inputs.keys()
+    for name, array in fast.inputs.items():
+        assert array.dtype == general.inputs[name].dtype
+        np.testing.assert_array_equal(array, general.inputs[name])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1e39, 0, 0], "beyond the float32 range"),
+        ([1, "2", 3], "must hold only numbers"),
+        ([1, 2], "needs 3 values"),
+    ],
+)
+def test_what_the_typed_pass_refuses_the_general_way_explains(data: Any, message: str) -> None:
+    body = orjson.dumps({"inputs": [{**PLAIN, "data": data}]})
+    with pytest.raises(InvalidInputError, match=message):
+        decode_request(body, None)
+
+
+def test_the_typed_pass_takes_the_common_request() -> None:
+    # The test above would pass with no typed pass at all; this one would not.
+    decoded = tensors._plain_request(orjson.dumps({"id": "r", "inputs": [PLAIN]}))
+    assert decoded is not None
+    assert decoded.id == "r"
+    assert decoded.inputs["input"].dtype == np.float32

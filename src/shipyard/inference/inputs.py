@@ -7,6 +7,7 @@ rows) ends here, with errors that say what was wrong and what the model expects.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -21,6 +22,8 @@ from shipyard.inference.predictor import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 OUT_OF_RANGE = f"beyond the float32 range (±{FLOAT32_MAX:.4g}) the model computes in"
+MAX_COLUMN_ORDERS = 64
+"""Lists of columns whose order a layout remembers (``from_columns``)."""
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 
 
@@ -58,6 +61,8 @@ class FeatureLayout:
                         f"its {self.image.width}×{self.image.height} {self.image.mode} image"
                     )
         self.index = {name: i for i, name in enumerate(self.names)}
+        self._orders: dict[tuple[str, ...], list[int] | None] = {}
+        """Each list of columns seen (up to ``MAX_COLUMN_ORDERS``) → ``_column_order``."""
         columns = {c["name"]: c for c in input_schema.get("columns", [])}
         self.nullable = np.array(
             [bool(columns.get(name, {}).get("nullable", False)) for name in self.names]
@@ -84,11 +89,16 @@ class FeatureLayout:
                 f"expected shape [rows, {self.width}] ({self.width} features: "
                 f"{_preview(self.names)}), got {list(features.shape)}"
             )
-        try:
-            with np.errstate(over="raise"):
-                features = np.ascontiguousarray(features, dtype=np.float32)
-        except FloatingPointError as error:
-            raise InvalidInputError(f"a value is {OUT_OF_RANGE}") from error
+        if features.dtype != np.float32 or not features.flags.c_contiguous:
+            try:
+                with np.errstate(over="raise"):
+                    features = np.ascontiguousarray(features, dtype=np.float32)
+            except FloatingPointError as error:
+                raise InvalidInputError(f"a value is {OUT_OF_RANGE}") from error
+        # One pass over the values in the common case of none missing, a second only to
+        # say which feature of which row is.
+        if not np.isnan(features).any():
+            return features
         missing = np.isnan(features) & ~self.nullable
         if missing.any():
             row, col = (int(i) for i in np.argwhere(missing)[0])
@@ -204,20 +214,35 @@ class FeatureLayout:
 
     def from_columns(self, columns: Any, rows: Any) -> Features:
         """Column names plus rows in that column order (``dataframe_split``)."""
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise InvalidInputError("`columns` must be a list of feature names")
-        self._check_names(columns, None)
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
-        if duplicated:
-            raise InvalidInputError(f"`columns` names {_preview(duplicated)} more than once")
+        order = self._column_order(columns)
         matrix = to_float32(rows, "data")
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
             raise InvalidInputError(
                 f"`data` must be rows of {len(columns)} values (one per column), "
                 f"got shape {list(matrix.shape)}"
             )
-        order = [columns.index(name) for name in self.names]
-        return self.check(matrix[:, order])
+        return self.check(matrix if order is None else matrix[:, order])
+
+    def _column_order(self, columns: Any) -> list[int] | None:
+        """Where each feature is among ``columns`` (``None``: they are the features in
+        order), worked out once per list of columns (clients send the same one again)."""
+        try:
+            seen = isinstance(columns, list) and tuple(columns) in self._orders
+        except TypeError:  # an unhashable column: refused below
+            seen = False
+        if seen:
+            return self._orders[tuple(columns)]
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise InvalidInputError("`columns` must be a list of feature names")
+        self._check_names(columns, None)
+        duplicated = sorted(name for name, count in Counter(columns).items() if count > 1)
+        if duplicated:
+            raise InvalidInputError(f"`columns` names {_preview(duplicated)} more than once")
+        position = {name: i for i, name in enumerate(columns)}
+        order = None if columns == self.names else [position[name] for name in self.names]
+        if len(self._orders) < MAX_COLUMN_ORDERS:
+            self._orders[tuple(columns)] = order
+        return order
 
     def from_named(self, inputs: Mapping[str, Any], input_name: str) -> Features:
         """Open Inference Protocol inputs: one matrix named ``input_name``, or one per feature."""
@@ -257,6 +282,8 @@ def to_float32(data: Any, what: str) -> Features:
 
     Numbers beyond the float32 range are refused too, rather than silently becoming infinity.
     """
+    if isinstance(data, np.ndarray) and data.dtype == np.float32:
+        return data  # already what it is turned into (a binary FP32 tensor, a typed decode)
     try:
         array = np.asarray(data)
         if array.dtype.kind == "O":

@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from shipyard.errors import InvalidInputError
-from shipyard.inference.inputs import to_float32
+from shipyard.inference.inputs import FLOAT32_MAX, to_float32
 from shipyard.monitoring.ids import check_id, new_ids
 
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -56,6 +57,25 @@ class InferRequest:
     binary_all: bool
 
 
+class _PlainTensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A JSON input the typed decoder takes: a flat list of numbers, nothing else."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    shape: list[Annotated[int, msgspec.Meta(ge=0)]]
+    datatype: str
+    data: list[Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]]
+
+
+class _PlainRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A JSON request of plain numeric inputs only (no binary part, no output choices)."""
+
+    inputs: list[_PlainTensor]
+    id: str | int | None = None
+
+
+_decode_plain = msgspec.json.Decoder(_PlainRequest).decode
+
+
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a JSON object")
@@ -64,20 +84,29 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 
 def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     """Parse a JSON or binary-extension infer request into arrays."""
-    binary = b""
-    if header_length is not None:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise InvalidInputError(
-                f"Inference-Header-Content-Length must be a whole number, got {header_length!r}"
-            ) from None
-        if not 0 < length <= len(body):
-            raise InvalidInputError(
-                f"Inference-Header-Content-Length is {length} but the body has {len(body)} "
-                "bytes; it must be the length of the JSON part"
-            )
-        body, binary = body[:length], body[length:]
+    if header_length is None:
+        return _plain_request(body) or _decode_request(body, b"")
+    return _decode_request(*_split(body, header_length))
+
+
+def _split(body: bytes, header_length: str) -> tuple[bytes, bytes]:
+    """A binary-extension body's JSON header and binary part."""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length must be a whole number, got {header_length!r}"
+        ) from None
+    if not 0 < length <= len(body):
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length is {length} but the body has {len(body)} "
+            "bytes; it must be the length of the JSON part"
+        )
+    return body[:length], body[length:]
+
+
+def _decode_request(body: bytes, binary: bytes) -> InferRequest:
+    """Any infer request, the general way: a JSON header and its binary part (or none)."""
     try:
         request = _object(orjson.loads(body), "the request body")
     except orjson.JSONDecodeError as error:
@@ -122,6 +151,34 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         outputs=outputs,
         binary_outputs=binary_outputs,
         binary_all=binary_all,
+    )
+
+
+def _plain_request(body: bytes) -> InferRequest | None:
+    """The common request — JSON inputs, each a flat list of numbers within the float32
+    range — in one typed pass; ``None`` for any other, which the general way decodes (or
+    says what is wrong with), to the same result where both apply."""
+    if not body.isascii():  # the typed pass would take text the general way checks
+        return None
+    try:
+        request = _decode_plain(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    inputs: dict[str, npt.NDArray[Any]] = {}
+    for tensor in request.inputs:
+        if tensor.name in inputs or tensor.datatype not in DATATYPES:
+            return None
+        if math.prod(tensor.shape) != len(tensor.data):
+            return None
+        inputs[tensor.name] = np.array(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    if not inputs:
+        return None
+    return InferRequest(
+        id=None if request.id is None else check_id(request.id, "the request"),
+        inputs=inputs,
+        outputs=None,
+        binary_outputs=set(),
+        binary_all=False,
     )
 
 
