@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipyard import __version__
 from shipyard.registry import Registry
 from shipyard.server import metrics
-from shipyard.server.app import _hooks
+from shipyard.server.app import _hooks, create_app
 from shipyard.settings import Settings
 
 from .test_bad_input import ROW, VALUES, tensor
@@ -117,3 +119,67 @@ def test_rows_a_shadow_drops_are_counted_per_model() -> None:
     hooks.shadow_dropped(model, 3)
     hooks.shadow_dropped(model, 2)
     assert REGISTRY.get_sample_value("shipyard_shadow_dropped_total", {"model": model}) == 5
+
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry as it is (nothing flushed first)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_tally_adds_requests_up_as_one_by_one_updates_would() -> None:
+    route = "/test/tally/{thing}"
+    tally = metrics.RequestTally()
+    for _ in range(3):
+        tally.begin()
+    for seconds in (0.0002, 0.003, 0.003):
+        tally.end(route, 200, seconds)
+    tally.begin()
+    tally.end(route, 503, 0.7)
+    assert sample("shipyard_http_requests_total", route=route, status="200") == 0  # not yet
+    tally.flush()
+    assert sample("shipyard_http_requests_total", route=route, status="200") == 3
+    assert sample("shipyard_http_requests_total", route=route, status="503") == 1
+    assert sample("shipyard_http_request_duration_seconds_count", route=route) == 4
+    assert sample("shipyard_http_request_duration_seconds_sum", route=route) == pytest.approx(
+        0.7062
+    )
+    for le, count in (("0.0005", 1), ("0.0025", 1), ("0.005", 3), ("0.5", 3), ("1.0", 4)):
+        bucket = sample("shipyard_http_request_duration_seconds_bucket", route=route, le=le)
+        assert bucket == count, le
+    tally.begin()  # one in flight, counted when the tally is flushed
+    tally.flush()
+    assert sample("shipyard_http_requests_in_flight") == 1
+    tally.end(route, 200, 0.001)
+    tally.flush()
+    assert sample("shipyard_http_requests_in_flight") == 0
+    tally.flush()  # nothing new: nothing changes
+    assert sample("shipyard_http_requests_total", route=route, status="200") == 4
+
+
+def test_a_full_tally_adds_up_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "FLUSH_AFTER", 5)
+    route = "/test/full-tally"
+    tally = metrics.RequestTally()
+    for count in range(1, 11):
+        tally.begin()
+        tally.end(route, 200, 0.001)
+        assert sample("shipyard_http_requests_total", route=route, status="200") == (count // 5 * 5)
+
+
+def test_a_running_server_adds_its_requests_up_unasked(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What another worker's /metrics reads (in multiprocess mode) comes without a scrape
+    # of this one.
+    monkeypatch.setattr(metrics, "FLUSH_INTERVAL_S", 0.05)
+    infer = {"route": "/v2/models/{model}/infer", "status": "200"}
+    with TestClient(create_app(server_settings)) as client:
+        metrics.TALLY.flush()
+        before = sample("shipyard_http_requests_total", **infer)
+        for _ in range(3):
+            assert client.post("/v2/models/fraud/infer", json=tensor()).status_code == 200
+        deadline = time.monotonic() + 10
+        while sample("shipyard_http_requests_total", **infer) < before + 3:
+            assert time.monotonic() < deadline, "the requests never reached the registry"
+            time.sleep(0.02)
+        assert sample("shipyard_http_requests_total", **infer) == before + 3

@@ -78,8 +78,11 @@ class FeatureLayout:
         """Number of features."""
         return len(self.names)
 
-    def check(self, features: Features) -> Features:
-        """Shape and missing values; returns the matrix as C-contiguous float32."""
+    def check(self, features: Features, *, finite: bool = False) -> Features:
+        """Shape and missing values; returns the matrix as C-contiguous float32.
+
+        ``finite``: the caller knows every value is a number (decoded from JSON, which has
+        no NaN, by a typed pass), so there is no missing value to look for."""
         if features.ndim == 1 and features.size == self.width:
             features = features.reshape(1, -1)
         if features.ndim in (1, 2) and len(features) == 0:
@@ -97,7 +100,7 @@ class FeatureLayout:
                 raise InvalidInputError(f"a value is {OUT_OF_RANGE}") from error
         # One pass over the values in the common case of none missing, a second only to
         # say which feature of which row is.
-        if not np.isnan(features).any():
+        if finite or not np.isnan(features).any():
             return features
         missing = np.isnan(features) & ~self.nullable
         if missing.any():
@@ -212,8 +215,9 @@ class FeatureLayout:
             kept = [k for k, b in zip(kept, bad.tolist(), strict=True) if not b]
         return CheckedRecords(np.ascontiguousarray(matrix, dtype=np.float32), kept, reasons)
 
-    def from_columns(self, columns: Any, rows: Any) -> Features:
-        """Column names plus rows in that column order (``dataframe_split``)."""
+    def from_columns(self, columns: Any, rows: Any, *, finite: bool = False) -> Features:
+        """Column names plus rows in that column order (``dataframe_split``); ``finite`` as
+        for ``check``."""
         order = self._column_order(columns)
         matrix = to_float32(rows, "data")
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
@@ -221,7 +225,7 @@ class FeatureLayout:
                 f"`data` must be rows of {len(columns)} values (one per column), "
                 f"got shape {list(matrix.shape)}"
             )
-        return self.check(matrix if order is None else matrix[:, order])
+        return self.check(matrix if order is None else matrix[:, order], finite=finite)
 
     def _column_order(self, columns: Any) -> list[int] | None:
         """Where each feature is among ``columns`` (``None``: they are the features in
@@ -244,20 +248,23 @@ class FeatureLayout:
             self._orders[tuple(columns)] = order
         return order
 
-    def from_named(self, inputs: Mapping[str, Any], input_name: str) -> Features:
-        """Open Inference Protocol inputs: one matrix named ``input_name``, or one per feature."""
+    def from_named(
+        self, inputs: Mapping[str, Any], input_name: str, *, finite: bool = False
+    ) -> Features:
+        """Open Inference Protocol inputs: one matrix named ``input_name``, or one per
+        feature; ``finite`` as for ``check``."""
         if input_name in inputs:
-            extra = sorted(set(inputs) - {input_name})
-            if extra:
+            if len(inputs) > 1:
+                extra = sorted(set(inputs) - {input_name})
                 raise InvalidInputError(
                     f"unexpected input(s) {', '.join(extra)} next to {input_name!r}"
                 )
-            return self.check(to_float32(inputs[input_name], input_name))
+            return self.check(to_float32(inputs[input_name], input_name), finite=finite)
         if set(inputs) == set(self.names):
             columns = [_feature_column(to_float32(inputs[n], n), n) for n in self.names]
             if len({len(c) for c in columns}) != 1:
                 raise InvalidInputError("per-feature inputs must all have the same number of rows")
-            return self.check(np.column_stack(columns))
+            return self.check(np.column_stack(columns), finite=finite)
         raise InvalidInputError(
             f"expected input {input_name!r} of shape [rows, {self.width}] FP32, or one input per "
             f"feature ({_preview(self.names)}); got {_preview(sorted(inputs))}"

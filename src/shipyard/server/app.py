@@ -3,6 +3,7 @@ auth, ``/metrics``; errors as ``{"error": "..."}`` with the status each error cl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -121,12 +122,16 @@ def create_app(settings: Settings | None = None) -> ShipyardApp:
         )
         app.state.shipyard = state
         auth.attach(app, auth.Authenticator.from_settings(settings, registry))
+        # The request metrics reach Prometheus's at least this often (other workers read them).
+        flusher = asyncio.create_task(metrics.flush_every(metrics.FLUSH_INTERVAL_S))
         try:
             await service.start(settings.serve_models)
             serving_runtime()  # start-up frozen, rare full collections, a short GIL switch
             state.ready = True
             yield
         finally:
+            flusher.cancel()
+            metrics.TALLY.flush()  # uvicorn has answered the last request
             ordinary_runtime()
             await service.close()
             if state.recorder is not None:

@@ -80,7 +80,8 @@ class ShipyardApp(FastAPI):
         start = time.perf_counter()
         status = 500
         started = False
-        metrics.IN_FLIGHT.inc()
+        tally = metrics.TALLY
+        tally.begin()
         try:
             limit = self.max_body_bytes
             request = Request(scope, receive)
@@ -102,10 +103,7 @@ class ShipyardApp(FastAPI):
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
             raise
         finally:
-            metrics.IN_FLIGHT.dec()
-            count, latency = metrics.request_metrics(route.template, status)
-            count.inc()
-            latency.observe(time.perf_counter() - start)
+            tally.end(route.template, status, time.perf_counter() - start)
 
     def _handler(self, error: Exception) -> Handler | None:
         """The app's exception handler for this error, by its class's order of bases."""

@@ -7,8 +7,10 @@ request id. With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` (set by
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shipyard import __version__
 from shipyard.inference.batcher import BatchObserver
+from shipyard.monitoring.metrics import observe_many
 from shipyard.settings import Settings
 
 #: The route templates that answer predictions (fast Starlette routes and FastAPI ones alike).
@@ -121,6 +124,67 @@ def batch_observer(model: str, version: int) -> BatchObserver:
     return observe
 
 
+FLUSH_INTERVAL_S = 0.5
+"""Longest the request metrics wait in ``TALLY`` for the Prometheus metrics (a worker's
+``/metrics`` adds every worker's up: the others' may be that much behind)."""
+FLUSH_AFTER = 4096
+"""Requests ended that ``TALLY`` keeps at most before it adds them up anyway."""
+
+
+class RequestTally:
+    """The HTTP request metrics — in flight, count by route and status, latency — kept in
+    plain Python as requests end and added to the Prometheus metrics in one go (``flush``):
+    before each read of them (``/metrics``, the dashboard), every ``FLUSH_INTERVAL_S``
+    while the server runs and when it stops. A request then costs an append rather than
+    four locked updates and a bucket search: 4 µs of a one-row prediction's 55."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._ended: dict[tuple[str, int], list[float]] = {}
+        self._count = 0
+
+    def begin(self) -> None:
+        """A request has come."""
+        with self._lock:
+            self._in_flight += 1
+
+    def end(self, template: str, status: int, seconds: float) -> None:
+        """A request of this route template has been answered with ``status``."""
+        with self._lock:
+            self._in_flight -= 1
+            ended = self._ended.get((template, status))
+            if ended is None:
+                self._ended[(template, status)] = [seconds]
+            else:
+                ended.append(seconds)
+            self._count += 1
+            full = self._count >= FLUSH_AFTER
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the requests ended since the last flush to the Prometheus metrics."""
+        with self._lock:
+            ended, self._ended, self._count = self._ended, {}, 0
+            IN_FLIGHT.set(self._in_flight)
+        for (template, status), latencies in ended.items():
+            count, latency = request_metrics(template, status)
+            count.inc(len(latencies))
+            observe_many(latency, latencies)
+
+
+TALLY = RequestTally()
+"""This process's request metrics (the inference routes' and the middleware's)."""
+
+
+async def flush_every(seconds: float) -> None:
+    """``TALLY.flush()`` every ``seconds``, until cancelled."""
+    while True:
+        await asyncio.sleep(seconds)
+        TALLY.flush()
+
+
 class MetricsMiddleware:
     """Counts and times every request by its route template (pure ASGI: cheap per request);
     the inference routes are counted alike by ``ShipyardApp`` (``server/hot.py``)."""
@@ -141,16 +205,13 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        IN_FLIGHT.inc()
+        TALLY.begin()
         try:
             await self.app(scope, receive, send_status)
         finally:
-            IN_FLIGHT.dec()
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            count, latency = request_metrics(template, status)
-            count.inc()
-            latency.observe(time.perf_counter() - start)
+            TALLY.end(template, status, time.perf_counter() - start)
 
 
 @functools.lru_cache(maxsize=4096)  # routes × statuses: a few dozen in practice
@@ -161,7 +222,9 @@ def request_metrics(template: str, status: int) -> tuple[Any, Any]:
 
 
 def _registry(settings: Settings) -> CollectorRegistry:
-    """This process's metrics, or every worker's added up in multiprocess mode."""
+    """This process's metrics, or every worker's added up in multiprocess mode (this
+    process's requests counted up to now)."""
+    TALLY.flush()
     if settings.prometheus_multiproc_dir is None:
         return REGISTRY
     registry = CollectorRegistry()

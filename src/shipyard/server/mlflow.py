@@ -117,7 +117,7 @@ def features_from_mlflow(payload: Any, layout: FeatureLayout) -> Features:
             raise InvalidInputError(
                 f"{key}: every feature needs the same number of values"
             ) from error
-        return layout.from_columns(columns, rows)
+        return layout.from_columns(columns, rows, finite=True)  # the typed pass read numbers
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return layout.from_records(value)
     return layout.from_matrix(value)
@@ -152,7 +152,7 @@ def plain_split(body: bytes) -> tuple[list[str], Features] | None:
 
 
 def _from_columns(columns: list[str], rows: Features, layout: FeatureLayout) -> Features:
-    return layout.from_columns(columns, rows)
+    return layout.from_columns(columns, rows, finite=True)  # the typed pass read numbers
 
 
 def read_csv(body: bytes) -> pd.DataFrame:

@@ -195,7 +195,7 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
         result = await state.service.infer(ref, lambda layout: layout.from_images(images))
     else:
         result = await state.service.infer(
-            ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME)
+            ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME, finite=decoded.finite)
         )
     ids = row_ids(decoded.id, len(result.decoded))
     state.log_predictions(result, ids, result.decoded, started)

@@ -55,6 +55,8 @@ class InferRequest:
     outputs: list[str] | None
     binary_outputs: set[str]
     binary_all: bool
+    finite: bool = False
+    """Every input holds numbers only (the typed pass): no NaN to look for."""
 
 
 class _PlainTensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -179,6 +181,7 @@ def _plain_request(body: bytes) -> InferRequest | None:
         outputs=None,
         binary_outputs=set(),
         binary_all=False,
+        finite=True,
     )
 
 
@@ -311,19 +314,18 @@ def encode_response(
     outputs: dict[str, npt.NDArray[Any]],
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON header's length."""
-    wanted = request.outputs if request.outputs is not None else list(outputs)
-    unknown = [name for name in wanted if name not in outputs]
-    if unknown:
-        raise InvalidInputError(
-            f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(outputs)}"
-        )
+    wanted = outputs.keys() if request.outputs is None else request.outputs
+    if request.outputs is not None:
+        unknown = [name for name in wanted if name not in outputs]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(outputs)}"
+            )
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    binary_all, binary = request.binary_all, request.binary_outputs
     for name in wanted:
-        array = outputs[name]
-        entry, blob = _encode_tensor(
-            name, array, request.binary_all or name in request.binary_outputs
-        )
+        entry, blob = _encode_tensor(name, outputs[name], binary_all or name in binary)
         tensors.append(entry)
         if blob is not None:
             blobs.append(blob)
@@ -344,16 +346,19 @@ def _encode_tensor(
     name: str, array: npt.NDArray[Any], binary: bool
 ) -> tuple[dict[str, Any], bytes | None]:
     if array.dtype.kind in ("U", "S", "O"):
-        values = [str(v).encode() for v in array.ravel()]
+        texts = [str(v) for v in array.ravel().tolist()]
         entry: dict[str, Any] = {"name": name, "datatype": "BYTES", "shape": list(array.shape)}
         if not binary:
-            entry["data"] = [v.decode() for v in values]
+            entry["data"] = texts
             return entry, None
+        values = [text.encode() for text in texts]
         blob = b"".join(struct.pack("<I", len(v)) + v for v in values)
         entry["parameters"] = {"binary_data_size": len(blob)}
         return entry, blob
     datatype = OUTPUT_DATATYPES[array.dtype.kind]
-    array = np.ascontiguousarray(array, dtype=DATATYPES[datatype])
+    dtype = DATATYPES[datatype]
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array, dtype=dtype)
     entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if binary:
         blob = array.tobytes()

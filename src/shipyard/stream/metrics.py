@@ -8,10 +8,6 @@ reason kinds — never a message id. With several workers, ``PROMETHEUS_MULTIPRO
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -75,20 +71,3 @@ LOGGED = Counter(
     "Predictions written to the prediction log before their messages were acked",
     ["model", "worker"],
 )
-
-
-def observe_many(histogram: Any, values: Sequence[float]) -> None:
-    """``histogram.observe(v)`` for each value, in one pass per batch: each bucket and the
-    sum are added to once, rather than once per message (a histogram child of
-    prometheus-client 0.26: its ``_upper_bounds``, ``_buckets`` and ``_sum``, which
-    ``observe`` itself updates; the version is pinned for it). Values are not NaN."""
-    if not len(values):
-        return
-    array = np.asarray(values, dtype=np.float64)
-    bounds = histogram._upper_bounds
-    # observe() counts a value in the first bucket whose bound is >= it (the last is +Inf).
-    counts = np.bincount(np.searchsorted(bounds, array, side="left"), minlength=len(bounds))
-    histogram._sum.inc(float(array.sum()))
-    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
-        if count:
-            bucket.inc(count)

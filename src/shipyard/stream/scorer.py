@@ -63,6 +63,7 @@ from shipyard.messaging import (
     publish_patiently,
 )
 from shipyard.monitoring.log import STREAM
+from shipyard.monitoring.metrics import observe_many
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.stream import metrics
 from shipyard.stream.images import ImageBatch, ImageReader
@@ -293,7 +294,7 @@ class Scorer:
         if results:
             await self._publish(results)
             confirmed = time.time()
-            metrics.observe_many(
+            observe_many(
                 self._latency,
                 [max(0.0, confirmed - d.published_at) for d in done if d.published_at is not None],
             )

@@ -1,10 +1,12 @@
-"""The stream scorer's metrics: a batch's latencies recorded at once count as one by one."""
+"""Prometheus helpers: many observations recorded at once count as one by one."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from shipyard.stream.metrics import LATENCY_BUCKETS, observe_many
+from shipyard.monitoring.metrics import observe_many
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def test_observe_many_counts_as_observe_does_one_value_at_a_time() -> None:
