@@ -253,42 +253,72 @@ def test_bytes_inputs_decode_to_byte_strings() -> None:
 PLAIN = {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2.5, -3]}
 
 
+ROW = np.array([1, 2.5, -3], dtype=np.float32)
+BLOB = {
+    "name": "input",
+    "shape": [1, 3],
+    "datatype": "FP32",
+    "parameters": {"binary_data_size": 12},
+}
+BINARY_OUT = {"outputs": [{"name": "label", "parameters": {"binary_data": True}}]}
+
+
 @pytest.mark.parametrize(
-    "request_body",
+    ("request_body", "blob"),
     [
-        {"inputs": [PLAIN]},
-        {"id": "r-1", "inputs": [PLAIN]},
-        {"id": 42, "inputs": [PLAIN]},
-        {"inputs": [{**PLAIN, "datatype": "FP64", "shape": [3]}]},
-        {"inputs": [{**PLAIN, "shape": [0, 3], "data": []}]},
-        {"inputs": [{**PLAIN, "data": [3.4028234e38, -3.4028234e38, 1e-45]}]},
-        {"inputs": [{**PLAIN, "name": "a", "shape": [3]}, {**PLAIN, "name": "b", "shape": [3]}]},
+        ({"inputs": [PLAIN]}, b""),
+        ({"id": "r-1", "inputs": [PLAIN]}, b""),
+        ({"id": 42, "inputs": [PLAIN]}, b""),
+        ({"inputs": [{**PLAIN, "datatype": "FP64", "shape": [3]}]}, b""),
+        ({"inputs": [{**PLAIN, "shape": [0, 3], "data": []}]}, b""),
+        ({"inputs": [{**PLAIN, "data": [3.4028234e38, -3.4028234e38, 1e-45]}]}, b""),
+        ({"inputs": [{**PLAIN, "name": "a", "shape": [3]}, {**PLAIN, "name": "b"}]}, b""),
+        ({"inputs": [PLAIN], "outputs": [{"name": "label"}], "parameters": None}, b""),
+        ({"inputs": [PLAIN], "parameters": {"binary_data_output": True}}, b""),
+        ({"inputs": [PLAIN], "outputs": [{"name": "label", "parameters": {}}]}, b""),
+        ({"inputs": [BLOB], **BINARY_OUT}, ROW.tobytes()),
+        ({"inputs": [{**BLOB, "data": [9, 9, 9]}]}, ROW.tobytes()),  # the binary data wins
+        ({"inputs": [{**BLOB, "datatype": "INT32"}]}, np.arange(3, dtype="<i4").tobytes()),
+        ({"inputs": [BLOB, {**BLOB, "name": "x"}]}, ROW.tobytes() * 2),
+        ({"inputs": [BLOB, {**PLAIN, "name": "x"}]}, ROW.tobytes()),
+        ({"inputs": [{**BLOB, "parameters": {}}]}, b""),  # neither data nor binary
         # the general way only: the typed pass leaves each of these to it
-        {"inputs": [{**PLAIN, "data": [[1, 2.5, -3]]}]},
-        {"inputs": [{**PLAIN, "data": [True, 2.5, -3]}]},
-        {"inputs": [{**PLAIN, "data": [None, 2.5, -3]}]},
-        {"inputs": [PLAIN], "outputs": [{"name": "label"}]},
-        {"inputs": [PLAIN], "parameters": {"binary_data_output": True}},
-        {"inputs": [{**PLAIN, "name": "é"}]},
-        {"inputs": [{**PLAIN, "data": [3.40283e38, 1, 2]}]},
+        ({"inputs": [{**PLAIN, "data": [[1, 2.5, -3]]}]}, b""),
+        ({"inputs": [{**PLAIN, "data": [True, 2.5, -3]}]}, b""),
+        ({"inputs": [{**PLAIN, "data": [None, 2.5, -3]}]}, b""),
+        (
+            {"inputs": [PLAIN], "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
+            b"",
+        ),
+        ({"inputs": [PLAIN], "parameters": {"binary_data_output": True, "other": 1}}, b""),
+        ({"inputs": [{**PLAIN, "name": "é"}]}, b""),
+        ({"inputs": [{**PLAIN, "data": [3.40283e38, 1, 2]}]}, b""),
+        ({"inputs": [{**BLOB, "datatype": "BYTES"}]}, b""),
     ],
 )
-def test_the_typed_pass_decodes_as_the_general_way_does(request_body: dict[str, Any]) -> None:
-    body = orjson.dumps(request_body)
-    fast = tensors._plain_request(body)
-    if fast is None:
+def test_the_typed_pass_decodes_as_the_general_way_does(
+    request_body: dict[str, Any], blob: bytes
+) -> None:
+    header = orjson.dumps(request_body)
+    typed = tensors._typed_request(header, blob)
+    try:
+        general = tensors._decode_request(header, blob)
+    except InvalidInputError:
+        assert typed is None  # what the general way refuses, the typed pass leaves to it
+        return
+    if typed is None:
         return  # decode_request then goes the general way
-    general = tensors._decode_request(body, b"")
-    assert (fast.id, fast.outputs, fast.binary_outputs, fast.binary_all) == (
+    assert (typed.id, typed.outputs, typed.binary_outputs, typed.binary_all) == (
         general.id,
         general.outputs,
         general.binary_outputs,
         general.binary_all,
     )
-    assert fast.inputs.keys() == general.inputs.keys()
-    for name, array in fast.inputs.items():
+    assert typed.inputs.keys() == general.inputs.keys()
+    for name, array in typed.inputs.items():
         assert array.dtype == general.inputs[name].dtype
         np.testing.assert_array_equal(array, general.inputs[name])
+    assert typed.finite == (not blob)  # binary floats may hold NaN: those are looked for
 
 
 @pytest.mark.parametrize(
@@ -305,9 +335,32 @@ def test_what_the_typed_pass_refuses_the_general_way_explains(data: Any, message
         decode_request(body, None)
 
 
-def test_the_typed_pass_takes_the_common_request() -> None:
-    # The test above would pass with no typed pass at all; this one would not.
-    decoded = tensors._plain_request(orjson.dumps({"id": "r", "inputs": [PLAIN]}))
+def test_the_typed_pass_takes_the_common_requests() -> None:
+    # The tests above would pass with no typed pass at all; this one would not.
+    decoded = tensors._typed_request(orjson.dumps({"id": "r", "inputs": [PLAIN]}), b"")
     assert decoded is not None
     assert decoded.id == "r"
     assert decoded.inputs["input"].dtype == np.float32
+    header = orjson.dumps({"inputs": [BLOB], **BINARY_OUT})
+    decoded = tensors._typed_request(header, ROW.tobytes())
+    assert decoded is not None
+    assert decoded.binary_outputs == {"label"}
+    np.testing.assert_array_equal(decoded.inputs["input"], [ROW])
+
+
+@pytest.mark.parametrize(
+    ("size", "blob", "message"),
+    [
+        (12, ROW.tobytes()[:8], "runs past the end of the body"),
+        (8, ROW.tobytes()[:8], "does not match shape"),
+        (12, ROW.tobytes() + b"x", "add up to 12 bytes but 13 follow"),
+    ],
+)
+def test_binary_inputs_the_typed_pass_leaves_are_explained(
+    size: int, blob: bytes, message: str
+) -> None:
+    body, length = binary_body(
+        {"inputs": [{**BLOB, "parameters": {"binary_data_size": size}}]}, blob
+    )
+    with pytest.raises(InvalidInputError, match=message):
+        decode_request(body, length)

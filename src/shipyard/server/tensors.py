@@ -59,23 +59,43 @@ class InferRequest:
     """Every input holds numbers only (the typed pass): no NaN to look for."""
 
 
-class _PlainTensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A JSON input the typed decoder takes: a flat list of numbers, nothing else."""
+class _TensorParameters(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    binary_data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class _Tensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An input the typed pass takes: a flat list of numbers, or its binary data's size."""
 
     name: Annotated[str, msgspec.Meta(min_length=1)]
     shape: list[Annotated[int, msgspec.Meta(ge=0)]]
     datatype: str
-    data: list[Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]]
+    data: list[Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] | None = None
+    parameters: _TensorParameters | None = None
 
 
-class _PlainRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A JSON request of plain numeric inputs only (no binary part, no output choices)."""
+class _OutputParameters(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    binary_data: bool = False
 
-    inputs: list[_PlainTensor]
+
+class _Output(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    name: str
+    parameters: _OutputParameters | None = None
+
+
+class _RequestParameters(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    binary_data_output: bool = False
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A request the typed pass takes: numeric inputs, outputs asked for by name."""
+
+    inputs: list[_Tensor]
+    outputs: list[_Output] | None = None
+    parameters: _RequestParameters | None = None
     id: str | int | None = None
 
 
-_decode_plain = msgspec.json.Decoder(_PlainRequest).decode
+_decode_typed = msgspec.json.Decoder(_Request).decode
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -86,9 +106,8 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 
 def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     """Parse a JSON or binary-extension infer request into arrays."""
-    if header_length is None:
-        return _plain_request(body) or _decode_request(body, b"")
-    return _decode_request(*_split(body, header_length))
+    header, binary = (body, b"") if header_length is None else _split(body, header_length)
+    return _typed_request(header, binary) or _decode_request(header, binary)
 
 
 def _split(body: bytes, header_length: str) -> tuple[bytes, bytes]:
@@ -156,32 +175,50 @@ def _decode_request(body: bytes, binary: bytes) -> InferRequest:
     )
 
 
-def _plain_request(body: bytes) -> InferRequest | None:
-    """The common request — JSON inputs, each a flat list of numbers within the float32
-    range — in one typed pass; ``None`` for any other, which the general way decodes (or
-    says what is wrong with), to the same result where both apply."""
-    if not body.isascii():  # the typed pass would take text the general way checks
+def _typed_request(header: bytes, binary: bytes) -> InferRequest | None:
+    """The common request — numeric inputs, each a flat JSON list of numbers within the
+    float32 range or its binary data, outputs asked for by name — in one typed pass;
+    ``None`` for any other, which the general way decodes (or says what is wrong with),
+    to the same result where both apply."""
+    if not header.isascii():  # the typed pass would take text the general way checks
         return None
     try:
-        request = _decode_plain(body)
+        request = _decode_typed(header)
     except msgspec.DecodeError:  # ValidationError included
         return None
     inputs: dict[str, npt.NDArray[Any]] = {}
+    offset = 0
+    finite = True
     for tensor in request.inputs:
-        if tensor.name in inputs or tensor.datatype not in DATATYPES:
+        dtype = DATATYPES.get(tensor.datatype)
+        if tensor.name in inputs or dtype is None:
             return None
-        if math.prod(tensor.shape) != len(tensor.data):
+        count = math.prod(tensor.shape)
+        size = None if tensor.parameters is None else tensor.parameters.binary_data_size
+        if size is not None:  # the general way's order: binary data first
+            if size != count * dtype.itemsize or offset + size > len(binary):
+                return None
+            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
+            offset += size
+            finite = False  # binary floats may be NaN
+        elif tensor.data is not None and len(tensor.data) == count:
+            array = np.array(tensor.data, dtype=np.float32)
+        else:
             return None
-        inputs[tensor.name] = np.array(tensor.data, dtype=np.float32).reshape(tensor.shape)
-    if not inputs:
+        inputs[tensor.name] = array.reshape(tensor.shape)
+    if not inputs or offset != len(binary):
         return None
+    outputs = None if request.outputs is None else [o.name for o in request.outputs]
+    binary_outputs = {
+        o.name for o in request.outputs or () if o.parameters and o.parameters.binary_data
+    }
     return InferRequest(
         id=None if request.id is None else check_id(request.id, "the request"),
         inputs=inputs,
-        outputs=None,
-        binary_outputs=set(),
-        binary_all=False,
-        finite=True,
+        outputs=outputs,
+        binary_outputs=binary_outputs,
+        binary_all=request.parameters is not None and request.parameters.binary_data_output,
+        finite=finite,
     )
 
 
