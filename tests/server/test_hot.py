@@ -4,14 +4,20 @@ through the stack."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 from shipyard.server import mlflow, oip
 from shipyard.server.app import create_app
+from shipyard.server.hot import ReadRequest, read_body
 from shipyard.settings import Settings
 
 from .test_bad_input import tensor
@@ -123,3 +129,41 @@ def test_protected_inference_goes_through_the_stack_and_its_role_check(
         assert not client.app.hot  # type: ignore[attr-defined]
         response = client.post("/v2/models/fraud/infer", json=tensor())
     assert response.status_code == 401
+
+
+def test_a_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
+    body = orjson.dumps(tensor())
+    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]  # chunked: no Content-Length
+    chunked = client.post(
+        "/v2/models/fraud/infer", content=iter(pieces), headers={"content-type": "application/json"}
+    )
+    whole = client.post("/v2/models/fraud/infer", json=tensor())
+    assert chunked.status_code == whole.status_code == 200, chunked.text
+
+    def scores(response: Any) -> list[Any]:
+        return [o for o in response.json()["outputs"] if o["name"] != "id"]
+
+    assert scores(chunked) == scores(whole)
+
+
+def test_a_client_gone_before_its_body_is_not_waited_for() -> None:
+    messages = iter(
+        [
+            {"type": "http.request", "body": b"{", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> Message:
+        return next(messages)
+
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(read_body(receive))
+
+
+def test_a_read_request_gives_its_body_to_every_reader() -> None:
+    async def read() -> list[Any]:
+        request = ReadRequest({"type": "http", "headers": []}, b"abc")
+        return [await request.body(), [c async for c in request.stream()], await request.body()]
+
+    assert asyncio.run(read()) == [b"abc", [b"abc", b""], b"abc"]

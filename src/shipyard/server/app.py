@@ -205,7 +205,7 @@ def create_app(settings: Settings | None = None) -> ShipyardApp:
                 HotRoute("/v2/models/{model}/versions/{version}/infer", oip.infer_endpoint),
                 HotRoute("/invocations", mlflow.invocations),
                 HotRoute("/v1/models/{name}:predict", predict.predict_endpoint),
-                HotRoute("/v1/models/{name}:classify", classify.classify_endpoint),
+                HotRoute("/v1/models/{name}:classify", classify.classify_endpoint, buffered=False),
             ],
             max_body_bytes=settings.max_body_bytes,
         )

@@ -5,7 +5,8 @@ middleware, metrics and body-limit middleware, exception middleware, FastAPI's e
 the router's scan, the route's wrappers) would cost as much again. ``ShipyardApp`` answers
 ``POST`` to the inference routes itself, doing what that stack does for them:
 
-- the same endpoints, given a Starlette ``Request`` with the path parameters;
+- the same endpoints, given a Starlette ``Request`` with the path parameters (its body
+  read already, ``ReadRequest``, unless the route streams it);
 - the request metrics of ``MetricsMiddleware`` (in flight, count by route and status,
   latency), under the same route templates;
 - the body limit of ``BodySizeLimit``: a declared ``Content-Length`` over the limit is
@@ -24,11 +25,11 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
@@ -41,12 +42,47 @@ Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
 class HotRoute:
-    """A path template (Starlette's syntax, string parameters) and its endpoint."""
+    """A path template (Starlette's syntax, string parameters) and its endpoint.
 
-    def __init__(self, template: str, endpoint: Endpoint) -> None:
+    ``buffered``: the body is read whole before the endpoint is called (it reads it whole
+    anyway); a route that may stream it (a multipart upload) says False."""
+
+    def __init__(self, template: str, endpoint: Endpoint, *, buffered: bool = True) -> None:
         self.template = template
         self.endpoint = endpoint
+        self.buffered = buffered
         self.regex: re.Pattern[str] = compile_path(template)[0]
+
+
+class ReadRequest(Request):
+    """A request whose body has been read, in one loop over ``receive``: Starlette's own
+    reading (an async generator per request) cost 2 µs more, a one-row prediction's 4 %."""
+
+    def __init__(self, scope: Scope, body: bytes) -> None:
+        super().__init__(scope)
+        self._read = body
+
+    async def body(self) -> bytes:
+        """The whole body."""
+        return self._read
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body, as one chunk."""
+        yield self._read
+        yield b""
+
+
+async def read_body(receive: Receive) -> bytes:
+    """A request's whole body; ``ClientDisconnect`` if the client went away first."""
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class ShipyardApp(FastAPI):
@@ -87,7 +123,10 @@ class ShipyardApp(FastAPI):
             request = Request(scope, receive)
             try:
                 if not check_declared(scope, limit):  # else the server holds it to its length
-                    request = Request(scope, counting(receive, limit))
+                    receive = counting(receive, limit)
+                    request = Request(scope, receive)
+                if route.buffered:
+                    request = ReadRequest(scope, await read_body(receive))
                 response = await route.endpoint(request)
             except Exception as error:
                 handler = self._handler(error)

@@ -29,6 +29,7 @@ from shipyard.inference.predictor import Features, Outputs
 from shipyard.monitoring.ids import check_id, new_ids
 from shipyard.server.responses import (
     error_response,
+    header,
     json_response,
     parse_json,
     require_media_type,
@@ -231,9 +232,7 @@ async def invocations(request: Request) -> Response:
     state = state_of(request)
     if state.default_model is None:
         raise NotFoundError("this server has no default model; start it with --models NAME")
-    media = require_media_type(
-        request.headers.get("content-type"), ("application/json", "text/csv")
-    )
+    media = require_media_type(header(request, b"content-type"), ("application/json", "text/csv"))
     body = await request.body()
     features: Callable[[FeatureLayout], Features]
     given: list[str | None] | None = None

@@ -17,6 +17,7 @@ from shipyard.inference.images import base64_image, decode_image
 from shipyard.inference.service import LoadedModel
 from shipyard.server.classify import image_format
 from shipyard.server.responses import (
+    header,
     json_response,
     model_ref,
     require_media_type,
@@ -185,10 +186,10 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
     Each row's prediction id comes back in the BYTES output ``id``: the request's ``id`` for
     a one-row request, ``{id}:{row}`` for several, new UUIDv7s when the request has none."""
     started = time.perf_counter()
-    require_media_type(request.headers.get("content-type"), MEDIA_TYPES)
+    require_media_type(header(request, b"content-type"), MEDIA_TYPES)
     ref = model_ref(model, version)
     body = await request.body()
-    decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+    decoded = decode_request(body, header(request, HEADER_LENGTH))
     state = state_of(request)
     if any(array.dtype.kind == "O" for array in decoded.inputs.values()):
         images = await _images(state, ref, model, decoded)

@@ -14,6 +14,7 @@ from shipyard.inference.predictor import Features
 from shipyard.monitoring.ids import check_id
 from shipyard.server.mlflow import fill_ids, records
 from shipyard.server.responses import (
+    header,
     json_response,
     model_ref,
     parse_json,
@@ -67,7 +68,7 @@ async def predict(request: Request, name: str) -> Response:
     An instance may carry an ``id`` (a string of at most 200 characters; not a feature);
     the server assigns one (UUIDv7) to every other row. Each prediction names its ``id``."""
     started = time.perf_counter()
-    require_media_type(request.headers.get("content-type"), ("application/json",))
+    require_media_type(header(request, b"content-type"), ("application/json",))
     ref = model_ref(name)
     payload = parse_json(await request.body())
     given = _take_ids(payload)

@@ -43,7 +43,7 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 }
 BYTES = "BYTES"
 OUTPUT_DATATYPES = {"f": "FP32", "i": "INT64", "u": "UINT64", "b": "BOOL"}
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
 
 
 @dataclass(frozen=True)
