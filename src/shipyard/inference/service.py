@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -75,10 +75,9 @@ class DecodedRows(Protocol):
 Decoded = TypeVar("Decoded", bound="Features | DecodedRows")
 
 
-@dataclass(frozen=True)
-class Inference(Generic[Decoded]):
+class Inference(NamedTuple, Generic[Decoded]):
     """Outputs of one request, the version that produced them and the request as decoded
-    for that version."""
+    for that version (a tuple: half the cost of a frozen dataclass, made once a request)."""
 
     model: str
     version: int

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -46,9 +45,9 @@ OUTPUT_DATATYPES = {"f": "FP32", "i": "INT64", "u": "UINT64", "b": "BOOL"}
 HEADER_LENGTH = b"inference-header-content-length"
 
 
-@dataclass(frozen=True)
-class InferRequest:
-    """A decoded infer request: named input arrays and what to send back how."""
+class InferRequest(NamedTuple):
+    """A decoded infer request: named input arrays and what to send back how (a tuple:
+    half the cost of a frozen dataclass, made once a request)."""
 
     id: str | None
     inputs: dict[str, npt.NDArray[Any]]
