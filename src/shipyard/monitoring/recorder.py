@@ -287,6 +287,9 @@ def _now_micros() -> int:
 def _table(group: list[_Pending]) -> pa.Table:
     """One table of a version's buffered batches: their arrays concatenated first, so the
     table is built once however many requests the group holds."""
+    sources = set(map(attrgetter("source"), group))
+    if len(sources) == 1:  # a server's or a scorer's: no Python loop over its entries
+        return _joined(group)
     by_source: dict[str, list[_Pending]] = {}
     for entry in group:
         by_source.setdefault(entry.source, []).append(entry)
@@ -315,7 +318,7 @@ def _joined(entries: list[_Pending]) -> pa.Table:
         key: np.concatenate(list(map(itemgetter(key), output_dicts))) for key in first.outputs
     }
     latencies = list(map(attrgetter("latency_ms"), entries))
-    if not any(isinstance(value, np.ndarray) for value in latencies):
+    if set(map(type, latencies)) <= {float, int}:  # one latency per request
         latency: npt.NDArray[Any] = np.repeat(np.array(latencies, np.float32), counts)
     else:
         latency = np.concatenate(
