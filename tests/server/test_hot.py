@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import ClientDisconnect
@@ -131,19 +130,22 @@ def test_protected_inference_goes_through_the_stack_and_its_role_check(
     assert response.status_code == 401
 
 
-def test_a_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
-    body = orjson.dumps(tensor())
-    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]  # chunked: no Content-Length
-    chunked = client.post(
-        "/v2/models/fraud/infer", content=iter(pieces), headers={"content-type": "application/json"}
+def body_in(*chunks: bytes) -> Any:
+    """A ``receive`` giving these chunks, then the client leaving."""
+    messages = iter(
+        [{"type": "http.request", "body": c, "more_body": True} for c in chunks[:-1]]
+        + [{"type": "http.request", "body": chunks[-1], "more_body": False}]
     )
-    whole = client.post("/v2/models/fraud/infer", json=tensor())
-    assert chunked.status_code == whole.status_code == 200, chunked.text
 
-    def scores(response: Any) -> list[Any]:
-        return [o for o in response.json()["outputs"] if o["name"] != "id"]
+    async def receive() -> Message:
+        return next(messages, {"type": "http.disconnect"})
 
-    assert scores(chunked) == scores(whole)
+    return receive
+
+
+def test_a_body_in_chunks_is_read_whole() -> None:
+    assert asyncio.run(read_body(body_in(b'{"in', b"", b'puts": []}'))) == b'{"inputs": []}'
+    assert asyncio.run(read_body(body_in(b"one"))) == b"one"
 
 
 def test_a_client_gone_before_its_body_is_not_waited_for() -> None:
@@ -161,9 +163,30 @@ def test_a_client_gone_before_its_body_is_not_waited_for() -> None:
         asyncio.run(read_body(receive))
 
 
-def test_a_read_request_gives_its_body_to_every_reader() -> None:
+def test_a_read_request_reads_its_body_once_for_every_reader() -> None:
     async def read() -> list[Any]:
-        request = ReadRequest({"type": "http", "headers": []}, b"abc")
+        request = ReadRequest({"type": "http", "headers": []}, body_in(b"a", b"bc"))
         return [await request.body(), [c async for c in request.stream()], await request.body()]
 
     assert asyncio.run(read()) == [b"abc", [b"abc", b""], b"abc"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "status"),
+    [
+        ("/v2/models/fraud/infer", "text/plain", 415),
+        ("/v2/models/fraud/versions/abc/infer", "application/json", 400),
+        ("/v1/models/fraud:predict", "text/plain", 415),
+    ],
+)
+def test_a_request_refused_before_its_body_is_refused_as_before(
+    server_settings: Settings, path: str, content_type: str, status: int
+) -> None:
+    # The endpoint reads the body when it gets to it: an oversized body sent in chunks
+    # (no Content-Length) does not turn an earlier refusal into a 413.
+    settings = server_settings.model_copy(update={"max_body_bytes": 2000})
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            path, content=iter([b"x" * 1500] * 2), headers={"content-type": content_type}
+        )
+    assert response.status_code == status, response.text

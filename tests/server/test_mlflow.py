@@ -75,6 +75,9 @@ def test_csv_with_a_header_row(client: TestClient, model_home: Path) -> None:
         ({"dataframe_records": [{"V1": 1}]}, "missing feature(s) in row 0: Time"),
         ({"inputs": {c: [1, 2] if c != "V2" else [3] for c in FEATURES}}, "only numbers"),
         ({"instances": [["a"] * 30]}, "must hold only numbers"),
+        ({"inputs": {c: [None if c == "V3" else 1.0] for c in FEATURES}}, "'V3' is missing"),
+        ({"instances": {c: [None if c == "V3" else 1.0] for c in FEATURES}}, "'V3' is missing"),
+        ({"dataframe_split": {"columns": FEATURES, "data": [[None] + [0] * 29]}}, "is missing"),
         # dataframe_split the typed pass takes, yet the features refuse
         ({"dataframe_split": {"columns": [*FEATURES, "Time"], "data": [[0] * 31]}}, "Time more"),
         ({"dataframe_split": {"columns": FEATURES, "data": [[0] * 29]}}, "rows of 30 values"),

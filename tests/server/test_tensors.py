@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
@@ -253,6 +254,19 @@ def test_bytes_inputs_decode_to_byte_strings() -> None:
 PLAIN = {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2.5, -3]}
 
 
+LEFT_TO_THE_GENERAL_WAY = [
+    {"inputs": [{**PLAIN, "data": [[1, 2.5, -3]]}]},
+    {"inputs": [{**PLAIN, "data": [True, 2.5, -3]}]},
+    {"inputs": [{**PLAIN, "data": [None, 2.5, -3]}]},
+    {"inputs": [PLAIN], "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
+    {"inputs": [PLAIN], "parameters": {"binary_data_output": True, "other": 1}},
+    {"inputs": [{**PLAIN, "name": "é"}]},
+    {"inputs": [{**PLAIN, "data": [3.40283e38, 1, 2]}]},
+    {"inputs": [{**PLAIN, "data": [2**60 + 1, 1, 2]}]},  # float64 would round it first
+    {"inputs": [{**PLAIN, "datatype": "BYTES"}]},
+    {"id": 2**63, "inputs": [PLAIN]},
+    {"inputs": [{**PLAIN, "shape": [2**63, 0], "data": []}]},
+]
 ROW = np.array([1, 2.5, -3], dtype=np.float32)
 BLOB = {
     "name": "input",
@@ -283,17 +297,7 @@ BINARY_OUT = {"outputs": [{"name": "label", "parameters": {"binary_data": True}}
         ({"inputs": [BLOB, {**PLAIN, "name": "x"}]}, ROW.tobytes()),
         ({"inputs": [{**BLOB, "parameters": {}}]}, b""),  # neither data nor binary
         # the general way only: the typed pass leaves each of these to it
-        ({"inputs": [{**PLAIN, "data": [[1, 2.5, -3]]}]}, b""),
-        ({"inputs": [{**PLAIN, "data": [True, 2.5, -3]}]}, b""),
-        ({"inputs": [{**PLAIN, "data": [None, 2.5, -3]}]}, b""),
-        (
-            {"inputs": [PLAIN], "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
-            b"",
-        ),
-        ({"inputs": [PLAIN], "parameters": {"binary_data_output": True, "other": 1}}, b""),
-        ({"inputs": [{**PLAIN, "name": "é"}]}, b""),
-        ({"inputs": [{**PLAIN, "data": [3.40283e38, 1, 2]}]}, b""),
-        ({"inputs": [{**BLOB, "datatype": "BYTES"}]}, b""),
+        *((body, b"") for body in LEFT_TO_THE_GENERAL_WAY),
     ],
 )
 def test_the_typed_pass_decodes_as_the_general_way_does(
@@ -331,6 +335,34 @@ def test_the_typed_pass_decodes_as_the_general_way_does(
 )
 def test_what_the_typed_pass_refuses_the_general_way_explains(data: Any, message: str) -> None:
     body = orjson.dumps({"inputs": [{**PLAIN, "data": data}]})
+    with pytest.raises(InvalidInputError, match=message):
+        decode_request(body, None)
+
+
+@pytest.mark.parametrize("request_body", LEFT_TO_THE_GENERAL_WAY)
+def test_the_typed_pass_steps_aside(request_body: dict[str, Any]) -> None:
+    assert tensors._typed_request(orjson.dumps(request_body), b"") is None
+
+
+def test_integers_beyond_float64_become_the_float32_the_general_way_makes() -> None:
+    big = 2**60 + 2**37 + 1  # float64 rounds it down, float32 then to another value
+    decoded = decode_request(orjson.dumps({"inputs": [{**PLAIN, "data": [big, 1, 2]}]}), None)
+    expected = np.array([big, 1], dtype=np.int64).astype(np.float32)[0]
+    assert decoded.inputs["input"][0, 0] == expected
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message"),
+    [
+        ({"id": 2**64, "inputs": [PLAIN]}, "the id of the request"),
+        ({"inputs": [{**PLAIN, "shape": [2**63, 0], "data": []}]}, "is too large"),
+        ({"inputs": [{**PLAIN, "shape": [2**62, 2**62, 0], "data": []}]}, "is too large"),
+    ],
+)
+def test_ids_and_shapes_beyond_what_numpy_holds_are_400(
+    request_body: dict[str, Any], message: str
+) -> None:
+    body = json.dumps(request_body).encode()  # orjson writes no integer beyond 64 bits
     with pytest.raises(InvalidInputError, match=message):
         decode_request(body, None)
 

@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 from PIL.Image import Image
 
@@ -22,6 +23,11 @@ from shipyard.inference.predictor import Features
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 OUT_OF_RANGE = f"beyond the float32 range (±{FLOAT32_MAX:.4g}) the model computes in"
+PlainNumber = Annotated[float, msgspec.Meta(ge=-(2**53), le=2**53)]
+"""A number a typed decoder reads as it is (the server's typed passes): within ±2**53,
+where float64 holds every integer, it becomes the float32 ``to_float32`` makes of it too
+(which turns a list of integers into float32 from int64: a larger integer would be rounded
+twice, and might land on another float32); other values go the general way."""
 MAX_COLUMN_ORDERS = 64
 """Lists of columns whose order a layout remembers (``from_columns``)."""
 _NUMBER_TYPES = frozenset({int, float, type(None)})

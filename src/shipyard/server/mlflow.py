@@ -14,7 +14,7 @@ import functools
 import io
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from shipyard import __version__
 from shipyard.errors import InvalidInputError, NotFoundError
-from shipyard.inference.inputs import FLOAT32_MAX, FeatureLayout
+from shipyard.inference.inputs import FeatureLayout, PlainNumber
 from shipyard.inference.predictor import Features, Outputs
 from shipyard.monitoring.ids import check_id, new_ids
 from shipyard.server.responses import (
@@ -118,7 +118,7 @@ def features_from_mlflow(payload: Any, layout: FeatureLayout) -> Features:
             raise InvalidInputError(
                 f"{key}: every feature needs the same number of values"
             ) from error
-        return layout.from_columns(columns, rows, finite=True)  # the typed pass read numbers
+        return layout.from_columns(columns, rows)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return layout.from_records(value)
     return layout.from_matrix(value)
@@ -126,7 +126,7 @@ def features_from_mlflow(payload: Any, layout: FeatureLayout) -> Features:
 
 class _Split(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     columns: list[str]
-    data: list[list[Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]]]
+    data: list[list[PlainNumber]]
 
 
 class _PlainSplit(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -137,7 +137,7 @@ _decode_split = msgspec.json.Decoder(_PlainSplit).decode
 
 
 def plain_split(body: bytes) -> tuple[list[str], Features] | None:
-    """The common body — ``dataframe_split`` of rows of numbers within the float32 range,
+    """The common body — ``dataframe_split`` of rows of plain numbers (``PlainNumber``),
     without ids — as its columns and float32 rows, in one typed pass; ``None`` for any
     other, which ``take_ids`` and ``features_from_mlflow`` read (or say what is wrong with)."""
     if not body.isascii():  # the typed pass would take text the general way checks

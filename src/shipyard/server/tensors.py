@@ -23,7 +23,7 @@ import numpy.typing as npt
 import orjson
 
 from shipyard.errors import InvalidInputError
-from shipyard.inference.inputs import FLOAT32_MAX, to_float32
+from shipyard.inference.inputs import PlainNumber, to_float32
 from shipyard.monitoring.ids import check_id, new_ids
 
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -58,6 +58,10 @@ class InferRequest(NamedTuple):
     """Every input holds numbers only (the typed pass): no NaN to look for."""
 
 
+_Dimension = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Id = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # others: the general way
+
+
 class _TensorParameters(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     binary_data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
@@ -66,9 +70,9 @@ class _Tensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """An input the typed pass takes: a flat list of numbers, or its binary data's size."""
 
     name: Annotated[str, msgspec.Meta(min_length=1)]
-    shape: list[Annotated[int, msgspec.Meta(ge=0)]]
+    shape: list[_Dimension]
     datatype: str
-    data: list[Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] | None = None
+    data: list[PlainNumber] | None = None
     parameters: _TensorParameters | None = None
 
 
@@ -91,7 +95,7 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     inputs: list[_Tensor]
     outputs: list[_Output] | None = None
     parameters: _RequestParameters | None = None
-    id: str | int | None = None
+    id: str | _Id | None = None
 
 
 _decode_typed = msgspec.json.Decoder(_Request).decode
@@ -175,8 +179,8 @@ def _decode_request(body: bytes, binary: bytes) -> InferRequest:
 
 
 def _typed_request(header: bytes, binary: bytes) -> InferRequest | None:
-    """The common request — numeric inputs, each a flat JSON list of numbers within the
-    float32 range or its binary data, outputs asked for by name — in one typed pass;
+    """The common request — numeric inputs, each a flat JSON list of plain numbers
+    (``PlainNumber``) or its binary data, outputs asked for by name — in one typed pass;
     ``None`` for any other, which the general way decodes (or says what is wrong with),
     to the same result where both apply."""
     if not header.isascii():  # the typed pass would take text the general way checks
@@ -204,7 +208,10 @@ def _typed_request(header: bytes, binary: bytes) -> InferRequest | None:
             array = np.array(tensor.data, dtype=np.float32)
         else:
             return None
-        inputs[tensor.name] = array.reshape(tensor.shape)
+        try:
+            inputs[tensor.name] = array.reshape(tensor.shape)
+        except (ValueError, OverflowError):  # a shape numpy cannot hold: the general way says so
+            return None
     if not inputs or offset != len(binary):
         return None
     outputs = None if request.outputs is None else [o.name for o in request.outputs]
@@ -257,7 +264,7 @@ def _decode_tensor(
                 f"input {name!r}: binary_data_size {size} runs past the end of the body"
             )
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset)
-        return name, array.reshape(shape), size
+        return name, _shaped(array, shape, name), size
     if "data" not in tensor:
         raise InvalidInputError(f"input {name!r} has neither `data` nor binary_data_size")
     array = to_float32(tensor["data"], f"inputs[{position}].data")
@@ -265,7 +272,16 @@ def _decode_tensor(
         raise InvalidInputError(
             f"input {name!r}: shape {shape} needs {count} values, `data` has {array.size}"
         )
-    return name, array.reshape(shape), 0
+    return name, _shaped(array, shape, name), 0
+
+
+def _shaped(array: npt.NDArray[Any], shape: list[int], name: str) -> npt.NDArray[Any]:
+    """``array`` in ``shape`` (of as many elements), or ``InvalidInputError`` for a shape
+    numpy cannot hold (a dimension of 2**63, or of zero next to huge ones)."""
+    try:
+        return array.reshape(shape)
+    except (ValueError, OverflowError) as error:
+        raise InvalidInputError(f"input {name!r}: shape {shape} is too large ({error})") from None
 
 
 def _decode_bytes(
@@ -313,7 +329,7 @@ def _decode_bytes(
         )
     array = np.empty(count, dtype=object)
     array[:] = elements
-    return name, array.reshape(shape), size or 0
+    return name, _shaped(array, shape, name), size or 0
 
 
 def _flatten(data: list[Any]) -> list[Any]:
