@@ -236,12 +236,12 @@ class FeatureLayout:
     def _column_order(self, columns: Any) -> list[int] | None:
         """Where each feature is among ``columns`` (``None``: they are the features in
         order), worked out once per list of columns (clients send the same one again)."""
+        key = tuple(columns) if isinstance(columns, list) else ()
         try:
-            seen = isinstance(columns, list) and tuple(columns) in self._orders
+            if key in self._orders:
+                return self._orders[key]
         except TypeError:  # an unhashable column: refused below
-            seen = False
-        if seen:
-            return self._orders[tuple(columns)]
+            pass
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise InvalidInputError("`columns` must be a list of feature names")
         self._check_names(columns, None)
@@ -251,7 +251,7 @@ class FeatureLayout:
         position = {name: i for i, name in enumerate(columns)}
         order = None if columns == self.names else [position[name] for name in self.names]
         if len(self._orders) < MAX_COLUMN_ORDERS:
-            self._orders[tuple(columns)] = order
+            self._orders[key] = order
         return order
 
     def from_named(

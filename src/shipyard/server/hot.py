@@ -41,19 +41,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
-class HotRoute:
-    """A path template (Starlette's syntax, string parameters) and its endpoint.
-
-    ``buffered``: the endpoint reads the body whole (``ReadRequest``); a route that may
-    stream it (a multipart upload) says False."""
-
-    def __init__(self, template: str, endpoint: Endpoint, *, buffered: bool = True) -> None:
-        self.template = template
-        self.endpoint = endpoint
-        self.buffered = buffered
-        self.regex: re.Pattern[str] = compile_path(template)[0]
-
-
 class ReadRequest(Request):
     """A request that reads its body whole, in one loop over ``receive``, when the
     endpoint first asks for it: Starlette's own reading (an async generator per request)
@@ -71,6 +58,19 @@ class ReadRequest(Request):
         """The body, as one chunk."""
         yield await self.body()
         yield b""
+
+
+class HotRoute:
+    """A path template (Starlette's syntax, string parameters) and its endpoint.
+
+    ``buffered``: the endpoint reads the body whole (``ReadRequest``); a route that may
+    stream it (a multipart upload) says False."""
+
+    def __init__(self, template: str, endpoint: Endpoint, *, buffered: bool = True) -> None:
+        self.template = template
+        self.endpoint = endpoint
+        self.request_class = ReadRequest if buffered else Request
+        self.regex: re.Pattern[str] = compile_path(template)[0]
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -121,11 +121,10 @@ class ShipyardApp(FastAPI):
         tally.begin()
         try:
             limit = self.max_body_bytes
-            kind = ReadRequest if route.buffered else Request
-            request = kind(scope, receive)
+            request = route.request_class(scope, receive)
             try:
                 if not check_declared(scope, limit):  # else the server holds it to its length
-                    request = kind(scope, counting(receive, limit))
+                    request = route.request_class(scope, counting(receive, limit))
                 response = await route.endpoint(request)
             except Exception as error:
                 handler = self._handler(error)
