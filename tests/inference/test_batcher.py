@@ -1,4 +1,5 @@
-"""The Batcher: coalescing, carrying, isolating a bad request, observing, draining, cancelling."""
+"""The Batcher: coalescing, carrying, isolating a bad request, observing, telling answered
+batches, draining, cancelling."""
 
 from __future__ import annotations
 
@@ -213,6 +214,82 @@ def test_a_failing_observer_does_not_stop_predictions() -> None:
             await batcher.close()
 
     np.testing.assert_array_equal(run(scenario())["double"], [2.0])
+
+
+Told = tuple[Features, Outputs, list[tuple[Any, int, int]]]
+
+
+def test_answered_is_told_each_batch_once_with_the_notes_of_its_requests() -> None:
+    told: list[Told] = []
+    predict = Recorder()
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            predict,
+            max_batch_size=16,
+            max_batch_delay_ms=50,
+            answered=lambda f, o, notes: told.append((f, o, list(notes))),
+        )
+        try:
+            await asyncio.gather(
+                batcher.submit(rows(1), "a"),
+                batcher.submit(rows(2, 3)),  # no note: predicted, not told
+                batcher.submit(rows(4, 5, 6), "c"),
+            )
+            await batcher.submit(rows(7), "d")
+        finally:
+            await batcher.close()
+
+    run(scenario())
+    assert predict.sizes == [6, 1]
+    (features, outputs, notes), (_, second, alone) = told
+    np.testing.assert_array_equal(features, predict.batches[0])
+    assert notes == [("a", 0, 1), ("c", 3, 6)]  # the rows of each request in the batch's
+    np.testing.assert_array_equal(outputs["double"][3:6], [8, 10, 12])
+    assert alone == [("d", 0, 1)]
+    np.testing.assert_array_equal(second["double"], [14])
+
+
+def test_answered_hears_only_of_requests_that_were_answered() -> None:
+    """A request that failed (retried alone, and failing) or whose caller went is not told."""
+    told: list[Told] = []
+    predict = Recorder(fail_on_nan=True)
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            predict,
+            max_batch_size=64,
+            max_batch_delay_ms=60_000,
+            answered=lambda f, o, notes: told.append((f, o, list(notes))),
+        )
+        impatient = asyncio.ensure_future(batcher.submit(rows(-1), "gone"))
+        others = [
+            asyncio.ensure_future(batcher.submit(rows(value), name))
+            for value, name in ((1, "one"), (np.nan, "bad"), (3, "three"))
+        ]
+        await asyncio.sleep(0)
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        await batcher.close()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    run(scenario())
+    assert [notes for _, _, notes in told] == [[("one", 0, 1)], [("three", 0, 1)]]
+
+
+def test_a_failing_answered_hook_does_not_stop_predictions() -> None:
+    def answered(features: Features, outputs: Outputs, notes: Any) -> None:
+        raise RuntimeError("the log is broken")
+
+    async def scenario() -> list[Outputs]:
+        batcher = Batcher(Recorder(), answered=answered)
+        try:
+            return [await batcher.submit(rows(1), "a"), await batcher.submit(rows(2), "b")]
+        finally:
+            await batcher.close()
+
+    assert [float(r["double"][0]) for r in run(scenario())] == [2.0, 4.0]
 
 
 def test_outputs_of_the_wrong_length_fail_the_requests_instead_of_misrouting_rows() -> None:

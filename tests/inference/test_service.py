@@ -31,7 +31,7 @@ from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, predictor_from_files
-from shipyard.inference.service import InferenceService, ServiceHooks
+from shipyard.inference.service import InferenceService, ScoredRows, ServiceHooks
 from shipyard.registry import Registry, VerifiedArtifact
 from shipyard.settings import Settings
 
@@ -238,6 +238,92 @@ def test_concurrent_requests_are_batched_and_observed(
     direct = expected(exported_models[0], np.concatenate(requests))
     got = np.concatenate([r["probability"] for r in results])
     np.testing.assert_allclose(got, direct["probability"], rtol=1e-6)
+
+
+def test_requests_with_ids_reach_answered_once_a_batch(
+    registry: Registry, register: Register, exported_models: list[ExportedModel]
+) -> None:
+    register("m", 0, promote="production")
+    scored: list[ScoredRows] = []
+    batches: list[int] = []
+    hooks = ServiceHooks(
+        observer=lambda name, version: lambda n, wait: batches.append(n),
+        answered=scored.append,
+    )
+    requests = [rows(1 + i % 3, seed=i) for i in range(30)]
+
+    def ids_of(i: int) -> Callable[[int], list[str]]:
+        return lambda n: [f"r{i}:{row}" for row in range(n)]
+
+    async def scenario() -> list[Any]:
+        service = InferenceService(registry, max_batch_size=8, max_batch_delay_ms=50, hooks=hooks)
+        try:
+            await service.model("m")
+            started = time.perf_counter()
+            return await asyncio.gather(
+                *(
+                    # every third request without ids: predicted and answered, not told
+                    service.infer("m", matrix(r))
+                    if i % 3 == 2
+                    else service.infer("m", matrix(r), ids_of(i), started)
+                    for i, r in enumerate(requests)
+                )
+            )
+        finally:
+            await service.close()
+
+    results = run(scenario())
+    assert [list(r.ids) for r in results] == [
+        [] if i % 3 == 2 else ids_of(i)(len(r)) for i, r in enumerate(requests)
+    ]
+    assert 0 < len(scored) <= len(batches) < len(requests)  # a call a batch, not a request
+    assert all(
+        (s.model, s.version, list(s.names)) == ("m", 1, ["a", "b", "c", "d"]) for s in scored
+    )
+    told = {i: n for s in scored for n, i in enumerate(s.ids)}
+    expected_ids = [i for r in results for i in r.ids]
+    assert sorted(told) == sorted(expected_ids)  # each answered row with ids, once
+    direct = {
+        row_id: (features, probability)
+        for r, features in zip(results, requests, strict=True)
+        for row_id, features, probability in zip(
+            r.ids, features, r.outputs["probability"], strict=False
+        )
+    }
+    for s in scored:
+        assert len(s.ids) == len(s.features) == len(s.outputs["probability"]) == len(s.latency_ms)
+        assert isinstance(s.latency_ms, np.ndarray)
+        assert (s.latency_ms > 0).all()
+        for row, row_id in enumerate(s.ids):
+            features, probability = direct[row_id]
+            np.testing.assert_array_equal(s.features[row], features)
+            assert s.outputs["probability"][row] == probability
+
+
+def test_ids_that_refuse_a_request_stop_it_before_anything_is_predicted(
+    registry: Registry, register: Register
+) -> None:
+    register("m", 0, promote="production")
+    batches: list[int] = []
+    scored: list[ScoredRows] = []
+    hooks = ServiceHooks(
+        observer=lambda name, version: lambda n, wait: batches.append(n), answered=scored.append
+    )
+
+    def refuse(rows: int) -> list[str]:
+        raise InvalidInputError(f"2 ids for {rows} rows; give one id per row")
+
+    async def scenario() -> None:
+        service = InferenceService(registry, hooks=hooks)
+        try:
+            with pytest.raises(InvalidInputError, match="2 ids for 3 rows"):
+                await service.infer("m", matrix(rows(3)), refuse)
+        finally:
+            await service.close()
+
+    run(scenario())
+    assert batches == []
+    assert scored == []
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -672,6 +758,11 @@ def test_a_request_whose_version_is_retired_before_it_is_batched_is_decoded_agai
     registry.promote("m:1", "production")
     records = by_name(rows(3, seed=4), ["a", "b", "c", "d"])
     layouts: list[list[str]] = []
+    made: list[int] = []
+
+    def ids(count: int) -> list[str]:
+        made.append(count)
+        return [f"x{row}" for row in range(count)]
 
     def decode(layout: FeatureLayout) -> Features:
         layouts.append(layout.names)
@@ -683,20 +774,21 @@ def test_a_request_whose_version_is_retired_before_it_is_batched_is_decoded_agai
             old = await service.model("m")
             submit = old.batcher.submit
 
-            async def swapped_meanwhile(features: Features) -> Outputs:
+            async def swapped_meanwhile(features: Features, note: Any = None) -> Outputs:
                 await asyncio.to_thread(registry.promote, "m:2", "production")
                 await service.refresh()  # m now serves v2; v1's batcher closes
                 await old.batcher.close()  # what retiring v1 does, finished now
-                return await submit(features)
+                return await submit(features, note)
 
             monkeypatch.setattr(old.batcher, "submit", swapped_meanwhile)
-            return await service.infer("m", decode)
+            return await service.infer("m", decode, ids)
         finally:
             await service.close()
 
     result = run(scenario())
     assert layouts == [["a", "b", "c", "d"], ["d", "c", "b", "a"]]
     assert (result.version, result.layout.names) == (2, ["d", "c", "b", "a"])
+    assert (made, list(result.ids)) == ([3], ["x0", "x1", "x2"])  # made once, kept
     np.testing.assert_allclose(
         result.outputs["probability"],
         in_process(reordered_model, records)["probability"],

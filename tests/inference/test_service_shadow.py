@@ -15,7 +15,7 @@ import pytest
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE
 from shipyard.inference.predictor import Outputs, Predictor
-from shipyard.inference.service import InferenceService, ServiceHooks, ShadowScored
+from shipyard.inference.service import InferenceService, ScoredRows, ServiceHooks
 from shipyard.registry import SHADOW_ALIAS, ModelVersionInfo, Registry
 
 from .test_service import Register, expected, rows, run
@@ -38,7 +38,7 @@ def test_the_shadow_scores_answered_rows_with_their_ids_in_its_own_feature_order
     register("m", 0, promote="production")
     register("m", reordered_model, promote=SHADOW_ALIAS)  # features d, c, b, a
     features = rows(5)
-    scored: list[ShadowScored] = []
+    scored: list[ScoredRows] = []
 
     async def scenario() -> tuple[int, Outputs]:
         service = InferenceService(registry, hooks=ServiceHooks(shadowed=scored.append))
@@ -77,7 +77,7 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_waits(
     register("m", 0, promote="production")
     register("m", 1, promote=SHADOW_ALIAS)
     dropped: list[tuple[str, int]] = []
-    scored: list[ShadowScored] = []
+    scored: list[ScoredRows] = []
     hooks = ServiceHooks(
         shadowed=scored.append, shadow_dropped=lambda name, n: dropped.append((name, n))
     )
@@ -135,9 +135,9 @@ def test_the_shadow_follows_its_alias_and_a_failing_log_spares_the_next_request(
     register("m", 0, promote="production")
     register("m", 1, promote=SHADOW_ALIAS)
     register("m", 1)
-    calls: list[ShadowScored] = []
+    calls: list[ScoredRows] = []
 
-    def shadowed(scored: ShadowScored) -> None:
+    def shadowed(scored: ScoredRows) -> None:
         calls.append(scored)
         if len(calls) == 1:
             raise RuntimeError("the log is down")
@@ -200,7 +200,7 @@ def test_a_failing_shadow_is_logged_once_and_its_rows_counted(
     register("m", 0, promote="production")
     register("m", 1, promote=SHADOW_ALIAS)
 
-    def shadowed(scored: ShadowScored) -> None:
+    def shadowed(scored: ScoredRows) -> None:
         raise RuntimeError("the log is down")
 
     async def scenario() -> None:

@@ -1,4 +1,4 @@
-"""What a server logs of the predictions it answers (``ServerState.log_predictions``)."""
+"""What a server logs of the predictions it answers (one record a batch: ``hooks.answered``)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.inference.service import ShadowScored
+from shipyard.inference.service import ScoredRows
 from shipyard.monitoring.log import ParquetLog
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import SHADOW_ALIAS, Registry
@@ -39,9 +39,9 @@ async def test_a_version_in_shadow_scores_what_production_answered(
     rig.scorer.recorder = recorder
     service = rig.scorer.service
     shadowed: list[str] = []
-    logger = recorder.shadow_logger("stream")
+    logger = recorder.scored_logger("stream")
 
-    def hook(scored: ShadowScored) -> None:
+    def hook(scored: ScoredRows) -> None:
         logger(scored)
         shadowed.extend(scored.ids)
 

@@ -12,15 +12,20 @@ swap to a version whose features come in another order can never have rows decod
 version predicted by another. When a swap closes the batcher in between, the request is
 decoded again for the new version.
 
+**Answered rows.** A request given to ``infer`` with ``ids`` (one prediction id a row) is
+told, with its batch's other such requests, to ``hooks.answered`` once the batch is answered
+— one ``ScoredRows`` a batch, each row with its own latency — and handed to the shadow, if
+any: an adapter's prediction log costs a call a batch rather than one a request.
+
 **Shadows.** A served model whose ``shadow`` alias points at a version (a retrained
-candidate, ``retrain.gate.shadow``) has that version loaded too: an adapter that answered a
-request hands its rows and ids to ``shadow``, which queues them (bounded: dropped and counted
-when the shadow falls behind) for a task that scores them with it in a thread — what
-queued meanwhile stacked into one call — and gives the outputs to ``hooks.shadowed``: the
-adapters log them under the shadow's version with the same ids. The answer never waits for
-the shadow, nor fails with it (a failing shadow is logged once, its rows counted). The
-shadow alias is followed with the others: moved, the old version stops at once and the new
-one is loaded; gone, the shadow is dropped.
+candidate, ``retrain.gate.shadow``) has that version loaded too: answered rows with ids
+(above; an adapter that logs its own batches calls ``shadow`` itself) are queued (bounded:
+dropped and counted when the shadow falls behind) for a task that scores them with it in a
+thread — what queued meanwhile stacked into one call — and gives the outputs to
+``hooks.shadowed``: the adapters log them under the shadow's version with the same ids. The
+answer never waits for the shadow, nor fails with it (a failing shadow is logged once, its
+rows counted). The shadow alias is followed with the others: moved, the old version stops at
+once and the new one is loaded; gone, the shadow is dropped.
 
 In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
 what is promoted, not whatever was registered last.
@@ -29,6 +34,7 @@ what is promoted, not whatever was registered last.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,9 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from shipyard.errors import AliasNotFoundError, BatcherClosedError, ShipyardError
-from shipyard.inference.batcher import Batcher, BatchObserver
+from shipyard.inference.batcher import BatchAnswered, Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
 from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
 from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, ModelVersionInfo, Registry
@@ -88,6 +95,8 @@ class Inference(NamedTuple, Generic[Decoded]):
     """What the decoder made of the request for that version."""
     classes: Sequence[Any] = ()
     """The version's classes, in the order of its probabilities (none for a regressor)."""
+    ids: Sequence[str] = ()
+    """Each row's prediction id, when ``infer`` was given ``ids``."""
 
 
 #: Rows a shadow scores in one call at most (queued requests are stacked up to this).
@@ -95,19 +104,21 @@ SHADOW_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
-class ShadowScored:
-    """Rows of answered requests as the version in shadow scored them (not answered)."""
+class ScoredRows:
+    """Rows a version scored: the answered requests of a batch, or such rows as the version
+    in shadow scored them (not answered)."""
 
     model: str
     version: int
     ids: Sequence[str]
-    """The ids the answering version gave the same rows."""
+    """The rows' prediction ids (a shadow's: those the answering version gave them)."""
     names: Sequence[str]
     features: Features
-    """In the shadow version's feature order."""
+    """In the scoring version's feature order."""
     outputs: Outputs
-    latency_ms: float
-    """The shadow version's own prediction time."""
+    latency_ms: float | npt.NDArray[np.float32]
+    """Each row's time from its request's arrival to its answer; a shadow's: its own
+    prediction time."""
 
 
 @dataclass
@@ -117,7 +128,10 @@ class ServiceHooks:
     observer: Callable[[str, int], BatchObserver | None] = lambda name, version: None
     load_failed: Callable[[str, ShipyardError], None] = lambda name, error: None
     swapped: Callable[[str, int, int], None] = lambda ref, old, new: None
-    shadowed: Callable[[ShadowScored], None] = lambda scored: None
+    answered: Callable[[ScoredRows], None] | None = None
+    """Log the rows of a batch's answered requests that came with ids (an adapter's
+    prediction log); once a batch, on the event loop: it must not wait."""
+    shadowed: Callable[[ScoredRows], None] = lambda scored: None
     """Log what a version in shadow scored (an adapter's prediction log)."""
     shadow_dropped: Callable[[str, int], None] = lambda name, rows: None
     """Rows the shadow did not score: its queue was full, or it failed."""
@@ -259,21 +273,51 @@ class InferenceService:
                 raise
         if key in self._models:  # loaded meanwhile through another ref or by refresh
             return self._models[key]
+        layout = FeatureLayout(info.input_schema)
         loaded = LoadedModel(
             info=info,
             predictor=predictor,
-            layout=FeatureLayout(info.input_schema),
+            layout=layout,
             batcher=Batcher(
                 predictor.predict,
                 max_batch_size=self.max_batch_size,
                 max_batch_delay_ms=self.max_batch_delay_ms,
                 predict_in_thread=self.predict_in_thread,
                 observer=self.hooks.observer(info.name, info.version),
+                answered=self._batch_answered(info, layout),
             ),
         )
         self._models[key] = loaded
         logger.info("loaded %s", info.ref)
         return loaded
+
+    def _batch_answered(self, info: ModelVersionInfo, layout: FeatureLayout) -> BatchAnswered:
+        """The batcher's ``answered``: one ``ScoredRows`` of the batch's requests with ids,
+        for ``hooks.answered`` and the shadow."""
+
+        def answered(
+            features: Features, outputs: Outputs, notes: Sequence[tuple[Any, int, int]]
+        ) -> None:
+            if self.hooks.answered is None and self.shadowing(info.name) is None:
+                return
+            now = time.perf_counter()
+            counts = [stop - start for _, start, stop in notes]
+            if sum(counts) != len(features):  # some requests had no ids, or went
+                rows = np.concatenate([np.arange(start, stop) for _, start, stop in notes])
+                features = features[rows]
+                outputs = {name: values[rows] for name, values in outputs.items()}
+            ids = list(itertools.chain.from_iterable(note[0] for note, _, _ in notes))
+            waited = np.array([now - note[1] for note, _, _ in notes], np.float32)
+            latency = np.repeat(waited * np.float32(1000), counts)
+            self.shadow(info.name, info.version, ids, layout.names, features)
+            if self.hooks.answered is not None:
+                self.hooks.answered(
+                    ScoredRows(
+                        info.name, info.version, ids, layout.names, features, outputs, latency
+                    )
+                )
+
+        return answered
 
     def _load(self, info: ModelVersionInfo) -> Predictor:
         artifact = self.registry.load_artifact(ModelRef(info.name, info.version, None))
@@ -282,7 +326,11 @@ class InferenceService:
     # -- inference --------------------------------------------------------------------------
 
     async def infer(
-        self, ref: str, decode: Callable[[FeatureLayout], Decoded]
+        self,
+        ref: str,
+        decode: Callable[[FeatureLayout], Decoded],
+        ids: Callable[[int], Sequence[str]] | None = None,
+        started: float | None = None,
     ) -> Inference[Decoded]:
         """Decode a request for the version ``ref`` names now and predict with that version.
 
@@ -291,18 +339,29 @@ class InferenceService:
         such ``features``; it raises ``InvalidInputError`` for a request it cannot read. A
         decoded request of no rows (a stream batch whose messages were all refused) is not
         predicted: its outputs are empty.
+
+        ``ids`` gives the rows' prediction ids from their number (it may refuse the
+        request, before anything is predicted, with ``InvalidInputError``); the answered
+        rows then reach ``hooks.answered`` and the shadow with them, each with its latency
+        since ``started`` (a ``time.perf_counter()``; default: now).
         """
+        note: tuple[Sequence[str], float] | None = None
         for _ in range(3):
             loaded = await self.model(ref)
             decoded = decode(loaded.layout)
             features = decoded if isinstance(decoded, np.ndarray) else decoded.features
+            if ids is not None and note is None:  # a redecoded request has as many rows
+                note = (ids(len(features)), time.perf_counter() if started is None else started)
             try:
-                outputs = await loaded.batcher.submit(features) if len(features) else {}
+                outputs = await loaded.batcher.submit(features, note) if len(features) else {}
             except BatcherClosedError:
                 continue  # swapped between lookup and submit: decode for the new version
             info = loaded.info
             classes = info.output_schema.get("classes", ())
-            return Inference(info.name, info.version, outputs, loaded.layout, decoded, classes)
+            given = () if note is None else note[0]
+            return Inference(
+                info.name, info.version, outputs, loaded.layout, decoded, classes, given
+            )
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 
     # -- shadow scoring ---------------------------------------------------------------------
@@ -374,7 +433,7 @@ class InferenceService:
             outputs = await asyncio.to_thread(shadow.predictor.predict, features)
             latency_ms = (time.perf_counter() - started) * 1000
             self.hooks.shadowed(
-                ShadowScored(
+                ScoredRows(
                     shadow.info.name,
                     shadow.info.version,
                     ids,

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from shipyard.errors import PredictionLogError, ShipyardError
 from shipyard.inference.predictor import Outputs
-from shipyard.inference.service import ShadowScored
+from shipyard.inference.service import ScoredRows
 from shipyard.monitoring.log import PredictionLog, prediction_table
 
 logger = logging.getLogger(__name__)
@@ -132,11 +132,11 @@ class PredictionRecorder:
             self.on_dropped(model, rows)
         return not full
 
-    def shadow_logger(self, source: str) -> Callable[[ShadowScored], None]:
-        """A ``ServiceHooks.shadowed`` that logs what a version in shadow scored under its
-        own version and the answered requests' ids (never waits; counts drops)."""
+    def scored_logger(self, source: str) -> Callable[[ScoredRows], None]:
+        """A ``ServiceHooks.answered`` or ``shadowed`` that logs scored rows under the
+        version that scored them (never waits; counts drops)."""
 
-        def log(scored: ShadowScored) -> None:
+        def log(scored: ScoredRows) -> None:
             self.record(
                 scored.model,
                 scored.version,

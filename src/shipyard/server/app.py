@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> ShipyardApp:
         recorder = _recorder(settings)
         hooks = _hooks()
         if recorder is not None:  # a shadow's scores are worth keeping only in the log
-            hooks.shadowed = recorder.shadow_logger(HTTP)
+            hooks.answered = hooks.shadowed = recorder.scored_logger(HTTP)
         service = InferenceService(
             registry,
             max_batch_size=settings.max_batch_size,

@@ -84,9 +84,13 @@ async def classify(request: Request, name: str) -> Response:
     image_format(loaded.layout.image, loaded.info.output_schema, name)
     data, given = await _image_bytes(request, state)
     image = await decode_image(data, max_pixels=state.settings.image_max_pixels)
-    result = await state.service.infer(ref, lambda layout: layout.from_images([image]))
-    ids = [given] if given is not None else new_ids(1)
-    state.log_predictions(result, ids, result.decoded, started)
+    result = await state.service.infer(
+        ref,
+        lambda layout: layout.from_images([image]),
+        lambda rows: [given] if given is not None else new_ids(rows),
+        started,
+    )
+    ids = result.ids
     ranked = ranked_classes(result.outputs, result.classes, top_k)[0]
     return json_response(
         {

@@ -246,13 +246,12 @@ async def invocations(request: Request) -> Response:
     else:
         payload, given = take_ids(parse_json(body))
         features = functools.partial(features_from_mlflow, payload)
-    result = await state.service.infer(state.default_model, features)
-    ids = fill_ids(given, len(result.decoded))
-    state.log_predictions(result, ids, result.decoded, started)
+    ids = functools.partial(fill_ids, given)
+    result = await state.service.infer(state.default_model, features, ids, started)
     return json_response(
         {
             "predictions": records(result.outputs),
-            "ids": ids,
+            "ids": result.ids,
             "model": result.model,
             "version": result.version,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -191,16 +192,20 @@ async def version_infer(request: Request, model: str, version: str | None) -> Re
     body = await request.body()
     decoded = decode_request(body, header(request, HEADER_LENGTH))
     state = state_of(request)
+    ids = functools.partial(row_ids, decoded.id)
     if any(array.dtype.kind == "O" for array in decoded.inputs.values()):
         images = await _images(state, ref, model, decoded)
-        result = await state.service.infer(ref, lambda layout: layout.from_images(images))
+        result = await state.service.infer(
+            ref, lambda layout: layout.from_images(images), ids, started
+        )
     else:
         result = await state.service.infer(
-            ref, lambda layout: layout.from_named(decoded.inputs, INPUT_NAME, finite=decoded.finite)
+            ref,
+            lambda layout: layout.from_named(decoded.inputs, INPUT_NAME, finite=decoded.finite),
+            ids,
+            started,
         )
-    ids = row_ids(decoded.id, len(result.decoded))
-    state.log_predictions(result, ids, result.decoded, started)
-    outputs = {**result.outputs, ID_OUTPUT: np.array(ids, dtype=object)}
+    outputs = {**result.outputs, ID_OUTPUT: np.array(result.ids, dtype=object)}
     body, header_length = encode_response(model, result.version, decoded, outputs)
     if header_length is None:
         return Response(body, media_type="application/json")

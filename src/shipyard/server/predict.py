@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -73,10 +74,10 @@ async def predict(request: Request, name: str) -> Response:
     payload = parse_json(await request.body())
     given = _take_ids(payload)
     state = state_of(request)
-    result = await state.service.infer(ref, lambda layout: _rows(payload, layout))
-    rows = len(result.decoded)
-    ids = fill_ids(given, rows)
-    state.log_predictions(result, ids, result.decoded, started)
+    result = await state.service.infer(
+        ref, lambda layout: _rows(payload, layout), functools.partial(fill_ids, given), started
+    )
+    ids = result.ids
     return json_response(
         {
             "model": result.model,

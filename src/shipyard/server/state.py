@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 
 from shipyard.inference.images import ImageFetcher
-from shipyard.inference.predictor import Features
-from shipyard.inference.service import Inference, InferenceService
+from shipyard.inference.service import InferenceService
 from shipyard.messaging import Broker, QueueSpec, open_broker
 from shipyard.messaging.embedded import EmbeddedNats
-from shipyard.monitoring.log import HTTP
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import Registry
 from shipyard.settings import Settings
@@ -29,7 +24,8 @@ class ServerState:
     registry: Registry
     service: InferenceService
     recorder: PredictionRecorder | None = None
-    """Where answered predictions are logged (None: logging is off)."""
+    """Where answered predictions are logged (None: logging is off): the service tells it
+    each batch's requests that came with ids (``InferenceService.infer``)."""
     ready: bool = False
     fetcher: ImageFetcher = field(init=False)
     """Fetches the images named by URL, within the ``image_url_*`` settings."""
@@ -64,27 +60,6 @@ class ServerState:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
-
-    def log_predictions(
-        self, result: Inference[Any], ids: Sequence[str], features: Features, started: float
-    ) -> None:
-        """Hand an answered request's predictions to the log (never waits; counts drops),
-        and its rows to the model's version in shadow, if any, whose scores are logged too
-        (``PredictionRecorder.shadow_logger``). ``started`` is the request's
-        ``time.perf_counter()`` at arrival."""
-        if self.recorder is not None:
-            self.service.shadow(result.model, result.version, ids, result.layout.names, features)
-            latency_ms = (time.perf_counter() - started) * 1000
-            self.recorder.record(
-                result.model,
-                result.version,
-                HTTP,
-                ids,
-                result.layout.names,
-                features,
-                result.outputs,
-                latency_ms,
-            )
 
     @property
     def default_model(self) -> str | None:

@@ -102,7 +102,7 @@ async def serve(settings: Settings, config: ScorerConfig, broker: Broker) -> Sco
             on_written=lambda model, rows: metrics.LOGGED.labels(model, worker).inc(rows),
         )
     if recorder is not None:
-        service.hooks.shadowed = recorder.shadow_logger(STREAM)
+        service.hooks.shadowed = recorder.scored_logger(STREAM)
     else:
         service.shadow_alias = None  # nothing would keep what a shadow scores
     images = ImageReader.from_settings(settings)
