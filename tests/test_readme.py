@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,19 +71,37 @@ def test_ci_runs_exactly_the_check_command() -> None:
 
 
 def _run(command: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
-    done = subprocess.run(
+    """Run a command in its own process group; past ``timeout`` the whole group is killed
+    (no server or broker it started outlives the test) and the test fails with what the
+    command had printed, so a hang shows where it was."""
+    process = subprocess.Popen(
         ["bash", "-c", command],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
-    assert done.returncode == 0, (
-        f"{command!r} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    )
-    return done.stdout
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                stdout, stderr = process.communicate(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            stdout, stderr = "", ""
+        pytest.fail(f"{command!r} did not end within {timeout:g} s:\n{stdout}\n{stderr}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what it left running in its group
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, f"{command!r} exited {process.returncode}:\n{stdout}\n{stderr}"
+    return stdout
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ its closing "Next" list works on the home it leaves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -11,19 +12,23 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
 from shipyard.children import free_port
+from shipyard.cli.demo import loop as loop_module
 from shipyard.cli.demo.loop import (
     ANSWER_WAIT_S,
     LIMIT_S,
     Channel,
     LoopRun,
+    _ended,
     _not_answering,
     _quiet_event_lines,
+    _stopped,
     _until_swapped,
     demo_spec_text,
 )
@@ -245,7 +250,6 @@ def test_the_demo_exits_non_zero_when_the_loop_did_not_close(
 ) -> None:
     """Steps 1–5 at their smallest, real; the loop replaced by one that promoted nothing
     and lost requests: the summary prints, then the exit status and a line say why."""
-    import shipyard.cli.demo.loop as loop_module
 
     def no_loop(*_: object, **__: object) -> tuple[LoopRun, str]:
         return _loop(None, errors=3), "http://127.0.0.1:1/ui"
@@ -382,6 +386,57 @@ def test_a_failed_user_task_ends_the_wait_for_a_promotion_at_once() -> None:
             await asyncio.gather(monitoring, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_the_loops_teardown_ends_whatever_its_users_and_monitor_do(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user that ignores its cancellation is left behind and a monitor that does not stop
+    is cancelled: the step's teardown is bounded (no demo hangs in it); a finished user's
+    result and a failed one's error still come back."""
+    monkeypatch.setattr(loop_module, "STOP_WAIT_S", 0.05)
+    release = asyncio.Event()
+
+    async def stubborn() -> TrafficStats:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        raise AssertionError("not reached while the teardown waits")
+
+    async def broken() -> TrafficStats:
+        raise UnavailableError("the broker went away")
+
+    async def main() -> tuple[list[Any], bool]:
+        users = [asyncio.create_task(t()) for t in (stubborn, broken)]
+        users.append(asyncio.create_task(asyncio.sleep(0, result="done")))  # type: ignore[arg-type]
+        monitor = asyncio.create_task(asyncio.sleep(3600))
+        await asyncio.sleep(0)
+        outcomes = await _ended(users)
+        await _stopped(monitor, 0.05)
+        release.set()
+        await asyncio.gather(*users, return_exceptions=True)
+        return outcomes, monitor.cancelled()
+
+    with caplog.at_level(logging.WARNING, logger=loop_module.__name__):
+        (left, failed, done), cancelled = asyncio.run(main())
+    assert left is None
+    assert isinstance(failed, UnavailableError)
+    assert done == "done"
+    assert cancelled
+    assert "did not end when cancelled" in caplog.text
+    assert "did not stop within 0.05 s" in caplog.text
+
+
+def test_a_monitor_that_failed_is_raised_when_the_loop_stops() -> None:
+    async def failing() -> None:
+        raise RuntimeError("lease lost")
+
+    async def main() -> None:
+        monitor = asyncio.create_task(failing())
+        await _stopped(monitor, 5)
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        asyncio.run(main())
 
 
 def test_the_monitors_event_lines_are_quiet_during_the_loop_and_its_warnings_are_not(

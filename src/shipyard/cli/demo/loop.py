@@ -43,6 +43,8 @@ from shipyard.traffic.rows import load_pool
 from shipyard.traffic.runner import Destination, prepared, run_on_uvloop
 from shipyard.traffic.summary import TrafficStats
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from shipyard.registry.events import EventRecord
     from shipyard.traffic.rows import RowPool
@@ -311,7 +313,7 @@ async def _loop(
                 outcomes = await _ended(users)
             stopped = time.perf_counter()
             stop.set()
-            await monitoring
+            await _stopped(monitoring, settings.retrain_lock_ttl_seconds)
             for outcome in outcomes:
                 # A user cancelled past STOP_WAIT_S is no error of the loop's; a failed one is.
                 if isinstance(outcome, Exception):
@@ -385,11 +387,38 @@ async def _run_on(users: list[asyncio.Task[TrafficStats]], seconds: float) -> No
 
 
 async def _ended(tasks: list[asyncio.Task[TrafficStats]]) -> list[Any]:
-    """Wait for stopped users (cancel them past ``STOP_WAIT_S``); their results or errors."""
+    """Wait for stopped users (cancel them past ``STOP_WAIT_S``); their results or errors.
+    A user that outlives its cancellation by another ``STOP_WAIT_S`` is left behind (said
+    in a warning, its result None): the step ends whatever a user does."""
     _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
     for task in pending:
         task.cancel()
-    return await asyncio.gather(*tasks, return_exceptions=True)
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=STOP_WAIT_S)
+        for task in stuck:
+            logger.warning("a traffic user did not end when cancelled; leaving it: %s", task)
+    return [_outcome(task) for task in tasks]
+
+
+def _outcome(task: asyncio.Task[TrafficStats]) -> Any:
+    """A user's result or error; None for one cancelled or still running."""
+    if not task.done() or task.cancelled():
+        return None
+    error = task.exception()
+    return error if error is not None else task.result()
+
+
+async def _stopped(monitoring: asyncio.Task[Any], timeout_s: float) -> None:
+    """Wait for the monitor, told to stop, to end its pass (at most ``timeout_s``: a retrain
+    it started finishes first); past that it is cancelled, and left behind if it does not
+    end within ``STOP_WAIT_S`` either. Raises what the monitor failed with."""
+    done, _ = await asyncio.wait([monitoring], timeout=timeout_s)
+    if not done:
+        logger.warning("the monitor did not stop within %g s; cancelling it", timeout_s)
+        monitoring.cancel()
+        done, _ = await asyncio.wait([monitoring], timeout=STOP_WAIT_S)
+    if done and not monitoring.cancelled():
+        monitoring.result()  # its error, if it failed
 
 
 @contextlib.contextmanager
