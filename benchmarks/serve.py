@@ -25,7 +25,9 @@ prints requests/s, p50, p99, errors and the CPU the server used for:
   the extra hop costs (``serve/balancer.py``; needs Debian's nginx);
 
 then OIP JSON again on two unpinned servers, one with 1 and one with ``--workers`` processes,
-to show how it scales (wrk stays on core 0, so on 2 cores it competes with the server).
+to show how it scales (wrk stays on core 0, so on 2 cores it competes with the server): the
+second at ``--connections`` and again at ``--workers`` times as many (each worker with the
+load one had; split N ways, batches are 1/N the size, which costs CPU per request).
 
     python benchmarks/serve.py [--duration 10] [--rounds 3] [--connections 32] [--workers 2]
 
@@ -430,11 +432,13 @@ def run_wrk(target: Server, script: Path, *, seconds: float, connections: int) -
 
 @dataclass(frozen=True)
 class Job:
-    """One row of a table: a label, the server it loads and the script wrk runs."""
+    """One row of a table: a label, the server it loads and the script wrk runs (with its
+    own number of connections, or the run's)."""
 
     label: str
     server: Server
     script: Path
+    connections: int | None = None
 
 
 def measure(
@@ -449,10 +453,14 @@ def measure(
     runs: dict[str, list[Measurement]] = {job.label: [] for job in jobs}
     if warmup > 0:
         for job in jobs:
-            run_wrk(job.server, job.script, seconds=warmup, connections=connections)
+            run_wrk(
+                job.server, job.script, seconds=warmup, connections=job.connections or connections
+            )
     for round_number in range(1, rounds + 1):
         for job in jobs:
-            result = run_wrk(job.server, job.script, seconds=seconds, connections=connections)
+            result = run_wrk(
+                job.server, job.script, seconds=seconds, connections=job.connections or connections
+            )
             runs[job.label].append(result)
             log(
                 f"  round {round_number}/{rounds}  {job.label:<32} "
@@ -597,6 +605,11 @@ def main() -> None:
                     check(unpinned.url, oip_json)
                     label = f"OIP JSON, {workers} worker{'s' * (workers > 1)}, unpinned"
                     jobs.append(Job(label, unpinned, scripts[oip_json.label]))
+                # The same load per worker: with the run's connections spread over N
+                # workers, each forms batches 1/N the size, which costs CPU a request.
+                label = f"OIP JSON, {args.workers} workers, {args.workers}x connections"
+                each = args.connections * args.workers
+                jobs.append(Job(label, unpinned, scripts[oip_json.label], connections=each))
                 scaling = measure(jobs, **timing)
 
     naive_answer = answers["naive FastAPI + sklearn"]
@@ -648,11 +661,15 @@ def main() -> None:
             " and competing with them for it.\n"
         )
         print_scaling(scaling)
-        one_worker, many = scaling.values()
-        per_core = [m.requests_per_s / max(m.server_cores, 1e-9) for m in (one_worker, many)]
+        one_worker, many, loaded = scaling.values()
+        per_core = [
+            m.requests_per_s / max(m.server_cores, 1e-9) for m in (one_worker, many, loaded)
+        ]
         print(
             f"\n{args.workers} workers: {per_core[1] / per_core[0]:.2f} of one worker's req/s per "
-            f"server core (target ≥ 0.90: N workers on N free cores give ≥ 0.9·N of one's req/s)"
+            f"server core at {args.connections} connections, {per_core[2] / per_core[0]:.2f} at "
+            f"{args.workers * args.connections} (the same load per worker) (target ≥ 0.90: N "
+            f"workers on N free cores give ≥ 0.9·N of one's req/s)"
         )
 
 
