@@ -11,8 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -72,7 +74,8 @@ def test_ci_runs_exactly_the_check_command() -> None:
 
 def _run(command: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
     """Run a command in its own process group; past ``timeout`` the whole group is killed
-    (no server or broker it started outlives the test) and the test fails with what the
+    (what it started there, servers and scorers too, goes with it; the embedded broker, in
+    a session of its own, stops with its last user) and the test fails with what the
     command had printed, so a hang shows where it was."""
     process = subprocess.Popen(
         ["bash", "-c", command],
@@ -86,22 +89,34 @@ def _run(command: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        # The leader is not reaped before both signals, so its group id cannot be reused.
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
-            try:
-                stdout, stderr = process.communicate(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            stdout, stderr = "", ""
+            time.sleep(grace)
+        stdout, stderr = process.communicate(timeout=30)
         pytest.fail(f"{command!r} did not end within {timeout:g} s:\n{stdout}\n{stderr}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # what it left running in its group
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, f"{command!r} exited {process.returncode}:\n{stdout}\n{stderr}"
     return stdout
+
+
+def test_a_command_past_its_timeout_fails_with_its_output_and_its_group_killed(
+    tmp_path: Path,
+) -> None:
+    script = "echo started; sleep 300 & echo $! > pid; wait"
+    with pytest.raises(pytest.fail.Exception, match=r"did not end within 1 s:\nstarted"):
+        _run(script, tmp_path, _clean_env(), timeout=1)
+    sleeper = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(sleeper) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        assert not psutil.pid_exists(sleeper), "the command's background child outlived it"
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

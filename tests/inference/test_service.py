@@ -318,6 +318,8 @@ def test_ids_that_refuse_a_request_stop_it_before_anything_is_predicted(
         try:
             with pytest.raises(InvalidInputError, match="2 ids for 3 rows"):
                 await service.infer("m", matrix(rows(3)), refuse)
+            with pytest.raises(ValueError, match="1 ids made for 3 rows"):  # an adapter's bug
+                await service.infer("m", matrix(rows(3)), lambda n: ["x"])
         finally:
             await service.close()
 

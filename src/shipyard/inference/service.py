@@ -158,7 +158,8 @@ class InferenceService:
     shadow_alias: str | None = SHADOW_ALIAS
     """The alias whose version scores served requests in shadow (None: no shadows)."""
     shadow_queue: int = 256
-    """Requests waiting for the shadow at most; more are dropped and counted."""
+    """Answered batches (a server's: up to ``max_batch_size`` rows each; a scorer's: its
+    batch) waiting for the shadow at most; more are dropped and counted."""
     shadow_dropped: int = field(default=0, init=False)
     _shadows: dict[str, _Shadow] = field(default_factory=dict, init=False)
     _shadow_failed: set[VersionKey] = field(default_factory=set, init=False)
@@ -309,13 +310,13 @@ class InferenceService:
             ids = list(itertools.chain.from_iterable(note[0] for note, _, _ in notes))
             waited = np.array([now - note[1] for note, _, _ in notes], np.float32)
             latency = np.repeat(waited * np.float32(1000), counts)
-            self.shadow(info.name, info.version, ids, layout.names, features)
-            if self.hooks.answered is not None:
+            if self.hooks.answered is not None:  # first: the log matters more than the shadow
                 self.hooks.answered(
                     ScoredRows(
                         info.name, info.version, ids, layout.names, features, outputs, latency
                     )
                 )
+            self.shadow(info.name, info.version, ids, layout.names, features)
 
         return answered
 
@@ -351,16 +352,24 @@ class InferenceService:
             decoded = decode(loaded.layout)
             features = decoded if isinstance(decoded, np.ndarray) else decoded.features
             if ids is not None and note is None:  # a redecoded request has as many rows
-                note = (ids(len(features)), time.perf_counter() if started is None else started)
+                given = ids(len(features))
+                if len(given) != len(features):  # the adapter's mistake: it would spoil a batch
+                    raise ValueError(f"{len(given)} ids made for {len(features)} rows")
+                note = (given, time.perf_counter() if started is None else started)
             try:
                 outputs = await loaded.batcher.submit(features, note) if len(features) else {}
             except BatcherClosedError:
                 continue  # swapped between lookup and submit: decode for the new version
             info = loaded.info
             classes = info.output_schema.get("classes", ())
-            given = () if note is None else note[0]
             return Inference(
-                info.name, info.version, outputs, loaded.layout, decoded, classes, given
+                info.name,
+                info.version,
+                outputs,
+                loaded.layout,
+                decoded,
+                classes,
+                () if note is None else note[0],
             )
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 

@@ -313,14 +313,15 @@ async def _loop(
                 outcomes = await _ended(users)
             stopped = time.perf_counter()
             stop.set()
-            await _stopped(monitoring, settings.retrain_lock_ttl_seconds)
+            # Its pass, then its wait for a retrain (at most the lease's TTL), then its exit.
+            await _stopped(monitoring, 2 * settings.retrain_lock_ttl_seconds + STOP_WAIT_S)
             for outcome in outcomes:
                 # A user cancelled past STOP_WAIT_S is no error of the loop's; a failed one is.
                 if isinstance(outcome, Exception):
                     raise outcome
     finally:
         stop.set()
-        if monitoring is not None and not monitoring.done():
+        if monitoring is not None and not monitoring.done() and not monitoring.cancelling():
             # The step failed midway: the monitor still ends cleanly (releases its lease).
             await asyncio.wait([monitoring], timeout=settings.retrain_lock_ttl_seconds)
         log.close()
