@@ -1,7 +1,8 @@
 """Users with several addresses of one service (two load balancers), against small asyncio
 servers on 127.0.0.1 that can be killed: a user moves on when its address refuses or drops
 the connection, sends the request again there, and the failovers are counted; an address
-that answers, even with a 503, keeps its users; labels fail over too."""
+that answers, even with a 503, keeps its users; labels fail over too. A broker target closes
+without cancelling its reader inside a broker call."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import orjson
+import pytest
 
 from shipyard.children import free_port
+from shipyard.messaging.broker import Delivery
+from shipyard.messaging.memory import MemoryBroker
+from shipyard.traffic import targets
 from shipyard.traffic.config import Protocol, TrafficConfig
 from shipyard.traffic.connection import Endpoint
 from shipyard.traffic.labels import Label, Sent
 from shipyard.traffic.rows import Rows
-from shipyard.traffic.targets import HttpFeedback, HttpTarget
+from shipyard.traffic.targets import BrokerTarget, HttpFeedback, HttpTarget
 from shipyard.traffic.users import LabelSource, Users
 
 from .test_connection import read_request
@@ -220,3 +225,60 @@ def test_labels_go_to_the_next_address_when_the_first_refuses() -> None:
         "p-1",
         "p-2",
     ]
+
+
+class WatchedBroker(MemoryBroker):
+    """A memory broker that records a consume cancelled midway; ``stuck`` makes every
+    consume wait until cancelled (a broker that stopped answering)."""
+
+    def __init__(self, *, stuck: bool = False) -> None:
+        super().__init__()
+        self.stuck = stuck
+        self.cancelled_consumes = 0
+        self.closed = False
+
+    async def consume(self, queue: str, max_messages: int, timeout_ms: float) -> list[Delivery]:
+        try:
+            if self.stuck:
+                await asyncio.Event().wait()
+            return await super().consume(queue, max_messages, timeout_ms)
+        except asyncio.CancelledError:
+            self.cancelled_consumes += 1
+            raise
+
+    async def close(self) -> None:
+        self.closed = True
+        await super().close()
+
+
+def test_closing_a_broker_target_lets_its_reader_finish_its_consume() -> None:
+    """The reader is told to stop, not cancelled inside a broker call: redis-py's client can
+    be left waiting for ever by a command cancelled midway (a test run hung so)."""
+    broker = WatchedBroker()
+
+    async def main() -> None:
+        target = BrokerTarget(broker, (ROWS, None), queue="in", results="out", timeout_s=5)
+        await target.start()
+        await asyncio.sleep(0.05)  # the reader is inside a consume now
+        await asyncio.wait_for(target.close(), 10)
+
+    asyncio.run(main())
+    assert broker.cancelled_consumes == 0
+    assert broker.closed
+
+
+def test_a_reader_stuck_in_a_broker_call_is_cancelled_after_the_close_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(targets, "CLOSE_WAIT_S", 0.05)
+    broker = WatchedBroker(stuck=True)
+
+    async def main() -> None:
+        target = BrokerTarget(broker, (ROWS, None), queue="in", results="out", timeout_s=5)
+        await target.start()
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(target.close(), 10)
+
+    asyncio.run(main())
+    assert broker.cancelled_consumes == 1
+    assert broker.closed

@@ -50,6 +50,8 @@ OIP_INPUT = "input"
 BAD_ANSWER = "bad answer"
 #: How long the broker reader waits for results per consume call (ms).
 RESULTS_WAIT_MS = 100
+#: How long ``BrokerTarget.close`` waits for its loops' broker calls to return (s).
+CLOSE_WAIT_S = 5.0
 PUBLISH_CHUNK = 1000
 #: Labels per ``<model>.feedback`` message (well under every broker's message size limit).
 FEEDBACK_MESSAGE_ITEMS = 1000
@@ -355,6 +357,7 @@ class BrokerTarget:
         self._numbers = itertools.count()
         self._waiting = _Waiting()
         self._wake = asyncio.Event()
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -392,6 +395,8 @@ class BrokerTarget:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             while self._waiting.outbox:
                 batch = self._waiting.outbox[:PUBLISH_CHUNK]
                 del self._waiting.outbox[:PUBLISH_CHUNK]
@@ -411,7 +416,7 @@ class BrokerTarget:
 
     async def _read_loop(self) -> None:
         delay = 0.05
-        while True:
+        while not self._closing:
             try:
                 deliveries = await self.broker.consume(self.results, 1000, RESULTS_WAIT_MS)
             except UnavailableError:
@@ -442,10 +447,19 @@ class BrokerTarget:
             waiter.set_result(None if version is None else str(version))
 
     async def close(self) -> None:
-        """Stop publishing and reading; close the broker connection."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop publishing and reading; close the broker connection.
+
+        The loops are told to stop and end after the broker call they are in (a consume
+        waits ``RESULTS_WAIT_MS`` at most) rather than cancelled in it: redis-py's client
+        can be left waiting for ever by a command cancelled midway. One that has not ended
+        within ``CLOSE_WAIT_S`` (a broker that stopped answering) is cancelled then."""
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.close()
 
 
