@@ -30,8 +30,8 @@ from shipyard.errors import (
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE, SKOPS_FILE
 from shipyard.inference.inputs import FeatureLayout
-from shipyard.inference.predictor import Features, Outputs, predictor_from_files
-from shipyard.inference.service import InferenceService, ScoredRows, ServiceHooks
+from shipyard.inference.predictor import Features, Outputs, ScoredRows, predictor_from_files
+from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import Registry, VerifiedArtifact
 from shipyard.settings import Settings
 

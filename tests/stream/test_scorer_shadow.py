@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.inference.service import ScoredRows
+from shipyard.inference.predictor import ScoredRows
 from shipyard.monitoring.log import ParquetLog
 from shipyard.monitoring.recorder import PredictionRecorder
 from shipyard.registry import SHADOW_ALIAS, Registry

@@ -6,7 +6,7 @@ signature before any byte reaches a parser, and no format here unpickles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +21,24 @@ from shipyard.registry import VerifiedArtifact
 
 Features = npt.NDArray[np.float32]
 Outputs = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """Rows a version scored: the answered requests of a batch, or such rows as the version
+    in shadow scored them (not answered)."""
+
+    model: str
+    version: int
+    ids: Sequence[str]
+    """The rows' prediction ids (a shadow's: those the answering version gave them)."""
+    names: Sequence[str]
+    features: Features
+    """In the scoring version's feature order."""
+    outputs: Outputs
+    latency_ms: float | npt.NDArray[np.float32]
+    """Each row's time from its request's arrival to its answer; a shadow's: its own
+    prediction time."""
 
 
 class Predictor(Protocol):

@@ -18,14 +18,10 @@ told, with its batch's other such requests, to ``hooks.answered`` once the batch
 any: an adapter's prediction log costs a call a batch rather than one a request.
 
 **Shadows.** A served model whose ``shadow`` alias points at a version (a retrained
-candidate, ``retrain.gate.shadow``) has that version loaded too: answered rows with ids
-(above; an adapter that logs its own batches calls ``shadow`` itself) are queued (bounded:
-dropped and counted when the shadow falls behind) for a task that scores them with it in a
-thread — what queued meanwhile stacked into one call — and gives the outputs to
-``hooks.shadowed``: the adapters log them under the shadow's version with the same ids. The
-answer never waits for the shadow, nor fails with it (a failing shadow is logged once, its
-rows counted). The shadow alias is followed with the others: moved, the old version stops at
-once and the new one is loaded; gone, the shadow is dropped.
+candidate, ``retrain.gate.shadow``) has that version loaded too (``inference/shadows.py``):
+answered rows with ids (above; an adapter that logs its own batches calls ``shadow``
+itself) are scored with it off the response path, and ``hooks.shadowed`` logs them under
+its version with the same ids. The shadow alias is followed with the others.
 
 In serving, a bare ``name`` means ``name@<default alias>`` (``production``): a server serves
 what is promoted, not whatever was registered last.
@@ -42,17 +38,21 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
-from shipyard.errors import AliasNotFoundError, BatcherClosedError, ShipyardError
+from shipyard.errors import BatcherClosedError, ShipyardError
 from shipyard.inference.batcher import BatchAnswered, Batcher, BatchObserver
 from shipyard.inference.inputs import FeatureLayout
-from shipyard.inference.predictor import Features, Outputs, Predictor, load_predictor
+from shipyard.inference.predictor import (
+    Features,
+    Outputs,
+    Predictor,
+    ScoredRows,
+    load_predictor,
+)
+from shipyard.inference.shadows import Shadows, VersionKey
 from shipyard.registry import DEFAULT_ALIAS, SHADOW_ALIAS, ModelRef, ModelVersionInfo, Registry
 
 logger = logging.getLogger(__name__)
-
-VersionKey = tuple[str, int]
 
 
 @dataclass
@@ -99,26 +99,12 @@ class Inference(NamedTuple, Generic[Decoded]):
     """Each row's prediction id, when ``infer`` was given ``ids``."""
 
 
-#: Rows a shadow scores in one call at most (queued requests are stacked up to this).
-SHADOW_BATCH_ROWS = 1024
+class _Asked(NamedTuple):
+    """What a request with ids carries through its batcher (its ``note``)."""
 
-
-@dataclass(frozen=True)
-class ScoredRows:
-    """Rows a version scored: the answered requests of a batch, or such rows as the version
-    in shadow scored them (not answered)."""
-
-    model: str
-    version: int
     ids: Sequence[str]
-    """The rows' prediction ids (a shadow's: those the answering version gave them)."""
-    names: Sequence[str]
-    features: Features
-    """In the scoring version's feature order."""
-    outputs: Outputs
-    latency_ms: float | npt.NDArray[np.float32]
-    """Each row's time from its request's arrival to its answer; a shadow's: its own
-    prediction time."""
+    started: float
+    """The request's arrival, a ``time.perf_counter()``."""
 
 
 @dataclass
@@ -138,13 +124,6 @@ class ServiceHooks:
 
 
 @dataclass
-class _Shadow:
-    info: ModelVersionInfo
-    predictor: Predictor
-    layout: FeatureLayout
-
-
-@dataclass
 class InferenceService:
     """Loaded model versions behind batchers, kept in step with the registry's aliases."""
 
@@ -160,13 +139,7 @@ class InferenceService:
     shadow_queue: int = 256
     """Answered batches (a server's: up to ``max_batch_size`` rows each; a scorer's: its
     batch) waiting for the shadow at most; more are dropped and counted."""
-    shadow_dropped: int = field(default=0, init=False)
-    _shadows: dict[str, _Shadow] = field(default_factory=dict, init=False)
-    _shadow_failed: set[VersionKey] = field(default_factory=set, init=False)
-    _shadow_work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]] | None = field(
-        default=None, init=False
-    )
-    _shadow_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _shadows: Shadows = field(init=False)
     _models: dict[VersionKey, LoadedModel] = field(default_factory=dict, init=False)
     _routes: dict[str, VersionKey] = field(default_factory=dict, init=False)
     _canonical: dict[str, str] = field(default_factory=dict, init=False)
@@ -174,6 +147,19 @@ class InferenceService:
     _poller: asyncio.Task[None] | None = field(default=None, init=False)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _refused: set[VersionKey] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        # The hooks are read when called: an adapter may set them after construction.
+        self._shadows = Shadows(
+            self.registry,
+            self.shadow_alias,
+            self.shadow_queue,
+            load=self._load,
+            scored=lambda scored: self.hooks.shadowed(scored),
+            dropped=lambda name, rows: self.hooks.shadow_dropped(name, rows),
+            load_failed=lambda name, error: self.hooks.load_failed(name, error),
+            refused=self._refused,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -188,8 +174,7 @@ class InferenceService:
                     await self._follow_shadows()
                 except Exception:  # the poller tries again; serving must start regardless
                     logger.exception("could not look for shadows")
-                self._shadow_work = asyncio.Queue(self.shadow_queue)
-                self._shadow_task = loop.create_task(self._score_shadows(self._shadow_work))
+                self._shadows.start()
             self._poller = loop.create_task(self._follow_aliases())
 
     async def close(self) -> None:
@@ -198,11 +183,7 @@ class InferenceService:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
-        if self._shadow_task is not None:
-            self._shadow_task.cancel()
-            await asyncio.gather(self._shadow_task, return_exceptions=True)
-            self._shadow_task = self._shadow_work = None
-        self._shadows.clear()
+        await self._shadows.close()
         await asyncio.gather(*(m.batcher.close() for m in self._models.values()))
         await asyncio.gather(*self._retiring, return_exceptions=True)
         self._models.clear()
@@ -261,11 +242,11 @@ class InferenceService:
         key = (info.name, info.version)
         if key in self._models:
             return self._models[key]
-        shadow = self._shadows.get(info.name)
-        if shadow is not None and shadow.info.version == info.version:
+        promoted = self._shadows.predictor(info.name, info.version)
+        if promoted is not None:
             # The shadow promoted: its predictor was loaded and verified already (versions
             # never change), so production takes it over rather than loading it again.
-            predictor = shadow.predictor
+            predictor = promoted
         else:
             try:
                 predictor = await asyncio.to_thread(self._load, info)
@@ -307,8 +288,8 @@ class InferenceService:
                 rows = np.concatenate([np.arange(start, stop) for _, start, stop in notes])
                 features = features[rows]
                 outputs = {name: values[rows] for name, values in outputs.items()}
-            ids = list(itertools.chain.from_iterable(note[0] for note, _, _ in notes))
-            waited = np.array([now - note[1] for note, _, _ in notes], np.float32)
+            ids = list(itertools.chain.from_iterable(asked.ids for asked, _, _ in notes))
+            waited = np.array([now - asked.started for asked, _, _ in notes], np.float32)
             latency = np.repeat(waited * np.float32(1000), counts)
             if self.hooks.answered is not None:  # first: the log matters more than the shadow
                 self.hooks.answered(
@@ -346,7 +327,7 @@ class InferenceService:
         rows then reach ``hooks.answered`` and the shadow with them, each with its latency
         since ``started`` (a ``time.perf_counter()``; default: now).
         """
-        note: tuple[Sequence[str], float] | None = None
+        note: _Asked | None = None
         for _ in range(3):
             loaded = await self.model(ref)
             decoded = decode(loaded.layout)
@@ -355,7 +336,7 @@ class InferenceService:
                 given = ids(len(features))
                 if len(given) != len(features):  # the adapter's mistake: it would spoil a batch
                     raise ValueError(f"{len(given)} ids made for {len(features)} rows")
-                note = (given, time.perf_counter() if started is None else started)
+                note = _Asked(given, time.perf_counter() if started is None else started)
             try:
                 outputs = await loaded.batcher.submit(features, note) if len(features) else {}
             except BatcherClosedError:
@@ -369,7 +350,7 @@ class InferenceService:
                 loaded.layout,
                 decoded,
                 classes,
-                () if note is None else note[0],
+                () if note is None else note.ids,
             )
         raise BatcherClosedError(f"{ref} kept changing version; retry")
 
@@ -387,120 +368,24 @@ class InferenceService:
         off the response path (``hooks.shadowed`` gets them); never waits. False when there
         is no shadow to score them (none, or it is the answering version) or they were
         dropped: the shadow's queue was full, or it lacks a feature they have not."""
-        shadow = self._shadows.get(model)
-        work = self._shadow_work
-        if shadow is None or work is None or shadow.info.version == version or not len(ids):
-            return False
-        wanted = shadow.layout.names
-        if list(names) != list(wanted):  # the shadow may order its features otherwise
-            position = {name: i for i, name in enumerate(names)}
-            if any(name not in position for name in wanted):
-                return self._dropped(model, len(ids))
-            features = features[:, [position[name] for name in wanted]]
-        try:
-            work.put_nowait((shadow, ids, features))
-        except asyncio.QueueFull:
-            return self._dropped(model, len(ids))
-        return True
+        return self._shadows.offer(model, version, ids, names, features)
 
     def shadowing(self, model: str) -> int | None:
         """The version of ``model`` scoring in shadow, if one is loaded."""
-        shadow = self._shadows.get(model)
-        return shadow.info.version if shadow is not None else None
+        return self._shadows.version(model)
 
-    def _dropped(self, model: str, rows: int) -> bool:
-        self.shadow_dropped += rows
-        self.hooks.shadow_dropped(model, rows)
-        return False
-
-    async def _score_shadows(
-        self, work: asyncio.Queue[tuple[_Shadow, Sequence[str], Features]]
-    ) -> None:
-        # In a thread: the shadow must never hold the event loop that answers requests.
-        # What queued meanwhile is scored in one call per shadow (up to SHADOW_BATCH_ROWS
-        # rows), so a shadow keeps up with many small requests; when it still falls
-        # behind, ``shadow`` drops what does not fit.
-        while True:
-            items = [await work.get()]
-            rows = len(items[0][1])
-            while rows < SHADOW_BATCH_ROWS and not work.empty():
-                items.append(work.get_nowait())
-                rows += len(items[-1][1])
-            groups: dict[int, list[tuple[_Shadow, Sequence[str], Features]]] = {}
-            for item in items:
-                groups.setdefault(id(item[0]), []).append(item)
-            for group in groups.values():
-                await self._score_shadow(group)
-
-    async def _score_shadow(self, group: list[tuple[_Shadow, Sequence[str], Features]]) -> None:
-        """Score the queued rows of one shadow in one call and hand them on."""
-        shadow = group[0][0]
-        ids = [i for _, item_ids, _ in group for i in item_ids]
-        features = group[0][2] if len(group) == 1 else np.concatenate([f for *_, f in group])
-        started = time.perf_counter()
-        try:
-            outputs = await asyncio.to_thread(shadow.predictor.predict, features)
-            latency_ms = (time.perf_counter() - started) * 1000
-            self.hooks.shadowed(
-                ScoredRows(
-                    shadow.info.name,
-                    shadow.info.version,
-                    ids,
-                    shadow.layout.names,
-                    features,
-                    outputs,
-                    latency_ms,
-                )
-            )
-        except Exception:  # a failing shadow must not stop the next request's
-            key = (shadow.info.name, shadow.info.version)
-            if key not in self._shadow_failed:  # told once; the drops are counted
-                self._shadow_failed.add(key)
-                logger.exception("shadow %s failed on %d rows", shadow.info.ref, len(ids))
-            self._dropped(shadow.info.name, len(ids))
+    @property
+    def shadow_dropped(self) -> int:
+        """Rows the shadows did not score (their queue was full, they failed)."""
+        return self._shadows.dropped_rows
 
     async def _follow_shadows(self) -> None:
-        """Load the version behind each served model's shadow alias; unload one whose alias
-        moved away or went."""
-        alias = self.shadow_alias
-        if alias is None:
-            return
         names = {route.partition("@")[0].partition(":")[0] for route in self._routes}
-        for name in names | set(self._shadows):
-            try:
-                info = await asyncio.to_thread(
-                    self.registry.get_version, ModelRef(name, None, alias)
-                )
-            except AliasNotFoundError:
-                if self._shadows.pop(name, None) is not None:
-                    logger.info("%s has no shadow any more", name)
-                continue
-            except ShipyardError as error:
-                logger.warning("cannot resolve %s@%s (%s)", name, alias, error)
-                continue
-            current = self._shadows.get(name)
-            key = (info.name, info.version)
-            if current is not None and current.info.version == info.version:
-                continue
-            if current is not None:  # moved: the old version stops now, loaded or not
-                del self._shadows[name]
-                logger.info("%s no longer scores %s requests in shadow", current.info.ref, name)
-            if key in self._refused:
-                continue
-            served = self._models.get(key)
-            try:
-                predictor = (
-                    served.predictor
-                    if served is not None
-                    else await asyncio.to_thread(self._load, info)
-                )
-            except ShipyardError as error:
-                self._refused.add(key)
-                self.hooks.load_failed(name, error)
-                logger.error("refusing %s as a shadow (%s)", info.ref, error)
-                continue
-            self._shadows[name] = _Shadow(info, predictor, FeatureLayout(info.input_schema))
-            logger.info("%s scores %s requests in shadow", info.ref, name)
+        await self._shadows.follow(names, self._served_predictor)
+
+    def _served_predictor(self, key: VersionKey) -> Predictor | None:
+        served = self._models.get(key)
+        return served.predictor if served is not None else None
 
     # -- following aliases ------------------------------------------------------------------
 

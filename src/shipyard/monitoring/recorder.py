@@ -36,8 +36,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from shipyard.errors import PredictionLogError, ShipyardError
-from shipyard.inference.predictor import Outputs
-from shipyard.inference.service import ScoredRows
+from shipyard.inference.predictor import Outputs, ScoredRows
 from shipyard.monitoring.log import PredictionLog, prediction_table
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import pytest
 
 from shipyard.inference import ExportedModel
 from shipyard.inference.formats import ONNX_FILE
-from shipyard.inference.predictor import Outputs, Predictor
-from shipyard.inference.service import InferenceService, ScoredRows, ServiceHooks
+from shipyard.inference.predictor import Outputs, Predictor, ScoredRows
+from shipyard.inference.service import InferenceService, ServiceHooks
 from shipyard.registry import SHADOW_ALIAS, ModelVersionInfo, Registry
 
 from .test_service import Register, expected, rows, run
